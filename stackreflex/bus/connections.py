@@ -1,0 +1,54 @@
+"""One broker URL, two AMQP clients: normalise it once for kombu and once for pika.
+
+kombu reads ``amqp://h:5672//`` as virtual host ``/`` while pika reads it as the empty
+virtual host (which RabbitMQ refuses). Both read ``/%2F`` as ``/``, so every URL is
+rewritten to name its virtual host explicitly and percent-encoded.
+"""
+
+import ssl
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+from kombu import Connection
+
+from ..errors import ConfigError
+from ..redaction import redact_text
+from ..settings import Settings
+
+#: kombu URL of the embedded (in-process) bus.
+EMBEDDED_URL = "memory://"
+
+#: The bounded retry policy for (re)connecting and publishing.
+RETRY_POLICY = {"max_retries": 5, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 3}
+
+
+def normalise_amqp_url(url: str) -> str:
+    """Return ``url`` with its virtual host spelled ``/%2F``-style for both clients."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("amqp", "amqps"):
+        raise ConfigError(f"broker URL must start with amqp:// or amqps://, not {parts.scheme or '(none)'}://")
+    if not parts.hostname:
+        raise ConfigError("broker URL has no host name")
+    path = parts.path
+    vhost = "/" if path in ("", "/", "//") else unquote(path[1:])
+    return urlunsplit((parts.scheme, parts.netloc, "/" + quote(vhost, safe=""), parts.query, ""))
+
+
+def display_url(settings: Settings) -> str:
+    """The broker URL with its password masked, for messages and logs."""
+    if settings.broker_url is None:
+        return "embedded (in-memory)"
+    return redact_text(settings.broker_url.get_secret_value())
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(settings.broker_ca_file) if settings.broker_ca_file else None)
+
+
+def kombu_connection(settings: Settings) -> Connection:
+    """A kombu connection with publisher confirms (or the in-memory transport when embedded)."""
+    if settings.embedded:
+        return Connection(EMBEDDED_URL, transport_options={"polling_interval": 0.01})
+    url = normalise_amqp_url(settings.broker_url.get_secret_value())
+    tls = ssl_context(settings) if url.startswith("amqps://") else None
+    return Connection(url, ssl=tls or False, heartbeat=30,
+                      transport_options={"confirm_publish": True, **RETRY_POLICY})

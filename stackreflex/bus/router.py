@@ -1,0 +1,154 @@
+"""The router: the only bridge from envelopes on the exchange to handler runs in dramatiq.
+
+It acknowledges an envelope only after every matching handler's message is
+confirmed by the broker, and it parks what it cannot accept, with the reason, in
+the dead-letter queue ``<namespace>.dlq``.
+"""
+
+import logging
+import socket
+import threading
+import time
+
+from kombu import Queue, binding
+from kombu.exceptions import OperationalError
+
+from ..errors import InvalidEnvelope
+from ..handlers.registry import Registry
+from ..models.audit import AuditLog
+from ..redaction import redact_text
+from ..settings import Settings
+from .connections import kombu_connection
+from .dispatch import Dispatcher
+from .envelope import Envelope, parse_envelope
+from .publisher import Publisher, topic_exchange
+from .signing import needs_signature, verify
+
+log = logging.getLogger("stackreflex.router")
+
+#: Headers a parked message carries.
+REASON_HEADER = "x-stackreflex-reason"
+ROUTING_KEY_HEADER = "x-stackreflex-routing-key"
+
+#: How long to wait before consuming again after the broker connection broke (seconds).
+RECONNECT_DELAY = 1.0
+
+
+def router_queue_name(settings: Settings) -> str:
+    return f"{settings.namespace}.router"
+
+
+def dead_letter_queue(settings: Settings) -> Queue:
+    return Queue(f"{settings.namespace}.dlq", durable=True)
+
+
+def router_queue(settings: Settings, registry: Registry) -> Queue:
+    exchange = topic_exchange(settings)
+    return Queue(router_queue_name(settings), durable=True,
+                 bindings=[binding(exchange, routing_key=p) for p in sorted(registry.patterns())])
+
+
+class Router:
+    """Consumes envelopes and turns each into one dramatiq message per matching handler."""
+
+    def __init__(self, settings: Settings, registry: Registry, dispatcher: Dispatcher,
+                 audit: AuditLog, publisher: Publisher):
+        self.settings = settings
+        self.registry = registry
+        self.dispatcher = dispatcher
+        self.audit = audit
+        self.publisher = publisher
+        self.ready = threading.Event()
+
+    # -- the decision, independent of AMQP delivery ---------------------------------
+
+    def route(self, body: bytes, routing_key: str) -> str:
+        """Validate, record and dispatch one message; returns ``routed``, ``duplicate`` or ``rejected``."""
+        try:
+            envelope = parse_envelope(body)
+            if self.settings.signing_key is not None and needs_signature(envelope):
+                verify(envelope, self.settings.signing_key.get_secret_value())
+        except InvalidEnvelope as exc:
+            self._reject(body, routing_key, exc)
+            return "rejected"
+
+        duplicate = self.audit.seen(envelope.id)
+        self.audit.record_envelope(envelope, status="duplicate" if duplicate else "accepted")
+        runs = []
+        for handler in self.registry:
+            if not self._matches(handler, envelope):
+                continue
+            run, created = self.audit.ensure_run(envelope, handler.name)
+            # attempts == 0: never started, so its first message may have been lost; send (again).
+            if created or (run.status == "pending" and run.attempts == 0):
+                self.dispatcher.dispatch(handler.name, envelope)
+            runs.append({"handler": handler.name, "run_id": run.id, "status": run.status})
+        outcome = "duplicate" if duplicate else "routed"
+        log.info("envelope %s: %s %s subject=%s to %s", outcome, envelope.type, envelope.id,
+                 envelope.subject, ", ".join(r["handler"] for r in runs) or "no handler",
+                 extra={"envelope_id": envelope.id, "type": envelope.type})
+        self._notify(Envelope.new("envelope.routed", subject=envelope.subject, cause=envelope,
+                                  data={"envelope_id": envelope.id, "duplicate": duplicate, "runs": runs}))
+        return outcome
+
+    def _matches(self, handler, envelope: Envelope) -> bool:
+        try:
+            return handler.matches(envelope)
+        except Exception as exc:
+            log.error("predicate of handler %s failed on %s %s: %s", handler.name, envelope.type,
+                      envelope.id, exc)
+            return False
+
+    def _reject(self, body: bytes, routing_key: str, error: InvalidEnvelope) -> None:
+        reason = redact_text(str(error))
+        self.publisher.send_to_queue(body, dead_letter_queue(self.settings),
+                                     {REASON_HEADER: reason, ROUTING_KEY_HEADER: routing_key})
+        self.audit.record_envelope(None, status="rejected", reason=reason, raw=body,
+                                   envelope_id=error.envelope_id)
+        log.warning("envelope rejected (routing key %s): %s", routing_key, reason,
+                    extra={"envelope_id": error.envelope_id})
+        if error.envelope_id:
+            self._notify(Envelope.new("envelope.rejected", subject=None, correlationid=error.envelope_id,
+                                      causationid=error.envelope_id,
+                                      data={"envelope_id": error.envelope_id, "reason": reason}))
+
+    def _notify(self, envelope: Envelope) -> None:
+        try:
+            self.publisher.publish(envelope, mandatory=False)
+        except Exception as exc:
+            log.warning("could not publish %s: %s", envelope.type, exc)
+
+    # -- consuming ------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Consume until ``stop`` is set, reconnecting when the broker connection breaks."""
+        while not stop.is_set():
+            try:
+                self._consume(stop)
+            except (OperationalError, ConnectionError, OSError) as exc:
+                self.ready.clear()
+                log.warning("router lost the broker connection (%s); reconnecting", exc)
+                stop.wait(RECONNECT_DELAY)
+
+    def _consume(self, stop: threading.Event) -> None:
+        with kombu_connection(self.settings) as connection:
+            queue = router_queue(self.settings, self.registry)
+            with connection.Consumer([queue], on_message=self._on_message,
+                                     prefetch_count=self.settings.router_prefetch):
+                self.ready.set()
+                while not stop.is_set():
+                    try:
+                        connection.drain_events(timeout=0.2)
+                    except (socket.timeout, TimeoutError):
+                        pass
+
+    def _on_message(self, message) -> None:
+        try:
+            self.route(message.body, message.delivery_info.get("routing_key", ""))
+        except Exception:
+            # Infrastructure trouble (database, broker): keep the message and try again.
+            log.exception("router could not handle a message; it goes back to the queue")
+            time.sleep(RECONNECT_DELAY)
+            message.requeue()
+            return
+        message.ack()

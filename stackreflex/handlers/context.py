@@ -1,0 +1,116 @@
+"""RunContext: what a handler may use, and nothing else."""
+
+import logging
+import time
+from contextlib import contextmanager
+from datetime import timedelta
+from functools import cached_property
+from typing import Any, Callable, Iterator, NoReturn
+
+from ..bus.envelope import Envelope
+from ..clock import utcnow
+from ..errors import HandlerFailed, WaitTimedOut
+from ..models.audit import AuditLog
+from ..models.tables import Run
+
+log = logging.getLogger("stackreflex.run")
+
+
+class Suspend(Exception):
+    """Raised by :meth:`RunContext.recheck`: park the run and re-check later (not an error)."""
+
+    def __init__(self, after: float, waiting_for: str, deadline):
+        super().__init__(waiting_for)
+        self.after, self.waiting_for, self.deadline = after, waiting_for, deadline
+
+
+class RunContext:
+    """Handed to a handler for one attempt of one run.
+
+    ``ctx.state`` is a dict saved across continuations (it is redacted like every
+    audit value: keep secrets out of it and read them again when needed).
+    """
+
+    def __init__(self, *, run: Run, envelope: Envelope, audit: AuditLog,
+                 publish: Callable[..., None], notify: Callable[[Envelope], None], state: dict,
+                 cloud_factory: Callable[[], Any], ssh_factory: Callable[..., Any]):
+        self.run = run
+        self.envelope = envelope
+        self.state = state
+        self._audit = audit
+        self._publish = publish
+        self._notify = notify
+        self._cloud_factory = cloud_factory
+        self._ssh_factory = ssh_factory
+
+    @property
+    def run_id(self) -> str:
+        return self.run.id
+
+    @property
+    def attempt(self) -> int:
+        return self.run.attempts
+
+    @contextmanager
+    def step(self, name: str, target: str | None = None) -> Iterator[dict]:
+        """Record a step; fill the yielded dict with details (request ids, exit codes…).
+
+        >>> with ctx.step("disable nova-compute", target="compute-0") as detail:
+        ...     detail["request_id"] = "req-…"
+        """
+        detail: dict = {}
+        step_id = self._audit.start_step(self.run.id, self.run.attempts, name, target)
+        started = time.monotonic()
+        try:
+            yield detail
+        except BaseException as exc:
+            self._audit.finish_step(step_id, "failed", detail, f"{type(exc).__name__}: {exc}")
+            log.info("step failed: %s target=%s error=%s", name, target, exc,
+                     extra={"run_id": self.run.id, "step": name, "target": target})
+            raise
+        self._audit.finish_step(step_id, "succeeded", detail)
+        log.info("step succeeded: %s target=%s in %.3fs", name, target, time.monotonic() - started,
+                 extra={"run_id": self.run.id, "step": name, "target": target})
+
+    def progress(self, done: int, total: int | None = None, note: str | None = None) -> None:
+        """Record progress and tell whoever follows the run (``--wait``)."""
+        self._audit.set_progress(self.run.id, done, total, note)
+        self._notify(self._event("run.progress", status="running", done=done, total=total, note=note))
+
+    def publish(self, type: str, *, subject: str | None = None, data: Any = None) -> Envelope:
+        """Publish an envelope caused by this run's envelope (same correlation id)."""
+        envelope = Envelope.new(type, subject=subject, data=data, cause=self.envelope)
+        self._publish(envelope)
+        return envelope
+
+    def recheck(self, after: float, *, waiting_for: str, deadline: float = 3600.0) -> NoReturn:
+        """End this attempt and run the handler again in ``after`` seconds, holding no message.
+
+        ``deadline`` (seconds) counts from the first wait for the same thing; past it the
+        run fails with :class:`WaitTimedOut`.
+        """
+        now = utcnow()
+        same_wait = self.run.waiting_for == waiting_for and self.run.deadline is not None
+        give_up_at = self.run.deadline if same_wait else now + timedelta(seconds=deadline)
+        if now >= give_up_at:
+            raise WaitTimedOut(f"gave up waiting for {waiting_for}: deadline passed at "
+                               f"{give_up_at:%Y-%m-%dT%H:%M:%SZ}")
+        raise Suspend(after, waiting_for, give_up_at)
+
+    def fail(self, reason: str) -> NoReturn:
+        """End the run ``failed`` with ``reason``; no retry."""
+        raise HandlerFailed(reason)
+
+    @cached_property
+    def cloud(self):
+        """An openstacksdk connection, created on first use."""
+        return self._cloud_factory()
+
+    def ssh(self, host: str, **options):
+        """An SSH session to ``host`` with the configured user, key and known_hosts."""
+        return self._ssh_factory(host, **options)
+
+    def _event(self, type: str, **data) -> Envelope:
+        return Envelope.new(type, subject=self.envelope.subject, cause=self.envelope,
+                            data={"run_id": self.run.id, "handler": self.run.handler,
+                                  "envelope_id": self.envelope.id, **data})

@@ -1,0 +1,1 @@
+"""The SQL audit log: tables, migrations, the write API and the queries."""

@@ -1,0 +1,105 @@
+"""The audit log's tables. Times are timezone-aware and stored as UTC.
+
+Free-text and JSON columns hold redacted content only: :mod:`.audit` redacts
+every value before it is written.
+"""
+
+from datetime import datetime
+from typing import Optional
+
+from sqlalchemy import Column, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+#: Run statuses; ``pending`` also covers a run waiting for its next retry.
+RUN_STATUSES = ("pending", "running", "waiting", "succeeded", "failed", "dead", "skipped")
+#: Statuses after which a run never acts again (unless replayed from the dead-letter queue).
+FINAL_STATUSES = ("succeeded", "failed", "dead", "skipped")
+
+
+class EnvelopeRecord(SQLModel, table=True):
+    """Every envelope the router received, accepted or rejected."""
+
+    __tablename__ = "envelope"
+    __table_args__ = (Index("ix_envelope_correlation", "correlation_id", "received_at"),)
+
+    pk: Optional[int] = Field(default=None, primary_key=True)
+    envelope_id: Optional[str] = Field(default=None, index=True, max_length=64)
+    #: ``accepted``, ``duplicate`` or ``rejected``
+    status: str = Field(max_length=16)
+    reason: Optional[str] = Field(default=None, sa_column=Column(Text))
+    type: Optional[str] = Field(default=None, max_length=255, index=True)
+    subject: Optional[str] = Field(default=None, max_length=255, index=True)
+    source: Optional[str] = Field(default=None, max_length=255)
+    correlation_id: Optional[str] = Field(default=None, max_length=64)
+    causation_id: Optional[str] = Field(default=None, max_length=64)
+    actor: Optional[str] = Field(default=None, max_length=255)
+    time: Optional[datetime] = None
+    received_at: datetime
+    payload: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class Run(SQLModel, table=True):
+    """One handler invocation for one envelope; (envelope_id, handler) is unique."""
+
+    __tablename__ = "run"
+    __table_args__ = (
+        UniqueConstraint("envelope_id", "handler", name="uq_run_envelope_handler"),
+        Index("ix_run_status_wake", "status", "wake_at"),
+        Index("ix_run_created", "created_at"),
+        Index("ix_run_correlation", "correlation_id"),
+    )
+
+    id: str = Field(primary_key=True, max_length=36)
+    envelope_id: str = Field(max_length=64)
+    handler: str = Field(max_length=255, index=True)
+    type: str = Field(max_length=255)
+    subject: Optional[str] = Field(default=None, max_length=255, index=True)
+    correlation_id: str = Field(max_length=64)
+    status: str = Field(default="pending", max_length=16)
+    attempts: int = 0
+    error: Optional[str] = Field(default=None, sa_column=Column(Text))
+    created_at: datetime
+    started_at: Optional[datetime] = None
+    finished_at: Optional[datetime] = None
+    updated_at: datetime
+    #: A running run belongs to its worker until this time; heartbeats push it forward.
+    lease_until: Optional[datetime] = None
+    lease_owner: Optional[str] = Field(default=None, max_length=128)
+    #: Continuations: generation number, when to wake, give-up time, what is awaited, handler state.
+    wake: int = 0
+    wake_at: Optional[datetime] = None
+    deadline: Optional[datetime] = None
+    waiting_for: Optional[str] = Field(default=None, sa_column=Column(Text))
+    state: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+    progress_done: Optional[int] = None
+    progress_total: Optional[int] = None
+    progress_note: Optional[str] = Field(default=None, sa_column=Column(Text))
+
+
+class Step(SQLModel, table=True):
+    """One recorded action inside a run: an API call, an SSH command, a wait."""
+
+    __tablename__ = "step"
+    __table_args__ = (Index("ix_step_target_started", "target", "started_at"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="run.id", index=True, max_length=36)
+    attempt: int
+    name: str = Field(max_length=255)
+    target: Optional[str] = Field(default=None, max_length=255)
+    #: ``running``, ``succeeded``, ``failed`` or ``interrupted`` (its worker died)
+    status: str = Field(max_length=16)
+    started_at: datetime
+    finished_at: Optional[datetime] = None
+    detail: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+    error: Optional[str] = Field(default=None, sa_column=Column(Text))
+
+
+class WatcherCursor(SQLModel, table=True):
+    """The last Heat event seen per stack, so a restarted watcher neither misses nor repeats."""
+
+    __tablename__ = "watcher_cursor"
+
+    stack: str = Field(primary_key=True, max_length=255)
+    last_event_id: Optional[str] = Field(default=None, max_length=64)
+    updated_at: datetime

@@ -1,0 +1,96 @@
+"""Settings: one typed object, read once from a TOML file and the environment, then passed in.
+
+Precedence: environment (``STACKREFLEX_*``) over the TOML file (``--config``, default
+``~/.config/stackreflex/config.toml``) over the defaults below.
+"""
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError
+
+from .errors import ConfigError
+
+#: Where settings are read from when no ``--config`` is given.
+DEFAULT_CONFIG_PATH = Path("~/.config/stackreflex/config.toml").expanduser()
+
+#: Prefix of every environment variable stackreflex reads.
+ENV_PREFIX = "STACKREFLEX_"
+
+
+def default_state_dir() -> Path:
+    """The user's state directory (XDG), where the embedded audit log lives."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(base) / "stackreflex"
+
+
+class Settings(BaseModel):
+    """Everything configurable, with defaults that work on a laptop (embedded mode)."""
+
+    #: AMQP URL (``amqp://`` or ``amqps://``); unset means embedded: in-memory bus, in-process worker.
+    broker_url: SecretStr | None = None
+    #: CA bundle used to verify the broker's certificate with ``amqps://``.
+    broker_ca_file: Path | None = None
+    #: SQLAlchemy URL of the audit log; unset means SQLite in the state directory.
+    database_url: SecretStr | None = None
+    #: HMAC key for command envelopes; when set, unsigned or forged commands are rejected.
+    signing_key: SecretStr | None = None
+    #: Name of the topic exchange, and prefix of every queue stackreflex declares.
+    namespace: str = Field("stackreflex", pattern=r"^[A-Za-z0-9_.-]+$")
+    #: Worker threads per worker process.
+    worker_threads: int = Field(8, ge=1, le=256)
+    #: A running handler's claim on its run lapses this long after its worker stops heartbeating.
+    lease_seconds: float = Field(30.0, gt=0)
+    #: How often waiting runs (continuations) are checked for being due.
+    sweep_interval: float = Field(1.0, gt=0)
+    #: Messages the router takes from the broker before acknowledging any.
+    router_prefetch: int = Field(64, ge=1)
+    #: Log format: ``text`` for people, ``json`` for log collectors.
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
+    #: SSH settings used by ``ctx.ssh(host)``.
+    ssh_user: str = "stack"
+    ssh_key_file: Path | None = None
+    ssh_port: int = 22
+    ssh_known_hosts: Path = Path("~/.ssh/known_hosts").expanduser()
+    ssh_timeout: float = 10.0
+    #: openstacksdk cloud name (``clouds.yaml``); unset means ``OS_CLOUD`` or the ``OS_*`` variables.
+    cloud: str | None = None
+
+    @property
+    def embedded(self) -> bool:
+        return self.broker_url is None
+
+    def database(self) -> str:
+        """The audit log URL, defaulting to SQLite in the state directory."""
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        path = default_state_dir() / "audit.db"
+        return f"sqlite:///{path}"
+
+
+def load_settings(config_file: Path | None = None, **overrides) -> Settings:
+    """Read settings from a TOML file and the environment; errors name the bad setting."""
+    values: dict = {}
+    path = config_file or DEFAULT_CONFIG_PATH
+    if config_file is not None and not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    if path.exists():
+        try:
+            values.update(tomllib.loads(path.read_text()))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
+    for name in Settings.model_fields:
+        env = os.environ.get(ENV_PREFIX + name.upper())
+        if env not in (None, ""):
+            values[name] = env
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None

@@ -1,0 +1,43 @@
+"""SSH to nodes with verified host keys: an unknown or changed key is refused, never trusted silently."""
+
+import socket
+from pathlib import Path
+
+import paramiko
+
+from ..errors import StackreflexError
+from ..settings import Settings
+
+
+class SSHError(StackreflexError):
+    """A node could not be reached or refused us over SSH."""
+
+
+def open_ssh(settings: Settings, host: str, *, port: int | None = None, user: str | None = None,
+             key_file: Path | None = None, known_hosts: Path | None = None) -> paramiko.SSHClient:
+    """Connect to ``host`` as the configured user; the caller closes the client."""
+    client = paramiko.SSHClient()
+    known = Path(known_hosts or settings.ssh_known_hosts).expanduser()
+    if known.exists():
+        client.load_host_keys(str(known))
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    target = f"{user or settings.ssh_user}@{host}"
+    try:
+        client.connect(host, port=port or settings.ssh_port, username=user or settings.ssh_user,
+                       key_filename=str(key_file or settings.ssh_key_file) if (key_file or settings.ssh_key_file) else None,
+                       timeout=settings.ssh_timeout, banner_timeout=settings.ssh_timeout,
+                       auth_timeout=settings.ssh_timeout, allow_agent=False, look_for_keys=False)
+    except paramiko.BadHostKeyException:
+        client.close()
+        raise SSHError(f"node {host}: SSH host key changed since it was recorded in {known}; if the node was "
+                       f"rebuilt, run `stackreflex nodes trust {host}` after checking its fingerprint") from None
+    except paramiko.SSHException as exc:
+        client.close()
+        if "not found in known_hosts" in str(exc):
+            raise SSHError(f"node {host}: SSH host key not in {known}; run `stackreflex nodes trust {host}` "
+                           "or pass --known-hosts") from None
+        raise SSHError(f"node {host}: SSH as {target} failed: {exc}") from None
+    except (socket.error, OSError) as exc:
+        client.close()
+        raise SSHError(f"node {host}: unreachable over SSH port {port or settings.ssh_port}: {exc}") from None
+    return client
