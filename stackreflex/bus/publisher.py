@@ -70,6 +70,12 @@ class Publisher:
                 "start a worker whose handlers subscribe to it (stackreflex worker), or check the type")
         log.debug("published %s id=%s", envelope.type, envelope.id)
 
+    def publish_raw(self, body: bytes, routing_key: str) -> None:
+        """Publish bytes as they are (replays, and showing what the router does with garbage)."""
+        producer = self._producer()
+        producer.publish(body, routing_key=routing_key, content_type=CONTENT_TYPE, content_encoding="binary",
+                         delivery_mode=2, retry=True, retry_policy=RETRY_POLICY)
+
     def send_to_queue(self, body: bytes, queue: Queue, headers: dict) -> None:
         """Put raw bytes straight onto a durable queue (the dead-letter queue), confirmed."""
         producer = self._producer()

@@ -1,0 +1,110 @@
+"""The dead-letter queues: envelopes the router refused (``<ns>.dlq``) and handler messages
+dramatiq gave up on (``<ns>.<handler>.XQ``). Listing peeks and puts everything back;
+replay sends a message where it came from, then removes it.
+"""
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Callable
+
+from amqp.exceptions import NotFound
+from kombu import Queue
+
+from ..redaction import redact, redact_text
+from ..settings import Settings
+from .connections import kombu_connection
+from .publisher import CONTENT_TYPE, topic_exchange
+from .router import REASON_HEADER, ROUTING_KEY_HEADER, dead_letter_queue
+
+#: Most messages looked at per queue in one pass.
+PEEK_LIMIT = 1000
+
+
+@dataclass
+class DeadLetter:
+    """One parked message, described without secrets."""
+
+    key: str                 # what to pass to ``dlq replay``
+    queue: str
+    kind: str                # ``rejected`` (by the router) or ``dead`` (handler retries exhausted)
+    reason: str
+    type: str | None
+    handler: str | None
+    envelope_id: str | None
+    excerpt: str
+
+
+def describe(queue_name: str, body: bytes, headers: dict | None) -> DeadLetter:
+    if queue_name.endswith(".XQ"):
+        decoded = json.loads(body)
+        envelope = (decoded.get("args") or [{}])[0]
+        traceback = (decoded.get("options", {}).get("traceback") or "").strip().splitlines()
+        return DeadLetter(key=decoded["message_id"], queue=queue_name, kind="dead",
+                          reason=redact_text(traceback[-1] if traceback else "retries exhausted"),
+                          type=envelope.get("type"), handler=decoded.get("actor_name"),
+                          envelope_id=envelope.get("id"), excerpt=json.dumps(redact(envelope))[:200])
+    try:
+        parsed = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        parsed = None
+    parsed = parsed if isinstance(parsed, dict) else {}
+    envelope_id = parsed.get("id") if isinstance(parsed.get("id"), str) else None
+    etype = parsed.get("type") if isinstance(parsed.get("type"), str) else None
+    return DeadLetter(key=envelope_id or hashlib.sha1(body).hexdigest()[:12], queue=queue_name,
+                      kind="rejected", reason=(headers or {}).get(REASON_HEADER, "?"),
+                      type=etype or (headers or {}).get(ROUTING_KEY_HEADER), handler=None,
+                      envelope_id=envelope_id, excerpt=redact_text(body.decode("utf-8", "replace"))[:200])
+
+
+def _queue_names(settings: Settings, handlers: list[str]) -> list[str]:
+    return [dead_letter_queue(settings).name] + [f"{settings.namespace}.{h}.XQ" for h in handlers]
+
+
+def _take_all(channel, queue_name: str) -> list:
+    """Fetch a queue's messages unacknowledged (none if the queue does not exist)."""
+    try:
+        Queue(queue_name, channel=channel, no_declare=True).queue_declare(passive=True)
+    except NotFound:
+        return []
+    held = []
+    while len(held) < PEEK_LIMIT:
+        message = Queue(queue_name, channel=channel, no_declare=True).get(no_ack=False)
+        if message is None:
+            break
+        held.append(message)
+    return held
+
+
+def visit(settings: Settings, handlers: list[str],
+          choose: Callable[[DeadLetter], bool], before_send: Callable[[DeadLetter], None]) -> list[DeadLetter]:
+    """Look at every parked message; send back the chosen ones, put the rest back.
+
+    Returns every message seen, chosen or not. Listing is ``choose=lambda item: False``.
+    """
+    seen = []
+    exchange = topic_exchange(settings)
+    with kombu_connection(settings) as connection:
+        producer = connection.Producer()
+        for queue_name in _queue_names(settings, handlers):
+            channel = connection.channel()
+            for message in _take_all(channel, queue_name):
+                item = describe(queue_name, message.body, message.headers)
+                seen.append(item)
+                if not choose(item):
+                    message.requeue()
+                    continue
+                before_send(item)
+                if item.kind == "dead":
+                    decoded = json.loads(message.body)
+                    decoded["options"] = {}  # a fresh set of retries
+                    producer.publish(json.dumps(decoded).encode(), exchange="",
+                                     routing_key=decoded["queue_name"], delivery_mode=2,
+                                     content_type="application/json", content_encoding="utf-8")
+                else:
+                    producer.publish(message.body, exchange=exchange, declare=[exchange],
+                                     routing_key=(message.headers or {}).get(ROUTING_KEY_HEADER, ""),
+                                     delivery_mode=2, content_type=CONTENT_TYPE, content_encoding="utf-8")
+                message.ack()
+            channel.close()
+    return seen

@@ -1,0 +1,1 @@
+"""The ``stackreflex`` command line: thin commands that parse, call one function, render."""

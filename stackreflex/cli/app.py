@@ -1,0 +1,63 @@
+"""The root of the ``stackreflex`` command and its error handling (one line, no traceback)."""
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from kombu.exceptions import OperationalError
+from sqlalchemy.exc import OperationalError as DatabaseError
+
+from .. import __version__
+from ..errors import StackreflexError
+from ..redaction import redact_text
+from . import audit, dlq
+from .common import errors, invocation
+from .demo import demo
+from .publish import publish
+from .worker import worker
+
+app = typer.Typer(
+    name="stackreflex",
+    help=("Event-driven runbooks for OpenStack/TripleO clouds: Heat events and operator commands go on "
+          "RabbitMQ, handlers react, every step lands in an SQL audit log.\n\n"
+          "Without STACKREFLEX_BROKER_URL everything runs embedded in one process (try `stackreflex demo`)."),
+    no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode="rich",
+)
+app.command()(demo)
+app.command()(worker)
+app.command()(publish)
+app.add_typer(audit.app, name="audit")
+app.add_typer(dlq.app, name="dlq")
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"stackreflex {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    config: Annotated[Optional[Path], typer.Option(help="TOML settings file (default ~/.config/stackreflex/config.toml).")] = None,
+    log_format: Annotated[Optional[str], typer.Option(help="text (default) or json.")] = None,
+    log_level: Annotated[Optional[str], typer.Option(help="DEBUG, INFO (default), WARNING, ERROR.")] = None,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+) -> None:
+    invocation.config = config
+    invocation.overrides = {k: v for k, v in {"log_format": log_format, "log_level": log_level}.items() if v}
+
+
+def main() -> None:
+    """Entry point: operator-facing errors become one redacted line and exit status 2."""
+    try:
+        app()
+    except StackreflexError as exc:
+        errors.print(f"[red]error:[/] {redact_text(str(exc))}", highlight=False)
+        sys.exit(2)
+    except OperationalError as exc:
+        errors.print(f"[red]error:[/] the message broker is unreachable: {redact_text(str(exc))}", highlight=False)
+        sys.exit(2)
+    except DatabaseError as exc:
+        errors.print(f"[red]error:[/] the audit database is unreachable: {redact_text(str(exc.orig))}", highlight=False)
+        sys.exit(2)

@@ -1,0 +1,71 @@
+"""What every command shares: the settings of this invocation, the console, rendering."""
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from rich.console import Console
+from rich.table import Table
+
+from ..handlers.registry import load_handlers
+from ..logs import setup_logging
+from ..models.audit import AuditLog
+from ..redaction import redact
+from ..settings import Settings, load_settings
+
+#: Handler modules every worker serves, whatever --handlers adds.
+BUILTIN_HANDLER_MODULES: list[str] = []
+
+console = Console()
+errors = Console(stderr=True)
+
+
+@dataclass
+class Invocation:
+    """Global options, turned into settings on first use."""
+
+    config: Path | None = None
+    overrides: dict = field(default_factory=dict)
+    _settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.config, **self.overrides)
+            setup_logging(self._settings.log_format, self._settings.log_level)
+        return self._settings
+
+    def audit(self) -> AuditLog:
+        return AuditLog.open(self.settings.database())
+
+
+invocation = Invocation()
+
+
+def load_all_handlers(extra: Iterable[str] = ()) -> None:
+    for spec in [*BUILTIN_HANDLER_MODULES, *extra]:
+        load_handlers(spec)
+
+
+def print_json(value: Any) -> None:
+    """JSON on stdout, redacted once more on the way out."""
+    sys.stdout.write(json.dumps(redact(value), indent=2, default=str) + "\n")
+
+
+STATUS_STYLE = {"succeeded": "green", "failed": "red", "dead": "bold red", "running": "cyan",
+                "waiting": "yellow", "pending": "white", "skipped": "dim", "interrupted": "magenta"}
+
+
+def styled(status: str | None) -> str:
+    return f"[{STATUS_STYLE.get(status or '', 'white')}]{status}[/]" if status else ""
+
+
+def table(title: str | None, columns: list[str], rows: Iterable[Iterable[Any]]) -> Table:
+    t = Table(title=title, title_justify="left", header_style="bold")
+    for column in columns:
+        t.add_column(column, overflow="fold")
+    for row in rows:
+        t.add_row(*["" if v is None else str(v) for v in row])
+    return t

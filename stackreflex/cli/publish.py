@@ -1,0 +1,114 @@
+"""``stackreflex publish``: put an envelope on the bus and, with --wait, follow its runs live."""
+
+import getpass
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.live import Live
+
+from ..bus.envelope import Envelope
+from ..bus.follow import Follower, Progress
+from ..bus.publisher import Publisher
+from ..bus.signing import needs_signature, sign
+from ..errors import StackreflexError
+from ..handlers.registry import registry
+from ..runtime import Runtime
+from ..settings import Settings
+from .common import console, invocation, load_all_handlers, styled, table
+
+#: Default time --wait follows runs before giving up (seconds).
+DEFAULT_WAIT_TIMEOUT = 3600.0
+
+
+def parse_data(text: str | None) -> object:
+    """``--data`` is JSON, or ``@path`` to a JSON file."""
+    if text is None:
+        return None
+    source = "--data"
+    if text.startswith("@"):
+        source = text[1:]
+        try:
+            text = Path(source).read_text()
+        except OSError as exc:
+            raise StackreflexError(f"cannot read {source}: {exc.strerror}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise StackreflexError(f"{source} is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+
+
+def prepare(settings: Settings, type: str, subject: str | None, data: object, actor: str | None) -> Envelope:
+    """Build the envelope; commands are signed when a signing key is configured."""
+    envelope = Envelope.new(type, subject=subject, data=data, actor=actor or getpass.getuser())
+    if settings.signing_key is not None and needs_signature(envelope):
+        envelope = sign(envelope, settings.signing_key.get_secret_value())
+    return envelope
+
+
+def progress_table(progress: Progress):
+    rows = []
+    for state in progress.runs.values():
+        amount = f"{state.done}/{state.total}" if state.total else (str(state.done) if state.done is not None else "")
+        rows.append((state.handler, styled(state.status), amount, state.error or state.note or ""))
+    title = "runs" + (" (duplicate envelope: earlier runs)" if progress.duplicate else "")
+    return table(title, ["handler", "status", "progress", "note"], rows)
+
+
+def send(settings: Settings, envelope: Envelope, *, wait: bool, timeout: float) -> Progress | None:
+    """Publish (and follow); in embedded mode the handlers run in this process."""
+    if settings.embedded:
+        with Runtime(settings):
+            return _publish_and_follow(settings, envelope, wait=True, timeout=timeout)
+    return _publish_and_follow(settings, envelope, wait=wait, timeout=timeout)
+
+
+def _publish_and_follow(settings: Settings, envelope: Envelope, *, wait: bool, timeout: float) -> Progress | None:
+    publisher = Publisher(settings)
+    try:
+        if not wait:
+            publisher.publish(envelope)
+            return None
+        with Follower(settings) as follower:
+            publisher.publish(envelope)
+            with Live(console=console, refresh_per_second=8, transient=False) as live:
+                return follower.follow(envelope, timeout=timeout,
+                                       on_update=lambda p: live.update(progress_table(p)))
+    finally:
+        publisher.close()
+
+
+def publish(
+    type: Annotated[str, typer.Argument(help="Envelope type, the routing key: e.g. command.host.evacuate")],
+    subject: Annotated[str | None, typer.Option("--subject", "-s", help="What it is about: a stack, host, server…")] = None,
+    data: Annotated[str | None, typer.Option("--data", "-d", help="JSON payload, or @file.json")] = None,
+    wait: Annotated[bool, typer.Option("--wait", "-w", help="Follow the runs live; exit 1 if any did not succeed.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds --wait follows before giving up (the runs go on).")] = DEFAULT_WAIT_TIMEOUT,
+    handlers: Annotated[list[str], typer.Option("--handlers", "-H", help=(
+        "Embedded mode only: handler module or file to run in this process."))] = [],
+    actor: Annotated[str | None, typer.Option(help="Operator identity recorded with commands (default: your user).")] = None,
+) -> None:
+    """Publish an envelope (an event or a command) on the bus.
+
+    With a broker configured the envelope goes to the workers; without one
+    (embedded mode) the handlers run here and the command waits for them.
+    Commands are signed when STACKREFLEX_SIGNING_KEY is set.
+
+    Example: stackreflex publish command.demo.checksum -s images -d '{"paths": ["/etc/hostname"]}' --wait
+    """
+    settings = invocation.settings
+    if settings.embedded:
+        load_all_handlers(handlers)
+        if not any(h.subscribes_to(type) for h in registry):
+            raise StackreflexError(f"no handler subscribes to {type} (embedded mode runs only the handlers "
+                                   "loaded here: pass --handlers, or set STACKREFLEX_BROKER_URL to publish to workers)")
+    envelope = prepare(settings, type, subject, parse_data(data), actor)
+    progress = send(settings, envelope, wait=wait, timeout=timeout)
+    console.print(f"published {envelope.type} id={envelope.id} correlation={envelope.correlationid}")
+    if progress is None:
+        return
+    if not progress.runs:
+        console.print(f"no handler subscribed to {envelope.type} matched this envelope")
+    elif not progress.succeeded:
+        raise typer.Exit(1)

@@ -1,0 +1,125 @@
+"""Read-side queries over the audit log, returning plain dicts ready to render as tables or JSON."""
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from sqlmodel import col, select
+
+from ..clock import utcnow
+from ..errors import RunNotFound, StackreflexError
+from .audit import AuditLog
+from .tables import EnvelopeRecord, Run, Step
+
+_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_since(text: str) -> datetime:
+    """``30m``, ``2h``, ``7d`` ago, or an ISO 8601 time (UTC unless it names a zone)."""
+    match = _RELATIVE.match(text.strip())
+    if match:
+        return utcnow() - timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise StackreflexError(f"cannot read time {text!r}: use e.g. 30m, 2h, 7d or 2026-11-22T08:00:00Z") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z" if moment else None
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> float | None:
+    return round((end - start).total_seconds(), 3) if start and end else None
+
+
+@dataclass
+class RunFilter:
+    status: list[str] | None = None
+    handler: str | None = None
+    since: datetime | None = None
+    subject: str | None = None
+    correlation_id: str | None = None
+    limit: int = 50
+
+
+def run_summary(run: Run) -> dict:
+    return {
+        "id": run.id, "handler": run.handler, "status": run.status, "type": run.type,
+        "subject": run.subject, "envelope_id": run.envelope_id, "correlation_id": run.correlation_id,
+        "attempts": run.attempts, "created_at": _iso(run.created_at), "started_at": _iso(run.started_at),
+        "finished_at": _iso(run.finished_at), "duration_s": _seconds(run.started_at, run.finished_at),
+        "waiting_for": run.waiting_for if run.status == "waiting" else None,
+        "wake_at": _iso(run.wake_at) if run.status == "waiting" else None,
+        "deadline": _iso(run.deadline) if run.status == "waiting" else None,
+        "progress": {"done": run.progress_done, "total": run.progress_total, "note": run.progress_note}
+        if run.progress_done is not None else None,
+        "error": run.error,
+    }
+
+
+def list_runs(audit: AuditLog, f: RunFilter) -> list[dict]:
+    """Newest first."""
+    query = select(Run)
+    if f.status:
+        query = query.where(col(Run.status).in_(f.status))
+    if f.handler:
+        query = query.where(Run.handler == f.handler)
+    if f.since:
+        query = query.where(Run.created_at >= f.since)
+    if f.subject:
+        query = query.where(Run.subject == f.subject)
+    if f.correlation_id:
+        query = query.where(Run.correlation_id == f.correlation_id)
+    query = query.order_by(col(Run.created_at).desc()).limit(f.limit)
+    with audit.session() as s:
+        return [run_summary(r) for r in s.exec(query)]
+
+
+def find_run(audit: AuditLog, run_id: str) -> Run:
+    """A run by its id or an unambiguous prefix of it (as shown in tables)."""
+    with audit.session() as s:
+        run = s.get(Run, run_id)
+        if run is not None:
+            return run
+        matches = list(s.exec(select(Run).where(col(Run.id).startswith(run_id)).limit(2)))
+    if not matches:
+        raise RunNotFound(f"no run with id {run_id!r}; list runs with `stackreflex audit runs`")
+    if len(matches) > 1:
+        raise RunNotFound(f"run id prefix {run_id!r} is ambiguous; give more characters")
+    return matches[0]
+
+
+def run_with_steps(audit: AuditLog, run_id: str) -> dict:
+    run = find_run(audit, run_id)
+    with audit.session() as s:
+        steps = list(s.exec(select(Step).where(Step.run_id == run.id).order_by(Step.started_at, Step.id)))
+    return {**run_summary(run), "steps": [{
+        "id": st.id, "attempt": st.attempt, "name": st.name, "target": st.target, "status": st.status,
+        "started_at": _iso(st.started_at), "finished_at": _iso(st.finished_at),
+        "duration_s": _seconds(st.started_at, st.finished_at), "detail": json.loads(st.detail or "{}"),
+        "error": st.error,
+    } for st in steps]}
+
+
+def known_handlers(audit: AuditLog) -> list[str]:
+    with audit.session() as s:
+        return sorted(set(s.exec(select(Run.handler).distinct())))
+
+
+def list_envelopes(audit: AuditLog, *, status: str | None = None, since: datetime | None = None,
+                   limit: int = 50) -> list[dict]:
+    """Envelopes as received (newest first), with the reason of each rejection."""
+    query = select(EnvelopeRecord)
+    if status:
+        query = query.where(EnvelopeRecord.status == status)
+    if since:
+        query = query.where(EnvelopeRecord.received_at >= since)
+    with audit.session() as s:
+        rows = s.exec(query.order_by(col(EnvelopeRecord.pk).desc()).limit(limit))
+        return [{"envelope_id": e.envelope_id, "status": e.status, "reason": e.reason, "type": e.type,
+                 "subject": e.subject, "actor": e.actor, "correlation_id": e.correlation_id,
+                 "received_at": _iso(e.received_at), "payload": e.payload} for e in rows]
