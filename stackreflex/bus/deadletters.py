@@ -15,7 +15,7 @@ from ..redaction import redact, redact_text
 from ..settings import Settings
 from .connections import kombu_connection
 from .publisher import CONTENT_TYPE, topic_exchange
-from .router import REASON_HEADER, ROUTING_KEY_HEADER, dead_letter_queue
+from .router import REASON_HEADER, ROUTING_KEY_HEADER, dead_letter_queue, raw_body
 
 #: Most messages looked at per queue in one pass.
 PEEK_LIMIT = 1000
@@ -89,20 +89,20 @@ def visit(settings: Settings, handlers: list[str],
         for queue_name in _queue_names(settings, handlers):
             channel = connection.channel()
             for message in _take_all(channel, queue_name):
-                item = describe(queue_name, message.body, message.headers)
+                item = describe(queue_name, raw_body(message), message.headers)
                 seen.append(item)
                 if not choose(item):
                     message.requeue()
                     continue
                 before_send(item)
                 if item.kind == "dead":
-                    decoded = json.loads(message.body)
+                    decoded = json.loads(raw_body(message))
                     decoded["options"] = {}  # a fresh set of retries
                     producer.publish(json.dumps(decoded).encode(), exchange="",
                                      routing_key=decoded["queue_name"], delivery_mode=2,
                                      content_type="application/json", content_encoding="utf-8")
                 else:
-                    producer.publish(message.body, exchange=exchange, declare=[exchange],
+                    producer.publish(raw_body(message), exchange=exchange, declare=[exchange],
                                      routing_key=(message.headers or {}).get(ROUTING_KEY_HEADER, ""),
                                      delivery_mode=2, content_type=CONTENT_TYPE, content_encoding="utf-8")
                 message.ack()

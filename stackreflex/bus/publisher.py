@@ -13,6 +13,9 @@ from .envelope import Envelope
 
 log = logging.getLogger(__name__)
 
+#: AMQP's default exchange, which routes to the queue named by the routing key.
+DEFAULT_EXCHANGE = Exchange("")
+
 #: Content type of envelopes on the wire (CloudEvents structured mode).
 CONTENT_TYPE = "application/cloudevents+json"
 
@@ -80,7 +83,8 @@ class Publisher:
         """Put raw bytes straight onto a durable queue (the dead-letter queue), confirmed."""
         producer = self._producer()
         try:
-            producer.publish(body, exchange="", routing_key=queue.name, declare=[queue],
+            # an Exchange object: kombu reads a plain "" as "use the producer's exchange"
+            producer.publish(body, exchange=DEFAULT_EXCHANGE, routing_key=queue.name, declare=[queue],
                              delivery_mode=2, content_type="application/octet-stream",
                              content_encoding="binary", headers=headers,
                              retry=True, retry_policy=RETRY_POLICY)

@@ -34,6 +34,12 @@ ROUTING_KEY_HEADER = "x-stackreflex-routing-key"
 RECONNECT_DELAY = 1.0
 
 
+def raw_body(message) -> bytes:
+    """The message body as bytes (py-amqp decodes bodies that declare a content encoding)."""
+    body = message.body
+    return body if isinstance(body, (bytes, bytearray)) else str(body).encode("utf-8")
+
+
 def router_queue_name(settings: Settings) -> str:
     return f"{settings.namespace}.router"
 
@@ -143,11 +149,20 @@ class Router:
                         pass
 
     def _on_message(self, message) -> None:
+        body, routing_key = raw_body(message), message.delivery_info.get("routing_key", "")
         try:
-            self.route(message.body, message.delivery_info.get("routing_key", ""))
-        except Exception:
-            # Infrastructure trouble (database, broker): keep the message and try again.
-            log.exception("router could not handle a message; it goes back to the queue")
+            self.route(body, routing_key)
+        except Exception as exc:
+            # Infrastructure trouble (database, broker) passes: keep the message and try again.
+            # A message that fails again after redelivery is parked with the error instead of looping.
+            log.exception("router could not handle a message")
+            if message.delivery_info.get("redelivered"):
+                try:
+                    self._reject(body, routing_key, InvalidEnvelope(f"router failed on it twice: {exc}"))
+                    message.ack()
+                    return
+                except Exception:
+                    log.exception("could not park the message either")
             time.sleep(RECONNECT_DELAY)
             message.requeue()
             return

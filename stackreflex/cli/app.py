@@ -53,11 +53,11 @@ def main() -> None:
     try:
         app()
     except StackreflexError as exc:
-        errors.print(f"[red]error:[/] {redact_text(str(exc))}", highlight=False)
+        errors.print(f"[red]error:[/] {redact_text(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except OperationalError as exc:
-        errors.print(f"[red]error:[/] the message broker is unreachable: {redact_text(str(exc))}", highlight=False)
+        errors.print(f"[red]error:[/] the message broker is unreachable: {redact_text(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except DatabaseError as exc:
-        errors.print(f"[red]error:[/] the audit database is unreachable: {redact_text(str(exc.orig))}", highlight=False)
+        errors.print(f"[red]error:[/] the audit database is unreachable: {redact_text(str(exc.orig))}", highlight=False, soft_wrap=True)
         sys.exit(2)

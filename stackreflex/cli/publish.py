@@ -98,12 +98,12 @@ def publish(
     Example: stackreflex publish command.demo.checksum -s images -d '{"paths": ["/etc/hostname"]}' --wait
     """
     settings = invocation.settings
+    envelope = prepare(settings, type, subject, parse_data(data), actor)
     if settings.embedded:
         load_all_handlers(handlers)
         if not any(h.subscribes_to(type) for h in registry):
             raise StackreflexError(f"no handler subscribes to {type} (embedded mode runs only the handlers "
                                    "loaded here: pass --handlers, or set STACKREFLEX_BROKER_URL to publish to workers)")
-    envelope = prepare(settings, type, subject, parse_data(data), actor)
     progress = send(settings, envelope, wait=wait, timeout=timeout)
     console.print(f"published {envelope.type} id={envelope.id} correlation={envelope.correlationid}")
     if progress is None:

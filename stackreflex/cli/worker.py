@@ -28,7 +28,7 @@ def worker(
     settings = invocation.settings
     if settings.embedded:
         raise ConfigError("stackreflex worker serves a broker, and none is configured: set "
-                          "STACKREFLEX_BROKER_URL (e.g. amqp://guest:guest@127.0.0.1:5672/); without one, "
+                          "STACKREFLEX_BROKER_URL (e.g. amqp://USER@rabbit.example:5672/); without one, "
                           "`stackreflex publish` and `stackreflex demo` run handlers in-process")
     if threads:
         settings = settings.model_copy(update={"worker_threads": threads})

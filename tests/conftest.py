@@ -1,0 +1,181 @@
+"""Fixtures: the real RabbitMQ, real SQLite and PostgreSQL databases, real worker processes.
+
+Each test gets its own namespace (exchange and queue prefix) and its own database, and
+everything is deleted afterwards.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+from kombu import Connection
+
+from stackreflex.bus.connections import normalise_amqp_url
+from stackreflex.settings import Settings
+
+BROKER_URL = os.environ.get("STACKREFLEX_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/")
+PG_ADMIN_URL = os.environ.get("STACKREFLEX_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+HANDLERS = str(Path(__file__).with_name("sample_handlers.py"))
+HANDLER_NAMES = ["note", "fail_always", "block_until_released", "wait_for_file", "only_when_go", "do_command"]
+
+
+@pytest.fixture(scope="session")
+def broker_url() -> str:
+    try:
+        with Connection(normalise_amqp_url(BROKER_URL)) as c:
+            c.ensure_connection(max_retries=2)
+    except Exception as exc:
+        pytest.fail(f"RabbitMQ is not reachable at {BROKER_URL} ({exc}); run the tests with scripts/test")
+    return BROKER_URL
+
+
+@pytest.fixture
+def namespace(broker_url):
+    ns = f"t{uuid.uuid4().hex[:10]}"
+    yield ns
+    with Connection(normalise_amqp_url(broker_url)) as c:
+        queues = [f"{ns}.router", f"{ns}.dlq"] + [f"{ns}.{h}{suffix}" for h in HANDLER_NAMES
+                                                  for suffix in ("", ".DQ", ".XQ")]
+        for q in queues:
+            channel = c.channel()
+            try:
+                channel.queue_delete(q)
+            except Exception:
+                pass
+            finally:
+                try:
+                    channel.close()
+                except Exception:
+                    pass
+        channel = c.channel()
+        try:
+            channel.exchange_delete(ns)
+        except Exception:
+            pass
+
+
+def _postgres_database():
+    name = f"srx_{uuid.uuid4().hex[:12]}"
+    try:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL} ({exc}); run the tests with scripts/test")
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    return f"{base}/{name}", name
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/audit.db"
+        return
+    url, name = _postgres_database()
+    yield url
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def sqlite_url(tmp_path):
+    return f"sqlite:///{tmp_path}/audit.db"
+
+
+def make_settings(broker_url, database_url, namespace, **extra) -> Settings:
+    return Settings(broker_url=broker_url, database_url=database_url, namespace=namespace,
+                    lease_seconds=2.0, worker_threads=4, **extra)
+
+
+def env_for(settings: Settings, tmp_path: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STACKREFLEX_")}
+    env.update({
+        "STACKREFLEX_NAMESPACE": settings.namespace,
+        "STACKREFLEX_LEASE_SECONDS": str(settings.lease_seconds),
+        "STACKREFLEX_WORKER_THREADS": str(settings.worker_threads),
+        "STACKREFLEX_LOG_LEVEL": settings.log_level,
+        "STACKREFLEX_LOG_FORMAT": settings.log_format,
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+        "HOME": str(tmp_path / "home"),
+        "COLUMNS": "200",
+    })
+    if settings.database_url is not None:
+        env["STACKREFLEX_DATABASE_URL"] = settings.database_url.get_secret_value()
+    if settings.broker_url is not None:
+        env["STACKREFLEX_BROKER_URL"] = settings.broker_url.get_secret_value()
+    if settings.signing_key is not None:
+        env["STACKREFLEX_SIGNING_KEY"] = settings.signing_key.get_secret_value()
+    return env
+
+
+class WorkerProcess:
+    """``stackreflex worker`` in a child process, with its log in a file."""
+
+    def __init__(self, env: dict, log_path: Path, *args: str):
+        self.log_path = log_path
+        self.log = open(log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "stackreflex", "worker", "--handlers", HANDLERS, *args],
+                                     env=env, stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    def wait_ready(self, count: int = 1, timeout: float = 30) -> "WorkerProcess":
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.log_path.read_text(errors="replace").count("worker ready") >= count:
+                return self
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited early:\n{self.log_path.read_text()}")
+            time.sleep(0.1)
+        raise AssertionError(f"worker not ready in {timeout}s:\n{self.log_path.read_text()}")
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: no clean-up, no acks."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self, timeout: float = 40) -> int:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.log.close()
+
+
+@pytest.fixture
+def workers(tmp_path):
+    """Start workers with ``start(settings, *args)``; all are stopped at the end of the test."""
+    started: list[WorkerProcess] = []
+
+    def start(settings: Settings, *args: str, ready: int = 1) -> WorkerProcess:
+        w = WorkerProcess(env_for(settings, tmp_path), tmp_path / f"worker{len(started)}.log", *args)
+        started.append(w)
+        return w.wait_ready(ready)
+
+    yield start
+    for w in started:
+        if w.proc.poll() is None:
+            try:
+                w.terminate(timeout=40)
+            except subprocess.TimeoutExpired:
+                w.kill()
+
+
+def run_cli(settings: Settings, tmp_path: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stackreflex", *args], env=env_for(settings, tmp_path),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def wait_for(predicate, timeout: float = 30, interval: float = 0.1, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}")

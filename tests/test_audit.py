@@ -1,0 +1,108 @@
+"""The audit log on SQLite and PostgreSQL: migrations, run uniqueness, claims and leases, redaction."""
+
+import time
+from datetime import timedelta
+
+from sqlalchemy import inspect, text
+
+from stackreflex.bus.envelope import Envelope
+from stackreflex.clock import utcnow
+from stackreflex.models.audit import AuditLog
+from stackreflex.models.database import make_engine, migrate
+from stackreflex.models.queries import RunFilter, list_runs, parse_since, run_with_steps
+
+
+def test_migrations_create_the_schema_and_are_idempotent(database_url):
+    engine = make_engine(database_url)
+    migrate(engine)
+    migrate(engine)
+    tables = set(inspect(engine).get_table_names())
+    assert {"envelope", "run", "step", "watcher_cursor", "alembic_version"} <= tables
+    with engine.connect() as c:
+        assert c.execute(text("select version_num from alembic_version")).scalar() == "0001"
+
+
+def test_a_run_is_unique_per_envelope_and_handler(database_url):
+    audit = AuditLog.open(database_url)
+    envelope = Envelope.new("test.record", subject="n1")
+    first, created = audit.ensure_run(envelope, "note")
+    again, created_again = audit.ensure_run(envelope, "note")
+    other, _ = audit.ensure_run(envelope, "other")
+    assert created and not created_again and first.id == again.id != other.id
+
+
+def test_claims_serialise_attempts_and_lapsed_leases_interrupt_open_steps(database_url):
+    audit = AuditLog.open(database_url)
+    envelope = Envelope.new("test.record")
+    run, _ = audit.ensure_run(envelope, "note")
+    first = audit.claim(envelope.id, "note", wake=0, owner="w1", lease_seconds=0.5)
+    assert first.granted and first.run.attempts == 1
+    step = audit.start_step(run.id, 1, "long call", "node-1")
+    busy = audit.claim(envelope.id, "note", wake=0, owner="w2", lease_seconds=0.5)
+    assert busy.refused == "busy"
+    time.sleep(0.7)  # w1 stops heartbeating: its lease lapses
+    second = audit.claim(envelope.id, "note", wake=0, owner="w2", lease_seconds=5)
+    assert second.granted and second.run.attempts == 2
+    steps = run_with_steps(audit, run.id)["steps"]
+    assert [(s["id"], s["status"]) for s in steps] == [(step, "interrupted")]
+    audit.finish(run.id, "succeeded")
+    assert audit.claim(envelope.id, "note", wake=0, owner="w3", lease_seconds=5).refused == "finished"
+
+
+def test_heartbeats_keep_a_lease_alive(database_url):
+    audit = AuditLog.open(database_url)
+    envelope = Envelope.new("test.record")
+    audit.ensure_run(envelope, "note")
+    run = audit.claim(envelope.id, "note", wake=0, owner="w1", lease_seconds=0.5).run
+    for _ in range(4):
+        time.sleep(0.25)
+        audit.heartbeat([run.id], "w1", 0.5)
+    assert audit.claim(envelope.id, "note", wake=0, owner="w2", lease_seconds=1).refused == "busy"
+
+
+def test_wake_ups_only_claim_their_own_generation(database_url):
+    audit = AuditLog.open(database_url)
+    envelope = Envelope.new("test.wait")
+    run, _ = audit.ensure_run(envelope, "wait")
+    audit.claim(envelope.id, "wait", wake=0, owner="w1", lease_seconds=5)
+    assert audit.claim(envelope.id, "wait", wake=1, owner="w1", lease_seconds=5).refused in ("busy", "early")
+    audit.suspend(run.id, wake=1, wake_at=utcnow(), deadline=utcnow() + timedelta(hours=1),
+                  waiting_for="node to poll", state={"checked": 1})
+    assert audit.claim(envelope.id, "wait", wake=0, owner="w2", lease_seconds=5).refused == "stale"
+    claim = audit.claim(envelope.id, "wait", wake=1, owner="w2", lease_seconds=5)
+    assert claim.granted and claim.run.state == '{"checked": 1}'
+
+
+def test_every_write_is_redacted(database_url):
+    audit = AuditLog.open(database_url)
+    envelope = Envelope.new("test.record", data={"password": "hunter2",
+                                                 "url": "https://s/v1/o?temp_url_sig=SIGSECRET&temp_url_expires=1"})
+    audit.record_envelope(envelope, status="accepted")
+    audit.record_envelope(None, status="rejected", reason="bad token=TOKSECRET", raw=b'{"password": "hunter2"')
+    run, _ = audit.ensure_run(envelope, "note")
+    audit.claim(envelope.id, "note", wake=0, owner="w", lease_seconds=5)
+    step = audit.start_step(run.id, 1, "fetch", "node")
+    audit.finish_step(step, "failed", {"X-Auth-Token": "TOKSECRET"}, "GET ?temp_url_sig=SIGSECRET failed")
+    audit.suspend(run.id, wake=1, wake_at=utcnow(), deadline=None, waiting_for="x", state={"token": "TOKSECRET"})
+    audit.finish(run.id, "failed", "password=hunter2 refused")
+    with audit.engine.connect() as c:
+        dump = " ".join(str(row) for table in ("envelope", "run", "step")
+                        for row in c.execute(text(f"select * from {table}")))
+    for secret in ("hunter2", "SIGSECRET", "TOKSECRET"):
+        assert secret not in dump
+    assert "temp_url_sig=***" in dump
+
+
+def test_run_queries_filter_by_status_handler_subject_and_time(database_url):
+    audit = AuditLog.open(database_url)
+    a, b = Envelope.new("test.record", subject="compute-0"), Envelope.new("test.record", subject="compute-1")
+    ra, _ = audit.ensure_run(a, "note")
+    rb, _ = audit.ensure_run(b, "note")
+    audit.ensure_run(b, "other")
+    audit.finish(ra.id, "failed", "boom")
+    assert [r["id"] for r in list_runs(audit, RunFilter(status=["failed"]))] == [ra.id]
+    assert {r["id"] for r in list_runs(audit, RunFilter(subject="compute-1", handler="note"))} == {rb.id}
+    assert len(list_runs(audit, RunFilter(correlation_id=b.correlationid))) == 2
+    assert list_runs(audit, RunFilter(since=parse_since("1h"))) and not list_runs(
+        audit, RunFilter(since=utcnow() + timedelta(minutes=1)))
+    assert run_with_steps(audit, ra.id[:8])["error"] == "boom"

@@ -1,0 +1,84 @@
+"""The command line as an operator meets it: embedded mode, the demo, errors as one clear line."""
+
+import json
+
+from stackreflex import __version__
+from stackreflex.settings import Settings
+
+from .conftest import HANDLERS, run_cli
+
+
+def embedded(tmp_path) -> Settings:
+    return Settings(database_url=f"sqlite:///{tmp_path}/audit.db")
+
+
+def test_version_and_help(tmp_path):
+    assert run_cli(embedded(tmp_path), tmp_path, "--version").stdout.strip() == f"stackreflex {__version__}"
+    helped = run_cli(embedded(tmp_path), tmp_path, "--help").stdout
+    for command in ("demo", "worker", "publish", "audit", "dlq"):
+        assert command in helped
+
+
+def test_embedded_publish_runs_the_handler_in_process(tmp_path):
+    settings = embedded(tmp_path)
+    mark = tmp_path / "marks"
+    done = run_cli(settings, tmp_path, "publish", "test.record", "-s", "node-1", "-H", HANDLERS,
+                   "-d", json.dumps({"value": "x", "mark": str(mark)}))
+    assert done.returncode == 0, done.stderr
+    assert len(mark.read_text().splitlines()) == 1
+    [run] = json.loads(run_cli(settings, tmp_path, "audit", "runs", "--json").stdout)
+    assert (run["handler"], run["status"], run["subject"]) == ("note", "succeeded", "node-1")
+
+
+def test_embedded_publish_exits_non_zero_when_a_run_fails(tmp_path):
+    failed = run_cli(embedded(tmp_path), tmp_path, "publish", "test.fail", "-H", HANDLERS, timeout=90)
+    assert failed.returncode == 1
+    assert "dead" in failed.stdout
+
+
+def test_demo_runs_on_the_embedded_default_and_leaves_an_audit_trail(tmp_path):
+    settings = Settings()  # nothing configured: SQLite in the state directory, in-memory bus
+    demo = run_cli(settings, tmp_path, "demo", timeout=120)
+    assert demo.returncode == 0, demo.stderr
+    assert "succeeded" in demo.stdout and "failed" in demo.stdout
+    assert "field 'type': Field required" in demo.stdout and "hunter2" not in demo.stdout + demo.stderr
+    assert (tmp_path / "state" / "stackreflex" / "audit.db").exists()
+    runs = json.loads(run_cli(settings, tmp_path, "audit", "runs", "--json").stdout)
+    assert sorted(r["status"] for r in runs) == ["failed", "succeeded", "succeeded"]
+    waited = next(r for r in runs if r["handler"] == "await_file")
+    assert waited["attempts"] > 1, "the wait went through continuations"
+
+
+def test_errors_are_one_clear_line(tmp_path):
+    settings = embedded(tmp_path)
+    cases = [
+        (("publish", "test.record", "-H", HANDLERS, "-d", "{oops"), "error: --data is not JSON: Expecting property name"),
+        (("publish", "nothing.here"), "error: no handler subscribes to nothing.here"),
+        (("worker",), "error: stackreflex worker serves a broker, and none is configured"),
+        (("audit", "show", "feedface"), "error: no run with id 'feedface'"),
+        (("publish", "bad type!"), "error: field 'type': String should match pattern"),
+        (("audit", "runs", "--since", "yesterday"), "error: cannot read time 'yesterday'"),
+    ]
+    for args, message in cases:
+        result = run_cli(settings, tmp_path, *args)
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert result.stderr.strip().splitlines() == [result.stderr.strip()], result.stderr
+        assert result.stderr.strip().startswith(message), result.stderr
+
+
+def test_bad_settings_name_the_setting(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text('ssh_port = "many"\n')
+    result = run_cli(embedded(tmp_path), tmp_path, "--config", str(config), "audit", "runs")
+    assert result.returncode == 2 and "ssh_port" in result.stderr
+    broken = run_cli(Settings(broker_url="http://rabbit:5672/"), tmp_path, "publish", "a.b")
+    assert broken.returncode == 2 and "amqp:// or amqps://" in broken.stderr
+
+
+def test_json_logs_are_one_object_per_line(tmp_path):
+    result = run_cli(embedded(tmp_path), tmp_path, "--log-format", "json", "publish", "test.record", "-H", HANDLERS,
+                     "-d", json.dumps({"password": "hunter2"}))
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    assert any(line.get("handler") == "note" and "run succeeded" in line["message"] for line in lines)
+    assert "hunter2" not in result.stderr

@@ -1,0 +1,259 @@
+"""The runtime end to end: CLI → RabbitMQ → router → dramatiq → handler → audit log,
+with real worker processes (killed for real where the test says so)."""
+
+import json
+import time
+import uuid
+
+import pytest
+from kombu import Connection, Exchange, Producer
+
+from stackreflex.bus.connections import normalise_amqp_url
+from stackreflex.bus.envelope import Envelope
+from stackreflex.bus.publisher import Publisher
+from stackreflex.bus.signing import sign
+from stackreflex.errors import UnroutableError
+from stackreflex.models.audit import AuditLog
+from stackreflex.models.queries import RunFilter, list_envelopes, list_runs, run_with_steps
+
+from .conftest import make_settings, run_cli, wait_for
+
+
+def runs_of(audit: AuditLog, envelope: Envelope) -> dict[str, dict]:
+    return {r["handler"]: r for r in list_runs(audit, RunFilter(correlation_id=envelope.correlationid))}
+
+
+def marks(path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def publish(settings, envelope: Envelope) -> None:
+    publisher = Publisher(settings)
+    try:
+        publisher.publish(envelope)
+    finally:
+        publisher.close()
+
+
+def publish_raw(settings, body: bytes, routing_key: str) -> None:
+    with Connection(normalise_amqp_url(settings.broker_url.get_secret_value()),
+                    transport_options={"confirm_publish": True}) as c:
+        Producer(c).publish(body, exchange=Exchange(settings.namespace, type="topic", durable=True),
+                            routing_key=routing_key, content_type="application/json")
+
+
+def test_cli_publish_reaches_its_handler_and_the_audit_log_records_it(broker_url, database_url, namespace,
+                                                                      workers, tmp_path):
+    settings = make_settings(broker_url, database_url, namespace)
+    workers(settings)
+    mark = tmp_path / "marks"
+    done = run_cli(settings, tmp_path, "publish", "test.record", "--subject", "node-7",
+                   "--data", json.dumps({"value": 42, "mark": str(mark)}), "--wait", "--timeout", "30")
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "succeeded" in done.stdout
+    runs = list_runs(AuditLog.open(database_url), RunFilter(handler="note"))
+    assert len(runs) == 1 and runs[0]["status"] == "succeeded" and runs[0]["subject"] == "node-7"
+    shown = json.loads(run_cli(settings, tmp_path, "audit", "show", runs[0]["id"][:8], "--json").stdout)
+    assert shown["started_at"] <= shown["finished_at"] and shown["duration_s"] >= 0
+    [step] = shown["steps"]
+    assert (step["name"], step["target"], step["status"], step["detail"]) == ("note", "node-7", "succeeded", {"seen": 42})
+    assert shown["started_at"] <= step["started_at"] <= step["finished_at"] <= shown["finished_at"]
+    assert len(marks(mark)) == 1
+    listed = run_cli(settings, tmp_path, "audit", "runs", "--status", "succeeded", "--subject", "node-7")
+    assert runs[0]["id"][:8] in listed.stdout
+
+
+def test_the_same_envelope_published_twice_runs_once(broker_url, sqlite_url, namespace, workers, tmp_path):
+    settings = make_settings(broker_url, sqlite_url, namespace)
+    workers(settings)
+    mark = tmp_path / "marks"
+    envelope = Envelope.new("test.record", subject="dup", data={"mark": str(mark), "sleep": 0.3})
+    publish(settings, envelope)
+    publish(settings, envelope)
+    audit = AuditLog.open(sqlite_url)
+    wait_for(lambda: len(list_envelopes(audit)) == 2, message="both copies received")
+    wait_for(lambda: runs_of(audit, envelope).get("note", {}).get("status") == "succeeded", message="run done")
+    time.sleep(1.0)  # time for a second run to show up, were there one
+    assert len(list_runs(audit, RunFilter())) == 1
+    assert sorted(e["status"] for e in list_envelopes(audit)) == ["accepted", "duplicate"]
+    assert len(marks(mark)) == 1
+
+
+def test_two_handlers_on_one_type_run_independently_and_dead_runs_replay(broker_url, sqlite_url, namespace,
+                                                                          workers, tmp_path):
+    settings = make_settings(broker_url, sqlite_url, namespace)
+    workers(settings)
+    mark, fix = tmp_path / "marks", tmp_path / "fixed"
+    envelope = Envelope.new("test.mixed", subject="pair", data={"mark": str(mark), "fix": str(fix)})
+    publish(settings, envelope)
+    audit = AuditLog.open(sqlite_url)
+    wait_for(lambda: runs_of(audit, envelope).get("fail_always", {}).get("status") == "dead", message="dead run")
+    runs = runs_of(audit, envelope)
+    assert runs["note"]["status"] == "succeeded"
+    dead = runs["fail_always"]
+    assert dead["attempts"] == 3 and "backend said no" in dead["error"] and "no retries left" in dead["error"]
+    tries = [line for line in marks(mark) if line.startswith("fail_always")]
+    assert len(tries) == 3
+    attempt_times = [s["started_at"] for s in run_with_steps(audit, dead["id"])["steps"]]
+    assert attempt_times == sorted(attempt_times) and len(attempt_times) == 3
+
+    listed = wait_for(lambda: (r := run_cli(settings, tmp_path, "dlq", "list", "--json")).returncode == 0
+                      and json.loads(r.stdout), message="dead letter listed")
+    [item] = [i for i in listed if i["kind"] == "dead"]
+    assert item["handler"] == "fail_always" and item["envelope_id"] == envelope.id
+    fix.write_text("fixed")
+    replayed = run_cli(settings, tmp_path, "dlq", "replay", item["key"])
+    assert replayed.returncode == 0, replayed.stderr
+    wait_for(lambda: runs_of(audit, envelope)["fail_always"]["status"] == "succeeded", message="replayed run")
+    assert runs_of(audit, envelope)["note"]["attempts"] == 1
+    assert json.loads(run_cli(settings, tmp_path, "dlq", "list", "--json").stdout or "[]") == []
+
+
+def test_malformed_messages_are_rejected_with_reasons_and_the_worker_keeps_serving(broker_url, database_url,
+                                                                                    namespace, workers, tmp_path):
+    settings = make_settings(broker_url, database_url, namespace)
+    workers(settings)
+    bad = [
+        (b"this is not json", "not JSON"),
+        (json.dumps({"specversion": "1.0", "id": str(uuid.uuid4()), "data": {}}).encode(), "field 'type': Field required"),
+        (json.dumps({"type": "test.record", "time": 12, "subject": ["a"]}).encode(), "field 'subject'"),
+    ]
+    for body, _ in bad:
+        publish_raw(settings, body, "test.record")
+    good = Envelope.new("test.record", subject="after-garbage")
+    publish(settings, good)
+    audit = AuditLog.open(database_url)
+    wait_for(lambda: runs_of(audit, good).get("note", {}).get("status") == "succeeded", message="valid envelope served")
+    rejected = wait_for(lambda: len(r := list_envelopes(audit, status="rejected")) == 3 and r, message="rejections")
+    reasons = " | ".join(r["reason"] for r in rejected)
+    for _, reason in bad:
+        assert reason in reasons
+    listed = json.loads(run_cli(settings, tmp_path, "dlq", "list", "--json").stdout)
+    assert sorted(i["reason"] for i in listed if i["kind"] == "rejected") == sorted(r["reason"] for r in rejected)
+
+
+def test_a_worker_killed_mid_handler_hands_the_run_to_a_new_worker_exactly_once(broker_url, sqlite_url, namespace,
+                                                                               workers, tmp_path):
+    settings = make_settings(broker_url, sqlite_url, namespace)
+    first = workers(settings)
+    mark, release = tmp_path / "marks", tmp_path / "release"
+    envelope = Envelope.new("test.block", subject="node-3", data={"mark": str(mark), "release": str(release)})
+    publish(settings, envelope)
+    wait_for(lambda: any(line.startswith("start") for line in marks(mark)), message="handler started")
+    first.kill()
+    workers(settings)
+    release.write_text("go")
+    audit = AuditLog.open(sqlite_url)
+    wait_for(lambda: runs_of(audit, envelope).get("block_until_released", {}).get("status") == "succeeded",
+             timeout=40, message="run finished by the second worker")
+    time.sleep(1.0)
+    run = runs_of(audit, envelope)["block_until_released"]
+    assert run["attempts"] == 2
+    assert [line.split()[0] for line in marks(mark)] == ["start", "start", "done"]
+    steps = run_with_steps(audit, run["id"])["steps"]
+    assert [(s["attempt"], s["status"]) for s in steps] == [(1, "interrupted"), (2, "succeeded")]
+    assert len(list_runs(audit, RunFilter())) == 1
+
+
+def test_a_continuation_survives_its_worker_being_killed_mid_wait(broker_url, sqlite_url, namespace, workers, tmp_path):
+    settings = make_settings(broker_url, sqlite_url, namespace)
+    first = workers(settings)
+    mark, path = tmp_path / "marks", tmp_path / "appears-later"
+    envelope = Envelope.new("test.wait", subject="upload", data={"mark": str(mark), "path": str(path), "every": 0.5})
+    publish(settings, envelope)
+    audit = AuditLog.open(sqlite_url)
+    wait_for(lambda: runs_of(audit, envelope).get("wait_for_file", {}).get("status") == "waiting", message="waiting")
+    waiting = runs_of(audit, envelope)["wait_for_file"]
+    assert waiting["waiting_for"] == "appears-later to appear" and waiting["wake_at"] and waiting["deadline"]
+    first.kill()
+    path.write_text("here")
+    workers(settings)
+    wait_for(lambda: runs_of(audit, envelope)["wait_for_file"]["status"] == "succeeded", timeout=40,
+             message="run resumed by the new worker")
+    assert [line.split()[0] for line in marks(mark)][-1] == "found"
+    assert marks(mark).count(next(line for line in marks(mark) if line.startswith("found"))) == 1
+
+
+def test_two_worker_processes_share_a_stream_without_loss_or_doubles(broker_url, sqlite_url, namespace, workers,
+                                                                     tmp_path):
+    settings = make_settings(broker_url, sqlite_url, namespace)
+    workers(settings, "--processes", "2", ready=2)
+    mark = tmp_path / "marks"
+    envelopes = [Envelope.new("test.share", subject=f"n{i}", data={"mark": str(mark), "sleep": 0.05})
+                 for i in range(60)]
+    publisher = Publisher(settings)
+    for e in envelopes:
+        publisher.publish(e)
+    publisher.close()
+    audit = AuditLog.open(sqlite_url)
+    wait_for(lambda: len(list_runs(audit, RunFilter(status=["succeeded"], limit=1000))) == 60, timeout=60,
+             message="all runs succeeded")
+    lines = marks(mark)
+    assert sorted(line.split()[1] for line in lines) == sorted(e.id for e in envelopes)
+    assert len({line.split()[2] for line in lines}) == 2, "both worker processes did work"
+
+
+def test_secrets_never_reach_the_audit_tables_or_the_logs(broker_url, sqlite_url, namespace, workers, tmp_path):
+    settings = make_settings(broker_url, sqlite_url, namespace, log_level="DEBUG")
+    worker = workers(settings)
+    envelope = Envelope.new("test.mixed", subject="secrets", data={
+        "password": "hunter2-PW", "token": "gAAAA-TOKEN",
+        "metadata_url": "http://192.0.2.5:8080/v1/AUTH_x/c/o?temp_url_sig=deadbeefSIG&temp_url_expires=2000000000"})
+    publish(settings, envelope)
+    audit = AuditLog.open(sqlite_url)
+    wait_for(lambda: runs_of(audit, envelope).get("fail_always", {}).get("status") == "dead", message="dead run")
+    from sqlalchemy import text
+    with audit.engine.connect() as c:
+        tables = " ".join(str(row) for t in ("envelope", "run", "step") for row in c.execute(text(f"select * from {t}")))
+    cli = run_cli(settings, tmp_path, "audit", "runs", "--json").stdout + \
+        run_cli(settings, tmp_path, "audit", "envelopes", "--json").stdout
+    worker.terminate()
+    log = worker.log_path.read_text()
+    assert "backend said no" in tables and "backend said no" in log
+    for secret in ("hunter2-PW", "deadbeefSIG", "gAAAA-TOKEN"):
+        assert secret not in tables, f"{secret} in audit tables"
+        assert secret not in log, f"{secret} in worker log"
+        assert secret not in cli, f"{secret} in CLI output"
+
+
+def test_signed_commands_are_accepted_and_unsigned_or_forged_ones_rejected(broker_url, sqlite_url, namespace,
+                                                                           workers, tmp_path):
+    settings = make_settings(broker_url, sqlite_url, namespace, signing_key="team-secret-key")
+    workers(settings)
+    ok = run_cli(settings, tmp_path, "publish", "command.test.do", "--subject", "signed", "--wait", "--timeout", "30")
+    assert ok.returncode == 0, ok.stderr + ok.stdout
+    unsigned = Envelope.new("command.test.do", subject="unsigned")
+    forged = sign(Envelope.new("command.test.do", subject="forged", data={"n": 1}), "team-secret-key")
+    forged = forged.model_copy(update={"data": {"n": 1000}})
+    publish(settings, unsigned)
+    publish(settings, forged)
+    unsigned_cli = run_cli(settings.model_copy(update={"signing_key": None}), tmp_path, "publish",
+                           "command.test.do", "--subject", "cli-unsigned", "--wait", "--timeout", "30")
+    assert unsigned_cli.returncode == 2 and "unsigned command" in unsigned_cli.stderr
+    audit = AuditLog.open(sqlite_url)
+    rejected = wait_for(lambda: len(r := list_envelopes(audit, status="rejected")) == 3 and r, message="rejections")
+    by_id = {r["envelope_id"]: r["reason"] for r in rejected}
+    assert "unsigned command" in by_id[unsigned.id] and "forged or altered" in by_id[forged.id]
+    assert [r["subject"] for r in list_runs(audit, RunFilter(handler="do_command"))] == ["signed"]
+    assert "team-secret-key" not in json.dumps(list_envelopes(audit))
+
+
+def test_predicates_filter_envelopes_within_a_pattern(broker_url, sqlite_url, namespace, workers, tmp_path):
+    settings = make_settings(broker_url, sqlite_url, namespace)
+    workers(settings)
+    mark = tmp_path / "marks"
+    go, stay = (Envelope.new("test.pred.x", data={"go": v, "mark": str(mark)}) for v in (True, False))
+    publish(settings, stay)
+    publish(settings, go)
+    audit = AuditLog.open(sqlite_url)
+    wait_for(lambda: runs_of(audit, go).get("only_when_go", {}).get("status") == "succeeded", message="go ran")
+    assert runs_of(audit, stay) == {} and len(marks(mark)) == 1
+
+
+def test_a_type_nobody_subscribes_to_is_reported_not_dropped(broker_url, sqlite_url, namespace, workers, tmp_path):
+    settings = make_settings(broker_url, sqlite_url, namespace)
+    workers(settings)
+    with pytest.raises(UnroutableError, match="no queue is bound to receive nobody.listens"):
+        publish(settings, Envelope.new("nobody.listens"))
+    cli = run_cli(settings, tmp_path, "publish", "nobody.listens")
+    assert cli.returncode == 2 and cli.stderr.strip().startswith("error: no queue is bound")
