@@ -46,7 +46,7 @@ class Runtime:
         self.active = ActiveRuns()
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.services = Services(
-            audit=self.audit, publish=self.publisher.publish, owner=self.owner,
+            audit=self.audit, publish=self.publisher.publish, notify=self.publisher.notify, owner=self.owner,
             lease_seconds=settings.lease_seconds, active=self.active,
             cloud_factory=partial(connect_cloud, settings), ssh_factory=partial(open_ssh, settings))
         self.broker = build_broker(settings)

@@ -5,6 +5,7 @@ virtual host (which RabbitMQ refuses). Both read ``/%2F`` as ``/``, so every URL
 rewritten to name its virtual host explicitly and percent-encoded.
 """
 
+import socket
 import ssl
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
@@ -16,6 +17,10 @@ from ..settings import Settings
 
 #: kombu URL of the embedded (in-process) bus.
 EMBEDDED_URL = "memory://"
+
+#: Heartbeat interval of consuming connections (seconds); their drain loops must call
+#: ``heartbeat_check()``, since py-amqp sends no heartbeat by itself.
+CONSUMER_HEARTBEAT = 30
 
 #: The bounded retry policy for (re)connecting and publishing.
 RETRY_POLICY = {"max_retries": 5, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 3}
@@ -44,11 +49,26 @@ def ssl_context(settings: Settings) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(settings.broker_ca_file) if settings.broker_ca_file else None)
 
 
-def kombu_connection(settings: Settings) -> Connection:
-    """A kombu connection with publisher confirms (or the in-memory transport when embedded)."""
+def kombu_connection(settings: Settings, *, consumer: bool = False, confirm: bool = True) -> Connection:
+    """A kombu connection, with publisher confirms unless ``confirm=False`` (or the
+    in-memory transport when embedded).
+
+    Consumers get heartbeats (their loops call ``heartbeat_check()``); publishers, idle
+    between messages, get none and are re-established by kombu's retry when stale.
+    """
     if settings.embedded:
         return Connection(EMBEDDED_URL, transport_options={"polling_interval": 0.01})
     url = normalise_amqp_url(settings.broker_url.get_secret_value())
     tls = ssl_context(settings) if url.startswith("amqps://") else None
-    return Connection(url, ssl=tls or False, heartbeat=30,
-                      transport_options={"confirm_publish": True, **RETRY_POLICY})
+    return Connection(url, ssl=tls or False, heartbeat=CONSUMER_HEARTBEAT if consumer else 0,
+                      transport_options={"confirm_publish": confirm, **RETRY_POLICY})
+
+
+def drain(connection: Connection, timeout: float) -> None:
+    """Wait up to ``timeout`` for messages, keeping the heartbeat alive."""
+    try:
+        connection.drain_events(timeout=timeout)
+    except (socket.timeout, TimeoutError):
+        pass
+    if connection.heartbeat:
+        connection.heartbeat_check()

@@ -4,7 +4,6 @@ The listening queue is bound before the envelope is published, so nothing is mis
 """
 
 import queue
-import socket
 import threading
 import time
 import uuid
@@ -16,7 +15,7 @@ from kombu import Queue, binding
 from ..errors import StackreflexError
 from ..models.tables import FINAL_STATUSES
 from ..settings import Settings
-from .connections import kombu_connection
+from .connections import drain, kombu_connection
 from .envelope import Envelope, parse_envelope
 from .publisher import topic_exchange
 
@@ -90,15 +89,12 @@ class Follower:
                   auto_delete=True, durable=False,
                   bindings=[binding(exchange, routing_key=p) for p in NOTICE_PATTERNS])
         try:
-            with kombu_connection(self.settings) as connection:
+            with kombu_connection(self.settings, consumer=True) as connection:
                 exchange(connection.default_channel).declare()
                 with connection.Consumer([q], on_message=self._received):
                     self._ready.set()
                     while not self._stop.is_set():
-                        try:
-                            connection.drain_events(timeout=0.2)
-                        except (socket.timeout, TimeoutError):
-                            pass
+                        drain(connection, 0.2)
         except Exception as exc:
             self._error = exc
             self._ready.set()

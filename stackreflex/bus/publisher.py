@@ -36,10 +36,11 @@ class Publisher:
         self.exchange = topic_exchange(settings)
         self._local = threading.local()
 
-    def _producer(self) -> Producer:
-        producer = getattr(self._local, "producer", None)
+    def _producer(self, confirm: bool = True) -> Producer:
+        slot = "producer" if confirm else "notifier"
+        producer = getattr(self._local, slot, None)
         if producer is None:
-            connection = kombu_connection(self.settings)
+            connection = kombu_connection(self.settings, confirm=confirm)
             try:
                 connection.ensure_connection(max_retries=RETRY_POLICY["max_retries"],
                                              interval_start=RETRY_POLICY["interval_start"],
@@ -47,12 +48,14 @@ class Publisher:
                                              interval_max=RETRY_POLICY["interval_max"])
             except OperationalError as exc:
                 raise BrokerUnavailable(f"cannot reach the broker at {display_url(self.settings)}: {exc}") from None
-            self._local.returned = []
+            if not hasattr(self._local, "returned"):
+                self._local.returned = []
             producer = Producer(connection, exchange=self.exchange,
                                 on_return=lambda exc, exchange, routing_key, message:
                                 self._local.returned.append(routing_key))
             self.exchange(producer.channel).declare()
-            self._local.connection, self._local.producer = connection, producer
+            setattr(self._local, slot, producer)
+            self._local.connections = getattr(self._local, "connections", []) + [connection]
         return producer
 
     def publish(self, envelope: Envelope, *, mandatory: bool = True) -> None:
@@ -72,6 +75,20 @@ class Publisher:
                 f"no queue is bound to receive {envelope.type} on exchange {self.exchange.name}: "
                 "start a worker whose handlers subscribe to it (stackreflex worker), or check the type")
         log.debug("published %s id=%s", envelope.type, envelope.id)
+
+    def notify(self, envelope: Envelope) -> None:
+        """Publish an advisory notice (progress, routing news) without waiting for a confirm.
+
+        Nobody may be listening, and a lost notice only delays a ``--wait`` until its
+        timeout: the audit log holds the truth.
+        """
+        try:
+            self._producer(confirm=False).publish(envelope.to_json(), routing_key=envelope.routing_key,
+                                                  content_type=CONTENT_TYPE, content_encoding="utf-8",
+                                                  delivery_mode=1, retry=True, retry_policy=RETRY_POLICY)
+        except OperationalError as exc:
+            self.close()
+            raise BrokerUnavailable(f"cannot publish to the broker at {display_url(self.settings)}: {exc}") from None
 
     def publish_raw(self, body: bytes, routing_key: str) -> None:
         """Publish bytes as they are (replays, and showing what the router does with garbage)."""
@@ -104,7 +121,7 @@ class Publisher:
             return False
 
     def close(self) -> None:
-        connection = getattr(self._local, "connection", None)
-        if connection is not None:
+        """Close this thread's connections."""
+        for connection in getattr(self._local, "connections", []):
             connection.release()
         self._local.__dict__.clear()

@@ -6,7 +6,6 @@ the dead-letter queue ``<namespace>.dlq``.
 """
 
 import logging
-import socket
 import threading
 import time
 
@@ -18,7 +17,7 @@ from ..handlers.registry import Registry
 from ..models.audit import AuditLog
 from ..redaction import redact_text
 from ..settings import Settings
-from .connections import kombu_connection
+from .connections import drain, kombu_connection
 from .dispatch import Dispatcher
 from .envelope import Envelope, parse_envelope
 from .publisher import Publisher, topic_exchange
@@ -78,17 +77,14 @@ class Router:
             self._reject(body, routing_key, exc)
             return "rejected"
 
-        duplicate = self.audit.seen(envelope.id)
-        self.audit.record_envelope(envelope, status="duplicate" if duplicate else "accepted")
-        runs = []
-        for handler in self.registry:
-            if not self._matches(handler, envelope):
-                continue
-            run, created = self.audit.ensure_run(envelope, handler.name)
+        matching = [h.name for h in self.registry if self._matches(h, envelope)]
+        accepted = self.audit.accept(envelope, matching)
+        duplicate, runs = accepted.duplicate, []
+        for name, run in accepted.runs.items():
             # attempts == 0: never started, so its first message may have been lost; send (again).
-            if created or (run.status == "pending" and run.attempts == 0):
-                self.dispatcher.dispatch(handler.name, envelope)
-            runs.append({"handler": handler.name, "run_id": run.id, "status": run.status})
+            if run.created or (run.status == "pending" and run.attempts == 0):
+                self.dispatcher.dispatch(name, envelope)
+            runs.append({"handler": name, "run_id": run.id, "status": run.status})
         outcome = "duplicate" if duplicate else "routed"
         log.info("envelope %s: %s %s subject=%s to %s", outcome, envelope.type, envelope.id,
                  envelope.subject, ", ".join(r["handler"] for r in runs) or "no handler",
@@ -120,7 +116,7 @@ class Router:
 
     def _notify(self, envelope: Envelope) -> None:
         try:
-            self.publisher.publish(envelope, mandatory=False)
+            self.publisher.notify(envelope)
         except Exception as exc:
             log.warning("could not publish %s: %s", envelope.type, exc)
 
@@ -137,16 +133,13 @@ class Router:
                 stop.wait(RECONNECT_DELAY)
 
     def _consume(self, stop: threading.Event) -> None:
-        with kombu_connection(self.settings) as connection:
+        with kombu_connection(self.settings, consumer=True) as connection:
             queue = router_queue(self.settings, self.registry)
             with connection.Consumer([queue], on_message=self._on_message,
                                      prefetch_count=self.settings.router_prefetch):
                 self.ready.set()
                 while not stop.is_set():
-                    try:
-                        connection.drain_events(timeout=0.2)
-                    except (socket.timeout, TimeoutError):
-                        pass
+                    drain(connection, 0.2)
 
     def _on_message(self, message) -> None:
         body, routing_key = raw_body(message), message.delivery_info.get("routing_key", "")

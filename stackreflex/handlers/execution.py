@@ -63,8 +63,10 @@ class Services:
     """What executing a run needs from the process around it."""
 
     audit: AuditLog
-    #: ``publish(envelope, mandatory=True)``
+    #: ``publish(envelope, mandatory=True)``: confirmed, and unroutable is an error
     publish: Callable[..., None]
+    #: ``notify(envelope)``: advisory notices, fire and forget
+    notify: Callable[[Envelope], None]
     owner: str
     lease_seconds: float
     active: ActiveRuns
@@ -102,7 +104,7 @@ def execute(handler: Handler, body: dict, wake: int, services: Services, *,
 
     run = claim.run
     ctx = RunContext(run=run, envelope=envelope, audit=audit, publish=services.publish,
-                     notify=_notifier(services.publish),
+                     notify=_notifier(services.notify),
                      state=json.loads(run.state or "{}"), cloud_factory=services.cloud_factory,
                      ssh_factory=services.ssh_factory)
     services.active.add(run.id)
@@ -144,15 +146,15 @@ def _end(services: Services, ctx: RunContext, status: str, error: str | None) ->
 
 
 def _announce(services: Services, ctx: RunContext, type: str, status: str, **data) -> None:
-    _notifier(services.publish)(ctx._event(type, status=status, attempts=ctx.run.attempts, **data))
+    _notifier(services.notify)(ctx._event(type, status=status, attempts=ctx.run.attempts, **data))
 
 
-def _notifier(publish: Callable[..., None]) -> Callable[[Envelope], None]:
-    """Progress notices may have no listener and must never fail a run: log and go on."""
+def _notifier(notify: Callable[[Envelope], None]) -> Callable[[Envelope], None]:
+    """Progress notices must never fail a run: log and go on."""
 
     def send(envelope: Envelope) -> None:
         try:
-            publish(envelope, mandatory=False)
+            notify(envelope)
         except Exception as exc:
             log.warning("could not publish %s: %s", envelope.type, exc)
 

@@ -110,7 +110,7 @@ def handler(*patterns: str, when: Predicate | None = None, name: str | None = No
             raise HandlerLoadError(f"handler name {handler_name!r} must be letters, digits, '_' or '-'")
         if len(inspect.signature(fn).parameters) != 2:
             raise HandlerLoadError(f"handler {handler_name!r} must take (event, ctx)")
-        (into or registry).add(Handler(handler_name, tuple(patterns), fn, when, max_retries,
+        (into if into is not None else registry).add(Handler(handler_name, tuple(patterns), fn, when, max_retries,
                                        min_backoff, max_backoff, time_limit))
         return fn
 

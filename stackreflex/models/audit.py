@@ -1,19 +1,23 @@
 """The audit log's write API: envelopes, runs (with claims, leases and continuations) and steps.
 
 Every value written passes through :func:`stackreflex.redaction.redact` here, so no
-caller can put a secret into a table by forgetting to.
+caller can put a secret into a table by forgetting to. Writes are SQLAlchemy Core
+statements, one transaction each: they sit on the path of every event, where the ORM's
+unit of work cost ten times the statement itself.
 """
 
 import json
+import threading
 import uuid
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
-from sqlalchemy import and_, or_, update
+from sqlalchemy import Connection, and_, func, insert, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from ..bus.envelope import Envelope
 from ..clock import utcnow
@@ -24,6 +28,10 @@ from .tables import FINAL_STATUSES, EnvelopeRecord, Run, Step
 #: How much of a rejected message body is kept for the post-mortem.
 RAW_EXCERPT_CHARS = 4000
 
+RUN = Run.__table__
+STEP = Step.__table__
+ENVELOPE = EnvelopeRecord.__table__
+
 
 def _json(value: Any) -> str:
     return json.dumps(redact(value), default=str, sort_keys=True)
@@ -31,6 +39,10 @@ def _json(value: Any) -> str:
 
 def _text(value: str | None) -> str | None:
     return None if value is None else redact_text(value)
+
+
+def _run(row) -> Run:
+    return Run(**row._mapping)
 
 
 @dataclass(frozen=True)
@@ -47,11 +59,33 @@ class Claim:
         return self.refused is None
 
 
+@dataclass(frozen=True)
+class RunRef:
+    id: str
+    status: str
+    attempts: int
+    created: bool
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """What the router learns when it records an envelope."""
+
+    duplicate: bool
+    #: handler name → its run (created now, or found from an earlier delivery)
+    runs: dict[str, RunRef]
+
+
 class AuditLog:
-    """Reads and writes the audit tables through one engine."""
+    """Reads and writes the audit tables through one engine.
+
+    SQLite allows one writer at a time and makes the others sleep in steps of up to
+    25 ms; writes from the threads of one process therefore queue on a lock instead.
+    """
 
     def __init__(self, engine: Engine):
         self.engine = engine
+        self._write_lock = threading.Lock() if engine.dialect.name == "sqlite" else nullcontext()
 
     @classmethod
     def open(cls, url: str) -> "AuditLog":
@@ -61,67 +95,100 @@ class AuditLog:
         return cls(engine)
 
     def session(self) -> Session:
+        """A session for reading."""
         return Session(self.engine, expire_on_commit=False)
 
+    @contextmanager
+    def writing(self) -> Iterator[Connection]:
+        """One write transaction (serialised per process on SQLite)."""
+        with self._write_lock, self.engine.begin() as connection:
+            yield connection
+
     # -- envelopes -------------------------------------------------------------------
+
+    @staticmethod
+    def _envelope_values(envelope: Envelope, status: str, now: datetime) -> dict:
+        return dict(status=status, received_at=now, payload=_json(envelope.to_dict()),
+                    envelope_id=envelope.id, type=envelope.type, subject=envelope.subject,
+                    source=envelope.source, correlation_id=envelope.correlationid,
+                    causation_id=envelope.causationid, actor=envelope.actor, time=envelope.time)
 
     def record_envelope(self, envelope: Envelope | None, *, status: str,
                         reason: str | None = None, raw: bytes | str | None = None,
                         envelope_id: str | None = None) -> None:
         """Record an envelope as ``accepted``, ``duplicate`` or ``rejected`` (with its reason)."""
         if envelope is not None:
-            payload = _json(envelope.to_dict())
-            fields = dict(envelope_id=envelope.id, type=envelope.type, subject=envelope.subject,
-                          source=envelope.source, correlation_id=envelope.correlationid,
-                          causation_id=envelope.causationid, actor=envelope.actor, time=envelope.time)
+            values = self._envelope_values(envelope, status, utcnow())
         else:
             text = raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else (raw or "")
-            payload = redact_text(text[:RAW_EXCERPT_CHARS])
-            fields = dict(envelope_id=envelope_id)
-        with self.session() as s:
-            s.add(EnvelopeRecord(status=status, reason=_text(reason), received_at=utcnow(),
-                                 payload=payload, **fields))
-            s.commit()
+            values = dict(status=status, received_at=utcnow(), envelope_id=envelope_id,
+                          payload=redact_text(text[:RAW_EXCERPT_CHARS]))
+        with self.writing() as c:
+            c.execute(insert(ENVELOPE), [{"reason": _text(reason), **values}])
 
-    def seen(self, envelope_id: str) -> bool:
-        """True if an envelope with this id was accepted before."""
-        with self.session() as s:
-            return s.exec(select(EnvelopeRecord.pk).where(
-                EnvelopeRecord.envelope_id == envelope_id,
-                EnvelopeRecord.status == "accepted").limit(1)).first() is not None
+    def accept(self, envelope: Envelope, handlers: list[str]) -> Accepted:
+        """Record a valid envelope and make sure each handler has its run, in one transaction.
+
+        ``duplicate`` is true when the envelope was accepted before (a redelivery or a
+        second publish); its runs are then the existing ones.
+        """
+        for attempt in range(3):  # another router may insert the same runs at the same time
+            try:
+                return self._accept(envelope, handlers)
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+
+    def _accept(self, envelope: Envelope, handlers: list[str]) -> Accepted:
+        now = utcnow()
+        with self.writing() as c:
+            duplicate = c.execute(select(ENVELOPE.c.pk).where(
+                ENVELOPE.c.envelope_id == envelope.id, ENVELOPE.c.status == "accepted").limit(1)).first() is not None
+            c.execute(insert(ENVELOPE), [self._envelope_values(
+                envelope, "duplicate" if duplicate else "accepted", now)])
+            runs = {}
+            if duplicate:
+                for row in c.execute(select(RUN.c.id, RUN.c.handler, RUN.c.status, RUN.c.attempts)
+                                     .where(RUN.c.envelope_id == envelope.id)):
+                    runs[row.handler] = RunRef(row.id, row.status, row.attempts, False)
+            new = [self._run_values(envelope, name, now) for name in handlers if name not in runs]
+            if new:
+                c.execute(insert(RUN), new)
+                runs.update({v["handler"]: RunRef(v["id"], "pending", 0, True) for v in new})
+        return Accepted(duplicate, {name: runs[name] for name in handlers})
+
+    @staticmethod
+    def _run_values(envelope: Envelope, handler: str, now: datetime) -> dict:
+        return dict(id=str(uuid.uuid4()), envelope_id=envelope.id, handler=handler, type=envelope.type,
+                    subject=envelope.subject, correlation_id=envelope.correlationid, status="pending",
+                    attempts=0, wake=0, state="{}", created_at=now, updated_at=now)
 
     # -- runs ------------------------------------------------------------------------
 
     def ensure_run(self, envelope: Envelope, handler: str) -> tuple[Run, bool]:
         """Get the run for (envelope, handler), creating it ``pending``; True if created."""
-        now = utcnow()
-        run = Run(id=str(uuid.uuid4()), envelope_id=envelope.id, handler=handler, type=envelope.type,
-                  subject=envelope.subject, correlation_id=envelope.correlationid,
-                  created_at=now, updated_at=now)
-        with self.session() as s:
-            try:
-                s.add(run)
-                s.commit()
-                return run, True
-            except IntegrityError:
-                s.rollback()
-        return self.find_run(envelope.id, handler), False
+        values = self._run_values(envelope, handler, utcnow())
+        try:
+            with self.writing() as c:
+                c.execute(insert(RUN).values(**values))
+            return Run(**values), True
+        except IntegrityError:
+            return self.find_run(envelope.id, handler), False
 
     def find_run(self, envelope_id: str, handler: str) -> Run | None:
-        with self.session() as s:
-            return s.exec(select(Run).where(Run.envelope_id == envelope_id,
-                                            Run.handler == handler)).first()
+        with self.engine.connect() as c:
+            row = c.execute(select(RUN).where(RUN.c.envelope_id == envelope_id, RUN.c.handler == handler)).first()
+        return _run(row) if row else None
 
     def get_run(self, run_id: str) -> Run | None:
-        with self.session() as s:
-            return s.get(Run, run_id)
+        with self.engine.connect() as c:
+            row = c.execute(select(RUN).where(RUN.c.id == run_id)).first()
+        return _run(row) if row else None
 
     def _update_run(self, run_id: str, *conditions, **values) -> int:
         values.setdefault("updated_at", utcnow())
-        with self.session() as s:
-            result = s.execute(update(Run).where(Run.id == run_id, *conditions).values(**values))
-            s.commit()
-            return result.rowcount
+        with self.writing() as c:
+            return c.execute(update(RUN).where(RUN.c.id == run_id, *conditions).values(**values)).rowcount
 
     def claim(self, envelope_id: str, handler: str, *, wake: int, owner: str,
               lease_seconds: float) -> Claim:
@@ -132,30 +199,25 @@ class AuditLog:
         ``interrupted``).
         """
         now = utcnow()
-        claimable = and_(
-            Run.envelope_id == envelope_id, Run.handler == handler, Run.wake == wake,
-            or_(Run.status.in_(("pending", "waiting")),
-                and_(Run.status == "running", Run.lease_until < now)),
-        )
-        with self.session() as s:
-            taken = s.execute(update(Run).where(claimable).values(
-                status="running", attempts=Run.attempts + 1, lease_owner=owner,
-                lease_until=now + timedelta(seconds=lease_seconds), updated_at=now)).rowcount
-            s.commit()
-            run = s.exec(select(Run).where(Run.envelope_id == envelope_id,
-                                           Run.handler == handler)).first()
-            if taken:
-                if run.started_at is None:
-                    run.started_at = now
-                    s.add(run)
-                s.execute(update(Step).where(Step.run_id == run.id, Step.status == "running",
-                                             Step.attempt < run.attempts)
+        this_run = and_(RUN.c.envelope_id == envelope_id, RUN.c.handler == handler)
+        claimable = and_(this_run, RUN.c.wake == wake, or_(
+            RUN.c.status.in_(("pending", "waiting")), and_(RUN.c.status == "running", RUN.c.lease_until < now)))
+        with self.writing() as c:
+            taken = c.execute(update(RUN).where(claimable).values(
+                status="running", attempts=RUN.c.attempts + 1, lease_owner=owner,
+                lease_until=now + timedelta(seconds=lease_seconds), updated_at=now,
+                started_at=func.coalesce(RUN.c.started_at, now))).rowcount
+            row = c.execute(select(RUN).where(this_run)).first()
+            if taken and row.attempts > 1:
+                c.execute(update(STEP).where(STEP.c.run_id == row.id, STEP.c.status == "running",
+                                             STEP.c.attempt < row.attempts)
                           .values(status="interrupted", finished_at=now,
                                   error="the worker running this step stopped before it finished"))
-                s.commit()
-                return Claim(run)
-        if run is None:
+        if row is None:
             return Claim(None, "missing")
+        run = _run(row)
+        if taken:
+            return Claim(run)
         if run.status in FINAL_STATUSES:
             return Claim(run, "finished")
         if run.wake > wake:
@@ -167,14 +229,11 @@ class AuditLog:
     def heartbeat(self, run_ids: Iterable[str], owner: str, lease_seconds: float) -> None:
         """Extend the leases this worker holds on its running runs."""
         ids = list(run_ids)
-        if not ids:
-            return
-        now = utcnow()
-        with self.session() as s:
-            s.execute(update(Run).where(Run.id.in_(ids), Run.status == "running",
-                                        Run.lease_owner == owner)
-                      .values(lease_until=now + timedelta(seconds=lease_seconds)))
-            s.commit()
+        if ids:
+            with self.writing() as c:
+                c.execute(update(RUN).where(RUN.c.id.in_(ids), RUN.c.status == "running",
+                                            RUN.c.lease_owner == owner)
+                          .values(lease_until=utcnow() + timedelta(seconds=lease_seconds)))
 
     def finish(self, run_id: str, status: str, error: str | None = None) -> None:
         """End a run: ``succeeded``, ``failed``, ``dead`` or ``skipped``."""
@@ -184,24 +243,13 @@ class AuditLog:
 
     def release_for_retry(self, run_id: str, error: str) -> None:
         """An attempt failed and dramatiq will retry it: back to ``pending`` with the error."""
-        self._update_run(run_id, status="pending", error=_text(error),
-                         lease_until=None, lease_owner=None)
+        self._update_run(run_id, status="pending", error=_text(error), lease_until=None, lease_owner=None)
 
     def suspend(self, run_id: str, *, wake: int, wake_at: datetime, deadline: datetime | None,
                 waiting_for: str, state: dict) -> None:
         """Park a run as ``waiting`` until ``wake_at``, answering only wake-up ``wake``."""
-        with self.session() as s:
-            run = s.get(Run, run_id)
-            run.wake = wake
-            run.status = "waiting"
-            run.wake_at = wake_at
-            run.deadline = deadline
-            run.waiting_for = _text(waiting_for)
-            run.state = _json(state)
-            run.lease_until = run.lease_owner = None
-            run.updated_at = utcnow()
-            s.add(run)
-            s.commit()
+        self._update_run(run_id, wake=wake, status="waiting", wake_at=wake_at, deadline=deadline,
+                         waiting_for=_text(waiting_for), state=_json(state), lease_until=None, lease_owner=None)
 
     def requeue(self, run_id: str) -> None:
         """A dead run replayed from the dead-letter queue may run again."""
@@ -213,20 +261,13 @@ class AuditLog:
     # -- steps -----------------------------------------------------------------------
 
     def start_step(self, run_id: str, attempt: int, name: str, target: str | None) -> int:
-        with self.session() as s:
-            step = Step(run_id=run_id, attempt=attempt, name=name, target=target,
-                        status="running", started_at=utcnow())
-            s.add(step)
-            s.commit()
-            return step.id
+        with self.writing() as c:
+            return c.execute(insert(STEP).values(run_id=run_id, attempt=attempt, name=name, target=target,
+                                                 status="running", started_at=utcnow(), detail="{}")
+                             ).inserted_primary_key[0]
 
     def finish_step(self, step_id: int, status: str, detail: dict | None = None,
                     error: str | None = None) -> None:
-        with self.session() as s:
-            step = s.get(Step, step_id)
-            step.status = status
-            step.finished_at = utcnow()
-            step.detail = _json(detail or {})
-            step.error = _text(error)
-            s.add(step)
-            s.commit()
+        with self.writing() as c:
+            c.execute(update(STEP).where(STEP.c.id == step_id).values(
+                status=status, finished_at=utcnow(), detail=_json(detail or {}), error=_text(error)))
