@@ -10,8 +10,7 @@ from typing import Any, Callable, Iterator, NoReturn
 from ..bus.envelope import Envelope
 from ..clock import utcnow
 from ..errors import HandlerFailed, WaitTimedOut
-from ..models.audit import AuditLog
-from ..models.tables import Run
+from ..models.audit import AuditLog, RunRow
 
 log = logging.getLogger("stackreflex.run")
 
@@ -31,7 +30,7 @@ class RunContext:
     audit value: keep secrets out of it and read them again when needed).
     """
 
-    def __init__(self, *, run: Run, envelope: Envelope, audit: AuditLog,
+    def __init__(self, *, run: RunRow, envelope: Envelope, audit: AuditLog,
                  publish: Callable[..., None], notify: Callable[[Envelope], None], state: dict,
                  cloud_factory: Callable[[], Any], ssh_factory: Callable[..., Any]):
         self.run = run

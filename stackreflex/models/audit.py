@@ -1,9 +1,12 @@
 """The audit log's write API: envelopes, runs (with claims, leases and continuations) and steps.
 
 Every value written passes through :func:`stackreflex.redaction.redact` here, so no
-caller can put a secret into a table by forgetting to. Writes are SQLAlchemy Core
-statements, one transaction each: they sit on the path of every event, where the ORM's
-unit of work cost ten times the statement itself.
+caller can put a secret into a table by forgetting to.
+
+These writes sit on the path of every event, so they are SQLAlchemy Core statements
+built once with bound parameters (building a statement per call, or going through the
+ORM, cost several times the database work itself), and runs are returned as read-only
+rows of the ``run`` table.
 """
 
 import json
@@ -14,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Iterator
 
-from sqlalchemy import Connection, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
@@ -41,15 +44,48 @@ def _text(value: str | None) -> str | None:
     return None if value is None else redact_text(value)
 
 
-def _run(row) -> Run:
-    return Run(**row._mapping)
+#: A run as read from the database: a read-only row with the columns of :class:`Run`.
+RunRow = Row
+
+#: Claim a run for one attempt: pending, waiting for this wake-up, or running under a lapsed lease.
+_CLAIM = update(RUN).where(
+    RUN.c.envelope_id == bindparam("b_envelope"), RUN.c.handler == bindparam("b_handler"),
+    RUN.c.wake == bindparam("b_wake"),
+    or_(RUN.c.status.in_(("pending", "waiting")),
+        and_(RUN.c.status == "running", RUN.c.lease_until < bindparam("b_now"))),
+).values(status="running", attempts=RUN.c.attempts + 1, lease_owner=bindparam("b_owner"),
+         lease_until=bindparam("b_lease_until"), updated_at=bindparam("b_now"),
+         started_at=func.coalesce(RUN.c.started_at, bindparam("b_now")))
+_RUN_BY_KEY = select(RUN).where(RUN.c.envelope_id == bindparam("b_envelope"), RUN.c.handler == bindparam("b_handler"))
+_INTERRUPT_STEPS = update(STEP).where(
+    STEP.c.run_id == bindparam("b_run"), STEP.c.status == "running", STEP.c.attempt < bindparam("b_attempt"),
+).values(status="interrupted", finished_at=bindparam("b_now"),
+         error="the worker running this step stopped before it finished")
+_FINISH_STEP = update(STEP).where(STEP.c.id == bindparam("b_id")).values(
+    status=bindparam("b_status"), finished_at=bindparam("b_now"), detail=bindparam("b_detail"),
+    error=bindparam("b_error"))
+_ACCEPTED_BEFORE = select(ENVELOPE.c.pk).where(
+    ENVELOPE.c.envelope_id == bindparam("b_envelope"), ENVELOPE.c.status == "accepted").limit(1)
+_RUNS_OF_ENVELOPE = select(RUN.c.id, RUN.c.handler, RUN.c.status, RUN.c.attempts).where(
+    RUN.c.envelope_id == bindparam("b_envelope"))
+_update_statements: dict[tuple[str, ...], Any] = {}
+
+
+def _update_run_statement(columns: tuple[str, ...]):
+    """``UPDATE run SET <columns> WHERE id = :b_id``, built once per set of columns."""
+    statement = _update_statements.get(columns)
+    if statement is None:
+        statement = update(RUN).where(RUN.c.id == bindparam("b_id")).values(
+            {name: bindparam(f"b_{name}") for name in columns})
+        _update_statements[columns] = statement
+    return statement
 
 
 @dataclass(frozen=True)
 class Claim:
     """The answer to "may this message run the handler now?"."""
 
-    run: Run | None
+    run: RunRow | None
     #: why not: ``missing``, ``finished``, ``busy`` (another worker holds a live lease),
     #: ``stale`` (an old wake-up) or ``early`` (a wake-up that overtook the parking of its run)
     refused: str | None = None
@@ -142,14 +178,12 @@ class AuditLog:
     def _accept(self, envelope: Envelope, handlers: list[str]) -> Accepted:
         now = utcnow()
         with self.writing() as c:
-            duplicate = c.execute(select(ENVELOPE.c.pk).where(
-                ENVELOPE.c.envelope_id == envelope.id, ENVELOPE.c.status == "accepted").limit(1)).first() is not None
+            duplicate = c.execute(_ACCEPTED_BEFORE, {"b_envelope": envelope.id}).first() is not None
             c.execute(insert(ENVELOPE), [self._envelope_values(
                 envelope, "duplicate" if duplicate else "accepted", now)])
             runs = {}
             if duplicate:
-                for row in c.execute(select(RUN.c.id, RUN.c.handler, RUN.c.status, RUN.c.attempts)
-                                     .where(RUN.c.envelope_id == envelope.id)):
+                for row in c.execute(_RUNS_OF_ENVELOPE, {"b_envelope": envelope.id}):
                     runs[row.handler] = RunRef(row.id, row.status, row.attempts, False)
             new = [self._run_values(envelope, name, now) for name in handlers if name not in runs]
             if new:
@@ -165,30 +199,25 @@ class AuditLog:
 
     # -- runs ------------------------------------------------------------------------
 
-    def ensure_run(self, envelope: Envelope, handler: str) -> tuple[Run, bool]:
+    def ensure_run(self, envelope: Envelope, handler: str) -> tuple[RunRow, bool]:
         """Get the run for (envelope, handler), creating it ``pending``; True if created."""
-        values = self._run_values(envelope, handler, utcnow())
         try:
             with self.writing() as c:
-                c.execute(insert(RUN).values(**values))
-            return Run(**values), True
+                c.execute(insert(RUN), [self._run_values(envelope, handler, utcnow())])
+            created = True
         except IntegrityError:
-            return self.find_run(envelope.id, handler), False
+            created = False
+        return self.find_run(envelope.id, handler), created
 
-    def find_run(self, envelope_id: str, handler: str) -> Run | None:
+    def find_run(self, envelope_id: str, handler: str) -> RunRow | None:
         with self.engine.connect() as c:
-            row = c.execute(select(RUN).where(RUN.c.envelope_id == envelope_id, RUN.c.handler == handler)).first()
-        return _run(row) if row else None
+            return c.execute(_RUN_BY_KEY, {"b_envelope": envelope_id, "b_handler": handler}).first()
 
-    def get_run(self, run_id: str) -> Run | None:
-        with self.engine.connect() as c:
-            row = c.execute(select(RUN).where(RUN.c.id == run_id)).first()
-        return _run(row) if row else None
-
-    def _update_run(self, run_id: str, *conditions, **values) -> int:
+    def _update_run(self, run_id: str, **values) -> int:
         values.setdefault("updated_at", utcnow())
+        statement = _update_run_statement(tuple(sorted(values)))
         with self.writing() as c:
-            return c.execute(update(RUN).where(RUN.c.id == run_id, *conditions).values(**values)).rowcount
+            return c.execute(statement, {"b_id": run_id, **{f"b_{k}": v for k, v in values.items()}}).rowcount
 
     def claim(self, envelope_id: str, handler: str, *, wake: int, owner: str,
               lease_seconds: float) -> Claim:
@@ -199,23 +228,15 @@ class AuditLog:
         ``interrupted``).
         """
         now = utcnow()
-        this_run = and_(RUN.c.envelope_id == envelope_id, RUN.c.handler == handler)
-        claimable = and_(this_run, RUN.c.wake == wake, or_(
-            RUN.c.status.in_(("pending", "waiting")), and_(RUN.c.status == "running", RUN.c.lease_until < now)))
+        key = {"b_envelope": envelope_id, "b_handler": handler}
         with self.writing() as c:
-            taken = c.execute(update(RUN).where(claimable).values(
-                status="running", attempts=RUN.c.attempts + 1, lease_owner=owner,
-                lease_until=now + timedelta(seconds=lease_seconds), updated_at=now,
-                started_at=func.coalesce(RUN.c.started_at, now))).rowcount
-            row = c.execute(select(RUN).where(this_run)).first()
-            if taken and row.attempts > 1:
-                c.execute(update(STEP).where(STEP.c.run_id == row.id, STEP.c.status == "running",
-                                             STEP.c.attempt < row.attempts)
-                          .values(status="interrupted", finished_at=now,
-                                  error="the worker running this step stopped before it finished"))
-        if row is None:
+            taken = c.execute(_CLAIM, {**key, "b_wake": wake, "b_now": now, "b_owner": owner,
+                                       "b_lease_until": now + timedelta(seconds=lease_seconds)}).rowcount
+            run = c.execute(_RUN_BY_KEY, key).first()
+            if taken and run.attempts > 1:
+                c.execute(_INTERRUPT_STEPS, {"b_run": run.id, "b_attempt": run.attempts, "b_now": now})
+        if run is None:
             return Claim(None, "missing")
-        run = _run(row)
         if taken:
             return Claim(run)
         if run.status in FINAL_STATUSES:
@@ -269,5 +290,5 @@ class AuditLog:
     def finish_step(self, step_id: int, status: str, detail: dict | None = None,
                     error: str | None = None) -> None:
         with self.writing() as c:
-            c.execute(update(STEP).where(STEP.c.id == step_id).values(
-                status=status, finished_at=utcnow(), detail=_json(detail or {}), error=_text(error)))
+            c.execute(_FINISH_STEP, {"b_id": step_id, "b_status": status, "b_now": utcnow(),
+                                     "b_detail": _json(detail or {}), "b_error": _text(error)})
