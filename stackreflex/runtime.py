@@ -58,6 +58,8 @@ class Runtime:
         self.worker: dramatiq.Worker | None = None
 
     def start(self) -> "Runtime":
+        # dramatiq's own CLI emits this; middleware such as TimeLimit starts its watchdog on it.
+        self.broker.emit_after("process_boot")
         for queue in self.dispatcher.queues():
             self.broker.declare_queue(queue)
         self.worker = dramatiq.Worker(self.broker, worker_threads=self.settings.worker_threads,

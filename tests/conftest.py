@@ -22,7 +22,8 @@ from stackreflex.settings import Settings
 BROKER_URL = os.environ.get("STACKREFLEX_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/")
 PG_ADMIN_URL = os.environ.get("STACKREFLEX_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 HANDLERS = str(Path(__file__).with_name("sample_handlers.py"))
-HANDLER_NAMES = ["note", "fail_always", "block_until_released", "wait_for_file", "only_when_go", "do_command"]
+HANDLER_NAMES = ["note", "fail_always", "block_until_released", "wait_for_file", "only_when_go", "do_command",
+                 "too_slow"]
 
 
 @pytest.fixture(scope="session")

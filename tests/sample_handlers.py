@@ -69,3 +69,11 @@ def do_command(event: Envelope, ctx: RunContext) -> None:
     with ctx.step("do", target=event.subject):
         pass
     mark(event, "do")
+
+
+@handler("test.slow", max_retries=1, min_backoff=0.1, max_backoff=0.2, time_limit=1)
+def too_slow(event: Envelope, ctx: RunContext) -> None:
+    mark(event, "slow")
+    with ctx.step("slow call", target=event.subject):
+        for _ in range(100):  # Python code polling: interruptible (a single blocking C call is not)
+            time.sleep(0.05)

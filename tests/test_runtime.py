@@ -2,6 +2,8 @@
 with real worker processes (killed for real where the test says so)."""
 
 import json
+import os
+import signal
 import time
 import uuid
 
@@ -257,3 +259,36 @@ def test_a_type_nobody_subscribes_to_is_reported_not_dropped(broker_url, sqlite_
         publish(settings, Envelope.new("nobody.listens"))
     cli = run_cli(settings, tmp_path, "publish", "nobody.listens")
     assert cli.returncode == 2 and cli.stderr.strip().startswith("error: no queue is bound")
+
+
+def test_sigterm_lets_the_running_handler_finish_then_exits_cleanly(broker_url, sqlite_url, namespace, workers,
+                                                                    tmp_path):
+    settings = make_settings(broker_url, sqlite_url, namespace)
+    worker = workers(settings)
+    mark, release = tmp_path / "marks", tmp_path / "release"
+    envelope = Envelope.new("test.block", subject="node-9", data={"mark": str(mark), "release": str(release)})
+    publish(settings, envelope)
+    wait_for(lambda: marks(mark), message="handler started")
+    os.killpg(worker.proc.pid, signal.SIGTERM)
+    time.sleep(1.0)
+    assert worker.proc.poll() is None, "the worker waits for its running handler"
+    release.write_text("go")
+    assert worker.terminate(timeout=40) == 0
+    run = runs_of(AuditLog.open(sqlite_url), envelope)["block_until_released"]
+    assert (run["status"], run["attempts"]) == ("succeeded", 1)
+    assert "worker stopped" in worker.log_path.read_text()
+
+
+def test_a_handler_past_its_time_limit_is_interrupted_and_retried(broker_url, sqlite_url, namespace, workers, tmp_path):
+    settings = make_settings(broker_url, sqlite_url, namespace)
+    workers(settings)
+    mark = tmp_path / "marks"
+    envelope = Envelope.new("test.slow", subject="slow", data={"mark": str(mark)})
+    publish(settings, envelope)
+    audit = AuditLog.open(sqlite_url)
+    wait_for(lambda: runs_of(audit, envelope).get("too_slow", {}).get("status") == "dead", timeout=30,
+             message="dead after the time limit")
+    run = runs_of(audit, envelope)["too_slow"]
+    assert run["attempts"] == 2 and "TimeLimitExceeded" in run["error"]
+    assert run["duration_s"] < 5, "the handler was interrupted, not left to finish its sleep"
+    assert [s["status"] for s in run_with_steps(audit, run["id"])["steps"]] == ["failed", "failed"]
