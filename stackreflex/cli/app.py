@@ -11,7 +11,7 @@ from sqlalchemy.exc import OperationalError as DatabaseError
 from .. import __version__
 from ..errors import StackreflexError
 from ..redaction import redact_text
-from . import audit, dlq
+from . import audit, dlq, sim
 from .common import errors, invocation
 from .demo import demo
 from .publish import publish
@@ -29,6 +29,7 @@ app.command()(worker)
 app.command()(publish)
 app.add_typer(audit.app, name="audit")
 app.add_typer(dlq.app, name="dlq")
+app.add_typer(sim.app, name="sim")
 
 
 def _version(value: bool) -> None:

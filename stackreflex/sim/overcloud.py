@@ -1,0 +1,99 @@
+"""The simulated overcloud as one HTTP server: start it, point openstacksdk at it, drive it."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .clock import SimClock
+from .heat import Heat
+from .http import HttpError, Request, Response, Router, SimHTTPServer
+from .keystone import Keystone
+from .scenario import Scenario, load_scenario
+from .swift import MetadataStore
+
+
+@dataclass
+class Overcloud:
+    """Keystone, Heat and the metadata store behind ``http://host:port``."""
+
+    scenario: Scenario
+    server: SimHTTPServer
+    keystone: Keystone
+    heat: Heat
+    metadata: MetadataStore
+
+    @classmethod
+    def start(cls, scenario: Scenario | None = None, *, host: str = "127.0.0.1", port: int = 0,
+              scenario_file: Path | None = None, seed: int = 0) -> "Overcloud":
+        """Serve on ``host:port`` (0: a free port) in a background thread and begin the deployment."""
+        scenario = scenario or load_scenario(scenario_file)
+        router = Router()
+        holder: dict = {}
+        server = SimHTTPServer((host, port), router, lambda request: holder["keystone"].authenticate(request))
+        base_url = f"http://{host}:{server.server_address[1]}"
+        keystone = holder["keystone"] = Keystone(scenario, base_url)
+        metadata = MetadataStore(base_url, keystone.project_id, scenario.temp_url_key, scenario.temp_url_lifetime)
+        heat = Heat(scenario, base_url, keystone.project_id, metadata, SimClock(scenario.speed), seed)
+        keystone.services["orchestration"] = ("heat", heat.endpoint)
+        for service in (keystone, heat, metadata):
+            service.routes(router)
+        overcloud = cls(scenario, server, keystone, heat, metadata)
+        router.add("POST", "/sim/scale", overcloud._scale_request, None, auth=False)
+        router.add("GET", "/sim/nodes", overcloud._nodes_request, None, auth=False)
+        server.serve_in_thread()
+        heat.start_deployment()
+        return overcloud
+
+    @property
+    def base_url(self) -> str:
+        return self.keystone.base_url
+
+    @property
+    def auth_url(self) -> str:
+        return f"{self.base_url}/identity/v3"
+
+    def environment(self) -> dict[str, str]:
+        """The ``OS_*`` variables of a stackrc pointing at this overcloud."""
+        return {"OS_AUTH_URL": self.auth_url, "OS_USERNAME": self.scenario.user,
+                "OS_PASSWORD": self.scenario.password, "OS_PROJECT_NAME": self.scenario.project,
+                "OS_USER_DOMAIN_NAME": "Default", "OS_PROJECT_DOMAIN_NAME": "Default",
+                "OS_REGION_NAME": self.scenario.region, "OS_IDENTITY_API_VERSION": "3",
+                "OS_INTERFACE": "public"}
+
+    def clouds_yaml(self, name: str = "stackreflex-sim") -> str:
+        s = self.scenario
+        return (f"clouds:\n  {name}:\n    auth:\n      auth_url: {self.auth_url}\n      username: {s.user}\n"
+                f"      password: {s.password}\n      project_name: {s.project}\n      user_domain_name: Default\n"
+                f"      project_domain_name: Default\n    region_name: {s.region}\n    identity_api_version: 3\n"
+                f"    interface: public\n")
+
+    def connect(self):
+        """An openstacksdk connection to this overcloud."""
+        import openstack
+        return openstack.connect(auth={"auth_url": self.auth_url, "username": self.scenario.user,
+                                       "password": self.scenario.password, "project_name": self.scenario.project,
+                                       "user_domain_name": "Default", "project_domain_name": "Default"},
+                                 region_name=self.scenario.region, identity_api_version="3",
+                                 interface="public", load_yaml_config=False, load_envvars=False)
+
+    def nodes(self) -> list[dict]:
+        """Each node: role, index, host, resource status, when it first polled (URLs left out)."""
+        with self.heat.lock:
+            return [{"role": m.role, "index": m.index, "host": m.host, "status": m.member.status,
+                     "polled_at": m.polled_at.isoformat() if m.polled_at else None} for m in self.heat.members]
+
+    # The admin API (loopback only, no token): drives a running simulator from `stackreflex sim`.
+
+    def _scale_request(self, request: Request) -> Response:
+        body = request.json()
+        try:
+            added = self.heat.scale(str(body.get("role")), int(body.get("count", 0)))
+        except (KeyError, ValueError) as exc:
+            raise HttpError(400, "Bad Request", str(exc).strip("'")) from None
+        return Response(200, {"added": [{"role": m.role, "index": m.index, "host": m.host} for m in added]})
+
+    def _nodes_request(self, request: Request) -> Response:
+        return Response(200, {"nodes": self.nodes(), "stack_status": self.heat.root.status})
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,63 @@
+"""Scenarios: the overcloud the simulator plays, read from YAML.
+
+A role has a count and the addresses of its pre-provisioned nodes, the picture operators
+give with ``OVERCLOUD_ROLES`` and ``<Role>_hosts``.
+"""
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from ..errors import ConfigError
+
+
+@dataclass
+class Role:
+    name: str
+    count: int
+    hosts: list[str]
+
+
+@dataclass
+class Scenario:
+    stack: str = "overcloud"
+    project: str = "admin"
+    user: str = "admin"
+    password: str = "sim-password"
+    region: str = "regionOne"
+    roles: list[Role] = field(default_factory=list)
+    #: Swift account key signing the metadata temp URLs.
+    temp_url_key: str = "sim-temp-url-key"
+    #: Lifetime of a temp URL (simulated seconds).
+    temp_url_lifetime: float = 86400 * 365
+    #: Simulated seconds between a node's first poll and its resources completing.
+    deployment_time: float = 5.0
+    #: Simulated seconds after which a stack still in progress fails (0: never).
+    create_timeout: float = 0.0
+    #: Simulated seconds per real second.
+    speed: float = 1.0
+    #: Heat keeps at most this many events per stack.
+    max_events_per_stack: int = 1000
+    #: Metadata transport of the deployed servers: POLL_TEMP_URL or POLL_SERVER_HEAT.
+    transport: str = "POLL_TEMP_URL"
+
+
+def load_scenario(path: Path | None = None) -> Scenario:
+    """Read a scenario file; without one, the default scenario shipped with the package."""
+    try:
+        text = path.read_text() if path else resources.files(__package__).joinpath("default.yaml").read_text()
+        raw = yaml.safe_load(text) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"scenario {path}: {exc}") from None
+    roles = [Role(name, int(spec.get("count", len(spec.get("hosts", [])))), list(spec.get("hosts", [])))
+             for name, spec in (raw.pop("roles", None) or {}).items()]
+    for role in roles:
+        if len(role.hosts) < role.count:
+            raise ConfigError(f"scenario: role {role.name} has count {role.count} but only {len(role.hosts)} hosts")
+    known = set(Scenario.__dataclass_fields__)
+    unknown = set(raw) - known
+    if unknown:
+        raise ConfigError(f"scenario: unknown keys {', '.join(sorted(unknown))}")
+    return Scenario(roles=roles, **raw)
