@@ -177,8 +177,9 @@ def test_scaling_up_adds_members_that_start_in_progress_and_the_update_completes
 
 def test_sim_serve_prints_exports_that_openstacksdk_can_use(tmp_path):
     env_file = tmp_path / "overcloudrc"
-    proc = subprocess.Popen([sys.executable, "-m", "stackreflex", "sim", "serve", "--port", "0",
-                             "--env-file", str(env_file)], stdout=subprocess.PIPE, text=True,
+    proc = subprocess.Popen([sys.executable, "-m", "stackreflex", "sim", "serve", "--port", "0", "--ssh-port", "0",
+                             "--state-dir", str(tmp_path / "sim"), "--env-file", str(env_file)],
+                            stdout=subprocess.PIPE, text=True,
                             env={**os.environ, "HOME": str(tmp_path)})
     try:
         wait_for(env_file.exists, timeout=20, message="env file written")
@@ -196,6 +197,8 @@ def test_sim_serve_prints_exports_that_openstacksdk_can_use(tmp_path):
         too_many = subprocess.run([sys.executable, "-m", "stackreflex", "sim", "scale", "ComputeDeployedServer", "+9",
                                    "--url", base], capture_output=True, text=True, timeout=30)
         assert too_many.returncode == 2 and "cannot grow" in too_many.stderr
+        hosts = sum(len(role.hosts) for role in load_scenario().roles)
+        assert (tmp_path / "sim" / "client_key").exists() and len(list((tmp_path / "sim" / "hostkeys").iterdir())) == hosts
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(10)

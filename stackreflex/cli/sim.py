@@ -1,5 +1,6 @@
 """``stackreflex sim``: run the simulated overcloud, and drive a running one."""
 
+import base64
 import json
 import shlex
 import signal
@@ -9,10 +10,13 @@ import urllib.request
 from pathlib import Path
 from typing import Annotated
 
+import paramiko
 import typer
 
 from ..errors import StackreflexError
+from ..settings import default_state_dir
 from ..sim.overcloud import Overcloud
+from ..sim.scenario import load_scenario
 from .common import console, table
 
 app = typer.Typer(help="The simulated overcloud (Keystone, Heat, Swift temp URLs) for trying stackreflex.",
@@ -27,17 +31,29 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on (keep it on loopback).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 5800,
     env_file: Annotated[Path | None, typer.Option(help="Also write the export lines here once serving.")] = None,
+    state_dir: Annotated[Path, typer.Option(help="Where node host keys (and a generated client key) are kept.")] = (
+        default_state_dir() / "sim"),
+    authorized_key: Annotated[list[Path], typer.Option(help=(
+        "Public key file allowed to log in to the nodes; repeatable. Default: a key generated in --state-dir."))] = [],
+    ssh_port: Annotated[int, typer.Option(help="SSH port of every node, each on its own 127.0.0.x address.")] = 2222,
 ) -> None:
     """Serve the simulated overcloud until interrupted; the deployment starts at once.
 
     Prints `export OS_...` lines (so `eval "$(stackreflex sim serve ...)"`-style use works)
     and a clouds.yaml entry.
     """
-    overcloud = Overcloud.start(host=host, port=port, scenario_file=scenario)
+    keys, client_key = _authorized_keys(state_dir, authorized_key)
+    chosen = load_scenario(scenario)
+    chosen.ssh_port = ssh_port
+    overcloud = Overcloud.start(chosen, host=host, port=port, state_dir=state_dir / "hostkeys", authorized_keys=keys)
     exports = "\n".join(f"export {k}={shlex.quote(v)}" for k, v in overcloud.environment().items())
     print(exports, flush=True)
     print("# clouds.yaml entry:\n" + "\n".join("# " + line for line in overcloud.clouds_yaml().splitlines()),
           flush=True)
+    for node in overcloud.nodes.values():
+        print(f"# node {node.hostname}: ssh -p {node.port} {node.user}@{node.address}", flush=True)
+    if client_key:
+        print(f"# client key for the nodes: {client_key}  (STACKREFLEX_SSH_KEY_FILE)", flush=True)
     print(f"# simulator admin API: {overcloud.base_url}/sim  (stackreflex sim scale --url {overcloud.base_url} ...)",
           flush=True)
     if env_file:
@@ -47,6 +63,22 @@ def serve(
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
     overcloud.stop()
+
+
+def _authorized_keys(state_dir: Path, files: list[Path]) -> tuple[list[paramiko.PKey], Path | None]:
+    """Keys allowed on the nodes; without any, a client key generated once in ``state_dir``."""
+    if files:
+        keys = []
+        for path in files:
+            kind, b64 = path.read_text().split()[:2]
+            keys.append(paramiko.PKey.from_type_string(kind, base64.b64decode(b64)))
+        return keys, None
+    path = state_dir / "client_key"
+    if not path.exists():
+        state_dir.mkdir(parents=True, exist_ok=True)
+        paramiko.ECDSAKey.generate().write_private_key_file(str(path))
+        path.chmod(0o600)
+    return [paramiko.ECDSAKey(filename=str(path))], path
 
 
 def _call(url: str, path: str, body: dict | None = None) -> dict:

@@ -1,12 +1,15 @@
 """The simulated overcloud as one HTTP server: start it, point openstacksdk at it, drive it."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import paramiko
 
 from .clock import SimClock
 from .heat import Heat
 from .http import HttpError, Request, Response, Router, SimHTTPServer
 from .keystone import Keystone
+from .nodes import SimNode
 from .scenario import Scenario, load_scenario
 from .swift import MetadataStore
 
@@ -20,11 +23,14 @@ class Overcloud:
     keystone: Keystone
     heat: Heat
     metadata: MetadataStore
+    nodes: dict[str, SimNode] = field(default_factory=dict)
 
     @classmethod
     def start(cls, scenario: Scenario | None = None, *, host: str = "127.0.0.1", port: int = 0,
-              scenario_file: Path | None = None, seed: int = 0) -> "Overcloud":
-        """Serve on ``host:port`` (0: a free port) in a background thread and begin the deployment."""
+              scenario_file: Path | None = None, seed: int = 0, state_dir: Path | None = None,
+              authorized_keys: list[paramiko.PKey] = ()) -> "Overcloud":
+        """Serve on ``host:port`` (0: a free port) in a background thread, start every node's
+        SSH server (host keys kept in ``state_dir``), and begin the deployment."""
         scenario = scenario or load_scenario(scenario_file)
         router = Router()
         holder: dict = {}
@@ -37,11 +43,25 @@ class Overcloud:
         for service in (keystone, heat, metadata):
             service.routes(router)
         overcloud = cls(scenario, server, keystone, heat, metadata)
+        if state_dir is not None:
+            overcloud._start_nodes(state_dir, list(authorized_keys), heat.clock)
         router.add("POST", "/sim/scale", overcloud._scale_request, None, auth=False)
         router.add("GET", "/sim/nodes", overcloud._nodes_request, None, auth=False)
         server.serve_in_thread()
         heat.start_deployment()
         return overcloud
+
+    def _start_nodes(self, state_dir: Path, keys: list[paramiko.PKey], clock) -> None:
+        for role in self.scenario.roles:
+            for index, address in enumerate(role.hosts):
+                hostname = f"{self.scenario.stack}-{role.name.lower().replace('deployedserver', '')}-{index}"
+                self.nodes[address] = SimNode(address, hostname, self.scenario.ssh_user, keys, state_dir, clock,
+                                              port=self.scenario.ssh_port,
+                                              reboot_time=self.scenario.reboot_time).start()
+
+    def known_hosts_lines(self) -> list[str]:
+        """known_hosts entries for every node (what `stackreflex nodes trust` would record)."""
+        return [f"[{n.address}]:{n.port} {n.key.get_name()} {n.key.get_base64()}" for n in self.nodes.values()]
 
     @property
     def base_url(self) -> str:
@@ -75,7 +95,7 @@ class Overcloud:
                                  region_name=self.scenario.region, identity_api_version="3",
                                  interface="public", load_yaml_config=False, load_envvars=False)
 
-    def nodes(self) -> list[dict]:
+    def node_states(self) -> list[dict]:
         """Each node: role, index, host, resource status, when it first polled (URLs left out)."""
         with self.heat.lock:
             return [{"role": m.role, "index": m.index, "host": m.host, "status": m.member.status,
@@ -92,8 +112,10 @@ class Overcloud:
         return Response(200, {"added": [{"role": m.role, "index": m.index, "host": m.host} for m in added]})
 
     def _nodes_request(self, request: Request) -> Response:
-        return Response(200, {"nodes": self.nodes(), "stack_status": self.heat.root.status})
+        return Response(200, {"nodes": self.node_states(), "stack_status": self.heat.root.status})
 
     def stop(self) -> None:
+        for node in self.nodes.values():
+            node.stop()
         self.server.shutdown()
         self.server.server_close()

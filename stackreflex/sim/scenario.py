@@ -42,6 +42,11 @@ class Scenario:
     max_events_per_stack: int = 1000
     #: Metadata transport of the deployed servers: POLL_TEMP_URL or POLL_SERVER_HEAT.
     transport: str = "POLL_TEMP_URL"
+    #: The SSH user of the nodes (passwordless sudo) and the port their servers listen on (0: any).
+    ssh_user: str = "stack"
+    ssh_port: int = 0
+    #: Simulated seconds a node is unreachable after ``reboot``.
+    reboot_time: float = 30.0
 
 
 def load_scenario(path: Path | None = None) -> Scenario:

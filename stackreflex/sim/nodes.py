@@ -1,0 +1,292 @@
+"""Simulated nodes over real SSH: one paramiko server per node, each on its own loopback
+address, with a host key that survives restarts and public-key authentication.
+
+Commands run against the node's own state (files, services). The interpreter knows what
+agent configuration needs, and answers ``command not found`` (exit 127) for anything else:
+``sudo [-n]``, ``cat``, ``test -e|-f``, ``rm -f``, ``mkdir -p``, ``install -m MODE /dev/stdin PATH``,
+``mv -f``, ``chmod``, ``stat -c %a``, ``systemctl start|stop|restart|enable|is-active|status``,
+``hostname``, ``reboot``, ``true``, chained with ``&&``.
+"""
+
+import shlex
+import socket
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paramiko
+
+from .agent import Agent
+from .clock import SimClock
+
+#: The template os-apply-config would render over /etc/os-collect-config.conf.
+OAC_TEMPLATE = "/usr/libexec/os-apply-config/templates/etc/os-collect-config.conf"
+#: Simulated seconds a node stays unreachable after ``reboot``.
+DEFAULT_REBOOT_TIME = 30.0
+#: Real seconds between accepting an exec request and running it (see _Server).
+EXEC_START_DELAY = 0.05
+
+
+def host_key(state_dir: Path, address: str) -> paramiko.PKey:
+    """The node's host key, created once and kept in ``state_dir``."""
+    path = state_dir / f"{address}.key"
+    if path.exists():
+        return paramiko.ECDSAKey(filename=str(path))
+    state_dir.mkdir(parents=True, exist_ok=True)
+    key = paramiko.ECDSAKey.generate()
+    key.write_private_key_file(str(path))
+    return key
+
+
+@dataclass
+class Service:
+    enabled: bool = False
+    active: bool = False
+
+
+@dataclass(eq=False)
+class SimNode:
+    """One pre-provisioned node: its address, SSH server and state."""
+
+    address: str
+    hostname: str
+    user: str
+    authorized_keys: list[paramiko.PKey]
+    state_dir: Path
+    clock: SimClock
+    port: int = 0
+    reboot_time: float = DEFAULT_REBOOT_TIME
+    files: dict[str, bytes] = field(default_factory=dict)
+    modes: dict[str, int] = field(default_factory=dict)
+    services: dict[str, Service] = field(default_factory=dict)
+    commands: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.lock = threading.RLock()
+        self.key = host_key(self.state_dir, self.address)
+        self.files.setdefault(OAC_TEMPLATE, b"[DEFAULT]\ncommand = os-refresh-config\n")
+        self.services.setdefault("os-collect-config", Service(enabled=True))
+        self.agent = Agent(self.address, self.files, self.lock, self.clock)
+        self._listener: socket.socket | None = None
+        self._transports: list[paramiko.Transport] = []
+
+    # -- the SSH server --------------------------------------------------------------------
+
+    def start(self) -> "SimNode":
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((self.address, self.port))
+        listener.listen(16)
+        self.port = listener.getsockname()[1]  # keep the same port across reboots
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True, name=f"ssh-{self.address}").start()
+        return self
+
+    def stop(self) -> None:
+        self.agent.stop()
+        if self._listener is not None:
+            try:  # wakes the thread blocked in accept(); close() alone leaves it accepting on Linux
+                self._listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self._listener.close()
+            self._listener = None
+        for transport in self._transports:
+            transport.close()
+        self._transports.clear()
+
+    @property
+    def reachable(self) -> bool:
+        return self._listener is not None
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            transport = paramiko.Transport(client)
+            transport.add_server_key(self.key)
+            self._transports.append(transport)
+            try:
+                transport.start_server(server=_Server(self, transport))
+            except (paramiko.SSHException, EOFError, OSError):
+                transport.close()
+
+    # -- the command interpreter -----------------------------------------------------------
+
+    def run(self, command: str, stdin: bytes = b"") -> tuple[int, bytes, bytes]:
+        """Run a command line; returns (exit status, stdout, stderr)."""
+        self.commands.append(command)
+        out, err = b"", b""
+        for part in command.split("&&"):
+            status, o, e = self._run_one(shlex.split(part), stdin)
+            out, err = out + o, err + e
+            if status != 0:
+                return status, out, err
+        return 0, out, err
+
+    def _run_one(self, argv: list[str], stdin: bytes) -> tuple[int, bytes, bytes]:
+        while argv and argv[0] == "sudo":
+            argv = argv[2:] if argv[1:2] == ["-n"] else argv[1:]
+        if not argv:
+            return 0, b"", b""
+        name, args = argv[0], argv[1:]
+        handler = getattr(self, f"_cmd_{name.replace('-', '_')}", None)
+        if handler is None:
+            return 127, b"", f"bash: {name}: command not found\n".encode()
+        with self.lock:
+            return handler(args, stdin)
+
+    def _missing(self, name: str, path: str) -> tuple[int, bytes, bytes]:
+        return 1, b"", f"{name}: cannot access '{path}': No such file or directory\n".encode()
+
+    def _cmd_true(self, args, stdin):
+        return 0, b"", b""
+
+    def _cmd_hostname(self, args, stdin):
+        return 0, f"{self.hostname}\n".encode(), b""
+
+    def _cmd_cat(self, args, stdin):
+        out = b""
+        for path in args:
+            if path not in self.files:
+                return 1, out, f"cat: {path}: No such file or directory\n".encode()
+            out += self.files[path]
+        return 0, out, b""
+
+    def _cmd_test(self, args, stdin):
+        if len(args) == 2 and args[0] in ("-e", "-f"):
+            return (0 if args[1] in self.files else 1), b"", b""
+        return 2, b"", b"test: unsupported expression\n"
+
+    def _cmd_rm(self, args, stdin):
+        force = "-f" in args
+        for path in (a for a in args if not a.startswith("-")):
+            if path not in self.files and not force:
+                return 1, b"", f"rm: cannot remove '{path}': No such file or directory\n".encode()
+            self.files.pop(path, None)
+            self.modes.pop(path, None)
+        return 0, b"", b""
+
+    def _cmd_mkdir(self, args, stdin):
+        return 0, b"", b""  # directories are implied by the paths of files
+
+    def _cmd_install(self, args, stdin):
+        mode, rest = 0o755, list(args)
+        if "-m" in rest:
+            i = rest.index("-m")
+            mode = int(rest[i + 1], 8)
+            del rest[i:i + 2]
+        if len(rest) != 2 or rest[0] != "/dev/stdin":
+            return 1, b"", b"install: only 'install [-m MODE] /dev/stdin PATH' is supported here\n"
+        self.files[rest[1]] = stdin
+        self.modes[rest[1]] = mode
+        return 0, b"", b""
+
+    def _cmd_mv(self, args, stdin):
+        paths = [a for a in args if not a.startswith("-")]
+        if len(paths) != 2:
+            return 1, b"", b"mv: expected SOURCE DEST\n"
+        source, dest = paths
+        if source not in self.files:
+            return self._missing("mv", source)
+        self.files[dest] = self.files.pop(source)
+        self.modes[dest] = self.modes.pop(source, 0o644)
+        return 0, b"", b""
+
+    def _cmd_chmod(self, args, stdin):
+        if len(args) != 2 or args[1] not in self.files:
+            return self._missing("chmod", args[-1] if args else "")
+        self.modes[args[1]] = int(args[0], 8)
+        return 0, b"", b""
+
+    def _cmd_stat(self, args, stdin):
+        if args[:2] != ["-c", "%a"] or len(args) != 3:
+            return 1, b"", b"stat: only 'stat -c %a PATH' is supported here\n"
+        if args[2] not in self.files:
+            return self._missing("stat", args[2])
+        return 0, f"{self.modes.get(args[2], 0o644):o}\n".encode(), b""
+
+    def _cmd_systemctl(self, args, stdin):
+        if len(args) != 2:
+            return 1, b"", b"systemctl: expected ACTION UNIT\n"
+        action, unit = args[0], args[1].removesuffix(".service")
+        service = self.services.get(unit)
+        if service is None:
+            return (3 if action in ("is-active", "status") else 5), b"", \
+                f"Unit {unit}.service could not be found.\n".encode()
+        if action in ("start", "restart"):
+            service.active = True
+            if unit == "os-collect-config":
+                self.agent.start()
+        elif action == "stop":
+            service.active = False
+            if unit == "os-collect-config":
+                self.agent.stop()
+        elif action == "enable":
+            service.enabled = True
+        elif action == "is-active":
+            return (0, b"active\n", b"") if service.active else (3, b"inactive\n", b"")
+        elif action == "status":
+            state = "active (running)" if service.active else "inactive (dead)"
+            return (0 if service.active else 3), f"● {unit}.service\n   Active: {state}\n".encode(), b""
+        else:
+            return 1, b"", f"systemctl: unknown action {action}\n".encode()
+        return 0, b"", b""
+
+    def _cmd_reboot(self, args, stdin):
+        threading.Thread(target=self._reboot, daemon=True).start()
+        return 0, b"", b""
+
+    def _reboot(self) -> None:
+        self.stop()
+        for service in self.services.values():
+            service.active = False
+        self.clock.later(self.reboot_time, self._boot)
+
+    def _boot(self) -> None:
+        for name, service in self.services.items():
+            service.active = service.enabled
+            if name == "os-collect-config" and service.active:
+                self.agent.start()
+        self.start()
+
+
+class _Server(paramiko.ServerInterface):
+    def __init__(self, node: SimNode, transport: paramiko.Transport):
+        self.node = node
+        self.transport = transport
+
+    def get_allowed_auths(self, username):
+        return "publickey"
+
+    def check_auth_publickey(self, username, key):
+        if username == self.node.user and any(key == k for k in self.node.authorized_keys):
+            return paramiko.AUTH_SUCCESSFUL
+        return paramiko.AUTH_FAILED
+
+    def check_channel_request(self, kind, chanid):
+        return paramiko.OPEN_SUCCEEDED if kind == "session" else paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+
+    def check_channel_exec_request(self, channel, command):
+        # paramiko confirms the exec request after this returns; the command must not answer
+        # (and close the channel) before that confirmation, or the client sees "Channel closed".
+        timer = threading.Timer(EXEC_START_DELAY, self._execute, args=(channel, command.decode()))
+        timer.daemon = True
+        timer.start()
+        return True
+
+    def _execute(self, channel: paramiko.Channel, command: str) -> None:
+        stdin = b""
+        if "/dev/stdin" in command:
+            while True:
+                chunk = channel.recv(65536)
+                if not chunk:
+                    break
+                stdin += chunk
+        status, out, err = self.node.run(command, stdin)
+        channel.sendall(out)
+        channel.sendall_stderr(err)
+        channel.send_exit_status(status)
+        channel.close()
