@@ -3,6 +3,7 @@
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
@@ -72,9 +73,10 @@ class SimHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address, router: Router, authenticate: Callable[[Request], bool]):
+    def __init__(self, address, router: Router, authenticate: Callable[[Request], bool], faults=None):
         self.router = router
         self.authenticate = authenticate
+        self.faults = faults
         super().__init__(address, _RequestHandler)
 
     def serve_in_thread(self) -> threading.Thread:
@@ -105,12 +107,27 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 raise HttpError(405 if extra else 404, "Method Not Allowed" if extra else "Not Found",
                                 f"The resource could not be found: {request.path}")
             request.match = extra
+            self._inject_faults(request)
             if auth and not self.server.authenticate(request):
                 raise HttpError(401, "Unauthorized", "The request you have made requires authentication.")
             response = handler(request)
         except HttpError as error:
             response = Response(error.status, (errors or _plain_error)(error))
         self._send(response)
+
+    def _inject_faults(self, request: Request) -> None:
+        faults = self.server.faults
+        if faults is None or request.path.startswith("/sim"):
+            return
+        slow = faults.strike("api_slow", request.path)
+        if slow:
+            time.sleep(slow.seconds)
+        error = faults.strike("api_error", request.path)
+        if error:
+            titles = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
+                      409: "Conflict", 504: "Gateway Timeout"}
+            raise HttpError(error.status, titles.get(error.status, "Error"),
+                            "The server has either erred or is incapable of performing the requested operation.")
 
     def _send(self, response: Response) -> None:
         body = b"" if response.body is None else (

@@ -13,6 +13,11 @@ from .scenario import Scenario
 TOKEN_LIFETIME = timedelta(hours=1)
 
 
+def project_id(name: str) -> str:
+    """The (stable) id of a project name."""
+    return uuid.uuid5(uuid.NAMESPACE_DNS, f"project-{name}").hex
+
+
 def iso(moment) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.000000Z")
 
@@ -27,7 +32,7 @@ class Keystone:
     def __init__(self, scenario: Scenario, base_url: str):
         self.scenario = scenario
         self.base_url = base_url
-        self.project_id = uuid.uuid5(uuid.NAMESPACE_DNS, f"project-{scenario.project}").hex
+        self.project_id = project_id(scenario.project)
         self.user_id = uuid.uuid5(uuid.NAMESPACE_DNS, f"user-{scenario.user}").hex
         self.tokens: dict[str, object] = {}
         self._lock = threading.Lock()

@@ -18,6 +18,7 @@ import paramiko
 
 from .agent import Agent
 from .clock import SimClock
+from .faults import Faults
 
 #: The template os-apply-config would render over /etc/os-collect-config.conf.
 OAC_TEMPLATE = "/usr/libexec/os-apply-config/templates/etc/os-collect-config.conf"
@@ -56,6 +57,7 @@ class SimNode:
     clock: SimClock
     port: int = 0
     reboot_time: float = DEFAULT_REBOOT_TIME
+    faults: Faults = field(default_factory=Faults)
     files: dict[str, bytes] = field(default_factory=dict)
     modes: dict[str, int] = field(default_factory=dict)
     services: dict[str, Service] = field(default_factory=dict)
@@ -64,6 +66,7 @@ class SimNode:
     def __post_init__(self) -> None:
         self.lock = threading.RLock()
         self.key = host_key(self.state_dir, self.address)
+        self.impostor_key = host_key(self.state_dir / "impostors", self.address)  # for "host key changed"
         self.files.setdefault(OAC_TEMPLATE, b"[DEFAULT]\ncommand = os-refresh-config\n")
         self.services.setdefault("os-collect-config", Service(enabled=True))
         self.agent = Agent(self.address, self.files, self.lock, self.clock)
@@ -105,8 +108,12 @@ class SimNode:
                 client, _ = listener.accept()
             except OSError:
                 return
+            if self.faults.strike("node_unreachable", self.address):
+                client.close()
+                continue
             transport = paramiko.Transport(client)
-            transport.add_server_key(self.key)
+            changed = self.faults.strike("host_key_changed", self.address)
+            transport.add_server_key(self.impostor_key if changed else self.key)
             self._transports.append(transport)
             try:
                 transport.start_server(server=_Server(self, transport))
@@ -118,6 +125,8 @@ class SimNode:
     def run(self, command: str, stdin: bytes = b"") -> tuple[int, bytes, bytes]:
         """Run a command line; returns (exit status, stdout, stderr)."""
         self.commands.append(command)
+        if self.faults.strike("command_failure", self.address, text=command):
+            return 1, b"", f"simulated failure of: {command}\n".encode()
         out, err = b"", b""
         for part in command.split("&&"):
             status, o, e = self._run_one(shlex.split(part), stdin)
@@ -262,6 +271,8 @@ class _Server(paramiko.ServerInterface):
         return "publickey"
 
     def check_auth_publickey(self, username, key):
+        if self.node.faults.strike("ssh_auth_refused", self.node.address):
+            return paramiko.AUTH_FAILED
         if username == self.node.user and any(key == k for k in self.node.authorized_keys):
             return paramiko.AUTH_SUCCESSFUL
         return paramiko.AUTH_FAILED

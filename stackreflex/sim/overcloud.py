@@ -6,7 +6,11 @@ from pathlib import Path
 import paramiko
 
 from .clock import SimClock
+from .cinder import Cinder
+from .faults import Fault, Faults
+from .glance import Glance
 from .heat import Heat
+from .nova import Nova
 from .http import HttpError, Request, Response, Router, SimHTTPServer
 from .keystone import Keystone
 from .nodes import SimNode
@@ -23,6 +27,10 @@ class Overcloud:
     keystone: Keystone
     heat: Heat
     metadata: MetadataStore
+    nova: Nova
+    cinder: Cinder
+    glance: Glance
+    faults: Faults
     nodes: dict[str, SimNode] = field(default_factory=dict)
 
     @classmethod
@@ -34,18 +42,28 @@ class Overcloud:
         scenario = scenario or load_scenario(scenario_file)
         router = Router()
         holder: dict = {}
-        server = SimHTTPServer((host, port), router, lambda request: holder["keystone"].authenticate(request))
+        faults = Faults()
+        server = SimHTTPServer((host, port), router, lambda request: holder["keystone"].authenticate(request),
+                               faults)
         base_url = f"http://{host}:{server.server_address[1]}"
+        clock = SimClock(scenario.speed)
         keystone = holder["keystone"] = Keystone(scenario, base_url)
         metadata = MetadataStore(base_url, keystone.project_id, scenario.temp_url_key, scenario.temp_url_lifetime)
-        heat = Heat(scenario, base_url, keystone.project_id, metadata, SimClock(scenario.speed), seed)
-        keystone.services["orchestration"] = ("heat", heat.endpoint)
-        for service in (keystone, heat, metadata):
+        heat = Heat(scenario, base_url, keystone.project_id, metadata, clock, seed)
+        glance = Glance(scenario, base_url, clock, faults)
+        nova = Nova(scenario, base_url, clock, faults, glance)
+        cinder = Cinder(scenario, base_url, clock, faults, nova)
+        keystone.services.update({"orchestration": ("heat", heat.endpoint), "compute": ("nova", nova.endpoint),
+                                  "volumev3": ("cinderv3", cinder.endpoint), "image": ("glance", glance.endpoint)})
+        for service in (keystone, heat, metadata, nova, cinder, glance):
             service.routes(router)
-        overcloud = cls(scenario, server, keystone, heat, metadata)
+        overcloud = cls(scenario, server, keystone, heat, metadata, nova, cinder, glance, faults)
         if state_dir is not None:
-            overcloud._start_nodes(state_dir, list(authorized_keys), heat.clock)
+            overcloud._start_nodes(state_dir, list(authorized_keys), clock)
         router.add("POST", "/sim/scale", overcloud._scale_request, None, auth=False)
+        router.add("POST", "/sim/faults", overcloud._fault_request, None, auth=False)
+        router.add("DELETE", "/sim/faults", overcloud._clear_faults_request, None, auth=False)
+        router.add("GET", "/sim/faults", overcloud._faults_request, None, auth=False)
         router.add("GET", "/sim/nodes", overcloud._nodes_request, None, auth=False)
         server.serve_in_thread()
         heat.start_deployment()
@@ -56,8 +74,8 @@ class Overcloud:
             for index, address in enumerate(role.hosts):
                 hostname = f"{self.scenario.stack}-{role.name.lower().replace('deployedserver', '')}-{index}"
                 self.nodes[address] = SimNode(address, hostname, self.scenario.ssh_user, keys, state_dir, clock,
-                                              port=self.scenario.ssh_port,
-                                              reboot_time=self.scenario.reboot_time).start()
+                                              port=self.scenario.ssh_port, reboot_time=self.scenario.reboot_time,
+                                              faults=self.faults).start()
 
     def known_hosts_lines(self) -> list[str]:
         """known_hosts entries for every node (what `stackreflex nodes trust` would record)."""
@@ -110,6 +128,22 @@ class Overcloud:
         except (KeyError, ValueError) as exc:
             raise HttpError(400, "Bad Request", str(exc).strip("'")) from None
         return Response(200, {"added": [{"role": m.role, "index": m.index, "host": m.host} for m in added]})
+
+    def _fault_request(self, request: Request) -> Response:
+        body = request.json()
+        try:
+            fault = self.faults.add(Fault(**{k: body[k] for k in ("kind", "target", "count", "status", "seconds",
+                                                                  "match") if k in body}))
+        except (TypeError, ValueError) as exc:
+            raise HttpError(400, "Bad Request", str(exc)) from None
+        return Response(200, {"fault": vars(fault)})
+
+    def _clear_faults_request(self, request: Request) -> Response:
+        self.faults.clear()
+        return Response(200, {"faults": []})
+
+    def _faults_request(self, request: Request) -> Response:
+        return Response(200, {"faults": self.faults.listing()})
 
     def _nodes_request(self, request: Request) -> Response:
         return Response(200, {"nodes": self.node_states(), "stack_status": self.heat.root.status})

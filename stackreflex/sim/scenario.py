@@ -47,6 +47,21 @@ class Scenario:
     ssh_port: int = 0
     #: Simulated seconds a node is unreachable after ``reboot``.
     reboot_time: float = 30.0
+    #: Projects owning servers (the first is the one the operator's token is scoped to).
+    projects: list[str] = field(default_factory=lambda: ["admin", "tenant-a"])
+    #: Compute hosts that carry workload: host name → number of servers on it.
+    compute_hosts: dict[str, int] = field(default_factory=dict)
+    #: Every n-th server has a volume attached (0: none).
+    volume_every: int = 3
+    #: Images in Glance (in the default store) and the Glance stores.
+    images: list[str] = field(default_factory=lambda: ["cirros"])
+    stores: list[str] = field(default_factory=lambda: ["central", "dcn0", "dcn1"])
+    #: Simulated seconds for a live migration, a cold migration, a stop/start, a snapshot, an image copy.
+    live_migration_time: float = 10.0
+    cold_migration_time: float = 10.0
+    power_time: float = 2.0
+    snapshot_time: float = 5.0
+    image_copy_time: float = 10.0
 
 
 def load_scenario(path: Path | None = None) -> Scenario:

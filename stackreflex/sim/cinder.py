@@ -1,0 +1,166 @@
+"""Cinder v3: volumes attached to servers, and snapshots with the ``force`` rule for in-use volumes."""
+
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from ..clock import utcnow
+from .clock import SimClock
+from .faults import Faults
+from .http import HttpError, Request, Response, Router
+from .keystone import project_id
+from .scenario import Scenario
+
+MAX_VERSION = "3.71"
+#: From this microversion on, in-use volumes can be snapshotted without force.
+FORCE_OPTIONAL_FROM = (3, 66)
+
+
+def cinder_time(moment: datetime | None) -> str | None:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f") if moment else None
+
+
+def cinder_error(error: HttpError) -> object:
+    key = {400: "badRequest", 404: "itemNotFound", 409: "conflictingRequest"}.get(error.status, "computeFault")
+    return {key: {"message": error.message, "code": error.status}}
+
+
+def microversion(request: Request) -> tuple[int, int]:
+    raw = request.headers.get("openstack-api-version", "").replace("volume", "").strip() or "3.0"
+    major, minor = (MAX_VERSION if raw == "latest" else raw).split(".")
+    return int(major), int(minor)
+
+
+@dataclass(eq=False)
+class Volume:
+    id: str
+    name: str
+    project_id: str
+    size: int
+    server_id: str | None = None
+    host: str | None = None
+    zone: str = "nova"
+    status: str = "available"
+    created: datetime = field(default_factory=utcnow)
+
+
+@dataclass(eq=False)
+class Snapshot:
+    id: str
+    name: str
+    volume: Volume
+    status: str = "creating"
+    created: datetime = field(default_factory=utcnow)
+    updated: datetime = field(default_factory=utcnow)
+
+
+class Cinder:
+    def __init__(self, scenario: Scenario, base_url: str, clock: SimClock, faults: Faults, nova):
+        self.scenario, self.base_url, self.clock, self.faults = scenario, base_url, clock, faults
+        self.project_id = project_id(scenario.project)
+        self.lock = threading.RLock()
+        self.volumes: dict[str, Volume] = {}
+        self.snapshots: dict[str, Snapshot] = {}
+        if scenario.volume_every:
+            for n, server in enumerate(nova.servers.values()):
+                if n % scenario.volume_every == 0:
+                    volume = Volume(str(uuid.uuid5(uuid.NAMESPACE_DNS, f"vol-{server.id}")), f"{server.name}-data",
+                                    server.project_id, 10, server.id, server.host, status="in-use")
+                    self.volumes[volume.id] = volume
+                    server.volumes.append(volume.id)
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.base_url}/volume/v3/{self.project_id}"
+
+    def routes(self, router: Router) -> None:
+        base = "/volume/v3/{project}"
+        router.add("GET", "/volume", self.versions, cinder_error, auth=False)
+        router.add("GET", "/volume/v3", self.versions, cinder_error, auth=False)
+        router.add("GET", base + "/volumes/detail", self.list_volumes, cinder_error)
+        router.add("GET", base + "/volumes", self.list_volumes, cinder_error)
+        router.add("GET", base + "/volumes/{volume}", self.show_volume, cinder_error)
+        router.add("POST", base + "/snapshots", self.create_snapshot, cinder_error)
+        router.add("GET", base + "/snapshots/detail", self.list_snapshots, cinder_error)
+        router.add("GET", base + "/snapshots", self.list_snapshots, cinder_error)
+        router.add("GET", base + "/snapshots/{snapshot}", self.show_snapshot, cinder_error)
+
+    def versions(self, request: Request) -> Response:
+        return Response(200 if request.path.endswith("v3") else 300, {"versions": [{
+            "id": "v3.0", "status": "CURRENT", "version": MAX_VERSION, "min_version": "3.0",
+            "updated": "2023-08-31T00:00:00Z", "links": [{"rel": "self", "href": f"{self.base_url}/volume/v3/"}],
+            "media-types": [{"base": "application/json", "type": "application/vnd.openstack.volume+json;version=3"}]}]})
+
+    def _headers(self, request: Request) -> dict:
+        major, minor = microversion(request)
+        return {"OpenStack-API-Version": f"volume {major}.{minor}", "Vary": "OpenStack-API-Version"}
+
+    def _volume_body(self, volume: Volume) -> dict:
+        attachments = [{"id": volume.id, "attachment_id": str(uuid.uuid5(uuid.NAMESPACE_DNS, f"att-{volume.id}")),
+                        "volume_id": volume.id, "server_id": volume.server_id, "host_name": volume.host,
+                        "device": "/dev/vdb", "attached_at": cinder_time(volume.created)}] if volume.server_id else []
+        return {"id": volume.id, "name": volume.name, "status": volume.status, "size": volume.size,
+                "availability_zone": volume.zone, "attachments": attachments, "bootable": "false",
+                "multiattach": False, "volume_type": "__DEFAULT__", "encrypted": False, "metadata": {},
+                "description": None, "snapshot_id": None, "source_volid": None, "user_id": "sim-user",
+                "os-vol-tenant-attr:tenant_id": volume.project_id, "created_at": cinder_time(volume.created),
+                "updated_at": cinder_time(volume.created),
+                "links": [{"rel": "self", "href": f"{self.endpoint}/volumes/{volume.id}"}]}
+
+    def _volume(self, key: str) -> Volume:
+        volume = self.volumes.get(key) or next((v for v in self.volumes.values() if v.name == key), None)
+        if volume is None:
+            raise HttpError(404, "Not Found", f"Volume {key} could not be found.")
+        return volume
+
+    def list_volumes(self, request: Request) -> Response:
+        all_projects = "all_tenants" in request.query
+        with self.lock:
+            found = [v for v in self.volumes.values() if all_projects or v.project_id == self.project_id]
+            return Response(200, {"volumes": [self._volume_body(v) for v in found]}, self._headers(request))
+
+    def show_volume(self, request: Request) -> Response:
+        with self.lock:
+            return Response(200, {"volume": self._volume_body(self._volume(request.match["volume"]))},
+                            self._headers(request))
+
+    def _snapshot_body(self, snapshot: Snapshot) -> dict:
+        return {"id": snapshot.id, "name": snapshot.name, "status": snapshot.status,
+                "volume_id": snapshot.volume.id, "size": snapshot.volume.size, "description": None,
+                "metadata": {}, "created_at": cinder_time(snapshot.created),
+                "updated_at": cinder_time(snapshot.updated), "progress": "100%" if snapshot.status == "available" else "0%",
+                "os-extended-snapshot-attributes:project_id": snapshot.volume.project_id}
+
+    def create_snapshot(self, request: Request) -> Response:
+        body = request.json().get("snapshot") or {}
+        force = str(body.get("force", False)).lower() in ("true", "1", "yes")
+        with self.lock:
+            volume = self._volume(body.get("volume_id", ""))
+            if volume.status == "in-use" and not force and microversion(request) < FORCE_OPTIONAL_FROM:
+                raise HttpError(400, "Bad Request", f"Invalid volume: Volume {volume.id} status must be "
+                                                    f"available, but current status is: in-use.")
+            if volume.status not in ("available", "in-use"):
+                raise HttpError(400, "Bad Request", f"Invalid volume: Volume {volume.id} status must be "
+                                                    f"available or in-use, but current status is: {volume.status}.")
+            snapshot = Snapshot(str(uuid.uuid4()), body.get("name") or "", volume)
+            self.snapshots[snapshot.id] = snapshot
+        self.clock.later(self.scenario.snapshot_time, self._settle, snapshot)
+        return Response(202, {"snapshot": self._snapshot_body(snapshot)}, self._headers(request))
+
+    def _settle(self, snapshot: Snapshot) -> None:
+        with self.lock:
+            failed = self.faults.strike("snapshot_error", snapshot.volume.id, snapshot.volume.name)
+            snapshot.status, snapshot.updated = ("error" if failed else "available"), utcnow()
+
+    def list_snapshots(self, request: Request) -> Response:
+        with self.lock:
+            found = [s for s in self.snapshots.values() if request.arg("volume_id") in (None, s.volume.id)]
+            return Response(200, {"snapshots": [self._snapshot_body(s) for s in found]}, self._headers(request))
+
+    def show_snapshot(self, request: Request) -> Response:
+        with self.lock:
+            snapshot = self.snapshots.get(request.match["snapshot"])
+            if snapshot is None:
+                raise HttpError(404, "Not Found", f"Snapshot {request.match['snapshot']} could not be found.")
+            return Response(200, {"snapshot": self._snapshot_body(snapshot)}, self._headers(request))
