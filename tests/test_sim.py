@@ -197,8 +197,17 @@ def test_sim_serve_prints_exports_that_openstacksdk_can_use(tmp_path):
         too_many = subprocess.run([sys.executable, "-m", "stackreflex", "sim", "scale", "ComputeDeployedServer", "+9",
                                    "--url", base], capture_output=True, text=True, timeout=30)
         assert too_many.returncode == 2 and "cannot grow" in too_many.stderr
+        sim = lambda *args: subprocess.run([sys.executable, "-m", "stackreflex", "sim", *args, "--url", base],
+                                           capture_output=True, text=True, timeout=30)
+        injected = sim("fault", "api_error", "/stacks", "--count", "1")
+        assert injected.returncode == 0 and "api_error on /stacks (1 times)" in injected.stdout
+        with pytest.raises(exceptions.HttpException):
+            conn.orchestration.find_stack("overcloud")
+        assert conn.orchestration.find_stack("overcloud") is not None
+        assert sim("fault", "gremlins", "x").returncode == 2
+        assert sim("fault", "clear", "any").returncode == 0
         hosts = sum(len(role.hosts) for role in load_scenario().roles)
-        assert (tmp_path / "sim" / "client_key").exists() and len(list((tmp_path / "sim" / "hostkeys").iterdir())) == hosts
+        assert (tmp_path / "sim" / "client_key").exists() and len(list((tmp_path / "sim" / "hostkeys").glob("*.key"))) == hosts
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(10)

@@ -113,3 +113,22 @@ def test_a_configured_agent_polls_its_own_url_and_its_member_completes(overcloud
                     "&& sudo systemctl restart os-collect-config", local)
     wait_for(lambda: overcloud.heat.root.status == "CREATE_COMPLETE", timeout=5, message="stack complete")
     assert {p.client for p in overcloud.metadata.polls_of(second.metadata_url)} == {second.host}
+
+
+def test_ssh_faults_strike_as_a_broken_node_would(overcloud, client_key):
+    from stackreflex.sim.faults import Fault
+    overcloud.faults.add(Fault("node_unreachable", "127.0.0.21", count=1))
+    with pytest.raises((paramiko.SSHException, OSError, EOFError)):
+        ssh(overcloud, "127.0.0.21", client_key)
+    overcloud.faults.add(Fault("host_key_changed", "127.0.0.21", count=1))
+    with pytest.raises(paramiko.BadHostKeyException):
+        ssh(overcloud, "127.0.0.21", client_key)
+    overcloud.faults.add(Fault("ssh_auth_refused", "127.0.0.21", count=1))
+    with pytest.raises(paramiko.AuthenticationException):
+        ssh(overcloud, "127.0.0.21", client_key)
+    overcloud.faults.add(Fault("command_failure", "127.0.0.21", match="systemctl", count=1))
+    with ssh(overcloud, "127.0.0.21", client_key) as client:  # every fault struck its count and is gone
+        assert run(client, "hostname")[0] == 0
+        status, _, err = run(client, "sudo systemctl restart os-collect-config")
+        assert status == 1 and "simulated failure" in err
+        assert run(client, "sudo systemctl restart os-collect-config")[0] == 0

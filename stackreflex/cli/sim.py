@@ -15,6 +15,7 @@ import typer
 
 from ..errors import StackreflexError
 from ..settings import default_state_dir
+from ..sim.faults import FAULT_KINDS
 from ..sim.overcloud import Overcloud
 from ..sim.scenario import load_scenario
 from .common import console, table
@@ -81,8 +82,8 @@ def _authorized_keys(state_dir: Path, files: list[Path]) -> tuple[list[paramiko.
     return [paramiko.ECDSAKey(filename=str(path))], path
 
 
-def _call(url: str, path: str, body: dict | None = None) -> dict:
-    request = urllib.request.Request(url.rstrip("/") + path, method="POST" if body is not None else "GET",
+def _call(url: str, path: str, body: dict | None = None, method: str | None = None) -> dict:
+    request = urllib.request.Request(url.rstrip("/") + path, method=method or ("POST" if body is not None else "GET"),
                                      data=json.dumps(body).encode() if body is not None else None,
                                      headers={"Content-Type": "application/json"})
     try:
@@ -115,3 +116,26 @@ def nodes(url: Annotated[str, typer.Option(help="The running simulator.")] = DEF
     console.print(f"stack: {state['stack_status']}")
     console.print(table(None, ["role", "index", "host", "status", "first poll"],
                         [(n["role"], n["index"], n["host"], n["status"], n["polled_at"]) for n in state["nodes"]]))
+
+
+@app.command()
+def fault(
+    kind: Annotated[str, typer.Argument(help=f"One of: {', '.join(FAULT_KINDS)}.")],
+    target: Annotated[str, typer.Argument(help="What it strikes: a node address, server, volume, store or path regex.")],
+    count: Annotated[int, typer.Option(help="Strike this many times (0: until cleared).")] = 0,
+    status: Annotated[int, typer.Option(help="api_error: the HTTP status to answer.")] = 500,
+    seconds: Annotated[float, typer.Option(help="api_slow: the delay.")] = 0.0,
+    match: Annotated[str, typer.Option(help="command_failure: only commands containing this text.")] = "",
+    url: Annotated[str, typer.Option(help="The running simulator.")] = DEFAULT_URL,
+) -> None:
+    """Inject a fault into a running simulator (`stackreflex sim fault clear any` removes them all)."""
+    if kind == "clear":
+        _call(url, "/sim/faults", None, method="DELETE")
+        console.print("faults cleared")
+        return
+    if kind not in FAULT_KINDS:
+        raise typer.BadParameter(f"unknown fault {kind}; known: {', '.join(FAULT_KINDS)}", param_hint="KIND")
+    added = _call(url, "/sim/faults", {"kind": kind, "target": target, "count": count, "status": status,
+                                       "seconds": seconds, "match": match})["fault"]
+    console.print(f"fault injected: {added['kind']} on {added['target']}"
+                  + (f" ({added['count']} times)" if added["count"] else " (until cleared)"))

@@ -88,7 +88,7 @@ class Cinder:
 
     def versions(self, request: Request) -> Response:
         return Response(200 if request.path.endswith("v3") else 300, {"versions": [{
-            "id": "v3.0", "status": "CURRENT", "version": MAX_VERSION, "min_version": "3.0",
+            "id": "v3.0", "status": "CURRENT", "version": self.scenario.cinder_max_version, "min_version": "3.0",
             "updated": "2023-08-31T00:00:00Z", "links": [{"rel": "self", "href": f"{self.base_url}/volume/v3/"}],
             "media-types": [{"base": "application/json", "type": "application/vnd.openstack.volume+json;version=3"}]}]})
 
