@@ -211,3 +211,25 @@ def test_sim_serve_prints_exports_that_openstacksdk_can_use(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(10)
+
+
+def test_a_deployment_past_its_timeout_fails():
+    oc = Overcloud.start(small_scenario(create_timeout=0.3))
+    try:
+        wait_for(lambda: oc.heat.root.status == "CREATE_FAILED", timeout=5, message="stack failed")
+        assert oc.heat.root.reason == "Timed out"
+    finally:
+        oc.stop()
+
+
+def test_the_speed_factor_compresses_simulated_time():
+    oc = Overcloud.start(small_scenario(deployment_time=60, speed=300))  # a minute in 0.2 s
+    try:
+        conn = oc.connect()
+        for s in deployed_servers(conn, conn.orchestration.find_stack("overcloud").id):
+            fetch(metadata_url(conn, s))
+        started = time.monotonic()
+        wait_for(lambda: oc.heat.root.status == "CREATE_COMPLETE", timeout=5, message="stack complete")
+        assert time.monotonic() - started < 2
+    finally:
+        oc.stop()

@@ -197,3 +197,48 @@ def test_volume_snapshot_create_force_behaves_as_on_a_real_cloud(tmp_path, cinde
         assert conn.block_storage.create_snapshot(volume_id=volume.id, name="sdk", force=True).status == "creating"
     finally:
         overcloud.stop()
+
+
+def test_older_service_endpoints_answer_below_microversion_2_53(overcloud):
+    conn = overcloud.connect()
+    legacy = conn.compute.put("/os-services/disable-log-reason", microversion="2.1",
+                              json={"host": "compute-12.localdomain", "binary": "nova-compute",
+                                    "disabled_reason": "old client"})
+    assert legacy.status_code == 200
+    assert legacy.json()["service"] == {"host": "compute-12.localdomain", "binary": "nova-compute",
+                                        "status": "disabled", "disabled_reason": "old client"}
+    listed = conn.compute.get("/os-services", microversion="2.1", params={"host": "compute-12.localdomain"}).json()
+    assert isinstance(listed["services"][0]["id"], int)
+    new = conn.compute.get("/os-services", microversion="2.53", params={"host": "compute-12.localdomain"}).json()
+    service_id = new["services"][0]["id"]
+    refused = conn.compute.put(f"/os-services/{service_id}", microversion="2.53",
+                               json={"status": "enabled", "disabled_reason": "nope"})
+    assert refused.status_code == 400 and "badRequest" in refused.json()
+
+
+def test_in_progress_migrations_of_a_server_and_cold_migration_with_confirm(overcloud):
+    conn = overcloud.connect()
+    moving, cold = on_host(conn, "compute-10.localdomain")[:2]
+    conn.compute.live_migrate_server(moving, host="compute-11.localdomain", block_migration="auto")
+    running = conn.compute.get(f"/servers/{moving.id}/migrations", microversion="2.80").json()["migrations"]
+    assert [(m["server_uuid"], m["dest_compute"]) for m in running] == [(moving.id, "compute-11.localdomain")]
+    conn.compute.migrate_server(cold)
+    wait_for(lambda: conn.compute.get_server(cold.id).status == "VERIFY_RESIZE", timeout=5, message="resized")
+    conn.compute.confirm_server_resize(cold)
+    confirmed = conn.compute.get_server(cold.id)
+    assert confirmed.status == "ACTIVE" and confirmed.compute_host != "compute-10.localdomain"
+    wait_for(lambda: not conn.compute.get(f"/servers/{moving.id}/migrations").json()["migrations"], timeout=5,
+             message="live migration finished")
+
+
+def test_scenario_faults_are_active_from_the_start():
+    scenario = fast_scenario()
+    scenario.faults = [{"kind": "no_valid_host", "target": "vm-compute-10-0"}]
+    oc = Overcloud.start(scenario)
+    try:
+        conn = oc.connect()
+        server = next(s for s in on_host(conn, "compute-10.localdomain") if s.name == "vm-compute-10-0")
+        with pytest.raises(exceptions.BadRequestException, match="No valid host"):
+            conn.compute.live_migrate_server(server, host=None, block_migration="auto")
+    finally:
+        oc.stop()

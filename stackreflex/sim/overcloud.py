@@ -43,6 +43,8 @@ class Overcloud:
         router = Router()
         holder: dict = {}
         faults = Faults()
+        for spec in scenario.faults:
+            faults.add(Fault(**spec))
         server = SimHTTPServer((host, port), router, lambda request: holder["keystone"].authenticate(request),
                                faults)
         base_url = f"http://{host}:{server.server_address[1]}"

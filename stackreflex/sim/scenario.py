@@ -56,6 +56,8 @@ class Scenario:
     #: Images in Glance (in the default store) and the Glance stores.
     images: list[str] = field(default_factory=lambda: ["cirros"])
     stores: list[str] = field(default_factory=lambda: ["central", "dcn0", "dcn1"])
+    #: Faults active from the start: [{kind, target, count?, status?, seconds?, match?}, ...]
+    faults: list[dict] = field(default_factory=list)
     #: Highest Cinder microversion advertised (3.71: 2023.1 and later; 3.64: Wallaby).
     cinder_max_version: str = "3.71"
     #: Simulated seconds for a live migration, a cold migration, a stop/start, a snapshot, an image copy.
