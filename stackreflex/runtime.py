@@ -48,7 +48,8 @@ class Runtime:
         self.services = Services(
             audit=self.audit, publish=self.publisher.publish, notify=self.publisher.notify, owner=self.owner,
             lease_seconds=settings.lease_seconds, active=self.active,
-            cloud_factory=partial(connect_cloud, settings), ssh_factory=partial(open_ssh, settings))
+            cloud_factory=partial(connect_cloud, settings), ssh_factory=partial(open_ssh, settings),
+            settings=settings)
         self.broker = build_broker(settings)
         dramatiq.set_broker(self.broker)
         self.dispatcher = Dispatcher(settings, self.broker, self.registry, self.services)

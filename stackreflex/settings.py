@@ -56,6 +56,20 @@ class Settings(BaseModel):
     ssh_port: int = 22
     ssh_known_hosts: Path = Path("~/.ssh/known_hosts").expanduser()
     ssh_timeout: float = 10.0
+    #: Run node commands through ``sudo -n`` (the SSH user has passwordless sudo).
+    ssh_sudo: bool = True
+    #: Node inventory file; unset means OVERCLOUD_ROLES and <Role>_hosts.
+    inventory: Path | None = None
+    #: How os-collect-config is configured: ``ini`` (/etc/os-collect-config.conf) or ``local-data`` (JSON).
+    agent_layout: Literal["ini", "local-data"] = "ini"
+    agent_config_path: str = "/etc/os-collect-config.conf"
+    agent_template_path: str = "/usr/libexec/os-apply-config/templates/etc/os-collect-config.conf"
+    agent_local_data_path: str = "/var/lib/os-collect-config/local-data/stackreflex.json"
+    agent_cache_path: str = "/var/lib/os-collect-config/request.json"
+    agent_service: str = "os-collect-config"
+    agent_polling_interval: int = Field(30, ge=1)
+    #: Nodes configured at once by `agents configure`.
+    agent_concurrency: int = Field(16, ge=1, le=512)
     #: openstacksdk cloud name (``clouds.yaml``); unset means ``OS_CLOUD`` or the ``OS_*`` variables.
     cloud: str | None = None
 

@@ -16,7 +16,7 @@ from ..redaction import redact
 from ..settings import Settings, load_settings
 
 #: Handler modules every worker serves, whatever --handlers adds.
-BUILTIN_HANDLER_MODULES: list[str] = []
+BUILTIN_HANDLER_MODULES: list[str] = ["stackreflex.handlers.deployed_servers"]
 
 console = Console()
 errors = Console(stderr=True)

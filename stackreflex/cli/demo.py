@@ -1,77 +1,142 @@
-"""``stackreflex demo``: the runtime at work in one process, with nothing to set up."""
+"""``stackreflex demo``: the deployed-server flow, end to end, on the embedded runtime.
 
-import hashlib
+A simulated overcloud (3 controllers, 2 computes on pre-provisioned nodes) pauses with its
+servers in CREATE_IN_PROGRESS; stackreflex's watcher sees it, its handler configures every
+node's os-collect-config over SSH, and the stack completes; then two computes are added and
+only they are configured. It ends with the audit timeline.
+"""
+
+import os
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+import paramiko
+import yaml
 from rich.live import Live
 
-from ..bus.envelope import Envelope
-from ..bus.follow import Follower
-from ..bus.publisher import Publisher
-from ..handlers.registry import load_handlers
-from ..models.queries import RunFilter, list_envelopes, list_runs
+from ..bus.heat_watcher import HeatWatcher
+from ..errors import StackreflexError
+from ..models.queries import RunFilter, list_runs, run_with_steps
 from ..runtime import Runtime
-from .common import console, invocation, styled, table
-from .publish import progress_table
+from ..sim.overcloud import Overcloud
+from ..sim.scenario import load_scenario
+from ..tasks.cloud import connect_cloud
+from ..tasks.ssh import trust_host
+from .common import console, invocation, load_all_handlers, styled, table
 
-#: How long after the wait starts the awaited file is written (seconds).
-FILE_APPEARS_AFTER = 1.5
+#: Simulated seconds per real second in the demo, and the longest the demo waits for a phase.
+DEMO_SPEED = 5.0
+PHASE_TIMEOUT = 90.0
 
 
 def demo() -> None:
-    """Run example runbooks on the embedded runtime and print what the audit log recorded.
+    """Watch a simulated TripleO deployment on pre-provisioned nodes get configured by stackreflex.
 
-    It publishes envelopes on the in-memory bus: a checksum of three files (steps and
-    progress), a wait for a file that appears later (a continuation: no message is held
-    while waiting), a checksum that does not match (a failed run with its reason), and a
-    malformed message (rejected with its reason). Nothing to install or configure.
+    Nothing to install or configure: the overcloud is simulated (Heat, Swift temp URLs, SSH
+    nodes on 127.0.0.x), the bus and worker run in this process, and the audit log is SQLite
+    in your state directory.
     """
     invocation.overrides.setdefault("log_level", "WARNING")  # the tables tell the story
-    settings = invocation.settings.model_copy(update={"broker_url": None})
-    load_handlers("stackreflex.handlers.examples")
-    workdir = Path(tempfile.mkdtemp(prefix="stackreflex-demo-"))
-    images = []
-    for name, size in (("cirros.qcow2", 300_000), ("rhel9.qcow2", 2_000_000), ("fedora.raw", 1_000_000)):
-        path = workdir / name
-        path.write_bytes(hashlib.sha256(name.encode()).digest() * (size // 32))
-        images.append(str(path))
-    upload = workdir / "upload.done"
+    work = Path(tempfile.mkdtemp(prefix="stackreflex-demo-"))
+    client_key = work / "id_ecdsa"
+    key = paramiko.ECDSAKey.generate()
+    key.write_private_key_file(str(client_key))
+    scenario = load_scenario()
+    scenario.speed, scenario.ssh_port = DEMO_SPEED, 0
+    overcloud = Overcloud.start(scenario, state_dir=work / "hostkeys", authorized_keys=[key])
+    try:
+        _run(overcloud, work, client_key)
+    finally:
+        overcloud.stop()
 
-    correlations = []
-    with Runtime(settings) as runtime, Follower(settings) as follower:
-        publisher = Publisher(settings)
 
-        def run(title: str, envelope: Envelope) -> None:
-            console.rule(title)
-            correlations.append(envelope.correlationid)
-            publisher.publish(envelope)
-            with Live(console=console, refresh_per_second=8) as live:
-                follower.follow(envelope, timeout=60, on_update=lambda p: live.update(progress_table(p)))
+def _run(overcloud: Overcloud, work: Path, client_key: Path) -> None:
+    inventory = work / "inventory.yaml"
+    roles = {r.name: [f"{h}:{overcloud.nodes[h].port}" for h in r.hosts] for r in overcloud.scenario.roles}
+    inventory.write_text(yaml.safe_dump({"roles": roles}))
+    os.environ.update(overcloud.environment())
+    settings = invocation.settings.model_copy(update={
+        "broker_url": None, "inventory": inventory, "ssh_user": overcloud.scenario.ssh_user,
+        "ssh_key_file": client_key, "ssh_known_hosts": work / "known_hosts", "cloud": None})
 
-        run("1. verify image checksums", Envelope.new(
-            "command.demo.checksum", subject="images", data={"paths": images}))
-        threading.Timer(FILE_APPEARS_AFTER, upload.write_text, args=("done\n",)).start()
-        run("2. wait for an upload to finish (a continuation)", Envelope.new(
-            "command.demo.await-file", subject="upload", data={"path": str(upload), "every": 0.3}))
-        run("3. a checksum that does not match (the run fails, with its reason)", Envelope.new(
-            "command.demo.checksum", subject="images",
-            data={"paths": images[:1], "expected": {images[0]: "0" * 64}}))
-        console.rule("4. a malformed message (rejected with its reason, the router keeps going)")
-        publisher.publish_raw(b'{"specversion": "1.0", "data": {"password": "hunter2"}}', "command.demo.checksum")
-        time.sleep(0.5)
-        publisher.close()
+    console.rule("1. trust the pre-provisioned nodes (an explicit act: their host keys go to known_hosts)")
+    for role, hosts in roles.items():
+        for host in hosts[:2 if "Compute" in role else None]:
+            address, port = host.split(":")
+            kind, fingerprint, _ = trust_host(settings, address, int(port))
+            console.print(f"  {role:26} {host:18} {kind} {fingerprint}")
+    load_all_handlers()
+    conn = connect_cloud(settings)
+    with Runtime(settings) as runtime:
+        stop = threading.Event()
+        watcher = HeatWatcher(["overcloud"], runtime.audit, runtime.publisher, lambda: connect_cloud(settings),
+                              interval=0.5)
+        threading.Thread(target=watcher.run, args=(stop,), daemon=True).start()
+        try:
+            console.rule("2. the deployment pauses with every server CREATE_IN_PROGRESS; stackreflex reacts")
+            _follow(overcloud, conn, "CREATE_COMPLETE")
+            # the spare compute hosts become trusted for the scale-up, explicitly too
+            for host in roles["ComputeDeployedServer"][2:4]:
+                address, port = host.split(":")
+                trust_host(settings, address, int(port))
+            console.rule("3. scale up: two more computes (only they are configured)")
+            overcloud.heat.scale("ComputeDeployedServer", 2)
+            _follow(overcloud, conn, "UPDATE_COMPLETE")
+            _settle(runtime)
+        finally:
+            stop.set()
+        _timeline(runtime)
 
-    found = [r for c in correlations for r in list_runs(runtime.audit, RunFilter(correlation_id=c))]
-    console.rule("the audit log")
-    console.print(table("runs", ["run", "handler", "status", "invocations", "seconds", "error / last progress"],
-                        [(r["id"][:8], r["handler"], styled(r["status"]), r["attempts"], r["duration_s"],
-                          (r["error"] or (r["progress"] or {}).get("note") or "").replace(str(workdir) + "/", ""))
-                         for r in found]))
-    for rejected in list_envelopes(runtime.audit, status="rejected", limit=1):
-        console.print(f"rejected envelope: [red]{rejected['reason']}[/] "
-                      f"(kept for the post-mortem, redacted: {rejected['payload']})")
-    console.print(f"\naudit log: {settings.database()}\n"
+
+def _nodes_table(overcloud: Overcloud, stack_status: str):
+    rows = []
+    with overcloud.heat.lock:
+        for m in overcloud.heat.members:
+            rows.append((m.role, m.index, m.host, styled("succeeded" if m.completed else "running")
+                         .replace("succeeded", m.member.status).replace("running", m.member.status),
+                         "yes" if m.polled_at else ""))
+    return table(f"stack overcloud: {stack_status}", ["role", "index", "node", "Heat resource", "agent polled"], rows)
+
+
+def _follow(overcloud: Overcloud, conn, goal: str) -> None:
+    deadline = time.monotonic() + PHASE_TIMEOUT
+    with Live(console=console, refresh_per_second=4) as live:
+        while True:
+            status = conn.orchestration.find_stack("overcloud").status
+            live.update(_nodes_table(overcloud, status))
+            if status == goal:
+                return
+            if status.endswith("FAILED") or time.monotonic() > deadline:
+                raise StackreflexError(f"the demo stack did not reach {goal} (it is {status}); "
+                                       "see `stackreflex audit runs --status failed`")
+            time.sleep(0.25)
+
+
+def _settle(runtime: Runtime) -> None:
+    """Embedded mode keeps continuations in memory: let every run finish before stopping."""
+    deadline = time.monotonic() + PHASE_TIMEOUT
+    while list_runs(runtime.audit, RunFilter(status=["pending", "running", "waiting"], limit=1)):
+        if time.monotonic() > deadline:
+            raise StackreflexError("runs still unfinished; see `stackreflex audit runs --status waiting`")
+        time.sleep(0.2)
+
+
+def _timeline(runtime: Runtime) -> None:
+    console.rule("4. the audit timeline: one run per node")
+    runs = list(reversed(list_runs(runtime.audit, RunFilter(handler="configure_new_node", limit=100))))[-7:]
+    rows, example = [], None
+    for run in runs:
+        steps = run_with_steps(runtime.audit, run["id"])["steps"]
+        host = next((s["target"] for s in steps if s["name"] == "configure os-collect-config"), "")
+        action = next((s["detail"].get("action") for s in steps if s["name"] == "configure os-collect-config"), "")
+        example = example or next((s["detail"].get("metadata_url") for s in steps if "metadata_url" in s["detail"]), None)
+        node = (steps[0]["target"] if steps else run["subject"] or "").replace("DeployedServer", "")
+        rows.append((run["created_at"][11:19], node, host, action,
+                     len(steps), styled(run["status"]), run["duration_s"]))
+    console.print(table(None, ["started", "node", "host", "agent config", "steps", "run", "seconds"], rows))
+    if example:
+        console.print(f"a metadata URL as the audit log holds it: [dim]{example}[/]")
+    console.print(f"\naudit log: {runtime.settings.database()}\n"
                   "next: `stackreflex audit runs`, `stackreflex audit show RUN`")

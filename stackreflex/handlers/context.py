@@ -32,8 +32,10 @@ class RunContext:
 
     def __init__(self, *, run: RunRow, envelope: Envelope, audit: AuditLog,
                  publish: Callable[..., None], notify: Callable[[Envelope], None], state: dict,
-                 cloud_factory: Callable[[], Any], ssh_factory: Callable[..., Any]):
+                 cloud_factory: Callable[[], Any], ssh_factory: Callable[..., Any], settings=None):
         self.run = run
+        #: The process's settings (inventory, agent layout, SSH options…), read-only.
+        self.settings = settings
         self.envelope = envelope
         self.state = state
         self._audit = audit

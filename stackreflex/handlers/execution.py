@@ -72,6 +72,7 @@ class Services:
     active: ActiveRuns
     cloud_factory: Callable[[], Any]
     ssh_factory: Callable[..., Any]
+    settings: Any = None
 
 
 def execute(handler: Handler, body: dict, wake: int, services: Services, *,
@@ -106,7 +107,7 @@ def execute(handler: Handler, body: dict, wake: int, services: Services, *,
     ctx = RunContext(run=run, envelope=envelope, audit=audit, publish=services.publish,
                      notify=_notifier(services.notify),
                      state=json.loads(run.state or "{}"), cloud_factory=services.cloud_factory,
-                     ssh_factory=services.ssh_factory)
+                     ssh_factory=services.ssh_factory, settings=services.settings)
     services.active.add(run.id)
     log.info("run started: %s for %s %s (attempt %d)", handler.name, envelope.type, envelope.subject or "",
              run.attempts, extra={"run_id": run.id, "handler": handler.name, "envelope_id": envelope.id})

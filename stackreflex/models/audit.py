@@ -26,7 +26,7 @@ from ..bus.envelope import Envelope
 from ..clock import utcnow
 from ..redaction import redact, redact_text
 from .database import make_engine, migrate
-from .tables import FINAL_STATUSES, EnvelopeRecord, Run, Step
+from .tables import FINAL_STATUSES, EnvelopeRecord, Run, Step, WatcherCursor
 
 #: How much of a rejected message body is kept for the post-mortem.
 RAW_EXCERPT_CHARS = 4000
@@ -34,6 +34,7 @@ RAW_EXCERPT_CHARS = 4000
 RUN = Run.__table__
 STEP = Step.__table__
 ENVELOPE = EnvelopeRecord.__table__
+CURSOR = WatcherCursor.__table__
 
 
 def _json(value: Any) -> str:
@@ -292,3 +293,16 @@ class AuditLog:
         with self.writing() as c:
             c.execute(_FINISH_STEP, {"b_id": step_id, "b_status": status, "b_now": utcnow(),
                                      "b_detail": _json(detail or {}), "b_error": _text(error)})
+
+    # -- watcher cursors ---------------------------------------------------------------
+
+    def cursor(self, stack: str) -> str | None:
+        """The id of the last Heat event published for ``stack``."""
+        with self.engine.connect() as c:
+            return c.execute(select(CURSOR.c.last_event_id).where(CURSOR.c.stack == stack)).scalar()
+
+    def save_cursor(self, stack: str, event_id: str) -> None:
+        with self.writing() as c:
+            if not c.execute(update(CURSOR).where(CURSOR.c.stack == stack).values(
+                    last_event_id=event_id, updated_at=utcnow())).rowcount:
+                c.execute(insert(CURSOR), [{"stack": stack, "last_event_id": event_id, "updated_at": utcnow()}])

@@ -41,3 +41,41 @@ def open_ssh(settings: Settings, host: str, *, port: int | None = None, user: st
         client.close()
         raise SSHError(f"node {host}: unreachable over SSH port {port or settings.ssh_port}: {exc}") from None
     return client
+
+
+def host_key_entry(address: str, port: int | None) -> str:
+    """How known_hosts names a host: ``addr`` on port 22, ``[addr]:port`` otherwise."""
+    return address if not port or port == 22 else f"[{address}]:{port}"
+
+
+def trust_host(settings: Settings, address: str, port: int | None = None,
+               known_hosts: Path | None = None) -> tuple[str, str, str]:
+    """Record the key the node presents now in known_hosts (replacing an older one).
+
+    Returns (key type, SHA256 fingerprint, what happened: ``added``, ``replaced`` or ``unchanged``).
+    """
+    path = Path(known_hosts or settings.ssh_known_hosts).expanduser()
+    port = port or settings.ssh_port
+    try:
+        with socket.create_connection((address, port), timeout=settings.ssh_timeout) as sock:
+            transport = paramiko.Transport(sock)
+            try:
+                transport.start_client(timeout=settings.ssh_timeout)
+                key = transport.get_remote_server_key()
+            finally:
+                transport.close()
+    except (OSError, paramiko.SSHException) as exc:
+        raise SSHError(f"node {address}: cannot read its host key on port {port}: {exc}") from None
+    keys = paramiko.HostKeys()
+    if path.exists():
+        keys.load(str(path))
+    name = host_key_entry(address, port)
+    old = keys.lookup(name) or {}
+    outcome = "unchanged" if old.get(key.get_name()) == key else ("replaced" if old else "added")
+    if outcome != "unchanged":
+        if name in keys:
+            del keys[name]
+        keys.add(name, key.get_name(), key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        keys.save(str(path))
+    return key.get_name(), key.fingerprint, outcome

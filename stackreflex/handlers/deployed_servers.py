@@ -1,0 +1,73 @@
+"""Deployed servers: when Heat waits for a pre-provisioned node, point its agent at its
+metadata URL, then see it fetch and Heat move on. Reads like the runbook it replaces."""
+
+from ..bus.envelope import Envelope
+from ..tasks.agents import AgentLayout, agent_fetched, configure_agent
+from ..tasks.heat import DEPLOYED_SERVER_TYPE, DeployedServer, metadata_url
+from ..tasks.inventory import load_inventory
+from .context import RunContext
+from .registry import handler
+
+#: Waits: the URL to appear in Heat, the agent to fetch it, Heat to move on (seconds).
+URL_DEADLINE, FETCH_DEADLINE, HEAT_DEADLINE = 900.0, 600.0, 1800.0
+
+
+def is_deployed_server(event: Envelope) -> bool:
+    return (event.data or {}).get("resource_type") == DEPLOYED_SERVER_TYPE
+
+
+def server_of(event: Envelope) -> DeployedServer:
+    d = event.data
+    return DeployedServer(d["owner_stack"], d["owner_stack_id"], d["resource_name"], d["physical_resource_id"],
+                          d.get("status", "CREATE_IN_PROGRESS"), d.get("role"), d.get("index"))
+
+
+@handler("heat.resource.CREATE_IN_PROGRESS", when=is_deployed_server, max_retries=4, min_backoff=5,
+         max_backoff=60, time_limit=180)
+def configure_new_node(event: Envelope, ctx: RunContext) -> None:
+    """A deployed server is being created: configure its node's agent (first deployment and scale-up)."""
+    configure_node(server_of(event), ctx)
+
+
+@handler("command.agent.configure", max_retries=4, min_backoff=5, max_backoff=60, time_limit=180)
+def configure_node_command(event: Envelope, ctx: RunContext) -> None:
+    """`stackreflex agents configure`: the same, for one node named by the command."""
+    configure_node(server_of(event), ctx)
+
+
+def configure_node(server: DeployedServer, ctx: RunContext) -> None:
+    if "url_read" not in ctx.state:
+        with ctx.step("read metadata URL", target=server.label) as detail:
+            url = metadata_url(ctx.cloud, server)
+            detail["found"] = url is not None
+        if url is None:
+            ctx.recheck(10, waiting_for=f"the metadata URL of {server.label}", deadline=URL_DEADLINE)
+        ctx.state["url_read"] = True
+    url = metadata_url(ctx.cloud, server)  # read again: the URL is a credential and is not kept in state
+    host = load_inventory(ctx.settings.inventory).host_for(server.role, server.index, path=server.path)
+    layout = AgentLayout.from_settings(ctx.settings)
+    with ctx.ssh(host.address, port=host.port) as ssh:
+        if "configured" not in ctx.state:
+            with ctx.step("configure os-collect-config", target=str(host)) as detail:
+                detail.update(configure_agent(ssh, url, layout, host=str(host)), node=server.label,
+                              metadata_url=url)
+            ctx.state["configured"] = True
+        if "fetched" not in ctx.state:
+            if not agent_fetched(ssh, layout, url, host=str(host)):
+                ctx.recheck(2, waiting_for=f"{host} to fetch its metadata", deadline=FETCH_DEADLINE)
+            with ctx.step("agent fetched its metadata", target=str(host)) as detail:
+                detail["cache"] = layout.cache_path
+            ctx.state["fetched"] = True
+    status = _resource_status(ctx, server)
+    if status.endswith("IN_PROGRESS"):
+        ctx.recheck(2, waiting_for=f"Heat to complete {server.label}", deadline=HEAT_DEADLINE)
+    with ctx.step("Heat moved on", target=server.label) as detail:
+        detail["resource_status"] = status
+    if status.endswith("FAILED"):
+        ctx.fail(f"{server.label} on {host}: Heat reports {status}")
+
+
+def _resource_status(ctx: RunContext, server: DeployedServer) -> str:
+    response = ctx.cloud.orchestration.get(
+        f"/stacks/{server.stack_name}/{server.stack_id}/resources/{server.resource_name}")
+    return response.json()["resource"]["resource_status"]

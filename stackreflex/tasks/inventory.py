@@ -1,0 +1,99 @@
+"""Which physical node is which Heat member: roles → ordered host lists.
+
+From a file (YAML: ``roles: {Role: [host, ...]}``, optional ``hostnames: {name: address}`` and,
+for stacks that are not TripleO-shaped, ``servers: {resource path or name property: address}``)
+or from the ``OVERCLOUD_ROLES`` + ``<Role>_hosts`` variables operators already use.
+A host may carry its SSH port: ``192.0.2.10:2222``.
+"""
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ..errors import StackreflexError
+
+
+class InventoryError(StackreflexError):
+    """The inventory is missing, malformed or does not cover a node Heat is waiting for."""
+
+
+@dataclass(frozen=True)
+class Host:
+    address: str
+    port: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "Host":
+        text = str(text).strip()
+        # one colon: address:port; none (or an IPv6 address): no port
+        address, _, port = text.partition(":") if text.count(":") == 1 else (text, "", "")
+        try:
+            return cls(address, int(port) if port else None)
+        except ValueError:
+            raise InventoryError(f"host {text!r}: the port after ':' must be a number") from None
+
+    def __str__(self) -> str:
+        return f"{self.address}:{self.port}" if self.port else self.address
+
+
+@dataclass
+class Inventory:
+    roles: dict[str, list[Host]] = field(default_factory=dict)
+    hostnames: dict[str, Host] = field(default_factory=dict)
+    servers: dict[str, Host] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        seen: dict[str, str] = {}
+        for role, hosts in self.roles.items():
+            for index, host in enumerate(hosts):
+                where = f"{role}[{index}]"
+                if host.address in seen:
+                    raise InventoryError(f"host {host.address} is listed twice: {seen[host.address]} and {where}")
+                seen[host.address] = where
+
+    def host_for(self, role: str | None, index: int | None, *, path: str | None = None,
+                 name: str | None = None) -> Host:
+        """The node for a member: by role and index, else by resource path or name property."""
+        for key in (path, name):
+            if key and key in self.servers:
+                return self.servers[key]
+            if key and key in self.hostnames:
+                return self.hostnames[key]
+        if role is None or index is None:
+            raise InventoryError(f"server {path or name}: not a TripleO role member, and the inventory has no "
+                                 "'servers' entry for its path or name")
+        hosts = self.roles.get(role)
+        if hosts is None:
+            raise InventoryError(f"role {role} is not in the inventory (known: {', '.join(self.roles) or 'none'}); "
+                                 f"add it to OVERCLOUD_ROLES and set {role}_hosts")
+        if index >= len(hosts):
+            raise InventoryError(f"role {role} has {len(hosts)} host(s) in the inventory but Heat is creating "
+                                 f"member {index}: add its host to {role}_hosts")
+        return hosts[index]
+
+
+def load_inventory(path: Path | None = None, environ: dict | None = None) -> Inventory:
+    """The inventory file if given, else ``OVERCLOUD_ROLES`` and ``<Role>_hosts``."""
+    if path is not None:
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise InventoryError(f"inventory {path}: {exc}") from None
+        if not isinstance(raw, dict) or not isinstance(raw.get("roles", {}), dict):
+            raise InventoryError(f"inventory {path}: expected a mapping with 'roles: {{Role: [host, ...]}}'")
+        return Inventory(
+            roles={role: [Host.parse(h) for h in (hosts or [])] for role, hosts in raw.get("roles", {}).items()},
+            hostnames={k: Host.parse(v) for k, v in (raw.get("hostnames") or {}).items()},
+            servers={k: Host.parse(v) for k, v in (raw.get("servers") or {}).items()})
+    env = os.environ if environ is None else environ
+    roles = env.get("OVERCLOUD_ROLES", "").split()
+    if not roles:
+        raise InventoryError("no node inventory: pass --inventory FILE, or set OVERCLOUD_ROLES and <Role>_hosts "
+                             "(e.g. OVERCLOUD_ROLES=\"ControllerDeployedServer\" "
+                             "ControllerDeployedServer_hosts=\"192.0.2.10 192.0.2.11 192.0.2.12\")")
+    missing = [r for r in roles if f"{r}_hosts" not in env]
+    if missing:
+        raise InventoryError(f"OVERCLOUD_ROLES names {', '.join(missing)} but {missing[0]}_hosts is not set")
+    return Inventory(roles={r: [Host.parse(h) for h in env[f"{r}_hosts"].split()] for r in roles})
