@@ -93,7 +93,7 @@ def make_settings(broker_url, database_url, namespace, **extra) -> Settings:
                     lease_seconds=2.0, worker_threads=4, **extra)
 
 
-def env_for(settings: Settings, tmp_path: Path) -> dict:
+def env_for(settings: Settings, tmp_path: Path, extra: dict | None = None) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STACKREFLEX_")}
     env.update({
         "STACKREFLEX_NAMESPACE": settings.namespace,
@@ -111,23 +111,30 @@ def env_for(settings: Settings, tmp_path: Path) -> dict:
         env["STACKREFLEX_BROKER_URL"] = settings.broker_url.get_secret_value()
     if settings.signing_key is not None:
         env["STACKREFLEX_SIGNING_KEY"] = settings.signing_key.get_secret_value()
+    for name in ("inventory", "ssh_key_file", "ssh_known_hosts", "ssh_user"):
+        value = getattr(settings, name)
+        if value is not None and value != Settings.model_fields[name].default:
+            env[f"STACKREFLEX_{name.upper()}"] = str(value)
+    env.update(extra or {})
     return env
 
 
 class WorkerProcess:
-    """``stackreflex worker`` in a child process, with its log in a file."""
+    """``stackreflex worker`` (or ``watch``) in a child process, with its log in a file."""
 
-    def __init__(self, env: dict, log_path: Path, *args: str):
+    def __init__(self, env: dict, log_path: Path, *args: str, command: str = "worker"):
         self.log_path = log_path
         self.log = open(log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "stackreflex", "worker", "--handlers", HANDLERS, *args],
+        self.ready_text = "worker ready" if command == "worker" else "watching"
+        argv = ["worker", "--handlers", HANDLERS, *args] if command == "worker" else [command, *args]
+        self.proc = subprocess.Popen([sys.executable, "-m", "stackreflex", *argv],
                                      env=env, stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
 
     def wait_ready(self, count: int = 1, timeout: float = 30) -> "WorkerProcess":
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.log_path.read_text(errors="replace").count("worker ready") >= count:
+            if self.log_path.read_text(errors="replace").count(self.ready_text) >= count:
                 return self
             if self.proc.poll() is not None:
                 raise AssertionError(f"worker exited early:\n{self.log_path.read_text()}")
@@ -153,8 +160,10 @@ def workers(tmp_path):
     """Start workers with ``start(settings, *args)``; all are stopped at the end of the test."""
     started: list[WorkerProcess] = []
 
-    def start(settings: Settings, *args: str, ready: int = 1) -> WorkerProcess:
-        w = WorkerProcess(env_for(settings, tmp_path), tmp_path / f"worker{len(started)}.log", *args)
+    def start(settings: Settings, *args: str, ready: int = 1, command: str = "worker",
+              env: dict | None = None) -> WorkerProcess:
+        w = WorkerProcess(env_for(settings, tmp_path, env), tmp_path / f"{command}{len(started)}.log", *args,
+                          command=command)
         started.append(w)
         return w.wait_ready(ready)
 
@@ -167,8 +176,9 @@ def workers(tmp_path):
                 w.kill()
 
 
-def run_cli(settings: Settings, tmp_path: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stackreflex", *args], env=env_for(settings, tmp_path),
+def run_cli(settings: Settings, tmp_path: Path, *args: str, timeout: float = 60,
+            env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stackreflex", *args], env=env_for(settings, tmp_path, env),
                           capture_output=True, text=True, timeout=timeout)
 
 

@@ -1,6 +1,7 @@
 """The command line as an operator meets it: embedded mode, the demo, errors as one clear line."""
 
 import json
+import re
 
 from stackreflex import __version__
 from stackreflex.settings import Settings
@@ -38,15 +39,14 @@ def test_embedded_publish_exits_non_zero_when_a_run_fails(tmp_path):
 
 def test_demo_runs_on_the_embedded_default_and_leaves_an_audit_trail(tmp_path):
     settings = Settings()  # nothing configured: SQLite in the state directory, in-memory bus
-    demo = run_cli(settings, tmp_path, "demo", timeout=120)
-    assert demo.returncode == 0, demo.stderr
-    assert "succeeded" in demo.stdout and "failed" in demo.stdout
-    assert "field 'type': Field required" in demo.stdout and "hunter2" not in demo.stdout + demo.stderr
+    demo = run_cli(settings, tmp_path, "demo", timeout=180)
+    assert demo.returncode == 0, demo.stderr + demo.stdout
+    assert "scale up" in demo.stdout and "temp_url_sig=***" in demo.stdout
+    assert not re.search(r"temp_url_sig=(?!\*\*\*)", demo.stdout + demo.stderr)
     assert (tmp_path / "state" / "stackreflex" / "audit.db").exists()
-    runs = json.loads(run_cli(settings, tmp_path, "audit", "runs", "--json").stdout)
-    assert sorted(r["status"] for r in runs) == ["failed", "succeeded", "succeeded"]
-    waited = next(r for r in runs if r["handler"] == "await_file")
-    assert waited["attempts"] > 1, "the wait went through continuations"
+    runs = json.loads(run_cli(settings, tmp_path, "audit", "runs", "--handler", "configure_new_node", "--json").stdout)
+    assert len(runs) == 7 and {r["status"] for r in runs} == {"succeeded"}
+    assert len({r["subject"] for r in runs}) == 1 and runs[0]["subject"] == "overcloud"
 
 
 def test_errors_are_one_clear_line(tmp_path):

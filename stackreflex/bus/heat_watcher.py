@@ -79,6 +79,7 @@ class HeatWatcher:
     def run(self, stop: threading.Event) -> None:
         """Poll every stack until ``stop``, backing off while Heat or the bus fail."""
         backoff = self.interval
+        log.info("watching %s every %.1fs", ", ".join(self.stacks), self.interval)
         while not stop.is_set():
             try:
                 for stack in self.stacks:

@@ -11,10 +11,11 @@ from sqlalchemy.exc import OperationalError as DatabaseError
 from .. import __version__
 from ..errors import StackreflexError
 from ..redaction import redact_text
-from . import audit, dlq, sim
+from . import audit, dlq, nodes, sim
 from .common import errors, invocation
 from .demo import demo
 from .publish import publish
+from .watch import watch
 from .worker import worker
 
 app = typer.Typer(
@@ -27,9 +28,11 @@ app = typer.Typer(
 app.command()(demo)
 app.command()(worker)
 app.command()(publish)
+app.command()(watch)
 app.add_typer(audit.app, name="audit")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(sim.app, name="sim")
+app.add_typer(nodes.app, name="nodes")
 
 
 def _version(value: bool) -> None:

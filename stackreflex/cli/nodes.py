@@ -1,0 +1,29 @@
+"""``stackreflex nodes``: the SSH side of the nodes: trusting their host keys explicitly."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..tasks.inventory import Host
+from ..tasks.ssh import trust_host
+from .common import console, invocation, table
+
+app = typer.Typer(help="Pre-provisioned nodes: record their SSH host keys.", no_args_is_help=True)
+
+
+@app.command()
+def trust(
+    hosts: Annotated[list[str], typer.Argument(help="Nodes to trust: ADDRESS or ADDRESS:PORT.")],
+    known_hosts: Annotated[Path | None, typer.Option(help="known_hosts file (default: the ssh_known_hosts setting).")] = None,
+) -> None:
+    """Record the host key each node presents now (replacing a changed one): an explicit act,
+    after checking the fingerprints shown against the nodes' consoles."""
+    settings = invocation.settings
+    rows = []
+    for text in hosts:
+        host = Host.parse(text)
+        kind, fingerprint, outcome = trust_host(settings, host.address, host.port, known_hosts)
+        rows.append((str(host), kind, fingerprint, outcome))
+    console.print(table(f"known_hosts: {known_hosts or settings.ssh_known_hosts}",
+                        ["node", "key", "fingerprint", "recorded"], rows))

@@ -1,0 +1,37 @@
+"""``stackreflex watch``: publish a Heat stack's events as envelopes, as its own process."""
+
+import signal
+import threading
+from typing import Annotated
+
+import typer
+
+from ..bus.heat_watcher import DEFAULT_INTERVAL, HeatWatcher
+from ..bus.publisher import Publisher
+from ..errors import ConfigError
+from ..tasks.cloud import connect_cloud
+from .common import invocation
+
+
+def watch(
+    stacks: Annotated[list[str], typer.Argument(help="Heat stacks to watch, e.g. overcloud.")],
+    interval: Annotated[float, typer.Option(min=0.1, help="Seconds between polls of a quiet stack.")] = DEFAULT_INTERVAL,
+) -> None:
+    """Poll Heat's events for the stacks and publish them (heat.resource.<STATUS>, heat.stack.<STATUS>).
+
+    The cursor is kept in the audit database: a restarted watcher goes on where it stopped.
+    Credentials come from clouds.yaml/OS_CLOUD or the OS_* variables of a sourced stackrc.
+    """
+    settings = invocation.settings
+    if settings.embedded:
+        raise ConfigError("stackreflex watch publishes to a broker and none is configured: set "
+                          "STACKREFLEX_BROKER_URL (the demo shows the watcher in embedded mode)")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    publisher = Publisher(settings)
+    watcher = HeatWatcher(stacks, invocation.audit(), publisher, lambda: connect_cloud(settings), interval)
+    try:
+        watcher.run(stop)
+    finally:
+        publisher.close()

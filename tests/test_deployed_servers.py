@@ -1,0 +1,143 @@
+"""Deployed servers end to end: the simulated overcloud, real RabbitMQ, a worker and a watcher
+process, real SSH to the simulated nodes."""
+
+import json
+import re
+
+import paramiko
+import pytest
+from sqlalchemy import text
+
+from stackreflex.models.audit import AuditLog
+from stackreflex.models.queries import RunFilter, list_runs, run_with_steps
+from stackreflex.settings import Settings
+from stackreflex.sim.faults import Fault
+from stackreflex.sim.overcloud import Overcloud
+from stackreflex.sim.scenario import Role, Scenario
+from stackreflex.tasks.inventory import Host, InventoryError, load_inventory
+from stackreflex.tasks.ssh import trust_host
+
+from .conftest import make_settings, run_cli, wait_for
+
+
+@pytest.fixture
+def deployment(tmp_path, broker_url, sqlite_url, namespace):
+    """A simulated overcloud waiting for its agents, and settings that reach its nodes."""
+    key = paramiko.ECDSAKey.generate()
+    key_file = tmp_path / "id_ecdsa"
+    key.write_private_key_file(str(key_file))
+    scenario = Scenario(deployment_time=0.3, roles=[
+        Role("ControllerDeployedServer", 3, ["127.0.0.11", "127.0.0.12", "127.0.0.13"]),
+        Role("ComputeDeployedServer", 2, ["127.0.0.21", "127.0.0.22", "127.0.0.23", "127.0.0.24"])])
+    oc = Overcloud.start(scenario, state_dir=tmp_path / "hostkeys", authorized_keys=[key])
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text(json.dumps({"roles": {r.name: [f"{h}:{oc.nodes[h].port}" for h in r.hosts]
+                                               for r in scenario.roles}}))
+    settings = make_settings(broker_url, sqlite_url, namespace).model_copy(update={
+        "inventory": inventory, "ssh_key_file": key_file, "ssh_known_hosts": tmp_path / "known_hosts"})
+    for node in oc.nodes.values():
+        trust_host(settings, node.address, node.port)
+    yield oc, settings
+    oc.stop()
+
+
+def configure_runs(audit: AuditLog) -> list[dict]:
+    return [r for r in list_runs(audit, RunFilter(handler="configure_new_node", limit=100))]
+
+
+def configure_steps(audit: AuditLog) -> list[dict]:
+    return [s for r in configure_runs(audit) for s in run_with_steps(audit, r["id"])["steps"]
+            if s["name"] == "configure os-collect-config"]
+
+
+def test_a_deployment_and_a_scale_up_complete_with_no_human_step(deployment, workers, tmp_path):
+    oc, settings = deployment
+    os_env = oc.environment()
+    worker = workers(settings, env=os_env)
+    watcher = workers(settings, "overcloud", "--interval", "0.3", command="watch", env=os_env)
+    wait_for(lambda: oc.heat.root.status == "CREATE_COMPLETE", timeout=60, message="deployment complete")
+    for member in oc.heat.members:  # each node fetched its own resource's URL, and only that one
+        assert {p.client for p in oc.metadata.polls_of(member.metadata_url)} == {member.host}
+    audit = AuditLog.open(settings.database())
+    wait_for(lambda: len(r := configure_runs(audit)) == 5 and all(x["status"] == "succeeded" for x in r),
+             timeout=30, message="five runs succeeded")
+    before = {s["target"] for s in configure_steps(audit)}
+    assert len(before) == 5
+
+    oc.heat.scale("ComputeDeployedServer", 2)
+    wait_for(lambda: oc.heat.root.status == "UPDATE_COMPLETE", timeout=60, message="scale-up complete")
+    wait_for(lambda: len(r := configure_runs(audit)) == 7 and all(x["status"] == "succeeded" for x in r),
+             timeout=30, message="seven runs succeeded")
+    steps = configure_steps(audit)
+    new = [s["target"] for s in steps if s["target"] not in before]
+    assert sorted(t.split(":")[0] for t in new) == ["127.0.0.23", "127.0.0.24"]
+    assert len(steps) == 7, "no step touched the nodes configured before the scale-up"
+
+    signatures = [re.search(r"temp_url_sig=([^&]+)", m.metadata_url).group(1) for m in oc.heat.members]
+    with audit.engine.connect() as c:
+        tables = " ".join(str(row) for t in ("envelope", "run", "step") for row in c.execute(text(f"select * from {t}")))
+    shown = "".join(run_cli(settings, tmp_path, "audit", "show", r["id"], "--json").stdout for r in configure_runs(audit))
+    worker.terminate()
+    watcher.terminate()
+    logs = worker.log_path.read_text() + watcher.log_path.read_text()
+    assert "temp_url_sig=***" in tables and "temp_url_sig=***" in shown
+    for sig in signatures:
+        assert sig not in tables and sig not in shown and sig not in logs
+
+
+def test_restarting_the_watcher_mid_deployment_neither_loses_nor_repeats_a_reaction(deployment, workers):
+    oc, settings = deployment
+    os_env = oc.environment()
+    workers(settings, env=os_env)
+    audit = AuditLog.open(settings.database())
+    first = workers(settings, "overcloud", "--interval", "0.3", command="watch", env=os_env)
+    wait_for(lambda: configure_runs(audit), timeout=30, message="a first reaction")
+    first.kill()
+    workers(settings, "overcloud", "--interval", "0.3", command="watch", env=os_env)
+    wait_for(lambda: oc.heat.root.status == "CREATE_COMPLETE", timeout=60, message="deployment complete")
+    wait_for(lambda: all(r["status"] == "succeeded" for r in configure_runs(audit)), timeout=30, message="runs done")
+    assert len(configure_runs(audit)) == 5 and len(configure_steps(audit)) == 5
+
+
+def test_a_changed_host_key_is_refused_until_the_operator_trusts_it(deployment, workers, tmp_path):
+    oc, settings = deployment
+    node = oc.nodes["127.0.0.22"]
+    oc.faults.add(Fault("host_key_changed", node.address))  # the node now presents another key
+    os_env = oc.environment()
+    workers(settings, env=os_env)
+    workers(settings, "overcloud", "--interval", "0.3", command="watch", env=os_env)
+    audit = AuditLog.open(settings.database())
+    refused = wait_for(lambda: [r for r in configure_runs(audit) if r["error"] and "host key changed" in r["error"]],
+                       timeout=40, message="the changed key refused")
+    assert f"stackreflex nodes trust {node.address}" in refused[0]["error"]
+    assert oc.heat.root.status == "CREATE_IN_PROGRESS"
+    trusted = run_cli(settings, tmp_path, "nodes", "trust", f"{node.address}:{node.port}")
+    assert trusted.returncode == 0 and "replaced" in trusted.stdout
+    wait_for(lambda: oc.heat.root.status == "CREATE_COMPLETE", timeout=60, message="deployment complete after trust")
+
+
+def test_inventory_errors_are_one_clear_line_each(tmp_path):
+    env = {"OVERCLOUD_ROLES": "ControllerDeployedServer ComputeDeployedServer",
+           "ControllerDeployedServer_hosts": "192.0.2.10 192.0.2.11", "ComputeDeployedServer_hosts": "192.0.2.20"}
+    inventory = load_inventory(environ=env)
+    assert inventory.host_for("ComputeDeployedServer", 0) == Host("192.0.2.20")
+    cases = [
+        (lambda: inventory.host_for("ComputeDeployedServer", 1),
+         "role ComputeDeployedServer has 1 host(s) in the inventory but Heat is creating member 1"),
+        (lambda: inventory.host_for("CephStorage", 0), "role CephStorage is not in the inventory"),
+        (lambda: load_inventory(environ={**env, "ComputeDeployedServer_hosts": "192.0.2.10"}),
+         "host 192.0.2.10 is listed twice: ControllerDeployedServer[0] and ComputeDeployedServer[0]"),
+        (lambda: load_inventory(environ={}), "no node inventory: pass --inventory FILE"),
+        (lambda: load_inventory(environ={"OVERCLOUD_ROLES": "X"}), "OVERCLOUD_ROLES names X but X_hosts is not set"),
+        (lambda: load_inventory(tmp_path / "missing.yaml"), "inventory"),
+        (lambda: Host.parse("192.0.2.1:ssh"), "the port after ':' must be a number"),
+    ]
+    for call, message in cases:
+        with pytest.raises(InventoryError) as caught:
+            call()
+        assert message in str(caught.value) and "\n" not in str(caught.value)
+    by_file = tmp_path / "inventory.yaml"
+    by_file.write_text("roles:\n  Compute: [192.0.2.30:2222]\nservers:\n  mystack-abc/web-server: 192.0.2.99\n")
+    loaded = load_inventory(by_file)
+    assert loaded.host_for("Compute", 0) == Host("192.0.2.30", 2222)
+    assert loaded.host_for(None, None, path="mystack-abc/web-server") == Host("192.0.2.99")
