@@ -141,3 +141,25 @@ def test_inventory_errors_are_one_clear_line_each(tmp_path):
     loaded = load_inventory(by_file)
     assert loaded.host_for("Compute", 0) == Host("192.0.2.30", 2222)
     assert loaded.host_for(None, None, path="mystack-abc/web-server") == Host("192.0.2.99")
+
+
+def test_agents_configure_does_the_whole_stack_in_a_window_and_status_shows_each_node(deployment, workers, tmp_path):
+    oc, settings = deployment
+    os_env = oc.environment()
+    plan = run_cli(settings, tmp_path, "agents", "configure", "--stack", "overcloud", "--dry-run", env=os_env)
+    assert plan.returncode == 0, plan.stderr
+    assert plan.stdout.count("temp_url_sig=***") == 5 and "127.0.0.13" in plan.stdout
+    assert all(not node.commands for node in oc.nodes.values()), "a dry run touches nothing"
+    workers(settings, env=os_env)
+    done = run_cli(settings, tmp_path, "agents", "configure", "--stack", "overcloud", "--concurrency", "2",
+                   "--wait", "--timeout", "90", env=os_env, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("succeeded") >= 5 and "written" in done.stdout
+    wait_for(lambda: oc.heat.root.status == "CREATE_COMPLETE", timeout=30, message="deployment complete")
+    shown = run_cli(settings, tmp_path, "agents", "status", "--stack", "overcloud", env=os_env)
+    assert shown.returncode == 0 and shown.stdout.count("polling") == 5 and "CREATE_COMPLETE" in shown.stdout
+    again = run_cli(settings, tmp_path, "agents", "configure", "--stack", "overcloud", "--wait", "--timeout", "90",
+                    env=os_env, timeout=120)
+    assert again.returncode == 0 and again.stdout.count("unchanged") == 5, again.stdout
+    for sig in (re.search(r"temp_url_sig=([^&]+)", m.metadata_url).group(1) for m in oc.heat.members):
+        assert sig not in plan.stdout + done.stdout + shown.stdout + again.stdout

@@ -11,7 +11,7 @@ from sqlalchemy.exc import OperationalError as DatabaseError
 from .. import __version__
 from ..errors import StackreflexError
 from ..redaction import redact_text
-from . import audit, dlq, nodes, sim
+from . import agents, audit, dlq, nodes, sim
 from .common import errors, invocation
 from .demo import demo
 from .publish import publish
@@ -33,6 +33,7 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(sim.app, name="sim")
 app.add_typer(nodes.app, name="nodes")
+app.add_typer(agents.app, name="agents")
 
 
 def _version(value: bool) -> None:

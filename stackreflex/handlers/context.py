@@ -2,12 +2,14 @@
 
 import logging
 import time
+import uuid
 from contextlib import contextmanager
 from datetime import timedelta
 from functools import cached_property
 from typing import Any, Callable, Iterator, NoReturn
 
 from ..bus.envelope import Envelope
+from ..bus.signing import needs_signature, sign
 from ..clock import utcnow
 from ..errors import HandlerFailed, WaitTimedOut
 from ..models.audit import AuditLog, RunRow
@@ -78,11 +80,24 @@ class RunContext:
         self._audit.set_progress(self.run.id, done, total, note)
         self._notify(self._event("run.progress", status="running", done=done, total=total, note=note))
 
-    def publish(self, type: str, *, subject: str | None = None, data: Any = None) -> Envelope:
-        """Publish an envelope caused by this run's envelope (same correlation id)."""
-        envelope = Envelope.new(type, subject=subject, data=data, cause=self.envelope)
+    def publish(self, type: str, *, subject: str | None = None, data: Any = None, key: str | None = None) -> Envelope:
+        """Publish an envelope caused by this run's envelope (same correlation id).
+
+        With ``key``, the envelope's id is derived from this envelope and the key, so a
+        retried or re-checked handler publishing the same thing again is absorbed as a
+        duplicate. Commands are signed when a signing key is configured.
+        """
+        attributes = {"id": str(uuid.uuid5(uuid.UUID(self.envelope.id), key))} if key else {}
+        envelope = Envelope.new(type, subject=subject, data=data, cause=self.envelope, **attributes)
+        signing_key = getattr(self.settings, "signing_key", None)
+        if signing_key is not None and needs_signature(envelope):
+            envelope = sign(envelope, signing_key.get_secret_value())
         self._publish(envelope)
         return envelope
+
+    def outcomes(self, envelope_ids: list[str]) -> dict[str, list]:
+        """The runs (read-only rows: handler, status, error…) of envelopes this handler published."""
+        return self._audit.outcomes(envelope_ids)
 
     def recheck(self, after: float, *, waiting_for: str, deadline: float = 3600.0) -> NoReturn:
         """End this attempt and run the handler again in ``after`` seconds, holding no message.

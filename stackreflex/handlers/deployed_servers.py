@@ -3,24 +3,26 @@ metadata URL, then see it fetch and Heat move on. Reads like the runbook it repl
 
 from ..bus.envelope import Envelope
 from ..tasks.agents import AgentLayout, agent_fetched, configure_agent
-from ..tasks.heat import DEPLOYED_SERVER_TYPE, DeployedServer, metadata_url
+from ..tasks.heat import DEPLOYED_SERVER_TYPE, DeployedServer, deployed_servers, metadata_url
 from ..tasks.inventory import load_inventory
+
 from .context import RunContext
 from .registry import handler
 
 #: Waits: the URL to appear in Heat, the agent to fetch it, Heat to move on (seconds).
 URL_DEADLINE, FETCH_DEADLINE, HEAT_DEADLINE = 900.0, 600.0, 1800.0
 
-
 def is_deployed_server(event: Envelope) -> bool:
     return (event.data or {}).get("resource_type") == DEPLOYED_SERVER_TYPE
 
-
 def server_of(event: Envelope) -> DeployedServer:
-    d = event.data
-    return DeployedServer(d["owner_stack"], d["owner_stack_id"], d["resource_name"], d["physical_resource_id"],
-                          d.get("status", "CREATE_IN_PROGRESS"), d.get("role"), d.get("index"))
+    return server_of_data(event.data)
 
+def server_data(server: DeployedServer) -> dict:
+    """The envelope data naming a deployed server (the watcher's field names)."""
+    return {"owner_stack": server.stack_name, "owner_stack_id": server.stack_id,
+            "resource_name": server.resource_name, "physical_resource_id": server.physical_id,
+            "status": server.status, "role": server.role, "index": server.index}
 
 @handler("heat.resource.CREATE_IN_PROGRESS", when=is_deployed_server, max_retries=4, min_backoff=5,
          max_backoff=60, time_limit=180)
@@ -28,12 +30,42 @@ def configure_new_node(event: Envelope, ctx: RunContext) -> None:
     """A deployed server is being created: configure its node's agent (first deployment and scale-up)."""
     configure_node(server_of(event), ctx)
 
-
 @handler("command.agent.configure", max_retries=4, min_backoff=5, max_backoff=60, time_limit=180)
 def configure_node_command(event: Envelope, ctx: RunContext) -> None:
     """`stackreflex agents configure`: the same, for one node named by the command."""
     configure_node(server_of(event), ctx)
 
+@handler("command.agents.configure", max_retries=3, min_backoff=5, max_backoff=60, time_limit=120)
+def configure_stack_agents(event: Envelope, ctx: RunContext) -> None:
+    """`stackreflex agents configure`: every node of a stack (or role), a window of N at a time."""
+    stack, role = event.data["stack"], event.data.get("role")
+    window = int(event.data.get("concurrency") or ctx.settings.agent_concurrency)
+    if "nodes" not in ctx.state:
+        with ctx.step("list deployed servers", target=stack) as detail:
+            servers = [s for s in deployed_servers(ctx.cloud, stack) if role in (None, s.role)]
+            detail["count"] = len(servers)
+        if not servers:
+            ctx.fail(f"stack {stack} has no deployed servers" + (f" in role {role}" if role else ""))
+        ctx.state["nodes"], ctx.state["sent"] = [server_data(s) for s in servers], {}
+    nodes, sent = ctx.state["nodes"], ctx.state["sent"]
+    runs = ctx.outcomes(list(sent.values()))
+    finished = {label: rows[0] for label, eid in sent.items() for rows in [runs[eid]]
+                if rows and rows[0].status in ("succeeded", "failed", "dead", "skipped")}
+    for data in nodes:
+        label = server_of_data(data).label
+        if label not in sent and len(sent) - len(finished) < window:
+            sent[label] = ctx.publish("command.agent.configure", subject=stack, data=data, key=label).id
+    failed = {label: run for label, run in finished.items() if run.status != "succeeded"}
+    ctx.progress(len(finished), len(nodes), f"{len(finished) - len(failed)} configured, {len(failed)} failed")
+    if len(finished) < len(nodes):
+        ctx.recheck(1, waiting_for=f"{len(nodes) - len(finished)} of {len(nodes)} node(s)", deadline=3600)
+    if failed:
+        ctx.fail(f"{len(failed)} of {len(nodes)} node(s) failed: " +
+                 "; ".join(f"{label}: {run.error}" for label, run in sorted(failed.items())))
+
+def server_of_data(data: dict) -> DeployedServer:
+    return DeployedServer(data["owner_stack"], data["owner_stack_id"], data["resource_name"],
+                          data["physical_resource_id"], data.get("status", ""), data.get("role"), data.get("index"))
 
 def configure_node(server: DeployedServer, ctx: RunContext) -> None:
     if "url_read" not in ctx.state:
@@ -65,7 +97,6 @@ def configure_node(server: DeployedServer, ctx: RunContext) -> None:
         detail["resource_status"] = status
     if status.endswith("FAILED"):
         ctx.fail(f"{server.label} on {host}: Heat reports {status}")
-
 
 def _resource_status(ctx: RunContext, server: DeployedServer) -> str:
     response = ctx.cloud.orchestration.get(

@@ -294,6 +294,15 @@ class AuditLog:
             c.execute(_FINISH_STEP, {"b_id": step_id, "b_status": status, "b_now": utcnow(),
                                      "b_detail": _json(detail or {}), "b_error": _text(error)})
 
+    def outcomes(self, envelope_ids: list[str]) -> dict[str, list[RunRow]]:
+        """The runs of each envelope (any handler), for handlers that follow what they caused."""
+        found: dict[str, list[RunRow]] = {e: [] for e in envelope_ids}
+        if envelope_ids:
+            with self.engine.connect() as c:
+                for row in c.execute(select(RUN).where(RUN.c.envelope_id.in_(envelope_ids))):
+                    found[row.envelope_id].append(row)
+        return found
+
     # -- watcher cursors ---------------------------------------------------------------
 
     def cursor(self, stack: str) -> str | None:

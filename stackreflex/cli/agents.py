@@ -1,0 +1,106 @@
+"""``stackreflex agents``: configure every node's os-collect-config for a stack, and see where each stands."""
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Annotated
+
+import typer
+
+from ..errors import StackreflexError
+
+from ..models.queries import RunFilter, list_runs, run_with_steps
+from ..redaction import redact_text
+from ..tasks.agents import AgentLayout, agent_fetched, agent_state
+from ..tasks.cloud import connect_cloud
+from ..tasks.heat import deployed_servers, metadata_url
+from ..tasks.inventory import load_inventory
+from ..tasks.ssh import open_ssh
+from .common import console, invocation, load_all_handlers, styled, table
+from .publish import DEFAULT_WAIT_TIMEOUT, prepare, send
+
+app = typer.Typer(help="os-collect-config on the deployed servers of a stack.", no_args_is_help=True)
+
+
+def _plan(stack: str, role: str | None):
+    settings = invocation.settings
+    conn = connect_cloud(settings)
+    inventory = load_inventory(settings.inventory)
+    servers = [s for s in deployed_servers(conn, stack) if role in (None, s.role)]
+    if not servers:
+        raise StackreflexError(f"stack {stack} has no deployed servers" + (f" in role {role}" if role else ""))
+    return conn, [(s, inventory.host_for(s.role, s.index, path=s.path)) for s in servers]
+
+
+@app.command()
+def configure(
+    stack: Annotated[str, typer.Option(help="The Heat stack, e.g. overcloud.")],
+    role: Annotated[str | None, typer.Option(help="Only this role's nodes.")] = None,
+    concurrency: Annotated[int | None, typer.Option(min=1, help="Nodes configured at once (default: setting).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan (URLs redacted); touch nothing.")] = False,
+    wait: Annotated[bool, typer.Option("--wait", "-w", help="Follow progress; exit 1 if any node failed.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds --wait follows before giving up.")] = DEFAULT_WAIT_TIMEOUT,
+) -> None:
+    """Point every deployed server's agent at its metadata URL: the whole-stack runbook, in parallel.
+
+    Nodes already configured with the same URL and a running agent are left alone.
+    """
+    settings = invocation.settings
+    if dry_run:
+        conn, plan = _plan(stack, role)
+        console.print(table(f"plan for {stack} (nothing will be changed)", ["role", "index", "host", "resource",
+                                                                            "metadata URL"],
+                            [(s.role, s.index, str(h), s.status, redact_text(metadata_url(conn, s) or "(not yet)"))
+                             for s, h in plan]))
+        return
+    if settings.embedded:
+        load_all_handlers()
+    envelope = prepare(settings, "command.agents.configure", stack,
+                       {"stack": stack, "role": role, "concurrency": concurrency}, None)
+    progress = send(settings, envelope, wait=wait, timeout=timeout)
+    console.print(f"published command.agents.configure id={envelope.id}")
+    if progress is None:
+        return
+    audit = invocation.audit()
+    rows = []
+    for run in reversed(list_runs(audit, RunFilter(correlation_id=envelope.correlationid, handler="configure_node_command",
+                                                   limit=10000))):
+        steps = run_with_steps(audit, run["id"])["steps"]
+        host = next((s["target"] for s in steps if s["name"] == "configure os-collect-config"), "")
+        action = next((s["detail"].get("action") for s in steps if s["name"] == "configure os-collect-config"), "")
+        node = steps[0]["target"] if steps else ""
+        rows.append((node, host, styled(run["status"]), action or run["error"] or ""))
+    console.print(table("nodes", ["node", "host", "result", "detail"], sorted(rows)))
+    if not progress.succeeded:
+        raise typer.Exit(1)
+
+
+@app.command()
+def status(
+    stack: Annotated[str, typer.Option(help="The Heat stack, e.g. overcloud.")],
+    role: Annotated[str | None, typer.Option(help="Only this role's nodes.")] = None,
+) -> None:
+    """Each node: role, index, host, Heat resource status, and whether its agent is configured and polling."""
+    settings = invocation.settings
+    conn, plan = _plan(stack, role)
+    layout = AgentLayout.from_settings(settings)
+
+    def check(item):
+        server, host = item
+        url = metadata_url(conn, server)
+        try:
+            with open_ssh(settings, host.address, port=host.port) as ssh:
+                current, active = agent_state(ssh, layout, host=str(host))
+                configured = bool(url and current and url in current)
+                polling = bool(url and active and agent_fetched(ssh, layout, url, host=str(host)))
+                agent = "polling" if polling else ("configured" if configured else "not configured")
+                agent += "" if active else " (agent inactive)"
+        except StackreflexError as exc:
+            agent = f"unreachable: {exc}"
+        return server, host, agent
+
+    with ThreadPoolExecutor(max_workers=settings.agent_concurrency) as pool:
+        results = list(pool.map(check, plan))
+    console.print(table(f"{stack}: deployed servers", ["role", "index", "host", "resource", "agent"],
+                        [(s.role, s.index, str(h), s.status, agent) for s, h, agent in results]))
+
+
+
