@@ -163,3 +163,16 @@ def test_agents_configure_does_the_whole_stack_in_a_window_and_status_shows_each
     assert again.returncode == 0 and again.stdout.count("unchanged") == 5, again.stdout
     for sig in (re.search(r"temp_url_sig=([^&]+)", m.metadata_url).group(1) for m in oc.heat.members):
         assert sig not in plan.stdout + done.stdout + shown.stdout + again.stdout
+
+
+def test_doctor_checks_every_path_and_names_what_fails(deployment, tmp_path):
+    oc, settings = deployment
+    os_env = oc.environment()
+    healthy = run_cli(settings, tmp_path, "doctor", "--stack", "overcloud", env=os_env)
+    assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+    for check in ("Keystone", "Heat", "RabbitMQ", "database", "SSH", "Heat API from node", "Swift from node"):
+        assert check in healthy.stdout
+    assert "FAIL" not in healthy.stdout and healthy.stdout.count("HTTP ") == 2 * len(oc.nodes)
+    oc.faults.add(Fault("node_unreachable", "127.0.0.12"))
+    broken = run_cli(settings, tmp_path, "doctor", "--stack", "overcloud", env=os_env)
+    assert broken.returncode == 1 and broken.stdout.count("FAIL") == 1 and "127.0.0.12" in broken.stdout

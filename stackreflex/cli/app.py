@@ -14,6 +14,7 @@ from ..redaction import redact_text
 from . import agents, audit, dlq, nodes, sim
 from .common import errors, invocation
 from .demo import demo
+from .doctor import doctor
 from .publish import publish
 from .watch import watch
 from .worker import worker
@@ -29,6 +30,7 @@ app.command()(demo)
 app.command()(worker)
 app.command()(publish)
 app.command()(watch)
+app.command()(doctor)
 app.add_typer(audit.app, name="audit")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(sim.app, name="sim")

@@ -5,14 +5,17 @@ Commands run against the node's own state (files, services). The interpreter kno
 agent configuration needs, and answers ``command not found`` (exit 127) for anything else:
 ``sudo [-n]``, ``cat``, ``test -e|-f``, ``rm -f``, ``mkdir -p``, ``install -m MODE /dev/stdin PATH``,
 ``mv -f``, ``chmod``, ``stat -c %a``, ``systemctl start|stop|restart|enable|is-active|status``,
-``hostname``, ``reboot``, ``true``, chained with ``&&``.
+``curl -w %{http_code} URL`` (a real request from the node's address), ``hostname``, ``reboot``,
+``true``, chained with ``&&``.
 """
 
+import http.client
 import shlex
 import socket
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import paramiko
 
@@ -243,6 +246,24 @@ class SimNode:
         else:
             return 1, b"", f"systemctl: unknown action {action}\n".encode()
         return 0, b"", b""
+
+    def _cmd_curl(self, args, stdin):
+        """``curl -sS -o /dev/null -w %{http_code} [--max-time N] URL``: a real request from this node."""
+        url = next((a for a in args if a.startswith("http")), None)
+        timeout = float(args[args.index("--max-time") + 1]) if "--max-time" in args else 10.0
+        if url is None:
+            return 2, b"", b"curl: no URL specified!\n"
+        parts = urlsplit(url)
+        connection = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout,
+                                                source_address=(self.address, 0))
+        try:
+            connection.request("GET", parts.path or "/")
+            code = connection.getresponse().status
+        except OSError as exc:
+            return 7, b"000", f"curl: (7) Failed to connect to {parts.hostname} port {parts.port}: {exc}\n".encode()
+        finally:
+            connection.close()
+        return 0, str(code).encode(), b""
 
     def _cmd_reboot(self, args, stdin):
         threading.Thread(target=self._reboot, daemon=True).start()

@@ -1,0 +1,31 @@
+"""``stackreflex doctor``: the pre-deployment connectivity checks, each with a verdict."""
+
+from typing import Annotated
+
+import typer
+
+from ..tasks.checks import local_checks, node_checks, undercloud_endpoints
+from ..tasks.cloud import connect_cloud
+from ..tasks.inventory import load_inventory
+from .common import console, invocation, table
+
+
+def doctor(
+    stack: Annotated[str | None, typer.Option(help="Also check what this stack's nodes need (e.g. overcloud).")] = None,
+    nodes: Annotated[bool, typer.Option(help="Check from each inventory node over SSH.")] = True,
+) -> None:
+    """Check connectivity before a deployment: from here Keystone, Heat, RabbitMQ and the database;
+    from each node over SSH, the undercloud's Heat API and Swift (derived from the catalog and the
+    stack's metadata URLs). Exits 1 if any check fails."""
+    settings = invocation.settings
+    checks, conn = local_checks(settings, lambda: connect_cloud(settings), invocation.audit, stack)
+    if nodes and conn is not None:
+        endpoints = undercloud_endpoints(conn, stack)
+        inventory = load_inventory(settings.inventory)
+        for hosts in inventory.roles.values():
+            for host in hosts:
+                checks.extend(node_checks(settings, host, endpoints))
+    console.print(table("stackreflex doctor", ["check", "target", "verdict", "detail"],
+                        [(c.name, c.target, "[green]ok[/]" if c.ok else "[red]FAIL[/]", c.detail) for c in checks]))
+    if not all(c.ok for c in checks):
+        raise typer.Exit(1)

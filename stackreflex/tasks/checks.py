@@ -1,0 +1,101 @@
+"""Pre-deployment connectivity checks: what must be reachable before a deployed-server deploy."""
+
+import shlex
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from sqlalchemy import text
+
+from ..bus.connections import display_url, kombu_connection
+from ..errors import StackreflexError
+from ..redaction import redact_text
+from ..settings import Settings
+from .agents import run
+from .heat import deployed_servers, find_stack, metadata_url
+from .inventory import Host
+from .ssh import open_ssh
+
+
+@dataclass
+class Check:
+    name: str
+    target: str
+    ok: bool
+    detail: str
+
+
+def _attempt(name: str, target: str, action) -> Check:
+    try:
+        return Check(name, target, True, action() or "ok")
+    except Exception as exc:  # every failure, of any kind, is a verdict to report
+        return Check(name, target, False, redact_text(str(exc))[:300])
+
+
+def local_checks(settings: Settings, conn_factory, audit_factory, stack: str | None) -> tuple[list[Check], object]:
+    """Keystone, Heat, the broker and the database, from this host."""
+    checks, conn = [], None
+
+    def keystone():
+        nonlocal conn
+        conn = conn_factory()
+        conn.authorize()
+        return f"token issued by {conn.session.get_endpoint(service_type='identity', interface='public')}"
+
+    checks.append(_attempt("Keystone", "authentication", keystone))
+    if conn is not None:
+        checks.append(_attempt("Heat", stack or "stacks",
+                               lambda: f"stack {find_stack(conn, stack).status}" if stack
+                               else f"{len(list(conn.orchestration.stacks()))} stack(s)"))
+
+    def broker():
+        if settings.embedded:
+            return "embedded (no broker configured)"
+        with kombu_connection(settings) as connection:
+            connection.ensure_connection(max_retries=1)
+        return "connected"
+
+    checks.append(_attempt("RabbitMQ", display_url(settings), broker))
+
+    def database():
+        audit = audit_factory()
+        with audit.engine.connect() as c:
+            c.execute(text("select 1"))
+        return "reachable, schema up to date"
+
+    checks.append(_attempt("database", redact_text(settings.database()), database))
+    return checks, conn
+
+
+def node_checks(settings: Settings, host: Host, endpoints: list[tuple[str, str]]) -> list[Check]:
+    """From the node over SSH: reach each (name, URL) endpoint the agent needs."""
+    checks = []
+    try:
+        ssh = open_ssh(settings, host.address, port=host.port)
+    except StackreflexError as exc:
+        return [Check("SSH", str(host), False, str(exc))]
+    with ssh:
+        checks.append(_attempt("SSH", str(host), lambda: run(ssh, "hostname", host=str(host))[1].strip()))
+        for name, url in endpoints:
+            parts = urlsplit(url)
+            base = f"{parts.scheme}://{parts.hostname}:{parts.port}/"
+
+            def reach(base=base):
+                status, code, err = run(ssh, f"curl -sS -o /dev/null -w %{{http_code}} --max-time 5 {shlex.quote(base)}",
+                                        check=False, host=str(host))
+                if status != 0:
+                    raise StackreflexError(err.strip() or f"curl exited {status}")
+                return f"HTTP {code} from {parts.hostname}:{parts.port}"
+
+            checks.append(_attempt(f"{name} from node", str(host), reach))
+    return checks
+
+
+def undercloud_endpoints(conn, stack: str | None) -> list[tuple[str, str]]:
+    """The Heat API and (from a deployed server's metadata URL) the Swift endpoint nodes must reach."""
+    endpoints = [("Heat API", conn.session.get_endpoint(service_type="orchestration", interface="public"))]
+    if stack:
+        servers = deployed_servers(conn, stack)
+        url = next((u for u in (metadata_url(conn, s) for s in servers[:1]) if u), None)
+        if url:
+            endpoints.append(("Swift", url))
+    return endpoints
