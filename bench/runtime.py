@@ -9,7 +9,6 @@ latency p50 within 3× raw kombu, throughput at least 50% of raw dramatiq.
 """
 
 import argparse
-import statistics
 import sys
 import tempfile
 import threading

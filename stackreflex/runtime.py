@@ -48,7 +48,7 @@ class Runtime:
         self.services = Services(
             audit=self.audit, publish=self.publisher.publish, notify=self.publisher.notify, owner=self.owner,
             lease_seconds=settings.lease_seconds, active=self.active,
-            cloud_factory=partial(connect_cloud, settings), ssh_factory=partial(open_ssh, settings),
+            cloud_factory=self._cloud, ssh_factory=partial(open_ssh, settings),
             settings=settings)
         self.broker = build_broker(settings)
         dramatiq.set_broker(self.broker)
@@ -56,6 +56,7 @@ class Runtime:
         self.router = Router(settings, self.registry, self.dispatcher, self.audit, self.publisher)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._clouds = threading.local()
         self.worker: dramatiq.Worker | None = None
 
     def start(self) -> "Runtime":
@@ -93,6 +94,14 @@ class Runtime:
         """Embedded mode: wait until every handler queue is drained (for the CLI and the demo)."""
         for queue in self.dispatcher.queues():
             self.broker.join(queue, timeout=int(queue_timeout * 1000))
+
+    def _cloud(self):
+        """One openstacksdk connection per worker thread, kept across runs: a new one per run
+        would authenticate to Keystone (and rediscover every service) for each node."""
+        conn = getattr(self._clouds, "conn", None)
+        if conn is None:
+            conn = self._clouds.conn = connect_cloud(self.settings)
+        return conn
 
     def _heartbeat(self, stop: threading.Event) -> None:
         interval = self.settings.lease_seconds / 3

@@ -10,7 +10,6 @@ from sqlalchemy import text
 
 from stackreflex.models.audit import AuditLog
 from stackreflex.models.queries import RunFilter, list_runs, run_with_steps
-from stackreflex.settings import Settings
 from stackreflex.sim.faults import Fault
 from stackreflex.sim.overcloud import Overcloud
 from stackreflex.sim.scenario import Role, Scenario

@@ -5,18 +5,24 @@ from ..bus.envelope import Envelope
 from ..tasks.agents import AgentLayout, agent_fetched, configure_agent
 from ..tasks.heat import DEPLOYED_SERVER_TYPE, DeployedServer, deployed_servers, metadata_url
 from ..tasks.inventory import load_inventory
-
+from ..tasks.waiting import wait_until
 from .context import RunContext
 from .registry import handler
 
+
 #: Waits: the URL to appear in Heat, the agent to fetch it, Heat to move on (seconds).
 URL_DEADLINE, FETCH_DEADLINE, HEAT_DEADLINE = 900.0, 600.0, 1800.0
+#: How long to wait in place for something that usually follows at once, before parking the run.
+INLINE_WAIT = 5.0
+
 
 def is_deployed_server(event: Envelope) -> bool:
     return (event.data or {}).get("resource_type") == DEPLOYED_SERVER_TYPE
 
+
 def server_of(event: Envelope) -> DeployedServer:
     return server_of_data(event.data)
+
 
 def server_data(server: DeployedServer) -> dict:
     """The envelope data naming a deployed server (the watcher's field names)."""
@@ -24,16 +30,19 @@ def server_data(server: DeployedServer) -> dict:
             "resource_name": server.resource_name, "physical_resource_id": server.physical_id,
             "status": server.status, "role": server.role, "index": server.index}
 
+
 @handler("heat.resource.CREATE_IN_PROGRESS", when=is_deployed_server, max_retries=4, min_backoff=5,
          max_backoff=60, time_limit=180)
 def configure_new_node(event: Envelope, ctx: RunContext) -> None:
     """A deployed server is being created: configure its node's agent (first deployment and scale-up)."""
     configure_node(server_of(event), ctx)
 
+
 @handler("command.agent.configure", max_retries=4, min_backoff=5, max_backoff=60, time_limit=180)
 def configure_node_command(event: Envelope, ctx: RunContext) -> None:
     """`stackreflex agents configure`: the same, for one node named by the command."""
     configure_node(server_of(event), ctx)
+
 
 @handler("command.agents.configure", max_retries=3, min_backoff=5, max_backoff=60, time_limit=120)
 def configure_stack_agents(event: Envelope, ctx: RunContext) -> None:
@@ -63,9 +72,11 @@ def configure_stack_agents(event: Envelope, ctx: RunContext) -> None:
         ctx.fail(f"{len(failed)} of {len(nodes)} node(s) failed: " +
                  "; ".join(f"{label}: {run.error}" for label, run in sorted(failed.items())))
 
+
 def server_of_data(data: dict) -> DeployedServer:
     return DeployedServer(data["owner_stack"], data["owner_stack_id"], data["resource_name"],
                           data["physical_resource_id"], data.get("status", ""), data.get("role"), data.get("index"))
+
 
 def configure_node(server: DeployedServer, ctx: RunContext) -> None:
     if "url_read" not in ctx.state:
@@ -85,20 +96,23 @@ def configure_node(server: DeployedServer, ctx: RunContext) -> None:
                               metadata_url=url)
             ctx.state["configured"] = True
         if "fetched" not in ctx.state:
-            if not agent_fetched(ssh, layout, url, host=str(host)):
+            if not wait_until(lambda: agent_fetched(ssh, layout, url, host=str(host)), INLINE_WAIT):
                 ctx.recheck(2, waiting_for=f"{host} to fetch its metadata", deadline=FETCH_DEADLINE)
             with ctx.step("agent fetched its metadata", target=str(host)) as detail:
                 detail["cache"] = layout.cache_path
             ctx.state["fetched"] = True
-    status = _resource_status(ctx, server)
-    if status.endswith("IN_PROGRESS"):
+    status = wait_until(lambda: _heat_settled(ctx, server), INLINE_WAIT)
+    if status is None:
         ctx.recheck(2, waiting_for=f"Heat to complete {server.label}", deadline=HEAT_DEADLINE)
     with ctx.step("Heat moved on", target=server.label) as detail:
         detail["resource_status"] = status
     if status.endswith("FAILED"):
         ctx.fail(f"{server.label} on {host}: Heat reports {status}")
 
-def _resource_status(ctx: RunContext, server: DeployedServer) -> str:
+
+def _heat_settled(ctx: RunContext, server: DeployedServer) -> str | None:
+    """The server resource's status once it is no longer in progress, else None."""
     response = ctx.cloud.orchestration.get(
         f"/stacks/{server.stack_name}/{server.stack_id}/resources/{server.resource_name}")
-    return response.json()["resource"]["resource_status"]
+    status = response.json()["resource"]["resource_status"]
+    return None if status.endswith("IN_PROGRESS") else status

@@ -350,7 +350,7 @@ class Heat:
             if depth < 0:
                 raise ValueError
         except ValueError:
-            raise HttpError(400, "Bad Request", f"Only integer is acceptable by 'nested_depth'.", "Invalid") from None
+            raise HttpError(400, "Bad Request", "Only integer is acceptable by 'nested_depth'.", "Invalid") from None
         return depth
 
     def list_resources(self, request: Request) -> Response:

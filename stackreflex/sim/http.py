@@ -72,6 +72,8 @@ class Router:
 class SimHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    #: Hundreds of nodes poll at once; the default backlog of 5 refuses connections under load.
+    request_queue_size = 256
 
     def __init__(self, address, router: Router, authenticate: Callable[[Request], bool], faults=None):
         self.router = router

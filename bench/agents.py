@@ -1,0 +1,168 @@
+"""Benchmark: configuring os-collect-config on N simulated nodes.
+
+    .venv/bin/python bench/agents.py [--nodes 50 200]
+
+For each N: a serial, one-node-at-a-time run over the same SSH path (what the old shell
+script did), stackreflex's `agents configure` with its default settings on the embedded
+runtime, and the ideal (one node's time x ceil(N / concurrency)). Goal (issue #4): at 200
+nodes at least 10x faster than serial and within 1.5x of the ideal.
+Each measurement gets a fresh simulated overcloud (its own process, as nodes are other machines),
+so no run finds nodes already configured.
+"""
+
+import argparse
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import paramiko
+import yaml
+
+from stackreflex.bus.envelope import Envelope
+from stackreflex.handlers.registry import load_handlers
+from stackreflex.logs import setup_logging
+from stackreflex.models.queries import RunFilter, list_runs
+from stackreflex.runtime import Runtime
+from stackreflex.settings import Settings
+from stackreflex.tasks.agents import AgentLayout, configure_agent
+from stackreflex.tasks.cloud import connect_cloud
+from stackreflex.tasks.heat import deployed_servers, metadata_url
+from stackreflex.tasks.ssh import open_ssh, trust_host
+
+
+class SimProcess:
+    """`stackreflex sim serve` in its own process: the nodes' SSH servers must not share our CPU time
+    slice (in real life they are other machines)."""
+
+    def __init__(self, n: int, work: Path, public_key: Path):
+        hosts = [f"127.0.{1 + i // 250}.{1 + i % 250}" for i in range(n)]
+        scenario = work / "scenario.yaml"
+        scenario.write_text(yaml.safe_dump({"deployment_time": 0.0, "compute_hosts": {},
+                                            "roles": {"ComputeDeployedServer": {"count": n, "hosts": hosts}}}))
+        env_file = work / "simrc"
+        env_file.unlink(missing_ok=True)
+        self.proc = subprocess.Popen([sys.executable, "-m", "stackreflex", "sim", "serve", "--port", "0",
+                                      "--ssh-port", "0", "--scenario", str(scenario), "--state-dir", str(work / "sim"),
+                                      "--authorized-key", str(public_key), "--env-file", str(env_file)],
+                                     stdout=subprocess.PIPE, text=True)
+        self.nodes: dict[str, int] = {}
+        for line in self.proc.stdout:
+            found = re.search(r"ssh -p (\d+) \S+@(\S+)", line)
+            if found:
+                self.nodes[found.group(2)] = int(found.group(1))
+            if line.startswith("# simulator admin API"):
+                break
+        self.hosts = hosts
+        deadline = time.monotonic() + 30
+        while not env_file.exists():  # written once the simulator serves
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("the simulator did not start")
+            time.sleep(0.1)
+        self.environment = dict(l.removeprefix("export ").split("=", 1) for l in env_file.read_text().splitlines())
+        self.environment = {k: v.strip("'") for k, v in self.environment.items()}
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(30)
+
+
+def settings_for(sim: SimProcess, work: Path, key_file: Path, **overrides) -> Settings:
+    inventory = work / "inventory.yaml"
+    inventory.write_text(yaml.safe_dump({"roles": {"ComputeDeployedServer": [f"{h}:{sim.nodes[h]}"
+                                                                             for h in sim.hosts]}}))
+    os.environ.update(sim.environment)
+    settings = Settings(database_url=f"sqlite:///{work}/audit-{time.monotonic_ns()}.db", inventory=inventory,
+                        ssh_key_file=key_file, ssh_known_hosts=work / "known_hosts", log_level="WARNING",
+                        **overrides)
+    for address, port in sim.nodes.items():
+        trust_host(settings, address, port)
+    return settings
+
+
+def serial(sim: SimProcess, settings: Settings) -> float:
+    """The old script: one node after the other, same task, same SSH path."""
+    conn = connect_cloud(settings)
+    layout = AgentLayout.from_settings(settings)
+    started = time.perf_counter()
+    for server in deployed_servers(conn, "overcloud"):
+        address = sim.hosts[server.index]
+        with open_ssh(settings, address, port=sim.nodes[address]) as ssh:
+            configure_agent(ssh, metadata_url(conn, server), layout, host=address)
+    return time.perf_counter() - started
+
+
+#: Longest a configuration run of the benchmark may take before it is reported as stuck (seconds).
+RUN_TIMEOUT = 600.0
+
+
+def ours(settings: Settings, n: int) -> float:
+    load_handlers("stackreflex.handlers.deployed_servers")
+    with Runtime(settings) as runtime:
+        envelope = Envelope.new("command.agents.configure", subject="overcloud", data={"stack": "overcloud"})
+        started = time.perf_counter()
+        runtime.publisher.publish(envelope)
+        while True:
+            runs = list_runs(runtime.audit, RunFilter(handler="configure_node_command", limit=n + 1))
+            if len(runs) == n and all(r["status"] in ("succeeded", "failed", "dead") for r in runs):
+                break
+            if time.perf_counter() - started > RUN_TIMEOUT:
+                stuck = [f"{r['subject']} {r['status']} {r['waiting_for'] or r['error'] or ''}" for r in runs
+                         if r["status"] != "succeeded"]
+                raise RuntimeError(f"not done after {RUN_TIMEOUT:.0f}s: {len(runs)} runs, stuck: {stuck[:3]}")
+            time.sleep(0.1)
+        elapsed = time.perf_counter() - started
+        failed = [r for r in runs if r["status"] != "succeeded"]
+        if failed:
+            raise RuntimeError(f"{len(failed)} node(s) failed: {failed[0]['error']}")
+    return elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nodes", type=int, nargs="+", default=[50, 200])
+    parser.add_argument("--threads", type=int, help="worker threads and node window (default: the settings' defaults)")
+    args = parser.parse_args()
+    setup_logging("text", "WARNING")
+    overrides = {"worker_threads": args.threads, "agent_concurrency": args.threads} if args.threads else {}
+    defaults = Settings(**overrides)
+    concurrency = min(defaults.agent_concurrency, defaults.worker_threads)
+    rows = []
+    for n in args.nodes:
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            key = paramiko.ECDSAKey.generate()
+            key.write_private_key_file(str(work / "id_ecdsa"))
+            public = work / "id_ecdsa.pub"
+            public.write_text(f"{key.get_name()} {key.get_base64()}\n")
+            sim = SimProcess(n, work, public)
+            try:
+                serial_s = serial(sim, settings_for(sim, work, work / "id_ecdsa"))
+            finally:
+                sim.stop()
+            sim = SimProcess(n, work, public)
+            try:
+                ours_s = ours(settings_for(sim, work, work / "id_ecdsa", **overrides), n)
+            finally:
+                sim.stop()
+        ideal = serial_s / n * math.ceil(n / concurrency)
+        rows.append((n, f"{serial_s:.1f}", f"{ours_s:.1f}", f"{ideal:.1f}", f"{serial_s / ours_s:.1f}x",
+                     f"{ours_s / ideal:.2f}x"))
+    print(f"\nconcurrency: {defaults.agent_concurrency}-node window on {defaults.worker_threads} worker threads "
+          f"(effective {concurrency}); ideal = one node's serial time x ceil(N / {concurrency})\n")
+    header = ("nodes", "serial s", "stackreflex s", "ideal s", "speed-up vs serial", "vs ideal")
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    for row in [header] + rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
