@@ -8,7 +8,7 @@ from datetime import datetime
 from ..clock import utcnow
 from .clock import SimClock
 from .faults import Faults
-from .http import HttpError, Request, Response, Router
+from .http import HttpError, Request, Response, Router, requested_microversion
 from .keystone import project_id
 from .scenario import Scenario
 
@@ -27,9 +27,7 @@ def cinder_error(error: HttpError) -> object:
 
 
 def microversion(request: Request) -> tuple[int, int]:
-    raw = request.headers.get("openstack-api-version", "").replace("volume", "").strip() or "3.0"
-    major, minor = (MAX_VERSION if raw == "latest" else raw).split(".")
-    return int(major), int(minor)
+    return requested_microversion(request, "volume", "3.0", MAX_VERSION)
 
 
 @dataclass(eq=False)

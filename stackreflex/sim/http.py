@@ -46,6 +46,16 @@ class HttpError(Exception):
         self.status, self.title, self.message, self.error_type = status, title, message, error_type
 
 
+def requested_microversion(request: Request, service: str, default: str, maximum: str,
+                           legacy_header: str | None = None) -> tuple[int, int]:
+    """The microversion a request asks for (``OpenStack-API-Version: <service> X.Y``), as a tuple."""
+    header = request.headers.get("openstack-api-version", "")
+    raw = header[len(service):].strip() if header.startswith(service) else ""
+    raw = raw or (request.headers.get(legacy_header, "") if legacy_header else "") or default
+    major, minor = (maximum if raw == "latest" else raw).split(".")
+    return int(major), int(minor)
+
+
 Handler = Callable[[Request], Response]
 ErrorShape = Callable[[HttpError], object]
 

@@ -14,7 +14,7 @@ from datetime import datetime
 from ..clock import utcnow
 from .clock import SimClock
 from .faults import Faults
-from .http import HttpError, Request, Response, Router
+from .http import HttpError, Request, Response, Router, requested_microversion
 from .keystone import project_id
 from .scenario import Scenario
 
@@ -35,12 +35,7 @@ def nova_error(error: HttpError) -> object:
 
 
 def microversion(request: Request) -> tuple[int, int]:
-    raw = request.headers.get("openstack-api-version", "").replace("compute", "").strip() \
-        or request.headers.get("x-openstack-nova-api-version", "2.1")
-    if raw == "latest":
-        raw = MAX_VERSION
-    major, minor = raw.split(".")
-    return int(major), int(minor)
+    return requested_microversion(request, "compute", "2.1", MAX_VERSION, "x-openstack-nova-api-version")
 
 
 @dataclass(eq=False)
