@@ -4,6 +4,7 @@ Precedence: environment (``STACKREFLEX_*``) over the TOML file (``--config``, de
 ``~/.config/stackreflex/config.toml``) over the defaults below.
 """
 
+import json
 import os
 import tomllib
 from pathlib import Path
@@ -70,6 +71,9 @@ class Settings(BaseModel):
     agent_polling_interval: int = Field(30, ge=1)
     #: Nodes configured at once by `agents configure`.
     agent_concurrency: int = Field(16, ge=1, le=512)
+    #: Per-handler retry and time policy, overriding the handler's own: {name: {max_retries, min_backoff,
+    #: max_backoff, time_limit}} (TOML table, or JSON in STACKREFLEX_HANDLER_OVERRIDES).
+    handler_overrides: dict[str, dict[str, float]] = Field(default_factory=dict)
     #: openstacksdk cloud name (``clouds.yaml``); unset means ``OS_CLOUD`` or the ``OS_*`` variables.
     cloud: str | None = None
 
@@ -96,9 +100,14 @@ def load_settings(config_file: Path | None = None, **overrides) -> Settings:
             values.update(tomllib.loads(path.read_text()))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path}: {exc}") from None
-    for name in Settings.model_fields:
+    for name, info in Settings.model_fields.items():
         env = os.environ.get(ENV_PREFIX + name.upper())
         if env not in (None, ""):
+            if info.annotation is not None and getattr(info.annotation, "__origin__", None) is dict:
+                try:
+                    env = json.loads(env)
+                except json.JSONDecodeError as exc:
+                    raise ConfigError(f"{ENV_PREFIX}{name.upper()} is not JSON: {exc.msg}") from None
             values[name] = env
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:

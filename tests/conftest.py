@@ -4,6 +4,7 @@ Each test gets its own namespace (exchange and queue prefix) and its own databas
 everything is deleted afterwards.
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -115,6 +116,8 @@ def env_for(settings: Settings, tmp_path: Path, extra: dict | None = None) -> di
         value = getattr(settings, name)
         if value is not None and value != Settings.model_fields[name].default:
             env[f"STACKREFLEX_{name.upper()}"] = str(value)
+    if settings.handler_overrides:
+        env["STACKREFLEX_HANDLER_OVERRIDES"] = json.dumps(settings.handler_overrides)
     env.update(extra or {})
     return env
 

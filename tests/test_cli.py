@@ -82,3 +82,11 @@ def test_json_logs_are_one_object_per_line(tmp_path):
     lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     assert any(line.get("handler") == "note" and "run succeeded" in line["message"] for line in lines)
     assert "hunter2" not in result.stderr
+
+
+def test_handler_overrides_come_from_the_environment_as_json(tmp_path, monkeypatch):
+    from stackreflex.settings import load_settings
+    monkeypatch.setenv("STACKREFLEX_HANDLER_OVERRIDES", '{"configure_new_node": {"max_retries": 1}}')
+    assert load_settings().handler_overrides == {"configure_new_node": {"max_retries": 1.0}}
+    result = run_cli(embedded(tmp_path), tmp_path, "audit", "runs", env={"STACKREFLEX_HANDLER_OVERRIDES": "{oops"})
+    assert result.returncode == 2 and "STACKREFLEX_HANDLER_OVERRIDES is not JSON" in result.stderr

@@ -175,3 +175,25 @@ def test_doctor_checks_every_path_and_names_what_fails(deployment, tmp_path):
     oc.faults.add(Fault("node_unreachable", "127.0.0.12"))
     broken = run_cli(settings, tmp_path, "doctor", "--stack", "overcloud", env=os_env)
     assert broken.returncode == 1 and broken.stdout.count("FAIL") == 1 and "127.0.0.12" in broken.stdout
+
+
+def test_an_unreachable_node_is_retried_then_fails_alone_and_status_shows_it(deployment, workers, tmp_path):
+    oc, settings = deployment
+    settings = settings.model_copy(update={"handler_overrides": {
+        "configure_new_node": {"max_retries": 2, "min_backoff": 0.2, "max_backoff": 0.5}}})
+    oc.faults.add(Fault("node_unreachable", "127.0.0.22"))
+    os_env = oc.environment()
+    workers(settings, env=os_env)
+    workers(settings, "overcloud", "--interval", "0.3", command="watch", env=os_env)
+    audit = AuditLog.open(settings.database())
+    wait_for(lambda: len(r := configure_runs(audit)) == 5 and all(x["status"] in ("succeeded", "dead") for x in r),
+             timeout=60, message="every run settled")
+    runs = {r["status"]: r for r in configure_runs(audit)}
+    dead = [r for r in configure_runs(audit) if r["status"] == "dead"]
+    assert len(dead) == 1 and dead[0]["attempts"] == 3 and "127.0.0.22" in dead[0]["error"]
+    assert "unreachable" in dead[0]["error"] or "SSH" in dead[0]["error"]
+    assert [m.member.status for m in oc.heat.members].count("CREATE_COMPLETE") == 4
+    assert oc.heat.root.status == "CREATE_IN_PROGRESS" and runs["succeeded"]
+    shown = run_cli(settings, tmp_path, "agents", "status", "--stack", "overcloud", env=os_env)
+    line = next(l for l in shown.stdout.splitlines() if "127.0.0.22" in l)
+    assert "unreachable" in line and shown.stdout.count("polling") == 4

@@ -1,5 +1,6 @@
 """dramatiq: one actor and one queue per handler, on RabbitMQ or (embedded) the stub broker."""
 
+import dataclasses
 import logging
 
 import dramatiq
@@ -8,6 +9,7 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import CurrentMessage, default_middleware
 
+from ..errors import ConfigError
 from ..handlers.execution import Services, execute
 from ..handlers.registry import Handler, Registry
 from ..settings import Settings
@@ -45,7 +47,17 @@ class Dispatcher:
         self.settings = settings
         self.broker = broker
         self.services = services
-        self.actors: dict[str, dramatiq.Actor] = {h.name: self._declare(h) for h in registry}
+        self.actors: dict[str, dramatiq.Actor] = {h.name: self._declare(self._tuned(h)) for h in registry}
+
+    def _tuned(self, handler: Handler) -> Handler:
+        """The handler with the operator's overrides of its retry and time policy applied."""
+        overrides = self.settings.handler_overrides.get(handler.name, {})
+        unknown = set(overrides) - {"max_retries", "min_backoff", "max_backoff", "time_limit"}
+        if unknown:
+            raise ConfigError(f"handler_overrides.{handler.name}: unknown keys {', '.join(sorted(unknown))}")
+        if "max_retries" in overrides:
+            overrides = {**overrides, "max_retries": int(overrides["max_retries"])}
+        return dataclasses.replace(handler, **overrides)
 
     def _declare(self, handler: Handler) -> dramatiq.Actor:
         services = self.services
