@@ -106,3 +106,14 @@ def test_run_queries_filter_by_status_handler_subject_and_time(database_url):
     assert list_runs(audit, RunFilter(since=parse_since("1h"))) and not list_runs(
         audit, RunFilter(since=utcnow() + timedelta(minutes=1)))
     assert run_with_steps(audit, ra.id[:8])["error"] == "boom"
+
+
+def test_many_processes_migrating_one_new_database_at_once_all_succeed(database_url, tmp_path):
+    """Workers start together; every one of them migrates, and none may trip over another."""
+    import subprocess
+    import sys
+    code = "import sys; from stackreflex.models.audit import AuditLog; AuditLog.open(sys.argv[1])"
+    procs = [subprocess.Popen([sys.executable, "-c", code, database_url], stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    results = [(p.wait(60), p.stderr.read()) for p in procs]
+    assert all(status == 0 for status, _ in results), [err for _, err in results if err]
