@@ -90,12 +90,6 @@ class Publisher:
             self.close()
             raise BrokerUnavailable(f"cannot publish to the broker at {display_url(self.settings)}: {exc}") from None
 
-    def publish_raw(self, body: bytes, routing_key: str) -> None:
-        """Publish bytes as they are (replays, and showing what the router does with garbage)."""
-        producer = self._producer()
-        producer.publish(body, routing_key=routing_key, content_type=CONTENT_TYPE, content_encoding="binary",
-                         delivery_mode=2, retry=True, retry_policy=RETRY_POLICY)
-
     def send_to_queue(self, body: bytes, queue: Queue, headers: dict) -> None:
         """Put raw bytes straight onto a durable queue (the dead-letter queue), confirmed."""
         producer = self._producer()

@@ -194,7 +194,7 @@ class Heat:
                       member, server, deployed, "")
         container = f"ov-{deployed.physical_id[:8]}-{_suffix(self.rng)}"
         node.metadata_url = self.metadata.publish(container, deployed.physical_id,
-                                                  lambda node=node: self._deployment_metadata(node),
+                                                  lambda node=node: self._resource_metadata(node),
                                                   lambda client, node=node: self._polled(node))
         deployed.metadata = self._resource_metadata(node)
         self.members.append(node)
@@ -211,9 +211,6 @@ class Heat:
                  "name": f"{node.role}Deployment", "group": "hiera",
                  "inputs": [{"name": "deploy_server_id", "value": node.deployed_server.physical_id}],
                  "config": {"role": node.role, "index": node.index}}]
-
-    def _deployment_metadata(self, node: Member) -> dict:
-        return self._resource_metadata(node)
 
     def _polled(self, node: Member) -> None:
         with self.lock:
