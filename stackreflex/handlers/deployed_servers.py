@@ -79,6 +79,7 @@ def server_of_data(data: dict) -> DeployedServer:
 
 
 def configure_node(server: DeployedServer, ctx: RunContext) -> None:
+    url = None
     if "url_read" not in ctx.state:
         with ctx.step("read metadata URL", target=server.label) as detail:
             url = metadata_url(ctx.cloud, server)
@@ -86,7 +87,8 @@ def configure_node(server: DeployedServer, ctx: RunContext) -> None:
         if url is None:
             ctx.recheck(10, waiting_for=f"the metadata URL of {server.label}", deadline=URL_DEADLINE)
         ctx.state["url_read"] = True
-    url = metadata_url(ctx.cloud, server)  # read again: the URL is a credential and is not kept in state
+    # after a continuation, read it again: the URL is a credential and is not kept in state
+    url = url or metadata_url(ctx.cloud, server)
     host = load_inventory(ctx.settings.inventory).host_for(server.role, server.index, path=server.path)
     layout = AgentLayout.from_settings(ctx.settings)
     with ctx.ssh(host.address, port=host.port) as ssh:
