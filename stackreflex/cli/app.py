@@ -11,7 +11,7 @@ from sqlalchemy.exc import OperationalError as DatabaseError
 from .. import __version__
 from ..errors import StackreflexError
 from ..redaction import redact_text
-from . import agents, audit, dlq, nodes, sim
+from . import agents, audit, dlq, hosts, nodes, sim
 from .common import errors, invocation
 from .demo import demo
 from .doctor import doctor
@@ -36,6 +36,8 @@ app.add_typer(dlq.app, name="dlq")
 app.add_typer(sim.app, name="sim")
 app.add_typer(nodes.app, name="nodes")
 app.add_typer(agents.app, name="agents")
+app.add_typer(hosts.host_app, name="host")
+app.add_typer(hosts.hosts_app, name="hosts")
 
 
 def _version(value: bool) -> None:

@@ -16,7 +16,8 @@ from ..redaction import redact
 from ..settings import Settings, load_settings
 
 #: Handler modules every worker serves, whatever --handlers adds.
-BUILTIN_HANDLER_MODULES: list[str] = ["stackreflex.handlers.deployed_servers"]
+BUILTIN_HANDLER_MODULES: list[str] = ["stackreflex.handlers.deployed_servers",
+                                       "stackreflex.handlers.host_maintenance"]
 
 console = Console()
 errors = Console(stderr=True)

@@ -75,6 +75,24 @@ class RunContext:
         log.info("step succeeded: %s target=%s in %.3fs", name, target, time.monotonic() - started,
                  extra={"run_id": self.run.id, "step": name, "target": target})
 
+    def record(self, name: str, *, target: str | None = None, started_at, status: str = "succeeded",
+               detail: dict | None = None, error: str | None = None) -> None:
+        """Record a step that began before this attempt (``started_at``, UTC) and is over now."""
+        self._audit.record_step(self.run.id, self.run.attempts, name, target, status=status,
+                                started_at=started_at, detail=detail, error=error)
+        log.info("step %s: %s target=%s", status, name, target,
+                 extra={"run_id": self.run.id, "step": name, "target": target})
+
+    def checkpoint(self) -> None:
+        """Save ``ctx.state`` now, before an action that must not be repeated if this worker dies."""
+        self._audit.save_state(self.run.id, self.state)
+
+    def others_running(self) -> list:
+        """Unfinished runs of this handler about the same subject that began before this one."""
+        rows = self._audit.active_runs(self.run.handler, self.envelope.subject) if self.envelope.subject else []
+        mine = next((i for i, r in enumerate(rows) if r.id == self.run.id), len(rows))
+        return rows[:mine]
+
     def progress(self, done: int, total: int | None = None, note: str | None = None) -> None:
         """Record progress and tell whoever follows the run (``--wait``)."""
         self._audit.set_progress(self.run.id, done, total, note)

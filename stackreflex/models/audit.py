@@ -277,6 +277,9 @@ class AuditLog:
         """A dead run replayed from the dead-letter queue may run again."""
         self._update_run(run_id, status="pending", finished_at=None, lease_until=None, lease_owner=None)
 
+    def save_state(self, run_id: str, state: dict) -> None:
+        self._update_run(run_id, state=_json(state))
+
     def set_progress(self, run_id: str, done: int, total: int | None, note: str | None) -> None:
         self._update_run(run_id, progress_done=done, progress_total=total, progress_note=_text(note))
 
@@ -293,6 +296,22 @@ class AuditLog:
         with self.writing() as c:
             c.execute(_FINISH_STEP, {"b_id": step_id, "b_status": status, "b_now": utcnow(),
                                      "b_detail": _json(detail or {}), "b_error": _text(error)})
+
+    def record_step(self, run_id: str, attempt: int, name: str, target: str | None, *, status: str,
+                    started_at: datetime, detail: dict | None = None, error: str | None = None) -> int:
+        """A step already over, whose start an earlier attempt saw (e.g. a migration followed
+        through continuations): one write, with its real start and duration."""
+        with self.writing() as c:
+            return c.execute(insert(STEP).values(
+                run_id=run_id, attempt=attempt, name=name, target=target, status=status, started_at=started_at,
+                finished_at=utcnow(), detail=_json(detail or {}), error=_text(error))).inserted_primary_key[0]
+
+    def active_runs(self, handler: str, subject: str) -> list[RunRow]:
+        """Runs of ``handler`` about ``subject`` not yet finished, oldest first."""
+        with self.engine.connect() as c:
+            return list(c.execute(select(RUN).where(
+                RUN.c.handler == handler, RUN.c.subject == subject, RUN.c.status.not_in(FINAL_STATUSES)
+            ).order_by(RUN.c.created_at, RUN.c.id)))
 
     def outcomes(self, envelope_ids: list[str]) -> dict[str, list[RunRow]]:
         """The runs of each envelope (any handler), for handlers that follow what they caused."""

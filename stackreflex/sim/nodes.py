@@ -6,13 +6,14 @@ agent configuration needs, and answers ``command not found`` (exit 127) for anyt
 ``sudo [-n]``, ``cat``, ``test -e|-f``, ``rm -f``, ``mkdir -p``, ``install -m MODE /dev/stdin PATH``,
 ``mv -f``, ``chmod``, ``stat -c %a``, ``systemctl start|stop|restart|enable|is-active|status``,
 ``curl -w %{http_code} URL`` (a real request from the node's address), ``hostname``, ``reboot``,
-``true``, chained with ``&&``.
+``true``, chained with ``&&``. ``/proc/sys/kernel/random/boot_id`` changes on every boot.
 """
 
 import http.client
 import shlex
 import socket
 import threading
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -27,6 +28,7 @@ from .faults import Faults
 OAC_TEMPLATE = "/usr/libexec/os-apply-config/templates/etc/os-collect-config.conf"
 #: Simulated seconds a node stays unreachable after ``reboot``.
 DEFAULT_REBOOT_TIME = 30.0
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
 #: Real seconds between accepting an exec request and running it (see _Server).
 EXEC_START_DELAY = 0.05
 
@@ -65,6 +67,8 @@ class SimNode:
     modes: dict[str, int] = field(default_factory=dict)
     services: dict[str, Service] = field(default_factory=dict)
     commands: list[str] = field(default_factory=list)
+    #: Called with False when the node goes down for a reboot and True when it is back.
+    on_power: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.lock = threading.RLock()
@@ -72,6 +76,7 @@ class SimNode:
         self.impostor_key = host_key(self.state_dir / "impostors", self.address)  # for "host key changed"
         self.files.setdefault(OAC_TEMPLATE, b"[DEFAULT]\ncommand = os-refresh-config\n")
         self.services.setdefault("os-collect-config", Service(enabled=True))
+        self.files[BOOT_ID] = f"{uuid.uuid4()}\n".encode()
         self.agent = Agent(self.address, self.files, self.lock, self.clock)
         self._listener: socket.socket | None = None
         self._transports: list[paramiko.Transport] = []
@@ -273,6 +278,8 @@ class SimNode:
         self.stop()
         for service in self.services.values():
             service.active = False
+        for hook in self.on_power:
+            hook(False)
         self.clock.later(self.reboot_time, self._boot)
 
     def _boot(self) -> None:
@@ -280,7 +287,10 @@ class SimNode:
             service.active = service.enabled
             if name == "os-collect-config" and service.active:
                 self.agent.start()
+        self.files[BOOT_ID] = f"{uuid.uuid4()}\n".encode()
         self.start()
+        for hook in self.on_power:
+            hook(True)
 
 
 class _Server(paramiko.ServerInterface):

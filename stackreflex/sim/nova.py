@@ -1,8 +1,10 @@
 """Nova v2.1: compute services, servers on hosts across projects, live and cold migration,
 migration listings, stop/start and createImage, with the real API's states and errors.
 
-Live migrations follow Nova's default of one at a time per source host
-(``max_concurrent_live_migrations=1``): others wait ``queued``.
+Live migrations run at most ``max_concurrent_live_migrations`` at a time per source host
+(Nova's default: one); others wait ``queued``. The simulator keeps what a test needs to check
+an orchestrator: the most migrations ever outstanding (accepted, not finished) per source host.
+A compute host's service goes ``down`` while its node is rebooting.
 """
 
 import itertools
@@ -89,6 +91,9 @@ class Nova:
         self.in_flight: dict[str, int] = {}
         self.max_in_flight_total = 0
         self._in_flight_total = 0
+        #: live migrations accepted and not finished per source host, and the most ever
+        self.outstanding: dict[str, int] = {}
+        self.max_outstanding: dict[str, int] = {}
         for n, host in enumerate(scenario.compute_hosts, 1):
             self.services[host] = ComputeService(str(uuid.uuid5(uuid.NAMESPACE_DNS, f"svc-{host}")), n, host)
         projects = [project_id(p) for p in scenario.projects]
@@ -276,18 +281,22 @@ class Nova:
         migration = Migration(next(self._ids), str(uuid.uuid4()), server, "live-migration", server.host, dest)
         self.migrations.append(migration)
         server.status, server.task_state = "MIGRATING", "migrating"
+        source = migration.source
+        self.outstanding[source] = self.outstanding.get(source, 0) + 1
+        self.max_outstanding[source] = max(self.max_outstanding.get(source, 0), self.outstanding[source])
         self._advance_live(migration)
 
     def _advance_live(self, migration: Migration) -> None:
-        """Start the migration if its source host is free, else leave it queued."""
-        source = migration.source
-        if self.in_flight.get(source, 0) >= 1:
+        """Start the migration if its source host has a free slot, else leave it queued."""
+        source, limit = migration.source, self.scenario.max_concurrent_live_migrations
+        if limit and self.in_flight.get(source, 0) >= limit:
             return
         self.in_flight[source] = self.in_flight.get(source, 0) + 1
         self._in_flight_total += 1
         self.max_in_flight_total = max(self.max_in_flight_total, self._in_flight_total)
+        migration.status, migration.updated = MIGRATION_STEPS[1], utcnow()  # no longer queued: started once
         step = self.scenario.live_migration_time / 4
-        for i, status in enumerate(MIGRATION_STEPS[1:4]):
+        for i, status in enumerate(MIGRATION_STEPS[2:4], 1):
             self.clock.later(step * i, self._set_migration, migration, status)
         self.clock.later(step * 4, self._finish_live, migration)
 
@@ -305,11 +314,19 @@ class Nova:
                 server.host = migration.dest
             server.status, server.task_state, server.updated = "ACTIVE", None, utcnow()
             self.in_flight[migration.source] -= 1
+            self.outstanding[migration.source] -= 1
             self._in_flight_total -= 1
             waiting = next((m for m in self.migrations if m.kind == "live-migration" and m.status == "queued"
                             and m.source == migration.source and m is not migration), None)
             if waiting is not None:
                 self._advance_live(waiting)
+
+    def power(self, host: str, up: bool) -> None:
+        """The compute host's node went down (reboot) or came back: its service follows."""
+        with self.lock:
+            service = self.services.get(host)
+            if service is not None:
+                service.state, service.updated = ("up" if up else "down"), utcnow()
 
     def _stop(self, server: Server, args: dict) -> None:
         if server.status != "ACTIVE" or server.task_state:

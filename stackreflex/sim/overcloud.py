@@ -13,7 +13,7 @@ from .heat import Heat
 from .nova import Nova
 from .http import HttpError, Request, Response, Router, SimHTTPServer
 from .keystone import Keystone
-from .nodes import SimNode
+from .nodes import Service, SimNode
 from .scenario import Scenario, load_scenario
 from .swift import MetadataStore
 
@@ -75,9 +75,17 @@ class Overcloud:
         for role in self.scenario.roles:
             for index, address in enumerate(role.hosts):
                 hostname = f"{self.scenario.stack}-{role.name.lower().replace('deployedserver', '')}-{index}"
-                self.nodes[address] = SimNode(address, hostname, self.scenario.ssh_user, keys, state_dir, clock,
-                                              port=self.scenario.ssh_port, reboot_time=self.scenario.reboot_time,
-                                              faults=self.faults).start()
+                self._start_node(address, hostname, state_dir, keys, clock)
+        for host, address in self.scenario.compute_addresses.items():
+            node = self._start_node(address, host, state_dir, keys, clock)
+            node.services.setdefault("tripleo_nova_compute", Service(enabled=True, active=True))
+            node.on_power.append(lambda up, host=host: self.nova.power(host, up))
+
+    def _start_node(self, address: str, hostname: str, state_dir: Path, keys: list[paramiko.PKey], clock) -> SimNode:
+        node = self.nodes[address] = SimNode(address, hostname, self.scenario.ssh_user, keys, state_dir, clock,
+                                             port=self.scenario.ssh_port, reboot_time=self.scenario.reboot_time,
+                                             faults=self.faults).start()
+        return node
 
     def known_hosts_lines(self) -> list[str]:
         """known_hosts entries for every node (what `stackreflex nodes trust` would record)."""

@@ -51,6 +51,11 @@ class Scenario:
     projects: list[str] = field(default_factory=lambda: ["admin", "tenant-a"])
     #: Compute hosts that carry workload: host name → number of servers on it.
     compute_hosts: dict[str, int] = field(default_factory=dict)
+    #: SSH addresses of compute hosts (host name → loopback address): a node that reboots, taking
+    #: its nova-compute service down and up with it.
+    compute_addresses: dict[str, str] = field(default_factory=dict)
+    #: Nova's ``max_concurrent_live_migrations`` per source host (Nova's default is 1; 0: no limit).
+    max_concurrent_live_migrations: int = 1
     #: Every n-th server has a volume attached (0: none).
     volume_every: int = 3
     #: Images in Glance (in the default store) and the Glance stores.

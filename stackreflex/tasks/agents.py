@@ -10,16 +10,8 @@ from dataclasses import dataclass
 
 import paramiko
 
-from ..errors import StackreflexError
 from ..settings import Settings
-
-#: Seconds one node command may take.
-COMMAND_TIMEOUT = 60.0
-
-
-class AgentError(StackreflexError):
-    """A node command failed while configuring its agent."""
-
+from .ssh import CommandFailed, run
 
 @dataclass(frozen=True)
 class AgentLayout:
@@ -53,21 +45,6 @@ class AgentLayout:
                                                  "request": {"metadata_url": url}}}, indent=2).encode() + b"\n"
 
 
-def run(ssh: paramiko.SSHClient, command: str, *, stdin: bytes | None = None, sudo: bool = False,
-        check: bool = True, host: str = "") -> tuple[int, str, str]:
-    """Run a command on the node; with ``check``, a non-zero exit raises :class:`AgentError`."""
-    line = f"sudo -n {command}" if sudo else command
-    channel_in, channel_out, channel_err = ssh.exec_command(line, timeout=COMMAND_TIMEOUT)
-    if stdin is not None:
-        channel_in.write(stdin)
-        channel_in.channel.shutdown_write()
-    status = channel_out.channel.recv_exit_status()
-    out, err = channel_out.read().decode(errors="replace"), channel_err.read().decode(errors="replace")
-    if check and status != 0:
-        raise AgentError(f"node {host}: `{line}` exited {status}: {err.strip()[:300]}")
-    return status, out, err
-
-
 def agent_state(ssh: paramiko.SSHClient, layout: AgentLayout, *, host: str = "") -> tuple[str | None, bool]:
     """(the configuration file's content, whether the agent is active)."""
     q = shlex.quote
@@ -91,7 +68,7 @@ def configure_agent(ssh: paramiko.SSHClient, url: str, layout: AgentLayout, *, h
     run(ssh, f"systemctl restart {q(layout.service)}", sudo=layout.sudo, host=host)
     _, active = agent_state(ssh, layout, host=host)
     if not active:
-        raise AgentError(f"node {host}: {layout.service} is not active after its restart")
+        raise CommandFailed(f"node {host}: {layout.service} is not active after its restart")
     return {"action": "rewritten" if current is not None else "written", "path": layout.target,
             "previous": "other URL" if current is not None else "none"}
 

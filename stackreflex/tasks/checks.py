@@ -10,10 +10,9 @@ from ..bus.connections import display_url, kombu_connection
 from ..errors import StackreflexError
 from ..redaction import redact_text
 from ..settings import Settings
-from .agents import run
 from .heat import deployed_servers, find_stack, metadata_url
 from .inventory import Host
-from .ssh import open_ssh
+from .ssh import open_ssh, run
 
 
 @dataclass

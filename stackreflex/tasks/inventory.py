@@ -74,6 +74,21 @@ class Inventory:
         return hosts[index]
 
 
+def node_of_host(path: Path | None, hostname: str, environ: dict | None = None) -> Host:
+    """The SSH address of a compute host named as Nova names it: the inventory's ``hostnames``
+    entry (full or short name), else the name itself (resolved by DNS)."""
+    try:
+        inventory = load_inventory(path, environ)
+    except InventoryError:
+        if path is not None:
+            raise
+        inventory = Inventory()
+    for name in (hostname, hostname.split(".")[0]):
+        if name in inventory.hostnames:
+            return inventory.hostnames[name]
+    return Host.parse(hostname)
+
+
 def load_inventory(path: Path | None = None, environ: dict | None = None) -> Inventory:
     """The inventory file if given, else ``OVERCLOUD_ROLES`` and ``<Role>_hosts``."""
     if path is not None:

@@ -9,8 +9,16 @@ from ..errors import StackreflexError
 from ..settings import Settings
 
 
+#: Seconds one node command may take.
+COMMAND_TIMEOUT = 60.0
+
+
 class SSHError(StackreflexError):
     """A node could not be reached or refused us over SSH."""
+
+
+class CommandFailed(StackreflexError):
+    """A command on a node exited non-zero."""
 
 
 def open_ssh(settings: Settings, host: str, *, port: int | None = None, user: str | None = None,
@@ -79,3 +87,18 @@ def trust_host(settings: Settings, address: str, port: int | None = None,
         path.parent.mkdir(parents=True, exist_ok=True)
         keys.save(str(path))
     return key.get_name(), key.fingerprint, outcome
+
+
+def run(ssh: paramiko.SSHClient, command: str, *, stdin: bytes | None = None, sudo: bool = False,
+        check: bool = True, host: str = "") -> tuple[int, str, str]:
+    """Run a command on the node; with ``check``, a non-zero exit raises :class:`CommandFailed`."""
+    line = f"sudo -n {command}" if sudo else command
+    channel_in, channel_out, channel_err = ssh.exec_command(line, timeout=COMMAND_TIMEOUT)
+    if stdin is not None:
+        channel_in.write(stdin)
+        channel_in.channel.shutdown_write()
+    status = channel_out.channel.recv_exit_status()
+    out, err = channel_out.read().decode(errors="replace"), channel_err.read().decode(errors="replace")
+    if check and status != 0:
+        raise CommandFailed(f"node {host}: `{line}` exited {status}: {err.strip()[:300]}")
+    return status, out, err

@@ -1,0 +1,161 @@
+"""``stackreflex host evacuate`` and ``stackreflex hosts drain-reboot``: compute host maintenance."""
+
+from typing import Annotated
+
+import typer
+
+from ..errors import StackreflexError
+from ..handlers.host_maintenance import DEFAULT_REASON, DrainRebootOrder, EvacuateOrder
+from ..models.queries import RunFilter, list_runs, run_with_steps
+from ..tasks.cloud import connect_cloud
+from ..tasks.compute import action_for, compute_service, servers_on
+from .common import console, invocation, load_all_handlers, styled, table
+from .publish import DEFAULT_WAIT_TIMEOUT, prepare, send
+
+host_app = typer.Typer(help="Maintenance of one compute host.", no_args_is_help=True)
+hosts_app = typer.Typer(help="Rolling maintenance of several compute hosts.", no_args_is_help=True)
+
+EVACUATE_HANDLER = "evacuate_host"
+
+Target = Annotated[str | None, typer.Option(help="Move servers to this host (default: the scheduler chooses).")]
+MaxParallel = Annotated[int, typer.Option(min=1, max=50, help=(
+    "Migrations in flight at once from the host. Nova runs max_concurrent_live_migrations per host "
+    "(default 1) and queues the rest."))]
+Reason = Annotated[str, typer.Option(help="Recorded as nova-compute's disabled reason.")]
+KeepDisabled = Annotated[bool, typer.Option("--keep-disabled", help="Leave nova-compute disabled after the reboot.")]
+ColdMigrate = Annotated[bool, typer.Option("--cold-migrate-stopped", help=(
+    "Move SHUTOFF servers by cold migration (and confirm it); without it they block the host."))]
+MaxAttempts = Annotated[int, typer.Option(min=1, max=10, help="Migration attempts per server before it is reported.")]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Show the plan (servers, state, action); change nothing.")]
+Wait = Annotated[bool, typer.Option("--wait", "-w", help="Follow live progress; exit 1 unless it succeeded.")]
+Timeout = Annotated[float, typer.Option(help="Seconds --wait follows before giving up (the run goes on).")]
+
+
+@host_app.command()
+def evacuate(
+    host: Annotated[str, typer.Argument(help="The compute host, as Nova names it (openstack compute service list).")],
+    target: Target = None,
+    max_parallel: MaxParallel = 1,
+    reason: Reason = DEFAULT_REASON,
+    reboot: Annotated[bool, typer.Option("--reboot", help=(
+        "Once empty, reboot the host over SSH, wait for its new boot and for nova-compute to report up, "
+        "then re-enable the service."))] = False,
+    keep_disabled: KeepDisabled = False,
+    cold_migrate_stopped: ColdMigrate = False,
+    max_attempts: MaxAttempts = 2,
+    dry_run: DryRun = False,
+    wait: Wait = False,
+    timeout: Timeout = DEFAULT_WAIT_TIMEOUT,
+) -> None:
+    """Empty a compute host: disable nova-compute, live-migrate every server away (all projects)
+    in a window of --max-parallel, and verify the host is empty; optionally reboot it.
+
+    Servers Nova is already migrating are followed, not migrated again. ERROR servers (and SHUTOFF
+    ones, unless --cold-migrate-stopped) are reported and make the run fail, as does a server whose
+    migration failed --max-attempts times; the host is then not rebooted and stays disabled.
+    Without --reboot the service stays disabled: the host is yours for maintenance.
+
+    Example: stackreflex host evacuate compute-3.localdomain --max-parallel 3 --reboot --wait
+    """
+    order = EvacuateOrder(host=host, target=target, max_parallel=max_parallel, reason=reason, reboot=reboot,
+                          keep_disabled=keep_disabled, cold_migrate_stopped=cold_migrate_stopped,
+                          max_attempts=max_attempts)
+    if dry_run:
+        _show_plan(order)
+        return
+    _refuse_if_running(host)
+    envelope = _send("command.host.evacuate", host, order.model_dump(), wait, timeout)
+    if envelope is not None:
+        _show_migrations(envelope.correlationid)
+
+
+@hosts_app.command("drain-reboot")
+def drain_reboot(
+    hosts: Annotated[list[str], typer.Argument(help="Compute hosts, in the order to take them.")],
+    target: Target = None,
+    max_parallel: MaxParallel = 1,
+    reason: Reason = DEFAULT_REASON,
+    keep_disabled: KeepDisabled = False,
+    cold_migrate_stopped: ColdMigrate = False,
+    max_attempts: MaxAttempts = 2,
+    dry_run: DryRun = False,
+    wait: Wait = False,
+    timeout: Timeout = DEFAULT_WAIT_TIMEOUT,
+) -> None:
+    """Rolling maintenance: evacuate, reboot and re-enable each host in turn, never two at once,
+    stopping at the first host that cannot be emptied or does not come back.
+
+    Example: stackreflex hosts drain-reboot compute-0 compute-1 compute-2 --max-parallel 2 --wait
+    """
+    order = DrainRebootOrder(hosts=hosts, target=target, max_parallel=max_parallel, reason=reason,
+                             keep_disabled=keep_disabled, cold_migrate_stopped=cold_migrate_stopped,
+                             max_attempts=max_attempts)
+    if len(set(hosts)) != len(hosts):
+        raise typer.BadParameter("a host is listed twice", param_hint="HOSTS")
+    if dry_run:
+        for host in hosts:
+            _show_plan(EvacuateOrder(host=host, reboot=True, **order.model_dump(exclude={"hosts"})))
+        return
+    for host in hosts:
+        _refuse_if_running(host)
+    envelope = _send("command.hosts.drain_reboot", ",".join(hosts), order.model_dump(), wait, timeout)
+    if envelope is not None:
+        _show_migrations(envelope.correlationid)
+
+
+def _send(type: str, subject: str, data: dict, wait: bool, timeout: float):
+    """Publish the command (signed when a key is set); with --wait, the envelope once its runs ended."""
+    settings = invocation.settings
+    if settings.embedded:
+        load_all_handlers()
+    envelope = prepare(settings, type, subject, data, None)
+    progress = send(settings, envelope, wait=wait, timeout=timeout)
+    console.print(f"published {type} id={envelope.id}")
+    if progress is None:
+        return None
+    if not progress.succeeded:
+        _show_migrations(envelope.correlationid)
+        raise typer.Exit(1)
+    return envelope
+
+
+def _refuse_if_running(host: str) -> None:
+    running = invocation.audit().active_runs(EVACUATE_HANDLER, host)
+    if running:
+        raise StackreflexError(f"{host} is already being evacuated by run {running[0].id} ({running[0].status}); "
+                               f"see `stackreflex audit show {running[0].id}`")
+
+
+def _show_plan(order: EvacuateOrder) -> None:
+    conn = connect_cloud(invocation.settings)
+    service = compute_service(conn, order.host)
+    servers = sorted(servers_on(conn, order.host).values(), key=lambda s: s.name)
+    rows = []
+    for server in servers:
+        action, why = action_for(server, cold_migrate_stopped=order.cold_migrate_stopped)
+        rows.append((server.name, server.id, server.project_id, server.status, server.task_state or "",
+                     action, why))
+    console.print(table(f"plan for {order.host} (nothing will be changed)",
+                        ["server", "id", "project", "status", "task", "action", "why"], rows))
+    blocking = sum(1 for row in rows if row[5] == "leave")
+    disable = ("disable nova-compute" if service.status == "enabled"
+               else f"nova-compute already disabled ({service.disabled_reason or 'no reason given'})")
+    after = ("reboot over SSH, wait for the new boot and nova-compute up, "
+             + ("leave the service disabled" if order.keep_disabled else "re-enable the service")
+             if order.reboot else "leave the service disabled")
+    console.print(f"{order.host}: {disable}; move {len(rows) - blocking} server(s), {order.max_parallel} at a time"
+                  + (f"; {blocking} server(s) would block the host: no reboot" if blocking else f"; then {after}"))
+
+
+def _show_migrations(correlation_id: str) -> None:
+    """Which server moved where, in how long: from the audit log of this command's runs."""
+    audit = invocation.audit()
+    rows = []
+    for run in list_runs(audit, RunFilter(correlation_id=correlation_id, handler=EVACUATE_HANDLER, limit=1000)):
+        for step in run_with_steps(audit, run["id"])["steps"]:
+            if step["name"] in ("live-migrate", "cold-migrate"):
+                d = step["detail"]
+                rows.append((step["target"], styled(step["status"]), d.get("source"), d.get("destination") or "",
+                             d.get("duration_s", ""), d.get("migration_id") or "", step["error"] or d.get("note", "")))
+    if rows:
+        console.print(table("migrations", ["server", "result", "from", "to", "seconds", "migration", "note"], rows))
