@@ -13,9 +13,6 @@ so no run finds nodes already configured.
 import argparse
 import math
 import os
-import re
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,43 +32,16 @@ from stackreflex.tasks.cloud import connect_cloud
 from stackreflex.tasks.heat import deployed_servers, metadata_url
 from stackreflex.tasks.ssh import open_ssh, trust_host
 
+from simprocess import SimProcess
 
-class SimProcess:
-    """`stackreflex sim serve` in its own process: the nodes' SSH servers must not share our CPU time
-    slice (in real life they are other machines)."""
 
-    def __init__(self, n: int, work: Path, public_key: Path):
-        hosts = [f"127.0.{1 + i // 250}.{1 + i % 250}" for i in range(n)]
-        scenario = work / "scenario.yaml"
-        scenario.write_text(yaml.safe_dump({"deployment_time": 0.0, "compute_hosts": {},
-                                            "roles": {"ComputeDeployedServer": {"count": n, "hosts": hosts}}}))
-        env_file = work / "simrc"
-        env_file.unlink(missing_ok=True)
-        self.proc = subprocess.Popen([sys.executable, "-m", "stackreflex", "sim", "serve", "--port", "0",
-                                      "--ssh-port", "0", "--scenario", str(scenario), "--state-dir", str(work / "sim"),
-                                      "--authorized-key", str(public_key), "--env-file", str(env_file)],
-                                     stdout=subprocess.PIPE, text=True)
-        self.nodes: dict[str, int] = {}
-        for line in self.proc.stdout:
-            found = re.search(r"ssh -p (\d+) \S+@(\S+)", line)
-            if found:
-                self.nodes[found.group(2)] = int(found.group(1))
-            if line.startswith("# simulator admin API"):
-                break
-        self.hosts = hosts
-        deadline = time.monotonic() + 30
-        while not env_file.exists():  # written once the simulator serves
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("the simulator did not start")
-            time.sleep(0.1)
-        self.environment = dict(l.removeprefix("export ").split("=", 1) for l in env_file.read_text().splitlines())
-        self.environment = {k: v.strip("'") for k, v in self.environment.items()}
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(30)
+def deployed_server_sim(n: int, work: Path, public_key: Path) -> SimProcess:
+    """N pre-provisioned compute nodes, deployed at once."""
+    hosts = [f"127.0.{1 + i // 250}.{1 + i % 250}" for i in range(n)]
+    sim = SimProcess({"deployment_time": 0.0, "compute_hosts": {},
+                      "roles": {"ComputeDeployedServer": {"count": n, "hosts": hosts}}}, work, public_key)
+    sim.hosts = hosts
+    return sim
 
 
 def settings_for(sim: SimProcess, work: Path, key_file: Path, **overrides) -> Settings:
@@ -142,12 +112,12 @@ def main() -> int:
             key.write_private_key_file(str(work / "id_ecdsa"))
             public = work / "id_ecdsa.pub"
             public.write_text(f"{key.get_name()} {key.get_base64()}\n")
-            sim = SimProcess(n, work, public)
+            sim = deployed_server_sim(n, work, public)
             try:
                 serial_s = serial(sim, settings_for(sim, work, work / "id_ecdsa"))
             finally:
                 sim.stop()
-            sim = SimProcess(n, work, public)
+            sim = deployed_server_sim(n, work, public)
             try:
                 ours_s = ours(settings_for(sim, work, work / "id_ecdsa", **overrides), n)
             finally:

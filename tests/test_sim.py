@@ -206,7 +206,8 @@ def test_sim_serve_prints_exports_that_openstacksdk_can_use(tmp_path):
         assert conn.orchestration.find_stack("overcloud") is not None
         assert sim("fault", "gremlins", "x").returncode == 2
         assert sim("fault", "clear", "any").returncode == 0
-        hosts = sum(len(role.hosts) for role in load_scenario().roles)
+        default = load_scenario()
+        hosts = sum(len(role.hosts) for role in default.roles) + len(default.compute_addresses)
         assert (tmp_path / "sim" / "client_key").exists() and len(list((tmp_path / "sim" / "hostkeys").glob("*.key"))) == hosts
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -47,13 +47,9 @@ def evacuate(
     wait: Wait = False,
     timeout: Timeout = DEFAULT_WAIT_TIMEOUT,
 ) -> None:
-    """Empty a compute host: disable nova-compute, live-migrate every server away (all projects)
-    in a window of --max-parallel, and verify the host is empty; optionally reboot it.
+    """Empty a compute host: disable nova-compute, live-migrate every server away (all projects) in a window of --max-parallel, and verify the host is empty; optionally reboot it.
 
-    Servers Nova is already migrating are followed, not migrated again. ERROR servers (and SHUTOFF
-    ones, unless --cold-migrate-stopped) are reported and make the run fail, as does a server whose
-    migration failed --max-attempts times; the host is then not rebooted and stays disabled.
-    Without --reboot the service stays disabled: the host is yours for maintenance.
+    Servers Nova is already migrating are followed, not migrated again. ERROR servers (and SHUTOFF ones, unless --cold-migrate-stopped) are reported and make the run fail, as does a server whose migration failed --max-attempts times; the host is then not rebooted and stays disabled. Without --reboot the service stays disabled: the host is yours for maintenance. A second evacuation of a host with one running is refused.
 
     Example: stackreflex host evacuate compute-3.localdomain --max-parallel 3 --reboot --wait
     """
@@ -82,8 +78,7 @@ def drain_reboot(
     wait: Wait = False,
     timeout: Timeout = DEFAULT_WAIT_TIMEOUT,
 ) -> None:
-    """Rolling maintenance: evacuate, reboot and re-enable each host in turn, never two at once,
-    stopping at the first host that cannot be emptied or does not come back.
+    """Rolling maintenance: evacuate, reboot and re-enable each host in turn, never two at once, stopping at the first host that cannot be emptied or does not come back.
 
     Example: stackreflex hosts drain-reboot compute-0 compute-1 compute-2 --max-parallel 2 --wait
     """

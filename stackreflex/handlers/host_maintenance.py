@@ -198,18 +198,19 @@ class HostLook:
                           f"{len(self.in_flight)} in flight")
 
     def pause(self) -> float:
-        """Until the next look: when the earliest migration should end, judging by those that did."""
-        typical = self.state.get("typical")
+        """Until the next look: just before the earliest migration should end, judging by the
+        fastest one seen (the fastest, because every observed time carries some lag of our looks)."""
+        fastest = self.state.get("fastest")
         starts = [datetime.fromisoformat(self.state["issued"][sid]) for sid in self.in_flight
                   if sid in self.state["issued"]]
         if not starts:
             return MAX_POLL if not self.ready else MIN_POLL
         elapsed = (utcnow() - min(starts)).total_seconds()
-        if typical is None:  # nothing finished yet: look back more slowly as time passes
+        if fastest is None:  # nothing finished yet: look back more slowly as time passes
             wait = 0.2 * elapsed
         else:
-            due = typical - elapsed
-            wait = due if due > MIN_POLL else 0.1 * typical
+            due = 0.95 * fastest - elapsed
+            wait = due if due > MIN_POLL else 0.05 * fastest
         return min(max(wait, MIN_POLL), MAX_POLL)
 
     # -- what happened to one server -----------------------------------------------------
@@ -231,8 +232,7 @@ class HostLook:
             duration = (finished - datetime.fromisoformat(started)).total_seconds()
             detail["duration_s"] = round(duration, 3)
             if last is not None and last.kind == "live-migration":
-                typical = self.state.get("typical")
-                self.state["typical"] = duration if typical is None else 0.7 * typical + 0.3 * duration
+                self.state["fastest"] = min(duration, self.state.get("fastest") or duration)
         if last is None:
             now = server_now(self.ctx.cloud, sid)
             detail["destination"] = now.host if now else None

@@ -1,0 +1,112 @@
+"""Benchmark: evacuating a compute host of 60 servers with --max-parallel 1, 3 and 6.
+
+    .venv/bin/python bench/evacuation.py [--servers 60] [--seconds 2] [--parallel 1 3 6]
+
+Each live migration takes T seconds in the simulated Nova (its own process; Nova's per-host
+limit lifted so the window is the orchestrator's), so the ideal total is ceil(servers / N) x T.
+Orchestration CPU is this process's CPU time during the evacuation (the handler, the
+runtime, the audit log; the simulator is elsewhere) less what the idle runtime burns in
+the same time, per migration.
+Goal (issue #5): within 10% of the ideal, under 50 ms of worker CPU per migration.
+With STACKREFLEX_BROKER_URL set the runtime uses that RabbitMQ; otherwise it is embedded.
+"""
+
+import argparse
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import paramiko
+
+from stackreflex.bus.envelope import Envelope
+from stackreflex.handlers.registry import load_handlers
+from stackreflex.logs import setup_logging
+from stackreflex.models.queries import RunFilter, list_runs
+from stackreflex.runtime import Runtime
+from stackreflex.settings import Settings
+
+from simprocess import SimProcess
+
+SOURCE = "compute-src.localdomain"
+#: Longest one evacuation of the benchmark may take before it is reported as stuck (seconds).
+RUN_TIMEOUT = 1800.0
+
+
+def evacuate(settings: Settings, servers: int, seconds: float, parallel: int, work: Path, public: Path):
+    """(wall seconds, CPU seconds of this process) for one evacuation on a fresh simulator."""
+    sim = SimProcess({"compute_hosts": {SOURCE: servers, "compute-dst1.localdomain": 0,
+                                        "compute-dst2.localdomain": 0},
+                      "live_migration_time": seconds, "max_concurrent_live_migrations": 0, "roles": {}},
+                     work, public)
+    try:
+        os.environ.update(sim.environment)
+        with Runtime(settings) as runtime:
+            envelope = Envelope.new("command.host.evacuate", subject=SOURCE,
+                                    data={"host": SOURCE, "max_parallel": parallel})
+            cpu, started = time.process_time(), time.perf_counter()
+            runtime.publisher.publish(envelope)
+            while True:
+                time.sleep(0.05)
+                runs = list_runs(runtime.audit, RunFilter(correlation_id=envelope.correlationid))
+                if runs and runs[0]["status"] in ("succeeded", "failed", "dead"):
+                    break
+                if time.perf_counter() - started > RUN_TIMEOUT:
+                    raise RuntimeError(f"evacuation not done after {RUN_TIMEOUT:.0f}s: {runs}")
+            wall, used = time.perf_counter() - started, time.process_time() - cpu
+            if runs[0]["status"] != "succeeded":
+                raise RuntimeError(f"evacuation {runs[0]['status']}: {runs[0]['error']}")
+            return wall, used
+    finally:
+        sim.stop()
+
+
+def idle_cpu(settings: Settings, seconds: float) -> float:
+    """CPU seconds the runtime (and this process's polling) uses doing nothing for ``seconds``."""
+    with Runtime(settings):
+        cpu = time.process_time()
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            time.sleep(0.05)
+        return time.process_time() - cpu
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--servers", type=int, default=60)
+    parser.add_argument("--seconds", type=float, default=2.0, help="T: one live migration's duration")
+    parser.add_argument("--parallel", type=int, nargs="+", default=[1, 3, 6])
+    args = parser.parse_args()
+    setup_logging("text", "WARNING")
+    load_handlers("stackreflex.handlers.host_maintenance")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        key = paramiko.ECDSAKey.generate()
+        public = work / "id_ecdsa.pub"
+        public.write_text(f"{key.get_name()} {key.get_base64()}\n")
+        broker = os.environ.get("STACKREFLEX_BROKER_URL")
+        for n in args.parallel:
+            settings = Settings(database_url=f"sqlite:///{work}/audit-{n}.db", log_level="WARNING",
+                                broker_url=broker, namespace=f"bench-evacuation-{os.getpid()}-{n}")
+            wall, cpu = evacuate(settings, args.servers, args.seconds, n, work, public)
+            idle = idle_cpu(settings, min(wall, 20.0)) * wall / min(wall, 20.0)
+            ideal = math.ceil(args.servers / n) * args.seconds
+            per_migration_ms = max(cpu - idle, 0.0) / args.servers * 1000
+            rows.append((n, f"{ideal:.1f}", f"{wall:.1f}", f"{(wall / ideal - 1) * 100:+.1f}%",
+                         f"{cpu / args.servers * 1000:.1f}", f"{per_migration_ms:.1f}"))
+    print(f"\n{args.servers} servers, T = {args.seconds:g} s per live migration, runtime "
+          f"{'on RabbitMQ' if broker else 'embedded'}; ideal = ceil({args.servers} / N) x T; "
+          "goal: within 10% of ideal, < 50 ms CPU per migration\n")
+    header = ("max-parallel N", "ideal s", "stackreflex s", "over ideal", "CPU ms/migration",
+              "net of idle ms/migration")
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    for row in [header] + rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
