@@ -24,13 +24,15 @@ import paramiko
 from stackreflex.bus.envelope import Envelope
 from stackreflex.handlers.registry import load_handlers
 from stackreflex.logs import setup_logging
-from stackreflex.models.queries import RunFilter, list_runs
+from stackreflex.models.tables import FINAL_STATUSES
 from stackreflex.runtime import Runtime
 from stackreflex.settings import Settings
 
 from simprocess import SimProcess
 
 SOURCE = "compute-src.localdomain"
+#: Seconds between the benchmark's looks at the run.
+LOOK_INTERVAL = 0.1
 #: Longest one evacuation of the benchmark may take before it is reported as stuck (seconds).
 RUN_TIMEOUT = 1800.0
 
@@ -48,28 +50,31 @@ def evacuate(settings: Settings, servers: int, seconds: float, parallel: int, wo
                                     data={"host": SOURCE, "max_parallel": parallel})
             cpu, started = time.process_time(), time.perf_counter()
             runtime.publisher.publish(envelope)
-            while True:
-                time.sleep(0.05)
-                runs = list_runs(runtime.audit, RunFilter(correlation_id=envelope.correlationid))
-                if runs and runs[0]["status"] in ("succeeded", "failed", "dead"):
-                    break
+            while (run := look(runtime, envelope)) is None or run.status not in FINAL_STATUSES:
                 if time.perf_counter() - started > RUN_TIMEOUT:
-                    raise RuntimeError(f"evacuation not done after {RUN_TIMEOUT:.0f}s: {runs}")
+                    raise RuntimeError(f"evacuation not done after {RUN_TIMEOUT:.0f}s: {run}")
             wall, used = time.perf_counter() - started, time.process_time() - cpu
-            if runs[0]["status"] != "succeeded":
-                raise RuntimeError(f"evacuation {runs[0]['status']}: {runs[0]['error']}")
+            if run.status != "succeeded":
+                raise RuntimeError(f"evacuation {run.status}: {run.error}")
             return wall, used
     finally:
         sim.stop()
 
 
+def look(runtime: Runtime, envelope: Envelope):
+    """The benchmark's own look at the run: one cheap query, done the same way when idle."""
+    time.sleep(LOOK_INTERVAL)
+    return runtime.audit.find_run(envelope.id, "evacuate_host")
+
+
 def idle_cpu(settings: Settings, seconds: float) -> float:
-    """CPU seconds the runtime (and this process's polling) uses doing nothing for ``seconds``."""
-    with Runtime(settings):
+    """CPU seconds the runtime (and this process's looks) use doing nothing for ``seconds``."""
+    with Runtime(settings) as runtime:
+        nothing = Envelope.new("bench.idle")
         cpu = time.process_time()
         deadline = time.perf_counter() + seconds
         while time.perf_counter() < deadline:
-            time.sleep(0.05)
+            look(runtime, nothing)
         return time.process_time() - cpu
 
 

@@ -75,11 +75,12 @@ class RunContext:
         log.info("step succeeded: %s target=%s in %.3fs", name, target, time.monotonic() - started,
                  extra={"run_id": self.run.id, "step": name, "target": target})
 
-    def record(self, name: str, *, target: str | None = None, started_at, status: str = "succeeded",
-               detail: dict | None = None, error: str | None = None) -> None:
-        """Record a step that began before this attempt (``started_at``, UTC) and is over now."""
+    def record(self, name: str, *, target: str | None = None, started_at, finished_at=None,
+               status: str = "succeeded", detail: dict | None = None, error: str | None = None) -> None:
+        """Record a step that began before this attempt (``started_at``, UTC) and is over
+        (at ``finished_at``, default now)."""
         self._audit.record_step(self.run.id, self.run.attempts, name, target, status=status,
-                                started_at=started_at, detail=detail, error=error)
+                                started_at=started_at, finished_at=finished_at, detail=detail, error=error)
         log.info("step %s: %s target=%s", status, name, target,
                  extra={"run_id": self.run.id, "step": name, "target": target})
 

@@ -28,7 +28,7 @@ DRAIN_DEADLINE, REBOOT_DEADLINE = 6 * 3600.0, 1800.0
 #: How long one attempt follows migrations in place before parking the run (seconds).
 INLINE_FOLLOW = 20.0
 #: Bounds of the pause between two looks at the host (seconds).
-MIN_POLL, MAX_POLL = 0.1, 5.0
+MIN_POLL, MAX_POLL = 0.05, 5.0
 #: A node still on its old boot this long after the reboot was sent did not reboot (seconds).
 REBOOT_GRACE = 600.0
 #: How long to wait in place for a node or service that usually answers at once (seconds).
@@ -113,6 +113,7 @@ def drain(ctx: RunContext, order: EvacuateOrder) -> None:
         look = HostLook(ctx, order)
         look.settle()
         look.start_migrations()
+        look.write_steps()
         look.report()
         if look.changed:
             ctx.checkpoint()  # what was recorded and started must not be recorded or started again
@@ -146,6 +147,8 @@ class HostLook:
         self.in_flight: list[str] = []
         self.ready: list[tuple[HostServer, str]] = []
         self.changed = False
+        #: steps to record once the next migrations are on their way (they wait for nothing)
+        self.steps: list[dict] = []
 
     @property
     def remaining(self) -> list[str]:
@@ -181,8 +184,8 @@ class HostLook:
             try:
                 start_migration(self.ctx.cloud, server, live=action == "live-migrate", target=self.order.target)
             except MigrationRefused as exc:
-                self.ctx.record(action, target=server.name, started_at=utcnow(), status="failed",
-                                detail={"server_id": server.id, "source": self.order.host}, error=str(exc))
+                self._step(action, target=server.name, started_at=utcnow(), status="failed",
+                           detail={"server_id": server.id, "source": self.order.host}, error=str(exc))
                 self._block(server.id, str(exc))
                 continue
             except exceptions.ConflictException:
@@ -191,11 +194,21 @@ class HostLook:
             self.in_flight.append(server.id)
             self.changed = True
 
+    def write_steps(self) -> None:
+        for step in self.steps:
+            self.ctx.record(**step)
+
+    def _step(self, name: str, **step) -> None:
+        self.steps.append({"name": name, **step})
+        self.changed = True
+
     def report(self) -> None:
-        done, blocked = len(self.state["done"]), len(self.state["blocked"])
-        self.ctx.progress(done + blocked, len(self.state["servers"]),
-                          f"{done}/{len(self.state['servers'])} migrated, {blocked} failed, "
-                          f"{len(self.in_flight)} in flight")
+        """Progress for --wait, when it changed: '7/12 migrated, 1 failed, 3 in flight'."""
+        done, blocked, total = len(self.state["done"]), len(self.state["blocked"]), len(self.state["servers"])
+        note = f"{done}/{total} migrated, {blocked} failed, {len(self.in_flight)} in flight"
+        if note != self.state.get("reported"):
+            self.ctx.progress(done + blocked, total, note)
+            self.state["reported"] = note
 
     def pause(self) -> float:
         """Until the next look: just before the earliest migration should end, judging by the
@@ -207,9 +220,9 @@ class HostLook:
             return MAX_POLL if not self.ready else MIN_POLL
         elapsed = (utcnow() - min(starts)).total_seconds()
         if fastest is None:  # nothing finished yet: look back more slowly as time passes
-            wait = 0.2 * elapsed
+            wait = 0.1 * elapsed
         else:
-            due = 0.95 * fastest - elapsed
+            due = 0.9 * fastest - elapsed
             wait = due if due > MIN_POLL else 0.05 * fastest
         return min(max(wait, MIN_POLL), MAX_POLL)
 
@@ -238,24 +251,22 @@ class HostLook:
             detail["destination"] = now.host if now else None
             detail["note"] = "moved by someone else" if now else "deleted while the host was drained"
         kind = "cold-migrate" if last is not None and last.kind == "migration" else "live-migrate"
-        self.ctx.record(kind, target=name, started_at=datetime.fromisoformat(started) if started else finished,
-                        detail=detail)
+        self._step(kind, target=name, started_at=datetime.fromisoformat(started) if started else finished,
+                   finished_at=finished, detail=detail)
         self.state["done"][sid] = detail["destination"]
-        self.changed = True
 
     def _record_failures(self, sid: str, records: list[MigrationRecord]) -> None:
         seen = self.state["failures_seen"]
         for record in records:
             if record.status in MIGRATION_FAILED and record.id not in seen:
                 seen.append(record.id)
-                self.changed = True
                 self.state["issued"].pop(sid, None)
-                self.ctx.record("live-migrate" if record.kind == "live-migration" else "cold-migrate",
-                                target=self.state["servers"][sid], started_at=record.created_at, status="failed",
-                                detail={"server_id": sid, "source": record.source, "destination": record.dest,
-                                        "migration_id": record.id},
-                                error=f"migration {record.id} ended {record.status}; the server stayed on "
-                                      f"{self.order.host}")
+                self._step("live-migrate" if record.kind == "live-migration" else "cold-migrate",
+                           target=self.state["servers"][sid], started_at=record.created_at, status="failed",
+                           detail={"server_id": sid, "source": record.source, "destination": record.dest,
+                                   "migration_id": record.id},
+                           error=f"migration {record.id} ended {record.status}; the server stayed on "
+                                 f"{self.order.host}")
 
     def _block(self, sid: str, why: str) -> None:
         self.state["blocked"][sid] = [f"{self.state['servers'][sid]} ({sid})", why]

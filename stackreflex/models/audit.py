@@ -298,13 +298,15 @@ class AuditLog:
                                      "b_detail": _json(detail or {}), "b_error": _text(error)})
 
     def record_step(self, run_id: str, attempt: int, name: str, target: str | None, *, status: str,
-                    started_at: datetime, detail: dict | None = None, error: str | None = None) -> int:
+                    started_at: datetime, finished_at: datetime | None = None, detail: dict | None = None,
+                    error: str | None = None) -> int:
         """A step already over, whose start an earlier attempt saw (e.g. a migration followed
         through continuations): one write, with its real start and duration."""
         with self.writing() as c:
             return c.execute(insert(STEP).values(
                 run_id=run_id, attempt=attempt, name=name, target=target, status=status, started_at=started_at,
-                finished_at=utcnow(), detail=_json(detail or {}), error=_text(error))).inserted_primary_key[0]
+                finished_at=finished_at or utcnow(), detail=_json(detail or {}), error=_text(error))
+            ).inserted_primary_key[0]
 
     def active_runs(self, handler: str, subject: str) -> list[RunRow]:
         """Runs of ``handler`` about ``subject`` not yet finished, oldest first."""
