@@ -47,10 +47,16 @@ def prepare(settings: Settings, type: str, subject: str | None, data: object, ac
     return envelope
 
 
+def bar(done: int, total: int, width: int = 20) -> str:
+    filled = round(width * min(done, total) / total)
+    return "█" * filled + "░" * (width - filled)
+
+
 def progress_table(progress: Progress):
     rows = []
     for state in progress.runs.values():
-        amount = f"{state.done}/{state.total}" if state.total else (str(state.done) if state.done is not None else "")
+        amount = (f"{bar(state.done or 0, state.total)} {state.done}/{state.total}" if state.total
+                  else (str(state.done) if state.done is not None else ""))
         rows.append((state.handler, styled(state.status), amount, state.error or state.note or ""))
     title = "runs" + (" (duplicate envelope: earlier runs)" if progress.duplicate else "")
     return table(title, ["handler", "status", "progress", "note"], rows)

@@ -232,8 +232,8 @@ class HostLook:
         """The server is no longer listed on the host: moved (confirm a cold move first) or gone."""
         name, last = self.state["servers"][sid], (records[-1] if records else None)
         if last is not None and last.kind == "migration":
-            now = server_now(self.ctx.cloud, sid)
-            if now is not None and now.status == "VERIFY_RESIZE":
+            before = server_now(self.ctx.cloud, sid)
+            if before is not None and before.status == "VERIFY_RESIZE":
                 with self.ctx.step("confirm resize", target=name) as detail:
                     detail.update(server_id=sid, migration_id=last.id)
                     self.ctx.cloud.compute.confirm_server_resize(sid)
@@ -246,11 +246,20 @@ class HostLook:
             detail["duration_s"] = round(duration, 3)
             if last is not None and last.kind == "live-migration":
                 self.state["fastest"] = min(duration, self.state.get("fastest") or duration)
-        if last is None:
-            now = server_now(self.ctx.cloud, sid)
-            detail["destination"] = now.host if now else None
-            detail["note"] = "moved by someone else" if now else "deleted while the host was drained"
+        now = server_now(self.ctx.cloud, sid)  # verify where and how it ended up
         kind = "cold-migrate" if last is not None and last.kind == "migration" else "live-migrate"
+        if now is None:
+            detail["note"] = "deleted while the host was drained"
+        else:
+            detail.update(destination=now.host, status=now.status)
+            if last is None:
+                detail["note"] = "moved by someone else"
+            elif now.status not in ("ACTIVE", "PAUSED", "SHUTOFF") or now.host == self.order.host:
+                self._step(kind, target=name, started_at=datetime.fromisoformat(started) if started else finished,
+                           finished_at=finished, status="failed", detail=detail,
+                           error=f"ended {now.status} on {now.host}")
+                self._block(sid, f"migration {last.id} ended with the server {now.status} on {now.host}")
+                return
         self._step(kind, target=name, started_at=datetime.fromisoformat(started) if started else finished,
                    finished_at=finished, detail=detail)
         self.state["done"][sid] = detail["destination"]
