@@ -32,7 +32,7 @@ from stackreflex.tasks.cloud import connect_cloud
 from stackreflex.tasks.heat import deployed_servers, metadata_url
 from stackreflex.tasks.ssh import open_ssh, trust_host
 
-from simprocess import SimProcess
+from simprocess import SimProcess, print_table
 
 
 def deployed_server_sim(n: int, work: Path, public_key: Path) -> SimProcess:
@@ -128,9 +128,7 @@ def main() -> int:
     print(f"\nconcurrency: {defaults.agent_concurrency}-node window on {defaults.worker_threads} worker threads "
           f"(effective {concurrency}); ideal = one node's serial time x ceil(N / {concurrency})\n")
     header = ("nodes", "serial s", "stackreflex s", "ideal s", "speed-up vs serial", "vs ideal")
-    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
-    for row in [header] + rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
+    print_table(header, rows)
     return 0
 
 

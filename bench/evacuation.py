@@ -28,7 +28,7 @@ from stackreflex.models.tables import FINAL_STATUSES
 from stackreflex.runtime import Runtime
 from stackreflex.settings import Settings
 
-from simprocess import SimProcess
+from simprocess import SimProcess, print_table
 
 SOURCE = "compute-src.localdomain"
 #: Seconds between the benchmark's looks at the run.
@@ -107,9 +107,7 @@ def main() -> int:
           "goal: within 10% of ideal, < 50 ms CPU per migration\n")
     header = ("max-parallel N", "ideal s", "stackreflex s", "over ideal", "CPU ms/migration",
               "net of idle ms/migration")
-    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
-    for row in [header] + rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
+    print_table(header, rows)
     return 0
 
 

@@ -45,3 +45,10 @@ class SimProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(30)
+
+
+def print_table(header: tuple, rows: list[tuple]) -> None:
+    """A plain aligned table on stdout: the benchmarks' output."""
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    for row in [header] + rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
