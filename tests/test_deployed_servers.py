@@ -84,6 +84,17 @@ def test_a_deployment_and_a_scale_up_complete_with_no_human_step(deployment, wor
         assert sig not in tables and sig not in shown and sig not in logs
 
 
+def test_one_worker_process_with_watch_does_the_whole_deployment(deployment, workers):
+    oc, settings = deployment
+    worker = workers(settings, "--watch", "overcloud", "--watch-interval", "0.3", env=oc.environment())
+    wait_for(lambda: oc.heat.root.status == "CREATE_COMPLETE", timeout=60, message="deployment complete")
+    audit = AuditLog.open(settings.database())
+    wait_for(lambda: len(r := configure_runs(audit)) == 5 and all(x["status"] == "succeeded" for x in r),
+             timeout=30, message="five runs succeeded")
+    assert audit.cursor("overcloud") is not None, "the watcher in the worker keeps its cursor"
+    assert worker.terminate() == 0
+
+
 def test_restarting_the_watcher_mid_deployment_neither_loses_nor_repeats_a_reaction(deployment, workers):
     oc, settings = deployment
     os_env = oc.environment()

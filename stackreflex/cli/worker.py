@@ -8,8 +8,11 @@ from typing import Annotated
 
 import typer
 
+from ..bus.heat_watcher import DEFAULT_INTERVAL, HeatWatcher
+from ..bus.publisher import Publisher
 from ..errors import ConfigError
 from ..runtime import Runtime
+from ..tasks.cloud import connect_cloud
 from .common import invocation, load_all_handlers
 
 
@@ -19,11 +22,14 @@ def worker(
         "serves, besides the built-in ones. Repeat for several."))] = [],
     processes: Annotated[int, typer.Option(min=1, max=64, help="Worker processes to run.")] = 1,
     threads: Annotated[int | None, typer.Option(min=1, max=256, help="Handler threads per process.")] = None,
+    watch: Annotated[list[str], typer.Option("--watch", help=(
+        "Also watch this Heat stack's events, as `stackreflex watch` does (in the first process only). "
+        "Repeat for several."))] = [],
+    watch_interval: Annotated[float, typer.Option(min=0.1, help="Seconds between polls of a quiet stack.")] = DEFAULT_INTERVAL,
 ) -> None:
     """Serve handlers: route envelopes from RabbitMQ into dramatiq and run them.
 
-    Needs a broker (STACKREFLEX_BROKER_URL). Stops cleanly on SIGTERM or Ctrl-C: it
-    stops taking envelopes and lets running handlers finish.
+    Needs a broker (STACKREFLEX_BROKER_URL). Stops cleanly on SIGTERM or Ctrl-C: it stops taking envelopes and lets running handlers finish. With --watch it also publishes the stacks' Heat events, so one process does the whole deployed-server flow.
     """
     settings = invocation.settings
     if settings.embedded:
@@ -33,21 +39,41 @@ def worker(
     if threads:
         settings = settings.model_copy(update={"worker_threads": threads})
     if processes > 1:
-        _supervise(processes, handlers, threads)
+        _supervise(processes, handlers, threads, watch, watch_interval)
         return
     load_all_handlers(handlers)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     runtime = Runtime(settings).start()
+    watcher = _start_watcher(settings, runtime, watch, watch_interval, stop) if watch else None
     try:
         stop.wait()
     finally:
+        if watcher is not None:
+            watcher.join(timeout=30)
         runtime.stop()
 
 
-def _supervise(processes: int, handlers: list[str], threads: int | None) -> None:
-    """Run N single-process workers and pass SIGTERM/SIGINT on to them."""
+def _start_watcher(settings, runtime: Runtime, stacks: list[str], interval: float,
+                   stop: threading.Event) -> threading.Thread:
+    """The Heat watcher in a thread of this worker, with its own publisher (connections are per thread)."""
+
+    def watch_stacks() -> None:
+        publisher = Publisher(settings)
+        try:
+            HeatWatcher(stacks, runtime.audit, publisher, lambda: connect_cloud(settings), interval).run(stop)
+        finally:
+            publisher.close()
+
+    thread = threading.Thread(target=watch_stacks, name="heat-watcher", daemon=True)
+    thread.start()
+    return thread
+
+
+def _supervise(processes: int, handlers: list[str], threads: int | None, watch: list[str],
+               watch_interval: float) -> None:
+    """Run N single-process workers (the first also watching) and pass SIGTERM/SIGINT on to them."""
     argv = [sys.executable, "-m", "stackreflex"]
     if invocation.config:
         argv += ["--config", str(invocation.config)]
@@ -56,7 +82,8 @@ def _supervise(processes: int, handlers: list[str], threads: int | None) -> None
     argv += ["worker", "--processes", "1"] + [a for h in handlers for a in ("--handlers", h)]
     if threads:
         argv += ["--threads", str(threads)]
-    children = [subprocess.Popen(argv) for _ in range(processes)]
+    watching = [a for stack in watch for a in ("--watch", stack)] + ["--watch-interval", str(watch_interval)]
+    children = [subprocess.Popen(argv + (watching if n == 0 and watch else [])) for n in range(processes)]
 
     def forward(signum, _frame):
         for child in children:
