@@ -328,7 +328,10 @@ class _Server(paramiko.ServerInterface):
                     break
                 stdin += chunk
         status, out, err = self.node.run(command, stdin)
-        channel.sendall(out)
-        channel.sendall_stderr(err)
-        channel.send_exit_status(status)
-        channel.close()
+        try:
+            channel.sendall(out)
+            channel.sendall_stderr(err)
+            channel.send_exit_status(status)
+            channel.close()
+        except (EOFError, OSError, paramiko.SSHException):
+            pass  # the connection went first (a reboot drops it), as on a real node
