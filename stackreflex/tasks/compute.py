@@ -14,8 +14,6 @@ from ..errors import StackreflexError
 LIVE_MIGRATABLE = ("ACTIVE", "PAUSED")
 #: Migration statuses that mean it is over and did not move the server.
 MIGRATION_FAILED = ("error", "failed", "cancelled", "aborted")
-#: Migration statuses that mean it moved the server.
-MIGRATION_DONE = ("completed", "finished", "confirmed")
 
 
 class MigrationRefused(StackreflexError):
@@ -52,10 +50,6 @@ class MigrationRecord:
     source: str
     dest: str | None
     created_at: datetime
-
-    @property
-    def over(self) -> bool:
-        return self.status in MIGRATION_FAILED or self.status in MIGRATION_DONE
 
 
 def action_for(server: HostServer, *, cold_migrate_stopped: bool) -> tuple[str, str]:
