@@ -11,7 +11,7 @@ from sqlalchemy.exc import OperationalError as DatabaseError
 from .. import __version__
 from ..errors import StackreflexError
 from ..redaction import redact_text
-from . import agents, audit, dlq, hosts, nodes, sim
+from . import agents, audit, dlq, edge, hosts, nodes, sim, storage
 from .common import errors, invocation
 from .demo import demo
 from .doctor import doctor
@@ -38,6 +38,10 @@ app.add_typer(nodes.app, name="nodes")
 app.add_typer(agents.app, name="agents")
 app.add_typer(hosts.host_app, name="host")
 app.add_typer(hosts.hosts_app, name="hosts")
+app.add_typer(storage.volume_app, name="volume")
+app.add_typer(storage.server_app, name="server")
+app.add_typer(storage.image_app, name="image")
+app.add_typer(edge.app, name="edge")
 
 
 def _version(value: bool) -> None:

@@ -17,7 +17,10 @@ from ..settings import Settings, load_settings
 
 #: Handler modules every worker serves, whatever --handlers adds.
 BUILTIN_HANDLER_MODULES: list[str] = ["stackreflex.handlers.deployed_servers",
-                                       "stackreflex.handlers.host_maintenance"]
+                                       "stackreflex.handlers.host_maintenance",
+                                       "stackreflex.handlers.snapshots",
+                                       "stackreflex.handlers.image_copies",
+                                       "stackreflex.handlers.edge_check"]
 
 console = Console()
 errors = Console(stderr=True)

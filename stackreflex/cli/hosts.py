@@ -6,11 +6,11 @@ import typer
 
 from ..errors import StackreflexError
 from ..handlers.host_maintenance import DEFAULT_REASON, DrainRebootOrder, EvacuateOrder
-from ..models.queries import RunFilter, list_runs, run_with_steps
 from ..tasks.cloud import connect_cloud
 from ..tasks.compute import action_for, compute_service, servers_on
-from .common import console, invocation, load_all_handlers, styled, table
-from .publish import DEFAULT_WAIT_TIMEOUT, prepare, send
+from .common import console, invocation, styled, table
+from .options import DryRun, Timeout, Wait
+from .publish import DEFAULT_WAIT_TIMEOUT, command_steps, send_command
 
 host_app = typer.Typer(help="Maintenance of one compute host.", no_args_is_help=True)
 hosts_app = typer.Typer(help="Rolling maintenance of several compute hosts.", no_args_is_help=True)
@@ -26,9 +26,6 @@ KeepDisabled = Annotated[bool, typer.Option("--keep-disabled", help="Leave nova-
 ColdMigrate = Annotated[bool, typer.Option("--cold-migrate-stopped", help=(
     "Move SHUTOFF servers by cold migration (and confirm it); without it they block the host."))]
 MaxAttempts = Annotated[int, typer.Option(min=1, max=10, help="Migration attempts per server before it is reported.")]
-DryRun = Annotated[bool, typer.Option("--dry-run", help="Show the plan (servers, state, action); change nothing.")]
-Wait = Annotated[bool, typer.Option("--wait", "-w", help="Follow live progress; exit 1 unless it succeeded.")]
-Timeout = Annotated[float, typer.Option(help="Seconds --wait follows before giving up (the run goes on).")]
 
 
 @host_app.command()
@@ -60,9 +57,8 @@ def evacuate(
         _show_plan(order)
         return
     _refuse_if_running(host)
-    envelope = _send("command.host.evacuate", host, order.model_dump(), wait, timeout)
-    if envelope is not None:
-        _show_migrations(envelope.correlationid)
+    send_command("command.host.evacuate", host, order.model_dump(), wait=wait, timeout=timeout,
+                 report=_show_migrations)
 
 
 @hosts_app.command("drain-reboot")
@@ -93,25 +89,8 @@ def drain_reboot(
         return
     for host in hosts:
         _refuse_if_running(host)
-    envelope = _send("command.hosts.drain_reboot", ",".join(hosts), order.model_dump(), wait, timeout)
-    if envelope is not None:
-        _show_migrations(envelope.correlationid)
-
-
-def _send(type: str, subject: str, data: dict, wait: bool, timeout: float):
-    """Publish the command (signed when a key is set); with --wait, the envelope once its runs ended."""
-    settings = invocation.settings
-    if settings.embedded:
-        load_all_handlers()
-    envelope = prepare(settings, type, subject, data, None)
-    progress = send(settings, envelope, wait=wait, timeout=timeout)
-    console.print(f"published {type} id={envelope.id}")
-    if progress is None:
-        return None
-    if not progress.succeeded:
-        _show_migrations(envelope.correlationid)
-        raise typer.Exit(1)
-    return envelope
+    send_command("command.hosts.drain_reboot", ",".join(hosts), order.model_dump(), wait=wait, timeout=timeout,
+                 report=_show_migrations)
 
 
 def _refuse_if_running(host: str) -> None:
@@ -144,13 +123,10 @@ def _show_plan(order: EvacuateOrder) -> None:
 
 def _show_migrations(correlation_id: str) -> None:
     """Which server moved where, in how long: from the audit log of this command's runs."""
-    audit = invocation.audit()
     rows = []
-    for run in list_runs(audit, RunFilter(correlation_id=correlation_id, handler=EVACUATE_HANDLER, limit=1000)):
-        for step in run_with_steps(audit, run["id"])["steps"]:
-            if step["name"] in ("live-migrate", "cold-migrate"):
-                d = step["detail"]
-                rows.append((step["target"], styled(step["status"]), d.get("source"), d.get("destination") or "",
-                             d.get("duration_s", ""), d.get("migration_id") or "", step["error"] or d.get("note", "")))
+    for step in command_steps(correlation_id, EVACUATE_HANDLER, ("live-migrate", "cold-migrate")):
+        d = step["detail"]
+        rows.append((step["target"], styled(step["status"]), d.get("source"), d.get("destination") or "",
+                     d.get("duration_s", ""), d.get("migration_id") or "", step["error"] or d.get("note", "")))
     if rows:
         console.print(table("migrations", ["server", "result", "from", "to", "seconds", "migration", "note"], rows))

@@ -3,7 +3,7 @@
 import getpass
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Callable
 
 import typer
 from rich.live import Live
@@ -14,6 +14,7 @@ from ..bus.publisher import Publisher
 from ..bus.signing import needs_signature, sign
 from ..errors import StackreflexError
 from ..handlers.registry import registry
+from ..models.queries import RunFilter, list_runs, run_with_steps
 from ..runtime import Runtime
 from ..settings import Settings
 from .common import console, invocation, load_all_handlers, styled, table
@@ -68,6 +69,31 @@ def send(settings: Settings, envelope: Envelope, *, wait: bool, timeout: float) 
         with Runtime(settings):
             return _publish_and_follow(settings, envelope, wait=True, timeout=timeout)
     return _publish_and_follow(settings, envelope, wait=wait, timeout=timeout)
+
+
+def send_command(type: str, subject: str, data: dict, *, wait: bool, timeout: float,
+                 report: Callable[[str], None] | None = None) -> Envelope:
+    """Publish a CLI command (signed when a key is set). With --wait (always when embedded),
+    follow it, call ``report`` with its correlation id, and exit 1 unless every run succeeded."""
+    settings = invocation.settings
+    if settings.embedded:
+        load_all_handlers()
+    envelope = prepare(settings, type, subject, data, None)
+    progress = send(settings, envelope, wait=wait, timeout=timeout)
+    console.print(f"published {type} id={envelope.id}")
+    if progress is not None:
+        if report is not None:
+            report(envelope.correlationid)
+        if not progress.succeeded:
+            raise typer.Exit(1)
+    return envelope
+
+
+def command_steps(correlation_id: str, handler: str, names: tuple[str, ...] | None = None) -> list[dict]:
+    """The steps (those called ``names``, or all) of ``handler``'s runs for one command, from the audit log."""
+    audit = invocation.audit()
+    return [step for run in list_runs(audit, RunFilter(correlation_id=correlation_id, handler=handler, limit=1000))
+            for step in run_with_steps(audit, run["id"])["steps"] if names is None or step["name"] in names]
 
 
 def _publish_and_follow(settings: Settings, envelope: Envelope, *, wait: bool, timeout: float) -> Progress | None:

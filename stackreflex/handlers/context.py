@@ -132,6 +132,19 @@ class RunContext:
                                f"{give_up_at:%Y-%m-%dT%H:%M:%SZ}")
         raise Suspend(after, waiting_for, give_up_at)
 
+    def wait(self, check: Callable[[], Any], *, waiting_for: str, deadline: float = 3600.0,
+             inline: float = 5.0, every: float = 0.25, recheck_after: float = 2.0) -> Any:
+        """Call ``check`` every ``every`` seconds for up to ``inline`` seconds; if it is still not
+        true, :meth:`recheck` later (holding no message). Returns ``check``'s true answer."""
+        give_up_inline = time.monotonic() + inline
+        while True:
+            answer = check()
+            if answer:
+                return answer
+            if time.monotonic() + every > give_up_inline:
+                self.recheck(recheck_after, waiting_for=waiting_for, deadline=deadline)
+            time.sleep(every)
+
     def fail(self, reason: str) -> NoReturn:
         """End the run ``failed`` with ``reason``; no retry."""
         raise HandlerFailed(reason)

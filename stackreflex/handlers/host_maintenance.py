@@ -10,7 +10,7 @@ import time
 from datetime import datetime, timedelta
 
 from openstack import exceptions
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..bus.envelope import Envelope
 from ..clock import utcnow
@@ -21,6 +21,7 @@ from ..tasks.inventory import node_of_host
 from ..tasks.reboot import boot_id, boot_id_now, reboot
 from ..tasks.waiting import wait_until
 from .context import RunContext
+from .orders import read_order
 from .registry import handler
 
 #: Give-up times (seconds): the whole drain, the node's return from its reboot.
@@ -50,15 +51,6 @@ class EvacuateOrder(BaseModel):
     cold_migrate_stopped: bool = False
     #: Migration attempts per server before it is reported as blocking the host.
     max_attempts: int = Field(default=2, ge=1, le=10)
-
-
-def read_order(model: type[BaseModel], event: Envelope, ctx: RunContext):
-    """The command's data, validated; a malformed command fails with the field and the problem."""
-    try:
-        return model.model_validate(event.data or {})
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'data'}: {e['msg']}" for e in exc.errors())
-        ctx.fail(f"invalid {event.type}: {problems}")
 
 
 @handler("command.host.evacuate", max_retries=5, min_backoff=2, max_backoff=60, time_limit=INLINE_FOLLOW + 100)

@@ -41,6 +41,8 @@ class Volume:
     zone: str = "nova"
     status: str = "available"
     created: datetime = field(default_factory=utcnow)
+    image_id: str | None = None
+    snapshot_id: str | None = None
 
 
 @dataclass(eq=False)
@@ -54,17 +56,20 @@ class Snapshot:
 
 
 class Cinder:
-    def __init__(self, scenario: Scenario, base_url: str, clock: SimClock, faults: Faults, nova):
+    def __init__(self, scenario: Scenario, base_url: str, clock: SimClock, faults: Faults, nova, glance):
         self.scenario, self.base_url, self.clock, self.faults = scenario, base_url, clock, faults
+        self.glance = glance
         self.project_id = project_id(scenario.project)
         self.lock = threading.RLock()
         self.volumes: dict[str, Volume] = {}
         self.snapshots: dict[str, Snapshot] = {}
         if scenario.volume_every:
             for n, server in enumerate(nova.servers.values()):
-                if n % scenario.volume_every == 0:
-                    volume = Volume(str(uuid.uuid5(uuid.NAMESPACE_DNS, f"vol-{server.id}")), f"{server.name}-data",
-                                    server.project_id, 10, server.id, server.host, status="in-use")
+                for k in range(scenario.volumes_per_server if n % scenario.volume_every == 0 else 0):
+                    suffix = f"-{k}" if k else ""
+                    volume = Volume(str(uuid.uuid5(uuid.NAMESPACE_DNS, f"vol-{server.id}{suffix}")),
+                                    f"{server.name}-data{suffix}", server.project_id, 10, server.id, server.host,
+                                    status="in-use")
                     self.volumes[volume.id] = volume
                     server.volumes.append(volume.id)
 
@@ -79,6 +84,8 @@ class Cinder:
         router.add("GET", base + "/volumes/detail", self.list_volumes, cinder_error)
         router.add("GET", base + "/volumes", self.list_volumes, cinder_error)
         router.add("GET", base + "/volumes/{volume}", self.show_volume, cinder_error)
+        router.add("POST", base + "/volumes", self.create_volume, cinder_error)
+        router.add("POST", base + "/volumes/{volume}/action", self.volume_action, cinder_error)
         router.add("POST", base + "/snapshots", self.create_snapshot, cinder_error)
         router.add("GET", base + "/snapshots/detail", self.list_snapshots, cinder_error)
         router.add("GET", base + "/snapshots", self.list_snapshots, cinder_error)
@@ -101,7 +108,8 @@ class Cinder:
         return {"id": volume.id, "name": volume.name, "status": volume.status, "size": volume.size,
                 "availability_zone": volume.zone, "attachments": attachments, "bootable": "false",
                 "multiattach": False, "volume_type": "__DEFAULT__", "encrypted": False, "metadata": {},
-                "description": None, "snapshot_id": None, "source_volid": None, "user_id": "sim-user",
+                "description": None, "snapshot_id": volume.snapshot_id, "source_volid": None, "user_id": "sim-user",
+                **({"volume_image_metadata": {"image_id": volume.image_id}} if volume.image_id else {}),
                 "os-vol-tenant-attr:tenant_id": volume.project_id, "created_at": cinder_time(volume.created),
                 "updated_at": cinder_time(volume.created),
                 "links": [{"rel": "self", "href": f"{self.endpoint}/volumes/{volume.id}"}]}
@@ -122,6 +130,72 @@ class Cinder:
         with self.lock:
             return Response(200, {"volume": self._volume_body(self._volume(request.match["volume"]))},
                             self._headers(request))
+
+    def create_volume(self, request: Request) -> Response:
+        """A new volume, empty, from an image or from a snapshot, in an availability zone.
+
+        A volume made from an image at an edge site clones the image from the site's own
+        Glance store: when the image is not there, the volume ends in ``error``.
+        """
+        body = request.json().get("volume") or {}
+        zone = body.get("availability_zone") or "nova"
+        with self.lock:
+            if zone not in self.scenario.volume_zones:
+                raise HttpError(400, "Bad Request", f"Availability zone '{zone}' is invalid.")
+            snapshot = None
+            if body.get("snapshot_id"):
+                snapshot = self.snapshots.get(body["snapshot_id"])
+                if snapshot is None:
+                    raise HttpError(404, "Not Found", f"Snapshot {body['snapshot_id']} could not be found.")
+                if snapshot.status != "available":
+                    raise HttpError(400, "Bad Request", "Invalid snapshot: Originating snapshot status must be "
+                                                        f"one of 'available' values, not {snapshot.status}.")
+            image_id = body.get("imageRef")
+            image = self.glance.images.get(image_id) if image_id else None
+            if image_id and (image is None or image.status != "active"):
+                raise HttpError(400, "Bad Request", "Invalid image identifier or unable to access requested image.")
+            size = body.get("size") or (snapshot.volume.size if snapshot else None)
+            if not isinstance(size, int) or size < 1:
+                raise HttpError(400, "Bad Request", f"Invalid input received: Volume size '{size}' must be an "
+                                                    "integer and greater than 0.")
+            volume = Volume(str(uuid.uuid4()), body.get("name") or "", self.project_id, size, zone=zone,
+                            status="creating", image_id=image_id, snapshot_id=snapshot.id if snapshot else None)
+            self.volumes[volume.id] = volume
+        self.clock.later(self.scenario.volume_create_time, self._created, volume)
+        return Response(202, {"volume": self._volume_body(volume)}, self._headers(request))
+
+    def _created(self, volume: Volume) -> None:
+        with self.lock:
+            store = self.glance.site_store(volume.zone)
+            image = self.glance.images.get(volume.image_id) if volume.image_id else None
+            missing = image is not None and store is not None and store not in image.stores
+            volume.status = "error" if missing else "available"
+
+    def volume_action(self, request: Request) -> Response:
+        body = request.json()
+        if len(body) != 1 or "os-volume_upload_image" not in body:
+            raise HttpError(400, "Bad Request", f"There is no such action: {', '.join(body) or 'none'}")
+        args = body["os-volume_upload_image"] or {}
+        force = str(args.get("force", False)).lower() in ("true", "1", "yes")
+        with self.lock:
+            volume = self._volume(request.match["volume"])
+            if not args.get("image_name"):
+                raise HttpError(400, "Bad Request", "Invalid input received: image_name is required.")
+            if volume.status not in ("available", "in-use") or (volume.status == "in-use" and not force):
+                raise HttpError(400, "Bad Request", f"Invalid volume: Volume {volume.id} status must be "
+                                                    f"available, but current status is: {volume.status}.")
+            image = self.glance.uploaded_from_volume(volume, args["image_name"], self.glance.site_store(volume.zone))
+            previous, volume.status = volume.status, "uploading"
+        self.clock.later(self.scenario.image_upload_time, self._uploaded, volume, previous)
+        return Response(202, {"os-volume_upload_image": {
+            "id": volume.id, "status": "uploading", "size": volume.size, "image_id": image.id,
+            "image_name": image.name, "disk_format": args.get("disk_format") or "raw",
+            "container_format": args.get("container_format") or "bare", "volume_type": None,
+            "display_description": None, "updated_at": cinder_time(utcnow())}}, self._headers(request))
+
+    def _uploaded(self, volume: Volume, previous: str) -> None:
+        with self.lock:
+            volume.status = previous
 
     def _snapshot_body(self, snapshot: Snapshot) -> dict:
         return {"id": snapshot.id, "name": snapshot.name, "status": snapshot.status,

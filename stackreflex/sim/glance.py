@@ -115,9 +115,23 @@ class Glance:
         self.clock.later(self.scenario.snapshot_time, self._activate, image)
         return image
 
-    def _activate(self, image: Image) -> None:
+    def uploaded_from_volume(self, volume, name: str, store: str | None) -> Image:
+        """os-volume_upload_image: the image exists at once (queued), then becomes active in the
+        store of the volume's site (Cinder at an edge site writes to its local Glance store)."""
         with self.lock:
-            image.status, image.stores, image.updated = "active", {self.default_store}, utcnow()
+            image = Image(str(uuid.uuid4()), name, volume.project_id, status="queued",
+                          size=volume.size * 1024 ** 3, properties={"image_type": "volume"})
+            self.images[image.id] = image
+        self.clock.later(self.scenario.image_upload_time, self._activate, image, store)
+        return image
+
+    def _activate(self, image: Image, store: str | None = None) -> None:
+        with self.lock:
+            image.status, image.stores, image.updated = "active", {store or self.default_store}, utcnow()
+
+    def site_store(self, zone: str) -> str | None:
+        """The Glance store of an availability zone's site: the store of the same name, if any."""
+        return zone if zone in self.scenario.stores else None
 
     def import_image(self, request: Request) -> Response:
         body = request.json()

@@ -54,7 +54,7 @@ class Overcloud:
         heat = Heat(scenario, base_url, keystone.project_id, metadata, clock, seed)
         glance = Glance(scenario, base_url, clock, faults)
         nova = Nova(scenario, base_url, clock, faults, glance)
-        cinder = Cinder(scenario, base_url, clock, faults, nova)
+        cinder = Cinder(scenario, base_url, clock, faults, nova, glance)
         keystone.services.update({"orchestration": ("heat", heat.endpoint), "compute": ("nova", nova.endpoint),
                                   "volumev3": ("cinderv3", cinder.endpoint), "image": ("glance", glance.endpoint)})
         for service in (keystone, heat, metadata, nova, cinder, glance):

@@ -56,8 +56,11 @@ class Scenario:
     compute_addresses: dict[str, str] = field(default_factory=dict)
     #: Nova's ``max_concurrent_live_migrations`` per source host (Nova's default is 1; 0: no limit).
     max_concurrent_live_migrations: int = 1
-    #: Every n-th server has a volume attached (0: none).
+    #: Every n-th server has volumes attached (0: none), this many each.
     volume_every: int = 3
+    volumes_per_server: int = 1
+    #: Cinder's availability zones; a zone named like a Glance store is that edge site's.
+    volume_zones: list[str] = field(default_factory=lambda: ["nova", "central", "dcn0", "dcn1"])
     #: Images in Glance (in the default store) and the Glance stores.
     images: list[str] = field(default_factory=lambda: ["cirros"])
     stores: list[str] = field(default_factory=lambda: ["central", "dcn0", "dcn1"])
@@ -71,6 +74,9 @@ class Scenario:
     power_time: float = 2.0
     snapshot_time: float = 5.0
     image_copy_time: float = 10.0
+    #: Simulated seconds to create a volume (from an image or a snapshot), to upload one to Glance.
+    volume_create_time: float = 3.0
+    image_upload_time: float = 5.0
 
 
 def load_scenario(path: Path | None = None) -> Scenario:

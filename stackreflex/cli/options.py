@@ -1,0 +1,23 @@
+"""Options every command of the operator runbooks shares."""
+
+from typing import Annotated
+
+import typer
+from pydantic import BaseModel, ValidationError
+
+from ..errors import StackreflexError
+
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Show the plan; change nothing.")]
+Wait = Annotated[bool, typer.Option("--wait", "-w", help="Follow live progress; exit 1 unless it succeeded.")]
+Timeout = Annotated[float, typer.Option(help="Seconds --wait follows before giving up (the run goes on).")]
+Deadline = Annotated[float, typer.Option(min=1, help=(
+    "Seconds the run waits for each long operation (stop, snapshot, image, copy) before failing "
+    "with a timeout error."))]
+
+
+def order_from(model: type[BaseModel], **fields) -> BaseModel:
+    """A command's data from the options, or one clear line naming what is wrong."""
+    try:
+        return model(**fields)
+    except ValidationError as exc:
+        raise StackreflexError("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from None

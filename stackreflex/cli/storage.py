@@ -1,0 +1,159 @@
+"""``stackreflex volume snapshot``, ``server image`` and ``image copy``: copies of data before an upgrade."""
+
+from typing import Annotated
+
+import typer
+
+from ..clock import utcnow
+from ..errors import StackreflexError
+from ..handlers.image_copies import COPY_DEADLINE, CopyOrder
+from ..handlers.snapshots import ServerImageOrder, SnapshotOrder, plan_snapshots
+from ..tasks.cloud import connect_cloud
+from ..tasks.images import find_image, known_stores
+from ..tasks.servers import find_server
+from .common import console, invocation, styled, table
+from .options import Deadline, DryRun, Timeout, Wait, order_from
+from .publish import DEFAULT_WAIT_TIMEOUT, command_steps, send_command
+
+volume_app = typer.Typer(help="Snapshots of Cinder volumes, with their server quiesced.", no_args_is_help=True)
+server_app = typer.Typer(help="Images of Nova servers, with the server quiesced.", no_args_is_help=True)
+image_app = typer.Typer(help="Copies of Glance images to other stores (edge sites).", no_args_is_help=True)
+
+Stop = Annotated[bool, typer.Option("--stop/--no-stop", help=(
+    "Stop the server first so its data is flushed, and start it again afterwards (also when the copy fails)."))]
+Stores = Annotated[str | None, typer.Option(help="Comma-separated Glance stores, e.g. dcn0,dcn1.")]
+
+
+def _stores(text: str | None) -> list[str]:
+    return [s.strip() for s in (text or "").split(",") if s.strip()]
+
+
+@volume_app.command("snapshot")
+def volume_snapshot(
+    volumes: Annotated[list[str] | None, typer.Argument(help="Volumes (names or ids); or use --server.")] = None,
+    server: Annotated[str | None, typer.Option(help="Snapshot every volume attached to this server.")] = None,
+    name: Annotated[str | None, typer.Option(help=(
+        "Snapshot name; with several volumes, NAME-<volume>. Default: <volume>-<UTC time>."))] = None,
+    stop: Stop = True,
+    force: Annotated[bool | None, typer.Option("--force/--no-force", help=(
+        "Snapshot with force (needed for an attached volume). Default: force exactly the volumes in use."),
+        show_default=False)] = None,
+    deadline: Deadline = COPY_DEADLINE,
+    dry_run: DryRun = False,
+    wait: Wait = False,
+    timeout: Timeout = DEFAULT_WAIT_TIMEOUT,
+) -> None:
+    """Snapshot volumes consistently: stop the server using them, snapshot each (with force when in use), wait until every snapshot is available, start the server again.
+
+    The server is started again even when a snapshot fails or times out; the run then fails and names the volume. A server that was already SHUTOFF stays SHUTOFF.
+
+    Example: stackreflex volume snapshot --server db-1 --name pre-upgrade --wait
+    """
+    order = order_from(SnapshotOrder, volumes=volumes or [], server=server, name=name, stop=stop, force=force,
+                   deadline=deadline)
+    if dry_run:
+        _show_snapshot_plan(order)
+        return
+    subject = server or ",".join(volumes or [])
+    send_command("command.volume.snapshot", subject, order.model_dump(), wait=wait, timeout=timeout,
+                 report=_show_snapshots)
+
+
+def _show_snapshot_plan(order: SnapshotOrder) -> None:
+    plan = plan_snapshots(connect_cloud(invocation.settings), order, utcnow())
+    rows = [(v.name, v.id, v.size, v.status, ", ".join(v.server_ids), plan.names[v.id],
+             "yes" if plan.force[v.id] else "no") for v in plan.volumes]
+    console.print(table("plan (nothing will be changed)",
+                        ["volume", "id", "GB", "status", "attached to", "snapshot name", "force"], rows))
+    if plan.server is None:
+        console.print(f"snapshot {len(rows)} volume(s); no server is stopped")
+    elif plan.server.status == "SHUTOFF":
+        console.print(f"{plan.server.label} is already SHUTOFF: snapshot {len(rows)} volume(s); it stays stopped")
+    else:
+        console.print(f"stop {plan.server.label} ({plan.server.status}), snapshot {len(rows)} volume(s), "
+                      "start it again (also if a snapshot fails)")
+
+
+def _show_snapshots(correlation_id: str) -> None:
+    rows = [(s["target"], s["detail"].get("snapshot_id", ""), s["detail"].get("size_gb", ""), styled(s["status"]),
+             s["detail"].get("duration_s", ""), s["error"] or "")
+            for s in command_steps(correlation_id, "snapshot_volumes", ("snapshot volume",))]
+    if rows:
+        console.print(table("snapshots", ["volume", "snapshot", "GB", "status", "seconds", "error"], rows))
+
+
+@server_app.command("image")
+def server_image(
+    server: Annotated[str, typer.Argument(help="The server (name or id).")],
+    name: Annotated[str, typer.Option(help="The image's name.")],
+    stop: Stop = True,
+    copy_to: Annotated[str | None, typer.Option(help="Then copy the image to these stores (comma-separated).")] = None,
+    deadline: Deadline = COPY_DEADLINE,
+    dry_run: DryRun = False,
+    wait: Wait = False,
+    timeout: Timeout = DEFAULT_WAIT_TIMEOUT,
+) -> None:
+    """Image a server consistently: stop it, create its image, wait until the image is active, start it again; optionally copy the image to other stores.
+
+    Example: stackreflex server image web-1 --name web-1-pre-upgrade --copy-to dcn0,dcn1 --wait
+    """
+    order = order_from(ServerImageOrder, server=server, name=name, stop=stop, copy_to=_stores(copy_to), deadline=deadline)
+    if dry_run:
+        conn = connect_cloud(invocation.settings)
+        found = find_server(conn, server).server
+        _check_stores(conn, order.copy_to)
+        steps = ([f"stop {found.label} ({found.status})"] if stop and found.status != "SHUTOFF" else []) + \
+            [f"create image {name}, wait until active"] + \
+            ([f"start {found.label} again"] if stop and found.status != "SHUTOFF" else []) + \
+            ([f"copy the image to {', '.join(order.copy_to)}"] if order.copy_to else [])
+        console.print("plan (nothing will be changed): " + "; ".join(steps))
+        return
+    send_command("command.server.image", server, order.model_dump(), wait=wait, timeout=timeout,
+                 report=_show_copies("image_server"))
+
+
+@image_app.command("copy")
+def image_copy(
+    image: Annotated[str, typer.Argument(help="The image (name or id).")],
+    stores: Stores = None,
+    all_stores: Annotated[bool, typer.Option("--all-stores", help="Every store the image is not in yet.")] = False,
+    deadline: Deadline = COPY_DEADLINE,
+    dry_run: DryRun = False,
+    wait: Wait = False,
+    timeout: Timeout = DEFAULT_WAIT_TIMEOUT,
+) -> None:
+    """Copy an active image to Glance stores with the copy-image import, and wait until each store has it or failed.
+
+    A copy is done only when the store is listed in the image's stores; a failed one shows up in os_glance_failed_import and makes the run fail, naming the store. When another import holds the image (409), the copy waits its turn. Nothing is ever deleted: the central copy stays.
+
+    Example: stackreflex image copy rhel-9.4 --stores dcn0,dcn1 --wait
+    """
+    order = order_from(CopyOrder, image=image, stores=_stores(stores), all_stores=all_stores, deadline=deadline)
+    if dry_run:
+        conn = connect_cloud(invocation.settings)
+        found = find_image(conn, image)
+        known = _check_stores(conn, order.stores)
+        rows = [(s, "already there" if s in found.stores else "copy") for s in (order.stores or known)]
+        console.print(table(f"plan for {found.label}, {found.status}, in {', '.join(sorted(found.stores))} "
+                            "(nothing will be changed)", ["store", "action"], rows))
+        return
+    send_command("command.image.copy", image, order.model_dump(), wait=wait, timeout=timeout,
+                 report=_show_copies("copy_image"))
+
+
+def _check_stores(conn, stores: list[str]) -> list[str]:
+    known = known_stores(conn)
+    unknown = sorted(set(stores) - set(known))
+    if unknown:
+        raise StackreflexError(f"unknown Glance store(s) {', '.join(unknown)} (stores: {', '.join(known)})")
+    return known
+
+
+def _show_copies(handler: str):
+    def show(correlation_id: str) -> None:
+        rows = [(s["target"], styled(s["status"]), s["detail"].get("duration_s", ""),
+                 s["detail"].get("lock_waits", "") or "", s["error"] or s["detail"].get("note", ""))
+                for s in command_steps(correlation_id, handler, ("copy image",))]
+        if rows:
+            console.print(table("copies", ["store", "result", "seconds", "lock waits", "note"], rows))
+    return show
