@@ -18,6 +18,8 @@ import pytest
 from kombu import Connection
 
 from stackreflex.bus.connections import normalise_amqp_url
+from stackreflex.cli.common import load_all_handlers
+from stackreflex.handlers.registry import registry
 from stackreflex.settings import Settings
 
 BROKER_URL = os.environ.get("STACKREFLEX_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -42,7 +44,9 @@ def namespace(broker_url):
     ns = f"t{uuid.uuid4().hex[:10]}"
     yield ns
     with Connection(normalise_amqp_url(broker_url)) as c:
-        queues = [f"{ns}.router", f"{ns}.dlq"] + [f"{ns}.{h}{suffix}" for h in HANDLER_NAMES
+        load_all_handlers()
+        names = HANDLER_NAMES + [h.name for h in registry]
+        queues = [f"{ns}.router", f"{ns}.dlq"] + [f"{ns}.{h}{suffix}" for h in names
                                                   for suffix in ("", ".DQ", ".XQ")]
         for q in queues:
             channel = c.channel()

@@ -242,3 +242,23 @@ def test_scenario_faults_are_active_from_the_start():
             conn.compute.live_migrate_server(server, host=None, block_migration="auto")
     finally:
         oc.stop()
+
+
+def test_volumes_from_images_in_a_zone_snapshots_and_uploads_follow_the_site_store(overcloud):
+    conn = overcloud.connect()
+    [image] = overcloud.glance.images.values()
+    with pytest.raises(exceptions.BadRequestException, match="Availability zone 'dcn9' is invalid"):
+        conn.block_storage.create_volume(name="v", size=1, availability_zone="dcn9", image_id=image.id)
+    at_dcn0 = conn.block_storage.create_volume(name="v0", size=1, availability_zone="dcn0", image_id=image.id)
+    at_central = conn.block_storage.create_volume(name="vc", size=1, availability_zone="central", image_id=image.id)
+    assert at_dcn0.status == "creating"
+    status = lambda v: conn.block_storage.get_volume(v.id).status  # noqa: E731
+    wait_for(lambda: status(at_dcn0) != "creating" and status(at_central) != "creating", timeout=5)
+    # the image is only in central: the edge site cannot clone it
+    assert (status(at_dcn0), status(at_central)) == ("error", "available")
+    answer = conn.block_storage.upload_volume_to_image(at_central.id, "from-volume", disk_format="raw",
+                                                       container_format="bare")
+    assert conn.block_storage.get_volume(at_central.id).status == "uploading"
+    uploaded = overcloud.glance.images[answer["image_id"]]
+    wait_for(lambda: uploaded.status == "active", timeout=5, message="upload")
+    assert uploaded.stores == {"central"} and status(at_central) == "available"

@@ -124,19 +124,24 @@ class RunContext:
         ``deadline`` (seconds) counts from the first wait for the same thing; past it the
         run fails with :class:`WaitTimedOut`.
         """
-        now = utcnow()
-        same_wait = self.run.waiting_for == waiting_for and self.run.deadline is not None
-        give_up_at = self.run.deadline if same_wait else now + timedelta(seconds=deadline)
-        if now >= give_up_at:
+        give_up_at = self._give_up_at(waiting_for, deadline)
+        if utcnow() >= give_up_at:
             raise WaitTimedOut(f"gave up waiting for {waiting_for}: deadline passed at "
                                f"{give_up_at:%Y-%m-%dT%H:%M:%SZ}")
         raise Suspend(after, waiting_for, give_up_at)
+
+    def _give_up_at(self, waiting_for: str, deadline: float):
+        """When a wait for ``waiting_for`` gives up: ``deadline`` seconds after the first wait for it."""
+        if self.run.waiting_for == waiting_for and self.run.deadline is not None:
+            return self.run.deadline
+        return utcnow() + timedelta(seconds=deadline)
 
     def wait(self, check: Callable[[], Any], *, waiting_for: str, deadline: float = 3600.0,
              inline: float = 5.0, every: float = 0.25, recheck_after: float = 2.0) -> Any:
         """Call ``check`` every ``every`` seconds for up to ``inline`` seconds; if it is still not
         true, :meth:`recheck` later (holding no message). Returns ``check``'s true answer."""
-        give_up_inline = time.monotonic() + inline
+        left = (self._give_up_at(waiting_for, deadline) - utcnow()).total_seconds()
+        give_up_inline = time.monotonic() + min(inline, max(left, 0.0))
         while True:
             answer = check()
             if answer:

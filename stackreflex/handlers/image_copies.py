@@ -93,8 +93,7 @@ def copy_to_stores(ctx: RunContext, image_id: str, stores: list[str] | None, *, 
             ctx.checkpoint()
         return now if len(results) == len(targets) else None
 
-    pending = [s for s in targets if s not in results]
-    now = ctx.wait(settled, waiting_for=f"{label} to be copied to {', '.join(pending)}", deadline=deadline)
+    now = ctx.wait(settled, waiting_for=f"{label} to be copied to {', '.join(targets)}", deadline=deadline)
     if state["had_central"]:
         with ctx.step("central copy kept", target=CENTRAL) as detail:
             detail.update(image_id=image_id, stores=sorted(now.stores))
