@@ -25,6 +25,7 @@ def fast_scenario():
     s = load_scenario()
     s.live_migration_time, s.cold_migration_time, s.power_time = 0.8, 0.3, 0.1
     s.snapshot_time, s.image_copy_time, s.deployment_time = 0.3, 0.6, 0.2
+    s.volume_create_time, s.image_upload_time = 0.2, 0.3
     return s
 
 
