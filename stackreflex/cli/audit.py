@@ -1,14 +1,29 @@
 """``stackreflex audit``: what ran, when, and how it ended."""
 
+import csv
+import json
+import re
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import typer
 
-from ..models.queries import RunFilter, list_envelopes, list_runs, parse_since, run_with_steps
+from ..clock import utcnow
+from ..models.queries import RunFilter, find_run, list_envelopes, list_runs, parse_since, run_with_steps
+from ..models.retention import prune
+from ..models.stats import handler_stats, slowest_steps, waiting_runs
+from ..models.timeline import DEFAULT_LIMIT, Scope, timeline
+from ..redaction import redact
+from .report import lanes_of, render_report
 from ..models.tables import RUN_STATUSES
 from .common import console, invocation, print_json, styled, table
 
-app = typer.Typer(help="Query the audit log: runs, their steps, their errors.", no_args_is_help=True)
+app = typer.Typer(help="Query the audit log: runs, their steps, their errors; timelines and reports for post-mortems.",
+                  no_args_is_help=True)
+_RELATIVE_AGE = re.compile(r"^\d+(?:\.\d+)?\s*[smhdw]$")
 
 
 def _short(run_id: str) -> str:
@@ -81,3 +96,185 @@ def envelopes(
                         [(e["received_at"], styled("failed" if e["status"] == "rejected" else "succeeded")
                           .replace("failed", e["status"]).replace("succeeded", e["status"]),
                           e["type"], e["subject"], (e["envelope_id"] or "")[:8], e["reason"]) for e in found]))
+
+
+# -- post-mortems ---------------------------------------------------------------------------
+
+CSV_COLUMNS = ["time", "end", "duration_s", "kind", "what", "target", "status", "error", "run_id", "handler",
+               "correlation_id"]
+
+CorrelationOpt = Annotated[str | None, typer.Option("--correlation-id", help="One command or event and all it caused.")]
+StackOpt = Annotated[str | None, typer.Option(help="A Heat stack: runs about it and everything in their correlations.")]
+HostOpt = Annotated[str | None, typer.Option(help="A node or compute host: steps aimed at it and runs about it.")]
+ServerOpt = Annotated[str | None, typer.Option(help="A server (as steps name it): steps aimed at it and runs about it.")]
+SinceOpt = Annotated[str | None, typer.Option(help="From: 30m, 2h, 7d ago or an ISO time (UTC unless zoned).")]
+UntilOpt = Annotated[str | None, typer.Option(help="Until (exclusive): same forms as --since.")]
+LimitOpt = Annotated[int, typer.Option(min=1, max=1_000_000, help="At most this many entries (the newest).")]
+TzOpt = Annotated[str, typer.Option("--tz", help="Show times in this zone: UTC (default), local, or e.g. Europe/Paris. Stored times are UTC.")]
+
+
+def _scope(correlation_id, stack, host, server, since, until, status=(), limit=DEFAULT_LIMIT) -> Scope:
+    return Scope(correlation_id=correlation_id, stack=stack, host=host, server=server,
+                 since=parse_since(since) if since else None, until=parse_since(until) if until else None,
+                 status=tuple(status), limit=limit)
+
+
+def _zone(name: str):
+    if name.upper() == "UTC":
+        return timezone.utc
+    if name == "local":
+        return datetime.now().astimezone().tzinfo
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise typer.BadParameter(f"unknown time zone {name!r}: use UTC, local or a name like Europe/Paris",
+                                 param_hint="--tz") from None
+
+
+def _in_zone(text: str | None, zone) -> str | None:
+    """An ISO UTC time shown in ``zone``, with its offset: nothing is ambiguous."""
+    if not text or zone is timezone.utc:
+        return text
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(zone).isoformat(timespec="milliseconds")
+
+
+def _shown(entries: list[dict], zone) -> list[dict]:
+    return [{**e, "time": _in_zone(e["time"], zone), "end": _in_zone(e["end"], zone)} for e in entries]
+
+
+@app.command("timeline")
+def timeline_command(
+    correlation_id: CorrelationOpt = None, stack: StackOpt = None, host: HostOpt = None, server: ServerOpt = None,
+    since: SinceOpt = None, until: UntilOpt = None,
+    status: Annotated[list[str], typer.Option("--status", help="Only entries with this status (failed, rejected…); repeatable.")] = [],
+    limit: LimitOpt = DEFAULT_LIMIT, tz: TzOpt = "UTC",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
+) -> None:
+    """Every envelope, run and step of a scope in time order, with durations, targets, outcomes and errors.
+
+    Scopes given together intersect, and --since/--until/--status narrow any of them.
+
+    Examples: stackreflex audit timeline --host compute-3.localdomain --since 12h
+              stackreflex audit timeline --stack overcloud --status failed --csv > failures.csv
+    """
+    zone = _zone(tz)
+    found = timeline(invocation.audit(), _scope(correlation_id, stack, host, server, since, until, status, limit))
+    entries = _shown(found.entries, zone)
+    if as_json:
+        print_json({"scope": found.scope.describe(), "truncated": found.truncated, "entries": entries})
+        return
+    if as_csv:
+        writer = csv.DictWriter(sys.stdout, CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(redact(entries))
+        return
+    console.print(table(f"timeline: {found.scope.describe()}", [f"time ({tz})", "seconds", "kind", "what", "target",
+                                                                "status", "error", "run"],
+                        [(e["time"], e["duration_s"], e["kind"], e["what"], e["target"], styled(e["status"]),
+                          e["error"], (e["run_id"] or "")[:8]) for e in entries]))
+    if found.truncated:
+        console.print(f"only the newest {len(entries)} entries are shown: narrow with --since/--until or raise --limit")
+    if not entries:
+        console.print("nothing in this scope")
+
+
+@app.command("stats")
+def stats(
+    since: SinceOpt = "7d", until: UntilOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Runs per handler: how many, how they ended, success rate, p50/p95 duration."""
+    rows = handler_stats(invocation.audit(), parse_since(since) if since else None,
+                         parse_since(until) if until else None)
+    if as_json:
+        print_json(rows)
+        return
+    console.print(table(f"runs per handler since {since}", ["handler", "runs", "succeeded", "failed", "unfinished",
+                                                           "success rate", "p50 s", "p95 s"],
+                        [(r["handler"], r["runs"], r["succeeded"], r["failed"], r["unfinished"],
+                          "" if r["success_rate"] is None else f"{r['success_rate']:.1%}", r["p50_s"], r["p95_s"])
+                         for r in rows]))
+
+
+@app.command("waiting")
+def waiting(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Runs parked in a continuation: what each waits for, its next look, when it gives up."""
+    rows = waiting_runs(invocation.audit())
+    if as_json:
+        print_json(rows)
+        return
+    console.print(table("waiting runs", ["run", "handler", "subject", "waiting for", "since", "next look", "deadline",
+                                         "progress"],
+                        [(_short(r["id"]), r["handler"], r["subject"], r["waiting_for"], r["since"], r["wake_at"],
+                          r["deadline"], r["progress"]) for r in rows]))
+
+
+@app.command("slowest")
+def slowest(
+    run: Annotated[str | None, typer.Argument(help="A run (id or prefix); without it, every run --since.")] = None,
+    since: SinceOpt = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The slowest steps, of one run or of every run since a time."""
+    audit = invocation.audit()
+    run_id = find_run(audit, run).id if run else None
+    rows = slowest_steps(audit, run_id, parse_since(since) if since else None, limit)
+    if as_json:
+        print_json(rows)
+        return
+    console.print(table("slowest steps", ["seconds", "step", "target", "status", "handler", "run", "started (UTC)"],
+                        [(r["duration_s"], r["step"], r["target"], styled(r["status"]), r["handler"],
+                          _short(r["run_id"]), r["started_at"]) for r in rows]))
+
+
+@app.command("report")
+def report(
+    html_file: Annotated[Path, typer.Option("--html", help="Write the report here (one self-contained file).")],
+    correlation_id: CorrelationOpt = None, stack: StackOpt = None, host: HostOpt = None, server: ServerOpt = None,
+    since: SinceOpt = None, until: UntilOpt = None, limit: LimitOpt = DEFAULT_LIMIT,
+    title: Annotated[str | None, typer.Option(help="The report's title.")] = None,
+) -> None:
+    """A post-mortem report as one HTML file that opens anywhere, offline: failures first with their reasons, the counts, and a Gantt chart of every step (one lane per node or host, bars coloured by outcome).
+
+    Example: stackreflex audit report --correlation-id 6f1c… --html incident-4711.html
+    """
+    found = timeline(invocation.audit(), _scope(correlation_id, stack, host, server, since, until, (), limit))
+    html_file.write_text(render_report(found, title or f"stackreflex post-mortem: {found.scope.describe()}"))
+    console.print(f"wrote {html_file} ({len(found.entries)} entries, {len(lanes_of(found))} lanes)")
+
+
+@app.command("export")
+def export(
+    output: Annotated[Path, typer.Option("--output", "-o", help="File to write: .json (default) or .csv.")],
+    correlation_id: CorrelationOpt = None, stack: StackOpt = None, host: HostOpt = None, server: ServerOpt = None,
+    since: SinceOpt = None, until: UntilOpt = None, limit: LimitOpt = 100_000,
+) -> None:
+    """Export a scope's timeline (redacted) to attach to a ticket: JSON with the scope and every entry, or CSV."""
+    found = timeline(invocation.audit(), _scope(correlation_id, stack, host, server, since, until, (), limit))
+    if output.suffix == ".csv":
+        with output.open("w", newline="") as out:
+            writer = csv.DictWriter(out, CSV_COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(found.entries)
+    else:
+        output.write_text(json.dumps({"format": "stackreflex-timeline/1", "exported_at": utcnow().isoformat(),
+                                      "scope": found.scope.describe(), "truncated": found.truncated,
+                                      "entries": found.entries}, indent=2, default=str) + "\n")
+    console.print(f"wrote {output} ({len(found.entries)} entries)")
+
+
+@app.command("prune")
+def prune_command(
+    older_than: Annotated[str, typer.Option("--older-than", help="Age: e.g. 90d, 12w, 48h.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would go; delete nothing.")] = False,
+) -> None:
+    """Delete finished runs (with their steps) and envelopes older than the given age. Runs still pending, running or waiting are kept, whatever their age."""
+    if not _RELATIVE_AGE.match(older_than.strip()):
+        raise typer.BadParameter("give an age such as 90d, 12w or 48h", param_hint="--older-than")
+    before = parse_since(older_than)
+    done = prune(invocation.audit(), before, dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    console.print(f"{verb} {done.runs} run(s), {done.steps} step(s), {done.envelopes} envelope(s) "
+                  f"from before {before:%Y-%m-%dT%H:%M:%SZ}")

@@ -47,13 +47,15 @@ class Run(SQLModel, table=True):
         Index("ix_run_status_wake", "status", "wake_at"),
         Index("ix_run_created", "created_at"),
         Index("ix_run_correlation", "correlation_id"),
+        #: a stack's, host's or server's history, newest first
+        Index("ix_run_subject_created", "subject", "created_at"),
     )
 
     id: str = Field(primary_key=True, max_length=36)
     envelope_id: str = Field(max_length=64)
     handler: str = Field(max_length=255, index=True)
     type: str = Field(max_length=255)
-    subject: Optional[str] = Field(default=None, max_length=255, index=True)
+    subject: Optional[str] = Field(default=None, max_length=255)
     correlation_id: str = Field(max_length=64)
     status: str = Field(default="pending", max_length=16)
     attempts: int = 0

@@ -1,0 +1,77 @@
+"""Summaries for post-mortems: runs per handler, runs still waiting, the slowest steps."""
+
+import math
+from datetime import datetime
+
+from sqlalchemy import select
+
+from .audit import AuditLog
+from .tables import FINAL_STATUSES, Run, Step
+from .timeline import _iso, _seconds
+
+RUN, STEP = Run.__table__, Step.__table__
+
+
+def percentile(values: list[float], fraction: float) -> float | None:
+    """The nearest-rank percentile (``fraction`` in 0..1) of ``values``."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = math.ceil(fraction * len(ordered) - 1e-9)  # the tolerance keeps 0.95 * 20 at 19
+    return ordered[min(max(rank, 1), len(ordered)) - 1]
+
+
+def handler_stats(audit: AuditLog, since: datetime | None = None, until: datetime | None = None) -> list[dict]:
+    """Per handler: runs, how they ended, success rate of the finished ones, p50/p95 duration (s)."""
+    query = select(RUN.c.handler, RUN.c.status, RUN.c.started_at, RUN.c.finished_at)
+    if since:
+        query = query.where(RUN.c.created_at >= since)
+    if until:
+        query = query.where(RUN.c.created_at < until)
+    per: dict[str, dict] = {}
+    with audit.engine.connect() as db:
+        for handler, status, started, finished in db.execute(query):
+            entry = per.setdefault(handler, {"handler": handler, "runs": 0, "statuses": {}, "durations": []})
+            entry["runs"] += 1
+            entry["statuses"][status] = entry["statuses"].get(status, 0) + 1
+            if status in FINAL_STATUSES and started and finished:
+                entry["durations"].append((finished - started).total_seconds())
+    rows = []
+    for handler in sorted(per):
+        entry = per[handler]
+        statuses, durations = entry.pop("statuses"), entry.pop("durations")
+        finished = sum(n for s, n in statuses.items() if s in FINAL_STATUSES)
+        rows.append({**entry, "succeeded": statuses.get("succeeded", 0),
+                     "failed": statuses.get("failed", 0) + statuses.get("dead", 0),
+                     "unfinished": entry["runs"] - finished,
+                     "success_rate": round(statuses.get("succeeded", 0) / finished, 4) if finished else None,
+                     "p50_s": _round(percentile(durations, 0.5)), "p95_s": _round(percentile(durations, 0.95))})
+    return rows
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def waiting_runs(audit: AuditLog) -> list[dict]:
+    """Runs parked in a continuation: what each waits for, when it looks again, when it gives up."""
+    query = select(RUN).where(RUN.c.status == "waiting").order_by(RUN.c.created_at)
+    with audit.engine.connect() as db:
+        return [{"id": r.id, "handler": r.handler, "subject": r.subject, "waiting_for": r.waiting_for,
+                 "since": _iso(r.created_at), "wake_at": _iso(r.wake_at), "deadline": _iso(r.deadline),
+                 "attempts": r.attempts, "progress": r.progress_note} for r in db.execute(query)]
+
+
+def slowest_steps(audit: AuditLog, run_id: str | None = None, since: datetime | None = None,
+                  limit: int = 10) -> list[dict]:
+    """The longest finished steps, of one run or of every run since ``since``."""
+    query = select(STEP, RUN.c.handler).join(RUN, RUN.c.id == STEP.c.run_id).where(STEP.c.finished_at.is_not(None))
+    if run_id:
+        query = query.where(STEP.c.run_id == run_id)
+    if since:
+        query = query.where(STEP.c.started_at >= since)
+    with audit.engine.connect() as db:
+        rows = [{"run_id": s.run_id, "handler": s.handler, "step": s.name, "target": s.target, "status": s.status,
+                 "started_at": _iso(s.started_at), "duration_s": _seconds(s.started_at, s.finished_at),
+                 "error": s.error} for s in db.execute(query)]
+    return sorted(rows, key=lambda r: r["duration_s"], reverse=True)[:limit]

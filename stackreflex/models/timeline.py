@@ -1,0 +1,178 @@
+"""Post-mortem timelines: every envelope, run and step of a scope, in time order.
+
+A scope is a correlation id (one command or event and all it caused), a stack (runs about
+it and everything in their correlations), a host or a server (steps aimed at it and runs
+about it, with their steps), or only a time window. Scopes given together intersect.
+Each scope is read through an index, newest first and bounded by ``limit``, so a history of
+millions of steps answers as fast as a small one.
+"""
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Iterable
+
+from sqlalchemy import Select, select
+
+from ..redaction import redact
+from .audit import AuditLog
+from .tables import EnvelopeRecord, Run, Step
+
+RUN, STEP, ENVELOPE = Run.__table__, Step.__table__, EnvelopeRecord.__table__
+#: Entries a timeline returns unless told otherwise (the newest, shown oldest first).
+DEFAULT_LIMIT = 1000
+
+
+@dataclass(frozen=True)
+class Scope:
+    correlation_id: str | None = None
+    stack: str | None = None
+    host: str | None = None
+    server: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    #: Only entries with one of these statuses (succeeded, failed, rejected…).
+    status: tuple[str, ...] = ()
+    limit: int = DEFAULT_LIMIT
+
+    @property
+    def subjects(self) -> list[str]:
+        return [s for s in (self.stack, self.host, self.server) if s]
+
+    def describe(self) -> str:
+        parts = [f"{k} {v}" for k, v in (("correlation", self.correlation_id), ("stack", self.stack),
+                                          ("host", self.host), ("server", self.server)) if v]
+        if self.since or self.until:
+            parts.append(f"from {_iso(self.since) or 'the start'} to {_iso(self.until) or 'now'}")
+        return ", ".join(parts) or "everything"
+
+
+@dataclass
+class Timeline:
+    scope: Scope
+    entries: list[dict]
+    #: True when more entries matched than ``scope.limit``: the oldest were left out.
+    truncated: bool
+
+
+def _iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _window(query: Select, column, scope: Scope) -> Select:
+    if scope.since:
+        query = query.where(column >= scope.since)
+    if scope.until:
+        query = query.where(column < scope.until)
+    return query
+
+
+def timeline(audit: AuditLog, scope: Scope) -> Timeline:
+    """The entries of ``scope``, oldest first (the newest ``scope.limit`` of them)."""
+    with audit.engine.connect() as db:
+        runs = _scoped_runs(db, scope)
+        steps = _steps(db, scope, runs)
+        envelopes = _envelopes(db, scope, runs)
+    entries = [*(_envelope_entry(e) for e in envelopes), *(_run_entry(r) for r in runs.values()),
+               *(_step_entry(s, runs.get(s.run_id)) for s in steps)]
+    if scope.status:
+        entries = [e for e in entries if e["status"] in scope.status]
+    entries.sort(key=lambda e: (e["time"], _KIND_ORDER[e["kind"]], 0 if e["kind"] == "run" else int(e["id"][1:])))
+    truncated = len(entries) > scope.limit
+    return Timeline(scope, redact(entries[-scope.limit:]), truncated)
+
+
+_KIND_ORDER = {"envelope": 0, "run": 1, "step": 2}
+
+
+def _scoped_runs(db, scope: Scope) -> dict:
+    """The runs in scope, by id: each scope given narrows the set."""
+    chosen: dict | None = None
+
+    def narrow(rows: Iterable) -> None:
+        nonlocal chosen
+        found = {r.id: r for r in rows}
+        chosen = found if chosen is None else {k: v for k, v in chosen.items() if k in found}
+
+    limit = scope.limit
+    if scope.correlation_id:
+        narrow(db.execute(_window(select(RUN).where(RUN.c.correlation_id == scope.correlation_id),
+                                  RUN.c.created_at, scope)))
+    if scope.stack:
+        about = db.execute(_window(select(RUN.c.correlation_id).where(RUN.c.subject == scope.stack),
+                                   RUN.c.created_at, scope).order_by(RUN.c.created_at.desc()).limit(limit))
+        correlations = sorted({r.correlation_id for r in about})
+        narrow(db.execute(select(RUN).where(RUN.c.correlation_id.in_(correlations))) if correlations else [])
+    for target in (scope.host, scope.server):
+        if not target:
+            continue
+        about = db.execute(_window(select(RUN).where(RUN.c.subject == target), RUN.c.created_at, scope)
+                           .order_by(RUN.c.created_at.desc()).limit(limit)).all()
+        aimed = db.execute(_window(select(STEP.c.run_id).where(STEP.c.target == target), STEP.c.started_at, scope)
+                           .order_by(STEP.c.started_at.desc()).limit(limit))
+        ids = {r.run_id for r in aimed} - {r.id for r in about}
+        extra = db.execute(select(RUN).where(RUN.c.id.in_(sorted(ids)))) if ids else []
+        narrow([*about, *extra])
+    if chosen is None:  # only a window
+        chosen = {r.id: r for r in db.execute(_window(select(RUN), RUN.c.created_at, scope)
+                                              .order_by(RUN.c.created_at.desc()).limit(limit))}
+    return chosen
+
+
+def _steps(db, scope: Scope, runs: dict) -> list:
+    """Steps of the runs in scope; for a host or server, of those runs only the steps aimed at it,
+    unless the run is about it."""
+    if not runs:
+        return []
+    steps = []
+    ids = sorted(runs)
+    for chunk in range(0, len(ids), 500):
+        query = select(STEP).where(STEP.c.run_id.in_(ids[chunk:chunk + 500]))
+        steps.extend(db.execute(_window(query, STEP.c.started_at, scope)))
+    for target in (scope.host, scope.server):
+        if target:
+            steps = [s for s in steps if s.target == target or runs[s.run_id].subject == target]
+    return steps
+
+
+def _envelopes(db, scope: Scope, runs: dict) -> list:
+    correlations = sorted({r.correlation_id for r in runs.values()})
+    if scope.correlation_id and not correlations:
+        correlations = [scope.correlation_id]
+    found = []
+    for chunk in range(0, len(correlations), 500):
+        query = select(ENVELOPE).where(ENVELOPE.c.correlation_id.in_(correlations[chunk:chunk + 500]))
+        found.extend(db.execute(_window(query, ENVELOPE.c.received_at, scope)))
+    if not scope.subjects and not scope.correlation_id:  # a window: rejected envelopes too
+        query = _window(select(ENVELOPE).where(ENVELOPE.c.status == "rejected"), ENVELOPE.c.received_at, scope)
+        found.extend(db.execute(query.order_by(ENVELOPE.c.received_at.desc()).limit(scope.limit)))
+    ids = set(r.envelope_id for r in runs.values())
+    return [e for e in found if scope.subjects == [] or e.envelope_id in ids or e.subject in scope.subjects]
+
+
+def _seconds(start, end) -> float | None:
+    return round((end - start).total_seconds(), 3) if start and end else None
+
+
+def _envelope_entry(e) -> dict:
+    return {"kind": "envelope", "id": f"e{e.pk}", "time": _iso(e.received_at), "end": None, "duration_s": None,
+            "what": e.type or "(unreadable)", "target": e.subject, "status": e.status, "error": e.reason,
+            "run_id": None, "handler": None, "correlation_id": e.correlation_id, "actor": e.actor}
+
+
+def _run_entry(r) -> dict:
+    return {"kind": "run", "id": r.id, "time": _iso(r.started_at or r.created_at), "end": _iso(r.finished_at),
+            "duration_s": _seconds(r.started_at, r.finished_at), "what": r.handler, "target": r.subject,
+            "status": r.status, "error": r.error or (f"waiting for {r.waiting_for}" if r.status == "waiting" else None),
+            "run_id": r.id, "handler": r.handler, "correlation_id": r.correlation_id, "attempts": r.attempts}
+
+
+def _step_entry(s, run) -> dict:
+    return {"kind": "step", "id": f"s{s.id}", "time": _iso(s.started_at), "end": _iso(s.finished_at),
+            "duration_s": _seconds(s.started_at, s.finished_at), "what": s.name, "target": s.target,
+            "status": s.status, "error": s.error, "run_id": s.run_id, "handler": run.handler if run else None,
+            "correlation_id": run.correlation_id if run else None, "attempt": s.attempt,
+            "detail": json.loads(s.detail or "{}")}
