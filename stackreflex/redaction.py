@@ -9,6 +9,7 @@ passwords in URLs or ``key=value`` text, private keys).
 """
 
 import re
+from functools import lru_cache
 from typing import Any
 
 #: What replaces a secret.
@@ -34,6 +35,12 @@ _TEXT_PATTERNS = [
 ]
 
 
+#: Text without any of these cannot match a pattern above: most text is returned as it is, unscanned.
+_MAYBE_SECRET = re.compile(r"temp_url_sig|x-auth-token|x-subject-token|authorization|://|password|passwd|secret|"
+                           r"token|PRIVATE KEY", re.I)
+
+
+@lru_cache(maxsize=4096)
 def is_secret_key(key: str) -> bool:
     """True if a mapping key names a secret (``password``, ``X-Auth-Token``, ``temp_url_sig``…)."""
     return bool(SECRET_KEYS.match(key.lower().replace("-", "_")))
@@ -41,6 +48,8 @@ def is_secret_key(key: str) -> bool:
 
 def redact_text(text: str) -> str:
     """Mask secret fragments inside free text."""
+    if not _MAYBE_SECRET.search(text):
+        return text
     for pattern, replacement in _TEXT_PATTERNS:
         text = pattern.sub(replacement, text)
     return text

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Iterable
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, or_, select
 
 from ..redaction import redact
 from .audit import AuditLog
@@ -76,10 +76,9 @@ def timeline(audit: AuditLog, scope: Scope) -> Timeline:
         runs = _scoped_runs(db, scope)
         steps = _steps(db, scope, runs)
         envelopes = _envelopes(db, scope, runs)
-    entries = [*(_envelope_entry(e) for e in envelopes), *(_run_entry(r) for r in runs.values()),
+    shown_runs = [r for r in runs.values() if not scope.status or r.status in scope.status]
+    entries = [*(_envelope_entry(e) for e in envelopes), *(_run_entry(r) for r in shown_runs),
                *(_step_entry(s, runs.get(s.run_id)) for s in steps)]
-    if scope.status:
-        entries = [e for e in entries if e["status"] in scope.status]
     entries.sort(key=lambda e: (e["time"], _KIND_ORDER[e["kind"]], 0 if e["kind"] == "run" else int(e["id"][1:])))
     truncated = len(entries) > scope.limit
     return Timeline(scope, redact(entries[-scope.limit:]), truncated)
@@ -105,7 +104,7 @@ def _scoped_runs(db, scope: Scope) -> dict:
         about = db.execute(_window(select(RUN.c.correlation_id).where(RUN.c.subject == scope.stack),
                                    RUN.c.created_at, scope).order_by(RUN.c.created_at.desc()).limit(limit))
         correlations = sorted({r.correlation_id for r in about})
-        narrow(db.execute(select(RUN).where(RUN.c.correlation_id.in_(correlations))) if correlations else [])
+        narrow(_in(db, select(RUN), RUN.c.correlation_id, correlations))
     for target in (scope.host, scope.server):
         if not target:
             continue
@@ -113,44 +112,59 @@ def _scoped_runs(db, scope: Scope) -> dict:
                            .order_by(RUN.c.created_at.desc()).limit(limit)).all()
         aimed = db.execute(_window(select(STEP.c.run_id).where(STEP.c.target == target), STEP.c.started_at, scope)
                            .order_by(STEP.c.started_at.desc()).limit(limit))
-        ids = {r.run_id for r in aimed} - {r.id for r in about}
-        extra = db.execute(select(RUN).where(RUN.c.id.in_(sorted(ids)))) if ids else []
-        narrow([*about, *extra])
+        narrow([*about, *_in(db, select(RUN), RUN.c.id, sorted({r.run_id for r in aimed} - {r.id for r in about}))])
     if chosen is None:  # only a window
         chosen = {r.id: r for r in db.execute(_window(select(RUN), RUN.c.created_at, scope)
                                               .order_by(RUN.c.created_at.desc()).limit(limit))}
     return chosen
 
 
+#: Values per ``IN (…)`` list, well under every database's parameter limit.
+CHUNK = 500
+
+
+def _in(db, query: Select, column, values: list, *, newest=None, limit: int | None = None) -> list:
+    """``query`` for ``column IN values``, a chunk at a time; with ``newest``, only the newest
+    ``limit`` rows by that column."""
+    rows = []
+    for start in range(0, len(values), CHUNK):
+        chunk = query.where(column.in_(values[start:start + CHUNK]))
+        if newest is not None:
+            chunk = chunk.order_by(newest.desc()).limit(limit)
+        rows.extend(db.execute(chunk))
+    if newest is not None:
+        rows = sorted(rows, key=lambda r: getattr(r, newest.name), reverse=True)[:limit]
+    return rows
+
+
 def _steps(db, scope: Scope, runs: dict) -> list:
-    """Steps of the runs in scope; for a host or server, of those runs only the steps aimed at it,
-    unless the run is about it."""
-    if not runs:
-        return []
-    steps = []
-    ids = sorted(runs)
-    for chunk in range(0, len(ids), 500):
-        query = select(STEP).where(STEP.c.run_id.in_(ids[chunk:chunk + 500]))
-        steps.extend(db.execute(_window(query, STEP.c.started_at, scope)))
+    """The newest steps of the runs in scope; for a host or server, only the steps aimed at it,
+    unless their run is about it."""
+    query = _window(select(STEP), STEP.c.started_at, scope)
     for target in (scope.host, scope.server):
         if target:
-            steps = [s for s in steps if s.target == target or runs[s.run_id].subject == target]
-    return steps
+            about = [r.id for r in runs.values() if r.subject == target][:CHUNK]
+            query = query.where(or_(STEP.c.target == target, STEP.c.run_id.in_(about)))
+    if scope.status:
+        query = query.where(STEP.c.status.in_(scope.status))
+    return _in(db, query, STEP.c.run_id, sorted(runs), newest=STEP.c.started_at, limit=scope.limit)
 
 
 def _envelopes(db, scope: Scope, runs: dict) -> list:
     correlations = sorted({r.correlation_id for r in runs.values()})
     if scope.correlation_id and not correlations:
         correlations = [scope.correlation_id]
-    found = []
-    for chunk in range(0, len(correlations), 500):
-        query = select(ENVELOPE).where(ENVELOPE.c.correlation_id.in_(correlations[chunk:chunk + 500]))
-        found.extend(db.execute(_window(query, ENVELOPE.c.received_at, scope)))
+    query = _window(select(ENVELOPE), ENVELOPE.c.received_at, scope)
+    if scope.status:
+        query = query.where(ENVELOPE.c.status.in_(scope.status))
+    found = _in(db, query, ENVELOPE.c.correlation_id, correlations, newest=ENVELOPE.c.received_at, limit=scope.limit)
     if not scope.subjects and not scope.correlation_id:  # a window: rejected envelopes too
-        query = _window(select(ENVELOPE).where(ENVELOPE.c.status == "rejected"), ENVELOPE.c.received_at, scope)
-        found.extend(db.execute(query.order_by(ENVELOPE.c.received_at.desc()).limit(scope.limit)))
-    ids = set(r.envelope_id for r in runs.values())
-    return [e for e in found if scope.subjects == [] or e.envelope_id in ids or e.subject in scope.subjects]
+        rejected = query.where(ENVELOPE.c.status == "rejected").order_by(ENVELOPE.c.received_at.desc())
+        found.extend(e for e in db.execute(rejected.limit(scope.limit)) if e.correlation_id not in correlations)
+    if not scope.subjects:
+        return found
+    ids = {r.envelope_id for r in runs.values()}
+    return [e for e in found if e.envelope_id in ids or e.subject in scope.subjects]
 
 
 def _seconds(start, end) -> float | None:
