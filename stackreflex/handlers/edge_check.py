@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..bus.envelope import Envelope
 from ..clock import utcnow
 from ..errors import HandlerFailed, StackreflexError
-from ..tasks.images import CENTRAL, find_image, image_now
+from ..tasks.images import CENTRAL, IMAGE_SETTLED, ImageStores, find_image, image_now
 from ..tasks.volumes import (CinderRefused, VolumeInfo, create_snapshot, create_volume, find_snapshot,
                              find_volume_named, snapshot_status, upload_to_image, volume_now)
 from .context import RunContext
@@ -111,17 +111,9 @@ def _image_in_central(ctx: RunContext, order: EdgeCheckOrder) -> None:
 
 def _volume(ctx: RunContext, order: EdgeCheckOrder, slot: str, name: str, **source) -> None:
     """Create a volume in the site's zone (once), wait until it is available."""
-    state, conn = ctx.state, ctx.cloud
-    if slot not in state:
-        started = utcnow()
-        try:
-            volume = find_volume_named(conn, name) or create_volume(conn, name, zone=order.site_zone,
-                                                                  size=order.size, **source)
-        except CinderRefused as exc:
-            raise HandlerFailed(str(exc)) from None
-        state[slot] = {"id": volume.id, "started": started.isoformat()}
-        ctx.checkpoint()
-    made = state[slot]
+    conn = ctx.cloud
+    made = _made_once(ctx, slot, lambda: (find_volume_named(conn, name) or create_volume(
+        conn, name, zone=order.site_zone, size=order.size, **source)).id)
     volume: VolumeInfo = ctx.wait(lambda: _settled(volume_now(conn, made["id"])),
                                   waiting_for=f"volume {name} to become available", deadline=order.deadline)
     _record(ctx, "volume from image" if "image_id" in source else "volume from snapshot", name, made,
@@ -132,17 +124,10 @@ def _volume(ctx: RunContext, order: EdgeCheckOrder, slot: str, name: str, **sour
 
 
 def _snapshot(ctx: RunContext, order: EdgeCheckOrder, name: str) -> None:
-    state, conn = ctx.state, ctx.cloud
-    volume = volume_now(conn, state["volume"]["id"])
-    if "snapshot" not in state:
-        started = utcnow()
-        try:
-            snapshot_id = find_snapshot(conn, volume.id, name) or create_snapshot(conn, volume, name, force=True)
-        except CinderRefused as exc:
-            raise HandlerFailed(str(exc)) from None
-        state["snapshot"] = {"id": snapshot_id, "started": started.isoformat()}
-        ctx.checkpoint()
-    made = state["snapshot"]
+    conn = ctx.cloud
+    volume = volume_now(conn, ctx.state["volume"]["id"])
+    made = _made_once(ctx, "snapshot", lambda: find_snapshot(conn, volume.id, name)
+                      or create_snapshot(conn, volume, name, force=True))
     status = ctx.wait(lambda: _settled_status(snapshot_status(conn, made["id"])[0]),
                       waiting_for=f"snapshot {name} to become available", deadline=order.deadline)
     _record(ctx, "snapshot volume", name, made, ok=status == "available",
@@ -151,19 +136,11 @@ def _snapshot(ctx: RunContext, order: EdgeCheckOrder, name: str) -> None:
 
 
 def _image_from_volume(ctx: RunContext, order: EdgeCheckOrder, name: str) -> None:
-    state, conn = ctx.state, ctx.cloud
-    volume = volume_now(conn, state["restored"]["id"])
-    if "site_image" not in state:
-        started = utcnow()
-        try:
-            image_id = upload_to_image(conn, volume, name)
-        except CinderRefused as exc:
-            raise HandlerFailed(str(exc)) from None
-        state["site_image"] = {"id": image_id, "started": started.isoformat()}
-        ctx.checkpoint()
-    made = state["site_image"]
-    image = ctx.wait(lambda: (lambda i: i if i.status in ("active", "killed", "deleted") else None)(
-        image_now(conn, made["id"])), waiting_for=f"image {name} to become active", deadline=order.deadline)
+    conn = ctx.cloud
+    volume = volume_now(conn, ctx.state["restored"]["id"])
+    made = _made_once(ctx, "site_image", lambda: upload_to_image(conn, volume, name))
+    image = ctx.wait(lambda: _settled_image(image_now(conn, made["id"])),
+                     waiting_for=f"image {name} to become active", deadline=order.deadline)
     in_site = order.site_store in image.stores
     _record(ctx, "image from volume", name, made, ok=image.status == "active" and in_site,
             detail={"image_id": image.id, "volume_id": volume.id, "stores": sorted(image.stores)},
@@ -171,8 +148,26 @@ def _image_from_volume(ctx: RunContext, order: EdgeCheckOrder, name: str) -> Non
                   f"{', '.join(sorted(image.stores)) or 'none'}, expected active in {order.site_store}")
 
 
+def _made_once(ctx: RunContext, slot: str, create: Callable[[], str]) -> dict:
+    """``{id, started}`` of what this step creates: created (``create`` returns its id) on the first
+    attempt and saved at once; later attempts follow the same one."""
+    if slot not in ctx.state:
+        started = utcnow()
+        try:
+            made_id = create()
+        except CinderRefused as exc:
+            raise HandlerFailed(str(exc)) from None
+        ctx.state[slot] = {"id": made_id, "started": started.isoformat()}
+        ctx.checkpoint()
+    return ctx.state[slot]
+
+
 def _settled(volume: VolumeInfo) -> VolumeInfo | None:
     return volume if volume.status in ("available", "in-use", "error") else None
+
+
+def _settled_image(image: ImageStores) -> ImageStores | None:
+    return image if image.status in IMAGE_SETTLED else None
 
 
 def _settled_status(status: str) -> str | None:

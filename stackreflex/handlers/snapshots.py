@@ -13,7 +13,7 @@ from ..bus.envelope import Envelope
 from ..clock import utcnow
 from ..errors import HandlerFailed, StackreflexError
 from ..tasks.compute import HostServer
-from ..tasks.images import ImageNotFound, find_image, image_now
+from ..tasks.images import IMAGE_SETTLED, ImageNotFound, find_image, image_now
 from ..tasks.servers import create_image, find_server
 from ..tasks.volumes import (CinderRefused, VolumeInfo, create_snapshot, find_snapshot, find_volume,
                              snapshot_status)
@@ -196,7 +196,7 @@ def _make_image(ctx: RunContext, order: ServerImageOrder) -> None:
 
     def settled():
         now = image_now(conn, image["id"])
-        return now if now.status in ("active", "killed", "deleted", "deactivated") else None
+        return now if now.status in IMAGE_SETTLED else None
 
     now = ctx.wait(settled, waiting_for=f"image {order.name} of {server['name']} to become active",
                    deadline=order.deadline)

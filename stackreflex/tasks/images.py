@@ -14,6 +14,8 @@ from ..errors import StackreflexError
 
 #: The store a copy of every image must stay in.
 CENTRAL = "central"
+#: Image statuses after which nothing more happens on its own.
+IMAGE_SETTLED = ("active", "killed", "deleted", "deactivated")
 
 
 class ImageNotFound(StackreflexError):
