@@ -29,7 +29,7 @@ from stackreflex.runtime import Runtime
 from stackreflex.settings import Settings
 from stackreflex.tasks.agents import AgentLayout, configure_agent
 from stackreflex.tasks.cloud import connect_cloud
-from stackreflex.tasks.heat import deployed_servers, metadata_url
+from stackreflex.tasks.heat import agent_source, deployed_servers
 from stackreflex.tasks.ssh import open_ssh, trust_host
 
 from simprocess import SimProcess, print_table
@@ -65,7 +65,7 @@ def serial(sim: SimProcess, settings: Settings) -> float:
     for server in deployed_servers(conn, "overcloud"):
         address = sim.hosts[server.index]
         with open_ssh(settings, address, port=sim.nodes[address]) as ssh:
-            configure_agent(ssh, metadata_url(conn, server), layout, host=address)
+            configure_agent(ssh, agent_source(conn, server), layout, host=address)
     return time.perf_counter() - started
 
 

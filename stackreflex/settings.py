@@ -66,7 +66,8 @@ class Settings(BaseModel):
     agent_config_path: str = "/etc/os-collect-config.conf"
     agent_template_path: str = "/usr/libexec/os-apply-config/templates/etc/os-collect-config.conf"
     agent_local_data_path: str = "/var/lib/os-collect-config/local-data/stackreflex.json"
-    agent_cache_path: str = "/var/lib/os-collect-config/request.json"
+    #: Where os-collect-config caches what each collector fetched (``request.json``, ``heat.json``).
+    agent_cache_dir: str = "/var/lib/os-collect-config"
     agent_service: str = "os-collect-config"
     agent_polling_interval: int = Field(30, ge=1)
     #: Nodes configured at once by `agents configure`.

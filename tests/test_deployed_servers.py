@@ -19,15 +19,14 @@ from stackreflex.tasks.ssh import trust_host
 from .conftest import make_settings, run_cli, wait_for
 
 
-@pytest.fixture
-def deployment(tmp_path, broker_url, sqlite_url, namespace):
+def start_deployment(tmp_path, broker_url, sqlite_url, namespace, controllers=3, **options):
     """A simulated overcloud waiting for its agents, and settings that reach its nodes."""
     key = paramiko.ECDSAKey.generate()
     key_file = tmp_path / "id_ecdsa"
     key.write_private_key_file(str(key_file))
     scenario = Scenario(deployment_time=0.3, roles=[
-        Role("ControllerDeployedServer", 3, ["127.0.0.11", "127.0.0.12", "127.0.0.13"]),
-        Role("ComputeDeployedServer", 2, ["127.0.0.21", "127.0.0.22", "127.0.0.23", "127.0.0.24"])])
+        Role("ControllerDeployedServer", controllers, ["127.0.0.11", "127.0.0.12", "127.0.0.13"][:controllers]),
+        Role("ComputeDeployedServer", 2, ["127.0.0.21", "127.0.0.22", "127.0.0.23", "127.0.0.24"])], **options)
     oc = Overcloud.start(scenario, state_dir=tmp_path / "hostkeys", authorized_keys=[key])
     inventory = tmp_path / "inventory.yaml"
     inventory.write_text(json.dumps({"roles": {r.name: [f"{h}:{oc.nodes[h].port}" for h in r.hosts]
@@ -36,6 +35,12 @@ def deployment(tmp_path, broker_url, sqlite_url, namespace):
         "inventory": inventory, "ssh_key_file": key_file, "ssh_known_hosts": tmp_path / "known_hosts"})
     for node in oc.nodes.values():
         trust_host(settings, node.address, node.port)
+    return oc, settings
+
+
+@pytest.fixture
+def deployment(tmp_path, broker_url, sqlite_url, namespace):
+    oc, settings = start_deployment(tmp_path, broker_url, sqlite_url, namespace)
     yield oc, settings
     oc.stop()
 
@@ -208,3 +213,43 @@ def test_an_unreachable_node_is_retried_then_fails_alone_and_status_shows_it(dep
     shown = run_cli(settings, tmp_path, "agents", "status", "--stack", "overcloud", env=os_env)
     line = next(l for l in shown.stdout.splitlines() if "127.0.0.22" in l)
     assert "unreachable" in line and shown.stdout.count("polling") == 4
+
+
+@pytest.mark.parametrize("layout", ["ini", "local-data"])
+def test_poll_server_heat_nodes_get_the_heat_collector_and_the_password_stays_on_the_node(
+        tmp_path, broker_url, sqlite_url, namespace, workers, layout):
+    oc, settings = start_deployment(tmp_path, broker_url, sqlite_url, namespace, controllers=1,
+                                    transport="POLL_SERVER_HEAT")
+    try:
+        settings = settings.model_copy(update={"agent_layout": layout})
+        worker = workers(settings, "--watch", "overcloud", "--watch-interval", "0.3", env=oc.environment())
+        wait_for(lambda: oc.heat.root.status == "CREATE_COMPLETE", timeout=60, message="deployment complete")
+        for member in oc.heat.members:
+            node = oc.nodes[member.host]
+            path = settings.agent_config_path if layout == "ini" else settings.agent_local_data_path
+            config = node.files[path].decode()
+            assert member.user_id in config and member.password in config and member.metadata_url not in config
+            if layout == "ini":
+                assert "collectors=heat" in config and "\n[heat]\n" in config
+            else:
+                assert json.loads(config)["os-collect-config"]["heat"]["resource_name"] == "deployed-server"
+            cached = json.loads(node.files["/var/lib/os-collect-config/heat.json"])
+            assert cached["os-collect-config"]["heat"]["user_id"] == member.user_id  # its own resource
+            assert not oc.metadata.polls_of(member.metadata_url)  # the temp URL is not used
+        status = run_cli(settings, tmp_path, "agents", "status", "--stack", "overcloud", env=oc.environment())
+        assert status.stdout.count("polling") == 3, status.stdout + status.stderr
+        audit = AuditLog.open(settings.database())
+        runs = configure_runs(audit)
+        assert len(runs) == 3 and {r["status"] for r in runs} == {"succeeded"}
+        with audit.engine.connect() as c:
+            tables = " ".join(str(row) for t in ("envelope", "run", "step")
+                              for row in c.execute(text(f"select * from {t}")))
+        shown = "".join(run_cli(settings, tmp_path, "audit", "show", r["id"], "--json").stdout for r in runs)
+        worker.terminate()
+        logs = worker.log_path.read_text()
+        for member in oc.heat.members:
+            for where in (tables, shown, logs, status.stdout):
+                assert member.password not in where
+        assert "heat" in shown and member.user_id in shown  # what was configured is on record, redacted
+    finally:
+        oc.stop()

@@ -11,7 +11,7 @@ from ..models.queries import RunFilter, list_runs, run_with_steps
 from ..redaction import redact_text
 from ..tasks.agents import AgentLayout, agent_fetched, agent_state
 from ..tasks.cloud import connect_cloud
-from ..tasks.heat import deployed_servers, metadata_url
+from ..tasks.heat import agent_source, deployed_servers
 from ..tasks.inventory import load_inventory
 from ..tasks.ssh import open_ssh
 from .common import console, invocation, load_all_handlers, styled, table
@@ -48,7 +48,7 @@ def configure(
         conn, plan = _plan(stack, role)
         console.print(table(f"plan for {stack} (nothing will be changed)", ["role", "index", "host", "resource",
                                                                             "metadata URL"],
-                            [(s.role, s.index, str(h), s.status, redact_text(metadata_url(conn, s) or "(not yet)"))
+                            [(s.role, s.index, str(h), s.status, _source_text(agent_source(conn, s)))
                              for s, h in plan]))
         return
     if settings.embedded:
@@ -85,12 +85,12 @@ def status(
 
     def check(item):
         server, host = item
-        url = metadata_url(conn, server)
+        source = agent_source(conn, server)
         try:
             with open_ssh(settings, host.address, port=host.port) as ssh:
                 current, active = agent_state(ssh, layout, host=str(host))
-                configured = bool(url and current and url in current)
-                polling = bool(url and active and agent_fetched(ssh, layout, url, host=str(host)))
+                configured = bool(source and source.configured_in(current))
+                polling = bool(source and active and agent_fetched(ssh, layout, source, host=str(host)))
                 agent = "polling" if polling else ("configured" if configured else "not configured")
                 agent += "" if active else " (agent inactive)"
         except StackreflexError as exc:
@@ -104,3 +104,12 @@ def status(
 
 
 
+
+
+def _source_text(source) -> str:
+    """The metadata URL (signature masked) or the heat collector's resource; never a secret."""
+    if source is None:
+        return "(not yet)"
+    if source.collector == "request":
+        return redact_text(source.settings["metadata_url"])
+    return f"heat: {source.settings['stack_id']}/{source.settings['resource_name']} as {source.settings['user_id']}"

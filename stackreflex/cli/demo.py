@@ -139,4 +139,5 @@ def _timeline(runtime: Runtime) -> None:
     if example:
         console.print(f"a metadata URL as the audit log holds it: [dim]{example}[/]")
     console.print(f"\naudit log: {runtime.settings.database()}\n"
-                  "next: `stackreflex audit runs`, `stackreflex audit show RUN`")
+                  "next: `stackreflex audit timeline --stack overcloud`, "
+                  "`stackreflex audit report --stack overcloud --html demo.html`, `stackreflex audit show RUN`")

@@ -3,7 +3,7 @@ metadata URL, then see it fetch and Heat move on. Reads like the runbook it repl
 
 from ..bus.envelope import Envelope
 from ..tasks.agents import AgentLayout, agent_fetched, configure_agent
-from ..tasks.heat import DEPLOYED_SERVER_TYPE, DeployedServer, deployed_servers, metadata_url
+from ..tasks.heat import DEPLOYED_SERVER_TYPE, DeployedServer, agent_source, deployed_servers
 from ..tasks.inventory import load_inventory
 from ..tasks.waiting import wait_until
 from .context import RunContext
@@ -79,29 +79,32 @@ def server_of_data(data: dict) -> DeployedServer:
 
 
 def configure_node(server: DeployedServer, ctx: RunContext) -> None:
-    url = None
+    source = None
     if "url_read" not in ctx.state:
         with ctx.step("read metadata URL", target=server.label) as detail:
-            url = metadata_url(ctx.cloud, server)
-            detail["found"] = url is not None
-        if url is None:
+            source = agent_source(ctx.cloud, server)
+            detail["found"] = source is not None
+            if source is not None:
+                detail["collector"] = source.collector
+        if source is None:
             ctx.recheck(10, waiting_for=f"the metadata URL of {server.label}", deadline=URL_DEADLINE)
         ctx.state["url_read"] = True
-    # after a continuation, read it again: the URL is a credential and is not kept in state
-    url = url or metadata_url(ctx.cloud, server)
+    # after a continuation, read it again: it carries a credential and is not kept in state
+    source = source or agent_source(ctx.cloud, server)
     host = load_inventory(ctx.settings.inventory).host_for(server.role, server.index, path=server.path)
     layout = AgentLayout.from_settings(ctx.settings)
     with ctx.ssh(host.address, port=host.port) as ssh:
         if "configured" not in ctx.state:
             with ctx.step("configure os-collect-config", target=str(host)) as detail:
-                detail.update(configure_agent(ssh, url, layout, host=str(host)), node=server.label,
-                              metadata_url=url)
+                detail.update(configure_agent(ssh, source, layout, host=str(host)), node=server.label,
+                              **({"metadata_url": source.settings["metadata_url"]} if source.collector == "request"
+                                 else {"heat": source.describe()}))
             ctx.state["configured"] = True
         if "fetched" not in ctx.state:
-            if not wait_until(lambda: agent_fetched(ssh, layout, url, host=str(host)), INLINE_WAIT):
+            if not wait_until(lambda: agent_fetched(ssh, layout, source, host=str(host)), INLINE_WAIT):
                 ctx.recheck(2, waiting_for=f"{host} to fetch its metadata", deadline=FETCH_DEADLINE)
             with ctx.step("agent fetched its metadata", target=str(host)) as detail:
-                detail["cache"] = layout.cache_path
+                detail["cache"] = layout.cache_path(source.collector)
             ctx.state["fetched"] = True
     status = wait_until(lambda: _heat_settled(ctx, server), INLINE_WAIT)
     if status is None:

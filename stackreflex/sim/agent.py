@@ -1,5 +1,7 @@
 """os-collect-config on a simulated node: reads its configuration the way the real agent
-does, then polls its metadata URL over HTTP from the node's own address."""
+does, then polls over HTTP from the node's own address: the ``request`` collector its
+metadata URL, the ``heat`` collector its resource's metadata in Heat (after a Keystone login
+as the node's own user)."""
 
 import configparser
 import http.client
@@ -12,33 +14,39 @@ from .clock import SimClock
 #: Where the agent reads its configuration.
 CONFIG_PATH = "/etc/os-collect-config.conf"
 LOCAL_DATA_DIR = "/var/lib/os-collect-config/local-data/"
-#: Where the request collector caches what it fetched.
-CACHE_PATH = "/var/lib/os-collect-config/request.json"
+#: Where each collector caches what it fetched: request.json, heat.json.
+CACHE_DIR = "/var/lib/os-collect-config/"
 DEFAULT_POLLING_INTERVAL = 30.0
+#: What each collector needs to run.
+NEEDED = {"request": ("metadata_url",),
+          "heat": ("auth_url", "user_id", "password", "project_id", "stack_id", "resource_name")}
 
 
-def agent_settings(files: dict[str, bytes]) -> tuple[str | None, float]:
-    """(metadata URL, polling interval) from the INI file or a local-data JSON file."""
+def agent_settings(files: dict[str, bytes]) -> tuple[str | None, dict, float]:
+    """(collector, its options, polling interval) from the INI file or a local-data JSON file."""
     interval = DEFAULT_POLLING_INTERVAL
     if CONFIG_PATH in files:
         parser = configparser.ConfigParser()
         try:
             parser.read_string(files[CONFIG_PATH].decode())
         except (configparser.Error, UnicodeDecodeError):
-            return None, interval
+            return None, {}, interval
         interval = parser.getfloat("DEFAULT", "polling_interval", fallback=interval)
         collectors = [c.strip() for c in parser.get("DEFAULT", "collectors", fallback="request").split(",")]
-        if "request" in collectors and parser.get("request", "metadata_url", fallback=None):
-            return parser.get("request", "metadata_url"), interval
+        for collector in collectors:
+            options = dict(parser[collector]) if parser.has_section(collector) else {}
+            if collector in NEEDED and all(options.get(k) for k in NEEDED[collector]):
+                return collector, options, interval
     for path in sorted(p for p in files if p.startswith(LOCAL_DATA_DIR) and p.endswith(".json")):
         try:
             occ = json.loads(files[path]).get("os-collect-config", {})
         except (ValueError, AttributeError):
             continue
-        url = (occ.get("request") or {}).get("metadata_url")
-        if url:
-            return url, float(occ.get("polling_interval", interval))
-    return None, interval
+        for collector in occ.get("collectors", ["request"]):
+            options = occ.get(collector) or {}
+            if collector in NEEDED and isinstance(options, dict) and all(options.get(k) for k in NEEDED[collector]):
+                return collector, options, float(occ.get("polling_interval", interval))
+    return None, {}, interval
 
 
 class Agent:
@@ -56,11 +64,11 @@ class Agent:
     def start(self) -> None:
         self.stop()
         with self.lock:
-            url, interval = agent_settings(self.files)
-        if url is None:
+            collector, options, interval = agent_settings(self.files)
+        if collector is None:
             return  # like the real agent, it idles without a collector to run
         self._stop = threading.Event()
-        threading.Thread(target=self._run, args=(url, interval, self._stop), daemon=True,
+        threading.Thread(target=self._run, args=(collector, options, interval, self._stop), daemon=True,
                          name=f"occ-{self.node_address}").start()
 
     def stop(self) -> None:
@@ -68,25 +76,49 @@ class Agent:
             self._stop.set()
             self._stop = None
 
-    def _run(self, url: str, interval: float, stop: threading.Event) -> None:
+    def _run(self, collector: str, options: dict, interval: float, stop: threading.Event) -> None:
         while not stop.is_set():
-            self._poll(url)
+            try:
+                body = self._request(options) if collector == "request" else self._heat(options)
+            except OSError:
+                self.last_status, body = None, None
+            if body is not None:
+                with self.lock:
+                    self.files[f"{CACHE_DIR}{collector}.json"] = body
+                self.polls += 1
             stop.wait(self.clock.real_seconds(interval))
 
-    def _poll(self, url: str) -> None:
+    def _http(self, method: str, url: str, body: dict | None = None, headers: dict | None = None):
+        """One request from the node's address: (status, headers, body)."""
         parts = urlsplit(url)
         connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10,
                                                 source_address=(self.node_address, 0))
         try:
-            connection.request("GET", parts.path + ("?" + parts.query if parts.query else ""))
+            connection.request(method, parts.path + ("?" + parts.query if parts.query else ""),
+                               body=json.dumps(body) if body is not None else None,
+                               headers={"Content-Type": "application/json", **(headers or {})})
             response = connection.getresponse()
-            body = response.read()
             self.last_status = response.status
-            if response.status == 200:
-                with self.lock:
-                    self.files[CACHE_PATH] = body
-                self.polls += 1
-        except OSError:
-            self.last_status = None
+            return response.status, response, response.read()
         finally:
             connection.close()
+
+    def _request(self, options: dict) -> bytes | None:
+        status, _, body = self._http("GET", options["metadata_url"])
+        return body if status == 200 else None
+
+    def _heat(self, options: dict) -> bytes | None:
+        """Log in as the node's user, find Heat in the catalog, read the resource's metadata."""
+        status, response, body = self._http("POST", options["auth_url"].rstrip("/") + "/auth/tokens", {"auth": {
+            "identity": {"methods": ["password"],
+                         "password": {"user": {"id": options["user_id"], "password": options["password"]}}},
+            "scope": {"project": {"id": options["project_id"]}}}})
+        if status != 201:
+            return None
+        catalog = json.loads(body)["token"]["catalog"]
+        heat = next(e["url"] for s in catalog if s["type"] == "orchestration" for e in s["endpoints"]
+                    if e["interface"] == "public")
+        status, _, body = self._http("GET", f"{heat}/stacks/{options['stack_id']}/resources/"
+                                            f"{options['resource_name']}/metadata",
+                                     headers={"X-Auth-Token": response.getheader("X-Subject-Token")})
+        return json.dumps(json.loads(body)["metadata"]).encode() if status == 200 else None

@@ -109,6 +109,9 @@ class Member:
     server: Resource
     deployed_server: Resource
     metadata_url: str
+    #: POLL_SERVER_HEAT: the node's own Keystone user and the nested stack of its deployed-server
+    user_id: str = ""
+    password: str = ""
     polled_at: datetime | None = None
     completed: bool = False
 
@@ -117,8 +120,9 @@ class Heat:
     """The orchestration service and the deployment it is running."""
 
     def __init__(self, scenario: Scenario, base_url: str, project_id: str, metadata: MetadataStore,
-                 clock: SimClock, seed: int = 0):
+                 clock: SimClock, seed: int = 0, keystone=None):
         self.scenario = scenario
+        self.keystone = keystone
         self.base_url = base_url
         self.project_id = project_id
         self.metadata = metadata
@@ -196,15 +200,25 @@ class Heat:
         node.metadata_url = self.metadata.publish(container, deployed.physical_id,
                                                   lambda node=node: self._resource_metadata(node),
                                                   lambda client, node=node: self._polled(node))
+        if self.scenario.transport == "POLL_SERVER_HEAT":
+            node.user_id = uuid.UUID(int=self.rng.getrandbits(128), version=4).hex
+            node.password = uuid.UUID(int=self.rng.getrandbits(128), version=4).hex
+            self.keystone.add_user(node.user_id, node.password)
         deployed.metadata = self._resource_metadata(node)
         self.members.append(node)
         return node
 
     def _resource_metadata(self, node: Member) -> dict:
-        return {"deployments": self._deployments(node),
-                "os-collect-config": {"collectors": ["request", "local"],
-                                      "request": {"metadata_url": node.metadata_url},
-                                      "heat": None, "zaqar": None, "cfn": None}}
+        """What the deployed-server resource's metadata says the node's agent must poll."""
+        if self.scenario.transport == "POLL_SERVER_HEAT":
+            stack = node.deployed_server.stack
+            heat = {"auth_url": f"{self.base_url}/identity/v3", "user_id": node.user_id, "password": node.password,
+                    "project_id": self.project_id, "stack_id": f"{stack.name}/{stack.id}",
+                    "resource_name": node.deployed_server.name, "region_name": self.scenario.region}
+            occ = {"collectors": ["heat", "local"], "heat": heat, "request": None}
+        else:
+            occ = {"collectors": ["request", "local"], "request": {"metadata_url": node.metadata_url}, "heat": None}
+        return {"deployments": self._deployments(node), "os-collect-config": {**occ, "zaqar": None, "cfn": None}}
 
     def _deployments(self, node: Member) -> list[dict]:
         return [{"id": str(uuid.uuid5(uuid.NAMESPACE_URL, node.deployed_server.physical_id)),
@@ -384,7 +398,14 @@ class Heat:
 
     def resource_metadata(self, request: Request) -> Response:
         with self.lock:
-            return Response(200, {"metadata": self._resource(request).metadata})
+            resource = self._resource(request)
+            metadata = resource.metadata
+            caller = self.keystone.token_user(request.headers.get("x-auth-token")) if self.keystone else None
+            node = next((m for m in self.members if m.user_id and m.user_id == caller
+                         and m.deployed_server is resource), None)
+        if node is not None:  # the node's heat collector polling its own resource
+            self._polled(node)
+        return Response(200, {"metadata": metadata})
 
     def _event_body(self, event: Event, with_root: bool) -> dict:
         stack = event.stack

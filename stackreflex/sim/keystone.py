@@ -34,7 +34,10 @@ class Keystone:
         self.base_url = base_url
         self.project_id = project_id(scenario.project)
         self.user_id = uuid.uuid5(uuid.NAMESPACE_DNS, f"user-{scenario.user}").hex
-        self.tokens: dict[str, object] = {}
+        #: token → (expiry, user id)
+        self.tokens: dict[str, tuple] = {}
+        #: further users (the heat collector's per-server users): id → password
+        self.users: dict[str, str] = {}
         self._lock = threading.Lock()
         #: service type → (name, URL); filled by the services that register themselves
         self.services: dict[str, tuple[str, str]] = {"identity": ("keystone", f"{base_url}/identity")}
@@ -57,11 +60,19 @@ class Keystone:
     def version(self, request: Request) -> Response:
         return Response(200, {"version": self._version_doc()})
 
-    def authenticate(self, request: Request) -> bool:
-        token = request.headers.get("x-auth-token")
+    def add_user(self, user_id: str, password: str) -> None:
+        """A user that authenticates by id, like the per-server users of POLL_SERVER_HEAT."""
         with self._lock:
-            expires = self.tokens.get(token)
-        return expires is not None and expires > utcnow()
+            self.users[user_id] = password
+
+    def authenticate(self, request: Request) -> bool:
+        return self.token_user(request.headers.get("x-auth-token")) is not None
+
+    def token_user(self, token: str | None) -> str | None:
+        """The user id a valid token was issued to, or None."""
+        with self._lock:
+            expires, user_id = self.tokens.get(token, (None, None))
+        return user_id if expires is not None and expires > utcnow() else None
 
     def issue_token(self, request: Request) -> Response:
         auth = request.json().get("auth", {})
@@ -69,16 +80,20 @@ class Keystone:
         if "password" not in identity.get("methods", []):
             raise HttpError(401, "Unauthorized", "The request you have made requires authentication.")
         user = identity.get("password", {}).get("user", {})
-        if user.get("name", user.get("id")) not in (self.scenario.user, self.user_id) \
-                or user.get("password") != self.scenario.password:
+        operator = user.get("name", user.get("id")) in (self.scenario.user, self.user_id) \
+            and user.get("password") == self.scenario.password
+        with self._lock:
+            own = user.get("id") in self.users and user.get("password") == self.users[user["id"]]
+        if not (operator or own):
             raise HttpError(401, "Unauthorized", "The request you have made requires authentication.")
+        user_id, user_name = (self.user_id, self.scenario.user) if operator else (user["id"], user["id"])
         token, now = secrets.token_urlsafe(32), utcnow()
         with self._lock:
-            self.tokens[token] = now + TOKEN_LIFETIME
+            self.tokens[token] = (now + TOKEN_LIFETIME, user_id)
         domain = {"id": "default", "name": "Default"}
         body = {"token": {
             "methods": ["password"], "issued_at": iso(now), "expires_at": iso(now + TOKEN_LIFETIME),
-            "user": {"id": self.user_id, "name": self.scenario.user, "domain": domain, "password_expires_at": None},
+            "user": {"id": user_id, "name": user_name, "domain": domain, "password_expires_at": None},
             "project": {"id": self.project_id, "name": self.scenario.project, "domain": domain},
             "roles": [{"id": uuid.uuid5(uuid.NAMESPACE_DNS, "role-admin").hex, "name": "admin"}],
             "catalog": [{"type": kind, "name": name, "id": uuid.uuid5(uuid.NAMESPACE_DNS, kind).hex,

@@ -51,7 +51,7 @@ class Overcloud:
         clock = SimClock(scenario.speed)
         keystone = holder["keystone"] = Keystone(scenario, base_url)
         metadata = MetadataStore(base_url, keystone.project_id, scenario.temp_url_key, scenario.temp_url_lifetime)
-        heat = Heat(scenario, base_url, keystone.project_id, metadata, clock, seed)
+        heat = Heat(scenario, base_url, keystone.project_id, metadata, clock, seed, keystone)
         glance = Glance(scenario, base_url, clock, faults)
         nova = Nova(scenario, base_url, clock, faults, glance)
         cinder = Cinder(scenario, base_url, clock, faults, nova, glance)

@@ -1,7 +1,8 @@
 """Configuring os-collect-config on a node over SSH: idempotent, atomic, verified.
 
-The metadata URL carries a credential (its temp_url_sig), so it travels on the command's
-standard input, never in a command line, and the file is written 0600.
+The agent's source carries a credential (the temp URL's signature, or the heat collector's
+password), so it travels on the command's standard input, never in a command line, and the
+file is written 0600.
 """
 
 import json
@@ -10,8 +11,51 @@ from dataclasses import dataclass
 
 import paramiko
 
+from ..redaction import redact
 from ..settings import Settings
 from .ssh import CommandFailed, run
+
+#: What each collector needs, in the order the agent's configuration lists it.
+COLLECTOR_OPTIONS = {"request": ("metadata_url",),
+                     "heat": ("auth_url", "user_id", "password", "project_id", "stack_id", "resource_name")}
+#: What shows, in what the agent fetched, that it fetched this node's own metadata.
+IDENTITY = {"request": ("metadata_url",), "heat": ("stack_id", "resource_name", "user_id")}
+
+
+@dataclass(frozen=True)
+class AgentSource:
+    """Where a node's agent polls: the ``request`` collector's temp URL (POLL_TEMP_URL) or the
+    ``heat`` collector's credentials and resource (POLL_SERVER_HEAT). Both carry a secret
+    (the URL's signature, the password): keep it in memory, never in state or logs."""
+
+    collector: str
+    options: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def from_metadata(cls, occ: dict) -> "AgentSource | None":
+        """From a deployed server's ``os-collect-config`` metadata; None while it is not there yet."""
+        for collector, needed in COLLECTOR_OPTIONS.items():
+            section = occ.get(collector) or {}
+            if all(section.get(k) for k in needed):
+                extra = tuple(k for k in ("region_name",) if section.get(k))
+                return cls(collector, tuple((k, str(section[k])) for k in (*needed, *extra)))
+        return None
+
+    @property
+    def settings(self) -> dict:
+        return dict(self.options)
+
+    @property
+    def identity(self) -> dict:
+        return {k: v for k, v in self.options if k in IDENTITY[self.collector]}
+
+    def describe(self) -> dict:
+        """For the audit log and the CLI (redacted again on the way out)."""
+        return {"collector": self.collector, **redact(self.settings)}
+
+    def configured_in(self, text: str | None) -> bool:
+        return bool(text) and all(v in text for v in self.identity.values())
+
 
 @dataclass(frozen=True)
 class AgentLayout:
@@ -21,7 +65,7 @@ class AgentLayout:
     config_path: str
     template_path: str
     local_data_path: str
-    cache_path: str
+    cache_dir: str
     service: str
     polling_interval: int
     sudo: bool
@@ -29,20 +73,24 @@ class AgentLayout:
     @classmethod
     def from_settings(cls, settings: Settings) -> "AgentLayout":
         return cls(settings.agent_layout, settings.agent_config_path, settings.agent_template_path,
-                   settings.agent_local_data_path, settings.agent_cache_path, settings.agent_service,
+                   settings.agent_local_data_path, settings.agent_cache_dir, settings.agent_service,
                    settings.agent_polling_interval, settings.ssh_sudo)
 
     @property
     def target(self) -> str:
         return self.config_path if self.mode == "ini" else self.local_data_path
 
-    def render(self, url: str) -> bytes:
+    def cache_path(self, collector: str) -> str:
+        return f"{self.cache_dir.rstrip('/')}/{collector}.json"
+
+    def render(self, source: AgentSource) -> bytes:
         if self.mode == "ini":
-            return (f"[DEFAULT]\ncollectors=request\ncommand=os-refresh-config\n"
-                    f"polling_interval={self.polling_interval}\n\n[request]\nmetadata_url={url}\n").encode()
-        return json.dumps({"os-collect-config": {"collectors": ["request", "local"],
+            section = "".join(f"{k}={v}\n" for k, v in source.options)
+            return (f"[DEFAULT]\ncollectors={source.collector}\ncommand=os-refresh-config\n"
+                    f"polling_interval={self.polling_interval}\n\n[{source.collector}]\n{section}").encode()
+        return json.dumps({"os-collect-config": {"collectors": [source.collector, "local"],
                                                  "polling_interval": self.polling_interval,
-                                                 "request": {"metadata_url": url}}}, indent=2).encode() + b"\n"
+                                                 source.collector: source.settings}}, indent=2).encode() + b"\n"
 
 
 def agent_state(ssh: paramiko.SSHClient, layout: AgentLayout, *, host: str = "") -> tuple[str | None, bool]:
@@ -53,10 +101,10 @@ def agent_state(ssh: paramiko.SSHClient, layout: AgentLayout, *, host: str = "")
     return (current if status == 0 else None), active
 
 
-def configure_agent(ssh: paramiko.SSHClient, url: str, layout: AgentLayout, *, host: str = "") -> dict:
-    """Point the node's agent at ``url`` unless it already is and runs; returns what was done."""
+def configure_agent(ssh: paramiko.SSHClient, source: AgentSource, layout: AgentLayout, *, host: str = "") -> dict:
+    """Point the node's agent at ``source`` unless it already is and runs; returns what was done."""
     q = shlex.quote
-    wanted = layout.render(url).decode()
+    wanted = layout.render(source).decode()
     current, active = agent_state(ssh, layout, host=host)
     if current == wanted and active:
         return {"action": "unchanged", "path": layout.target}
@@ -70,16 +118,18 @@ def configure_agent(ssh: paramiko.SSHClient, url: str, layout: AgentLayout, *, h
     if not active:
         raise CommandFailed(f"node {host}: {layout.service} is not active after its restart")
     return {"action": "rewritten" if current is not None else "written", "path": layout.target,
-            "previous": "other URL" if current is not None else "none"}
+            "previous": "other source" if current is not None else "none"}
 
 
-def agent_fetched(ssh: paramiko.SSHClient, layout: AgentLayout, url: str, *, host: str = "") -> bool:
-    """True once the agent's collector cache holds what it fetched from ``url``'s deployment."""
-    status, cached, _ = run(ssh, f"cat {shlex.quote(layout.cache_path)}", sudo=layout.sudo, check=False, host=host)
+def agent_fetched(ssh: paramiko.SSHClient, layout: AgentLayout, source: AgentSource, *, host: str = "") -> bool:
+    """True once the collector's cache on the node holds this node's own metadata, fetched from ``source``."""
+    path = shlex.quote(layout.cache_path(source.collector))
+    status, cached, _ = run(ssh, f"cat {path}", sudo=layout.sudo, check=False, host=host)
     if status != 0:
         return False
     try:
         fetched = json.loads(cached)
     except ValueError:
         return False
-    return ((fetched.get("os-collect-config") or {}).get("request") or {}).get("metadata_url") == url
+    section = ((fetched.get("os-collect-config") if isinstance(fetched, dict) else None) or {}).get(source.collector)
+    return isinstance(section, dict) and all(section.get(k) == v for k, v in source.identity.items())

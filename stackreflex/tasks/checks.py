@@ -10,7 +10,7 @@ from ..bus.connections import display_url, kombu_connection
 from ..errors import StackreflexError
 from ..redaction import redact_text
 from ..settings import Settings
-from .heat import deployed_servers, find_stack, metadata_url
+from .heat import agent_source, deployed_servers, find_stack
 from .inventory import Host
 from .ssh import open_ssh, run
 
@@ -90,11 +90,13 @@ def node_checks(settings: Settings, host: Host, endpoints: list[tuple[str, str]]
 
 
 def undercloud_endpoints(conn, stack: str | None) -> list[tuple[str, str]]:
-    """The Heat API and (from a deployed server's metadata URL) the Swift endpoint nodes must reach."""
+    """The Heat API and what a deployed server's agent polls: Swift (temp URL) or Keystone (heat collector)."""
     endpoints = [("Heat API", conn.session.get_endpoint(service_type="orchestration", interface="public"))]
     if stack:
         servers = deployed_servers(conn, stack)
-        url = next((u for u in (metadata_url(conn, s) for s in servers[:1]) if u), None)
-        if url:
-            endpoints.append(("Swift", url))
+        source = next((u for u in (agent_source(conn, s) for s in servers[:1]) if u), None)
+        if source is not None and source.collector == "request":
+            endpoints.append(("Swift", source.settings["metadata_url"]))
+        elif source is not None:
+            endpoints.append(("Keystone", source.settings["auth_url"]))
     return endpoints

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from openstack import exceptions
 
 from ..errors import StackreflexError
+from .agents import AgentSource
 
 #: Deployed servers are recognised by type: templates name them freely.
 DEPLOYED_SERVER_TYPE = "OS::Heat::DeployedServer"
@@ -80,13 +81,13 @@ def deployed_servers(conn, stack: str) -> list[DeployedServer]:
     return sorted(found, key=lambda s: (s.role or "", s.index if s.index is not None else -1, s.path))
 
 
-def metadata_url(conn, server: DeployedServer) -> str | None:
-    """``.["os-collect-config"].request.metadata_url`` of the server's metadata (None if not there yet)."""
+def agent_source(conn, server: DeployedServer) -> AgentSource | None:
+    """Where the server's agent must poll, from ``.["os-collect-config"]`` of its metadata: the
+    ``request`` collector's URL or the ``heat`` collector's credentials (None if not there yet)."""
     body = _json(conn.orchestration.get(
         f"/stacks/{server.stack_name}/{server.stack_id}/resources/{server.resource_name}/metadata"),
         f"the metadata of {server.path}")
-    occ = (body.get("metadata") or {}).get("os-collect-config") or {}
-    return (occ.get("request") or {}).get("metadata_url") or None
+    return AgentSource.from_metadata((body.get("metadata") or {}).get("os-collect-config") or {})
 
 
 def resource_type(conn, stack_name: str, stack_id: str, resource_name: str) -> str | None:
