@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 from stackreflex.models.audit import AuditLog
-from stackreflex.models.tables import EnvelopeRecord, Run, Step
+from stackreflex.models.tables import EnvelopeRecord, Run
 
 T0 = datetime(2026, 11, 20, 22, 0, tzinfo=timezone.utc)
 SECRET_SIG = "d3adb33fd3adb33fd3adb33fd3adb33fd3adb33f"

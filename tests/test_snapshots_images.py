@@ -9,7 +9,7 @@ from stackreflex.sim.faults import Fault
 from stackreflex.sim.overcloud import Overcloud
 from stackreflex.sim.scenario import Scenario
 
-from .conftest import make_settings, run_cli, wait_for
+from .conftest import make_settings, run_cli
 
 SERVER = "vm-compute-a-0"
 
