@@ -41,7 +41,7 @@ class Settings(BaseModel):
     #: Name of the topic exchange, and prefix of every queue stackreflex declares.
     namespace: str = Field("stackreflex", pattern=r"^[A-Za-z0-9_.-]+$")
     #: Worker threads per worker process.
-    worker_threads: int = Field(8, ge=1, le=256)
+    worker_threads: int = Field(16, ge=1, le=256)
     #: A running handler's claim on its run lapses this long after its worker stops heartbeating.
     lease_seconds: float = Field(30.0, gt=0)
     #: How often waiting runs (continuations) are checked for being due.

@@ -1,6 +1,8 @@
 """Deployed servers: when Heat waits for a pre-provisioned node, point its agent at its
 metadata URL, then see it fetch and Heat move on. Reads like the runbook it replaces."""
 
+import time
+
 from ..bus.envelope import Envelope
 from ..tasks.agents import AgentLayout, agent_fetched, configure_agent
 from ..tasks.heat import DEPLOYED_SERVER_TYPE, DeployedServer, agent_source, deployed_servers
@@ -14,6 +16,8 @@ from .registry import handler
 URL_DEADLINE, FETCH_DEADLINE, HEAT_DEADLINE = 900.0, 600.0, 1800.0
 #: How long to wait in place for something that usually follows at once, before parking the run.
 INLINE_WAIT = 5.0
+#: The whole-stack command follows its window of node runs in place this long, looking this often (seconds).
+INLINE_FOLLOW, FOLLOW_INTERVAL = 20.0, 0.1
 
 
 def is_deployed_server(event: Envelope) -> bool:
@@ -57,20 +61,39 @@ def configure_stack_agents(event: Envelope, ctx: RunContext) -> None:
             ctx.fail(f"stack {stack} has no deployed servers" + (f" in role {role}" if role else ""))
         ctx.state["nodes"], ctx.state["sent"] = [server_data(s) for s in servers], {}
     nodes, sent = ctx.state["nodes"], ctx.state["sent"]
+    follow_until = time.monotonic() + INLINE_FOLLOW
+    while True:
+        finished = _window_step(ctx, stack, nodes, sent, window)
+        if len(finished) == len(nodes):
+            break
+        if time.monotonic() > follow_until:  # hold no thread for long: look again later
+            ctx.recheck(1, waiting_for=f"{len(nodes) - len(finished)} of {len(nodes)} node(s)", deadline=3600)
+        time.sleep(FOLLOW_INTERVAL)
+    failed = {label: run for label, run in finished.items() if run.status != "succeeded"}
+    if failed:
+        ctx.fail(f"{len(failed)} of {len(nodes)} node(s) failed: " +
+                 "; ".join(f"{label}: {run.error}" for label, run in sorted(failed.items())))
+
+
+def _window_step(ctx: RunContext, stack: str, nodes: list[dict], sent: dict, window: int) -> dict:
+    """Refill the window of node runs; returns the finished ones, by node."""
     runs = ctx.outcomes(list(sent.values()))
     finished = {label: rows[0] for label, eid in sent.items() for rows in [runs[eid]]
                 if rows and rows[0].status in ("succeeded", "failed", "dead", "skipped")}
+    published = False
     for data in nodes:
         label = server_of_data(data).label
         if label not in sent and len(sent) - len(finished) < window:
             sent[label] = ctx.publish("command.agent.configure", subject=stack, data=data, key=label).id
-    failed = {label: run for label, run in finished.items() if run.status != "succeeded"}
-    ctx.progress(len(finished), len(nodes), f"{len(finished) - len(failed)} configured, {len(failed)} failed")
-    if len(finished) < len(nodes):
-        ctx.recheck(1, waiting_for=f"{len(nodes) - len(finished)} of {len(nodes)} node(s)", deadline=3600)
-    if failed:
-        ctx.fail(f"{len(failed)} of {len(nodes)} node(s) failed: " +
-                 "; ".join(f"{label}: {run.error}" for label, run in sorted(failed.items())))
+            published = True
+    if published:
+        ctx.checkpoint()
+    failed = sum(1 for run in finished.values() if run.status != "succeeded")
+    note = f"{len(finished) - failed} configured, {failed} failed"
+    if note != ctx.state.get("reported"):
+        ctx.progress(len(finished), len(nodes), note)
+        ctx.state["reported"] = note
+    return finished
 
 
 def server_of_data(data: dict) -> DeployedServer:

@@ -1,6 +1,7 @@
 """SSH to nodes with verified host keys: an unknown or changed key is refused, never trusted silently."""
 
 import socket
+import threading
 from pathlib import Path
 
 import paramiko
@@ -26,8 +27,9 @@ def open_ssh(settings: Settings, host: str, *, port: int | None = None, user: st
     """Connect to ``host`` as the configured user; the caller closes the client."""
     client = paramiko.SSHClient()
     known = Path(known_hosts or settings.ssh_known_hosts).expanduser()
-    if known.exists():
-        client.load_host_keys(str(known))
+    entry = host_key_entry(host, port or settings.ssh_port)
+    for key_type, key in (_recorded_keys(known).lookup(entry) or {}).items():
+        client.get_host_keys().add(entry, key_type, key)
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     target = f"{user or settings.ssh_user}@{host}"
     try:
@@ -49,6 +51,28 @@ def open_ssh(settings: Settings, host: str, *, port: int | None = None, user: st
         client.close()
         raise SSHError(f"node {host}: unreachable over SSH port {port or settings.ssh_port}: {exc}") from None
     return client
+
+
+_parsed: dict[Path, tuple[tuple, paramiko.HostKeys]] = {}
+_parsed_lock = threading.Lock()
+
+
+def _recorded_keys(known: Path) -> paramiko.HostKeys:
+    """known_hosts, parsed again only when the file changes: with hundreds of nodes, parsing
+    every key for every connection costs more CPU than the connection itself."""
+    try:
+        stat = known.stat()
+    except FileNotFoundError:
+        return paramiko.HostKeys()
+    version = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+    with _parsed_lock:
+        cached = _parsed.get(known)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+    keys = paramiko.HostKeys(str(known))
+    with _parsed_lock:
+        _parsed[known] = (version, keys)
+    return keys
 
 
 def host_key_entry(address: str, port: int | None) -> str:
