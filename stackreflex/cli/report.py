@@ -64,7 +64,7 @@ def gantt(timeline: Timeline) -> str:
             rows.append(f'<rect class="bar" x="{x:.1f}" y="{y + (LANE_HEIGHT - BAR_HEIGHT) / 2:.0f}" '
                         f'width="{width:.1f}" height="{BAR_HEIGHT}" fill="{colour}"><title>{_e(tip)}</title></rect>')
     height = len(lanes) * LANE_HEIGHT
-    axis = (f'<text x="{LABEL_WIDTH}" y="{height + 16}" font-size="11">{_e(steps[0]["time"] and start.isoformat())}'
+    axis = (f'<text x="{LABEL_WIDTH}" y="{height + 16}" font-size="11">{_e(start.isoformat())}'
             f'</text><text x="{LABEL_WIDTH + CHART_WIDTH}" y="{height + 16}" font-size="11" text-anchor="end">'
             f'+{span:.1f} s</text>')
     return (f'<svg id="gantt" xmlns="http://www.w3.org/2000/svg" width="{LABEL_WIDTH + CHART_WIDTH}" '
