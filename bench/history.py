@@ -140,10 +140,7 @@ def drop_history_indexes(audit: AuditLog) -> None:
     with audit.engine.begin() as db:
         for name in HISTORY_INDEXES:
             db.execute(text(f"DROP INDEX IF EXISTS {name}"))
-        if audit.engine.dialect.name == "postgresql":
-            db.execute(text("ANALYZE"))
-        else:
-            db.execute(text("ANALYZE"))
+        db.execute(text("ANALYZE"))
 
 
 def bench(label: str, url: str, steps: int, repeat: int) -> list[tuple]:

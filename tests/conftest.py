@@ -13,6 +13,7 @@ import time
 import uuid
 from pathlib import Path
 
+import paramiko
 import psycopg
 import pytest
 from kombu import Connection
@@ -21,6 +22,8 @@ from stackreflex.bus.connections import normalise_amqp_url
 from stackreflex.cli.common import load_all_handlers
 from stackreflex.handlers.registry import registry
 from stackreflex.settings import Settings
+from stackreflex.sim.overcloud import Overcloud
+from stackreflex.tasks.ssh import trust_host
 
 BROKER_URL = os.environ.get("STACKREFLEX_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/")
 PG_ADMIN_URL = os.environ.get("STACKREFLEX_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -96,6 +99,22 @@ def sqlite_url(tmp_path):
 def make_settings(broker_url, database_url, namespace, **extra) -> Settings:
     return Settings(broker_url=broker_url, database_url=database_url, namespace=namespace,
                     lease_seconds=2.0, worker_threads=4, **extra)
+
+
+def overcloud_with_nodes(tmp_path: Path, scenario, inventory, settings: Settings):
+    """Start the simulated overcloud with SSH nodes that accept a fresh key, write the inventory
+    ``inventory(oc)`` returns, and record every node's host key: settings that reach the nodes."""
+    key = paramiko.ECDSAKey.generate()
+    key_file = tmp_path / "id_ecdsa"
+    key.write_private_key_file(str(key_file))
+    oc = Overcloud.start(scenario, state_dir=tmp_path / "hostkeys", authorized_keys=[key])
+    inventory_file = tmp_path / "inventory.yaml"
+    inventory_file.write_text(json.dumps(inventory(oc)))
+    settings = settings.model_copy(update={"inventory": inventory_file, "ssh_key_file": key_file,
+                                           "ssh_known_hosts": tmp_path / "known_hosts"})
+    for node in oc.nodes.values():
+        trust_host(settings, node.address, node.port)
+    return oc, settings
 
 
 def env_for(settings: Settings, tmp_path: Path, extra: dict | None = None) -> dict:

@@ -4,38 +4,27 @@ process, real SSH to the simulated nodes."""
 import json
 import re
 
-import paramiko
 import pytest
 from sqlalchemy import text
 
 from stackreflex.models.audit import AuditLog
 from stackreflex.models.queries import RunFilter, list_runs, run_with_steps
 from stackreflex.sim.faults import Fault
-from stackreflex.sim.overcloud import Overcloud
 from stackreflex.sim.scenario import Role, Scenario
 from stackreflex.tasks.inventory import Host, InventoryError, load_inventory
-from stackreflex.tasks.ssh import trust_host
 
-from .conftest import make_settings, run_cli, wait_for
+from .conftest import make_settings, overcloud_with_nodes, run_cli, wait_for
 
 
 def start_deployment(tmp_path, broker_url, sqlite_url, namespace, controllers=3, **options):
     """A simulated overcloud waiting for its agents, and settings that reach its nodes."""
-    key = paramiko.ECDSAKey.generate()
-    key_file = tmp_path / "id_ecdsa"
-    key.write_private_key_file(str(key_file))
     scenario = Scenario(deployment_time=0.3, roles=[
         Role("ControllerDeployedServer", controllers, ["127.0.0.11", "127.0.0.12", "127.0.0.13"][:controllers]),
         Role("ComputeDeployedServer", 2, ["127.0.0.21", "127.0.0.22", "127.0.0.23", "127.0.0.24"])], **options)
-    oc = Overcloud.start(scenario, state_dir=tmp_path / "hostkeys", authorized_keys=[key])
-    inventory = tmp_path / "inventory.yaml"
-    inventory.write_text(json.dumps({"roles": {r.name: [f"{h}:{oc.nodes[h].port}" for h in r.hosts]
-                                               for r in scenario.roles}}))
-    settings = make_settings(broker_url, sqlite_url, namespace).model_copy(update={
-        "inventory": inventory, "ssh_key_file": key_file, "ssh_known_hosts": tmp_path / "known_hosts"})
-    for node in oc.nodes.values():
-        trust_host(settings, node.address, node.port)
-    return oc, settings
+    return overcloud_with_nodes(
+        tmp_path, scenario, lambda oc: {"roles": {r.name: [f"{h}:{oc.nodes[h].port}" for h in r.hosts]
+                                                  for r in scenario.roles}},
+        make_settings(broker_url, sqlite_url, namespace))
 
 
 @pytest.fixture

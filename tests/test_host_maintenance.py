@@ -4,18 +4,15 @@ as SSH nodes that reboot), real RabbitMQ, worker processes, the CLI."""
 import json
 from collections import Counter
 
-import paramiko
 import pytest
 
 from stackreflex.models.audit import AuditLog
 from stackreflex.models.queries import RunFilter, list_runs, run_with_steps
 from stackreflex.sim.faults import Fault
 from stackreflex.sim.nodes import BOOT_ID
-from stackreflex.sim.overcloud import Overcloud
 from stackreflex.sim.scenario import Scenario
-from stackreflex.tasks.ssh import trust_host
 
-from .conftest import make_settings, run_cli, wait_for
+from .conftest import make_settings, overcloud_with_nodes, run_cli, wait_for
 
 HOST, OTHERS = "compute-a.localdomain", ("compute-b.localdomain", "compute-c.localdomain")
 
@@ -23,23 +20,15 @@ HOST, OTHERS = "compute-a.localdomain", ("compute-b.localdomain", "compute-c.loc
 def start_cloud(tmp_path, broker_url, sqlite_url, namespace, servers=20, migration_time=0.4, nova_limit=0):
     """Three compute hosts with SSH nodes; ``servers`` on compute-a (nova_limit 0: Nova runs every
     accepted migration at once, so the window seen is the orchestrator's own)."""
-    key = paramiko.ECDSAKey.generate()
-    key_file = tmp_path / "id_ecdsa"
-    key.write_private_key_file(str(key_file))
     hosts = (HOST, *OTHERS)
     scenario = Scenario(compute_hosts={HOST: servers, OTHERS[0]: 0, OTHERS[1]: 0},
                         compute_addresses={h: f"127.0.0.{41 + i}" for i, h in enumerate(hosts)},
                         live_migration_time=migration_time, cold_migration_time=0.3, power_time=0.1,
                         reboot_time=1.0, max_concurrent_live_migrations=nova_limit)
-    oc = Overcloud.start(scenario, state_dir=tmp_path / "hostkeys", authorized_keys=[key])
-    inventory = tmp_path / "inventory.yaml"
-    inventory.write_text(json.dumps({"hostnames": {h.split(".")[0]: f"{a}:{oc.nodes[a].port}"
-                                                   for h, a in scenario.compute_addresses.items()}}))
-    settings = make_settings(broker_url, sqlite_url, namespace).model_copy(update={
-        "inventory": inventory, "ssh_key_file": key_file, "ssh_known_hosts": tmp_path / "known_hosts"})
-    for node in oc.nodes.values():
-        trust_host(settings, node.address, node.port)
-    return oc, settings
+    return overcloud_with_nodes(
+        tmp_path, scenario, lambda oc: {"hostnames": {h.split(".")[0]: f"{a}:{oc.nodes[a].port}"
+                                                      for h, a in scenario.compute_addresses.items()}},
+        make_settings(broker_url, sqlite_url, namespace))
 
 
 @pytest.fixture

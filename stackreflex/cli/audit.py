@@ -2,7 +2,6 @@
 
 import csv
 import json
-import re
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -12,7 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import typer
 
 from ..clock import utcnow
-from ..models.queries import RunFilter, find_run, list_envelopes, list_runs, parse_since, run_with_steps
+from ..models.queries import RunFilter, find_run, list_envelopes, list_runs, parse_age, parse_since, run_with_steps
 from ..models.retention import prune
 from ..models.stats import handler_stats, slowest_steps, waiting_runs
 from ..models.timeline import DEFAULT_LIMIT, Scope, timeline
@@ -23,7 +22,6 @@ from .common import console, invocation, print_json, styled, table
 
 app = typer.Typer(help="Query the audit log: runs, their steps, their errors; timelines and reports for post-mortems.",
                   no_args_is_help=True)
-_RELATIVE_AGE = re.compile(r"^\d+(?:\.\d+)?\s*[smhdw]$")
 
 
 def _short(run_id: str) -> str:
@@ -271,9 +269,7 @@ def prune_command(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would go; delete nothing.")] = False,
 ) -> None:
     """Delete finished runs (with their steps) and envelopes older than the given age. Runs still pending, running or waiting are kept, whatever their age."""
-    if not _RELATIVE_AGE.match(older_than.strip()):
-        raise typer.BadParameter("give an age such as 90d, 12w or 48h", param_hint="--older-than")
-    before = parse_since(older_than)
+    before = parse_age(older_than)
     done = prune(invocation.audit(), before, dry_run=dry_run)
     verb = "would delete" if dry_run else "deleted"
     console.print(f"{verb} {done.runs} run(s), {done.steps} step(s), {done.envelopes} envelope(s) "

@@ -5,11 +5,10 @@ from typing import Annotated
 import typer
 
 from ..clock import utcnow
-from ..errors import StackreflexError
 from ..handlers.image_copies import COPY_DEADLINE, CopyOrder
 from ..handlers.snapshots import ServerImageOrder, SnapshotOrder, plan_snapshots
 from ..tasks.cloud import connect_cloud
-from ..tasks.images import find_image, known_stores
+from ..tasks.images import check_stores, find_image
 from ..tasks.servers import find_server
 from .common import console, invocation, styled, table
 from .options import Deadline, DryRun, Timeout, Wait, order_from
@@ -101,7 +100,7 @@ def server_image(
     if dry_run:
         conn = connect_cloud(invocation.settings)
         found = find_server(conn, server).server
-        _check_stores(conn, order.copy_to)
+        check_stores(conn, order.copy_to)
         steps = ([f"stop {found.label} ({found.status})"] if stop and found.status != "SHUTOFF" else []) + \
             [f"create image {name}, wait until active"] + \
             ([f"start {found.label} again"] if stop and found.status != "SHUTOFF" else []) + \
@@ -132,21 +131,13 @@ def image_copy(
     if dry_run:
         conn = connect_cloud(invocation.settings)
         found = find_image(conn, image)
-        known = _check_stores(conn, order.stores)
+        known = check_stores(conn, order.stores)
         rows = [(s, "already there" if s in found.stores else "copy") for s in (order.stores or known)]
         console.print(table(f"plan for {found.label}, {found.status}, in {', '.join(sorted(found.stores))} "
                             "(nothing will be changed)", ["store", "action"], rows))
         return
     send_command("command.image.copy", image, order.model_dump(), wait=wait, timeout=timeout,
                  report=_show_copies("copy_image"))
-
-
-def _check_stores(conn, stores: list[str]) -> list[str]:
-    known = known_stores(conn)
-    unknown = sorted(set(stores) - set(known))
-    if unknown:
-        raise StackreflexError(f"unknown Glance store(s) {', '.join(unknown)} (stores: {', '.join(known)})")
-    return known
 
 
 def _show_copies(handler: str):

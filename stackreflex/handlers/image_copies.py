@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ..bus.envelope import Envelope
 from ..clock import utcnow
 from ..errors import StackreflexError
-from ..tasks.images import CENTRAL, CopyRefused, ImageLocked, find_image, image_now, known_stores, start_copy
+from ..tasks.images import CENTRAL, CopyRefused, ImageLocked, check_stores, find_image, image_now, start_copy
 from .context import RunContext
 from .orders import read_order
 from .registry import handler
@@ -107,12 +107,12 @@ def copy_to_stores(ctx: RunContext, image_id: str, stores: list[str] | None, *, 
 
 
 def _plan(ctx: RunContext, state: dict, image_id: str, stores: list[str] | None) -> None:
-    known = known_stores(ctx.cloud)
+    try:
+        known = check_stores(ctx.cloud, stores or [])
+    except StackreflexError as exc:
+        ctx.fail(str(exc))
     asked = list(stores) if stores is not None else known
-    unknown = sorted(set(asked) - set(known))
     image = image_now(ctx.cloud, image_id)
-    if unknown:
-        ctx.fail(f"unknown Glance store(s) {', '.join(unknown)} (stores: {', '.join(known)})")
     if image.status != "active":
         ctx.fail(f"{image.label} is {image.status}, not active: only an active image is copied")
     state.update(label=image.label, targets=sorted(set(asked) - image.stores), results={},

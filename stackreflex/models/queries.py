@@ -28,12 +28,23 @@ def parse_since(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-def _iso(moment: datetime | None) -> str | None:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z" if moment else None
+def iso_utc(moment: datetime | None) -> str | None:
+    """``2026-11-22T08:00:00.000Z``; a naive time is taken as UTC (SQLite returns them so)."""
+    if moment is None:
+        return None
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _seconds(start: datetime | None, end: datetime | None) -> float | None:
+def seconds_between(start: datetime | None, end: datetime | None) -> float | None:
     return round((end - start).total_seconds(), 3) if start and end else None
+
+
+def parse_age(text: str) -> datetime:
+    """``90d``, ``12w``, ``48h``: that long ago; anything else is refused."""
+    if not _RELATIVE.match(text.strip()):
+        raise StackreflexError(f"cannot read age {text!r}: give one such as 90d, 12w or 48h")
+    return parse_since(text)
 
 
 @dataclass
@@ -50,11 +61,11 @@ def run_summary(run: Run) -> dict:
     return {
         "id": run.id, "handler": run.handler, "status": run.status, "type": run.type,
         "subject": run.subject, "envelope_id": run.envelope_id, "correlation_id": run.correlation_id,
-        "attempts": run.attempts, "created_at": _iso(run.created_at), "started_at": _iso(run.started_at),
-        "finished_at": _iso(run.finished_at), "duration_s": _seconds(run.started_at, run.finished_at),
+        "attempts": run.attempts, "created_at": iso_utc(run.created_at), "started_at": iso_utc(run.started_at),
+        "finished_at": iso_utc(run.finished_at), "duration_s": seconds_between(run.started_at, run.finished_at),
         "waiting_for": run.waiting_for if run.status == "waiting" else None,
-        "wake_at": _iso(run.wake_at) if run.status == "waiting" else None,
-        "deadline": _iso(run.deadline) if run.status == "waiting" else None,
+        "wake_at": iso_utc(run.wake_at) if run.status == "waiting" else None,
+        "deadline": iso_utc(run.deadline) if run.status == "waiting" else None,
         "progress": {"done": run.progress_done, "total": run.progress_total, "note": run.progress_note}
         if run.progress_done is not None else None,
         "error": run.error,
@@ -99,8 +110,8 @@ def run_with_steps(audit: AuditLog, run_id: str) -> dict:
         steps = list(s.exec(select(Step).where(Step.run_id == run.id).order_by(Step.started_at, Step.id)))
     return {**run_summary(run), "steps": [{
         "id": st.id, "attempt": st.attempt, "name": st.name, "target": st.target, "status": st.status,
-        "started_at": _iso(st.started_at), "finished_at": _iso(st.finished_at),
-        "duration_s": _seconds(st.started_at, st.finished_at), "detail": json.loads(st.detail or "{}"),
+        "started_at": iso_utc(st.started_at), "finished_at": iso_utc(st.finished_at),
+        "duration_s": seconds_between(st.started_at, st.finished_at), "detail": json.loads(st.detail or "{}"),
         "error": st.error,
     } for st in steps]}
 
@@ -122,4 +133,4 @@ def list_envelopes(audit: AuditLog, *, status: str | None = None, since: datetim
         rows = s.exec(query.order_by(col(EnvelopeRecord.pk).desc()).limit(limit))
         return [{"envelope_id": e.envelope_id, "status": e.status, "reason": e.reason, "type": e.type,
                  "subject": e.subject, "actor": e.actor, "correlation_id": e.correlation_id,
-                 "received_at": _iso(e.received_at), "payload": e.payload} for e in rows]
+                 "received_at": iso_utc(e.received_at), "payload": e.payload} for e in rows]

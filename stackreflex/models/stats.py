@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from .audit import AuditLog
 from .tables import FINAL_STATUSES, Run, Step
-from .timeline import _iso, _seconds
+from .queries import iso_utc, seconds_between
 
 RUN, STEP = Run.__table__, Step.__table__
 
@@ -58,7 +58,7 @@ def waiting_runs(audit: AuditLog) -> list[dict]:
     query = select(RUN).where(RUN.c.status == "waiting").order_by(RUN.c.created_at)
     with audit.engine.connect() as db:
         return [{"id": r.id, "handler": r.handler, "subject": r.subject, "waiting_for": r.waiting_for,
-                 "since": _iso(r.created_at), "wake_at": _iso(r.wake_at), "deadline": _iso(r.deadline),
+                 "since": iso_utc(r.created_at), "wake_at": iso_utc(r.wake_at), "deadline": iso_utc(r.deadline),
                  "attempts": r.attempts, "progress": r.progress_note} for r in db.execute(query)]
 
 
@@ -72,6 +72,6 @@ def slowest_steps(audit: AuditLog, run_id: str | None = None, since: datetime | 
         query = query.where(STEP.c.started_at >= since)
     with audit.engine.connect() as db:
         rows = [{"run_id": s.run_id, "handler": s.handler, "step": s.name, "target": s.target, "status": s.status,
-                 "started_at": _iso(s.started_at), "duration_s": _seconds(s.started_at, s.finished_at),
+                 "started_at": iso_utc(s.started_at), "duration_s": seconds_between(s.started_at, s.finished_at),
                  "error": s.error} for s in db.execute(query)]
     return sorted(rows, key=lambda r: r["duration_s"], reverse=True)[:limit]

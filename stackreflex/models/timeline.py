@@ -9,13 +9,14 @@ millions of steps answers as fast as a small one.
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Iterable
 
 from sqlalchemy import Select, or_, select
 
 from ..redaction import redact
 from .audit import AuditLog
+from .queries import iso_utc, seconds_between
 from .tables import EnvelopeRecord, Run, Step
 
 RUN, STEP, ENVELOPE = Run.__table__, Step.__table__, EnvelopeRecord.__table__
@@ -43,7 +44,7 @@ class Scope:
         parts = [f"{k} {v}" for k, v in (("correlation", self.correlation_id), ("stack", self.stack),
                                           ("host", self.host), ("server", self.server)) if v]
         if self.since or self.until:
-            parts.append(f"from {_iso(self.since) or 'the start'} to {_iso(self.until) or 'now'}")
+            parts.append(f"from {iso_utc(self.since) or 'the start'} to {iso_utc(self.until) or 'now'}")
         return ", ".join(parts) or "everything"
 
 
@@ -53,13 +54,6 @@ class Timeline:
     entries: list[dict]
     #: True when more entries matched than ``scope.limit``: the oldest were left out.
     truncated: bool
-
-
-def _iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    moment = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _window(query: Select, column, scope: Scope) -> Select:
@@ -143,7 +137,7 @@ def _steps(db, scope: Scope, runs: dict) -> list:
     query = _window(select(STEP), STEP.c.started_at, scope)
     for target in (scope.host, scope.server):
         if target:
-            about = [r.id for r in runs.values() if r.subject == target][:CHUNK]
+            about = [r.id for r in runs.values() if r.subject == target]  # at most scope.limit
             query = query.where(or_(STEP.c.target == target, STEP.c.run_id.in_(about)))
     if scope.status:
         query = query.where(STEP.c.status.in_(scope.status))
@@ -167,26 +161,22 @@ def _envelopes(db, scope: Scope, runs: dict) -> list:
     return [e for e in found if e.envelope_id in ids or e.subject in scope.subjects]
 
 
-def _seconds(start, end) -> float | None:
-    return round((end - start).total_seconds(), 3) if start and end else None
-
-
 def _envelope_entry(e) -> dict:
-    return {"kind": "envelope", "id": f"e{e.pk}", "time": _iso(e.received_at), "end": None, "duration_s": None,
+    return {"kind": "envelope", "id": f"e{e.pk}", "time": iso_utc(e.received_at), "end": None, "duration_s": None,
             "what": e.type or "(unreadable)", "target": e.subject, "status": e.status, "error": e.reason,
             "run_id": None, "handler": None, "correlation_id": e.correlation_id, "actor": e.actor}
 
 
 def _run_entry(r) -> dict:
-    return {"kind": "run", "id": r.id, "time": _iso(r.started_at or r.created_at), "end": _iso(r.finished_at),
-            "duration_s": _seconds(r.started_at, r.finished_at), "what": r.handler, "target": r.subject,
+    return {"kind": "run", "id": r.id, "time": iso_utc(r.started_at or r.created_at), "end": iso_utc(r.finished_at),
+            "duration_s": seconds_between(r.started_at, r.finished_at), "what": r.handler, "target": r.subject,
             "status": r.status, "error": r.error or (f"waiting for {r.waiting_for}" if r.status == "waiting" else None),
             "run_id": r.id, "handler": r.handler, "correlation_id": r.correlation_id, "attempts": r.attempts}
 
 
 def _step_entry(s, run) -> dict:
-    return {"kind": "step", "id": f"s{s.id}", "time": _iso(s.started_at), "end": _iso(s.finished_at),
-            "duration_s": _seconds(s.started_at, s.finished_at), "what": s.name, "target": s.target,
+    return {"kind": "step", "id": f"s{s.id}", "time": iso_utc(s.started_at), "end": iso_utc(s.finished_at),
+            "duration_s": seconds_between(s.started_at, s.finished_at), "what": s.name, "target": s.target,
             "status": s.status, "error": s.error, "run_id": s.run_id, "handler": run.handler if run else None,
             "correlation_id": run.correlation_id if run else None, "attempt": s.attempt,
             "detail": json.loads(s.detail or "{}")}

@@ -83,6 +83,15 @@ def known_stores(conn) -> list[str]:
     return [s.id for s in conn.image.stores()]
 
 
+def check_stores(conn, stores: list[str]) -> list[str]:
+    """The Glance stores, after checking ``stores`` are among them (a clear error otherwise)."""
+    known = known_stores(conn)
+    unknown = sorted(set(stores) - set(known))
+    if unknown:
+        raise StackreflexError(f"unknown Glance store(s) {', '.join(unknown)} (stores: {', '.join(known)})")
+    return known
+
+
 def _glance_message(response) -> str:
     """The text of Glance's HTML (or JSON) error page, on one line."""
     text = re.sub(r"<[^>]+>", " ", re.sub(r"(?s)<head>.*?</head>", "", response.text or ""))
