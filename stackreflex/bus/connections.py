@@ -64,11 +64,13 @@ def kombu_connection(settings: Settings, *, consumer: bool = False, confirm: boo
                       transport_options={"confirm_publish": confirm, **RETRY_POLICY})
 
 
-def drain(connection: Connection, timeout: float) -> None:
-    """Wait up to ``timeout`` for messages, keeping the heartbeat alive."""
+def drain(connection: Connection, timeout: float) -> bool:
+    """Wait up to ``timeout`` for messages, keeping the heartbeat alive; True if one came."""
     try:
         connection.drain_events(timeout=timeout)
+        received = True
     except (socket.timeout, TimeoutError):
-        pass
+        received = False
     if connection.heartbeat:
         connection.heartbeat_check()
+    return received

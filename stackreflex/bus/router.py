@@ -12,11 +12,12 @@ import time
 from kombu import Queue, binding
 from kombu.exceptions import OperationalError
 
-from ..errors import InvalidEnvelope
+from ..errors import BrokerUnavailable, InvalidEnvelope
 from ..handlers.registry import Registry
-from ..models.audit import AuditLog
+from ..models.audit import Accepted, AuditLog
 from ..redaction import redact_text
 from ..settings import Settings
+from .confirms import ConfirmedChannel
 from .connections import drain, kombu_connection
 from .dispatch import Dispatcher
 from .envelope import Envelope, parse_envelope
@@ -69,28 +70,42 @@ class Router:
 
     def route(self, body: bytes, routing_key: str) -> str:
         """Validate, record and dispatch one message; returns ``routed``, ``duplicate`` or ``rejected``."""
-        try:
-            envelope = parse_envelope(body)
-            if self.settings.signing_key is not None and needs_signature(envelope):
-                verify(envelope, self.settings.signing_key.get_secret_value())
-        except InvalidEnvelope as exc:
-            self._reject(body, routing_key, exc)
-            return "rejected"
+        return self.route_batch([(body, routing_key)])[0]
 
-        matching = [h.name for h in self.registry if self._matches(h, envelope)]
-        accepted = self.audit.accept(envelope, matching)
-        duplicate, runs = accepted.duplicate, []
-        for name, run in accepted.runs.items():
-            # attempts == 0: never started, so its first message may have been lost; send (again).
-            if run.created or (run.status == "pending" and run.attempts == 0):
-                self.dispatcher.dispatch(name, envelope)
-            runs.append({"handler": name, "run_id": run.id, "status": run.status})
-        outcome = "duplicate" if duplicate else "routed"
+    def route_batch(self, messages: list[tuple[bytes, str]], channel: ConfirmedChannel | None = None) -> list[str]:
+        """:meth:`route` for the messages that arrived together: one audit transaction and
+        one wait for the broker's confirms, whatever their number."""
+        outcomes = ["rejected"] * len(messages)
+        valid: list[tuple[int, Envelope, list[str]]] = []
+        for index, (body, routing_key) in enumerate(messages):
+            try:
+                envelope = parse_envelope(body)
+                if self.settings.signing_key is not None and needs_signature(envelope):
+                    verify(envelope, self.settings.signing_key.get_secret_value())
+            except InvalidEnvelope as exc:
+                self._reject(body, routing_key, exc)
+                continue
+            valid.append((index, envelope, [h.name for h in self.registry if self._matches(h, envelope)]))
+        if not valid:
+            return outcomes
+        accepted = self.audit.accept_many([(envelope, matching) for _, envelope, matching in valid])
+        # attempts == 0: never started, so its first message may have been lost; send (again).
+        self.dispatcher.dispatch_many(
+            [(name, envelope) for (_, envelope, _), answer in zip(valid, accepted)
+             for name, run in answer.runs.items() if run.created or (run.status == "pending" and run.attempts == 0)],
+            channel)
+        for (index, envelope, _), answer in zip(valid, accepted):
+            outcomes[index] = self._routed(envelope, answer)
+        return outcomes
+
+    def _routed(self, envelope: Envelope, answer: Accepted) -> str:
+        runs = [{"handler": name, "run_id": run.id, "status": run.status} for name, run in answer.runs.items()]
+        outcome = "duplicate" if answer.duplicate else "routed"
         log.info("envelope %s: %s %s subject=%s to %s", outcome, envelope.type, envelope.id,
                  envelope.subject, ", ".join(r["handler"] for r in runs) or "no handler",
                  extra={"envelope_id": envelope.id, "type": envelope.type})
         self._notify(Envelope.new("envelope.routed", subject=envelope.subject, cause=envelope,
-                                  data={"envelope_id": envelope.id, "duplicate": duplicate, "runs": runs}))
+                                  data={"envelope_id": envelope.id, "duplicate": answer.duplicate, "runs": runs}))
         return outcome
 
     def _matches(self, handler, envelope: Envelope) -> bool:
@@ -127,19 +142,47 @@ class Router:
         while not stop.is_set():
             try:
                 self._consume(stop)
-            except (OperationalError, ConnectionError, OSError) as exc:
+            except (OperationalError, ConnectionError, OSError, BrokerUnavailable) as exc:
                 self.ready.clear()
                 log.warning("router lost the broker connection (%s); reconnecting", exc)
                 stop.wait(RECONNECT_DELAY)
 
     def _consume(self, stop: threading.Event) -> None:
-        with kombu_connection(self.settings, consumer=True) as connection:
+        # This connection publishes nothing but the confirmed dispatches of its channel.
+        with kombu_connection(self.settings, consumer=True, confirm=False) as connection:
             queue = router_queue(self.settings, self.registry)
-            with connection.Consumer([queue], on_message=self._on_message,
+            received: list = []
+            with connection.Consumer([queue], on_message=received.append,
                                      prefetch_count=self.settings.router_prefetch):
+                channel = None if self.settings.embedded else ConfirmedChannel(connection)
                 self.ready.set()
                 while not stop.is_set():
-                    drain(connection, 0.2)
+                    # Block only while idle; then take what else has arrived, up to a batch.
+                    if received or drain(connection, 0.2):
+                        while len(received) < self.settings.router_prefetch and drain(connection, 0):
+                            pass
+                    if received:
+                        batch = received[:]
+                        received.clear()
+                        self._handle(batch, channel)
+
+    def _handle(self, batch: list, channel: ConfirmedChannel | None) -> None:
+        """Route a batch and acknowledge it; when that fails, route its messages one by one,
+        so one bad message or a passing fault costs only that message a retry."""
+        try:
+            self.route_batch([(raw_body(m), m.delivery_info.get("routing_key", "")) for m in batch], channel)
+        except (OperationalError, ConnectionError, OSError, BrokerUnavailable):
+            raise  # the connection is gone or stuck: the broker redelivers the batch on the next one
+        except Exception:
+            log.exception("router could not handle a batch of %d messages; routing them one by one", len(batch))
+            for message in batch:
+                self._on_message(message)
+            return
+        if channel is not None:
+            batch[-1].ack(multiple=True)
+        else:  # the in-memory transport acknowledges one message at a time
+            for message in batch:
+                message.ack()
 
     def _on_message(self, message) -> None:
         body, routing_key = raw_body(message), message.delivery_info.get("routing_key", "")
