@@ -13,7 +13,6 @@ from ..errors import ConfigError
 from ..handlers.execution import Services, execute
 from ..handlers.registry import Handler, Registry
 from ..settings import Settings
-from .confirms import ConfirmedChannel
 from .connections import normalise_amqp_url, ssl_context
 from .envelope import Envelope
 
@@ -87,21 +86,15 @@ class Dispatcher:
         body = envelope.to_dict() if isinstance(envelope, Envelope) else envelope
         self.actors[handler_name].send_with_options(args=(body, wake))
 
-    def dispatch_many(self, runs: list[tuple[str, Envelope]], channel: ConfirmedChannel | None) -> None:
-        """Enqueue a first message for each ``(handler, envelope)``; returns once the broker
-        confirmed them all.
-
-        With a confirming channel (RabbitMQ) the batch is published as dramatiq would
-        publish each message (its encoding, its enqueue middleware, a persistent message
-        on the actor's queue) and confirmed together; without one, message by message.
-        """
-        if channel is None:
-            for name, envelope in runs:
-                self.dispatch(name, envelope)
-            return
+    def messages_for(self, runs: list[tuple[str, Envelope]]) -> list[dramatiq.Message]:
+        """First messages for ``(handler, envelope)`` pairs, made as dramatiq's enqueue makes
+        them (its middleware has seen them), to be published on a confirming channel."""
         messages = [self.actors[name].message_with_options(args=(envelope.to_dict(), 0)) for name, envelope in runs]
         for message in messages:
             self.broker.emit_before("enqueue", message, None)
-        channel.publish_all([(message.queue_name, message.encode()) for message in messages])
+        return messages
+
+    def enqueued(self, messages: list[dramatiq.Message]) -> None:
+        """Tell dramatiq's middleware that the broker confirmed ``messages``."""
         for message in messages:
             self.broker.emit_after("enqueue", message, None)

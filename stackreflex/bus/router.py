@@ -8,6 +8,8 @@ the dead-letter queue ``<namespace>.dlq``.
 import logging
 import threading
 import time
+from collections import deque
+from dataclasses import dataclass
 
 from kombu import Queue, binding
 from kombu.exceptions import OperationalError
@@ -17,7 +19,7 @@ from ..handlers.registry import Registry
 from ..models.audit import Accepted, AuditLog
 from ..redaction import redact_text
 from ..settings import Settings
-from .confirms import ConfirmedChannel
+from .confirms import Confirmation, ConfirmedChannel
 from .connections import drain, kombu_connection
 from .dispatch import Dispatcher
 from .envelope import Envelope, parse_envelope
@@ -32,12 +34,34 @@ ROUTING_KEY_HEADER = "x-stackreflex-routing-key"
 
 #: How long to wait before consuming again after the broker connection broke (seconds).
 RECONNECT_DELAY = 1.0
+#: How long the broker may take to confirm a batch's dispatches before the connection
+#: counts as broken (seconds).
+CONFIRM_TIMEOUT = 30.0
 
 
 def raw_body(message) -> bytes:
     """The message body as bytes (py-amqp decodes bodies that declare a content encoding)."""
     body = message.body
     return body if isinstance(body, (bytes, bytearray)) else str(body).encode("utf-8")
+
+
+def _dispatches(accepted: list[tuple[int, Envelope, Accepted]]) -> list[tuple[str, Envelope]]:
+    """The first messages to send: for runs created now, and for runs never started (a
+    redelivered envelope whose dispatch may have been lost)."""
+    return [(name, envelope) for _, envelope, answer in accepted for name, run in answer.runs.items()
+            if run.created or (run.status == "pending" and run.attempts == 0)]
+
+
+@dataclass
+class InFlight:
+    """A routed batch whose dispatches the broker has yet to confirm."""
+
+    #: the AMQP deliveries, acknowledged once the dispatches are confirmed
+    deliveries: list
+    accepted: list[tuple[int, Envelope, Accepted]]
+    #: the dramatiq messages published
+    sent: list
+    confirmation: Confirmation
 
 
 def router_queue_name(settings: Settings) -> str:
@@ -72,9 +96,18 @@ class Router:
         """Validate, record and dispatch one message; returns ``routed``, ``duplicate`` or ``rejected``."""
         return self.route_batch([(body, routing_key)])[0]
 
-    def route_batch(self, messages: list[tuple[bytes, str]], channel: ConfirmedChannel | None = None) -> list[str]:
-        """:meth:`route` for the messages that arrived together: one audit transaction and
-        one wait for the broker's confirms, whatever their number."""
+    def route_batch(self, messages: list[tuple[bytes, str]]) -> list[str]:
+        """:meth:`route` for messages that arrived together (one audit transaction), each
+        dispatch confirmed before the next."""
+        outcomes, accepted = self._accept(messages)
+        for name, envelope in _dispatches(accepted):
+            self.dispatcher.dispatch(name, envelope)
+        for index, envelope, answer in accepted:
+            outcomes[index] = self._routed(envelope, answer)
+        return outcomes
+
+    def _accept(self, messages: list[tuple[bytes, str]]) -> tuple[list[str], list[tuple[int, Envelope, Accepted]]]:
+        """Reject what is not a valid envelope; record the others and their runs in one transaction."""
         outcomes = ["rejected"] * len(messages)
         valid: list[tuple[int, Envelope, list[str]]] = []
         for index, (body, routing_key) in enumerate(messages):
@@ -86,17 +119,8 @@ class Router:
                 self._reject(body, routing_key, exc)
                 continue
             valid.append((index, envelope, [h.name for h in self.registry if self._matches(h, envelope)]))
-        if not valid:
-            return outcomes
-        accepted = self.audit.accept_many([(envelope, matching) for _, envelope, matching in valid])
-        # attempts == 0: never started, so its first message may have been lost; send (again).
-        self.dispatcher.dispatch_many(
-            [(name, envelope) for (_, envelope, _), answer in zip(valid, accepted)
-             for name, run in answer.runs.items() if run.created or (run.status == "pending" and run.attempts == 0)],
-            channel)
-        for (index, envelope, _), answer in zip(valid, accepted):
-            outcomes[index] = self._routed(envelope, answer)
-        return outcomes
+        answers = self.audit.accept_many([(envelope, matching) for _, envelope, matching in valid]) if valid else []
+        return outcomes, [(index, envelope, answer) for (index, envelope, _), answer in zip(valid, answers)]
 
     def _routed(self, envelope: Envelope, answer: Accepted) -> str:
         runs = [{"handler": name, "run_id": run.id, "status": run.status} for name, run in answer.runs.items()]
@@ -148,41 +172,73 @@ class Router:
                 stop.wait(RECONNECT_DELAY)
 
     def _consume(self, stop: threading.Event) -> None:
-        # This connection publishes nothing but the confirmed dispatches of its channel.
+        # This connection publishes nothing but the dispatches of its confirming channel.
         with kombu_connection(self.settings, consumer=True, confirm=False) as connection:
             queue = router_queue(self.settings, self.registry)
             received: list = []
             with connection.Consumer([queue], on_message=received.append,
                                      prefetch_count=self.settings.router_prefetch):
                 channel = None if self.settings.embedded else ConfirmedChannel(connection)
+                in_flight: deque[InFlight] = deque()
                 self.ready.set()
                 while not stop.is_set():
-                    # Block only while idle; then take what else has arrived, up to a batch.
+                    # Block only while idle (a delivery or a confirm ends the wait); then take
+                    # what else has arrived, up to a batch.
                     if received or drain(connection, 0.2):
                         while len(received) < self.settings.router_prefetch and drain(connection, 0):
                             pass
                     if received:
                         batch = received[:]
                         received.clear()
-                        self._handle(batch, channel)
+                        if channel is None:
+                            self._route_now(batch)
+                        else:
+                            self._send(batch, channel, in_flight)
+                    self._settle(in_flight)
 
-    def _handle(self, batch: list, channel: ConfirmedChannel | None) -> None:
-        """Route a batch and acknowledge it; when that fails, route its messages one by one,
-        so one bad message or a passing fault costs only that message a retry."""
+    def _send(self, batch: list, channel: ConfirmedChannel, in_flight: deque) -> None:
+        """Accept a batch and publish its dispatches; it is acknowledged once they are confirmed."""
         try:
-            self.route_batch([(raw_body(m), m.delivery_info.get("routing_key", "")) for m in batch], channel)
-        except (OperationalError, ConnectionError, OSError, BrokerUnavailable):
-            raise  # the connection is gone or stuck: the broker redelivers the batch on the next one
+            _, accepted = self._accept([(raw_body(m), m.delivery_info.get("routing_key", "")) for m in batch])
+            sent = self.dispatcher.messages_for(_dispatches(accepted))
+            confirmation = channel.publish([(m.queue_name, m.encode()) for m in sent])
+        except (OperationalError, ConnectionError, OSError):
+            raise  # the connection is gone: the broker redelivers what is unacknowledged
         except Exception:
-            log.exception("router could not handle a batch of %d messages; routing them one by one", len(batch))
+            log.exception("router could not route a batch of %d messages; routing them one by one", len(batch))
             for message in batch:
                 self._on_message(message)
             return
-        if channel is not None:
-            batch[-1].ack(multiple=True)
-        else:  # the in-memory transport acknowledges one message at a time
+        in_flight.append(InFlight(batch, accepted, sent, confirmation))
+
+    def _settle(self, in_flight: deque) -> None:
+        """Acknowledge the confirmed batches, oldest first (one acknowledgement covers a batch)."""
+        while in_flight and in_flight[0].confirmation.settled:
+            done = in_flight.popleft()
+            if done.confirmation.refused:
+                log.warning("broker refused dispatches (%s); routing those %d messages one by one",
+                            done.confirmation.refused[0], len(done.deliveries))
+                for message in done.deliveries:
+                    self._on_message(message)
+                continue
+            self.dispatcher.enqueued(done.sent)
+            for _, envelope, answer in done.accepted:
+                self._routed(envelope, answer)
+            done.deliveries[-1].ack(multiple=True)
+        if in_flight and time.monotonic() - in_flight[0].confirmation.published_at > CONFIRM_TIMEOUT:
+            raise BrokerUnavailable(f"the broker did not confirm dispatches within {CONFIRM_TIMEOUT:.0f}s")
+
+    def _route_now(self, batch: list) -> None:
+        """The in-memory transport: dispatch and acknowledge at once, message by message."""
+        try:
+            self.route_batch([(raw_body(m), m.delivery_info.get("routing_key", "")) for m in batch])
+        except Exception:
+            log.exception("router could not route a batch of %d messages; routing them one by one", len(batch))
             for message in batch:
-                message.ack()
+                self._on_message(message)
+            return
+        for message in batch:
+            message.ack()
 
     def _on_message(self, message) -> None:
         body, routing_key = raw_body(message), message.delivery_info.get("routing_key", "")
