@@ -47,11 +47,13 @@ class ConfirmedChannel:
         a missing queue is a refusal, not a silent drop)."""
         confirmation = Confirmation(set(range(self._next_tag, self._next_tag + len(messages))))
         self._next_tag += len(messages)
+        # Open before publishing: py-amqp reads what has arrived before each publish (to
+        # notice a blocked connection), so the first confirms can come in during the loop.
+        if confirmation.unconfirmed:
+            self._open.append(confirmation)
         for queue, body in messages:
             self.channel.basic_publish(Message(body, delivery_mode=2), exchange="", routing_key=queue,
                                        mandatory=True)
-        if confirmation.unconfirmed:
-            self._open.append(confirmation)
         return confirmation
 
     def _settle(self, tag: int, multiple: bool, refusal: str | None = None) -> None:
