@@ -4,6 +4,7 @@ with real worker processes (killed for real where the test says so)."""
 import json
 import os
 import signal
+import threading
 import time
 import uuid
 
@@ -33,6 +34,15 @@ def publish(settings, envelope: Envelope) -> None:
     publisher = Publisher(settings)
     try:
         publisher.publish(envelope)
+    finally:
+        publisher.close()
+
+
+def publish_all(settings, envelopes: list[Envelope]) -> None:
+    publisher = Publisher(settings)
+    try:
+        for envelope in envelopes:
+            publisher.publish(envelope)
     finally:
         publisher.close()
 
@@ -292,3 +302,47 @@ def test_a_handler_past_its_time_limit_is_interrupted_and_retried(broker_url, sq
     assert run["attempts"] == 2 and "TimeLimitExceeded" in run["error"]
     assert run["duration_s"] < 5, "the handler was interrupted, not left to finish its sleep"
     assert [s["status"] for s in run_with_steps(audit, run["id"])["steps"]] == ["failed", "failed"]
+
+
+def test_a_backlog_is_routed_in_batches_with_nothing_lost_doubled_or_left_unacknowledged(
+        broker_url, database_url, namespace, workers, tmp_path):
+    """Envelopes that pile up while no worker runs arrive together: the router takes them in
+    batches (one audit transaction, one wait for the broker's confirms), and a batch mixes
+    valid envelopes, a copy of one of them and garbage."""
+    settings = make_settings(broker_url, database_url, namespace, log_level="DEBUG")
+    workers(settings).terminate()  # the router's queue now exists and keeps what comes
+    mark = tmp_path / "marks"
+    envelopes = [Envelope.new("test.record", subject=f"b{i}", data={"mark": str(mark)}) for i in range(150)]
+    publish_all(settings, envelopes[:75] + [envelopes[10]])  # and the same envelope again
+    publish_raw(settings, b"not an envelope", "test.record")
+    publish_all(settings, envelopes[75:])
+
+    worker = workers(settings)
+    audit = AuditLog.open(database_url)
+    # A batch whose confirms went astray would hold its envelopes for the 30 s confirm timeout.
+    wait_for(lambda: len(list_runs(audit, RunFilter(status=["succeeded"], limit=1000))) == 150, timeout=20,
+             message="every envelope's run succeeded")
+    time.sleep(1.0)  # time for a doubled run to show up, were there one
+    assert sorted(line.split()[1] for line in marks(mark)) == sorted(e.id for e in envelopes)
+    statuses = [e["status"] for e in list_envelopes(audit, limit=1000)]
+    assert (statuses.count("accepted"), statuses.count("duplicate"), statuses.count("rejected")) == (150, 1, 1)
+    batches = [int(line.rsplit(" ", 2)[-2]) for line in worker.log_path.read_text().splitlines()
+               if "routing a batch of" in line]
+    assert max(batches) > 1 and sum(batches) == 152
+
+    # A stream from three publishers while the worker runs: batches form and are confirmed
+    # while the next are routed.
+    stream = [Envelope.new("test.record", subject=f"s{i}", data={"mark": str(mark)}) for i in range(600)]
+    threads = [threading.Thread(target=publish_all, args=(settings, stream[n::3])) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wait_for(lambda: len(list_runs(audit, RunFilter(status=["succeeded"], limit=1000))) == 750, timeout=25,
+             message="every streamed envelope's run succeeded")
+    time.sleep(1.0)
+    assert sorted(line.split()[1] for line in marks(mark)) == sorted(e.id for e in envelopes + stream)
+    worker.terminate()  # what the router left unacknowledged would now be back in its queue
+    with Connection(normalise_amqp_url(broker_url)) as c:
+        _, left, _ = c.default_channel.queue_declare(f"{namespace}.router", passive=True)
+    assert left == 0

@@ -198,6 +198,7 @@ class Router:
 
     def _send(self, batch: list, channel: ConfirmedChannel, in_flight: deque) -> None:
         """Accept a batch and publish its dispatches; it is acknowledged once they are confirmed."""
+        log.debug("routing a batch of %d messages", len(batch))
         try:
             _, accepted = self._accept([(raw_body(m), m.delivery_info.get("routing_key", "")) for m in batch])
             sent = self.dispatcher.messages_for(_dispatches(accepted))
