@@ -1,15 +1,21 @@
 """The audit log on SQLite and PostgreSQL: migrations, run uniqueness, claims and leases, redaction."""
 
+import threading
 import time
 from datetime import timedelta
 
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, select, text
+from sqlalchemy.exc import IntegrityError
 
 from stackreflex.bus.envelope import Envelope
 from stackreflex.clock import utcnow
 from stackreflex.models.audit import AuditLog
 from stackreflex.models.database import make_engine, migrate
+from stackreflex.models.group_commit import GroupCommit
+from stackreflex.models.tables import WatcherCursor
 from stackreflex.models.queries import RunFilter, list_runs, parse_since, run_with_steps
+
+from .conftest import wait_for
 
 
 def test_migrations_create_the_schema_and_are_idempotent(database_url):
@@ -118,3 +124,58 @@ def test_many_processes_migrating_one_new_database_at_once_all_succeed(database_
              for _ in range(4)]
     results = [(p.wait(60), p.stderr.read()) for p in procs]
     assert all(status == 0 for status, _ in results), [err for _, err in results if err]
+
+
+def test_writes_that_wait_share_one_transaction_and_a_failing_write_fails_alone(database_url):
+    """Group commit: writes queued while one transaction runs share the next; when one of them
+    fails, the others are committed on their own and only its caller sees the error."""
+    engine = make_engine(database_url)
+    migrate(engine)
+    opened = []
+
+    def transaction():
+        opened.append(1)
+        return engine.begin()
+
+    commits = GroupCommit(transaction)
+    cursor = WatcherCursor.__table__
+    release = threading.Event()
+
+    def insert(stack: str, wait: bool = False):
+        def work(c):
+            c.execute(cursor.insert().values(stack=stack, last_event_id=stack, updated_at=utcnow()))
+            if wait:
+                release.wait(10)
+            return stack
+        return lambda: commits.run(work)
+
+    def in_threads(*calls):
+        outcomes = [None] * len(calls)
+
+        def call(index):
+            try:
+                outcomes[index] = calls[index]()
+            except Exception as exc:
+                outcomes[index] = exc
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(len(calls))]
+        threads[0].start()
+        wait_for(lambda: opened, message="the first write's transaction")
+        for thread in threads[1:]:
+            thread.start()
+        wait_for(lambda: len(commits._queue) == len(calls) - 1, message="the others queued behind it")
+        release.set()
+        for thread in threads:
+            thread.join(10)
+        return outcomes
+
+    assert in_threads(insert("a", wait=True), insert("b"), insert("c")) == ["a", "b", "c"]
+    assert len(opened) == 2  # a's transaction, then one for b and c
+
+    release.clear()
+    opened.clear()
+    outcome = in_threads(insert("d", wait=True), insert("e"), insert("a"))  # "a" exists: that write fails
+    assert outcome[:2] == ["d", "e"] and isinstance(outcome[2], IntegrityError)
+    assert len(opened) == 4  # d's; e and a together (rolled back); then e alone and a alone
+    with engine.connect() as c:
+        assert sorted(c.execute(select(cursor.c.stack)).scalars()) == ["a", "b", "c", "d", "e"]
