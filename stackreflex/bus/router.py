@@ -11,6 +11,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+from amqp.exceptions import AMQPError
 from kombu import Queue, binding
 from kombu.exceptions import OperationalError
 
@@ -37,6 +38,11 @@ RECONNECT_DELAY = 1.0
 #: How long the broker may take to confirm a batch's dispatches before the connection
 #: counts as broken (seconds).
 CONFIRM_TIMEOUT = 30.0
+
+#: What ends a consuming connection: the router reconnects, and the broker redelivers what
+#: was not acknowledged (py-amqp's own errors, a channel closed by the broker among them,
+#: derive from none of the built-in ones).
+CONNECTION_TROUBLE = (OperationalError, ConnectionError, OSError, AMQPError, BrokerUnavailable)
 
 
 def raw_body(message) -> bytes:
@@ -166,7 +172,7 @@ class Router:
         while not stop.is_set():
             try:
                 self._consume(stop)
-            except (OperationalError, ConnectionError, OSError, BrokerUnavailable) as exc:
+            except CONNECTION_TROUBLE as exc:
                 self.ready.clear()
                 log.warning("router lost the broker connection (%s); reconnecting", exc)
                 stop.wait(RECONNECT_DELAY)
@@ -203,7 +209,7 @@ class Router:
             _, accepted = self._accept([(raw_body(m), m.delivery_info.get("routing_key", "")) for m in batch])
             sent = self.dispatcher.messages_for(_dispatches(accepted))
             confirmation = channel.publish([(m.queue_name, m.encode()) for m in sent])
-        except (OperationalError, ConnectionError, OSError):
+        except CONNECTION_TROUBLE:
             raise  # the connection is gone: the broker redelivers what is unacknowledged
         except Exception:
             log.exception("router could not route a batch of %d messages; routing them one by one", len(batch))
