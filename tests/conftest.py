@@ -92,6 +92,15 @@ def database_url(request, tmp_path):
 
 
 @pytest.fixture
+def postgres_url():
+    """A new PostgreSQL database, for what only PostgreSQL can stage (a trigger that fails writes)."""
+    url, name = _postgres_database()
+    yield url
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
 def sqlite_url(tmp_path):
     return f"sqlite:///{tmp_path}/audit.db"
 

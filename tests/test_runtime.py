@@ -8,6 +8,7 @@ import threading
 import time
 import uuid
 
+import psycopg
 import pytest
 from kombu import Connection, Exchange, Producer
 
@@ -346,3 +347,34 @@ def test_a_backlog_is_routed_in_batches_with_nothing_lost_doubled_or_left_unackn
     with Connection(normalise_amqp_url(broker_url)) as c:
         _, left, _ = c.default_channel.queue_declare(f"{namespace}.router", passive=True)
     assert left == 0
+
+
+def test_a_batch_the_audit_log_refuses_parks_each_valid_envelope_once_and_the_garbage_only_once(
+        broker_url, postgres_url, namespace, workers, tmp_path):
+    """The database refuses to record accepted envelopes (a trigger raises): the batch falls
+    back to one message at a time, each valid envelope is tried twice and parked with the
+    error, and the garbage that validation parked is not parked a second time."""
+    settings = make_settings(broker_url, postgres_url, namespace)
+    workers(settings).terminate()  # schema migrated, the router's queue declared
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        db.execute("""CREATE FUNCTION refuse() RETURNS trigger AS $$
+                      BEGIN RAISE EXCEPTION 'disk quota exceeded (staged by the test)'; END $$ LANGUAGE plpgsql""")
+        db.execute("CREATE TRIGGER refuse BEFORE INSERT ON envelope FOR EACH ROW "
+                   "WHEN (NEW.status <> 'rejected') EXECUTE FUNCTION refuse()")
+    envelopes = [Envelope.new("test.record", subject=f"q{i}") for i in range(3)]
+    publish_raw(settings, b"garbage, not JSON", "test.record")
+    publish_all(settings, envelopes)
+    workers(settings)
+
+    def parked():
+        listed = run_cli(settings, tmp_path, "dlq", "list", "--json")
+        return listed.returncode == 0 and json.loads(listed.stdout or "[]")
+
+    items = wait_for(lambda: len(p := parked() or []) >= 4 and p, timeout=40, message="four parked messages")
+    time.sleep(2.0)  # time for a second parking of the garbage to show up, were there one
+    reasons = sorted(i["reason"] for i in parked())
+    assert len(reasons) == 4, reasons
+    assert sum("not JSON" in r for r in reasons) == 1
+    assert sum("router failed on it twice" in r and "disk quota exceeded" in r for r in reasons) == 3
+    audit = AuditLog.open(postgres_url)
+    assert len(list_envelopes(audit, status="rejected")) == 4 and list_runs(audit, RunFilter()) == []

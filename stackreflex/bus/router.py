@@ -114,6 +114,15 @@ class Router:
 
     def _accept(self, messages: list[tuple[bytes, str]]) -> tuple[list[str], list[tuple[int, Envelope, Accepted]]]:
         """Reject what is not a valid envelope; record the others and their runs in one transaction."""
+        outcomes, valid = self._validate(messages)
+        return outcomes, self._record(valid)
+
+    def _record(self, valid: list[tuple[int, Envelope, list[str]]]) -> list[tuple[int, Envelope, Accepted]]:
+        answers = self.audit.accept_many([(envelope, matching) for _, envelope, matching in valid]) if valid else []
+        return [(index, envelope, answer) for (index, envelope, _), answer in zip(valid, answers)]
+
+    def _validate(self, messages: list[tuple[bytes, str]]) -> tuple[list[str], list[tuple[int, Envelope, list[str]]]]:
+        """Reject (park and record) what is not a valid envelope; the others with their handlers."""
         outcomes = ["rejected"] * len(messages)
         valid: list[tuple[int, Envelope, list[str]]] = []
         for index, (body, routing_key) in enumerate(messages):
@@ -125,8 +134,7 @@ class Router:
                 self._reject(body, routing_key, exc)
                 continue
             valid.append((index, envelope, [h.name for h in self.registry if self._matches(h, envelope)]))
-        answers = self.audit.accept_many([(envelope, matching) for _, envelope, matching in valid]) if valid else []
-        return outcomes, [(index, envelope, answer) for (index, envelope, _), answer in zip(valid, answers)]
+        return outcomes, valid
 
     def _routed(self, envelope: Envelope, answer: Accepted) -> str:
         runs = [{"handler": name, "run_id": run.id, "status": run.status} for name, run in answer.runs.items()]
@@ -205,16 +213,24 @@ class Router:
     def _send(self, batch: list, channel: ConfirmedChannel, in_flight: deque) -> None:
         """Accept a batch and publish its dispatches; it is acknowledged once they are confirmed."""
         log.debug("routing a batch of %d messages", len(batch))
+        valid: list | None = None
         try:
-            _, accepted = self._accept([(raw_body(m), m.delivery_info.get("routing_key", "")) for m in batch])
+            _, valid = self._validate([(raw_body(m), m.delivery_info.get("routing_key", "")) for m in batch])
+            accepted = self._record(valid)
             sent = self.dispatcher.messages_for(_dispatches(accepted))
             confirmation = channel.publish([(m.queue_name, m.encode()) for m in sent])
         except CONNECTION_TROUBLE:
             raise  # the connection is gone: the broker redelivers what is unacknowledged
         except Exception:
             log.exception("router could not route a batch of %d messages; routing them one by one", len(batch))
-            for message in batch:
-                self._on_message(message)
+            # What validation rejected is parked and recorded already: parking it again would
+            # list it twice in the dead-letter queue.
+            parked = set(range(len(batch))) - {index for index, _, _ in valid} if valid is not None else set()
+            for index, message in enumerate(batch):
+                if index in parked:
+                    message.ack()
+                else:
+                    self._on_message(message)
             return
         in_flight.append(InFlight(batch, accepted, sent, confirmation))
 
