@@ -84,9 +84,13 @@ class RunContext:
         log.info("step %s: %s target=%s", status, name, target,
                  extra={"run_id": self.run.id, "step": name, "target": target})
 
-    def checkpoint(self) -> None:
-        """Save ``ctx.state`` now, before an action that must not be repeated if this worker dies."""
-        self._audit.save_state(self.run.id, self.state)
+    def checkpoint(self, steps: list[dict] = ()) -> None:
+        """Save ``ctx.state`` now, before an action that must not be repeated if this worker dies,
+        with the steps (as :meth:`record` takes them) that the state now accounts for."""
+        self._audit.save_state(self.run.id, self.state, [{"attempt": self.run.attempts, **s} for s in steps])
+        for step in steps:
+            log.info("step %s: %s target=%s", step.get("status", "succeeded"), step["name"], step.get("target"),
+                     extra={"run_id": self.run.id, "step": step["name"], "target": step.get("target")})
 
     def others_running(self) -> list:
         """Unfinished runs of this handler about the same subject that began before this one."""

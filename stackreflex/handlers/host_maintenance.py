@@ -105,10 +105,9 @@ def drain(ctx: RunContext, order: EvacuateOrder) -> None:
         look = HostLook(ctx, order)
         look.settle()
         look.start_migrations()
-        look.write_steps()
         look.report()
-        if look.changed:
-            ctx.checkpoint()  # what was recorded and started must not be recorded or started again
+        if look.changed:  # what was seen and started must not be recorded or started again
+            ctx.checkpoint(steps=look.steps)
         if not look.remaining:
             break
         pause = look.pause()
@@ -185,10 +184,6 @@ class HostLook:
             self.state["issued"][server.id] = utcnow().isoformat()
             self.in_flight.append(server.id)
             self.changed = True
-
-    def write_steps(self) -> None:
-        for step in self.steps:
-            self.ctx.record(**step)
 
     def _step(self, name: str, **step) -> None:
         self.steps.append({"name": name, **step})

@@ -310,8 +310,19 @@ class AuditLog:
         """A dead run replayed from the dead-letter queue may run again."""
         self._update_run(run_id, status="pending", finished_at=None, lease_until=None, lease_owner=None)
 
-    def save_state(self, run_id: str, state: dict) -> None:
-        self._update_run(run_id, state=_json(state))
+    def save_state(self, run_id: str, state: dict, steps: Iterable[dict] = ()) -> None:
+        """Save a handler's state, with the steps (over already) that it accounts for, in one
+        transaction: a worker dying in between must not leave steps the state does not know."""
+        values = [self._step_values(run_id, **step) for step in steps]
+        statement = _update_run_statement(("state", "updated_at"))
+        parameters = {"b_id": run_id, "b_state": _json(state), "b_updated_at": utcnow()}
+
+        def save(c: Connection) -> None:
+            if values:
+                c.execute(insert(STEP), values)
+            c.execute(statement, parameters)
+
+        self._write(save)
 
     def set_progress(self, run_id: str, done: int, total: int | None, note: str | None) -> None:
         self._update_run(run_id, progress_done=done, progress_total=total, progress_note=_text(note))
@@ -334,10 +345,17 @@ class AuditLog:
                     error: str | None = None) -> int:
         """A step already over, whose start an earlier attempt saw (e.g. a migration followed
         through continuations): one write, with its real start and duration."""
-        statement = insert(STEP).values(
-            run_id=run_id, attempt=attempt, name=name, target=target, status=status, started_at=started_at,
-            finished_at=finished_at or utcnow(), detail=_json(detail or {}), error=_text(error))
+        statement = insert(STEP).values(self._step_values(
+            run_id, attempt, name, target, status=status, started_at=started_at, finished_at=finished_at,
+            detail=detail, error=error))
         return self._write(lambda c: c.execute(statement).inserted_primary_key[0])
+
+    @staticmethod
+    def _step_values(run_id: str, attempt: int, name: str, target: str | None = None, *,
+                     status: str = "succeeded", started_at: datetime, finished_at: datetime | None = None, detail: dict | None = None,
+                     error: str | None = None) -> dict:
+        return dict(run_id=run_id, attempt=attempt, name=name, target=target, status=status, started_at=started_at,
+                    finished_at=finished_at or utcnow(), detail=_json(detail or {}), error=_text(error))
 
     def active_runs(self, handler: str, subject: str) -> list[RunRow]:
         """Runs of ``handler`` about ``subject`` not yet finished, oldest first."""
