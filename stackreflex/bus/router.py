@@ -51,6 +51,11 @@ def raw_body(message) -> bytes:
     return body if isinstance(body, (bytes, bytearray)) else str(body).encode("utf-8")
 
 
+def _delivered(message) -> tuple[bytes, str]:
+    """What the router routes from an AMQP delivery: its body and its routing key."""
+    return raw_body(message), message.delivery_info.get("routing_key", "")
+
+
 def _dispatches(accepted: list[tuple[int, Envelope, Accepted]]) -> list[tuple[str, Envelope]]:
     """The first messages to send: for runs created now, and for runs never started (a
     redelivered envelope whose dispatch may have been lost)."""
@@ -215,22 +220,17 @@ class Router:
         log.debug("routing a batch of %d messages", len(batch))
         valid: list | None = None
         try:
-            _, valid = self._validate([(raw_body(m), m.delivery_info.get("routing_key", "")) for m in batch])
+            _, valid = self._validate([_delivered(m) for m in batch])
             accepted = self._record(valid)
             sent = self.dispatcher.messages_for(_dispatches(accepted))
             confirmation = channel.publish([(m.queue_name, m.encode()) for m in sent])
         except CONNECTION_TROUBLE:
             raise  # the connection is gone: the broker redelivers what is unacknowledged
         except Exception:
-            log.exception("router could not route a batch of %d messages; routing them one by one", len(batch))
             # What validation rejected is parked and recorded already: parking it again would
             # list it twice in the dead-letter queue.
             parked = set(range(len(batch))) - {index for index, _, _ in valid} if valid is not None else set()
-            for index, message in enumerate(batch):
-                if index in parked:
-                    message.ack()
-                else:
-                    self._on_message(message)
+            self._one_by_one(batch, parked)
             return
         in_flight.append(InFlight(batch, accepted, sent, confirmation))
 
@@ -254,17 +254,25 @@ class Router:
     def _route_now(self, batch: list) -> None:
         """The in-memory transport: dispatch and acknowledge at once, message by message."""
         try:
-            self.route_batch([(raw_body(m), m.delivery_info.get("routing_key", "")) for m in batch])
+            self.route_batch([_delivered(m) for m in batch])
         except Exception:
-            log.exception("router could not route a batch of %d messages; routing them one by one", len(batch))
-            for message in batch:
-                self._on_message(message)
+            self._one_by_one(batch)
             return
         for message in batch:
             message.ack()
 
+    def _one_by_one(self, batch: list, parked: set[int] = frozenset()) -> None:
+        """A batch that failed: route its messages one by one, so a bad message or a passing
+        fault costs only that message a retry (``parked``: indexes only to acknowledge)."""
+        log.exception("router could not route a batch of %d messages; routing them one by one", len(batch))
+        for index, message in enumerate(batch):
+            if index in parked:
+                message.ack()
+            else:
+                self._on_message(message)
+
     def _on_message(self, message) -> None:
-        body, routing_key = raw_body(message), message.delivery_info.get("routing_key", "")
+        body, routing_key = _delivered(message)
         try:
             self.route(body, routing_key)
         except Exception as exc:

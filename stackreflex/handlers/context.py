@@ -81,6 +81,9 @@ class RunContext:
         (at ``finished_at``, default now)."""
         self._audit.record_step(self.run.id, self.run.attempts, name, target, status=status,
                                 started_at=started_at, finished_at=finished_at, detail=detail, error=error)
+        self._log_step(status, name, target)
+
+    def _log_step(self, status: str, name: str, target: str | None) -> None:
         log.info("step %s: %s target=%s", status, name, target,
                  extra={"run_id": self.run.id, "step": name, "target": target})
 
@@ -89,8 +92,7 @@ class RunContext:
         with the steps (as :meth:`record` takes them) that the state now accounts for."""
         self._audit.save_state(self.run.id, self.state, [{"attempt": self.run.attempts, **s} for s in steps])
         for step in steps:
-            log.info("step %s: %s target=%s", step.get("status", "succeeded"), step["name"], step.get("target"),
-                     extra={"run_id": self.run.id, "step": step["name"], "target": step.get("target")})
+            self._log_step(step.get("status", "succeeded"), step["name"], step.get("target"))
 
     def others_running(self) -> list:
         """Unfinished runs of this handler about the same subject that began before this one."""

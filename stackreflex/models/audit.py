@@ -176,17 +176,13 @@ class AuditLog:
                           payload=redact_text(text[:RAW_EXCERPT_CHARS]))
         self._write(lambda c: c.execute(insert(ENVELOPE), [{"reason": _text(reason), **values}]))
 
-    def accept(self, envelope: Envelope, handlers: list[str]) -> Accepted:
-        """Record a valid envelope and make sure each handler has its run, in one transaction.
+    def accept_many(self, batch: list[tuple[Envelope, list[str]]]) -> list[Accepted]:
+        """Record valid envelopes and make sure each handler has its run, in one transaction
+        (the router's busy path: one commit for a batch, not one per envelope).
 
-        ``duplicate`` is true when the envelope was accepted before (a redelivery or a
+        ``duplicate`` is true when an envelope was accepted before (a redelivery or a
         second publish); its runs are then the existing ones.
         """
-        return self.accept_many([(envelope, handlers)])[0]
-
-    def accept_many(self, batch: list[tuple[Envelope, list[str]]]) -> list[Accepted]:
-        """:meth:`accept` for a batch of envelopes in one transaction (the router's busy path:
-        one commit for many envelopes instead of one each)."""
         now = utcnow()
         prepared = [(envelope, handlers, self._envelope_values(envelope, "accepted", now))
                     for envelope, handlers in batch]
