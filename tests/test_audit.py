@@ -4,7 +4,7 @@ import threading
 import time
 from datetime import timedelta
 
-from sqlalchemy import inspect, select, text
+from sqlalchemy import insert, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
 from stackreflex.bus.envelope import Envelope
@@ -12,7 +12,8 @@ from stackreflex.clock import utcnow
 from stackreflex.models.audit import AuditLog
 from stackreflex.models.database import make_engine, migrate
 from stackreflex.models.group_commit import GroupCommit
-from stackreflex.models.tables import WatcherCursor
+from stackreflex.models.prepared import Prepared
+from stackreflex.models.tables import EnvelopeRecord, Run, WatcherCursor
 from stackreflex.models.queries import RunFilter, list_runs, parse_since, run_with_steps
 
 from .conftest import wait_for
@@ -179,3 +180,53 @@ def test_writes_that_wait_share_one_transaction_and_a_failing_write_fails_alone(
     assert len(opened) == 4  # d's; e and a together (rolled back); then e alone and a alone
     with engine.connect() as c:
         assert sorted(c.execute(select(cursor.c.stack)).scalars()) == ["a", "b", "c", "d", "e"]
+
+
+def test_prepared_statements_store_and_return_what_core_does_and_raise_what_core_raises(database_url):
+    """The busy path runs compiled statements on the driver: the rows it writes and the runs
+    it returns must be Core's, time zones included, and its errors Core's kinds."""
+    audit = AuditLog.open(database_url)
+    dialect = audit.engine.dialect
+    envelope = Envelope.new("test.prepared", subject="node-1", data={"password": "hunter2"})
+    duplicate = Envelope.model_validate({**envelope.to_dict()})
+    batch = [(envelope, ["a", "b"]), (duplicate, ["a", "b"])] + [(Envelope.new("test.prepared"), ["a"])
+                                                                   for _ in range(4)]
+    first, second, *others = audit.accept_many(batch)  # 6 ids: the id lists are padded to 8
+    assert not first.duplicate and second.duplicate and second.runs == first.runs
+    assert len({run.id for answer in others for run in answer.runs.values()}) == 4
+    again = audit.accept_many([(envelope, ["a", "b", "c"])])[0]
+    assert again.duplicate and again.runs["a"].id == first.runs["a"].id and again.runs["c"].created
+
+    claimed = audit.claim(envelope.id, "a", wake=0, owner="w1", lease_seconds=30).run
+    with audit.engine.connect() as c:
+        core_run = c.execute(select(Run).where(Run.id == claimed.id)).one()
+        stored = c.execute(select(EnvelopeRecord.status, EnvelopeRecord.payload, EnvelopeRecord.received_at)
+                           .where(EnvelopeRecord.envelope_id == envelope.id).order_by(EnvelopeRecord.pk)).all()
+    assert tuple(claimed) == tuple(core_run)
+    assert claimed.status == "running" and claimed.lease_until.utcoffset() == timedelta(0)
+    assert [s for s, _, _ in stored] == ["accepted", "duplicate", "duplicate"]
+    assert "hunter2" not in stored[0][1] and stored[0][2].utcoffset() == timedelta(0)
+    assert audit.find_run(envelope.id, "a") == claimed
+
+    clash = {**AuditLog._run_values(envelope, "z", utcnow()), "id": claimed.id}
+    insert_runs = Prepared(insert(Run.__table__), dialect, columns=list(clash))
+    try:
+        with audit.engine.begin() as c:
+            insert_runs.execute(c, [clash])
+    except IntegrityError as exc:
+        assert "run_pkey" in str(exc) or "UNIQUE constraint failed: run.id" in str(exc)
+    else:
+        raise AssertionError("a duplicate primary key was accepted")
+    try:
+        with audit.engine.begin() as c:
+            Prepared(insert(Run.__table__), dialect, columns=["id"]).execute(c, [{"id": "x"}])
+    except KeyError as exc:
+        assert "status" in str(exc)  # a Python-side column default is not silently left out
+    else:
+        raise AssertionError("a column default was left to the database")
+    try:
+        Prepared(select(Run.__table__).where(Run.__table__.c.status.in_(["pending", "waiting"])), dialect)
+    except ValueError as exc:
+        assert "expanding IN" in str(exc)
+    else:
+        raise AssertionError("a statement with an expanding IN was prepared")

@@ -5,8 +5,9 @@ caller can put a secret into a table by forgetting to.
 
 These writes sit on the path of every event, so they are SQLAlchemy Core statements
 built once with bound parameters (building a statement per call, or going through the
-ORM, cost several times the database work itself), and runs are returned as read-only
-rows of the ``run`` table.
+ORM, cost several times the database work itself); those of the accept, the claim and
+the run updates are also compiled once and run on the driver (:mod:`.prepared`). Runs
+are returned as read-only rows of the ``run`` table.
 """
 
 import json
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Iterator
 
-from sqlalchemy import Connection, Row, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
@@ -26,6 +27,7 @@ from ..clock import utcnow
 from ..redaction import redact, redact_text
 from .database import make_engine, migrate
 from .group_commit import GroupCommit, T, Write
+from .prepared import Prepared
 from .tables import FINAL_STATUSES, EnvelopeRecord, Run, Step, WatcherCursor
 
 #: How much of a rejected message body is kept for the post-mortem.
@@ -45,14 +47,15 @@ def _text(value: str | None) -> str | None:
     return None if value is None else redact_text(value)
 
 
-#: A run as read from the database: a read-only row with the columns of :class:`Run`.
-RunRow = Row
+#: A run as read from the database: a read-only row with attribute access to the columns of
+#: :class:`Run` (a named tuple from the busy path's statements, a Core row from other reads).
+RunRow = Any
 
 #: Claim a run for one attempt: pending, waiting for this wake-up, or running under a lapsed lease.
 _CLAIM = update(RUN).where(
     RUN.c.envelope_id == bindparam("b_envelope"), RUN.c.handler == bindparam("b_handler"),
     RUN.c.wake == bindparam("b_wake"),
-    or_(RUN.c.status.in_(("pending", "waiting")),
+    or_(RUN.c.status == "pending", RUN.c.status == "waiting",
         and_(RUN.c.status == "running", RUN.c.lease_until < bindparam("b_now"))),
 ).values(status="running", attempts=RUN.c.attempts + 1, lease_owner=bindparam("b_owner"),
          lease_until=bindparam("b_lease_until"), updated_at=bindparam("b_now"),
@@ -65,21 +68,64 @@ _INTERRUPT_STEPS = update(STEP).where(
 _FINISH_STEP = update(STEP).where(STEP.c.id == bindparam("b_id")).values(
     status=bindparam("b_status"), finished_at=bindparam("b_now"), detail=bindparam("b_detail"),
     error=bindparam("b_error"))
-_ACCEPTED_AMONG = select(ENVELOPE.c.envelope_id).distinct().where(
-    ENVELOPE.c.envelope_id.in_(bindparam("b_envelopes", expanding=True)), ENVELOPE.c.status == "accepted")
-_RUNS_OF_ENVELOPES = select(RUN.c.envelope_id, RUN.c.id, RUN.c.handler, RUN.c.status, RUN.c.attempts).where(
-    RUN.c.envelope_id.in_(bindparam("b_envelopes", expanding=True)))
-_update_statements: dict[tuple[str, ...], Any] = {}
+#: The columns an accepted envelope and a new run are inserted with.
+_ENVELOPE_COLUMNS = ("envelope_id", "status", "reason", "type", "subject", "source", "correlation_id",
+                     "causation_id", "actor", "time", "received_at", "payload")
+_NEW_RUN_COLUMNS = ("id", "envelope_id", "handler", "type", "subject", "correlation_id", "status", "attempts",
+                    "wake", "state", "created_at", "updated_at")
 
 
-def _update_run_statement(columns: tuple[str, ...]):
-    """``UPDATE run SET <columns> WHERE id = :b_id``, built once per set of columns."""
-    statement = _update_statements.get(columns)
-    if statement is None:
-        statement = update(RUN).where(RUN.c.id == bindparam("b_id")).values(
-            {name: bindparam(f"b_{name}") for name in columns})
-        _update_statements[columns] = statement
-    return statement
+def _ids(count: int) -> list:
+    return [bindparam(f"b_id{i}") for i in range(count)]
+
+
+def _size_for(count: int) -> int:
+    """Lists of ids are padded to a power of two: a few prepared variants cover any batch."""
+    return 1 << max(count - 1, 0).bit_length()
+
+
+class _BusyStatements:
+    """The statements on the path of every event, prepared once for the engine's dialect."""
+
+    def __init__(self, dialect):
+        self.dialect = dialect
+        self.claim = Prepared(_CLAIM, dialect)
+        self.run_by_key = Prepared(_RUN_BY_KEY, dialect)
+        self.interrupt_steps = Prepared(_INTERRUPT_STEPS, dialect)
+        self.insert_envelopes = Prepared(insert(ENVELOPE), dialect, columns=_ENVELOPE_COLUMNS)
+        self.insert_runs = Prepared(insert(RUN), dialect, columns=_NEW_RUN_COLUMNS)
+        self._accepted_among: dict[int, Prepared] = {}
+        self._runs_of: dict[int, Prepared] = {}
+        self._update_run: dict[tuple[str, ...], Prepared] = {}
+
+    @staticmethod
+    def _id_values(ids: list[str]) -> dict:
+        padded = ids + ids[-1:] * (_size_for(len(ids)) - len(ids))
+        return {f"b_id{i}": value for i, value in enumerate(padded)}
+
+    def accepted_among(self, c: Connection, ids: list[str]) -> set[str]:
+        """Which of ``ids`` were accepted before."""
+        size = _size_for(len(ids))
+        if size not in self._accepted_among:
+            self._accepted_among[size] = Prepared(select(ENVELOPE.c.envelope_id).distinct().where(
+                ENVELOPE.c.envelope_id.in_(_ids(size)), ENVELOPE.c.status == "accepted"), self.dialect)
+        return {row.envelope_id for row in self._accepted_among[size].rows(c, self._id_values(ids))}
+
+    def runs_of(self, c: Connection, ids: list[str]) -> list:
+        """The runs of the envelopes ``ids``: envelope_id, id, handler, status, attempts."""
+        size = _size_for(len(ids))
+        if size not in self._runs_of:
+            self._runs_of[size] = Prepared(select(
+                RUN.c.envelope_id, RUN.c.id, RUN.c.handler, RUN.c.status, RUN.c.attempts
+            ).where(RUN.c.envelope_id.in_(_ids(size))), self.dialect)
+        return self._runs_of[size].rows(c, self._id_values(ids))
+
+    def update_run(self, columns: tuple[str, ...]) -> Prepared:
+        """``UPDATE run SET <columns> WHERE id = :b_id``, prepared once per set of columns."""
+        if columns not in self._update_run:
+            self._update_run[columns] = Prepared(update(RUN).where(RUN.c.id == bindparam("b_id")).values(
+                {name: bindparam(f"b_{name}") for name in columns}), self.dialect)
+        return self._update_run[columns]
 
 
 @dataclass(frozen=True)
@@ -127,6 +173,7 @@ class AuditLog:
         self._sqlite = engine.dialect.name == "sqlite"
         self._kept: Connection | None = None
         self._commits = GroupCommit(self._transaction)
+        self._busy = _BusyStatements(engine.dialect)
 
     @classmethod
     def open(cls, url: str) -> "AuditLog":
@@ -159,7 +206,7 @@ class AuditLog:
 
     @staticmethod
     def _envelope_values(envelope: Envelope, status: str, now: datetime) -> dict:
-        return dict(status=status, received_at=now, payload=_json(envelope.to_dict()),
+        return dict(status=status, reason=None, received_at=now, payload=_json(envelope.to_dict()),
                     envelope_id=envelope.id, type=envelope.type, subject=envelope.subject,
                     source=envelope.source, correlation_id=envelope.correlationid,
                     causation_id=envelope.causationid, actor=envelope.actor, time=envelope.time)
@@ -174,7 +221,7 @@ class AuditLog:
             text = raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else (raw or "")
             values = dict(status=status, received_at=utcnow(), envelope_id=envelope_id,
                           payload=redact_text(text[:RAW_EXCERPT_CHARS]))
-        self._write(lambda c: c.execute(insert(ENVELOPE), [{"reason": _text(reason), **values}]))
+        self._write(lambda c: c.execute(insert(ENVELOPE), [{**values, "reason": _text(reason)}]))
 
     def accept_many(self, batch: list[tuple[Envelope, list[str]]]) -> list[Accepted]:
         """Record valid envelopes and make sure each handler has its run, in one transaction
@@ -195,9 +242,9 @@ class AuditLog:
 
     def _accept(self, c: Connection, prepared: list[tuple[Envelope, list[str], dict]], now: datetime) -> list[Accepted]:
         ids = list({envelope.id: None for envelope, _, _ in prepared})
-        seen = {row.envelope_id for row in c.execute(_ACCEPTED_AMONG, {"b_envelopes": ids})}
+        seen = self._busy.accepted_among(c, ids)
         existing: dict[str, dict[str, RunRef]] = {}
-        for row in c.execute(_RUNS_OF_ENVELOPES, {"b_envelopes": list(seen)}) if seen else ():
+        for row in self._busy.runs_of(c, list(seen)) if seen else ():
             existing.setdefault(row.envelope_id, {})[row.handler] = RunRef(row.id, row.status, row.attempts, False)
         envelopes, new_runs, answers = [], [], []
         for envelope, handlers, values in prepared:
@@ -211,9 +258,9 @@ class AuditLog:
                     new_runs.append(run)
                     runs[name] = RunRef(run["id"], "pending", 0, True)
             answers.append(Accepted(duplicate, {name: runs[name] for name in handlers}))
-        c.execute(insert(ENVELOPE), envelopes)
+        self._busy.insert_envelopes.execute(c, envelopes)
         if new_runs:
-            c.execute(insert(RUN), new_runs)
+            self._busy.insert_runs.execute(c, new_runs)
         return answers
 
     @staticmethod
@@ -236,13 +283,13 @@ class AuditLog:
 
     def find_run(self, envelope_id: str, handler: str) -> RunRow | None:
         with self.engine.connect() as c:
-            return c.execute(_RUN_BY_KEY, {"b_envelope": envelope_id, "b_handler": handler}).first()
+            return self._busy.run_by_key.first(c, {"b_envelope": envelope_id, "b_handler": handler})
 
     def _update_run(self, run_id: str, **values) -> int:
         values.setdefault("updated_at", utcnow())
-        statement = _update_run_statement(tuple(sorted(values)))
+        statement = self._busy.update_run(tuple(sorted(values)))
         parameters = {"b_id": run_id, **{f"b_{k}": v for k, v in values.items()}}
-        return self._write(lambda c: c.execute(statement, parameters).rowcount)
+        return self._write(lambda c: statement.execute(c, parameters))
 
     def claim(self, envelope_id: str, handler: str, *, wake: int, owner: str,
               lease_seconds: float) -> Claim:
@@ -257,12 +304,14 @@ class AuditLog:
         claiming = {**key, "b_wake": wake, "b_now": now, "b_owner": owner,
                     "b_lease_until": now + timedelta(seconds=lease_seconds)}
 
+        busy = self._busy
+
         def take(c: Connection) -> tuple[RunRow | None, bool]:
-            run = c.execute(_CLAIM, claiming).first()
+            run = busy.claim.first(c, claiming)
             if run is None:
-                return c.execute(_RUN_BY_KEY, key).first(), False
+                return busy.run_by_key.first(c, key), False
             if run.attempts > 1:
-                c.execute(_INTERRUPT_STEPS, {"b_run": run.id, "b_attempt": run.attempts, "b_now": now})
+                busy.interrupt_steps.execute(c, {"b_run": run.id, "b_attempt": run.attempts, "b_now": now})
             return run, True
 
         run, taken = self._write(take)
@@ -310,13 +359,13 @@ class AuditLog:
         """Save a handler's state, with the steps (over already) that it accounts for, in one
         transaction: a worker dying in between must not leave steps the state does not know."""
         values = [self._step_values(run_id, **step) for step in steps]
-        statement = _update_run_statement(("state", "updated_at"))
+        statement = self._busy.update_run(("state", "updated_at"))
         parameters = {"b_id": run_id, "b_state": _json(state), "b_updated_at": utcnow()}
 
         def save(c: Connection) -> None:
             if values:
                 c.execute(insert(STEP), values)
-            c.execute(statement, parameters)
+            statement.execute(c, parameters)
 
         self._write(save)
 
