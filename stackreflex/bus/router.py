@@ -110,17 +110,13 @@ class Router:
     def route_batch(self, messages: list[tuple[bytes, str]]) -> list[str]:
         """:meth:`route` for messages that arrived together (one audit transaction), each
         dispatch confirmed before the next."""
-        outcomes, accepted = self._accept(messages)
+        outcomes, valid = self._validate(messages)
+        accepted = self._record(valid)
         for name, envelope in _dispatches(accepted):
             self.dispatcher.dispatch(name, envelope)
         for index, envelope, answer in accepted:
             outcomes[index] = self._routed(envelope, answer)
         return outcomes
-
-    def _accept(self, messages: list[tuple[bytes, str]]) -> tuple[list[str], list[tuple[int, Envelope, Accepted]]]:
-        """Reject what is not a valid envelope; record the others and their runs in one transaction."""
-        outcomes, valid = self._validate(messages)
-        return outcomes, self._record(valid)
 
     def _record(self, valid: list[tuple[int, Envelope, list[str]]]) -> list[tuple[int, Envelope, Accepted]]:
         answers = self.audit.accept_many([(envelope, matching) for _, envelope, matching in valid]) if valid else []

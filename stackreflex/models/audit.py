@@ -15,7 +15,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Hashable, Iterable, Iterator
 
 from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.engine import Engine
@@ -75,57 +75,64 @@ _NEW_RUN_COLUMNS = ("id", "envelope_id", "handler", "type", "subject", "correlat
                     "wake", "state", "created_at", "updated_at")
 
 
-def _ids(count: int) -> list:
-    return [bindparam(f"b_id{i}") for i in range(count)]
-
-
-def _size_for(count: int) -> int:
-    """Lists of ids are padded to a power of two: a few prepared variants cover any batch."""
-    return 1 << max(count - 1, 0).bit_length()
-
-
 class _BusyStatements:
-    """The statements on the path of every event, prepared once for the engine's dialect."""
+    """The statements on the path of every event, prepared for the engine's dialect the
+    first time each is used (a CLI reading the log never pays for them)."""
 
     def __init__(self, dialect):
         self.dialect = dialect
-        self.claim = Prepared(_CLAIM, dialect)
-        self.run_by_key = Prepared(_RUN_BY_KEY, dialect)
-        self.interrupt_steps = Prepared(_INTERRUPT_STEPS, dialect)
-        self.insert_envelopes = Prepared(insert(ENVELOPE), dialect, columns=_ENVELOPE_COLUMNS)
-        self.insert_runs = Prepared(insert(RUN), dialect, columns=_NEW_RUN_COLUMNS)
-        self._accepted_among: dict[int, Prepared] = {}
-        self._runs_of: dict[int, Prepared] = {}
-        self._update_run: dict[tuple[str, ...], Prepared] = {}
+        self._prepared: dict[Hashable, Prepared] = {}
 
-    @staticmethod
-    def _id_values(ids: list[str]) -> dict:
-        padded = ids + ids[-1:] * (_size_for(len(ids)) - len(ids))
-        return {f"b_id{i}": value for i, value in enumerate(padded)}
+    def _get(self, key: Hashable, build: Callable[[], Any], columns: Iterable[str] | None = None) -> Prepared:
+        prepared = self._prepared.get(key)
+        if prepared is None:
+            prepared = self._prepared[key] = Prepared(build(), self.dialect, columns)
+        return prepared
+
+    @property
+    def claim(self) -> Prepared:
+        return self._get("claim", lambda: _CLAIM)
+
+    @property
+    def run_by_key(self) -> Prepared:
+        return self._get("run_by_key", lambda: _RUN_BY_KEY)
+
+    @property
+    def interrupt_steps(self) -> Prepared:
+        return self._get("interrupt_steps", lambda: _INTERRUPT_STEPS)
+
+    @property
+    def insert_envelopes(self) -> Prepared:
+        return self._get("insert_envelopes", lambda: insert(ENVELOPE), _ENVELOPE_COLUMNS)
+
+    @property
+    def insert_runs(self) -> Prepared:
+        return self._get("insert_runs", lambda: insert(RUN), _NEW_RUN_COLUMNS)
+
+    def update_run(self, columns: tuple[str, ...]) -> Prepared:
+        """``UPDATE run SET <columns> WHERE id = :b_id``, one per set of columns."""
+        return self._get(("update_run", columns), lambda: update(RUN).where(RUN.c.id == bindparam("b_id")).values(
+            {name: bindparam(f"b_{name}") for name in columns}))
+
+    def _rows_for_ids(self, c: Connection, name: str, build: Callable[[list], Any], ids: list[str]) -> list:
+        """Rows of a statement over a list of ids, padded to a power of two so that a few
+        prepared variants cover any batch."""
+        size = 1 << max(len(ids) - 1, 0).bit_length()
+        padded = ids + ids[-1:] * (size - len(ids))
+        statement = self._get((name, size), lambda: build([bindparam(f"b_id{i}") for i in range(size)]))
+        return statement.rows(c, {f"b_id{i}": value for i, value in enumerate(padded)})
 
     def accepted_among(self, c: Connection, ids: list[str]) -> set[str]:
         """Which of ``ids`` were accepted before."""
-        size = _size_for(len(ids))
-        if size not in self._accepted_among:
-            self._accepted_among[size] = Prepared(select(ENVELOPE.c.envelope_id).distinct().where(
-                ENVELOPE.c.envelope_id.in_(_ids(size)), ENVELOPE.c.status == "accepted"), self.dialect)
-        return {row.envelope_id for row in self._accepted_among[size].rows(c, self._id_values(ids))}
+        rows = self._rows_for_ids(c, "accepted_among", lambda binds: select(ENVELOPE.c.envelope_id).distinct().where(
+            ENVELOPE.c.envelope_id.in_(binds), ENVELOPE.c.status == "accepted"), ids)
+        return {row.envelope_id for row in rows}
 
     def runs_of(self, c: Connection, ids: list[str]) -> list:
         """The runs of the envelopes ``ids``: envelope_id, id, handler, status, attempts."""
-        size = _size_for(len(ids))
-        if size not in self._runs_of:
-            self._runs_of[size] = Prepared(select(
-                RUN.c.envelope_id, RUN.c.id, RUN.c.handler, RUN.c.status, RUN.c.attempts
-            ).where(RUN.c.envelope_id.in_(_ids(size))), self.dialect)
-        return self._runs_of[size].rows(c, self._id_values(ids))
-
-    def update_run(self, columns: tuple[str, ...]) -> Prepared:
-        """``UPDATE run SET <columns> WHERE id = :b_id``, prepared once per set of columns."""
-        if columns not in self._update_run:
-            self._update_run[columns] = Prepared(update(RUN).where(RUN.c.id == bindparam("b_id")).values(
-                {name: bindparam(f"b_{name}") for name in columns}), self.dialect)
-        return self._update_run[columns]
+        return self._rows_for_ids(c, "runs_of", lambda binds: select(
+            RUN.c.envelope_id, RUN.c.id, RUN.c.handler, RUN.c.status, RUN.c.attempts
+        ).where(RUN.c.envelope_id.in_(binds)), ids)
 
 
 @dataclass(frozen=True)
