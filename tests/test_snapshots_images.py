@@ -156,7 +156,9 @@ def test_image_copy_reports_each_store_and_a_failing_store_fails_the_run(cloud, 
 
 
 def test_an_import_lock_is_waited_out_not_reported(cloud, tmp_path):
-    oc, settings = cloud(image_copy_time=3)
+    # The other import must outlast the CLI's start and the run's first try, even on a slow
+    # machine: with 3 s it once ended before the run tried, and nothing was waited out.
+    oc, settings = cloud(image_copy_time=8)
     conn = oc.connect()
     [image] = oc.glance.images.values()
     answer = conn.image.post(f"/images/{image.id}/import", json={"method": {"name": "copy-image"}, "stores": ["dcn1"]})
