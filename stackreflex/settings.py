@@ -46,6 +46,11 @@ class Settings(BaseModel):
     lease_seconds: float = Field(30.0, gt=0)
     #: How often waiting runs (continuations) are checked for being due.
     sweep_interval: float = Field(1.0, gt=0)
+    #: Which envelopes' runs are announced on the bus (``envelope.routed``, ``run.progress``,
+    #: ``run.finished``): ``followed`` ones (published with ``notify``, as ``--wait`` does), or
+    #: ``all``, for tools that watch every run from the bus. A notice nobody reads still costs
+    #: the broker and the worker a message per run.
+    run_notices: Literal["followed", "all"] = "followed"
     #: Messages the router takes from the broker before acknowledging any.
     router_prefetch: int = Field(64, ge=1)
     #: Log format: ``text`` for people, ``json`` for log collectors.
@@ -81,6 +86,10 @@ class Settings(BaseModel):
     @property
     def embedded(self) -> bool:
         return self.broker_url is None
+
+    def announces(self, envelope) -> bool:
+        """Whether the runs of ``envelope`` are announced on the bus (see ``run_notices``)."""
+        return bool(envelope.notify) or self.run_notices == "all"
 
     def database(self) -> str:
         """The audit log URL, defaulting to SQLite in the state directory."""

@@ -10,10 +10,11 @@ import uuid
 
 import psycopg
 import pytest
-from kombu import Connection, Exchange, Producer
+from kombu import Connection, Exchange, Producer, Queue, binding
 
 from stackreflex.bus.connections import normalise_amqp_url
 from stackreflex.bus.envelope import Envelope
+from stackreflex.bus.follow import NOTICE_PATTERNS
 from stackreflex.bus.publisher import Publisher
 from stackreflex.bus.signing import sign
 from stackreflex.errors import UnroutableError
@@ -249,6 +250,44 @@ def test_signed_commands_are_accepted_and_unsigned_or_forged_ones_rejected(broke
     assert "unsigned command" in by_id[unsigned.id] and "forged or altered" in by_id[forged.id]
     assert [r["subject"] for r in list_runs(audit, RunFilter(handler="do_command"))] == ["signed"]
     assert "team-secret-key" not in json.dumps(list_envelopes(audit))
+
+
+def test_runs_are_announced_on_the_bus_when_followed_or_when_every_run_is(broker_url, sqlite_url, namespace,
+                                                                        workers, tmp_path):
+    """Notices cost a message per run: by default only an envelope published with ``notify``
+    (what --wait does) gets them; with run_notices=all, every run is announced."""
+    settings = make_settings(broker_url, sqlite_url, namespace)
+    audit = AuditLog.open(sqlite_url)
+    exchange = Exchange(namespace, type="topic", durable=True)
+    listener = Queue(f"{namespace}.listener", exchange, exclusive=True, auto_delete=True,
+                     bindings=[binding(exchange, routing_key=p) for p in NOTICE_PATTERNS])
+    with Connection(normalise_amqp_url(broker_url)) as c:
+        channel = c.channel()
+        listener(channel).declare()
+
+        def heard() -> dict[str, set[str]]:
+            """Notice types received, by the envelope they are about."""
+            found: dict[str, set[str]] = {}
+            while (message := listener(channel).get(no_ack=True)) is not None:
+                notice = json.loads(message.body)
+                found.setdefault(notice["data"]["envelope_id"], set()).add(notice["type"])
+            return found
+
+        for run_notices in ("followed", "all"):
+            worker = workers(settings, env={"STACKREFLEX_RUN_NOTICES": run_notices})
+            quiet = Envelope.new("test.record", subject=f"quiet-{run_notices}")
+            followed = Envelope.new("test.record", subject=f"followed-{run_notices}", notify=True)
+            publish_all(settings, [quiet, followed])
+            wait_for(lambda: all(runs_of(audit, e).get("note", {}).get("status") == "succeeded"
+                                 for e in (quiet, followed)), message="both runs done")
+            time.sleep(0.5)  # notices are not confirmed: give the last ones time to arrive
+            notices = heard()
+            assert notices[followed.id] == {"envelope.routed", "run.progress", "run.finished"}
+            if run_notices == "followed":
+                assert quiet.id not in notices
+            else:
+                assert notices[quiet.id] == notices[followed.id]
+            assert worker.terminate() == 0
 
 
 def test_predicates_filter_envelopes_within_a_pattern(broker_url, sqlite_url, namespace, workers, tmp_path):

@@ -30,7 +30,9 @@ class Envelope(BaseModel):
 
     Extensions: ``correlationid`` is shared by everything caused by one root event,
     ``causationid`` names the envelope that caused this one, ``actor`` is the operator
-    who issued a command, and ``signature`` is the HMAC of a signed command.
+    who issued a command, ``signature`` is the HMAC of a signed command, and ``notify``
+    asks for the notices of this envelope's runs on the bus (``envelope.routed``,
+    ``run.progress``, ``run.finished``): the CLI's ``--wait`` sets it to follow them.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -47,6 +49,7 @@ class Envelope(BaseModel):
     causationid: str | None = None
     actor: str | None = None
     signature: str | None = None
+    notify: bool | None = None
 
     @field_validator("id")
     @classmethod

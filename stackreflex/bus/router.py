@@ -58,9 +58,11 @@ def _delivered(message) -> tuple[bytes, str]:
 
 def _dispatches(accepted: list[tuple[int, Envelope, Accepted]]) -> list[tuple[str, Envelope]]:
     """The first messages to send: for runs created now, and for runs never started (a
-    redelivered envelope whose dispatch may have been lost)."""
-    return [(name, envelope) for _, envelope, answer in accepted for name, run in answer.runs.items()
-            if run.created or (run.status == "pending" and run.attempts == 0)]
+    redelivered envelope whose dispatch may have been lost); one per run, though two copies
+    of an envelope in one batch share their runs."""
+    due = {run.id: (name, envelope) for _, envelope, answer in accepted for name, run in answer.runs.items()
+           if run.created or (run.status == "pending" and run.attempts == 0)}
+    return list(due.values())
 
 
 @dataclass
@@ -143,8 +145,9 @@ class Router:
         log.info("envelope %s: %s %s subject=%s to %s", outcome, envelope.type, envelope.id,
                  envelope.subject, ", ".join(r["handler"] for r in runs) or "no handler",
                  extra={"envelope_id": envelope.id, "type": envelope.type})
-        self._notify(Envelope.new("envelope.routed", subject=envelope.subject, cause=envelope,
-                                  data={"envelope_id": envelope.id, "duplicate": answer.duplicate, "runs": runs}))
+        if self.settings.announces(envelope):
+            self._notify(Envelope.new("envelope.routed", subject=envelope.subject, cause=envelope,
+                                      data={"envelope_id": envelope.id, "duplicate": answer.duplicate, "runs": runs}))
         return outcome
 
     def _matches(self, handler, envelope: Envelope) -> bool:

@@ -54,7 +54,7 @@ def configure(
     if settings.embedded:
         load_all_handlers()
     envelope = prepare(settings, "command.agents.configure", stack,
-                       {"stack": stack, "role": role, "concurrency": concurrency}, None)
+                       {"stack": stack, "role": role, "concurrency": concurrency}, None, wait=wait)
     progress = send(settings, envelope, wait=wait, timeout=timeout)
     console.print(f"published command.agents.configure id={envelope.id}")
     if progress is None:

@@ -40,9 +40,12 @@ def parse_data(text: str | None) -> object:
         raise StackreflexError(f"{source} is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
 
 
-def prepare(settings: Settings, type: str, subject: str | None, data: object, actor: str | None) -> Envelope:
-    """Build the envelope; commands are signed when a signing key is configured."""
-    envelope = Envelope.new(type, subject=subject, data=data, actor=actor or getpass.getuser())
+def prepare(settings: Settings, type: str, subject: str | None, data: object, actor: str | None, *,
+            wait: bool) -> Envelope:
+    """Build the envelope, asking for its runs' notices when :func:`send` will follow them
+    (``wait``, and always when embedded); commands are signed when a signing key is configured."""
+    envelope = Envelope.new(type, subject=subject, data=data, actor=actor or getpass.getuser(),
+                            notify=True if wait or settings.embedded else None)
     if settings.signing_key is not None and needs_signature(envelope):
         envelope = sign(envelope, settings.signing_key.get_secret_value())
     return envelope
@@ -78,7 +81,7 @@ def send_command(type: str, subject: str, data: dict, *, wait: bool, timeout: fl
     settings = invocation.settings
     if settings.embedded:
         load_all_handlers()
-    envelope = prepare(settings, type, subject, data, None)
+    envelope = prepare(settings, type, subject, data, None, wait=wait)
     progress = send(settings, envelope, wait=wait, timeout=timeout)
     console.print(f"published {type} id={envelope.id}")
     if progress is not None:
@@ -130,7 +133,7 @@ def publish(
     Example: stackreflex publish command.demo.checksum -s images -d '{"paths": ["/etc/hostname"]}' --wait
     """
     settings = invocation.settings
-    envelope = prepare(settings, type, subject, parse_data(data), actor)
+    envelope = prepare(settings, type, subject, parse_data(data), actor, wait=wait)
     if settings.embedded:
         load_all_handlers(handlers)
         if not any(h.subscribes_to(type) for h in registry):

@@ -104,8 +104,9 @@ def execute(handler: Handler, body: dict, wake: int, services: Services, *,
         return
 
     run = claim.run
+    announces = services.settings is None or services.settings.announces(envelope)
     ctx = RunContext(run=run, envelope=envelope, audit=audit, publish=services.publish,
-                     notify=_notifier(services.notify),
+                     notify=_notifier(services.notify) if announces else _unheard,
                      state=json.loads(run.state or "{}"), cloud_factory=services.cloud_factory,
                      ssh_factory=services.ssh_factory, settings=services.settings)
     services.active.add(run.id)
@@ -118,7 +119,7 @@ def execute(handler: Handler, body: dict, wake: int, services: Services, *,
         resend(run.wake + 1, min(wait.after, MAX_DELAY_HOP))
         audit.suspend(run.id, wake=run.wake + 1, wake_at=wake_at, deadline=wait.deadline,
                       waiting_for=wait.waiting_for, state=ctx.state)
-        _announce(services, ctx, "run.progress", "waiting", note=f"waiting for {wait.waiting_for}")
+        _announce(ctx, "run.progress", "waiting", note=f"waiting for {wait.waiting_for}")
         log.info("run waiting: %s for %s, re-check in %.1fs", handler.name, wait.waiting_for, wait.after,
                  extra={"run_id": run.id, "handler": handler.name})
     except HandlerFailed as exc:
@@ -140,14 +141,18 @@ def execute(handler: Handler, body: dict, wake: int, services: Services, *,
 
 def _end(services: Services, ctx: RunContext, status: str, error: str | None) -> None:
     services.audit.finish(ctx.run.id, status, error)
-    _announce(services, ctx, "run.finished", status, error=error)
+    _announce(ctx, "run.finished", status, error=error)
     level = logging.INFO if status == "succeeded" else logging.ERROR
     log.log(level, "run %s: %s%s", status, ctx.run.handler, f": {error}" if error else "",
             extra={"run_id": ctx.run.id, "handler": ctx.run.handler, "status": status})
 
 
-def _announce(services: Services, ctx: RunContext, type: str, status: str, **data) -> None:
-    _notifier(services.notify)(ctx._event(type, status=status, attempts=ctx.run.attempts, **data))
+def _announce(ctx: RunContext, type: str, status: str, **data) -> None:
+    ctx._notify(ctx._event(type, status=status, attempts=ctx.run.attempts, **data))
+
+
+def _unheard(envelope: Envelope) -> None:
+    """The notices of a run nobody follows: not sent (see ``Settings.run_notices``)."""
 
 
 def _notifier(notify: Callable[[Envelope], None]) -> Callable[[Envelope], None]:
