@@ -27,8 +27,10 @@ class EnvelopeRecord(SQLModel, table=True):
     #: ``accepted``, ``duplicate`` or ``rejected``
     status: str = Field(max_length=16)
     reason: Optional[str] = Field(default=None, sa_column=Column(Text))
-    type: Optional[str] = Field(default=None, max_length=255, index=True)
-    subject: Optional[str] = Field(default=None, max_length=255, index=True)
+    #: type and subject are not indexed: timelines find envelopes by correlation, and each
+    #: index is one more write for every envelope accepted
+    type: Optional[str] = Field(default=None, max_length=255)
+    subject: Optional[str] = Field(default=None, max_length=255)
     source: Optional[str] = Field(default=None, max_length=255)
     correlation_id: Optional[str] = Field(default=None, max_length=64)
     causation_id: Optional[str] = Field(default=None, max_length=64)
