@@ -97,23 +97,28 @@ def _publisher_process(kind: str, url: str, name: str, messages: int, ready, go,
     rates.put(messages / (time.perf_counter() - start))
 
 
-def _latency_publisher(url: str, namespace: str, samples: int, connection) -> None:
-    """Publish one envelope per request; answer with its id and the (system-wide monotonic)
-    time just before it was published."""
+def _latency_publisher(url: str, namespace: str, samples: int, connection, sent_at) -> None:
+    """For each request: name the next envelope, then note the time (system-wide monotonic
+    clock, in shared memory) and publish it.
+
+    The id goes first so that the bench's waiting thread, which shares the worker's process,
+    wakes while the envelope is on its way to the broker, not in the middle of its routing.
+    """
     publisher = Publisher(Settings(broker_url=url, namespace=namespace))
     for _ in range(samples):
         connection.recv()
         envelope = Envelope.new("bench.noop")
-        sent = time.monotonic()
+        connection.send(envelope.id)
+        sent_at.value = time.monotonic()
         publisher.publish(envelope)
-        connection.send((envelope.id, sent))
 
 
 def _latencies(url: str, namespace: str, samples: int, started: dict, seen: threading.Condition) -> list[float]:
     """Event → handler start, for envelopes published one at a time from another process."""
     context = multiprocessing.get_context("spawn")
     mine, theirs = context.Pipe()
-    process = context.Process(target=_latency_publisher, args=(url, namespace, samples + 5, theirs))
+    sent_at = context.Value("d", 0.0, lock=False)
+    process = context.Process(target=_latency_publisher, args=(url, namespace, samples + 5, theirs, sent_at))
     process.start()
     latencies = []
     try:
@@ -121,12 +126,12 @@ def _latencies(url: str, namespace: str, samples: int, started: dict, seen: thre
             mine.send("next")
             if not mine.poll(60):
                 raise RuntimeError("the publishing process did not answer")
-            envelope_id, sent = mine.recv()
+            envelope_id = mine.recv()
             with seen:
                 if not seen.wait_for(lambda: envelope_id in started, timeout=30):
                     raise RuntimeError(f"envelope {envelope_id} did not reach its handler in 30 s")
             if i >= 5:  # the first few warm connections and caches
-                latencies.append(started[envelope_id] - sent)
+                latencies.append(started[envelope_id] - sent_at.value)
         return latencies
     finally:
         process.join(timeout=30)
