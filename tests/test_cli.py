@@ -80,6 +80,12 @@ def test_json_logs_are_one_object_per_line(tmp_path):
                      "-d", json.dumps({"password": "hunter2"}))
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    assert all(line.startswith("{") for line in result.stderr.splitlines())
+    messages = [line["message"] for line in lines]
+    # one line for the envelope, for each turn of the run, and for each step
+    assert sum(m.startswith("envelope routed: test.record") for m in messages) == 1
+    assert sum(m.startswith("run started: note") for m in messages) == 1
+    assert sum(m.startswith("step succeeded: note") for m in messages) == 1
     assert any(line.get("handler") == "note" and "run succeeded" in line["message"] for line in lines)
     assert "hunter2" not in result.stderr
 

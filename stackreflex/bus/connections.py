@@ -10,8 +10,9 @@ import ssl
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from kombu import Connection
+from kombu.exceptions import OperationalError
 
-from ..errors import ConfigError
+from ..errors import BrokerUnavailable, ConfigError
 from ..redaction import redact_text
 from ..settings import Settings
 
@@ -46,7 +47,19 @@ def display_url(settings: Settings) -> str:
 
 
 def ssl_context(settings: Settings) -> ssl.SSLContext:
+    """pika's TLS: the broker's certificate checked against the CA file (or the system's CAs)
+    and its name against the host it is reached by."""
     return ssl.create_default_context(cafile=str(settings.broker_ca_file) if settings.broker_ca_file else None)
+
+
+def amqp_ssl_options(settings: Settings, host: str) -> dict:
+    """py-amqp's TLS, the same checks as :func:`ssl_context`.
+
+    py-amqp takes its own options, not a context: handed an ``SSLContext`` it drops it and
+    checks the certificate against the system's CAs only, and not the name at all.
+    """
+    return {"ca_certs": str(settings.broker_ca_file) if settings.broker_ca_file else None,
+            "cert_reqs": ssl.CERT_REQUIRED, "server_hostname": host}
 
 
 def kombu_connection(settings: Settings, *, consumer: bool = False, confirm: bool = True) -> Connection:
@@ -59,9 +72,30 @@ def kombu_connection(settings: Settings, *, consumer: bool = False, confirm: boo
     if settings.embedded:
         return Connection(EMBEDDED_URL, transport_options={"polling_interval": 0.01})
     url = normalise_amqp_url(settings.broker_url.get_secret_value())
-    tls = ssl_context(settings) if url.startswith("amqps://") else None
-    return Connection(url, ssl=tls or False, heartbeat=CONSUMER_HEARTBEAT if consumer else 0,
+    tls = amqp_ssl_options(settings, urlsplit(url).hostname) if url.startswith("amqps://") else False
+    return Connection(url, ssl=tls, heartbeat=CONSUMER_HEARTBEAT if consumer else 0,
                       transport_options={"confirm_publish": confirm, **RETRY_POLICY})
+
+
+def connect(connection: Connection, settings: Settings) -> None:
+    """Connect under the bounded retry policy, or raise :class:`BrokerUnavailable` saying why.
+
+    A certificate that fails verification is not retried: it would fail the same way.
+    """
+
+    def give_up_on_certificates(exc: Exception, _interval: float) -> None:
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            raise exc
+
+    try:
+        connection.ensure_connection(errback=give_up_on_certificates, max_retries=RETRY_POLICY["max_retries"],
+                                     interval_start=RETRY_POLICY["interval_start"],
+                                     interval_step=RETRY_POLICY["interval_step"],
+                                     interval_max=RETRY_POLICY["interval_max"])
+    except OperationalError as exc:
+        hint = ("; if a private CA signed the broker's certificate, set STACKREFLEX_BROKER_CA_FILE to it"
+                if "CERTIFICATE_VERIFY_FAILED" in str(exc) and settings.broker_ca_file is None else "")
+        raise BrokerUnavailable(f"cannot reach the broker at {display_url(settings)}: {exc}{hint}") from None
 
 
 def drain(connection: Connection, timeout: float) -> bool:

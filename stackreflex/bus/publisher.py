@@ -8,7 +8,7 @@ from kombu.exceptions import OperationalError
 
 from ..errors import BrokerUnavailable, UnroutableError
 from ..settings import Settings
-from .connections import RETRY_POLICY, display_url, kombu_connection
+from .connections import RETRY_POLICY, connect, display_url, kombu_connection
 from .envelope import Envelope
 
 log = logging.getLogger(__name__)
@@ -41,13 +41,7 @@ class Publisher:
         producer = getattr(self._local, slot, None)
         if producer is None:
             connection = kombu_connection(self.settings, confirm=confirm)
-            try:
-                connection.ensure_connection(max_retries=RETRY_POLICY["max_retries"],
-                                             interval_start=RETRY_POLICY["interval_start"],
-                                             interval_step=RETRY_POLICY["interval_step"],
-                                             interval_max=RETRY_POLICY["interval_max"])
-            except OperationalError as exc:
-                raise BrokerUnavailable(f"cannot reach the broker at {display_url(self.settings)}: {exc}") from None
+            connect(connection, self.settings)
             if not hasattr(self._local, "returned"):
                 self._local.returned = []
             producer = Producer(connection, exchange=self.exchange,
