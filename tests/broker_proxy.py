@@ -55,7 +55,8 @@ class BrokerProxy:
                     w.close()
                     self._writers.discard(w)
 
-        await asyncio.gather(pump(client_reader, broker_writer), pump(broker_reader, client_writer))
+        await asyncio.gather(pump(client_reader, broker_writer), pump(broker_reader, client_writer),
+                             return_exceptions=True)
 
     def cut(self) -> None:
         """Close every connection relayed now (new ones are still accepted)."""
@@ -74,8 +75,10 @@ class BrokerProxy:
         async def stop() -> None:
             self._server.close()
             await self._server.wait_closed()
-            for task in asyncio.all_tasks() - {asyncio.current_task()}:
+            relays = asyncio.all_tasks() - {asyncio.current_task()}
+            for task in relays:
                 task.cancel()
+            await asyncio.gather(*relays, return_exceptions=True)
 
         asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)

@@ -10,6 +10,7 @@ import uuid
 
 import psycopg
 import pytest
+from kombu.utils.url import parse_url
 from kombu import Connection, Exchange, Producer, Queue, binding
 
 from stackreflex.bus.connections import normalise_amqp_url
@@ -21,6 +22,7 @@ from stackreflex.errors import UnroutableError
 from stackreflex.models.audit import AuditLog
 from stackreflex.models.queries import RunFilter, list_envelopes, list_runs, run_with_steps
 
+from .broker_proxy import BrokerProxy
 from .conftest import make_settings, run_cli, wait_for
 
 
@@ -288,6 +290,31 @@ def test_runs_are_announced_on_the_bus_when_followed_or_when_every_run_is(broker
             else:
                 assert notices[quiet.id] == notices[followed.id]
             assert worker.terminate() == 0
+
+
+def test_a_worker_whose_broker_connections_break_reconnects_and_loses_nothing(broker_url, sqlite_url, namespace,
+                                                                              workers, tmp_path):
+    """The relay between the worker and the broker cuts every connection (the router's and
+    dramatiq's) twice: the worker reconnects by itself, and every envelope published
+    meanwhile, straight to the broker, runs exactly once."""
+    parts = parse_url(normalise_amqp_url(broker_url))
+    proxy = BrokerProxy((parts["hostname"], parts["port"] or 5672))
+    try:
+        through_relay = make_settings(f"amqp://guest:guest@127.0.0.1:{proxy.port}/", sqlite_url, namespace)
+        worker = workers(through_relay)
+        settings = make_settings(broker_url, sqlite_url, namespace)
+        audit = AuditLog.open(sqlite_url)
+        batches = [[Envelope.new("test.record", subject=f"cut{n}-{i}") for i in range(5)] for n in range(3)]
+        for n, batch in enumerate(batches):
+            if n:
+                proxy.cut()
+            publish_all(settings, batch)
+            wait_for(lambda: all(runs_of(audit, e).get("note", {}).get("status") == "succeeded" for e in batch),
+                     timeout=40, message=f"batch {n} served")
+        assert len(list_runs(audit, RunFilter(limit=1000))) == 15
+        assert worker.log_path.read_text().count("router lost the broker connection") >= 2
+    finally:
+        proxy.close()
 
 
 def test_predicates_filter_envelopes_within_a_pattern(broker_url, sqlite_url, namespace, workers, tmp_path):
