@@ -1,4 +1,5 @@
-"""The runtime of one worker process: router, dramatiq worker threads, lease heartbeats.
+"""The runtime of one worker process: router, dramatiq worker threads, lease heartbeats, and
+the SQLite audit log's checkpoints.
 
 Embedded or distributed is decided by settings alone (no broker URL: in-memory bus
 and stub broker in this process), so the same handlers and audit log serve both.
@@ -30,6 +31,9 @@ log = logging.getLogger("stackreflex.worker")
 STARTUP_TIMEOUT = 20.0
 #: How often idle dramatiq consumers poll, which bounds how late a delayed message starts (ms).
 WORKER_POLL_MS = 100
+#: How often an SQLite audit log's WAL is copied back into the database file (seconds),
+#: from a thread of its own instead of by whichever write passes 1,000 pages.
+CHECKPOINT_INTERVAL = 0.25
 #: How long stop() lets running handlers finish (seconds).
 SHUTDOWN_GRACE = 30.0
 
@@ -67,7 +71,10 @@ class Runtime:
         self.worker = dramatiq.Worker(self.broker, worker_threads=self.settings.worker_threads,
                                       worker_timeout=WORKER_POLL_MS)
         self.worker.start()
-        for name, target in (("router", self.router.run), ("heartbeat", self._heartbeat)):
+        loops = [("router", self.router.run), ("heartbeat", self._heartbeat)]
+        if self.audit.defer_checkpoints():
+            loops.append(("checkpoints", self._checkpoints))
+        for name, target in loops:
             thread = threading.Thread(target=target, args=(self._stop,), name=f"stackreflex-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -110,6 +117,13 @@ class Runtime:
                 self.audit.heartbeat(self.active.snapshot(), self.owner, self.settings.lease_seconds)
             except Exception as exc:
                 log.warning("could not extend run leases: %s", exc)
+
+    def _checkpoints(self, stop: threading.Event) -> None:
+        while not stop.wait(CHECKPOINT_INTERVAL):
+            try:
+                self.audit.checkpoint()
+            except Exception as exc:
+                log.warning("could not checkpoint the audit log's WAL: %s", exc)
 
     def __enter__(self) -> "Runtime":
         return self.start()

@@ -9,12 +9,15 @@ from sqlalchemy.exc import IntegrityError
 
 from stackreflex.bus.envelope import Envelope
 from stackreflex.clock import utcnow
+from stackreflex.handlers.registry import Registry
 from stackreflex.models.audit import AuditLog
 from stackreflex.models.database import make_engine, migrate
 from stackreflex.models.group_commit import GroupCommit
 from stackreflex.models.prepared import Prepared
 from stackreflex.models.tables import EnvelopeRecord, Run, WatcherCursor
 from stackreflex.models.queries import RunFilter, list_runs, parse_since, run_with_steps
+from stackreflex.runtime import Runtime
+from stackreflex.settings import Settings
 
 from .conftest import wait_for
 
@@ -232,3 +235,30 @@ def test_prepared_statements_store_and_return_what_core_does_and_raise_what_core
         assert "expanding IN" in str(exc)
     else:
         raise AssertionError("a statement with an expanding IN was prepared")
+
+
+def test_sqlite_checkpoints_leave_the_writes_for_a_thread_of_their_own(tmp_path, postgres_url):
+    """A write that passes 1,000 WAL pages no longer copies the WAL back into the database
+    file (holding the writer for milliseconds): a worker's checkpoint thread does, off the
+    busy path."""
+    url, database = f"sqlite:///{tmp_path}/audit.db", tmp_path / "audit.db"
+    audit = AuditLog.open(url)
+    empty = database.stat().st_size
+    assert audit.defer_checkpoints()
+    for _ in range(300):  # about 3,600 pages of WAL
+        audit.accept_many([(Envelope.new("test.wal"), ["note"])])
+    assert database.stat().st_size == empty  # nothing copied back by the writes
+    audit.checkpoint()
+    assert database.stat().st_size > empty + 200_000
+    assert len(list_runs(audit, RunFilter(limit=1000))) == 300
+
+    busy = tmp_path / "busy.db"
+    runtime = Runtime(Settings(database_url=f"sqlite:///{busy}"), Registry()).start()
+    try:
+        written = busy.stat().st_size
+        for _ in range(300):
+            runtime.audit.accept_many([(Envelope.new("test.wal"), ["note"])])
+        wait_for(lambda: busy.stat().st_size > written + 200_000, timeout=10, message="a background checkpoint")
+    finally:
+        runtime.stop()
+    assert not AuditLog.open(postgres_url).defer_checkpoints()  # PostgreSQL checkpoints on its own

@@ -30,6 +30,11 @@ from .group_commit import GroupCommit, T, Write
 from .prepared import Prepared
 from .tables import FINAL_STATUSES, EnvelopeRecord, Run, Step, WatcherCursor
 
+#: With checkpoints deferred (:meth:`AuditLog.defer_checkpoints`), the WAL size (pages) at
+#: which a write checkpoints after all (SQLite's default is 1,000).
+DEFERRED_AUTOCHECKPOINT_PAGES = 10_000
+#: The size a WAL file is cut back to when it restarts (bytes), so a burst does not leave it large.
+WAL_SIZE_LIMIT = 16 * 1024 * 1024
 #: How much of a rejected message body is kept for the post-mortem.
 RAW_EXCERPT_CHARS = 4000
 
@@ -179,6 +184,7 @@ class AuditLog:
         self.engine = engine
         self._sqlite = engine.dialect.name == "sqlite"
         self._kept: Connection | None = None
+        self._checkpoints_deferred = False
         self._commits = GroupCommit(self._transaction)
         self._busy = _BusyStatements(engine.dialect)
 
@@ -206,8 +212,41 @@ class AuditLog:
             return
         if self._kept is None or self._kept.invalidated:
             self._kept = self.engine.connect()
+            if self._checkpoints_deferred:
+                self._defer_checkpoints_on(self._kept)
         with self._kept.begin():
             yield self._kept
+
+    def defer_checkpoints(self) -> bool:
+        """SQLite: leave WAL checkpoints to :meth:`checkpoint`, called off the busy path; False
+        (nothing to do) for other databases.
+
+        Otherwise the write that takes the WAL past 1,000 pages copies them all back into the
+        database file and syncs it, holding the writer for milliseconds: every fiftieth event
+        or so waited for it (the p99 latency was 2.5 times what it is without). The writes
+        still checkpoint if the WAL reaches :data:`DEFERRED_AUTOCHECKPOINT_PAGES`: a passive
+        checkpoint racing a steady stream of writes may never catch up with them.
+        """
+        if not self._sqlite:
+            return False
+        with self._commits.exclusive():
+            self._checkpoints_deferred = True
+            if self._kept is not None and not self._kept.invalidated:
+                self._defer_checkpoints_on(self._kept)
+        return True
+
+    @staticmethod
+    def _defer_checkpoints_on(connection: Connection) -> None:
+        driver = connection.connection.dbapi_connection
+        driver.execute(f"PRAGMA wal_autocheckpoint={DEFERRED_AUTOCHECKPOINT_PAGES}")
+        driver.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
+
+    def checkpoint(self) -> None:
+        """Copy what the WAL holds back into the database file, without waiting for readers or
+        writers (SQLite's PASSIVE checkpoint); the WAL restarts from its beginning once all of
+        it is copied."""
+        with self.engine.connect() as c:
+            c.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
 
     # -- envelopes -------------------------------------------------------------------
 

@@ -53,6 +53,10 @@ class GroupCommit:
             raise own.error
         return own.result
 
+    def exclusive(self):
+        """Hold the writer: no write runs until the ``with`` block ends."""
+        return self._writer
+
     def _commit(self, batch: list[_Pending], own: _Pending) -> None:
         try:
             with self._transaction() as connection:
