@@ -46,10 +46,15 @@ def display_url(settings: Settings) -> str:
     return redact_text(settings.broker_url.get_secret_value())
 
 
+def _ca_file(settings: Settings) -> str | None:
+    """The CA bundle the broker's certificate must chain to; None: the system's."""
+    return str(settings.broker_ca_file) if settings.broker_ca_file else None
+
+
 def ssl_context(settings: Settings) -> ssl.SSLContext:
     """pika's TLS: the broker's certificate checked against the CA file (or the system's CAs)
     and its name against the host it is reached by."""
-    return ssl.create_default_context(cafile=str(settings.broker_ca_file) if settings.broker_ca_file else None)
+    return ssl.create_default_context(cafile=_ca_file(settings))
 
 
 def amqp_ssl_options(settings: Settings, host: str) -> dict:
@@ -58,8 +63,7 @@ def amqp_ssl_options(settings: Settings, host: str) -> dict:
     py-amqp takes its own options, not a context: handed an ``SSLContext`` it drops it and
     checks the certificate against the system's CAs only, and not the name at all.
     """
-    return {"ca_certs": str(settings.broker_ca_file) if settings.broker_ca_file else None,
-            "cert_reqs": ssl.CERT_REQUIRED, "server_hostname": host}
+    return {"ca_certs": _ca_file(settings), "cert_reqs": ssl.CERT_REQUIRED, "server_hostname": host}
 
 
 def kombu_connection(settings: Settings, *, consumer: bool = False, confirm: bool = True) -> Connection:
@@ -88,13 +92,11 @@ def connect(connection: Connection, settings: Settings) -> None:
             raise exc
 
     try:
-        connection.ensure_connection(errback=give_up_on_certificates, max_retries=RETRY_POLICY["max_retries"],
-                                     interval_start=RETRY_POLICY["interval_start"],
-                                     interval_step=RETRY_POLICY["interval_step"],
-                                     interval_max=RETRY_POLICY["interval_max"])
+        connection.ensure_connection(errback=give_up_on_certificates, **RETRY_POLICY)
     except OperationalError as exc:
         hint = ("; if a private CA signed the broker's certificate, set STACKREFLEX_BROKER_CA_FILE to it"
-                if "CERTIFICATE_VERIFY_FAILED" in str(exc) and settings.broker_ca_file is None else "")
+                if isinstance(exc.__cause__, ssl.SSLCertVerificationError) and settings.broker_ca_file is None
+                else "")
         raise BrokerUnavailable(f"cannot reach the broker at {display_url(settings)}: {exc}{hint}") from None
 
 

@@ -2,6 +2,8 @@
 
 import logging
 import threading
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 from kombu import Exchange, Producer, Queue
 from kombu.exceptions import OperationalError
@@ -36,10 +38,13 @@ class Publisher:
         self.exchange = topic_exchange(settings)
         self._local = threading.local()
 
-    def _producer(self, confirm: bool = True) -> Producer:
-        slot = "producer" if confirm else "notifier"
-        producer = getattr(self._local, slot, None)
-        if producer is None:
+    def _link(self, confirm: bool = True) -> tuple[Producer, Callable[..., None]]:
+        """This thread's producer (confirming, or not for notices), with its send function
+        wrapped in kombu's bounded retry: a broken connection is re-established and the
+        send made again."""
+        slot = "confirming" if confirm else "notifying"
+        link = getattr(self._local, slot, None)
+        if link is None:
             connection = kombu_connection(self.settings, confirm=confirm)
             connect(connection, self.settings)
             if not hasattr(self._local, "returned"):
@@ -48,15 +53,14 @@ class Publisher:
                                 on_return=lambda exc, exchange, routing_key, message:
                                 self._local.returned.append(routing_key))
             self.exchange(producer.channel).declare()
-            setattr(self._local, slot, producer)
 
             def send(envelope: Envelope, *, persistent: bool, mandatory: bool) -> None:
                 self._send(producer, envelope, persistent=persistent, mandatory=mandatory)
 
-            # kombu's bounded retry: a broken connection is re-established and the send made again
-            setattr(self._local, f"send_{slot}", connection.ensure(producer, send, **RETRY_POLICY))
+            link = (producer, connection.ensure(producer, send, **RETRY_POLICY))
+            setattr(self._local, slot, link)
             self._local.connections = getattr(self._local, "connections", []) + [connection]
-        return producer
+        return link
 
     def _send(self, producer: Producer, envelope: Envelope, *, persistent: bool, mandatory: bool) -> None:
         """Put one envelope on the exchange through the producer's channel of the moment.
@@ -72,15 +76,22 @@ class Publisher:
         channel.basic_publish(message, exchange=self.exchange.name, routing_key=envelope.routing_key,
                               mandatory=mandatory)
 
-    def publish(self, envelope: Envelope, *, mandatory: bool = True) -> None:
-        """Publish and wait for the broker's confirm."""
-        producer = self._producer()
-        self._local.returned.clear()
+    @contextmanager
+    def _publishing(self) -> Iterator[None]:
+        """A publish whose retries ran out: this thread's connections are dropped, and the
+        broker is reported unavailable."""
         try:
-            self._local.send_producer(envelope, persistent=True, mandatory=mandatory)
+            yield
         except OperationalError as exc:
             self.close()
             raise BrokerUnavailable(f"cannot publish to the broker at {display_url(self.settings)}: {exc}") from None
+
+    def publish(self, envelope: Envelope, *, mandatory: bool = True) -> None:
+        """Publish and wait for the broker's confirm."""
+        producer, send = self._link()
+        self._local.returned.clear()
+        with self._publishing():
+            send(envelope, persistent=True, mandatory=mandatory)
         if mandatory and (self._local.returned or not self._routable(producer, envelope.routing_key)):
             raise UnroutableError(
                 f"no queue is bound to receive {envelope.type} on exchange {self.exchange.name}: "
@@ -93,25 +104,19 @@ class Publisher:
         Nobody may be listening, and a lost notice only delays a ``--wait`` until its
         timeout: the audit log holds the truth.
         """
-        self._producer(confirm=False)
-        try:
-            self._local.send_notifier(envelope, persistent=False, mandatory=False)
-        except OperationalError as exc:
-            self.close()
-            raise BrokerUnavailable(f"cannot publish to the broker at {display_url(self.settings)}: {exc}") from None
+        _, send = self._link(confirm=False)
+        with self._publishing():
+            send(envelope, persistent=False, mandatory=False)
 
     def send_to_queue(self, body: bytes, queue: Queue, headers: dict) -> None:
         """Put raw bytes straight onto a durable queue (the dead-letter queue), confirmed."""
-        producer = self._producer()
-        try:
+        producer, _ = self._link()
+        with self._publishing():
             # an Exchange object: kombu reads a plain "" as "use the producer's exchange"
             producer.publish(body, exchange=DEFAULT_EXCHANGE, routing_key=queue.name, declare=[queue],
                              delivery_mode=2, content_type="application/octet-stream",
                              content_encoding="binary", headers=headers,
                              retry=True, retry_policy=RETRY_POLICY)
-        except OperationalError as exc:
-            self.close()
-            raise BrokerUnavailable(f"cannot publish to the broker at {display_url(self.settings)}: {exc}") from None
 
     def _routable(self, producer: Producer, routing_key: str) -> bool:
         # The in-memory transport drops unroutable messages silently; ask its binding table.
