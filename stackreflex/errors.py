@@ -51,3 +51,7 @@ class WaitTimedOut(HandlerFailed):
 
 class RunNotFound(StackreflexError):
     """No run in the audit log has that id (or id prefix)."""
+
+
+class DatabaseUnavailable(StackreflexError):
+    """The audit database stayed unreachable for longer than a write waits for it."""

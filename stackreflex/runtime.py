@@ -1,5 +1,5 @@
-"""The runtime of one worker process: router, dramatiq worker threads, lease heartbeats, and
-the SQLite audit log's checkpoints.
+"""The runtime of one process serving handlers: router, dramatiq worker threads, the run
+lifecycle (leases, reconciliation), and the SQLite audit log's checkpoints.
 
 Embedded or distributed is decided by settings alone (no broker URL: in-memory bus
 and stub broker in this process), so the same handlers and audit log serve both.
@@ -18,11 +18,17 @@ from .bus.dispatch import Dispatcher, build_broker
 from .bus.publisher import Publisher
 from .bus.router import Router
 from .errors import BrokerUnavailable
-from .handlers.execution import ActiveRuns, Services
+from .handlers.context import RunContext
 from .handlers.registry import Registry, registry as default_registry
 from .models.audit import AuditLog
+from .runs.execution import Execution
+from .runs.keeper import Keeper
+from .runs.lifecycle import Lifecycle
+from .runs.middleware import RunLifecycle, declare_actor
+from .runs.policy import policy_for
+from .runs.reconciler import Reconciler
 from .settings import Settings
-from .tasks.cloud import connect_cloud
+from .tasks.cloud import cloud_identity, connect_cloud
 from .tasks.ssh import open_ssh
 
 log = logging.getLogger("stackreflex.worker")
@@ -34,44 +40,48 @@ WORKER_POLL_MS = 100
 #: How often an SQLite audit log's WAL is copied back into the database file (seconds),
 #: from a thread of its own instead of by whichever write passes 1,000 pages.
 CHECKPOINT_INTERVAL = 0.25
-#: How long stop() lets running handlers finish (seconds).
+#: How long stop() lets running handlers finish (seconds); they park at their next wait.
 SHUTDOWN_GRACE = 30.0
 
 
 class Runtime:
-    """Everything a worker process runs; use as a context manager or start()/stop()."""
+    """Everything a process serving handlers runs; use as a context manager or start()/stop()."""
 
     def __init__(self, settings: Settings, registry: Registry | None = None, *,
                  audit: AuditLog | None = None):
         self.settings = settings
         self.registry = registry if registry is not None else default_registry
-        self.audit = audit or AuditLog.open(settings.database())
+        self.audit = audit or AuditLog.open(settings.database(), outage_limit=settings.database_outage_limit)
         self.publisher = Publisher(settings)
-        self.active = ActiveRuns()
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self.services = Services(
-            audit=self.audit, publish=self.publisher.publish, notify=self.publisher.notify, owner=self.owner,
-            lease_seconds=settings.lease_seconds, active=self.active,
-            cloud_factory=self._cloud, ssh_factory=partial(open_ssh, settings),
-            settings=settings)
-        self.broker = build_broker(settings)
+        self.cloud = cloud_identity(settings)
+        self._clouds = threading.local()
+        self.lifecycle = Lifecycle(
+            audit=self.audit, owner=self.owner, lease_seconds=settings.lease_seconds, dispatch=self._dispatch,
+            context_factory=self._context, notify=self.publisher.notify, announces=settings.announces)
+        self.middleware = RunLifecycle(self.lifecycle)
+        self.broker = build_broker(settings, [self.middleware])
         dramatiq.set_broker(self.broker)
-        self.dispatcher = Dispatcher(settings, self.broker, self.registry, self.services)
-        self.router = Router(settings, self.registry, self.dispatcher, self.audit, self.publisher)
+        self.dispatcher = Dispatcher(settings, self.broker)
+        self.actors = {h.name: declare_actor(self.broker, settings, h, policy_for(h, settings.handler_overrides),
+                                             self.middleware) for h in self.registry}
+        self.reconciler = Reconciler(self.audit, self._dispatch, self.actors, grace=settings.reconcile_grace,
+                                     cloud=self.cloud)
+        self.middleware.keeper = Keeper(self.lifecycle, self.reconciler, self.audit,
+                                        {h.name: list(h.patterns) for h in self.registry},
+                                        reconcile_interval=settings.reconcile_interval)
+        self.router = Router(settings, self.registry, self.dispatcher, self.audit, self.publisher, cloud=self.cloud)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._clouds = threading.local()
         self.worker: dramatiq.Worker | None = None
 
     def start(self) -> "Runtime":
         # dramatiq's own CLI emits this; middleware such as TimeLimit starts its watchdog on it.
         self.broker.emit_after("process_boot")
-        for queue in self.dispatcher.queues():
-            self.broker.declare_queue(queue)
         self.worker = dramatiq.Worker(self.broker, worker_threads=self.settings.worker_threads,
                                       worker_timeout=WORKER_POLL_MS)
-        self.worker.start()
-        loops = [("router", self.router.run), ("heartbeat", self._heartbeat)]
+        self.worker.start()  # the lifecycle's keeper starts with it: leases, subscriptions, reconciliation
+        loops = [("router", self.router.run)]
         if self.audit.defer_checkpoints():
             loops.append(("checkpoints", self._checkpoints))
         for name, target in loops:
@@ -87,7 +97,8 @@ class Runtime:
         return self
 
     def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
-        """Stop taking envelopes, let running handlers finish, close connections."""
+        """Stop taking envelopes; running handlers park at their next wait or finish; close connections."""
+        self.lifecycle.stopping.set()
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=5)
@@ -97,10 +108,14 @@ class Runtime:
         self.publisher.close()
         log.info("worker stopped")
 
-    def join(self, queue_timeout: float = 30.0) -> None:
-        """Embedded mode: wait until every handler queue is drained (for the CLI and the demo)."""
-        for queue in self.dispatcher.queues():
-            self.broker.join(queue, timeout=int(queue_timeout * 1000))
+    def _dispatch(self, handler: str, body: dict, wake: int, delay: float | None) -> None:
+        self.dispatcher.dispatch(handler, body, wake, delay)
+
+    def _context(self, execution: Execution) -> RunContext:
+        notify = self.publisher.notify if self.settings.announces(execution.envelope) else _unheard
+        return RunContext(execution, publish=self.publisher.publish, notify=_never_failing(notify),
+                          cloud_factory=self._cloud, ssh_factory=partial(open_ssh, self.settings),
+                          settings=self.settings)
 
     def _cloud(self):
         """One openstacksdk connection per worker thread, kept across runs: a new one per run
@@ -109,14 +124,6 @@ class Runtime:
         if conn is None:
             conn = self._clouds.conn = connect_cloud(self.settings)
         return conn
-
-    def _heartbeat(self, stop: threading.Event) -> None:
-        interval = self.settings.lease_seconds / 3
-        while not stop.wait(interval):
-            try:
-                self.audit.heartbeat(self.active.snapshot(), self.owner, self.settings.lease_seconds)
-            except Exception as exc:
-                log.warning("could not extend run leases: %s", exc)
 
     def _checkpoints(self, stop: threading.Event) -> None:
         while not stop.wait(CHECKPOINT_INTERVAL):
@@ -130,3 +137,19 @@ class Runtime:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _unheard(envelope) -> None:
+    """The notices of a run nobody follows: not sent (see ``Settings.run_notices``)."""
+
+
+def _never_failing(notify):
+    """Progress notices must never fail a run: log and go on."""
+
+    def send(envelope) -> None:
+        try:
+            notify(envelope)
+        except Exception as exc:
+            log.warning("could not publish %s: %s", envelope.type, exc)
+
+    return send

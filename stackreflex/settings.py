@@ -44,8 +44,14 @@ class Settings(BaseModel):
     worker_threads: int = Field(16, ge=1, le=256)
     #: A running handler's claim on its run lapses this long after its worker stops heartbeating.
     lease_seconds: float = Field(30.0, gt=0)
-    #: How often waiting runs (continuations) are checked for being due.
-    sweep_interval: float = Field(1.0, gt=0)
+    #: A run nothing moves on (its lease lapsed, its wake-up or retry is overdue, it never
+    #: started) is sent a message again once it is this late (seconds): longer than a backlog
+    #: may delay a live message, since a message too many is skipped but costs a claim.
+    reconcile_grace: float = Field(60.0, gt=0)
+    #: How often each process serving handlers looks for such runs (seconds).
+    reconcile_interval: float = Field(30.0, gt=0)
+    #: How long a write waits for an unreachable audit database before giving up (seconds).
+    database_outage_limit: float = Field(600.0, gt=0)
     #: Which envelopes' runs are announced on the bus (``envelope.routed``, ``run.progress``,
     #: ``run.finished``): ``followed`` ones (published with ``notify``, as ``--wait`` does), or
     #: ``all``, for tools that watch every run from the bus. A notice nobody reads still costs

@@ -1,6 +1,7 @@
-"""A relay in front of the real RabbitMQ: it can terminate TLS (as stunnel or HAProxy would
-in front of a broker) and cut every connection it carries, so tests can stage what the
-broker here does not offer: an amqps:// listener, and connections that break."""
+"""A relay in front of a real service (RabbitMQ, PostgreSQL): it can terminate TLS (as stunnel
+or HAProxy would in front of a broker), cut every connection it carries, and refuse new ones
+for a while, so tests can stage what the services here do not offer: an amqps:// listener,
+connections that break, a database that is down."""
 
 import asyncio
 import datetime
@@ -21,6 +22,8 @@ class BrokerProxy:
         self.upstream = upstream
         self._tls = tls
         self._writers: set[asyncio.StreamWriter] = set()
+        #: while set, connections are accepted and closed at once, as by a host whose service is down
+        self.down = False
         self._loop = asyncio.new_event_loop()
         ready = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(ready,), daemon=True, name="broker-proxy")
@@ -36,6 +39,9 @@ class BrokerProxy:
         self._loop.run_forever()
 
     async def _relay(self, client_reader, client_writer) -> None:
+        if self.down:
+            client_writer.transport.abort()
+            return
         try:
             broker_reader, broker_writer = await asyncio.open_connection(*self.upstream)
         except OSError:
@@ -67,6 +73,14 @@ class BrokerProxy:
             self._writers.clear()
 
         self._loop.call_soon_threadsafe(close_all)
+
+    def go_down(self) -> None:
+        """The service becomes unreachable: what is relayed is cut, and new connections are refused."""
+        self.down = True
+        self.cut()
+
+    def come_back(self) -> None:
+        self.down = False
 
     def close(self) -> None:
         """Stop listening and close everything: the broker is unreachable through here."""

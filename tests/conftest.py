@@ -29,7 +29,7 @@ BROKER_URL = os.environ.get("STACKREFLEX_TEST_BROKER_URL", "amqp://guest:guest@1
 PG_ADMIN_URL = os.environ.get("STACKREFLEX_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 HANDLERS = str(Path(__file__).with_name("sample_handlers.py"))
 HANDLER_NAMES = ["note", "fail_always", "block_until_released", "wait_for_file", "only_when_go", "do_command",
-                 "too_slow"]
+                 "too_slow", "wait_in_step", "fail_after_each_wake"]
 
 
 @pytest.fixture(scope="session")
@@ -107,7 +107,7 @@ def sqlite_url(tmp_path):
 
 def make_settings(broker_url, database_url, namespace, **extra) -> Settings:
     return Settings(broker_url=broker_url, database_url=database_url, namespace=namespace,
-                    lease_seconds=2.0, worker_threads=4, **extra)
+                    **{"lease_seconds": 2.0, "worker_threads": 4, **extra})
 
 
 def overcloud_with_nodes(tmp_path: Path, scenario, inventory, settings: Settings):
@@ -144,7 +144,8 @@ def env_for(settings: Settings, tmp_path: Path, extra: dict | None = None) -> di
         env["STACKREFLEX_BROKER_URL"] = settings.broker_url.get_secret_value()
     if settings.signing_key is not None:
         env["STACKREFLEX_SIGNING_KEY"] = settings.signing_key.get_secret_value()
-    for name in ("inventory", "ssh_key_file", "ssh_known_hosts", "ssh_user", "agent_layout"):
+    for name in ("inventory", "ssh_key_file", "ssh_known_hosts", "ssh_user", "agent_layout", "reconcile_grace",
+                 "reconcile_interval", "database_outage_limit"):
         value = getattr(settings, name)
         if value is not None and value != Settings.model_fields[name].default:
             env[f"STACKREFLEX_{name.upper()}"] = str(value)
@@ -215,6 +216,24 @@ def run_cli(settings: Settings, tmp_path: Path, *args: str, timeout: float = 60,
             env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "stackreflex", *args], env=env_for(settings, tmp_path, env),
                           capture_output=True, text=True, timeout=timeout)
+
+
+def queues_drained(namespace: str) -> bool:
+    """No queue of ``namespace`` holds a message, ready or held unacknowledged by a consumer
+    (dead letters and the CLI's follow queues aside): every delivery has been handled."""
+    argv = ["rabbitmqctl", "-q", "list_queues", "--formatter", "json", "name", "messages_ready",
+            "messages_unacknowledged"]
+    listed = subprocess.run(argv if os.getuid() == 0 else ["sudo", "-n", *argv], capture_output=True, text=True,
+                            timeout=60, check=True).stdout
+    mine = [q for q in json.loads(listed or "[]") if q["name"].startswith(f"{namespace}.")
+            and not q["name"].endswith(".XQ") and ".follow." not in q["name"]]
+    return all(q["messages_ready"] == 0 and q["messages_unacknowledged"] == 0 for q in mine)
+
+
+def wait_drained(namespace: str, timeout: float = 30) -> None:
+    """For negative checks ("no second run"): wait until the broker has nothing left to deliver."""
+    wait_for(lambda: queues_drained(namespace) and queues_drained(namespace), timeout, interval=0.2,
+             message=f"every queue of {namespace} drained")
 
 
 def wait_for(predicate, timeout: float = 30, interval: float = 0.1, message: str = "condition"):

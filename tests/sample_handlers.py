@@ -77,3 +77,26 @@ def too_slow(event: Envelope, ctx: RunContext) -> None:
     with ctx.step("slow call", target=event.subject):
         for _ in range(100):  # Python code polling: interruptible (a single blocking C call is not)
             time.sleep(0.05)
+
+
+@handler("test.stepwait", max_retries=1, min_backoff=0.1, max_backoff=0.2)
+def wait_in_step(event: Envelope, ctx: RunContext) -> None:
+    """Waits inside its step twice, then succeeds."""
+    with ctx.step("look", target=event.subject) as detail:
+        detail["looks"] = ctx.state["looks"] = ctx.state.get("looks", 0) + 1
+        if ctx.state["looks"] < 3:
+            ctx.recheck(0.2, waiting_for=f"look {ctx.state['looks']} of 3")
+    mark(event, "done")
+
+
+@handler("test.flaky", max_retries=1, min_backoff=0.1, max_backoff=0.2)
+def fail_after_each_wake(event: Envelope, ctx: RunContext) -> None:
+    """Waits; once woken, fails; its retry waits again; once woken again, fails again."""
+    path = Path(event.data["mark"])
+    booms = sum(line.startswith("boom") for line in (path.read_text().splitlines() if path.exists() else []))
+    looks = ctx.state.get("looks", 0)
+    if looks > booms:
+        mark(event, "boom")
+        raise RuntimeError(f"boom {booms + 1}")
+    ctx.state["looks"] = looks + 1
+    ctx.recheck(0.2, waiting_for="the next look")

@@ -14,7 +14,8 @@ from stackreflex.models.audit import AuditLog
 from stackreflex.models.database import make_engine, migrate
 from stackreflex.models.group_commit import GroupCommit
 from stackreflex.models.prepared import Prepared
-from stackreflex.models.tables import EnvelopeRecord, Run, WatcherCursor
+from stackreflex.models.records import ClaimRefusal, RunRecord
+from stackreflex.models.tables import EnvelopeRecord, Run, RunStatus, StepStatus, WatcherCursor
 from stackreflex.models.queries import RunFilter, list_runs, parse_since, run_with_steps
 from stackreflex.runtime import Runtime
 from stackreflex.settings import Settings
@@ -22,14 +23,27 @@ from stackreflex.settings import Settings
 from .conftest import wait_for
 
 
+def new_run(audit: AuditLog, envelope: Envelope, handler: str) -> RunRecord:
+    """The run (envelope, handler), made as the router makes it."""
+    [accepted] = audit.accept_many([(envelope, [handler])])
+    return audit.get_run(accepted.runs[handler].id)
+
+
+def end_run(audit: AuditLog, envelope: Envelope, handler: str, status: RunStatus, error: str | None = None) -> None:
+    """Claim the run and end it, as an execution does."""
+    claim = audit.claim(envelope.id, handler, wake=audit.find_run(envelope.id, handler).wake, token="ender",
+                        lease_seconds=5)
+    assert claim.granted and audit.finish(claim.run.id, "ender", status, error)
+
+
 def test_migrations_create_the_schema_and_are_idempotent(database_url):
     engine = make_engine(database_url)
     migrate(engine)
     migrate(engine)
     tables = set(inspect(engine).get_table_names())
-    assert {"envelope", "run", "step", "watcher_cursor", "alembic_version"} <= tables
+    assert {"envelope", "run", "step", "watcher_cursor", "subscription", "alembic_version"} <= tables
     with engine.connect() as c:
-        assert c.execute(text("select version_num from alembic_version")).scalar() == "0003"
+        assert c.execute(text("select version_num from alembic_version")).scalar() == "0004"
     assert "ix_run_subject_created" in {i["name"] for i in inspect(engine).get_indexes("run")}
     assert {i["name"] for i in inspect(engine).get_indexes("envelope")} == {"ix_envelope_envelope_id",
                                                                           "ix_envelope_correlation"}
@@ -38,52 +52,71 @@ def test_migrations_create_the_schema_and_are_idempotent(database_url):
 def test_a_run_is_unique_per_envelope_and_handler(database_url):
     audit = AuditLog.open(database_url)
     envelope = Envelope.new("test.record", subject="n1")
-    first, created = audit.ensure_run(envelope, "note")
-    again, created_again = audit.ensure_run(envelope, "note")
-    other, _ = audit.ensure_run(envelope, "other")
-    assert created and not created_again and first.id == again.id != other.id
+    [first] = audit.accept_many([(envelope, ["note"])])
+    [again] = audit.accept_many([(envelope, ["note", "other"])])
+    assert first.runs["note"].created and not again.runs["note"].created and again.runs["other"].created
+    assert first.runs["note"].id == again.runs["note"].id != again.runs["other"].id
+    try:
+        with audit.engine.begin() as c:
+            c.execute(insert(Run.__table__), [{**AuditLog._run_values(envelope, "note", utcnow(), None), "id": "x"}])
+    except IntegrityError:
+        pass
+    else:
+        raise AssertionError("a second run for (envelope, handler) was accepted")
 
 
-def test_claims_serialise_attempts_and_lapsed_leases_interrupt_open_steps(database_url):
+def test_claims_serialise_executions_and_a_lapsed_lease_is_a_new_attempt_that_fences_the_old_one(database_url):
     audit = AuditLog.open(database_url)
     envelope = Envelope.new("test.record")
-    run, _ = audit.ensure_run(envelope, "note")
-    first = audit.claim(envelope.id, "note", wake=0, owner="w1", lease_seconds=0.5)
+    run = new_run(audit, envelope, "note")
+    first = audit.claim(envelope.id, "note", wake=0, token="w1", lease_seconds=0.5)
     assert first.granted and first.run.attempts == 1
     step = audit.start_step(run.id, 1, "long call", "node-1")
-    busy = audit.claim(envelope.id, "note", wake=0, owner="w2", lease_seconds=0.5)
-    assert busy.refused == "busy"
+    busy = audit.claim(envelope.id, "note", wake=0, token="w2", lease_seconds=0.5)
+    assert busy.refused is ClaimRefusal.BUSY
     time.sleep(0.7)  # w1 stops heartbeating: its lease lapses
-    second = audit.claim(envelope.id, "note", wake=0, owner="w2", lease_seconds=5)
+    second = audit.claim(envelope.id, "note", wake=0, token="w2", lease_seconds=5)
     assert second.granted and second.run.attempts == 2
     steps = run_with_steps(audit, run.id)["steps"]
     assert [(s["id"], s["status"]) for s in steps] == [(step, "interrupted")]
-    audit.finish(run.id, "succeeded")
-    assert audit.claim(envelope.id, "note", wake=0, owner="w3", lease_seconds=5).refused == "finished"
+    # w1 comes back: whatever it writes under its old lease changes nothing
+    assert not audit.save_state(run.id, "w1", {"late": True}).held
+    assert not audit.finish(run.id, "w1", RunStatus.FAILED, "too late")
+    assert not audit.heartbeat({run.id: "w1"}, 5)[run.id].held
+    assert audit.finish(run.id, "w2", RunStatus.SUCCEEDED)
+    done = audit.get_run(run.id)
+    assert (done.status, done.state, done.lease_owner) == ("succeeded", "{}", None)
+    assert audit.claim(envelope.id, "note", wake=0, token="w3", lease_seconds=5).refused is ClaimRefusal.FINISHED
 
 
-def test_heartbeats_keep_a_lease_alive(database_url):
+def test_heartbeats_keep_a_lease_alive_and_carry_a_cancel_to_the_execution(database_url):
     audit = AuditLog.open(database_url)
     envelope = Envelope.new("test.record")
-    audit.ensure_run(envelope, "note")
-    run = audit.claim(envelope.id, "note", wake=0, owner="w1", lease_seconds=0.5).run
+    run = new_run(audit, envelope, "note")
+    audit.claim(envelope.id, "note", wake=0, token="w1", lease_seconds=0.5)
     for _ in range(4):
         time.sleep(0.25)
-        audit.heartbeat([run.id], "w1", 0.5)
-    assert audit.claim(envelope.id, "note", wake=0, owner="w2", lease_seconds=1).refused == "busy"
+        assert audit.heartbeat({run.id: "w1"}, 0.5)[run.id].held
+    assert audit.claim(envelope.id, "note", wake=0, token="w2", lease_seconds=1).refused is ClaimRefusal.BUSY
+    assert audit.request_cancel(run.id, "window closed").status == "running"
+    fence = audit.heartbeat({run.id: "w1"}, 0.5)[run.id]
+    assert fence.held and fence.cancel_reason == "window closed"
 
 
-def test_wake_ups_only_claim_their_own_generation(database_url):
+def test_wake_ups_only_claim_their_own_generation_and_wakes_are_not_attempts(database_url):
     audit = AuditLog.open(database_url)
     envelope = Envelope.new("test.wait")
-    run, _ = audit.ensure_run(envelope, "wait")
-    audit.claim(envelope.id, "wait", wake=0, owner="w1", lease_seconds=5)
-    assert audit.claim(envelope.id, "wait", wake=1, owner="w1", lease_seconds=5).refused in ("busy", "early")
-    audit.suspend(run.id, wake=1, wake_at=utcnow(), deadline=utcnow() + timedelta(hours=1),
-                  waiting_for="node to poll", state={"checked": 1})
-    assert audit.claim(envelope.id, "wait", wake=0, owner="w2", lease_seconds=5).refused == "stale"
-    claim = audit.claim(envelope.id, "wait", wake=1, owner="w2", lease_seconds=5)
+    run = new_run(audit, envelope, "wait")
+    audit.claim(envelope.id, "wait", wake=0, token="w1", lease_seconds=5)
+    assert audit.claim(envelope.id, "wait", wake=1, token="w1", lease_seconds=5).refused is ClaimRefusal.AHEAD
+    assert audit.suspend(run.id, "w1", wake=1, wake_at=utcnow() + timedelta(hours=1), deadline=None, wait_key="k",
+                         waiting_for="node to poll", state={"checked": 1})
+    assert audit.claim(envelope.id, "wait", wake=0, token="w2", lease_seconds=5).refused is ClaimRefusal.STALE
+    assert audit.claim(envelope.id, "wait", wake=1, token="w2", lease_seconds=5).refused is ClaimRefusal.NOT_DUE
+    audit.wake_now(run.id)
+    claim = audit.claim(envelope.id, "wait", wake=1, token="w2", lease_seconds=5)
     assert claim.granted and claim.run.state == '{"checked": 1}'
+    assert (claim.run.attempts, claim.run.wakes, claim.run.wait_key) == (1, 1, "k")
 
 
 def test_every_write_is_redacted(database_url):
@@ -92,12 +125,14 @@ def test_every_write_is_redacted(database_url):
                                                  "url": "https://s/v1/o?temp_url_sig=SIGSECRET&temp_url_expires=1"})
     audit.record_envelope(envelope, status="accepted")
     audit.record_envelope(None, status="rejected", reason="bad token=TOKSECRET", raw=b'{"password": "hunter2"')
-    run, _ = audit.ensure_run(envelope, "note")
-    audit.claim(envelope.id, "note", wake=0, owner="w", lease_seconds=5)
+    run = new_run(audit, envelope, "note")
+    audit.claim(envelope.id, "note", wake=0, token="w", lease_seconds=5)
     step = audit.start_step(run.id, 1, "fetch", "node")
-    audit.finish_step(step, "failed", {"X-Auth-Token": "TOKSECRET"}, "GET ?temp_url_sig=SIGSECRET failed")
-    audit.suspend(run.id, wake=1, wake_at=utcnow(), deadline=None, waiting_for="x", state={"token": "TOKSECRET"})
-    audit.finish(run.id, "failed", "password=hunter2 refused")
+    audit.finish_step(step, StepStatus.FAILED, {"X-Auth-Token": "TOKSECRET"}, "GET ?temp_url_sig=SIGSECRET failed")
+    audit.suspend(run.id, "w", wake=1, wake_at=utcnow(), deadline=None, wait_key="x", waiting_for="x",
+                  state={"token": "TOKSECRET"})
+    audit.request_cancel(run.id, "the password=hunter2 expired")
+    end_run(audit, envelope, "note", RunStatus.FAILED, "password=hunter2 refused")
     with audit.engine.connect() as c:
         dump = " ".join(str(row) for table in ("envelope", "run", "step")
                         for row in c.execute(text(f"select * from {table}")))
@@ -109,10 +144,10 @@ def test_every_write_is_redacted(database_url):
 def test_run_queries_filter_by_status_handler_subject_and_time(database_url):
     audit = AuditLog.open(database_url)
     a, b = Envelope.new("test.record", subject="compute-0"), Envelope.new("test.record", subject="compute-1")
-    ra, _ = audit.ensure_run(a, "note")
-    rb, _ = audit.ensure_run(b, "note")
-    audit.ensure_run(b, "other")
-    audit.finish(ra.id, "failed", "boom")
+    ra = new_run(audit, a, "note")
+    rb = new_run(audit, b, "note")
+    new_run(audit, b, "other")
+    end_run(audit, a, "note", RunStatus.FAILED, "boom")
     assert [r["id"] for r in list_runs(audit, RunFilter(status=["failed"]))] == [ra.id]
     assert {r["id"] for r in list_runs(audit, RunFilter(subject="compute-1", handler="note"))} == {rb.id}
     assert len(list_runs(audit, RunFilter(correlation_id=b.correlationid))) == 2
@@ -202,18 +237,18 @@ def test_prepared_statements_store_and_return_what_core_does_and_raise_what_core
     again = audit.accept_many([(envelope, ["a", "b", "c"])])[0]
     assert again.duplicate and again.runs["a"].id == first.runs["a"].id and again.runs["c"].created
 
-    claimed = audit.claim(envelope.id, "a", wake=0, owner="w1", lease_seconds=30).run
+    claimed = audit.claim(envelope.id, "a", wake=0, token="w1", lease_seconds=30).run
     with audit.engine.connect() as c:
-        core_run = c.execute(select(Run).where(Run.id == claimed.id)).one()
+        core_run = c.execute(select(Run.__table__).where(Run.id == claimed.id)).one()
         stored = c.execute(select(EnvelopeRecord.status, EnvelopeRecord.payload, EnvelopeRecord.received_at)
                            .where(EnvelopeRecord.envelope_id == envelope.id).order_by(EnvelopeRecord.pk)).all()
-    assert tuple(claimed) == tuple(core_run)
+    assert {name: getattr(claimed, name) for name in core_run._fields} == core_run._asdict()
     assert claimed.status == "running" and claimed.lease_until.utcoffset() == timedelta(0)
     assert [s for s, _, _ in stored] == ["accepted", "duplicate", "duplicate"]
     assert "hunter2" not in stored[0][1] and stored[0][2].utcoffset() == timedelta(0)
     assert audit.find_run(envelope.id, "a") == claimed
 
-    clash = {**AuditLog._run_values(envelope, "z", utcnow()), "id": claimed.id}
+    clash = {**AuditLog._run_values(envelope, "z", utcnow(), None), "id": claimed.id}
     insert_runs = Prepared(insert(Run.__table__), dialect, columns=list(clash))
     try:
         with audit.engine.begin() as c:

@@ -43,10 +43,16 @@ def test_demo_runs_on_the_embedded_default_and_leaves_an_audit_trail(tmp_path):
     assert demo.returncode == 0, demo.stderr + demo.stdout
     assert "scale up" in demo.stdout and "temp_url_sig=***" in demo.stdout
     assert not re.search(r"temp_url_sig=(?!\*\*\*)", demo.stdout + demo.stderr)
-    assert (tmp_path / "state" / "stackreflex" / "audit.db").exists()
-    runs = json.loads(run_cli(settings, tmp_path, "audit", "runs", "--handler", "configure_new_node", "--json").stdout)
+    demo_db = tmp_path / "state" / "stackreflex" / "demo.db"
+    assert demo_db.exists() and f"STACKREFLEX_DATABASE_URL=sqlite:///{demo_db}" in demo.stdout
+    demo_log = Settings(database_url=f"sqlite:///{demo_db}")
+    runs = json.loads(run_cli(demo_log, tmp_path, "audit", "runs", "--handler", "configure_new_node", "--json").stdout)
     assert len(runs) == 7 and {r["status"] for r in runs} == {"succeeded"}
     assert len({r["subject"] for r in runs}) == 1 and runs[0]["subject"] == "overcloud"
+    again = run_cli(settings, tmp_path, "demo", timeout=180)
+    assert again.returncode == 0, again.stderr + again.stdout
+    runs = json.loads(run_cli(demo_log, tmp_path, "audit", "runs", "--handler", "configure_new_node", "--json").stdout)
+    assert len(runs) == 7, "each demo starts from a new audit log of its own"
 
 
 def test_errors_are_one_clear_line(tmp_path):

@@ -5,7 +5,6 @@ from stackreflex.bus.dispatch import Dispatcher, build_broker, handler_queue
 from stackreflex.bus.envelope import Envelope
 from stackreflex.bus.publisher import Publisher
 from stackreflex.bus.router import Router
-from stackreflex.handlers.execution import ActiveRuns, Services
 from stackreflex.handlers.registry import Registry, handler
 from stackreflex.models.audit import AuditLog
 from stackreflex.models.queries import list_envelopes
@@ -24,9 +23,7 @@ def test_copies_of_an_envelope_in_one_batch_share_a_dispatch_and_a_later_copy_on
     settings = Settings(database_url=database_url, namespace="routertest")
     audit = AuditLog.open(database_url)
     broker = build_broker(settings)
-    services = Services(audit=audit, publish=None, notify=None, owner="test", lease_seconds=5,
-                        active=ActiveRuns(), cloud_factory=None, ssh_factory=None, settings=settings)
-    router = Router(settings, registry, Dispatcher(settings, broker, registry, services), audit, Publisher(settings))
+    router = Router(settings, registry, Dispatcher(settings, broker), audit, Publisher(settings))
     for name in ("first", "second"):
         broker.declare_queue(handler_queue(settings, name))
 
@@ -43,7 +40,7 @@ def test_copies_of_an_envelope_in_one_batch_share_a_dispatch_and_a_later_copy_on
     assert router.route(envelope.to_json().encode(), envelope.type) == "duplicate"
     assert queued() == {"first": 2, "second": 3}
     for name in ("first", "second"):
-        assert audit.claim(envelope.id, name, wake=0, owner="worker", lease_seconds=5).granted
+        assert audit.claim(envelope.id, name, wake=0, token="worker", lease_seconds=5).granted
     assert router.route(envelope.to_json().encode(), envelope.type) == "duplicate"
     assert queued() == {"first": 2, "second": 3}
     assert sorted(e["status"] for e in list_envelopes(audit)) == ["accepted", "accepted"] + ["duplicate"] * 3

@@ -15,7 +15,7 @@ from amqp.exceptions import AMQPError
 from kombu import Queue, binding
 from kombu.exceptions import OperationalError
 
-from ..errors import BrokerUnavailable, InvalidEnvelope
+from ..errors import BrokerUnavailable, DatabaseUnavailable, InvalidEnvelope
 from ..handlers.registry import Registry
 from ..models.audit import Accepted, AuditLog
 from ..redaction import redact_text
@@ -41,8 +41,10 @@ CONFIRM_TIMEOUT = 30.0
 
 #: What ends a consuming connection: the router reconnects, and the broker redelivers what
 #: was not acknowledged (py-amqp's own errors, a channel closed by the broker among them,
-#: derive from none of the built-in ones).
-CONNECTION_TROUBLE = (OperationalError, ConnectionError, OSError, AMQPError, BrokerUnavailable)
+#: derive from none of the built-in ones). An audit database unreachable for longer than a
+#: write waits is one too: what the router holds goes back to the broker, never to the
+#: dead-letter queue.
+CONNECTION_TROUBLE = (OperationalError, ConnectionError, OSError, AMQPError, BrokerUnavailable, DatabaseUnavailable)
 
 
 def raw_body(message) -> bytes:
@@ -95,13 +97,18 @@ class Router:
     """Consumes envelopes and turns each into one dramatiq message per matching handler."""
 
     def __init__(self, settings: Settings, registry: Registry, dispatcher: Dispatcher,
-                 audit: AuditLog, publisher: Publisher):
+                 audit: AuditLog, publisher: Publisher, *, cloud: str | None = None):
         self.settings = settings
         self.registry = registry
         self.dispatcher = dispatcher
         self.audit = audit
         self.publisher = publisher
+        #: the cloud the runs it creates act on
+        self.cloud = cloud
         self.ready = threading.Event()
+        #: how this thread pauses while the audit database is unreachable (the consuming
+        #: connection must keep reading, or the broker drops it for missed heartbeats)
+        self._pause = None
 
     # -- the decision, independent of AMQP delivery ---------------------------------
 
@@ -121,7 +128,8 @@ class Router:
         return outcomes
 
     def _record(self, valid: list[tuple[int, Envelope, list[str]]]) -> list[tuple[int, Envelope, Accepted]]:
-        answers = self.audit.accept_many([(envelope, matching) for _, envelope, matching in valid]) if valid else []
+        answers = self.audit.accept_many([(envelope, matching) for _, envelope, matching in valid], cloud=self.cloud,
+                                         wait=self._pause) if valid else []
         return [(index, envelope, answer) for (index, envelope, _), answer in zip(valid, answers)]
 
     def _validate(self, messages: list[tuple[bytes, str]]) -> tuple[list[str], list[tuple[int, Envelope, list[str]]]]:
@@ -163,7 +171,7 @@ class Router:
         self.publisher.send_to_queue(body, dead_letter_queue(self.settings),
                                      {REASON_HEADER: reason, ROUTING_KEY_HEADER: routing_key})
         self.audit.record_envelope(None, status="rejected", reason=reason, raw=body,
-                                   envelope_id=error.envelope_id)
+                                   envelope_id=error.envelope_id, wait=self._pause)
         log.warning("envelope rejected (routing key %s): %s", routing_key, reason,
                     extra={"envelope_id": error.envelope_id})
         if error.envelope_id:
@@ -197,6 +205,7 @@ class Router:
             with connection.Consumer([queue], on_message=received.append,
                                      prefetch_count=self.settings.router_prefetch):
                 channel = None if self.settings.embedded else ConfirmedChannel(connection)
+                self._pause = None if self.settings.embedded else (lambda seconds: drain(connection, seconds))
                 in_flight: deque[InFlight] = deque()
                 self.ready.set()
                 while not stop.is_set():
@@ -274,6 +283,8 @@ class Router:
         body, routing_key = _delivered(message)
         try:
             self.route(body, routing_key)
+        except CONNECTION_TROUBLE:
+            raise  # not the message's fault: the broker redelivers it once the router reconnects
         except Exception as exc:
             # Infrastructure trouble (database, broker) passes: keep the message and try again.
             # A message that fails again after redelivery is parked with the error instead of looping.

@@ -11,7 +11,7 @@ from sqlalchemy.exc import OperationalError as DatabaseError
 from .. import __version__
 from ..errors import StackreflexError
 from ..redaction import redact_text
-from . import agents, audit, dlq, edge, hosts, nodes, sim, storage
+from . import agents, audit, dlq, edge, hosts, nodes, runs, sim, storage
 from .common import errors, invocation
 from .demo import demo
 from .doctor import doctor
@@ -32,6 +32,7 @@ app.command()(publish)
 app.command()(watch)
 app.command()(doctor)
 app.add_typer(audit.app, name="audit")
+app.add_typer(runs.app, name="runs")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(sim.app, name="sim")
 app.add_typer(nodes.app, name="nodes")
@@ -65,6 +66,9 @@ def main() -> None:
     """Entry point: operator-facing errors become one redacted line and exit status 2."""
     try:
         app()
+    except KeyboardInterrupt:
+        errors.print("interrupted")
+        sys.exit(130)
     except StackreflexError as exc:
         errors.print(f"[red]error:[/] {redact_text(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)

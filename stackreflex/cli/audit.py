@@ -67,8 +67,8 @@ def show(
         print_json(found)
         return
     fields = [(k, found[k]) for k in ("id", "handler", "status", "type", "subject", "envelope_id",
-                                      "correlation_id", "attempts", "created_at", "started_at",
-                                      "finished_at", "duration_s", "waiting_for", "wake_at", "deadline", "error")
+                                      "correlation_id", "attempts", "wakes", "created_at", "started_at",
+                                      "finished_at", "duration_s", "waiting_for", "wake_at", "deadline", "cancel_reason", "error")
               if found[k] is not None]
     console.print(table(f"run {found['id']}", ["field", "value"],
                         [(k, styled(v) if k == "status" else v) for k, v in fields]))
@@ -188,24 +188,34 @@ def stats(
     if as_json:
         print_json(rows)
         return
-    console.print(table(f"runs per handler since {since}", ["handler", "runs", "succeeded", "failed", "unfinished",
-                                                           "success rate", "p50 s", "p95 s"],
-                        [(r["handler"], r["runs"], r["succeeded"], r["failed"], r["unfinished"],
+    console.print(table(f"runs per handler since {since}", ["handler", "runs", "succeeded", "failed", "cancelled",
+                                                           "unfinished", "success rate", "p50 s", "p95 s"],
+                        [(r["handler"], r["runs"], r["succeeded"], r["failed"], r["cancelled"], r["unfinished"],
                           "" if r["success_rate"] is None else f"{r['success_rate']:.1%}", r["p50_s"], r["p95_s"])
                          for r in rows]))
 
 
 @app.command("waiting")
 def waiting(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-    """Runs parked in a continuation: what each waits for, its next look, when it gives up."""
+    """Runs parked in a continuation: what each waits for, its next look, when it gives up, and
+    whether a live process serves its handler. Unfinished runs whose handler no live process
+    serves are listed too: nothing moves them on until one does."""
     rows = waiting_runs(invocation.audit())
     if as_json:
         print_json(rows)
         return
-    console.print(table("waiting runs", ["run", "handler", "subject", "waiting for", "since", "next look", "deadline",
-                                         "progress"],
-                        [(_short(r["id"]), r["handler"], r["subject"], r["waiting_for"], r["since"], r["wake_at"],
-                          r["deadline"], r["progress"]) for r in rows]))
+    console.print(table("waiting runs", ["run", "handler", "status", "subject", "waiting for", "next look",
+                                         "deadline", "served by"],
+                        [(_short(r["id"]), r["handler"], styled(r["status"]), r["subject"], r["waiting_for"],
+                          r["wake_at"], r["deadline"], _served(r)) for r in rows]))
+    if not rows:
+        console.print("no run is waiting")
+
+
+def _served(row: dict) -> str:
+    if row["served_by"]:
+        return f"{row['served_by']} process(es)"
+    return "no live process: start a worker serving it, or `stackreflex runs resume`"
 
 
 @app.command("slowest")

@@ -22,6 +22,9 @@ BUILTIN_HANDLER_MODULES: list[str] = ["stackreflex.handlers.deployed_servers",
                                        "stackreflex.handlers.image_copies",
                                        "stackreflex.handlers.edge_check"]
 
+#: How long a command's write waits for an unreachable audit database (seconds).
+CLI_OUTAGE_LIMIT = 15.0
+
 console = Console()
 errors = Console(stderr=True)
 
@@ -42,7 +45,9 @@ class Invocation:
         return self._settings
 
     def audit(self) -> AuditLog:
-        return AuditLog.open(self.settings.database())
+        """The audit log, for a command: a write waits at most :data:`CLI_OUTAGE_LIMIT` for an
+        unreachable database (a worker waits much longer)."""
+        return AuditLog.open(self.settings.database(), outage_limit=CLI_OUTAGE_LIMIT)
 
 
 invocation = Invocation()
@@ -59,7 +64,8 @@ def print_json(value: Any) -> None:
 
 
 STATUS_STYLE = {"succeeded": "green", "failed": "red", "dead": "bold red", "running": "cyan",
-                "waiting": "yellow", "pending": "white", "skipped": "dim", "interrupted": "magenta"}
+                "waiting": "yellow", "pending": "white", "skipped": "dim", "interrupted": "magenta",
+                "cancelled": "dark_orange"}
 
 
 def styled(status: str | None) -> str:

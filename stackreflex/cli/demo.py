@@ -14,12 +14,14 @@ from pathlib import Path
 
 import paramiko
 import yaml
+from pydantic import SecretStr
 from rich.live import Live
 
 from ..bus.heat_watcher import HeatWatcher
 from ..errors import StackreflexError
 from ..models.queries import RunFilter, list_runs, run_with_steps
 from ..runtime import Runtime
+from ..settings import default_state_dir
 from ..sim.overcloud import Overcloud
 from ..sim.scenario import load_scenario
 from ..tasks.cloud import connect_cloud
@@ -28,6 +30,8 @@ from .common import console, invocation, load_all_handlers, styled, table
 
 #: Simulated seconds per real second in the demo, and the longest the demo waits for a phase.
 DEMO_SPEED = 5.0
+#: The demo's audit log, in the state directory beside the default one.
+DEMO_DATABASE = "demo.db"
 PHASE_TIMEOUT = 90.0
 
 
@@ -58,8 +62,9 @@ def _run(overcloud: Overcloud, work: Path, client_key: Path) -> None:
     inventory.write_text(yaml.safe_dump({"roles": roles}))
     os.environ.update(overcloud.environment())
     settings = invocation.settings.model_copy(update={
-        "broker_url": None, "inventory": inventory, "ssh_user": overcloud.scenario.ssh_user,
-        "ssh_key_file": client_key, "ssh_known_hosts": work / "known_hosts", "cloud": None})
+        "broker_url": None, "database_url": SecretStr(_fresh_demo_database()), "inventory": inventory,
+        "ssh_user": overcloud.scenario.ssh_user, "ssh_key_file": client_key, "ssh_known_hosts": work / "known_hosts",
+        "cloud": None})
 
     console.rule("1. trust the pre-provisioned nodes (an explicit act: their host keys go to known_hosts)")
     for role, hosts in roles.items():
@@ -88,6 +93,15 @@ def _run(overcloud: Overcloud, work: Path, client_key: Path) -> None:
         finally:
             stop.set()
         _timeline(runtime)
+
+
+def _fresh_demo_database() -> str:
+    """The demo's own audit log, new at every demo: the runs of an earlier demo (or of real work,
+    were it the default log) must not be taken up against this simulated cloud."""
+    path = default_state_dir() / DEMO_DATABASE
+    for leftover in (path, *(path.with_name(path.name + suffix) for suffix in ("-wal", "-shm"))):
+        leftover.unlink(missing_ok=True)
+    return f"sqlite:///{path}"
 
 
 def _nodes_table(overcloud: Overcloud, stack_status: str):
@@ -138,6 +152,7 @@ def _timeline(runtime: Runtime) -> None:
     console.print(table(None, ["started", "node", "host", "agent config", "steps", "run", "seconds"], rows))
     if example:
         console.print(f"a metadata URL as the audit log holds it: [dim]{example}[/]")
-    console.print(f"\naudit log: {runtime.settings.database()}\n"
-                  "next: `stackreflex audit timeline --stack overcloud`, "
-                  "`stackreflex audit report --stack overcloud --html demo.html`, `stackreflex audit show RUN`")
+    url = runtime.settings.database()
+    console.print(f"\nthe demo's audit log (new at every demo): {url}\n"
+                  f"next: `STACKREFLEX_DATABASE_URL={url} stackreflex audit timeline --stack overcloud`, "
+                  "then `audit report --stack overcloud --html demo.html` or `audit show RUN` the same way")

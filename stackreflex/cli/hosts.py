@@ -96,8 +96,10 @@ def drain_reboot(
 def _refuse_if_running(host: str) -> None:
     running = invocation.audit().active_runs(EVACUATE_HANDLER, host)
     if running:
-        raise StackreflexError(f"{host} is already being evacuated by run {running[0].id} ({running[0].status}); "
-                               f"see `stackreflex audit show {running[0].id}`")
+        run = running[0]
+        raise StackreflexError(f"{host} is already being evacuated by run {run.id} ({run.status.value}); see "
+                               f"`stackreflex audit show {run.id}`; go on with it with `stackreflex runs resume {run.id} "
+                               f"--wait`, or end it with `stackreflex runs cancel {run.id} --reason TEXT`")
 
 
 def _show_plan(order: EvacuateOrder) -> None:

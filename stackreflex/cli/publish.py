@@ -9,7 +9,7 @@ import typer
 from rich.live import Live
 
 from ..bus.envelope import Envelope
-from ..bus.follow import Follower, Progress
+from ..bus.follow import Follower, FollowTimeout, Progress
 from ..bus.publisher import Publisher
 from ..bus.signing import needs_signature, sign
 from ..errors import StackreflexError
@@ -18,6 +18,7 @@ from ..models.queries import RunFilter, list_runs, run_with_steps
 from ..runtime import Runtime
 from ..settings import Settings
 from .common import console, invocation, load_all_handlers, styled, table
+from .runs import report_left
 
 #: Default time --wait follows runs before giving up (seconds).
 DEFAULT_WAIT_TIMEOUT = 3600.0
@@ -67,11 +68,30 @@ def progress_table(progress: Progress):
 
 
 def send(settings: Settings, envelope: Envelope, *, wait: bool, timeout: float) -> Progress | None:
-    """Publish (and follow); in embedded mode the handlers run in this process."""
-    if settings.embedded:
-        with Runtime(settings):
-            return _publish_and_follow(settings, envelope, wait=True, timeout=timeout)
-    return _publish_and_follow(settings, envelope, wait=wait, timeout=timeout)
+    """Publish (and follow); in embedded mode the handlers run in this process, and a Ctrl-C or
+    a timeout says which runs are left, in which state, and how to resume or cancel them."""
+    if not settings.embedded:
+        return _publish_and_follow(settings, envelope, wait=wait, timeout=timeout)
+    runtime = Runtime(settings).start()
+    try:
+        progress = _publish_and_follow(settings, envelope, wait=True, timeout=timeout)
+    except (KeyboardInterrupt, FollowTimeout) as stopped:
+        runtime.stop()
+        left = runtime.audit.unfinished_runs(correlation_id=envelope.correlationid)
+        left += runtime.audit.unfinished_runs(ids=runtime.reconciler.taken_up)
+        if isinstance(stopped, KeyboardInterrupt):
+            report_left(left, stopped="interrupted")
+            raise typer.Exit(130) from None
+        report_left(left, stopped=f"gave up waiting after {timeout:.0f}s")
+        raise StackreflexError(f"gave up waiting after {timeout:.0f}s") from None
+    except BaseException:
+        runtime.stop()
+        raise
+    runtime.stop()
+    taken_up = runtime.audit.unfinished_runs(ids=runtime.reconciler.taken_up)
+    if taken_up:
+        report_left(taken_up, stopped="this command also took up runs that earlier commands had left")
+    return progress
 
 
 def send_command(type: str, subject: str, data: dict, *, wait: bool, timeout: float,
@@ -119,7 +139,9 @@ def publish(
     subject: Annotated[str | None, typer.Option("--subject", "-s", help="What it is about: a stack, host, server…")] = None,
     data: Annotated[str | None, typer.Option("--data", "-d", help="JSON payload, or @file.json")] = None,
     wait: Annotated[bool, typer.Option("--wait", "-w", help="Follow the runs live; exit 1 if any did not succeed.")] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds --wait follows before giving up (the runs go on).")] = DEFAULT_WAIT_TIMEOUT,
+    timeout: Annotated[float, typer.Option(help=(
+        "Seconds --wait follows before giving up (with a broker the runs go on in the workers; embedded, "
+        "those left are listed with the command that resumes them)."))] = DEFAULT_WAIT_TIMEOUT,
     handlers: Annotated[list[str], typer.Option("--handlers", "-H", help=(
         "Embedded mode only: handler module or file to run in this process."))] = [],
     actor: Annotated[str | None, typer.Option(help="Operator identity recorded with commands (default: your user).")] = None,

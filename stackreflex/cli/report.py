@@ -12,7 +12,8 @@ from ..models.timeline import Timeline
 
 #: Bar colours by outcome (also the legend's).
 COLOURS = {"succeeded": "#2e7d32", "failed": "#c62828", "dead": "#c62828", "interrupted": "#8e24aa",
-           "running": "#1565c0", "waiting": "#f9a825", "pending": "#78909c", "skipped": "#b0bec5"}
+           "running": "#1565c0", "waiting": "#f9a825", "pending": "#78909c", "skipped": "#b0bec5",
+           "cancelled": "#6d4c41"}
 LANE_HEIGHT, BAR_HEIGHT, LABEL_WIDTH, CHART_WIDTH, MIN_BAR = 30, 18, 260, 900, 3
 
 STYLE = """

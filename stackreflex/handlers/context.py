@@ -4,47 +4,74 @@ import logging
 import time
 import uuid
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime
 from functools import cached_property
 from typing import Any, Callable, Iterator, NoReturn
 
 from ..bus.envelope import Envelope
 from ..bus.signing import needs_signature, sign
-from ..clock import utcnow
-from ..errors import HandlerFailed, WaitTimedOut
-from ..models.audit import AuditLog, RunRow
+from ..clock import Clock
+from ..errors import HandlerFailed
+from ..models.records import RunRecord
+from ..models.tables import StepStatus
+from ..runs.execution import Execution
+from ..runs.waits import call_site_key
 
 log = logging.getLogger("stackreflex.run")
 
 
-class Suspend(Exception):
-    """Raised by :meth:`RunContext.recheck`: park the run and re-check later (not an error)."""
+class _StoppingClock(Clock):
+    """The execution's clock, whose sleep ends early when the process is stopping (the handler
+    then parks at its next wait instead of waiting in place)."""
 
-    def __init__(self, after: float, waiting_for: str, deadline):
-        super().__init__(waiting_for)
-        self.after, self.waiting_for, self.deadline = after, waiting_for, deadline
+    def __init__(self, clock: Clock, stopping):
+        self._clock, self._stopping = clock, stopping
+
+    def now(self) -> datetime:
+        return self._clock.now()
+
+    def monotonic(self) -> float:
+        return self._clock.monotonic()
+
+    def stopped(self) -> bool:
+        return self._stopping.is_set()
+
+    def sleep(self, seconds: float, until=None) -> None:
+        if not self._stopping.is_set():
+            self._clock.sleep(seconds, until=self._stopping)
 
 
 class RunContext:
-    """Handed to a handler for one attempt of one run.
+    """Handed to a handler for one execution of one run.
 
     ``ctx.state`` is a dict saved across continuations (it is redacted like every
     audit value: keep secrets out of it and read them again when needed).
     """
 
-    def __init__(self, *, run: RunRow, envelope: Envelope, audit: AuditLog,
-                 publish: Callable[..., None], notify: Callable[[Envelope], None], state: dict,
+    def __init__(self, execution: Execution, *, publish: Callable[..., None], notify: Callable[[Envelope], None],
                  cloud_factory: Callable[[], Any], ssh_factory: Callable[..., Any], settings=None):
-        self.run = run
+        self._execution = execution
         #: The process's settings (inventory, agent layout, SSH options…), read-only.
         self.settings = settings
-        self.envelope = envelope
-        self.state = state
-        self._audit = audit
+        self.envelope = execution.envelope
+        #: Time as the run sees it: ``ctx.clock.now()`` (UTC), ``ctx.clock.monotonic()``.
+        self.clock: Clock = _StoppingClock(execution.clock, execution.stopping)
         self._publish = publish
         self._notify = notify
         self._cloud_factory = cloud_factory
         self._ssh_factory = ssh_factory
+
+    @property
+    def state(self) -> dict:
+        return self._execution.state
+
+    @state.setter
+    def state(self, value: dict) -> None:
+        self._execution.state = value
+
+    @property
+    def run(self) -> RunRecord:
+        return self._execution.run
 
     @property
     def run_id(self) -> str:
@@ -52,35 +79,55 @@ class RunContext:
 
     @property
     def attempt(self) -> int:
+        """This execution's attempt: 1 unless an earlier execution failed."""
         return self.run.attempts
+
+    @property
+    def wakes(self) -> int:
+        """How many times this run has been woken after waiting."""
+        return self.run.wakes
+
+    @property
+    def stopping(self) -> bool:
+        """The process is stopping: wait no longer in place (``ctx.wait`` parks at once)."""
+        return self._execution.stopping.is_set()
+
+    def sleep(self, seconds: float) -> None:
+        """Pause in place, briefly; returns early when the process is stopping."""
+        self.clock.sleep(seconds)
 
     @contextmanager
     def step(self, name: str, target: str | None = None) -> Iterator[dict]:
         """Record a step; fill the yielded dict with details (request ids, exit codes…).
 
+        A wait inside a step leaves it ``waiting``; when the run wakes and comes back to the
+        step (same name and target), the step goes on and ends with its true outcome.
+
         >>> with ctx.step("disable nova-compute", target="compute-0") as detail:
         ...     detail["request_id"] = "req-…"
         """
-        detail: dict = {}
-        step_id = self._audit.start_step(self.run.id, self.run.attempts, name, target)
+        execution = self._execution
+        step_id, detail = execution.start_step(name, target)
         started = time.monotonic()
         try:
             yield detail
         except BaseException as exc:
-            self._audit.finish_step(step_id, "failed", detail, f"{type(exc).__name__}: {exc}")
-            log.info("step failed: %s target=%s error=%s", name, target, exc,
-                     extra={"run_id": self.run.id, "step": name, "target": target})
+            status = execution.end_step(step_id, detail, exc)
+            if status is not None:
+                log.info("step %s: %s target=%s%s", status.value, name, target,
+                         "" if status is StepStatus.WAITING else f" error={exc}",
+                         extra={"run_id": self.run.id, "step": name, "target": target})
             raise
-        self._audit.finish_step(step_id, "succeeded", detail)
+        execution.end_step(step_id, detail, None)
         log.info("step succeeded: %s target=%s in %.3fs", name, target, time.monotonic() - started,
                  extra={"run_id": self.run.id, "step": name, "target": target})
 
     def record(self, name: str, *, target: str | None = None, started_at, finished_at=None,
                status: str = "succeeded", detail: dict | None = None, error: str | None = None) -> None:
-        """Record a step that began before this attempt (``started_at``, UTC) and is over
+        """Record a step that began before this execution (``started_at``, UTC) and is over
         (at ``finished_at``, default now)."""
-        self._audit.record_step(self.run.id, self.run.attempts, name, target, status=status,
-                                started_at=started_at, finished_at=finished_at, detail=detail, error=error)
+        self._execution.record_step(name, target=target, started_at=started_at, finished_at=finished_at,
+                                    status=status, detail=detail, error=error)
         self._log_step(status, name, target)
 
     def _log_step(self, status: str, name: str, target: str | None) -> None:
@@ -89,20 +136,23 @@ class RunContext:
 
     def checkpoint(self, steps: list[dict] = ()) -> None:
         """Save ``ctx.state`` now, before an action that must not be repeated if this worker dies,
-        with the steps (as :meth:`record` takes them) that the state now accounts for."""
-        self._audit.save_state(self.run.id, self.state, [{"attempt": self.run.attempts, **s} for s in steps])
+        with the steps (as :meth:`record` takes them) that the state now accounts for.
+
+        If the run was cancelled meanwhile, it stops here (after saving)."""
+        self._execution.checkpoint(list(steps))
         for step in steps:
             self._log_step(step.get("status", "succeeded"), step["name"], step.get("target"))
 
-    def others_running(self) -> list:
+    def others_running(self) -> list[RunRecord]:
         """Unfinished runs of this handler about the same subject that began before this one."""
-        rows = self._audit.active_runs(self.run.handler, self.envelope.subject) if self.envelope.subject else []
+        audit = self._execution.audit
+        rows = audit.active_runs(self.run.handler, self.envelope.subject) if self.envelope.subject else []
         mine = next((i for i, r in enumerate(rows) if r.id == self.run.id), len(rows))
         return rows[:mine]
 
     def progress(self, done: int, total: int | None = None, note: str | None = None) -> None:
         """Record progress and tell whoever follows the run (``--wait``)."""
-        self._audit.set_progress(self.run.id, done, total, note)
+        self._execution.progress(done, total, note)
         self._notify(self._event("run.progress", status="running", done=done, total=total, note=note))
 
     def publish(self, type: str, *, subject: str | None = None, data: Any = None, key: str | None = None) -> Envelope:
@@ -120,41 +170,48 @@ class RunContext:
         self._publish(envelope)
         return envelope
 
-    def outcomes(self, envelope_ids: list[str]) -> dict[str, list]:
-        """The runs (read-only rows: handler, status, error…) of envelopes this handler published."""
-        return self._audit.outcomes(envelope_ids)
+    def outcomes(self, envelope_ids: list[str]) -> dict[str, list[RunRecord]]:
+        """The runs (read-only records: handler, status, error…) of envelopes this handler published."""
+        return self._execution.audit.outcomes(envelope_ids)
 
-    def recheck(self, after: float, *, waiting_for: str, deadline: float = 3600.0) -> NoReturn:
-        """End this attempt and run the handler again in ``after`` seconds, holding no message.
+    def cancel_run(self, run_id: str, reason: str) -> None:
+        """Ask for a run caused by this run's envelope (same correlation) to be cancelled: it
+        stops at its next safe point, and its handler's compensation runs."""
+        audit = self._execution.audit
+        run = audit.get_run(run_id)
+        if run is None or run.correlation_id != self.run.correlation_id:
+            raise HandlerFailed(f"run {run_id} was not caused by this run's envelope: it is not this run's to cancel")
+        audit.request_cancel(run_id, reason)
 
-        ``deadline`` (seconds) counts from the first wait for the same thing; past it the
-        run fails with :class:`WaitTimedOut`.
+    def recheck(self, after: float, *, waiting_for: str, key: str | None = None, deadline: float = 3600.0) -> NoReturn:
+        """End this execution and run the handler again in ``after`` seconds, holding no message.
+
+        ``deadline`` (seconds) counts from the first of consecutive waits with the same ``key``
+        (default: where this is called from); past it the run fails with
+        :class:`~stackreflex.errors.WaitTimedOut`. ``waiting_for`` is what operators are shown.
         """
-        give_up_at = self._give_up_at(waiting_for, deadline)
-        if utcnow() >= give_up_at:
-            raise WaitTimedOut(f"gave up waiting for {waiting_for}: deadline passed at "
-                               f"{give_up_at:%Y-%m-%dT%H:%M:%SZ}")
-        raise Suspend(after, waiting_for, give_up_at)
+        key = key or call_site_key()
+        execution = self._execution
+        execution.suspend(after, waiting_for=waiting_for, key=key, give_up_at=execution.give_up_at(key, deadline))
 
-    def _give_up_at(self, waiting_for: str, deadline: float):
-        """When a wait for ``waiting_for`` gives up: ``deadline`` seconds after the first wait for it."""
-        if self.run.waiting_for == waiting_for and self.run.deadline is not None:
-            return self.run.deadline
-        return utcnow() + timedelta(seconds=deadline)
-
-    def wait(self, check: Callable[[], Any], *, waiting_for: str, deadline: float = 3600.0,
+    def wait(self, check: Callable[[], Any], *, waiting_for: str, key: str | None = None, deadline: float = 3600.0,
              inline: float = 5.0, every: float = 0.25, recheck_after: float = 2.0) -> Any:
         """Call ``check`` every ``every`` seconds for up to ``inline`` seconds; if it is still not
         true, :meth:`recheck` later (holding no message). Returns ``check``'s true answer."""
-        left = (self._give_up_at(waiting_for, deadline) - utcnow()).total_seconds()
-        give_up_inline = time.monotonic() + min(inline, max(left, 0.0))
+        key = key or call_site_key()
+        execution, clock = self._execution, self.clock
+        give_up_at = execution.give_up_at(key, deadline)
+        left = (give_up_at - clock.now()).total_seconds()
+        give_up_inline = clock.monotonic() + min(inline, max(left, 0.0))
         while True:
+            execution.safe_point()
             answer = check()
             if answer:
+                execution.satisfied(key)
                 return answer
-            if time.monotonic() + every > give_up_inline:
-                self.recheck(recheck_after, waiting_for=waiting_for, deadline=deadline)
-            time.sleep(every)
+            if self.stopping or clock.monotonic() + every > give_up_inline:
+                execution.suspend(recheck_after, waiting_for=waiting_for, key=key, give_up_at=give_up_at)
+            clock.sleep(every)
 
     def fail(self, reason: str) -> NoReturn:
         """End the run ``failed`` with ``reason``; no retry."""

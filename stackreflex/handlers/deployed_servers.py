@@ -1,9 +1,8 @@
 """Deployed servers: when Heat waits for a pre-provisioned node, point its agent at its
 metadata URL, then see it fetch and Heat move on. Reads like the runbook it replaces."""
 
-import time
-
 from ..bus.envelope import Envelope
+from ..models.tables import FINAL_STATUSES
 from ..tasks.agents import AgentLayout, agent_fetched, configure_agent
 from ..tasks.heat import DEPLOYED_SERVER_TYPE, DeployedServer, agent_source, deployed_servers
 from ..tasks.inventory import load_inventory
@@ -48,7 +47,23 @@ def configure_node_command(event: Envelope, ctx: RunContext) -> None:
     configure_node(server_of(event), ctx)
 
 
-@handler("command.agents.configure", max_retries=3, min_backoff=5, max_backoff=60, time_limit=120)
+def _where_the_nodes_stand(event: Envelope, ctx: RunContext, reason: str) -> str:
+    """A cancelled `agents configure`: nothing to undo (a configured agent is what was asked
+    for); what was configured, what failed, and which node runs go on."""
+    nodes, sent = ctx.state.get("nodes", []), ctx.state.get("sent", {})
+    if not nodes:
+        return "no node had been configured"
+    runs = ctx.outcomes(list(sent.values()))
+    status = {label: rows[0].status for label, envelope_id in sent.items() for rows in [runs[envelope_id]] if rows}
+    configured = sum(s == "succeeded" for s in status.values())
+    going = sorted(label for label, s in status.items() if s not in FINAL_STATUSES)
+    failed = len(status) - configured - len(going)
+    return (f"{configured} of {len(nodes)} node(s) configured, {failed} failed, {len(nodes) - len(sent)} not started"
+            + (f"; the runs of {', '.join(going)} go on (cancel each with `stackreflex runs cancel`)" if going else ""))
+
+
+@handler("command.agents.configure", max_retries=3, min_backoff=5, max_backoff=60, time_limit=120,
+         compensate=_where_the_nodes_stand)
 def configure_stack_agents(event: Envelope, ctx: RunContext) -> None:
     """`stackreflex agents configure`: every node of a stack (or role), a window of N at a time."""
     stack, role = event.data["stack"], event.data.get("role")
@@ -61,14 +76,15 @@ def configure_stack_agents(event: Envelope, ctx: RunContext) -> None:
             ctx.fail(f"stack {stack} has no deployed servers" + (f" in role {role}" if role else ""))
         ctx.state["nodes"], ctx.state["sent"] = [server_data(s) for s in servers], {}
     nodes, sent = ctx.state["nodes"], ctx.state["sent"]
-    follow_until = time.monotonic() + INLINE_FOLLOW
+    follow_until = ctx.clock.monotonic() + INLINE_FOLLOW
     while True:
         finished = _window_step(ctx, stack, nodes, sent, window)
         if len(finished) == len(nodes):
             break
-        if time.monotonic() > follow_until:  # hold no thread for long: look again later
-            ctx.recheck(1, waiting_for=f"{len(nodes) - len(finished)} of {len(nodes)} node(s)", deadline=3600)
-        time.sleep(FOLLOW_INTERVAL)
+        if ctx.stopping or ctx.clock.monotonic() > follow_until:  # hold no thread for long: look again later
+            ctx.recheck(1, waiting_for=f"{len(nodes) - len(finished)} of {len(nodes)} node(s)", key="nodes",
+                        deadline=3600)
+        ctx.sleep(FOLLOW_INTERVAL)
     failed = {label: run for label, run in finished.items() if run.status != "succeeded"}
     if failed:
         ctx.fail(f"{len(failed)} of {len(nodes)} node(s) failed: " +
@@ -79,7 +95,7 @@ def _window_step(ctx: RunContext, stack: str, nodes: list[dict], sent: dict, win
     """Refill the window of node runs; returns the finished ones, by node."""
     runs = ctx.outcomes(list(sent.values()))
     finished = {label: rows[0] for label, eid in sent.items() for rows in [runs[eid]]
-                if rows and rows[0].status in ("succeeded", "failed", "dead", "skipped")}
+                if rows and rows[0].status in FINAL_STATUSES}
     published = False
     for data in nodes:
         label = server_of_data(data).label
@@ -110,7 +126,8 @@ def configure_node(server: DeployedServer, ctx: RunContext) -> None:
             if source is not None:
                 detail["collector"] = source.collector
         if source is None:
-            ctx.recheck(10, waiting_for=f"the metadata URL of {server.label}", deadline=URL_DEADLINE)
+            ctx.recheck(10, waiting_for=f"the metadata URL of {server.label}", key="metadata URL",
+                        deadline=URL_DEADLINE)
         ctx.state["url_read"] = True
     # after a continuation, read it again: it carries a credential and is not kept in state
     source = source or agent_source(ctx.cloud, server)
@@ -124,14 +141,15 @@ def configure_node(server: DeployedServer, ctx: RunContext) -> None:
                                  else {"heat": source.describe()}))
             ctx.state["configured"] = True
         if "fetched" not in ctx.state:
-            if not wait_until(lambda: agent_fetched(ssh, layout, source, host=str(host)), INLINE_WAIT):
-                ctx.recheck(2, waiting_for=f"{host} to fetch its metadata", deadline=FETCH_DEADLINE)
+            if not wait_until(lambda: agent_fetched(ssh, layout, source, host=str(host)), INLINE_WAIT,
+                              clock=ctx.clock):
+                ctx.recheck(2, waiting_for=f"{host} to fetch its metadata", key="fetch", deadline=FETCH_DEADLINE)
             with ctx.step("agent fetched its metadata", target=str(host)) as detail:
                 detail["cache"] = layout.cache_path(source.collector)
             ctx.state["fetched"] = True
-    status = wait_until(lambda: _heat_settled(ctx, server), INLINE_WAIT)
+    status = wait_until(lambda: _heat_settled(ctx, server), INLINE_WAIT, clock=ctx.clock)
     if status is None:
-        ctx.recheck(2, waiting_for=f"Heat to complete {server.label}", deadline=HEAT_DEADLINE)
+        ctx.recheck(2, waiting_for=f"Heat to complete {server.label}", key="heat", deadline=HEAT_DEADLINE)
     with ctx.step("Heat moved on", target=server.label) as detail:
         detail["resource_status"] = status
     if status.endswith("FAILED"):

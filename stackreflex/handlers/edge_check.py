@@ -63,7 +63,16 @@ def edge_steps(order: EdgeCheckOrder) -> list[tuple[str, str]]:
     ]
 
 
-@handler("command.edge.check", max_retries=3, min_backoff=2, max_backoff=30, time_limit=60)
+def _what_the_check_made(event: Envelope, ctx: RunContext, reason: str) -> str:
+    """A cancelled edge check deletes nothing, like a finished one: it names what it made."""
+    made = [f"{slot} {ctx.state[slot]['id']}" for slot in ("volume", "snapshot", "restored", "site_image")
+            if slot in ctx.state]
+    done = ctx.state.get("done", [])
+    return (f"steps done: {', '.join(done) or 'none'}; left in place for inspection: {', '.join(made) or 'nothing'}")
+
+
+@handler("command.edge.check", max_retries=3, min_backoff=2, max_backoff=30, time_limit=60,
+         compensate=_what_the_check_made)
 def check_edge(event: Envelope, ctx: RunContext) -> None:
     """Run the edge storage check of one site, step by step, stopping at the first failure."""
     order = read_order(EdgeCheckOrder, event, ctx)
@@ -114,7 +123,7 @@ def _volume(ctx: RunContext, order: EdgeCheckOrder, slot: str, name: str, **sour
     conn = ctx.cloud
     made = _made_once(ctx, slot, lambda: (find_volume_named(conn, name) or create_volume(
         conn, name, zone=order.site_zone, size=order.size, **source)).id)
-    volume: VolumeInfo = ctx.wait(lambda: _settled(volume_now(conn, made["id"])),
+    volume: VolumeInfo = ctx.wait(lambda: _settled(volume_now(conn, made["id"])), key=slot,
                                   waiting_for=f"volume {name} to become available", deadline=order.deadline)
     _record(ctx, "volume from image" if "image_id" in source else "volume from snapshot", name, made,
             ok=volume.status == "available", detail={"volume_id": volume.id, "zone": volume.zone, **source},

@@ -6,7 +6,6 @@ on another worker neither forgets a server nor migrates one twice. Migrations ar
 in place for a while, then through continuations: no message is held for long.
 """
 
-import time
 from datetime import datetime, timedelta
 
 from openstack import exceptions
@@ -53,7 +52,46 @@ class EvacuateOrder(BaseModel):
     max_attempts: int = Field(default=2, ge=1, le=10)
 
 
-@handler("command.host.evacuate", max_retries=5, min_backoff=2, max_backoff=60, time_limit=INLINE_FOLLOW + 100)
+def _after_cancelled_evacuation(event: Envelope, ctx: RunContext, reason: str) -> str:
+    """A cancelled evacuation: nova-compute is enabled again when this run disabled it and Nova
+    moved no server off the host since the run began; otherwise the service stays disabled
+    (servers would be scheduled back onto a half-drained host), and what stands where is said,
+    with how to bring the host back. Read from Nova, not only from what the run saved."""
+    data = event.data or {}
+    host, ours = data.get("host") or event.subject, data.get("reason") or DEFAULT_REASON
+    state = ctx.state
+    service = compute_service(ctx.cloud, host)
+    since = datetime.fromisoformat(state["started"]) if "started" in state else ctx.run.created_at
+    issued = {sid for sid, records in migrations_from(ctx.cloud, host, since).items() if records}
+    on_host = servers_on(ctx.cloud, host)
+    moving = sorted(s.name for s in on_host.values() if s.busy)
+    we_disabled = (service.status == "disabled" and service.disabled_reason == ours
+                   and state.get("service_was", "enabled") == "enabled")
+    if not issued and not moving and state.get("phase", "drain") == "drain":
+        if we_disabled:
+            with ctx.step("enable nova-compute", target=host) as detail:
+                set_service_enabled(ctx.cloud, service, True)
+                detail.update(action="enabled", why="the evacuation was cancelled before any server was moved")
+            return f"nova-compute on {host} enabled again; no server had been moved"
+        if service.status == "enabled":
+            return f"nothing had been done on {host}: no server was moved, and nova-compute is enabled"
+    left = [f"{len(issued)} server(s) migrated off {host} or on their way", f"{len(on_host)} still on it"]
+    if moving:
+        left.append(f"{len(moving)} migration(s) still under way in Nova, which finishes them ({', '.join(moving)})")
+    if state.get("phase") == "reboot" and "boot_id" in state:
+        left.append(f"a reboot was sent to {host} at {state['reboot_at']}")
+    elif state.get("phase") == "return":
+        left.append(f"{host} rebooted and is back")
+    if service.status == "disabled":
+        left.append(f"nova-compute left disabled ({service.disabled_reason or 'no reason given'}); once the host is "
+                    f"ready: openstack compute service set --enable {host} nova-compute")
+    else:
+        left.append("nova-compute is enabled")
+    return "; ".join(left)
+
+
+@handler("command.host.evacuate", max_retries=5, min_backoff=2, max_backoff=60, time_limit=INLINE_FOLLOW + 100,
+         compensate=_after_cancelled_evacuation)
 def evacuate_host(event: Envelope, ctx: RunContext) -> None:
     """Disable nova-compute, move every server away in a window, verify the host is empty;
     with ``reboot``, reboot it over SSH and re-enable the service once it is back."""
@@ -96,11 +134,12 @@ def disable_service(ctx: RunContext, order: EvacuateOrder) -> None:
         else:
             detail.update(action="already disabled", disabled_reason=service.disabled_reason)
     ctx.state["service_was"] = was
+    ctx.checkpoint()  # a cancel from here on must know the service was this run's to re-enable
 
 
 def drain(ctx: RunContext, order: EvacuateOrder) -> None:
     """Move every server off the host, at most ``max_parallel`` at once, until it is empty."""
-    follow_until = time.monotonic() + INLINE_FOLLOW
+    follow_until = ctx.clock.monotonic() + INLINE_FOLLOW
     while True:
         look = HostLook(ctx, order)
         look.settle()
@@ -111,9 +150,9 @@ def drain(ctx: RunContext, order: EvacuateOrder) -> None:
         if not look.remaining:
             break
         pause = look.pause()
-        if time.monotonic() + pause > follow_until:
-            ctx.recheck(pause, waiting_for=f"servers to leave {order.host}", deadline=DRAIN_DEADLINE)
-        time.sleep(pause)
+        if ctx.stopping or ctx.clock.monotonic() + pause > follow_until:
+            ctx.recheck(pause, waiting_for=f"servers to leave {order.host}", key="drain", deadline=DRAIN_DEADLINE)
+        ctx.sleep(pause)
     blocked = ctx.state["blocked"]
     if blocked:
         ctx.fail(f"{order.host} is not empty: {len(blocked)} server(s) could not be moved: " +
@@ -279,13 +318,14 @@ def reboot_node(ctx: RunContext, order: EvacuateOrder) -> None:
             ctx.checkpoint()  # never reboot twice: a resumed run only waits
             reboot(ssh, sudo=ctx.settings.ssh_sudo, host=str(node))
             detail.update(node=str(node), boot_id_before=state["boot_id"])
-    current = wait_until(lambda: _new_boot(ctx, node), INLINE_WAIT, interval=0.5)
+    current = wait_until(lambda: _new_boot(ctx, node), INLINE_WAIT, interval=0.5, clock=ctx.clock)
     if not current:
         sent = datetime.fromisoformat(state["reboot_at"])
         if boot_id_now(ctx.settings, node) == state["boot_id"] and utcnow() - sent > timedelta(seconds=REBOOT_GRACE):
             ctx.fail(f"{order.host} did not reboot: still on boot {state['boot_id']} "
                      f"{REBOOT_GRACE:.0f}s after the reboot was sent")
-        ctx.recheck(2, waiting_for=f"{order.host} to come back from its reboot", deadline=REBOOT_DEADLINE)
+        ctx.recheck(2, waiting_for=f"{order.host} to come back from its reboot", key="reboot",
+                    deadline=REBOOT_DEADLINE)
     with ctx.step("node back", target=order.host) as detail:
         detail.update(boot_id_after=current, node=str(node))
 
@@ -298,9 +338,11 @@ def _new_boot(ctx: RunContext, node) -> str | None:
 def return_to_service(ctx: RunContext, order: EvacuateOrder) -> None:
     """Once nova-compute reports in from the new boot, enable it (unless asked not to)."""
     since = datetime.fromisoformat(ctx.state["reboot_at"]).replace(microsecond=0)
-    service = wait_until(lambda: _service_up_since(ctx, order.host, since), INLINE_WAIT, interval=0.5)
+    service = wait_until(lambda: _service_up_since(ctx, order.host, since), INLINE_WAIT, interval=0.5,
+                         clock=ctx.clock)
     if not service:
-        ctx.recheck(2, waiting_for=f"nova-compute on {order.host} to report up", deadline=REBOOT_DEADLINE)
+        ctx.recheck(2, waiting_for=f"nova-compute on {order.host} to report up", key="service up",
+                    deadline=REBOOT_DEADLINE)
     with ctx.step("enable nova-compute", target=order.host) as detail:
         detail.update(state=service.state, updated_at=service.updated_at)
         if order.keep_disabled:
@@ -331,7 +373,35 @@ class DrainRebootOrder(BaseModel):
     max_attempts: int = Field(default=2, ge=1, le=10)
 
 
-@handler("command.hosts.drain_reboot", max_retries=3, min_backoff=5, max_backoff=60, time_limit=60)
+def _where_the_hosts_stand(event: Envelope, ctx: RunContext, reason: str) -> str:
+    """A cancelled rolling maintenance: the host in progress has its evacuation cancelled too
+    (its own compensation says where it stands); the hosts after it were not touched."""
+    order = DrainRebootOrder.model_validate(event.data or {})
+    sent = ctx.state.get("sent", {})
+    done, current = [], None
+    for host in order.hosts:
+        runs = ctx.outcomes([sent[host]])[sent[host]] if host in sent else []
+        if runs and runs[0].status == "succeeded":
+            done.append(host)
+        elif runs:
+            current = (host, runs[0])
+            break
+    untouched = order.hosts[len(done) + (current is not None):]
+    said = [f"done: {', '.join(done) or 'none'}"]
+    if current is not None:
+        host, run = current
+        if run.status not in FINAL_STATUSES:
+            ctx.cancel_run(run.id, f"{reason} (its rolling maintenance was cancelled)")
+            said.append(f"{host}: its evacuation (run {run.id}) is cancelled too; `stackreflex audit show {run.id}` "
+                        "says where it stands")
+        else:
+            said.append(f"{host}: its evacuation ended {run.status}")
+    said.append(f"not touched: {', '.join(untouched) or 'none'}")
+    return "; ".join(said)
+
+
+@handler("command.hosts.drain_reboot", max_retries=3, min_backoff=5, max_backoff=60, time_limit=60,
+         compensate=_where_the_hosts_stand)
 def drain_reboot_hosts(event: Envelope, ctx: RunContext) -> None:
     """Rolling maintenance: evacuate and reboot the hosts one at a time, never two at once,
     stopping at the first host that cannot be emptied or does not come back."""
@@ -348,7 +418,7 @@ def drain_reboot_hosts(event: Envelope, ctx: RunContext) -> None:
         if run is None or run.status not in FINAL_STATUSES:
             note = run.progress_note if run is not None and run.progress_note else "starting"
             ctx.progress(position, len(order.hosts), f"{host}: {note}")
-            ctx.recheck(2, waiting_for=f"{host} to be drained and rebooted",
+            ctx.recheck(2, waiting_for=f"{host} to be drained and rebooted", key=f"host {host}",
                         deadline=DRAIN_DEADLINE + REBOOT_DEADLINE)
         if run.status != "succeeded":
             untouched = ", ".join(order.hosts[position + 1:]) or "none"

@@ -68,7 +68,7 @@ def copy_to_stores(ctx: RunContext, image_id: str, stores: list[str] | None, *, 
         except ImageLocked:
             state["lock_waits"] = state.get("lock_waits", 0) + 1
             ctx.recheck(LOCK_RETRY, waiting_for=f"the import lock of {label} (another import is running)",
-                        deadline=deadline)
+                        key=f"{slot}: import lock", deadline=deadline)
         except CopyRefused as exc:
             ctx.fail(str(exc))
         state["sent"] = utcnow().isoformat()
@@ -93,7 +93,8 @@ def copy_to_stores(ctx: RunContext, image_id: str, stores: list[str] | None, *, 
             ctx.checkpoint()
         return now if len(results) == len(targets) else None
 
-    now = ctx.wait(settled, waiting_for=f"{label} to be copied to {', '.join(targets)}", deadline=deadline)
+    now = ctx.wait(settled, waiting_for=f"{label} to be copied to {', '.join(targets)}", key=f"{slot}: copy",
+                   deadline=deadline)
     if state["had_central"]:
         with ctx.step("central copy kept", target=CENTRAL) as detail:
             detail.update(image_id=image_id, stores=sorted(now.stores))

@@ -10,7 +10,7 @@ from typing import Callable
 from ..clock import utcnow
 from ..errors import HandlerFailed
 from ..tasks.servers import power_state, start_server, stop_server
-from .context import RunContext, Suspend
+from .context import RunContext
 
 #: Give-up time for a stop or a start (seconds).
 POWER_DEADLINE = 900.0
@@ -26,15 +26,24 @@ def with_server_stopped(ctx: RunContext, server: dict | None, stop: bool, work: 
                 _stop(ctx, server)
             work()
             state["work_done"] = True
-        except Suspend:
-            raise
-        except Exception as exc:  # noqa: BLE001 - whatever went wrong, the server comes back
+        except Exception as exc:  # noqa: BLE001 - whatever went wrong, the server comes back (a wait is no Exception)
             state["failure"] = str(exc) if isinstance(exc, HandlerFailed) else f"{type(exc).__name__}: {exc}"
             ctx.checkpoint()
     if stop and server:
         _start_again(ctx, server)
     if "failure" in state:
         ctx.fail(state["failure"])
+
+
+def start_again_after_cancel(ctx: RunContext) -> str:
+    """A cancelled run that stopped its server starts it again (and waits for ACTIVE); says so."""
+    server, power = ctx.state.get("server"), ctx.state.get("power", {})
+    if not server or "stop_sent" not in power:
+        return "no server had been stopped by this run"
+    if "started" in power:
+        return f"{server['name']} had been started again already"
+    _start_again(ctx, server)
+    return f"{server['name']} started again"
 
 
 def _stop(ctx: RunContext, server: dict) -> None:

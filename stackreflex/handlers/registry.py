@@ -29,6 +29,9 @@ DEFAULT_TIME_LIMIT = 600.0
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 Predicate = Callable[[Envelope], bool]
+#: ``compensate(event, ctx, reason) -> str``: undo what a cancelled run did where it can, and say
+#: what was undone and what is left as it is.
+Compensation = Callable[..., str | None]
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class Handler:
     min_backoff: float = DEFAULT_MIN_BACKOFF
     max_backoff: float = DEFAULT_MAX_BACKOFF
     time_limit: float = DEFAULT_TIME_LIMIT
+    compensate: Compensation | None = field(default=None, repr=False)
 
     def subscribes_to(self, envelope_type: str) -> bool:
         return any(topic_matches(p, envelope_type) for p in self.patterns)
@@ -90,11 +94,14 @@ registry = Registry()
 def handler(*patterns: str, when: Predicate | None = None, name: str | None = None,
             max_retries: int = DEFAULT_MAX_RETRIES, min_backoff: float = DEFAULT_MIN_BACKOFF,
             max_backoff: float = DEFAULT_MAX_BACKOFF, time_limit: float = DEFAULT_TIME_LIMIT,
-            into: Registry | None = None) -> Callable:
+            compensate: Compensation | None = None, into: Registry | None = None) -> Callable:
     """Subscribe a function ``f(event: Envelope, ctx: RunContext) -> None`` to envelope types.
 
     ``patterns`` are AMQP topic patterns (``*`` one word, ``#`` any); ``when`` further
-    filters envelopes; durations are in seconds.
+    filters envelopes; durations are in seconds. ``max_retries`` counts the failed executions
+    of a run that are tried again, across its waits. ``compensate(event, ctx, reason)`` runs
+    when an operator cancels the run (``stackreflex runs cancel``), with the run's state; it
+    returns what it undid and what it left.
     """
     if not patterns:
         raise HandlerLoadError("@handler needs at least one envelope type pattern")
@@ -111,7 +118,7 @@ def handler(*patterns: str, when: Predicate | None = None, name: str | None = No
         if len(inspect.signature(fn).parameters) != 2:
             raise HandlerLoadError(f"handler {handler_name!r} must take (event, ctx)")
         (into if into is not None else registry).add(Handler(handler_name, tuple(patterns), fn, when, max_retries,
-                                       min_backoff, max_backoff, time_limit))
+                                                             min_backoff, max_backoff, time_limit, compensate))
         return fn
 
     return register

@@ -20,7 +20,7 @@ from ..tasks.volumes import (CinderRefused, VolumeInfo, create_snapshot, find_sn
 from .context import RunContext
 from .image_copies import copy_to_stores
 from .orders import read_order
-from .quiesce import with_server_stopped
+from .quiesce import start_again_after_cancel, with_server_stopped
 from .registry import handler
 
 #: Default give-up time for the snapshots or the image (seconds).
@@ -82,7 +82,16 @@ def _snapshot_name(order: SnapshotOrder, volume: VolumeInfo, count: int, stamp: 
     return f"{volume.name or volume.id[:8]}-{stamp:%Y%m%dT%H%M%SZ}"
 
 
-@handler("command.volume.snapshot", max_retries=3, min_backoff=2, max_backoff=30, time_limit=60)
+def _after_cancelled_snapshots(event: Envelope, ctx: RunContext, reason: str) -> str:
+    """A cancelled snapshot run: its server is started again; snapshots already asked for are
+    Cinder's to finish, and are named."""
+    taken = ctx.state.get("snapshots", {})
+    names = ", ".join(f"{t['id']} ({t.get('status', 'creating')})" for t in taken.values())
+    return "; ".join([start_again_after_cancel(ctx), f"snapshots asked for: {names or 'none'}"])
+
+
+@handler("command.volume.snapshot", max_retries=3, min_backoff=2, max_backoff=30, time_limit=60,
+         compensate=_after_cancelled_snapshots)
 def snapshot_volumes(event: Envelope, ctx: RunContext) -> None:
     """Stop the server, snapshot each volume (force when in use), follow them to ``available``,
     start the server again — also when a snapshot failed."""
@@ -159,7 +168,14 @@ class ServerImageOrder(BaseModel):
     deadline: float = Field(default=COPY_DEADLINE, gt=0)
 
 
-@handler("command.server.image", max_retries=3, min_backoff=2, max_backoff=30, time_limit=60)
+def _after_cancelled_image(event: Envelope, ctx: RunContext, reason: str) -> str:
+    """A cancelled server image run: its server is started again; an image asked for is Glance's to finish."""
+    image = ctx.state.get("image")
+    return "; ".join([start_again_after_cancel(ctx), f"image asked for: {image['id'] if image else 'none'}"])
+
+
+@handler("command.server.image", max_retries=3, min_backoff=2, max_backoff=30, time_limit=60,
+         compensate=_after_cancelled_image)
 def image_server(event: Envelope, ctx: RunContext) -> None:
     """Stop the server, create its image and wait until it is active, start the server again;
     then copy the image to the stores asked for."""

@@ -1,4 +1,4 @@
-"""The audit log's write API: envelopes, runs (with claims, leases and continuations) and steps.
+"""The audit log's write API: envelopes, runs (claims, leases, continuations, cancels) and steps.
 
 Every value written passes through :func:`stackreflex.redaction.redact` here, so no
 caller can put a secret into a table by forgetting to.
@@ -6,8 +6,12 @@ caller can put a secret into a table by forgetting to.
 These writes sit on the path of every event, so they are SQLAlchemy Core statements
 built once with bound parameters (building a statement per call, or going through the
 ORM, cost several times the database work itself); those of the accept, the claim and
-the run updates are also compiled once and run on the driver (:mod:`.prepared`). Runs
-are returned as read-only rows of the ``run`` table.
+the run updates are also compiled once and run on the driver (:mod:`.prepared`).
+
+A run's transitions are decided by :mod:`stackreflex.runs`; here they are single
+statements. Those an execution makes are *fenced*: they name the execution's lease token
+and change nothing once another execution has taken the run over. Every write waits
+through a database outage (:mod:`.outage`).
 """
 
 import json
@@ -17,18 +21,21 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable, Hashable, Iterable, Iterator
 
-from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from ..bus.envelope import Envelope
-from ..clock import utcnow
-from ..redaction import redact, redact_text
+from ..clock import SYSTEM_CLOCK, Clock
+from ..redaction import MASK, redact, redact_text
 from .database import make_engine, migrate
 from .group_commit import GroupCommit, T, Write
+from .outage import DEFAULT_OUTAGE_LIMIT, OutageGuard
 from .prepared import Prepared
-from .tables import FINAL_STATUSES, EnvelopeRecord, Run, Step, WatcherCursor
+from .records import Claim, ClaimRefusal, Fence, RunRecord
+from .tables import (FINAL_STATUSES, EnvelopeRecord, Run, RunStatus, Step, StepStatus, Subscription,
+                     WatcherCursor)
 
 #: With checkpoints deferred (:meth:`AuditLog.defer_checkpoints`), the WAL size (pages) at
 #: which a write checkpoints after all (SQLite's default is 1,000).
@@ -42,6 +49,9 @@ RUN = Run.__table__
 STEP = Step.__table__
 ENVELOPE = EnvelopeRecord.__table__
 CURSOR = WatcherCursor.__table__
+SUBSCRIPTION = Subscription.__table__
+
+PENDING, RUNNING, WAITING = RunStatus.PENDING.value, RunStatus.RUNNING.value, RunStatus.WAITING.value
 
 
 def _json(value: Any) -> str:
@@ -52,23 +62,43 @@ def _text(value: str | None) -> str | None:
     return None if value is None else redact_text(value)
 
 
-#: A run as read from the database: a read-only row with attribute access to the columns of
-#: :class:`Run` (a named tuple from the busy path's statements, a Core row from other reads).
-RunRow = Any
-
-#: Claim a run for one attempt: pending, waiting for this wake-up, or running under a lapsed lease.
+#: Claim a run for one execution: pending (new, or its retry is here), waiting for this wake-up
+#: and due (or asked to cancel), or running under a lease that lapsed (its worker died). A
+#: takeover is a new attempt; a wake is not.
 _CLAIM = update(RUN).where(
     RUN.c.envelope_id == bindparam("b_envelope"), RUN.c.handler == bindparam("b_handler"),
     RUN.c.wake == bindparam("b_wake"),
-    or_(RUN.c.status == "pending", RUN.c.status == "waiting",
-        and_(RUN.c.status == "running", RUN.c.lease_until < bindparam("b_now"))),
-).values(status="running", attempts=RUN.c.attempts + 1, lease_owner=bindparam("b_owner"),
-         lease_until=bindparam("b_lease_until"), updated_at=bindparam("b_now"),
+    or_(RUN.c.status == PENDING,
+        and_(RUN.c.status == WAITING, or_(RUN.c.wake_at <= bindparam("b_now"), RUN.c.cancel_reason.is_not(None))),
+        and_(RUN.c.status == RUNNING, RUN.c.lease_until < bindparam("b_now"))),
+).values(status=RUNNING,
+         attempts=case((RUN.c.attempts == 0, 1), (RUN.c.status == RUNNING, RUN.c.attempts + 1),
+                       else_=RUN.c.attempts),
+         wakes=case((RUN.c.status == WAITING, RUN.c.wakes + 1), else_=RUN.c.wakes),
+         lease_owner=bindparam("b_owner"), lease_until=bindparam("b_lease_until"), updated_at=bindparam("b_now"),
          started_at=func.coalesce(RUN.c.started_at, bindparam("b_now"))).returning(*RUN.c)
 _RUN_BY_KEY = select(RUN).where(RUN.c.envelope_id == bindparam("b_envelope"), RUN.c.handler == bindparam("b_handler"))
+_FENCE = and_(RUN.c.id == bindparam("b_id"), RUN.c.lease_owner == bindparam("b_token"))
+#: An execution's last write: the run ends, its lease and next due time cleared.
+_FINISH = update(RUN).where(_FENCE).values(
+    status=bindparam("b_status"), error=bindparam("b_error"), finished_at=bindparam("b_now"),
+    updated_at=bindparam("b_now"), lease_until=None, lease_owner=None, wake_at=None, progress_note=None,
+).returning(RUN.c.id)
+#: An execution failed and will be tried again: one more attempt, due once the retry's backoff ends.
+_RELEASE = update(RUN).where(_FENCE).values(
+    status=PENDING, error=bindparam("b_error"), attempts=RUN.c.attempts + 1, wake_at=bindparam("b_due"),
+    updated_at=bindparam("b_now"), lease_until=None, lease_owner=None,
+).returning(RUN.c.id)
+#: An execution suspended: the run waits for wake-up ``b_wake`` at ``b_wake_at``.
+_SUSPEND = update(RUN).where(_FENCE).values(
+    status=WAITING, wake=bindparam("b_wake"), wake_at=bindparam("b_wake_at"), deadline=bindparam("b_deadline"),
+    wait_key=bindparam("b_wait_key"), waiting_for=bindparam("b_waiting_for"), state=bindparam("b_state"),
+    updated_at=bindparam("b_now"), lease_until=None, lease_owner=None,
+).returning(RUN.c.id)
 _INTERRUPT_STEPS = update(STEP).where(
-    STEP.c.run_id == bindparam("b_run"), STEP.c.status == "running", STEP.c.attempt < bindparam("b_attempt"),
-).values(status="interrupted", finished_at=bindparam("b_now"),
+    STEP.c.run_id == bindparam("b_run"), STEP.c.status == StepStatus.RUNNING.value,
+    STEP.c.attempt < bindparam("b_attempt"),
+).values(status=StepStatus.INTERRUPTED.value, finished_at=bindparam("b_now"),
          error="the worker running this step stopped before it finished")
 _FINISH_STEP = update(STEP).where(STEP.c.id == bindparam("b_id")).values(
     status=bindparam("b_status"), finished_at=bindparam("b_now"), detail=bindparam("b_detail"),
@@ -77,7 +107,7 @@ _FINISH_STEP = update(STEP).where(STEP.c.id == bindparam("b_id")).values(
 _ENVELOPE_COLUMNS = ("envelope_id", "status", "reason", "type", "subject", "source", "correlation_id",
                      "causation_id", "actor", "time", "received_at", "payload")
 _NEW_RUN_COLUMNS = ("id", "envelope_id", "handler", "type", "subject", "correlation_id", "status", "attempts",
-                    "wake", "state", "created_at", "updated_at")
+                    "wakes", "retry_base", "wake", "wake_at", "state", "cloud", "created_at", "updated_at")
 
 
 class _BusyStatements:
@@ -103,6 +133,18 @@ class _BusyStatements:
         return self._get("run_by_key", lambda: _RUN_BY_KEY)
 
     @property
+    def finish(self) -> Prepared:
+        return self._get("finish", lambda: _FINISH)
+
+    @property
+    def release(self) -> Prepared:
+        return self._get("release", lambda: _RELEASE)
+
+    @property
+    def suspend(self) -> Prepared:
+        return self._get("suspend", lambda: _SUSPEND)
+
+    @property
     def interrupt_steps(self) -> Prepared:
         return self._get("interrupt_steps", lambda: _INTERRUPT_STEPS)
 
@@ -114,10 +156,11 @@ class _BusyStatements:
     def insert_runs(self) -> Prepared:
         return self._get("insert_runs", lambda: insert(RUN), _NEW_RUN_COLUMNS)
 
-    def update_run(self, columns: tuple[str, ...]) -> Prepared:
-        """``UPDATE run SET <columns> WHERE id = :b_id``, one per set of columns."""
-        return self._get(("update_run", columns), lambda: update(RUN).where(RUN.c.id == bindparam("b_id")).values(
-            {name: bindparam(f"b_{name}") for name in columns}))
+    def fenced_update(self, columns: tuple[str, ...]) -> Prepared:
+        """``UPDATE run SET <columns> WHERE id = :b_id AND lease_owner = :b_token RETURNING
+        cancel_reason``, one per set of columns."""
+        return self._get(("fenced", columns), lambda: update(RUN).where(_FENCE).values(
+            {name: bindparam(f"b_{name}") for name in columns}).returning(RUN.c.cancel_reason))
 
     def _rows_for_ids(self, c: Connection, name: str, build: Callable[[list], Any], ids: list[str]) -> list:
         """Rows of a statement over a list of ids, padded to a power of two so that a few
@@ -127,31 +170,18 @@ class _BusyStatements:
         statement = self._get((name, size), lambda: build([bindparam(f"b_id{i}") for i in range(size)]))
         return statement.rows(c, {f"b_id{i}": value for i, value in enumerate(padded)})
 
-    def accepted_among(self, c: Connection, ids: list[str]) -> set[str]:
-        """Which of ``ids`` were accepted before."""
-        rows = self._rows_for_ids(c, "accepted_among", lambda binds: select(ENVELOPE.c.envelope_id).distinct().where(
-            ENVELOPE.c.envelope_id.in_(binds), ENVELOPE.c.status == "accepted"), ids)
-        return {row.envelope_id for row in rows}
+    def accepted_among(self, c: Connection, ids: list[str]) -> dict[str, datetime]:
+        """Which of ``ids`` were accepted before, with when (the first time)."""
+        rows = self._rows_for_ids(c, "accepted_among", lambda binds: select(
+            ENVELOPE.c.envelope_id, func.min(ENVELOPE.c.received_at).label("received_at")).where(
+            ENVELOPE.c.envelope_id.in_(binds), ENVELOPE.c.status == "accepted").group_by(ENVELOPE.c.envelope_id), ids)
+        return {row.envelope_id: row.received_at for row in rows}
 
     def runs_of(self, c: Connection, ids: list[str]) -> list:
         """The runs of the envelopes ``ids``: envelope_id, id, handler, status, attempts."""
         return self._rows_for_ids(c, "runs_of", lambda binds: select(
             RUN.c.envelope_id, RUN.c.id, RUN.c.handler, RUN.c.status, RUN.c.attempts
         ).where(RUN.c.envelope_id.in_(binds)), ids)
-
-
-@dataclass(frozen=True)
-class Claim:
-    """The answer to "may this message run the handler now?"."""
-
-    run: RunRow | None
-    #: why not: ``missing``, ``finished``, ``busy`` (another worker holds a live lease),
-    #: ``stale`` (an old wake-up) or ``early`` (a wake-up that overtook the parking of its run)
-    refused: str | None = None
-
-    @property
-    def granted(self) -> bool:
-        return self.refused is None
 
 
 @dataclass(frozen=True)
@@ -171,6 +201,17 @@ class Accepted:
     runs: dict[str, RunRef]
 
 
+@dataclass(frozen=True)
+class WaitingStep:
+    """A step a run suspended inside; the run's next execution goes on with it."""
+
+    id: int
+    name: str
+    target: str | None
+    started_at: datetime
+    detail: dict
+
+
 class AuditLog:
     """Reads and writes the audit tables through one engine.
 
@@ -180,28 +221,38 @@ class AuditLog:
     (checking one out of the pool for each write cost a quarter of the write).
     """
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, *, clock: Clock = SYSTEM_CLOCK, outage_limit: float = DEFAULT_OUTAGE_LIMIT):
         self.engine = engine
+        self.clock = clock
         self._sqlite = engine.dialect.name == "sqlite"
         self._kept: Connection | None = None
         self._checkpoints_deferred = False
         self._commits = GroupCommit(self._transaction)
         self._busy = _BusyStatements(engine.dialect)
+        self._outage = OutageGuard(outage_limit, clock)
 
     @classmethod
-    def open(cls, url: str) -> "AuditLog":
+    def open(cls, url: str, **options) -> "AuditLog":
         """Connect to ``url`` and bring its schema up to date."""
         engine = make_engine(url)
         migrate(engine)
-        return cls(engine)
+        return cls(engine, **options)
 
     def session(self) -> Session:
         """A session for reading."""
         return Session(self.engine, expire_on_commit=False)
 
-    def _write(self, work: Write[T]) -> T:
-        """Run ``work(connection)`` in a write transaction; return its result once committed."""
-        return self._commits.run(work)
+    def _write(self, work: Write[T], wait: Callable[[float], None] | None = None, limit: float | None = None) -> T:
+        """Run ``work(connection)`` in a write transaction; return its result once committed.
+        Through an outage the write is made again, so ``work`` must be safe to repeat."""
+        return self._outage.run(lambda: self._commits.run(work), wait=wait, limit=limit)
+
+    def _read(self, work: Callable[[Connection], T]) -> T:
+        def read() -> T:
+            with self.engine.connect() as c:
+                return work(c)
+
+        return self._outage.run(read)
 
     @contextmanager
     def _transaction(self) -> Iterator[Connection]:
@@ -259,176 +310,283 @@ class AuditLog:
 
     def record_envelope(self, envelope: Envelope | None, *, status: str,
                         reason: str | None = None, raw: bytes | str | None = None,
-                        envelope_id: str | None = None) -> None:
+                        envelope_id: str | None = None, wait: Callable[[float], None] | None = None) -> None:
         """Record an envelope as ``accepted``, ``duplicate`` or ``rejected`` (with its reason)."""
+        now = self.clock.now()
         if envelope is not None:
-            values = self._envelope_values(envelope, status, utcnow())
+            values = self._envelope_values(envelope, status, now)
         else:
             text = raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else (raw or "")
-            values = dict(status=status, received_at=utcnow(), envelope_id=envelope_id,
+            values = dict(status=status, received_at=now, envelope_id=envelope_id,
                           payload=redact_text(text[:RAW_EXCERPT_CHARS]))
-        self._write(lambda c: c.execute(insert(ENVELOPE), [{**values, "reason": _text(reason)}]))
+        self._write(lambda c: c.execute(insert(ENVELOPE), [{**values, "reason": _text(reason)}]), wait)
 
-    def accept_many(self, batch: list[tuple[Envelope, list[str]]]) -> list[Accepted]:
+    def accept_many(self, batch: list[tuple[Envelope, list[str]]], *, cloud: str | None = None,
+                    wait: Callable[[float], None] | None = None) -> list[Accepted]:
         """Record valid envelopes and make sure each handler has its run, in one transaction
-        (the router's busy path: one commit for a batch, not one per envelope).
+        (the router's busy path: one commit for a batch, not one per envelope). New runs are
+        due at once, and act on ``cloud``.
 
         ``duplicate`` is true when an envelope was accepted before (a redelivery or a
         second publish); its runs are then the existing ones.
         """
-        now = utcnow()
+        now = self.clock.now()
         prepared = [(envelope, handlers, self._envelope_values(envelope, "accepted", now))
                     for envelope, handlers in batch]
         for attempt in range(3):  # another router may insert the same runs at the same time
             try:
-                return self._write(lambda c: self._accept(c, prepared, now))
+                return self._write(lambda c: self._accept(c, prepared, now, cloud), wait)
             except IntegrityError:
                 if attempt == 2:
                     raise
 
-    def _accept(self, c: Connection, prepared: list[tuple[Envelope, list[str], dict]], now: datetime) -> list[Accepted]:
+    def _accept(self, c: Connection, prepared: list[tuple[Envelope, list[str], dict]], now: datetime,
+                cloud: str | None) -> list[Accepted]:
         ids = list({envelope.id: None for envelope, _, _ in prepared})
-        seen = self._busy.accepted_among(c, ids)
+        earlier = self._busy.accepted_among(c, ids)
+        # Accepted at ``now``: by this very batch, whose commit an outage hid; it is being made again.
+        redone = {eid for eid, when in earlier.items() if when == now}
+        seen = set(earlier) - redone
         existing: dict[str, dict[str, RunRef]] = {}
-        for row in self._busy.runs_of(c, list(seen)) if seen else ():
+        for row in self._busy.runs_of(c, list(earlier)) if earlier else ():
             existing.setdefault(row.envelope_id, {})[row.handler] = RunRef(row.id, row.status, row.attempts, False)
         envelopes, new_runs, answers = [], [], []
         for envelope, handlers, values in prepared:
             duplicate = envelope.id in seen  # also the second copy of one envelope in this batch
             seen.add(envelope.id)
-            envelopes.append({**values, "status": "duplicate" if duplicate else "accepted"})
+            if envelope.id not in redone:
+                envelopes.append({**values, "status": "duplicate" if duplicate else "accepted"})
             runs = existing.setdefault(envelope.id, {})
             for name in handlers:
                 if name not in runs:
-                    run = self._run_values(envelope, name, now)
+                    run = self._run_values(envelope, name, now, cloud)
                     new_runs.append(run)
-                    runs[name] = RunRef(run["id"], "pending", 0, True)
+                    runs[name] = RunRef(run["id"], PENDING, 0, True)
             answers.append(Accepted(duplicate, {name: runs[name] for name in handlers}))
-        self._busy.insert_envelopes.execute(c, envelopes)
+        if envelopes:
+            self._busy.insert_envelopes.execute(c, envelopes)
         if new_runs:
             self._busy.insert_runs.execute(c, new_runs)
         return answers
 
     @staticmethod
-    def _run_values(envelope: Envelope, handler: str, now: datetime) -> dict:
+    def _run_values(envelope: Envelope, handler: str, now: datetime, cloud: str | None) -> dict:
         return dict(id=str(uuid.uuid4()), envelope_id=envelope.id, handler=handler, type=envelope.type,
-                    subject=envelope.subject, correlation_id=envelope.correlationid, status="pending",
-                    attempts=0, wake=0, state="{}", created_at=now, updated_at=now)
+                    subject=envelope.subject, correlation_id=envelope.correlationid, status=PENDING,
+                    attempts=0, wakes=0, retry_base=0, wake=0, wake_at=now, state="{}", cloud=cloud,
+                    created_at=now, updated_at=now)
 
-    # -- runs ------------------------------------------------------------------------
+    def kept_envelope(self, envelope_id: str) -> dict | None:
+        """The envelope as received, when the log holds it whole: None when redaction masked a
+        part of it (its secrets are not kept, so it cannot be handed to a handler again)."""
+        payload = self._read(lambda c: c.execute(
+            select(ENVELOPE.c.payload).where(ENVELOPE.c.envelope_id == envelope_id, ENVELOPE.c.status == "accepted")
+            .order_by(ENVELOPE.c.pk).limit(1)).scalar())
+        return None if payload is None or MASK in payload else json.loads(payload)
 
-    def ensure_run(self, envelope: Envelope, handler: str) -> tuple[RunRow, bool]:
-        """Get the run for (envelope, handler), creating it ``pending``; True if created."""
-        values = self._run_values(envelope, handler, utcnow())
-        try:
-            self._write(lambda c: c.execute(insert(RUN), [values]))
-            created = True
-        except IntegrityError:
-            created = False
-        return self.find_run(envelope.id, handler), created
+    # -- runs: what an execution does ----------------------------------------------------
 
-    def find_run(self, envelope_id: str, handler: str) -> RunRow | None:
-        with self.engine.connect() as c:
-            return self._busy.run_by_key.first(c, {"b_envelope": envelope_id, "b_handler": handler})
+    def claim(self, envelope_id: str, handler: str, *, wake: int, token: str, lease_seconds: float) -> Claim:
+        """Atomically take a run to ``running`` for one execution holding the lease ``token``,
+        or say why not.
 
-    def _update_run(self, run_id: str, **values) -> int:
-        values.setdefault("updated_at", utcnow())
-        statement = self._busy.update_run(tuple(sorted(values)))
-        parameters = {"b_id": run_id, **{f"b_{k}": v for k, v in values.items()}}
-        return self._write(lambda c: statement.execute(c, parameters))
-
-    def claim(self, envelope_id: str, handler: str, *, wake: int, owner: str,
-              lease_seconds: float) -> Claim:
-        """Atomically take a run to ``running`` for one attempt, or say why not.
-
-        A run can be taken when it is pending or waiting for this wake-up, or when it is
-        running under a lease that lapsed (its worker died: its open steps become
+        A run can be taken when it is pending, waiting for this wake-up and due (or asked to
+        cancel), or running under a lease that lapsed (its worker died: its open steps become
         ``interrupted``).
         """
-        now = utcnow()
+        now = self.clock.now()
         key = {"b_envelope": envelope_id, "b_handler": handler}
-        claiming = {**key, "b_wake": wake, "b_now": now, "b_owner": owner,
+        claiming = {**key, "b_wake": wake, "b_now": now, "b_owner": token,
                     "b_lease_until": now + timedelta(seconds=lease_seconds)}
-
         busy = self._busy
 
-        def take(c: Connection) -> tuple[RunRow | None, bool]:
+        def take(c: Connection) -> tuple[Any, bool]:
             run = busy.claim.first(c, claiming)
             if run is None:
-                return busy.run_by_key.first(c, key), False
+                found = busy.run_by_key.first(c, key)
+                # taken by this very claim, whose commit an outage hid (it is being made again)
+                return found, (found is not None and found.lease_owner == token and found.status == RUNNING
+                               and found.wake == wake)
             if run.attempts > 1:
                 busy.interrupt_steps.execute(c, {"b_run": run.id, "b_attempt": run.attempts, "b_now": now})
             return run, True
 
-        run, taken = self._write(take)
-        if run is None:
-            return Claim(None, "missing")
+        row, taken = self._write(take)
+        if row is None:
+            return Claim(None, ClaimRefusal.MISSING)
+        run = RunRecord.from_row(row)
         if taken:
             return Claim(run)
-        if run.status in FINAL_STATUSES:
-            return Claim(run, "finished")
+        if run.finished:
+            return Claim(run, ClaimRefusal.FINISHED)
         if run.wake > wake:
-            return Claim(run, "stale")
+            return Claim(run, ClaimRefusal.STALE)
         if run.wake < wake:
-            return Claim(run, "early")  # its wake-up was sent just before the run was parked
-        return Claim(run, "busy")
+            return Claim(run, ClaimRefusal.AHEAD)
+        if run.status == WAITING:
+            return Claim(run, ClaimRefusal.NOT_DUE)
+        return Claim(run, ClaimRefusal.BUSY)
 
-    def heartbeat(self, run_ids: Iterable[str], owner: str, lease_seconds: float) -> None:
-        """Extend the leases this worker holds on its running runs."""
-        ids = list(run_ids)
-        if ids:
-            statement = update(RUN).where(RUN.c.id.in_(ids), RUN.c.status == "running", RUN.c.lease_owner == owner
-                                          ).values(lease_until=utcnow() + timedelta(seconds=lease_seconds))
-            self._write(lambda c: c.execute(statement))
+    def heartbeat(self, leases: dict[str, str], lease_seconds: float) -> dict[str, Fence]:
+        """Extend the leases (run id → token) this process's executions hold; says, for each,
+        whether it is still held and whether a cancel was asked for."""
+        if not leases:
+            return {}
+        statement = self._busy.fenced_update(("lease_until",))
 
-    def finish(self, run_id: str, status: str, error: str | None = None) -> None:
-        """End a run: ``succeeded``, ``failed``, ``dead`` or ``skipped``."""
-        now = utcnow()
-        self._update_run(run_id, status=status, error=_text(error), finished_at=now,
-                         lease_until=None, lease_owner=None, wake_at=None, updated_at=now)
+        def renew(c: Connection) -> dict[str, Fence]:
+            until = self.clock.now() + timedelta(seconds=lease_seconds)
+            found = {}
+            for run_id, token in leases.items():
+                rows = statement.rows(c, {"b_id": run_id, "b_token": token, "b_lease_until": until})
+                found[run_id] = Fence(bool(rows), rows[0].cancel_reason if rows else None)
+            return found
 
-    def release_for_retry(self, run_id: str, error: str) -> None:
-        """An attempt failed and dramatiq will retry it: back to ``pending`` with the error."""
-        self._update_run(run_id, status="pending", error=_text(error), lease_until=None, lease_owner=None)
+        return self._write(renew)
 
-    def suspend(self, run_id: str, *, wake: int, wake_at: datetime, deadline: datetime | None,
-                waiting_for: str, state: dict) -> None:
+    def finish(self, run_id: str, token: str, status: RunStatus, error: str | None = None, *,
+               close_steps: str | None = None) -> bool:
+        """End a run, if ``token`` still holds its lease. With ``close_steps``, steps left running
+        or waiting are ended ``interrupted`` with that reason. False if the lease was lost."""
+        now = self.clock.now()
+        parameters = {"b_id": run_id, "b_token": token, "b_status": status.value, "b_error": _text(error),
+                      "b_now": now}
+
+        def end(c: Connection) -> bool:
+            if not self._busy.finish.rows(c, parameters):
+                return False
+            if close_steps:
+                self._close_steps(c, run_id, close_steps, now)
+            return True
+
+        return self._write(end)
+
+    def release_for_retry(self, run_id: str, token: str, error: str, due_at: datetime) -> bool:
+        """An execution failed and will be tried again: ``pending``, one more attempt, due at ``due_at``."""
+        return bool(self._write(lambda c: self._busy.release.rows(c, {
+            "b_id": run_id, "b_token": token, "b_error": _text(error), "b_due": due_at, "b_now": self.clock.now()})))
+
+    def suspend(self, run_id: str, token: str, *, wake: int, wake_at: datetime, deadline: datetime | None,
+                wait_key: str | None, waiting_for: str, state: dict) -> bool:
         """Park a run as ``waiting`` until ``wake_at``, answering only wake-up ``wake``."""
-        self._update_run(run_id, wake=wake, status="waiting", wake_at=wake_at, deadline=deadline,
-                         waiting_for=_text(waiting_for), state=_json(state), lease_until=None, lease_owner=None)
+        return bool(self._write(lambda c: self._busy.suspend.rows(c, {
+            "b_id": run_id, "b_token": token, "b_wake": wake, "b_wake_at": wake_at, "b_deadline": deadline,
+            "b_wait_key": wait_key, "b_waiting_for": _text(waiting_for), "b_state": _json(state),
+            "b_now": self.clock.now()})))
 
-    def requeue(self, run_id: str) -> None:
-        """A dead run replayed from the dead-letter queue may run again."""
-        self._update_run(run_id, status="pending", finished_at=None, lease_until=None, lease_owner=None)
+    def _fenced(self, run_id: str, token: str, values: dict, steps: list[dict] = ()) -> Fence:
+        values["updated_at"] = self.clock.now()
+        statement = self._busy.fenced_update(tuple(sorted(values)))
+        parameters = {"b_id": run_id, "b_token": token, **{f"b_{k}": v for k, v in values.items()}}
 
-    def save_state(self, run_id: str, state: dict, steps: Iterable[dict] = ()) -> None:
+        def write(c: Connection) -> Fence:
+            rows = statement.rows(c, parameters)
+            if rows and steps:
+                c.execute(insert(STEP), steps)
+            return Fence(bool(rows), rows[0].cancel_reason if rows else None)
+
+        return self._write(write)
+
+    def save_state(self, run_id: str, token: str, state: dict, steps: Iterable[dict] = ()) -> Fence:
         """Save a handler's state, with the steps (over already) that it accounts for, in one
         transaction: a worker dying in between must not leave steps the state does not know."""
-        values = [self._step_values(run_id, **step) for step in steps]
-        statement = self._busy.update_run(("state", "updated_at"))
-        parameters = {"b_id": run_id, "b_state": _json(state), "b_updated_at": utcnow()}
+        return self._fenced(run_id, token, {"state": _json(state)},
+                            [self._step_values(run_id, **step) for step in steps])
 
-        def save(c: Connection) -> None:
-            if values:
-                c.execute(insert(STEP), values)
-            statement.execute(c, parameters)
+    def set_progress(self, run_id: str, token: str, done: int, total: int | None, note: str | None) -> Fence:
+        return self._fenced(run_id, token, {"progress_done": done, "progress_total": total,
+                                            "progress_note": _text(note)})
 
-        self._write(save)
+    # -- runs: what operators and reconcilers do ------------------------------------------
 
-    def set_progress(self, run_id: str, done: int, total: int | None, note: str | None) -> None:
-        self._update_run(run_id, progress_done=done, progress_total=total, progress_note=_text(note))
+    def request_cancel(self, run_id: str, reason: str) -> RunRecord | None:
+        """Ask for an unfinished run to be cancelled; its next execution ends it (after the
+        handler's compensation). Returns the run as it stands, or None if it is over."""
+        statement = update(RUN).where(RUN.c.id == run_id, RUN.c.status.not_in(FINAL_STATUSES)).values(
+            cancel_reason=_text(reason), updated_at=self.clock.now()).returning(*RUN.c)
+        row = self._write(lambda c: c.execute(statement).first())
+        return RunRecord.from_row(row) if row is not None else None
+
+    def end_unserved(self, run_id: str, status: RunStatus, error: str) -> bool:
+        """End an unfinished run that no execution holds (``runs cancel --no-compensation``)."""
+        now = self.clock.now()
+        statement = update(RUN).where(RUN.c.id == run_id, or_(
+            RUN.c.status.in_((PENDING, WAITING)), and_(RUN.c.status == RUNNING, RUN.c.lease_until < now))).values(
+            status=status.value, error=_text(error), finished_at=now, updated_at=now, lease_until=None,
+            lease_owner=None, wake_at=None, progress_note=None)
+
+        def end(c: Connection) -> bool:
+            if not c.execute(statement).rowcount:
+                return False
+            self._close_steps(c, run_id, f"the run was {status.value}", now)
+            return True
+
+        return self._write(end)
+
+    def wake_now(self, run_id: str) -> None:
+        """A waiting run is due now (``runs resume``)."""
+        now = self.clock.now()
+        self._write(lambda c: c.execute(update(RUN).where(RUN.c.id == run_id, RUN.c.status == WAITING).values(
+            wake_at=now, updated_at=now)))
+
+    def requeue(self, run_id: str) -> None:
+        """A dead run replayed from the dead-letter queue runs again, with a fresh retry budget."""
+        now = self.clock.now()
+        self._write(lambda c: c.execute(update(RUN).where(RUN.c.id == run_id, RUN.c.status == RunStatus.DEAD.value).values(
+            status=PENDING, attempts=RUN.c.attempts + 1, retry_base=RUN.c.attempts, finished_at=None,
+            wake_at=now, updated_at=now, lease_until=None, lease_owner=None)))
+
+    def overdue_runs(self, handlers: Iterable[str], cutoff: datetime, cloud: str | None,
+                     limit: int = 500) -> list[RunRecord]:
+        """Unfinished runs of ``handlers`` that nothing has moved since ``cutoff``: pending or
+        waiting runs due before it, running runs whose lease lapsed before it. Runs of another
+        cloud are left alone."""
+        names = list(handlers)
+        if not names:
+            return []
+        due = func.coalesce(RUN.c.wake_at, RUN.c.created_at)
+        query = select(RUN).where(
+            RUN.c.handler.in_(names), or_(RUN.c.cloud.is_(None), RUN.c.cloud == cloud),
+            or_(RUN.c.redispatched_at.is_(None), RUN.c.redispatched_at < cutoff),
+            or_(and_(RUN.c.status.in_((PENDING, WAITING)), due < cutoff),
+                and_(RUN.c.status == RUNNING, RUN.c.lease_until < cutoff)),
+        ).order_by(due).limit(limit)
+        return self._read(lambda c: [RunRecord.from_row(row) for row in c.execute(query)])
+
+    def settled(self, seconds: float) -> bool:
+        """The database has been reachable (as far as this process saw) for at least ``seconds``."""
+        return self._outage.settled(seconds)
+
+    def mark_redispatched(self, run: RunRecord, cutoff: datetime) -> bool:
+        """Take the right to send ``run`` a message (one reconciler wins); False if it moved meanwhile."""
+        statement = update(RUN).where(
+            RUN.c.id == run.id, RUN.c.status == run.status.value, RUN.c.wake == run.wake,
+            or_(RUN.c.redispatched_at.is_(None), RUN.c.redispatched_at < cutoff),
+        ).values(redispatched_at=self.clock.now())
+        return bool(self._write(lambda c: c.execute(statement).rowcount))
 
     # -- steps -----------------------------------------------------------------------
 
     def start_step(self, run_id: str, attempt: int, name: str, target: str | None) -> int:
         statement = insert(STEP).values(run_id=run_id, attempt=attempt, name=name, target=target,
-                                        status="running", started_at=utcnow(), detail="{}")
+                                        status=StepStatus.RUNNING.value, started_at=self.clock.now(), detail="{}")
         return self._write(lambda c: c.execute(statement).inserted_primary_key[0])
 
-    def finish_step(self, step_id: int, status: str, detail: dict | None = None,
+    def resume_step(self, step_id: int) -> None:
+        """A waiting step goes on (its run woke and came back to it)."""
+        statement = update(STEP).where(STEP.c.id == step_id).values(status=StepStatus.RUNNING.value)
+        self._write(lambda c: c.execute(statement))
+
+    def park_step(self, step_id: int, detail: dict) -> None:
+        """Its run suspended inside the step: ``waiting``, with what it saw so far; not over."""
+        statement = update(STEP).where(STEP.c.id == step_id).values(status=StepStatus.WAITING.value,
+                                                                    detail=_json(detail))
+        self._write(lambda c: c.execute(statement))
+
+    def finish_step(self, step_id: int, status: StepStatus, detail: dict | None = None,
                     error: str | None = None) -> None:
-        parameters = {"b_id": step_id, "b_status": status, "b_now": utcnow(), "b_detail": _json(detail or {}),
-                      "b_error": _text(error)}
+        parameters = {"b_id": step_id, "b_status": status.value, "b_now": self.clock.now(),
+                      "b_detail": _json(detail or {}), "b_error": _text(error)}
         self._write(lambda c: c.execute(_FINISH_STEP, parameters))
 
     def record_step(self, run_id: str, attempt: int, name: str, target: str | None, *, status: str,
@@ -441,38 +599,99 @@ class AuditLog:
             detail=detail, error=error))
         return self._write(lambda c: c.execute(statement).inserted_primary_key[0])
 
-    @staticmethod
-    def _step_values(run_id: str, attempt: int, name: str, target: str | None = None, *,
-                     status: str = "succeeded", started_at: datetime, finished_at: datetime | None = None, detail: dict | None = None,
+    def _step_values(self, run_id: str, attempt: int, name: str, target: str | None = None, *,
+                     status: str = StepStatus.SUCCEEDED.value, started_at: datetime,
+                     finished_at: datetime | None = None, detail: dict | None = None,
                      error: str | None = None) -> dict:
-        return dict(run_id=run_id, attempt=attempt, name=name, target=target, status=status, started_at=started_at,
-                    finished_at=finished_at or utcnow(), detail=_json(detail or {}), error=_text(error))
+        return dict(run_id=run_id, attempt=attempt, name=name, target=target, status=str(status),
+                    started_at=started_at, finished_at=finished_at or self.clock.now(), detail=_json(detail or {}),
+                    error=_text(error))
 
-    def active_runs(self, handler: str, subject: str) -> list[RunRow]:
+    def waiting_steps(self, run_id: str) -> list[WaitingStep]:
+        """The steps a run suspended inside, oldest first."""
+        query = select(STEP.c.id, STEP.c.name, STEP.c.target, STEP.c.started_at, STEP.c.detail).where(
+            STEP.c.run_id == run_id, STEP.c.status == StepStatus.WAITING.value).order_by(STEP.c.id)
+        return self._read(lambda c: [WaitingStep(r.id, r.name, r.target, r.started_at, json.loads(r.detail or "{}"))
+                                     for r in c.execute(query)])
+
+    @staticmethod
+    def _close_steps(c: Connection, run_id: str, why: str, now: datetime) -> None:
+        c.execute(update(STEP).where(
+            STEP.c.run_id == run_id, STEP.c.status.in_((StepStatus.RUNNING.value, StepStatus.WAITING.value))
+        ).values(status=StepStatus.INTERRUPTED.value, finished_at=now, error=_text(why)))
+
+    # -- reading runs ------------------------------------------------------------------
+
+    def find_run(self, envelope_id: str, handler: str) -> RunRecord | None:
+        row = self._read(lambda c: self._busy.run_by_key.first(c, {"b_envelope": envelope_id, "b_handler": handler}))
+        return RunRecord.from_row(row) if row is not None else None
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        row = self._read(lambda c: c.execute(select(RUN).where(RUN.c.id == run_id)).first())
+        return RunRecord.from_row(row) if row is not None else None
+
+    def unfinished_runs(self, *, correlation_id: str | None = None, ids: Iterable[str] | None = None) -> list[RunRecord]:
+        """Runs not over yet (of one correlation, or among ``ids``, or all), oldest first."""
+        query = select(RUN).where(RUN.c.status.not_in(FINAL_STATUSES))
+        if correlation_id is not None:
+            query = query.where(RUN.c.correlation_id == correlation_id)
+        if ids is not None:
+            query = query.where(RUN.c.id.in_(list(ids)))
+        return self._read(lambda c: [RunRecord.from_row(row) for row in c.execute(query.order_by(RUN.c.created_at))])
+
+    def active_runs(self, handler: str, subject: str) -> list[RunRecord]:
         """Runs of ``handler`` about ``subject`` not yet finished, oldest first."""
-        with self.engine.connect() as c:
-            return list(c.execute(select(RUN).where(
-                RUN.c.handler == handler, RUN.c.subject == subject, RUN.c.status.not_in(FINAL_STATUSES)
-            ).order_by(RUN.c.created_at, RUN.c.id)))
+        query = select(RUN).where(RUN.c.handler == handler, RUN.c.subject == subject,
+                                  RUN.c.status.not_in(FINAL_STATUSES)).order_by(RUN.c.created_at, RUN.c.id)
+        return self._read(lambda c: [RunRecord.from_row(row) for row in c.execute(query)])
 
-    def outcomes(self, envelope_ids: list[str]) -> dict[str, list[RunRow]]:
+    def outcomes(self, envelope_ids: list[str]) -> dict[str, list[RunRecord]]:
         """The runs of each envelope (any handler), for handlers that follow what they caused."""
-        found: dict[str, list[RunRow]] = {e: [] for e in envelope_ids}
+        found: dict[str, list[RunRecord]] = {e: [] for e in envelope_ids}
         if envelope_ids:
-            with self.engine.connect() as c:
-                for row in c.execute(select(RUN).where(RUN.c.envelope_id.in_(envelope_ids))):
-                    found[row.envelope_id].append(row)
+            rows = self._read(lambda c: list(c.execute(select(RUN).where(RUN.c.envelope_id.in_(envelope_ids)))))
+            for row in rows:
+                found[row.envelope_id].append(RunRecord.from_row(row))
         return found
+
+    # -- who serves which handler ----------------------------------------------------------
+
+    def register_subscriptions(self, owner: str, patterns: dict[str, list[str]]) -> None:
+        """This process serves these handlers (name → envelope type patterns)."""
+        now = self.clock.now()
+        rows = [{"owner": owner, "handler": name, "patterns": json.dumps(p), "started_at": now, "heartbeat_at": now}
+                for name, p in patterns.items()]
+
+        def register(c: Connection) -> None:
+            c.execute(delete(SUBSCRIPTION).where(SUBSCRIPTION.c.owner == owner))
+            if rows:
+                c.execute(insert(SUBSCRIPTION), rows)
+
+        self._write(register)
+
+    def renew_subscriptions(self, owner: str) -> None:
+        now = self.clock.now()
+        self._write(lambda c: c.execute(update(SUBSCRIPTION).where(SUBSCRIPTION.c.owner == owner).values(
+            heartbeat_at=now)))
+
+    def drop_subscriptions(self, owner: str) -> None:
+        """A stopping process: it waits for the database briefly (its subscriptions lapse anyway)."""
+        self._write(lambda c: c.execute(delete(SUBSCRIPTION).where(SUBSCRIPTION.c.owner == owner)), limit=5.0)
+
+    def served_handlers(self, since: datetime) -> dict[str, int]:
+        """Handler → how many processes that heartbeat since ``since`` serve it."""
+        query = select(SUBSCRIPTION.c.handler, func.count()).where(SUBSCRIPTION.c.heartbeat_at >= since).group_by(
+            SUBSCRIPTION.c.handler)
+        return self._read(lambda c: {handler: count for handler, count in c.execute(query)})
 
     # -- watcher cursors ---------------------------------------------------------------
 
     def cursor(self, stack: str) -> str | None:
         """The id of the last Heat event published for ``stack``."""
-        with self.engine.connect() as c:
-            return c.execute(select(CURSOR.c.last_event_id).where(CURSOR.c.stack == stack)).scalar()
+        return self._read(lambda c: c.execute(select(CURSOR.c.last_event_id).where(CURSOR.c.stack == stack)).scalar())
 
     def save_cursor(self, stack: str, event_id: str) -> None:
-        now = utcnow()
+        now = self.clock.now()
 
         def save(c: Connection) -> None:
             if not c.execute(update(CURSOR).where(CURSOR.c.stack == stack).values(

@@ -9,6 +9,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.pool import StaticPool
 from sqlmodel import create_engine
 
 from ..errors import ConfigError
@@ -41,9 +42,12 @@ def make_engine(url: str) -> Engine:
     except Exception as exc:  # sqlalchemy raises ArgumentError with a terse text
         raise ConfigError(f"database URL is not valid: {exc}") from None
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
+        in_memory = not parsed.database or parsed.database == ":memory:"
+        if not in_memory:
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 30})
+        # In memory (the handler test kit's audit log): one database, so one connection for all.
+        engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 30},
+                               **({"poolclass": StaticPool} if in_memory else {}))
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20)

@@ -61,7 +61,7 @@ def run_summary(run: Run) -> dict:
     return {
         "id": run.id, "handler": run.handler, "status": run.status, "type": run.type,
         "subject": run.subject, "envelope_id": run.envelope_id, "correlation_id": run.correlation_id,
-        "attempts": run.attempts, "created_at": iso_utc(run.created_at), "started_at": iso_utc(run.started_at),
+        "attempts": run.attempts, "wakes": run.wakes, "created_at": iso_utc(run.created_at), "started_at": iso_utc(run.started_at),
         "finished_at": iso_utc(run.finished_at), "duration_s": seconds_between(run.started_at, run.finished_at),
         "waiting_for": run.waiting_for if run.status == "waiting" else None,
         "wake_at": iso_utc(run.wake_at) if run.status == "waiting" else None,
@@ -69,6 +69,7 @@ def run_summary(run: Run) -> dict:
         "progress": {"done": run.progress_done, "total": run.progress_total, "note": run.progress_note}
         if run.progress_done is not None else None,
         "error": run.error,
+        "cancel_reason": run.cancel_reason,
     }
 
 

@@ -1,7 +1,7 @@
 """Summaries for post-mortems: runs per handler, runs still waiting, the slowest steps."""
 
 import math
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
@@ -43,6 +43,7 @@ def handler_stats(audit: AuditLog, since: datetime | None = None, until: datetim
         finished = sum(n for s, n in statuses.items() if s in FINAL_STATUSES)
         rows.append({**entry, "succeeded": statuses.get("succeeded", 0),
                      "failed": statuses.get("failed", 0) + statuses.get("dead", 0),
+                     "cancelled": statuses.get("cancelled", 0),
                      "unfinished": entry["runs"] - finished,
                      "success_rate": round(statuses.get("succeeded", 0) / finished, 4) if finished else None,
                      "p50_s": _round(percentile(durations, 0.5)), "p95_s": _round(percentile(durations, 0.95))})
@@ -53,13 +54,23 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
+#: A process whose subscriptions were renewed this recently (seconds) still serves its handlers.
+SERVED_WITHIN = 90.0
+
+
 def waiting_runs(audit: AuditLog) -> list[dict]:
-    """Runs parked in a continuation: what each waits for, when it looks again, when it gives up."""
-    query = select(RUN).where(RUN.c.status == "waiting").order_by(RUN.c.created_at)
+    """Runs parked in a continuation (what each waits for, when it looks again, when it gives up),
+    and unfinished runs whose handler no live process serves: nothing will move those on until
+    one does (a worker with the handler, or `stackreflex runs resume`)."""
+    served = audit.served_handlers(audit.clock.now() - timedelta(seconds=SERVED_WITHIN))
+    query = select(RUN).where(RUN.c.status.in_(("waiting", "pending", "running"))).order_by(RUN.c.created_at)
     with audit.engine.connect() as db:
-        return [{"id": r.id, "handler": r.handler, "subject": r.subject, "waiting_for": r.waiting_for,
-                 "since": iso_utc(r.created_at), "wake_at": iso_utc(r.wake_at), "deadline": iso_utc(r.deadline),
-                 "attempts": r.attempts, "progress": r.progress_note} for r in db.execute(query)]
+        rows = [r for r in db.execute(query) if r.status == "waiting" or r.handler not in served]
+    return [{"id": r.id, "handler": r.handler, "subject": r.subject, "status": r.status,
+             "waiting_for": r.waiting_for if r.status == "waiting" else None,
+             "since": iso_utc(r.created_at), "wake_at": iso_utc(r.wake_at), "deadline": iso_utc(r.deadline),
+             "attempts": r.attempts, "wakes": r.wakes, "progress": r.progress_note,
+             "served_by": served.get(r.handler, 0), "cancel_requested": r.cancel_reason} for r in rows]
 
 
 def slowest_steps(audit: AuditLog, run_id: str | None = None, since: datetime | None = None,

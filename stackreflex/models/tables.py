@@ -5,15 +5,44 @@ every value before it is written.
 """
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Optional
 
 from sqlalchemy import Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-#: Run statuses; ``pending`` also covers a run waiting for its next retry.
-RUN_STATUSES = ("pending", "running", "waiting", "succeeded", "failed", "dead", "skipped")
-#: Statuses after which a run never acts again (unless replayed from the dead-letter queue).
-FINAL_STATUSES = ("succeeded", "failed", "dead", "skipped")
+
+class RunStatus(StrEnum):
+    """Where a run stands. ``pending`` also covers a run whose next retry is due later."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    #: parked in a continuation: its handler runs again at ``wake_at`` (not a failure)
+    WAITING = "waiting"
+    SUCCEEDED = "succeeded"
+    #: the handler decided it cannot succeed (no retry)
+    FAILED = "failed"
+    #: its retries ran out
+    DEAD = "dead"
+    SKIPPED = "skipped"
+    #: an operator ended it (``stackreflex runs cancel``), after the handler's compensation
+    CANCELLED = "cancelled"
+
+
+class StepStatus(StrEnum):
+    RUNNING = "running"
+    #: its run suspended inside it; the step goes on when the run wakes
+    WAITING = "waiting"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    #: it never finished: its worker died, its run was cancelled, or its run ended without coming back to it
+    INTERRUPTED = "interrupted"
+
+
+RUN_STATUSES = tuple(s.value for s in RunStatus)
+#: Statuses after which a run never acts again (unless a dead one is replayed from the dead-letter queue).
+FINAL_STATUSES = (RunStatus.SUCCEEDED.value, RunStatus.FAILED.value, RunStatus.DEAD.value,
+                  RunStatus.SKIPPED.value, RunStatus.CANCELLED.value)
 
 
 class EnvelopeRecord(SQLModel, table=True):
@@ -60,24 +89,40 @@ class Run(SQLModel, table=True):
     subject: Optional[str] = Field(default=None, max_length=255)
     correlation_id: str = Field(max_length=64)
     status: str = Field(default="pending", max_length=16)
+    #: The attempt under way or last made: 1 for a run that never failed, one more for every
+    #: execution that failed (or whose worker died) and was tried again. Waits do not count.
     attempts: int = 0
+    #: Continuations run: how many times the run was woken after waiting.
+    wakes: int = 0
+    #: ``attempts`` when the current retry budget began (a dead run replayed gets a fresh one).
+    retry_base: int = 0
     error: Optional[str] = Field(default=None, sa_column=Column(Text))
     created_at: datetime
     started_at: Optional[datetime] = None
     finished_at: Optional[datetime] = None
     updated_at: datetime
-    #: A running run belongs to its worker until this time; heartbeats push it forward.
+    #: A running run belongs to one execution until this time; heartbeats push it forward. The
+    #: owner is that execution's token: writes of an execution that lost its lease change nothing.
     lease_until: Optional[datetime] = None
     lease_owner: Optional[str] = Field(default=None, max_length=128)
-    #: Continuations: generation number, when to wake, give-up time, what is awaited, handler state.
+    #: Continuations: generation number, when a message is next due (the wake-up, or a retry),
+    #: give-up time and the key of the wait it belongs to, what is awaited, handler state.
     wake: int = 0
     wake_at: Optional[datetime] = None
     deadline: Optional[datetime] = None
+    wait_key: Optional[str] = Field(default=None, max_length=255)
     waiting_for: Optional[str] = Field(default=None, sa_column=Column(Text))
     state: str = Field(default="{}", sa_column=Column(Text, nullable=False))
     progress_done: Optional[int] = None
     progress_total: Optional[int] = None
     progress_note: Optional[str] = Field(default=None, sa_column=Column(Text))
+    #: Set by ``stackreflex runs cancel``: the run ends ``cancelled`` at its next safe point.
+    cancel_reason: Optional[str] = Field(default=None, sa_column=Column(Text))
+    #: When a reconciler last sent this run a message because none was live (so it sends one per grace).
+    redispatched_at: Optional[datetime] = None
+    #: The cloud the run acts on (auth URL and project), so a process configured for another
+    #: cloud never resumes it.
+    cloud: Optional[str] = Field(default=None, max_length=255)
 
 
 class Step(SQLModel, table=True):
@@ -91,7 +136,7 @@ class Step(SQLModel, table=True):
     attempt: int
     name: str = Field(max_length=255)
     target: Optional[str] = Field(default=None, max_length=255)
-    #: ``running``, ``succeeded``, ``failed`` or ``interrupted`` (its worker died)
+    #: a :class:`StepStatus`
     status: str = Field(max_length=16)
     started_at: datetime
     finished_at: Optional[datetime] = None
@@ -107,3 +152,17 @@ class WatcherCursor(SQLModel, table=True):
     stack: str = Field(primary_key=True, max_length=255)
     last_event_id: Optional[str] = Field(default=None, max_length=64)
     updated_at: datetime
+
+
+class Subscription(SQLModel, table=True):
+    """A handler some process serves, kept alive by that process's heartbeats: what no live
+    process serves is reported, not silently left to wait."""
+
+    __tablename__ = "subscription"
+
+    owner: str = Field(primary_key=True, max_length=128)
+    handler: str = Field(primary_key=True, max_length=255)
+    #: The handler's envelope type patterns (JSON list).
+    patterns: str = Field(sa_column=Column(Text, nullable=False))
+    started_at: datetime
+    heartbeat_at: datetime

@@ -171,7 +171,8 @@ def _run_entry(r) -> dict:
     return {"kind": "run", "id": r.id, "time": iso_utc(r.started_at or r.created_at), "end": iso_utc(r.finished_at),
             "duration_s": seconds_between(r.started_at, r.finished_at), "what": r.handler, "target": r.subject,
             "status": r.status, "error": r.error or (f"waiting for {r.waiting_for}" if r.status == "waiting" else None),
-            "run_id": r.id, "handler": r.handler, "correlation_id": r.correlation_id, "attempts": r.attempts}
+            "run_id": r.id, "handler": r.handler, "correlation_id": r.correlation_id, "attempts": r.attempts,
+            "wakes": r.wakes}
 
 
 def _step_entry(s, run) -> dict:

@@ -7,3 +7,16 @@ from ..settings import Settings
 
 def connect_cloud(settings: Settings):
     return openstack.connect(cloud=settings.cloud) if settings.cloud else openstack.connect()
+
+
+def cloud_identity(settings: Settings) -> str | None:
+    """Which cloud this process acts on, read from its configuration without connecting: the
+    Keystone URL and the project. A run records it, so a process configured for another cloud
+    never resumes the run."""
+    try:
+        auth = openstack.config.OpenStackConfig().get_one(cloud=settings.cloud).config.get("auth") or {}
+    except Exception:  # noqa: BLE001 - no cloud configured: runs act on none
+        return None
+    url = str(auth.get("auth_url") or "").rstrip("/")
+    project = str(auth.get("project_name") or auth.get("project_id") or "")
+    return f"{url} {project}".strip()[:255] or None

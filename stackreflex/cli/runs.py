@@ -1,0 +1,282 @@
+"""``stackreflex runs``: send on the runs that were left unfinished, or cancel them with their
+handler's compensation.
+
+With a broker the workers take them up. Embedded, nothing runs between commands: a run left
+by an interrupted command waits until this command (or the next one serving its handler)
+takes it up, in this process.
+"""
+
+import time
+from datetime import timedelta
+from typing import Annotated, Callable, Iterable
+
+import typer
+from rich.live import Live
+
+from ..errors import StackreflexError
+from ..models.audit import AuditLog
+from ..models.queries import find_run, iso_utc
+from ..models.records import RunRecord
+from ..models.tables import RunStatus
+from .common import console, invocation, load_all_handlers, styled, table
+from .options import Timeout
+
+app = typer.Typer(help="Runs left unfinished: send them on, or cancel them (their handler's compensation runs).",
+                  no_args_is_help=True)
+
+#: How often a followed run is looked up in the audit log (seconds).
+POLL = 0.25
+#: Default time `runs cancel` waits for the run to end (seconds).
+CANCEL_TIMEOUT = 300.0
+
+Handlers = Annotated[list[str], typer.Option("--handlers", "-H", help=(
+    "Embedded mode: a handler module or file to load besides the built-in ones (the runs' handlers must be loaded)."))]
+
+
+def _record(audit: AuditLog, given: str) -> RunRecord:
+    return audit.get_run(find_run(audit, given).id)
+
+
+def describe(run: RunRecord) -> str:
+    """Where a run stands, in a few words."""
+    if run.status is RunStatus.WAITING:
+        return f"waiting for {run.waiting_for} (next look {iso_utc(run.wake_at)})"
+    if run.status is RunStatus.RUNNING:
+        return f"running (lease until {iso_utc(run.lease_until)})"
+    return run.error or run.progress_note or ""
+
+
+def _runs_table(title: str, runs: Iterable[RunRecord]):
+    return table(title, ["run", "handler", "subject", "status", "attempts", "wakes", "where it stands"],
+                 [(r.id, r.handler, r.subject, styled(r.status.value), r.attempts, r.wakes, describe(r)) for r in runs])
+
+
+def report_left(runs: list[RunRecord], *, stopped: str) -> None:
+    """What an embedded command leaves behind when it stops early, and how to go on or end it."""
+    console.print()
+    if not runs:
+        console.print(f"{stopped}; no run was left unfinished")
+        return
+    console.print(_runs_table(f"{stopped}: {len(runs)} run(s) left, and nothing runs them in the background", runs))
+    console.print(f"to go on:  stackreflex runs resume {' '.join(r.id for r in runs)} --wait")
+    console.print(f"to end:    stackreflex runs cancel {runs[0].id if len(runs) == 1 else 'RUN'} --reason TEXT"
+                  "   (the handler's compensation runs)")
+    if any(r.status is RunStatus.RUNNING for r in runs):
+        console.print("a run still shown running is taken up once its lease lapses")
+
+
+def _movable(runs: list[RunRecord], now, cloud: str | None, embedded: bool) -> list[RunRecord]:
+    """The runs this command can send on; says why it leaves each of the others."""
+    movable = []
+    for run in runs:
+        if run.finished:
+            console.print(f"run {run.id} ({run.handler}) already ended {run.status.value}")
+        elif run.status is RunStatus.RUNNING and run.lease_until is not None and run.lease_until > now:
+            console.print(f"run {run.id} ({run.handler}) is running in another process (lease until "
+                          f"{iso_utc(run.lease_until)}); it goes on there")
+        elif embedded and run.cloud and run.cloud != cloud:
+            console.print(f"[red]run {run.id} ({run.handler}) acts on the cloud at {run.cloud}, and this shell is set "
+                          f"up for {cloud or 'no cloud'}:[/] source that cloud's credentials (or set OS_CLOUD) and try again")
+        else:
+            movable.append(run)
+    return movable
+
+
+def _send_on(audit: AuditLog, dispatch: Callable[[str, dict, int, float | None], None], runs: list[RunRecord],
+             served: Iterable[str]) -> list[RunRecord]:
+    """Wake the waiting ones now and send each its message; returns those sent."""
+    served, sent = set(served), []
+    for run in runs:
+        if run.handler not in served:
+            console.print(f"[red]run {run.id}: handler {run.handler} is not loaded here:[/] pass --handlers with the "
+                          "module or file that defines it")
+            continue
+        body = audit.kept_envelope(run.envelope_id)
+        if body is None:
+            console.print(f"[red]run {run.id} cannot be sent on:[/] its envelope {run.envelope_id} carried secrets, "
+                          "which the audit log does not keep; publish it again, or cancel the run")
+            continue
+        if run.status is RunStatus.WAITING:
+            audit.wake_now(run.id)
+        dispatch(run.handler, body, run.wake, None)
+        sent.append(run)
+    return sent
+
+
+def follow(audit: AuditLog, runs: list[RunRecord], *, timeout: float, to_the_end: bool) -> list[RunRecord]:
+    """Follow ``runs`` in the audit log until each has ended (or, unless ``to_the_end``, waits
+    again after an execution); shows them live."""
+    started = {r.id: r.wake for r in runs}
+    deadline = time.monotonic() + timeout
+
+    def settled(run: RunRecord) -> bool:
+        return run.finished or (not to_the_end and run.status is RunStatus.WAITING and run.wake > started[run.id])
+
+    current = runs
+    with Live(_runs_table("runs", current), console=console, refresh_per_second=4, transient=True) as live:
+        while not all(settled(r) for r in current):
+            if time.monotonic() > deadline:
+                raise TimeoutError
+            time.sleep(POLL)
+            current = [audit.get_run(r.id) for r in runs]
+            live.update(_runs_table("runs", current))
+    return current
+
+
+def _in_process(handlers: list[str], work: Callable, *, stopped_early: str):
+    """Embedded: run ``work(runtime, sent)`` with the handlers served in this process (``work``
+    adds the ids of the runs it sends on to ``sent``); on Ctrl-C or a timeout say which of
+    them are left, and how to go on."""
+    from ..runtime import Runtime
+
+    load_all_handlers(handlers)
+    runtime, sent = Runtime(invocation.settings).start(), set()
+    try:
+        return work(runtime, sent)
+    except (KeyboardInterrupt, TimeoutError) as exc:
+        runtime.stop()
+        runtime = None
+        report_left(invocation.audit().unfinished_runs(ids=sent),
+                    stopped="interrupted" if isinstance(exc, KeyboardInterrupt) else stopped_early)
+        raise typer.Exit(130 if isinstance(exc, KeyboardInterrupt) else 2) from None
+    finally:
+        if runtime is not None:
+            runtime.stop()
+
+
+@app.command()
+def resume(
+    runs: Annotated[list[str], typer.Argument(help=(
+        "Run ids or their first characters (as `stackreflex audit runs` lists them); "
+        "none: every unfinished run."))] = [],
+    wait: Annotated[bool, typer.Option("--wait", "-w", help=(
+        "Follow them until they end (embedded: this process runs them until then); exit 1 unless all succeed."))] = False,
+    timeout: Timeout = 3600.0,
+    handlers: Handlers = [],
+) -> None:
+    """Send unfinished runs on: a waiting run is woken now, a pending one (or one whose worker died) is sent its message again.
+
+    With a broker, the workers take them up. Embedded, this process runs them until each ends or waits again (with --wait: until each ends), then says where they stand.
+
+    Example: stackreflex runs resume 3f2a9c1e --wait
+    """
+    settings = invocation.settings
+    audit = invocation.audit()
+    chosen = [_record(audit, r) for r in runs] if runs else audit.unfinished_runs()
+    if not chosen:
+        console.print("no unfinished run")
+        return
+    now = audit.clock.now()
+    if settings.embedded:
+        def work(runtime, touched: set):
+            movable = _movable(chosen, now, runtime.cloud, True)
+            sent = _send_on(runtime.audit, runtime.dispatcher.dispatch, movable, runtime.actors)
+            touched.update(r.id for r in sent)
+            return follow(runtime.audit, sent, timeout=timeout, to_the_end=wait) if sent else []
+
+        ended = _in_process(handlers, work, stopped_early=f"gave up following after {timeout:.0f}s")
+    else:
+        ended = _through_broker(audit, _movable(chosen, now, None, False), wait=wait, timeout=timeout)
+    _conclude(ended, embedded=settings.embedded, followed=wait or settings.embedded)
+
+
+def _through_broker(audit: AuditLog, runs: list[RunRecord], *, wait: bool, timeout: float) -> list[RunRecord]:
+    from ..bus.dispatch import Dispatcher, build_broker
+
+    broker = build_broker(invocation.settings)
+    try:
+        sent = _send_on(audit, Dispatcher(invocation.settings, broker).dispatch, runs, {r.handler for r in runs})
+    finally:
+        broker.close()
+    _say_unserved(audit, sent)
+    if not wait or not sent:
+        for run in sent:
+            console.print(f"sent run {run.id} ({run.handler}) on: follow it with `stackreflex audit show {run.id}`")
+        return []
+    try:
+        return follow(audit, sent, timeout=timeout, to_the_end=True)
+    except TimeoutError:
+        raise StackreflexError(f"gave up following after {timeout:.0f}s; the workers go on with the runs: "
+                               f"stackreflex audit show {sent[0].id}") from None
+
+
+def _say_unserved(audit: AuditLog, runs: list[RunRecord]) -> None:
+    served = audit.served_handlers(audit.clock.now() - timedelta(seconds=90))
+    for handler in sorted({r.handler for r in runs} - set(served)):
+        console.print(f"[yellow]no live worker serves {handler}:[/] its runs wait in its queue until one does")
+
+
+def _conclude(runs: list[RunRecord], *, embedded: bool, followed: bool) -> None:
+    if not runs:
+        return
+    console.print(_runs_table("runs", runs))
+    waiting = [r for r in runs if not r.finished]
+    if waiting and followed:
+        console.print(f"{len(waiting)} run(s) wait again"
+                      + (": nothing runs them in the background in embedded mode; "
+                         f"`stackreflex runs resume {' '.join(r.id for r in waiting)} --wait` follows them to the end"
+                         if embedded else ""))
+    if any(r.finished and r.status is not RunStatus.SUCCEEDED for r in runs):
+        raise typer.Exit(1)
+
+
+@app.command()
+def cancel(
+    run: Annotated[str, typer.Argument(help="The run's id, or its first characters.")],
+    reason: Annotated[str, typer.Option("--reason", "-r", help="Why: recorded with the run.")],
+    no_compensation: Annotated[bool, typer.Option("--no-compensation", help=(
+        "End it at once without running its handler's compensation (for a run whose handler is gone). "
+        "What it had done stays as it is."))] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the run to end.")] = CANCEL_TIMEOUT,
+    handlers: Handlers = [],
+) -> None:
+    """End an unfinished run `cancelled`. Its handler's compensation runs first: an evacuation cancelled before any migration re-enables nova-compute; otherwise it says exactly what was left and how to bring it back.
+
+    A waiting or pending run is cancelled at once; a running one stops at its next safe point (a step, a checkpoint, a wait).
+
+    Example: stackreflex runs cancel 3f2a9c1e --reason "maintenance window closed"
+    """
+    settings = invocation.settings
+    audit = invocation.audit()
+    found = _record(audit, run)
+    if found.finished:
+        console.print(f"run {found.id} ({found.handler}) already ended {found.status.value}; nothing to cancel")
+        raise typer.Exit(1)
+    if no_compensation:
+        if not audit.end_unserved(found.id, RunStatus.CANCELLED, f"cancelled: {reason}; no compensation ran "
+                                  "(--no-compensation): what it had done stays as it is"):
+            raise StackreflexError(f"run {found.id} is running in another process: cancel it without "
+                                   "--no-compensation, and it stops at its next safe point")
+        console.print(f"run {found.id} cancelled; no compensation ran: what it had done stays as it is")
+        return
+    requested = audit.request_cancel(found.id, reason)
+    if requested is None:
+        raise StackreflexError(f"run {found.id} ended meanwhile; nothing to cancel")
+    now = audit.clock.now()
+    running = requested.status is RunStatus.RUNNING and requested.lease_until and requested.lease_until > now
+    if running:
+        console.print(f"run {found.id} is running: it stops at its next safe point")
+    if settings.embedded:
+        def work(runtime, touched: set):
+            todo = [] if running else _movable([requested], now, runtime.cloud, True)
+            sent = _send_on(runtime.audit, runtime.dispatcher.dispatch, todo, runtime.actors)
+            touched.update(r.id for r in sent)
+            if not running and not sent:
+                raise typer.Exit(2)  # why was said above
+            return follow(runtime.audit, [requested], timeout=timeout, to_the_end=True)
+
+        [ended] = _in_process(handlers, work, stopped_early=f"gave up waiting for the cancel after {timeout:.0f}s")
+    else:
+        if not running:
+            _through_broker(audit, [requested], wait=False, timeout=timeout)
+        try:
+            [ended] = follow(audit, [requested], timeout=timeout, to_the_end=True)
+        except TimeoutError:
+            raise StackreflexError(f"the cancel is asked for and takes effect when a worker serving {found.handler} "
+                                   f"takes the run up; see `stackreflex audit show {found.id}`") from None
+    if ended.status is RunStatus.CANCELLED:
+        console.print(f"run {ended.id} ({ended.handler}) {ended.error}")
+        return
+    console.print(f"run {ended.id} ({ended.handler}) ended {ended.status.value} before the cancel took effect"
+                  + (f": {ended.error}" if ended.error else ""))
+    raise typer.Exit(1)

@@ -1,0 +1,111 @@
+"""A database outage is waited out, never turned into an error about the work.
+
+When the audit database cannot be reached (PostgreSQL restarting, a network cut, SQLite
+locked for long), a write is tried again with backoff until it goes through or the outage
+has lasted longer than a bound. The outage is logged once when it begins and once when it
+ends, however many threads wait through it. Errors that are not about reaching the
+database (a constraint, a bad value) pass through at once.
+"""
+
+import logging
+import threading
+from typing import Callable, TypeVar
+
+from sqlalchemy import exc as sa
+
+from ..clock import SYSTEM_CLOCK, Clock
+from ..errors import DatabaseUnavailable
+from ..redaction import redact_text
+
+log = logging.getLogger("stackreflex.audit")
+
+T = TypeVar("T")
+
+#: How long a write waits for the database to come back before giving up (seconds).
+DEFAULT_OUTAGE_LIMIT = 600.0
+#: Pauses between tries (seconds); the last one repeats.
+BACKOFF = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0)
+
+#: SQLite errors that pass when another process lets go of the file.
+_SQLITE_TRANSIENT = ("locked", "busy", "unable to open", "disk i/o")
+
+
+def is_outage(error: BaseException) -> bool:
+    """True if ``error`` says the database could not be reached, not that the work was wrong."""
+    if isinstance(error, sa.DBAPIError) and error.connection_invalidated:
+        return True
+    if isinstance(error, (sa.InterfaceError, sa.TimeoutError)):
+        return True
+    if isinstance(error, sa.OperationalError):
+        if type(error.orig).__module__.startswith("sqlite3"):
+            return any(word in str(error.orig).lower() for word in _SQLITE_TRANSIENT)
+        return True  # psycopg: connection refused or lost, server shutting down, serialization
+    return False
+
+
+class OutageGuard:
+    """Runs database work, waiting through outages (one guard per audit log, shared by threads)."""
+
+    def __init__(self, limit: float = DEFAULT_OUTAGE_LIMIT, clock: Clock = SYSTEM_CLOCK):
+        self.limit = limit
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._since: float | None = None
+        self._last_failure = 0.0
+        #: when the last outage ended (monotonic seconds), for work that must let the system settle first
+        self.ended_at: float | None = None
+
+    def run(self, work: Callable[[], T], *, wait: Callable[[float], None] | None = None,
+            limit: float | None = None) -> T:
+        """``work()``, tried again through an outage (for up to ``limit`` seconds, default the
+        guard's); ``wait(seconds)`` pauses between tries (a consumer passes one that keeps its
+        broker connection's heartbeats going)."""
+        limit = self.limit if limit is None else limit
+        started: float | None = None
+        tries = 0
+        while True:
+            try:
+                result = work()
+            except Exception as error:
+                if not is_outage(error):
+                    raise
+                now = self.clock.monotonic()
+                started = now if started is None else started
+                self._began(error, now)
+                if now - started >= limit:
+                    raise DatabaseUnavailable(
+                        f"the audit database has been unreachable for {now - started:.0f}s: "
+                        f"{redact_text(str(getattr(error, 'orig', error)))}") from None
+                (wait or self.clock.sleep)(BACKOFF[min(tries, len(BACKOFF) - 1)])
+                tries += 1
+                continue
+            if self._since is not None:
+                self._ended()
+            return result
+
+    def _began(self, error: BaseException, now: float) -> None:
+        with self._lock:
+            self._last_failure = now
+            if self._since is not None:
+                return
+            self._since = now
+        reason = redact_text(str(getattr(error, "orig", error))).strip().splitlines()
+        log.warning("audit database unreachable (%s); writes wait for it, for up to %.0fs",
+                    reason[0] if reason else type(error).__name__, self.limit)
+
+    def _ended(self) -> None:
+        now = self.clock.monotonic()
+        with self._lock:
+            # A write that went through while others still fail (a connection made just before
+            # the cut) does not end the outage: it ends once the failures have stopped.
+            if self._since is None or now - self._last_failure < BACKOFF[0]:
+                return
+            since, self._since, self.ended_at = self._since, None, now
+        log.warning("audit database reachable again after %.1fs", now - since)
+
+    def settled(self, seconds: float) -> bool:
+        """Neither in an outage nor out of one for less than ``seconds``."""
+        with self._lock:
+            if self._since is not None:
+                return False
+        return self.ended_at is None or self.clock.monotonic() - self.ended_at >= seconds

@@ -1,0 +1,253 @@
+"""The life of a run in this process: claim, execute, then succeed, fail, retry, wait or be
+cancelled; the one place each transition is decided and recorded.
+
+>>> execution = lifecycle.begin(handler, policy, body, wake=0)   # a ClaimRefusal if not now
+>>> lifecycle.call(execution)                                     # the handler, in the actor
+>>> lifecycle.end(execution, exception, retry=...)                # what the audit log says happened
+
+A wait sends its wake-up message first and parks the run second: a worker dying in between
+leaves the run running under a lease that lapses, and its redelivered message takes it over;
+a wake-up that arrives before its run is parked is sent again a moment later. (Parking first
+would leave a waiting run with no message until a reconciler noticed.) Long waits hop in segments of at most :data:`MAX_DELAY_HOP`, because the broker holds a
+delayed message unacknowledged and RabbitMQ closes consumers that hold one past
+``consumer_timeout`` (30 minutes by default).
+"""
+
+import logging
+import secrets
+import threading
+from datetime import timedelta
+from typing import Any, Callable
+
+from ..bus.envelope import Envelope
+from ..clock import SYSTEM_CLOCK, Clock
+from ..errors import DatabaseUnavailable, HandlerFailed
+from ..models.audit import AuditLog
+from ..models.records import ClaimRefusal
+from ..models.tables import RunStatus
+from .execution import Cancelled, Execution, Failed, Succeeded, Suspended
+from .policy import RetryPolicy
+from .waits import LeaseLost, RunCancelled, Suspend
+
+log = logging.getLogger("stackreflex.run")
+
+#: Longest single delay of a wake-up message (seconds); longer waits take several hops.
+MAX_DELAY_HOP = 300.0
+#: Extra wait after another execution's lease would lapse before trying its run again (seconds).
+LEASE_SLACK = 0.5
+#: Delay before a wake-up that overtook the parking of its run tries again (seconds).
+EARLY_RETRY = 1.0
+
+#: ``dispatch(handler, body, wake, delay_seconds)``: send a handler's message (``delay`` None: now).
+Dispatch = Callable[[str, dict, int, float | None], None]
+
+
+class Lifecycle:
+    """Runs executions of the handlers this process serves.
+
+    ``context_factory(execution)`` makes what the handler is handed (a
+    :class:`~stackreflex.handlers.context.RunContext`); ``notify(envelope)`` sends run notices
+    to whoever follows the envelope (``--wait``), when ``announces(envelope)`` says so.
+    """
+
+    def __init__(self, *, audit: AuditLog, owner: str, lease_seconds: float, dispatch: Dispatch,
+                 context_factory: Callable[[Execution], Any], notify: Callable[[Envelope], None],
+                 announces: Callable[[Envelope], bool], clock: Clock = SYSTEM_CLOCK):
+        self.audit, self.owner, self.lease_seconds = audit, owner, lease_seconds
+        self.dispatch, self.context_factory = dispatch, context_factory
+        self.notify, self.announces, self.clock = notify, announces, clock
+        #: set when the process stops: executions park at their next wait instead of waiting in place
+        self.stopping = threading.Event()
+        self._active: dict[str, Execution] = {}
+        self._lock = threading.Lock()
+
+    # -- one execution --------------------------------------------------------------------
+
+    def begin(self, handler: Any, policy: RetryPolicy, body: dict, wake: int) -> Execution | ClaimRefusal:
+        """Claim the run of (``body``'s envelope, ``handler``) for an execution answering wake-up
+        ``wake``, or say why this message may not run it now."""
+        envelope = Envelope.model_validate(body)
+        token = f"{self.owner}/{secrets.token_hex(4)}"
+        claim = self.audit.claim(envelope.id, handler.name, wake=wake, token=token, lease_seconds=self.lease_seconds)
+        if not claim.granted:
+            self._refused(handler, envelope, body, wake, claim.refused, claim.run)
+            return claim.refused
+        run = claim.run
+        waiting = self.audit.waiting_steps(run.id) if run.wake else []
+        execution = Execution(run=run, envelope=envelope, body=body, handler=handler, policy=policy, token=token,
+                              audit=self.audit, clock=self.clock, stopping=self.stopping, waiting_steps=waiting)
+        with self._lock:
+            self._active[run.id] = execution
+        log.info("run started: %s for %s %s (attempt %d%s)", handler.name, envelope.type, envelope.subject or "",
+                 run.attempts, f", wake {run.wakes}" if run.wakes else "",
+                 extra={"run_id": run.id, "handler": handler.name, "envelope_id": envelope.id})
+        return execution
+
+    def _refused(self, handler, envelope: Envelope, body: dict, wake: int, why: ClaimRefusal, run) -> None:
+        if why is ClaimRefusal.NOT_DUE:  # a long wait's next hop
+            remaining = (run.wake_at - self.clock.now()).total_seconds()
+            self._send(handler.name, body, wake, min(max(remaining, 0.0), MAX_DELAY_HOP), run.id)
+            return
+        if why is ClaimRefusal.BUSY:
+            # A redelivered message (its worker's connection broke): if that worker died, this
+            # message is what takes the run over once the lease lapses; if it lives, a skip then.
+            remaining = (run.lease_until - self.clock.now()).total_seconds() if run.lease_until else 0.0
+            self._send(handler.name, body, wake, min(max(remaining, 0.0) + LEASE_SLACK, MAX_DELAY_HOP), run.id)
+        if why is ClaimRefusal.AHEAD:  # sent just before its run was parked
+            self._send(handler.name, body, wake, EARLY_RETRY, run.id)
+        if why is ClaimRefusal.MISSING:
+            log.warning("no run exists for a message to %s about envelope %s: only the router creates runs; "
+                        "the message is dropped", handler.name, envelope.id, extra={"handler": handler.name})
+            return
+        level = logging.DEBUG if why is ClaimRefusal.STALE else logging.INFO
+        log.log(level, "run %s of %s not started by this message: %s (%s)", run.id, handler.name, why.value,
+                run.status.value, extra={"run_id": run.id, "handler": handler.name})
+
+    def call(self, execution: Execution) -> None:
+        """Run the handler (or, for a cancel, its compensation); the outcome is kept on the
+        execution for :meth:`end`. Any other exception goes to dramatiq's retries."""
+        ctx = self.context_factory(execution)
+        try:
+            if execution.cancel_reason is not None:
+                execution.outcome = self._compensate(execution, ctx)
+                return
+            execution.handler.fn(execution.envelope, ctx)
+            execution.outcome = Succeeded()
+        except Suspend as wait:
+            execution.outcome = Suspended(wait)
+        except HandlerFailed as exc:
+            execution.outcome = Failed(str(exc))
+        except RunCancelled:
+            execution.outcome = self._compensate(execution, ctx)
+        except LeaseLost:
+            execution.lost = True
+
+    def _compensate(self, execution: Execution, ctx) -> Cancelled | Suspended | None:
+        """A cancel: the handler's compensation undoes what can be undone and says what is left."""
+        execution.compensating = True
+        handler, reason = execution.handler, execution.cancel_reason
+        compensate = getattr(handler, "compensate", None)
+        failure = None
+        try:
+            summary = compensate(execution.envelope, ctx, reason) if compensate else None
+            summary = summary or _no_compensation(execution)
+        except Suspend as wait:
+            return Suspended(wait)  # the compensation waits too; it goes on when the run wakes
+        except LeaseLost:
+            execution.lost = True
+            return None
+        except Exception as exc:  # noqa: BLE001 - the run ends cancelled whatever the compensation did
+            failure = f"{type(exc).__name__}: {exc}"
+            summary = f"its compensation failed ({failure}); what the run had done stays as it is"
+        execution.record_step("cancel", target=execution.envelope.subject, started_at=self.clock.now(),
+                              finished_at=None, status="failed" if failure else "succeeded",
+                              detail={"reason": reason, "left": summary}, error=failure)
+        return Cancelled(summary)
+
+    def may_retry(self, execution: Execution) -> bool:
+        """dramatiq's ``retry_when``: another execution, by the run's budget."""
+        return not execution.lost and execution.policy.may_retry(execution.run)
+
+    def end(self, execution: Execution, exception: BaseException | None, *, retry: bool, retries: int = 0) -> None:
+        """Record how the execution ended (``retries``: the message's retries before this one)."""
+        with self._lock:
+            self._active.pop(execution.run.id, None)
+        try:
+            if execution.lost or isinstance(exception, LeaseLost) or (exception is None and execution.outcome is None):
+                log.warning("run %s: another execution took it over; this one's outcome is not recorded",
+                            execution.label, extra={"run_id": execution.run.id})
+            elif exception is not None:
+                self._failed(execution, exception, retry, retries)
+            elif isinstance(execution.outcome, Suspended):
+                self._suspend(execution, execution.outcome.wait)
+            elif isinstance(execution.outcome, Succeeded):
+                self._finish(execution, RunStatus.SUCCEEDED, None)
+            elif isinstance(execution.outcome, Failed):
+                self._finish(execution, RunStatus.FAILED, execution.outcome.reason)
+            else:
+                self._finish(execution, RunStatus.CANCELLED,
+                             f"cancelled: {execution.cancel_reason}; {execution.outcome.summary}")
+        except DatabaseUnavailable as exc:
+            log.error("could not record how run %s ended: %s; it stays as it was until a reconciler takes it "
+                      "over once its lease lapses", execution.label, exc, extra={"run_id": execution.run.id})
+
+    def _failed(self, execution: Execution, exception: BaseException, retry: bool, retries: int) -> None:
+        run, error = execution.run, f"{type(exception).__name__}: {exception}"
+        if not retry:
+            self._finish(execution, RunStatus.DEAD, f"{error} (no retries left after {run.attempts} attempt(s))")
+            return
+        within = execution.policy.retry_due_within(retries)
+        if not self.audit.release_for_retry(run.id, execution.token, error, self.clock.now() + timedelta(seconds=within)):
+            return self._lost(execution)
+        log.warning("run %s failed (attempt %d); retrying within %.1fs: %s", run.handler, run.attempts, within, error,
+                    extra={"run_id": run.id, "handler": run.handler})
+
+    def _suspend(self, execution: Execution, wait: Suspend) -> None:
+        run = execution.run
+        wake_at = self.clock.now() + timedelta(seconds=wait.after)
+        self._send(run.handler, execution.body, run.wake + 1, min(wait.after, MAX_DELAY_HOP), run.id)
+        if not self.audit.suspend(run.id, execution.token, wake=run.wake + 1, wake_at=wake_at, deadline=wait.deadline,
+                                  wait_key=wait.key[:255], waiting_for=wait.waiting_for, state=execution.state):
+            return self._lost(execution)
+        self._announce(execution, "run.progress", RunStatus.WAITING, note=f"waiting for {wait.waiting_for}")
+        log.info("run waiting: %s for %s, re-check in %.1fs", run.handler, wait.waiting_for, wait.after,
+                 extra={"run_id": run.id, "handler": run.handler})
+
+    def _finish(self, execution: Execution, status: RunStatus, error: str | None) -> None:
+        run = execution.run
+        leftover = (f"the run ended {status.value} without coming back to this step"
+                    if execution.unfinished_steps else None)
+        if not self.audit.finish(run.id, execution.token, status, error, close_steps=leftover):
+            return self._lost(execution)
+        self._announce(execution, "run.finished", status, error=error)
+        level = logging.INFO if status in (RunStatus.SUCCEEDED, RunStatus.CANCELLED) else logging.ERROR
+        log.log(level, "run %s: %s%s", status.value, run.handler, f": {error}" if error else "",
+                extra={"run_id": run.id, "handler": run.handler, "status": status.value})
+
+    def _lost(self, execution: Execution) -> None:
+        execution.lost = True
+        log.warning("run %s: another execution took it over before this one could record its end",
+                    execution.label, extra={"run_id": execution.run.id})
+
+    def _send(self, handler: str, body: dict, wake: int, delay: float | None, run_id: str) -> None:
+        try:
+            self.dispatch(handler, body, wake, delay)
+        except Exception as exc:  # noqa: BLE001 - the run is recorded; a reconciler sends it later
+            log.warning("could not send run %s its next message (%s); a reconciler sends it once it is overdue",
+                        run_id, exc, extra={"run_id": run_id})
+
+    def _announce(self, execution: Execution, type: str, status: RunStatus, **data) -> None:
+        if not self.announces(execution.envelope):
+            return
+        run = execution.run
+        try:
+            self.notify(Envelope.new(type, subject=execution.envelope.subject, cause=execution.envelope, data={
+                "run_id": run.id, "handler": run.handler, "envelope_id": execution.envelope.id,
+                "status": status.value, "attempts": run.attempts, **data}))
+        except Exception as exc:  # noqa: BLE001 - a notice must never fail a run
+            log.warning("could not publish %s: %s", type, exc)
+
+    # -- what every execution of this process shares ---------------------------------------
+
+    def active(self) -> list[Execution]:
+        with self._lock:
+            return list(self._active.values())
+
+    def heartbeat(self) -> None:
+        """Extend the leases of this process's executions; tell each whether it still holds its
+        run and whether a cancel was asked for."""
+        executions = {e.run.id: e for e in self.active()}
+        fences = self.audit.heartbeat({run_id: e.token for run_id, e in executions.items()}, self.lease_seconds)
+        for run_id, fence in fences.items():
+            execution = executions[run_id]
+            if not fence.held:
+                execution.lost = True
+            elif fence.cancel_reason and execution.cancel_reason is None:
+                execution.cancel_reason = fence.cancel_reason
+
+
+def _no_compensation(execution: Execution) -> str:
+    run = execution.run
+    where = run.progress_note or (f"waiting for {run.waiting_for}" if run.waiting_for else None)
+    return (f"{run.handler} undoes nothing when cancelled; what it had done stays as it is"
+            + (f" (it was at: {where})" if where else ""))
