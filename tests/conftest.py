@@ -226,7 +226,7 @@ def queues_drained(namespace: str) -> bool:
     listed = subprocess.run(argv if os.getuid() == 0 else ["sudo", "-n", *argv], capture_output=True, text=True,
                             timeout=60, check=True).stdout
     mine = [q for q in json.loads(listed or "[]") if q["name"].startswith(f"{namespace}.")
-            and not q["name"].endswith(".XQ") and ".follow." not in q["name"]]
+            and not q["name"].endswith((".XQ", ".dlq")) and ".follow." not in q["name"]]
     return all(q["messages_ready"] == 0 and q["messages_unacknowledged"] == 0 for q in mine)
 
 

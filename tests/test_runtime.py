@@ -23,7 +23,7 @@ from stackreflex.models.audit import AuditLog
 from stackreflex.models.queries import RunFilter, list_envelopes, list_runs, run_with_steps
 
 from .broker_proxy import BrokerProxy
-from .conftest import make_settings, run_cli, wait_for
+from .conftest import make_settings, run_cli, wait_drained, wait_for
 
 
 def runs_of(audit: AuditLog, envelope: Envelope) -> dict[str, dict]:
@@ -89,7 +89,7 @@ def test_the_same_envelope_published_twice_runs_once(broker_url, sqlite_url, nam
     audit = AuditLog.open(sqlite_url)
     wait_for(lambda: len(list_envelopes(audit)) == 2, message="both copies received")
     wait_for(lambda: runs_of(audit, envelope).get("note", {}).get("status") == "succeeded", message="run done")
-    time.sleep(1.0)  # time for a second run to show up, were there one
+    wait_drained(settings.namespace)  # every delivery handled: a second run or execution would show now
     assert len(list_runs(audit, RunFilter())) == 1
     assert sorted(e["status"] for e in list_envelopes(audit)) == ["accepted", "duplicate"]
     assert len(marks(mark)) == 1
@@ -162,7 +162,7 @@ def test_a_worker_killed_mid_handler_hands_the_run_to_a_new_worker_exactly_once(
     audit = AuditLog.open(sqlite_url)
     wait_for(lambda: runs_of(audit, envelope).get("block_until_released", {}).get("status") == "succeeded",
              timeout=40, message="run finished by the second worker")
-    time.sleep(1.0)
+    wait_drained(settings.namespace)
     run = runs_of(audit, envelope)["block_until_released"]
     assert run["attempts"] == 2
     assert [line.split()[0] for line in marks(mark)] == ["start", "start", "done"]
@@ -389,7 +389,7 @@ def test_a_backlog_is_routed_in_batches_with_nothing_lost_doubled_or_left_unackn
     # A batch whose confirms went astray would hold its envelopes for the 30 s confirm timeout.
     wait_for(lambda: len(list_runs(audit, RunFilter(status=["succeeded"], limit=1000))) == 150, timeout=20,
              message="every envelope's run succeeded")
-    time.sleep(1.0)  # time for a doubled run to show up, were there one
+    wait_drained(settings.namespace)  # a doubled run or execution would show now
     assert sorted(line.split()[1] for line in marks(mark)) == sorted(e.id for e in envelopes)
     statuses = [e["status"] for e in list_envelopes(audit, limit=1000)]
     assert (statuses.count("accepted"), statuses.count("duplicate"), statuses.count("rejected")) == (150, 1, 1)
@@ -407,7 +407,7 @@ def test_a_backlog_is_routed_in_batches_with_nothing_lost_doubled_or_left_unackn
         thread.join()
     wait_for(lambda: len(list_runs(audit, RunFilter(status=["succeeded"], limit=1000))) == 750, timeout=25,
              message="every streamed envelope's run succeeded")
-    time.sleep(1.0)
+    wait_drained(settings.namespace)
     assert sorted(line.split()[1] for line in marks(mark)) == sorted(e.id for e in envelopes + stream)
     worker.terminate()  # what the router left unacknowledged would now be back in its queue
     with Connection(normalise_amqp_url(broker_url)) as c:
@@ -437,7 +437,7 @@ def test_a_batch_the_audit_log_refuses_parks_each_valid_envelope_once_and_the_ga
         return listed.returncode == 0 and json.loads(listed.stdout or "[]")
 
     items = wait_for(lambda: len(p := parked() or []) >= 4 and p, timeout=40, message="four parked messages")
-    time.sleep(2.0)  # time for a second parking of the garbage to show up, were there one
+    wait_drained(settings.namespace)  # nothing left to route: a second parking of the garbage would show now
     reasons = sorted(i["reason"] for i in parked())
     assert len(reasons) == 4, reasons
     assert sum("not JSON" in r for r in reasons) == 1

@@ -84,21 +84,22 @@ class Lifecycle:
         return execution
 
     def _refused(self, handler, envelope: Envelope, body: dict, wake: int, why: ClaimRefusal, run) -> None:
-        if why is ClaimRefusal.NOT_DUE:  # a long wait's next hop
-            remaining = (run.wake_at - self.clock.now()).total_seconds()
-            self._send(handler.name, body, wake, min(max(remaining, 0.0), MAX_DELAY_HOP), run.id)
-            return
-        if why is ClaimRefusal.BUSY:
-            # A redelivered message (its worker's connection broke): if that worker died, this
-            # message is what takes the run over once the lease lapses; if it lives, a skip then.
-            remaining = (run.lease_until - self.clock.now()).total_seconds() if run.lease_until else 0.0
-            self._send(handler.name, body, wake, min(max(remaining, 0.0) + LEASE_SLACK, MAX_DELAY_HOP), run.id)
-        if why is ClaimRefusal.AHEAD:  # sent just before its run was parked
-            self._send(handler.name, body, wake, EARLY_RETRY, run.id)
+        """Log why this message does not run its run, and send the message again where it is
+        still the run's way forward."""
         if why is ClaimRefusal.MISSING:
             log.warning("no run exists for a message to %s about envelope %s: only the router creates runs; "
                         "the message is dropped", handler.name, envelope.id, extra={"handler": handler.name})
             return
+        if why is ClaimRefusal.NOT_DUE:  # a long wait's next hop
+            self._send(handler.name, body, wake, _until(run.wake_at, self.clock, MAX_DELAY_HOP), run.id)
+            return
+        if why is ClaimRefusal.BUSY:
+            # A redelivered message (its worker's connection broke): if that worker died, this
+            # message is what takes the run over once the lease lapses; if it lives, a skip then.
+            self._send(handler.name, body, wake, _until(run.lease_until, self.clock, MAX_DELAY_HOP) + LEASE_SLACK,
+                       run.id)
+        elif why is ClaimRefusal.AHEAD:  # sent just before its run was parked
+            self._send(handler.name, body, wake, EARLY_RETRY, run.id)
         level = logging.DEBUG if why is ClaimRefusal.STALE else logging.INFO
         log.log(level, "run %s of %s not started by this message: %s (%s)", run.id, handler.name, why.value,
                 run.status.value, extra={"run_id": run.id, "handler": handler.name})
@@ -244,6 +245,11 @@ class Lifecycle:
                 execution.lost = True
             elif fence.cancel_reason and execution.cancel_reason is None:
                 execution.cancel_reason = fence.cancel_reason
+
+
+def _until(moment, clock: Clock, longest: float) -> float:
+    """Seconds from now until ``moment`` (none if it passed or is unknown), at most ``longest``."""
+    return min(max((moment - clock.now()).total_seconds(), 0.0), longest) if moment is not None else 0.0
 
 
 def _no_compensation(execution: Execution) -> str:
