@@ -17,10 +17,11 @@ from stackreflex.bus.envelope import Envelope
 from stackreflex.models.audit import AuditLog
 from stackreflex.models.queries import RunFilter, list_envelopes, list_runs
 from stackreflex.sim.faults import Fault
+from stackreflex.settings import Settings
 from stackreflex.sim.nodes import BOOT_ID
 
 from .broker_proxy import BrokerProxy
-from .conftest import env_for, make_settings, run_cli, wait_drained, wait_for
+from .conftest import HANDLERS, env_for, make_settings, run_cli, wait_drained, wait_for
 from .test_host_maintenance import HOST, OTHERS, node_of, start_cloud
 from .test_runtime import marks, publish, publish_all, runs_of
 
@@ -63,6 +64,31 @@ def test_the_retry_budget_of_a_run_holds_across_its_wakes(broker_url, sqlite_url
     assert [line.split()[0] for line in marks(mark)] == ["boom", "boom"]
     assert (run["attempts"], run["wakes"]) == (2, 2)
     assert "boom 2" in run["error"] and "no retries left after 2 attempt(s)" in run["error"]
+
+
+def test_an_embedded_command_that_times_out_says_what_it_left_and_runs_resume_goes_on_with_it(tmp_path):
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/audit.db")
+    path, mark = tmp_path / "appears-later", tmp_path / "marks"
+    given_up = run_cli(settings, tmp_path, "publish", "test.wait", "-s", "upload", "-H", HANDLERS, "--timeout", "2",
+                       "-d", json.dumps({"path": str(path), "mark": str(mark), "every": 0.3}))
+    assert given_up.returncode == 2 and given_up.stderr.strip().splitlines()[-1] == "error: gave up waiting after 2s"
+    [run] = json.loads(run_cli(settings, tmp_path, "audit", "runs", "--json").stdout)
+    assert run["status"] == "waiting" and run["attempts"] == 1 and run["wakes"] >= 1
+    out = " ".join(given_up.stdout.split())
+    assert "gave up waiting after 2s: 1 run(s) left, and nothing runs them in the background" in out
+    assert f"stackreflex runs resume {run['id']} --wait" in out and "the runs go on" not in out
+
+    unloaded = run_cli(settings, tmp_path, "runs", "resume", run["id"])
+    assert "handler wait_for_file is not loaded here: pass --handlers" in " ".join(unloaded.stdout.split())
+    waiting = json.loads(run_cli(settings, tmp_path, "audit", "waiting", "--json").stdout)
+    assert [(w["id"], w["served_by"]) for w in waiting] == [(run["id"], 0)], "no live process serves it"
+
+    path.write_text("here")
+    resumed = run_cli(settings, tmp_path, "runs", "resume", "-H", HANDLERS, "--wait", timeout=60)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    [done] = json.loads(run_cli(settings, tmp_path, "audit", "runs", "--json").stdout)
+    assert (done["status"], done["attempts"]) == ("succeeded", 1) and done["wakes"] > run["wakes"]
+    assert [line.split()[0] for line in marks(mark)][-1] == "found"
 
 
 def embedded_cloud(tmp_path, **options):
