@@ -23,7 +23,7 @@ from stackreflex.sim.nodes import BOOT_ID
 from .broker_proxy import BrokerProxy
 from .conftest import HANDLERS, env_for, make_settings, run_cli, wait_drained, wait_for
 from .test_host_maintenance import HOST, OTHERS, node_of, start_cloud
-from .test_runtime import marks, publish, publish_all, runs_of
+from .test_runtime import marks, publish, publish_all, run_ends, runs_of
 
 
 def test_a_run_that_waits_inside_a_step_twice_shows_one_attempt_two_wakes_and_no_failure(
@@ -56,11 +56,9 @@ def test_the_retry_budget_of_a_run_holds_across_its_wakes(broker_url, sqlite_url
     mark = tmp_path / "marks"
     envelope = Envelope.new("test.flaky", subject="budget", data={"mark": str(mark)})
     publish(settings, envelope)
-    audit = AuditLog.open(sqlite_url)
-    wait_for(lambda: runs_of(audit, envelope).get("fail_after_each_wake", {}).get("status") == "dead", timeout=30,
-             message="dead run")
-    wait_drained(namespace)
-    run = runs_of(audit, envelope)["fail_after_each_wake"]
+    run_ends(AuditLog.open(sqlite_url), envelope, "fail_after_each_wake", "dead")
+    wait_drained(namespace)  # no execution is left to come: what the audit log says now is final
+    run = runs_of(AuditLog.open(sqlite_url), envelope)["fail_after_each_wake"]
     assert [line.split()[0] for line in marks(mark)] == ["boom", "boom"]
     assert (run["attempts"], run["wakes"]) == (2, 2)
     assert "boom 2" in run["error"] and "no retries left after 2 attempt(s)" in run["error"]

@@ -30,6 +30,13 @@ def runs_of(audit: AuditLog, envelope: Envelope) -> dict[str, dict]:
     return {r["handler"]: r for r in list_runs(audit, RunFilter(correlation_id=envelope.correlationid))}
 
 
+def run_ends(audit: AuditLog, envelope: Envelope, handler: str, status: str, timeout: float = 30) -> dict:
+    """Wait until ``handler``'s run of ``envelope`` has ``status``; returns the run."""
+    wait_for(lambda: runs_of(audit, envelope).get(handler, {}).get("status") == status, timeout=timeout,
+             message=f"{handler}'s run {status}")
+    return runs_of(audit, envelope)[handler]
+
+
 def marks(path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
@@ -362,10 +369,7 @@ def test_a_handler_past_its_time_limit_is_interrupted_and_retried(broker_url, sq
     mark = tmp_path / "marks"
     envelope = Envelope.new("test.slow", subject="slow", data={"mark": str(mark)})
     publish(settings, envelope)
-    audit = AuditLog.open(sqlite_url)
-    wait_for(lambda: runs_of(audit, envelope).get("too_slow", {}).get("status") == "dead", timeout=30,
-             message="dead after the time limit")
-    run = runs_of(audit, envelope)["too_slow"]
+    run = run_ends(AuditLog.open(sqlite_url), envelope, "too_slow", "dead")
     assert run["attempts"] == 2 and "TimeLimitExceeded" in run["error"]
     assert run["duration_s"] < 5, "the handler was interrupted, not left to finish its sleep"
     assert [s["status"] for s in run_with_steps(audit, run["id"])["steps"]] == ["failed", "failed"]

@@ -94,7 +94,8 @@ def _send_on(audit: AuditLog, dispatch: Callable[[str, dict, int, float | None],
         body = audit.kept_envelope(run.envelope_id)
         if body is None:
             console.print(f"[red]run {run.id} cannot be sent on:[/] its envelope {run.envelope_id} carried secrets, "
-                          "which the audit log does not keep; publish it again, or cancel the run")
+                          "which the audit log does not keep; publish it again, or end the run with "
+                          f"`stackreflex runs cancel {run.id} --no-compensation`")
             continue
         if run.status is RunStatus.WAITING:
             audit.wake_now(run.id)

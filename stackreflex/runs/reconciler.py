@@ -51,9 +51,10 @@ class Reconciler:
             body = self.audit.kept_envelope(run.envelope_id)
             if body is None:
                 log.warning("run %s of %s is %s with nothing to move it on, and cannot be re-dispatched: its "
-                            "envelope %s carried secrets, which the audit log does not keep; publish it again, "
-                            "or end it with `stackreflex runs cancel %s`", run.id, run.handler, run.status.value,
-                            run.envelope_id, run.id, extra={"run_id": run.id, "handler": run.handler})
+                            "envelope %s carried secrets, which the audit log does not keep; publish it again, or "
+                            "end it with `stackreflex runs cancel %s --reason TEXT --no-compensation`",
+                            run.id, run.handler, run.status.value, run.envelope_id, run.id,
+                            extra={"run_id": run.id, "handler": run.handler})
                 continue
             self.dispatch(run.handler, body, run.wake, None)
             log.warning("re-dispatched run %s of %s: %s", run.id, run.handler, why_overdue(run),

@@ -127,12 +127,15 @@ class HandlerKit:
         self.broker = _KitBroker(self.clock, [Retries(), self.middleware])
         self.dispatcher = Dispatcher(self.settings, self.broker)
         self.handlers: dict[str, Handler] = {}
+        #: the envelopes given to :meth:`run`, as given (the audit log keeps them redacted)
+        self._bodies: dict[str, dict] = {}
 
     def run(self, handler: Handler | Callable, envelope: Envelope, *, until_waiting: bool = False,
             max_messages: int = 1000) -> RunResult:
         """Route ``envelope`` to ``handler`` (a function decorated with ``@handler``) and process its
         messages until the run ends (or, with ``until_waiting``, until it first waits)."""
         served = self.serve(handler)
+        self._bodies[envelope.id] = envelope.to_dict()
         [accepted] = self.audit.accept_many([(envelope, [served.name])])
         if accepted.runs[served.name].created:
             self.dispatcher.dispatch(served.name, envelope)
@@ -191,7 +194,7 @@ class HandlerKit:
         """What ``stackreflex runs cancel`` does: ask for the cancel, and send the run a message."""
         run = self.audit.request_cancel(run_id, reason)
         if run is not None and run.status != "running":
-            self.dispatcher.dispatch(run.handler, self.audit.kept_envelope(run.envelope_id), run.wake)
+            self.dispatcher.dispatch(run.handler, self._bodies[run.envelope_id], run.wake)
 
     def result(self, run_id: str, messages: int = 0) -> RunResult:
         return RunResult(self.audit.get_run(run_id), run_with_steps(self.audit, run_id)["steps"], messages,
