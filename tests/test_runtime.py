@@ -369,7 +369,8 @@ def test_a_handler_past_its_time_limit_is_interrupted_and_retried(broker_url, sq
     mark = tmp_path / "marks"
     envelope = Envelope.new("test.slow", subject="slow", data={"mark": str(mark)})
     publish(settings, envelope)
-    run = run_ends(AuditLog.open(sqlite_url), envelope, "too_slow", "dead")
+    audit = AuditLog.open(sqlite_url)
+    run = run_ends(audit, envelope, "too_slow", "dead")
     assert run["attempts"] == 2 and "TimeLimitExceeded" in run["error"]
     assert run["duration_s"] < 5, "the handler was interrupted, not left to finish its sleep"
     assert [s["status"] for s in run_with_steps(audit, run["id"])["steps"]] == ["failed", "failed"]
