@@ -18,7 +18,7 @@ MASK = "***"
 #: Keys whose values are secrets wherever they appear (matched case-insensitively, ``-``/``_`` alike).
 SECRET_KEYS = re.compile(
     r"^(.*_)?(password|passwd|secret|token|auth_token|x_auth_token|x_subject_token|"
-    r"temp_url_sig|temp_url_key|private_key|api_key|signing_key|credential|credentials)$"
+    r"temp_url_sig|temp_url_key|private_key|api_key|signing_key|secret_access_key|credential|credentials)$"
 )
 
 _TEXT_PATTERNS = [
@@ -29,7 +29,8 @@ _TEXT_PATTERNS = [
     # user:password@ in URLs
     (re.compile(r"(\w+://[^:/\s@]+:)[^@\s/]+(@)"), r"\1" + MASK + r"\2"),
     # password=..., "password": "..."
-    (re.compile(r"((?:password|passwd|secret|token)[\"']?\s*[:=]\s*[\"']?)[^\s\"'&,}]+", re.I), r"\1" + MASK),
+    (re.compile(r"((?:password|passwd|secret_access_key|secret|token)[\"']?\s*[:=]\s*[\"']?)[^\s\"'&,}]+", re.I),
+     r"\1" + MASK),
     # PEM private keys
     (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.S), MASK),
 ]

@@ -83,6 +83,10 @@ class Settings(BaseModel):
     agent_polling_interval: int = Field(30, ge=1)
     #: Nodes configured at once by `agents configure`.
     agent_concurrency: int = Field(16, ge=1, le=512)
+    #: How long a node's run waits for its agent to fetch its metadata, then for Heat's software
+    #: deployments of its server to complete (seconds); past it, the run fails naming what waits.
+    agent_fetch_deadline: float = Field(600.0, gt=0)
+    deployments_deadline: float = Field(1800.0, gt=0)
     #: Per-handler retry and time policy, overriding the handler's own: {name: {max_retries, min_backoff,
     #: max_backoff, time_limit}} (TOML table, or JSON in STACKREFLEX_HANDLER_OVERRIDES).
     handler_overrides: dict[str, dict[str, float]] = Field(default_factory=dict)

@@ -145,7 +145,7 @@ def env_for(settings: Settings, tmp_path: Path, extra: dict | None = None) -> di
     if settings.signing_key is not None:
         env["STACKREFLEX_SIGNING_KEY"] = settings.signing_key.get_secret_value()
     for name in ("inventory", "ssh_key_file", "ssh_known_hosts", "ssh_user", "agent_layout", "reconcile_grace",
-                 "reconcile_interval", "database_outage_limit"):
+                 "reconcile_interval", "database_outage_limit", "agent_polling_interval", "deployments_deadline"):
         value = getattr(settings, name)
         if value is not None and value != Settings.model_fields[name].default:
             env[f"STACKREFLEX_{name.upper()}"] = str(value)

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import text
 
 from stackreflex.models.audit import AuditLog
-from stackreflex.models.queries import RunFilter, list_runs, run_with_steps
+from stackreflex.models.queries import RunFilter, list_envelopes, list_runs, run_with_steps
 from stackreflex.sim.faults import Fault
 from stackreflex.sim.scenario import Role, Scenario
 from stackreflex.tasks.inventory import Host, InventoryError, load_inventory
@@ -18,13 +18,13 @@ from .conftest import make_settings, overcloud_with_nodes, run_cli, wait_for
 
 def start_deployment(tmp_path, broker_url, sqlite_url, namespace, controllers=3, **options):
     """A simulated overcloud waiting for its agents, and settings that reach its nodes."""
-    scenario = Scenario(deployment_time=0.3, roles=[
+    scenario = Scenario(deployment_time=0.1, roles=[
         Role("ControllerDeployedServer", controllers, ["127.0.0.11", "127.0.0.12", "127.0.0.13"][:controllers]),
         Role("ComputeDeployedServer", 2, ["127.0.0.21", "127.0.0.22", "127.0.0.23", "127.0.0.24"])], **options)
-    return overcloud_with_nodes(
+    return overcloud_with_nodes(  # the agents poll every second: each member stack waits for two polls
         tmp_path, scenario, lambda oc: {"roles": {r.name: [f"{h}:{oc.nodes[h].port}" for h in r.hosts]
                                                   for r in scenario.roles}},
-        make_settings(broker_url, sqlite_url, namespace))
+        make_settings(broker_url, sqlite_url, namespace, agent_polling_interval=1))
 
 
 @pytest.fixture
@@ -161,7 +161,8 @@ def test_agents_configure_does_the_whole_stack_in_a_window_and_status_shows_each
     assert done.stdout.count("succeeded") >= 5 and "written" in done.stdout
     wait_for(lambda: oc.heat.root.status == "CREATE_COMPLETE", timeout=30, message="deployment complete")
     shown = run_cli(settings, tmp_path, "agents", "status", "--stack", "overcloud", env=os_env)
-    assert shown.returncode == 0 and shown.stdout.count("polling") == 5 and "CREATE_COMPLETE" in shown.stdout
+    assert shown.returncode == 0 and shown.stdout.count("polling") == 5
+    assert shown.stdout.count("4/4 deployments complete") == 5, shown.stdout
     again = run_cli(settings, tmp_path, "agents", "configure", "--stack", "overcloud", "--wait", "--timeout", "90",
                     env=os_env, timeout=120)
     assert again.returncode == 0 and again.stdout.count("unchanged") == 5, again.stdout
@@ -204,27 +205,32 @@ def test_an_unreachable_node_is_retried_then_fails_alone_and_status_shows_it(dep
     assert "unreachable" in line and shown.stdout.count("polling") == 4
 
 
-@pytest.mark.parametrize("layout", ["ini", "local-data"])
-def test_poll_server_heat_nodes_get_the_heat_collector_and_the_password_stays_on_the_node(
-        tmp_path, broker_url, sqlite_url, namespace, workers, layout):
-    oc, settings = start_deployment(tmp_path, broker_url, sqlite_url, namespace, controllers=1,
-                                    transport="POLL_SERVER_HEAT")
+@pytest.mark.parametrize("transport, layout", [("POLL_SERVER_HEAT", "ini"), ("POLL_SERVER_HEAT", "local-data"),
+                                               ("POLL_SERVER_CFN", "ini")])
+def test_heat_and_cfn_nodes_get_their_collector_and_its_secret_stays_on_the_node(
+        tmp_path, broker_url, sqlite_url, namespace, workers, transport, layout):
+    oc, settings = start_deployment(tmp_path, broker_url, sqlite_url, namespace, controllers=1, transport=transport)
+    collector = {"POLL_SERVER_HEAT": "heat", "POLL_SERVER_CFN": "cfn"}[transport]
     try:
         settings = settings.model_copy(update={"agent_layout": layout})
         worker = workers(settings, "--watch", "overcloud", "--watch-interval", "0.3", env=oc.environment())
         wait_for(lambda: oc.heat.root.status == "CREATE_COMPLETE", timeout=60, message="deployment complete")
+        secrets = []
         for member in oc.heat.members:
             node = oc.nodes[member.host]
             path = settings.agent_config_path if layout == "ini" else settings.agent_local_data_path
             config = node.files[path].decode()
-            assert member.user_id in config and member.password in config and member.metadata_url not in config
+            secret = member.password if collector == "heat" else member.secret_key
+            secrets.append(secret)
+            assert secret in config and not member.metadata_url
             if layout == "ini":
-                assert "collectors=heat" in config and "\n[heat]\n" in config
+                assert f"collectors={collector}" in config and f"\n[{collector}]\n" in config
             else:
                 assert json.loads(config)["os-collect-config"]["heat"]["resource_name"] == "deployed-server"
-            cached = json.loads(node.files["/var/lib/os-collect-config/heat.json"])
-            assert cached["os-collect-config"]["heat"]["user_id"] == member.user_id  # its own resource
-            assert not oc.metadata.polls_of(member.metadata_url)  # the temp URL is not used
+                assert node.modes["/var/lib/os-collect-config/local-data"] == 0o700
+            cached = json.loads(node.files[f"/var/lib/os-collect-config/{collector}.json"])
+            mine = cached["os-collect-config"][collector]
+            assert mine["user_id" if collector == "heat" else "access_key_id"] in (member.user_id, member.access_key)
         status = run_cli(settings, tmp_path, "agents", "status", "--stack", "overcloud", env=oc.environment())
         assert status.stdout.count("polling") == 3, status.stdout + status.stderr
         audit = AuditLog.open(settings.database())
@@ -236,9 +242,68 @@ def test_poll_server_heat_nodes_get_the_heat_collector_and_the_password_stays_on
         shown = "".join(run_cli(settings, tmp_path, "audit", "show", r["id"], "--json").stdout for r in runs)
         worker.terminate()
         logs = worker.log_path.read_text()
-        for member in oc.heat.members:
+        for secret in secrets:
             for where in (tables, shown, logs, status.stdout):
-                assert member.password not in where
-        assert "heat" in shown and member.user_id in shown  # what was configured is on record, redacted
+                assert secret not in where
+        assert f'"{collector}"' in shown  # what was configured is on record, redacted
+    finally:
+        oc.stop()
+
+
+def test_a_failed_deployment_fails_its_nodes_run_with_heats_reason_and_the_others_succeed(
+        tmp_path, broker_url, sqlite_url, namespace, workers):
+    oc, settings = start_deployment(tmp_path, broker_url, sqlite_url, namespace)
+    try:
+        broken = oc.heat.members[1]
+        oc.faults.add(Fault("deployment_failure", broken.host, match="HostsEntry", code=3))
+        workers(settings, "--watch", "overcloud", "--watch-interval", "0.3", env=oc.environment())
+        audit = AuditLog.open(settings.database())
+        wait_for(lambda: len(r := configure_runs(audit)) == 5 and all(x["status"] in ("succeeded", "failed")
+                                                                      for x in r), timeout=60, message="runs ended")
+        assert oc.heat.root.status == "CREATE_FAILED"
+        runs = configure_runs(audit)
+        [failed] = [r for r in runs if r["status"] == "failed"]
+        assert [r["status"] for r in runs].count("succeeded") == 4
+        reason = "Deployment to server failed: deploy_status_code : Deployment exited with non-zero status code: 3"
+        assert failed["error"] == (f"ControllerDeployedServer[1] on {broken.host}:{oc.nodes[broken.host].port}: "
+                                   f"HostsEntryDeployment failed: Error: resources.HostsEntryDeployment: {reason}")
+        [step] = [s for s in run_with_steps(audit, failed["id"])["steps"] if s["name"] == "Heat deployments"]
+        assert step["status"] == "failed" and "exited with status 3" in step["detail"]["deploy_stderr"]
+        listed = run_cli(settings, tmp_path, "audit", "runs", "--status", "failed", "--json")
+        assert "HostsEntryDeployment failed" in listed.stdout
+        timeline = json.loads(run_cli(settings, tmp_path, "audit", "timeline", "--stack", "overcloud", "--status",
+                                      "accepted", "--json").stdout)["entries"]
+        heat = [e for e in timeline if e["what"] == "heat.resource.CREATE_FAILED"]
+        assert heat, "Heat's failure events are in the stack's timeline"
+        stack_failed = [e for e in timeline if e["what"] == "heat.stack.CREATE_FAILED"]
+        assert stack_failed, "and so is the stack's end"
+        envelopes = list_envelopes(audit, limit=5000)
+        failures = [e for e in envelopes if e["type"] == "heat.resource.CREATE_FAILED"]
+        assert any("HostsEntryDeployment" in e["payload"] and "non-zero status code: 3" in e["payload"] for e in failures)
+        status = run_cli(settings, tmp_path, "agents", "status", "--stack", "overcloud", env=oc.environment())
+        assert status.stdout.count("4/4 deployments complete") == 4 and "HostsEntryDeployment failed" in status.stdout
+    finally:
+        oc.stop()
+
+
+def test_a_node_whose_agent_stops_fails_its_run_at_the_deadline_naming_the_deployments_that_wait(
+        tmp_path, broker_url, sqlite_url, namespace, workers):
+    oc, settings = start_deployment(tmp_path, broker_url, sqlite_url, namespace, controllers=1)
+    try:
+        stopped = oc.heat.members[0]
+        settings = settings.model_copy(update={"deployments_deadline": 4.0})
+        workers(settings, "--watch", "overcloud", "--watch-interval", "0.3", env=oc.environment())
+        audit = AuditLog.open(settings.database())
+        wait_for(lambda: any(s["name"] == "agent fetched its metadata" for r in configure_runs(audit)
+                             for s in run_with_steps(audit, r["id"])["steps"] if r["subject"] and
+                             s["target"] and s["target"].startswith(stopped.host)),
+                 timeout=30, message="the first node's agent fetched")
+        oc.faults.add(Fault("agent_stopped", stopped.host))
+        wait_for(lambda: any(r["status"] == "failed" for r in configure_runs(audit)), timeout=60,
+                 message="a run failed at its deadline")
+        [failed] = [r for r in configure_runs(audit) if r["status"] == "failed"]
+        assert failed["error"].startswith("gave up waiting for Heat to complete the deployments of "
+                                          "ControllerDeployedServer[0]: ")
+        assert "Deployment" in failed["error"].split(": ", 1)[1]
     finally:
         oc.stop()

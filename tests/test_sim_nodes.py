@@ -52,7 +52,7 @@ def run(client: paramiko.SSHClient, command: str, stdin: bytes | None = None) ->
 
 
 def agent_config(url: str) -> bytes:
-    return (f"[DEFAULT]\ncollectors=request\ncommand=os-refresh-config\npolling_interval=30\n\n"
+    return (f"[DEFAULT]\ncollectors=request\ncommand=os-refresh-config\npolling_interval=0.3\n\n"
             f"[request]\nmetadata_url={url}\n").encode()
 
 
@@ -89,7 +89,7 @@ def test_reboot_drops_the_node_then_it_comes_back_with_its_enabled_services(over
         assert run(client, "systemctl is-active os-collect-config") == (0, "active\n", "")
 
 
-def test_a_configured_agent_polls_its_own_url_and_its_member_completes(overcloud, client_key):
+def test_a_configured_agent_polls_its_own_url_runs_its_deployments_and_its_member_completes(overcloud, client_key):
     first, second = overcloud.heat.members
     with ssh(overcloud, first.host, client_key) as client:
         status, _, _ = run(client, f"sudo rm -f {OAC_TEMPLATE} && sudo install -m 0600 /dev/stdin "
@@ -103,15 +103,21 @@ def test_a_configured_agent_polls_its_own_url_and_its_member_completes(overcloud
         assert cached["os-collect-config"]["request"]["metadata_url"] == first.metadata_url
     polls = overcloud.metadata.polls_of(first.metadata_url)
     assert polls and {p.client for p in polls} == {first.host}
-    wait_for(lambda: first.member.status == "CREATE_COMPLETE", timeout=5, message="member complete")
+    wait_for(lambda: first.member.status == "CREATE_COMPLETE", timeout=10, message="member complete")
+    assert {d.name: d.status for d in first.deployments} == dict.fromkeys(
+        ["InstanceIdDeployment", "HostsEntryDeployment", "NetworkDeployment", "ComputeDeployedServerDeployment"],
+        "COMPLETE")
     assert second.member.status == "CREATE_IN_PROGRESS"
-    # the other layout: a JSON file in local-data
-    local = json.dumps({"os-collect-config": {"collectors": ["request", "local"],
+    # the other layout: a JSON file in local-data, a directory os-collect-config does not make
+    local = json.dumps({"os-collect-config": {"collectors": ["request", "local"], "polling_interval": 0.3,
                                               "request": {"metadata_url": second.metadata_url}}}).encode()
     with ssh(overcloud, second.host, client_key) as client:
-        run(client, "sudo install -m 0600 /dev/stdin /var/lib/os-collect-config/local-data/deployed-server.json "
-                    "&& sudo systemctl restart os-collect-config", local)
-    wait_for(lambda: overcloud.heat.root.status == "CREATE_COMPLETE", timeout=5, message="stack complete")
+        target = "/var/lib/os-collect-config/local-data/deployed-server.json"
+        status, _, err = run(client, f"sudo install -m 0600 /dev/stdin {target}", local)
+        assert status == 1 and "No such file or directory" in err
+        run(client, f"sudo install -d -m 0700 /var/lib/os-collect-config/local-data && sudo install -m 0600 "
+                    f"/dev/stdin {target} && sudo systemctl restart os-collect-config", local)
+    wait_for(lambda: overcloud.heat.root.status == "CREATE_COMPLETE", timeout=10, message="stack complete")
     assert {p.client for p in overcloud.metadata.polls_of(second.metadata_url)} == {second.host}
 
 

@@ -62,8 +62,11 @@ class HeatWatcher:
         owner, owner_id = owner_href.rstrip("/").rsplit("/", 2)[-2:]
         status = event["resource_status"]
         is_stack = event["physical_resource_id"] == owner_id and event["resource_name"] == owner
+        # While a resource is created, Heat's events name it by a placeholder, not by its id.
+        named_only = not is_stack and status.endswith("IN_PROGRESS")
         data = {"stack": top.name, "stack_id": top.id, "event_id": event["id"], "event_time": event["event_time"],
-                "resource_name": event["resource_name"], "physical_resource_id": event["physical_resource_id"],
+                "resource_name": event["resource_name"],
+                "physical_resource_id": None if named_only else event["physical_resource_id"],
                 "status": status, "reason": event.get("resource_status_reason"),
                 "owner_stack": owner, "owner_stack_id": owner_id}
         if not is_stack:

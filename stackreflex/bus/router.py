@@ -87,10 +87,15 @@ def dead_letter_queue(settings: Settings) -> Queue:
     return Queue(f"{settings.namespace}.dlq", durable=True)
 
 
+#: What the router takes whatever the handlers subscribe to: every Heat event is recorded in the
+#: audit log (a failed deployment's event belongs in a stack's timeline with nobody reacting to it).
+RECORDED_ALWAYS = ("heat.#",)
+
+
 def router_queue(settings: Settings, registry: Registry) -> Queue:
     exchange = topic_exchange(settings)
     return Queue(router_queue_name(settings), durable=True,
-                 bindings=[binding(exchange, routing_key=p) for p in sorted(registry.patterns())])
+                 bindings=[binding(exchange, routing_key=p) for p in sorted(registry.patterns() | set(RECORDED_ALWAYS))])
 
 
 class Router:

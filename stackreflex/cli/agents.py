@@ -11,7 +11,7 @@ from ..models.queries import RunFilter, list_runs, run_with_steps
 from ..redaction import redact_text
 from ..tasks.agents import AgentLayout, agent_fetched, agent_state
 from ..tasks.cloud import connect_cloud
-from ..tasks.heat import agent_source, deployed_servers
+from ..tasks.heat import agent_source, deployed_servers, deployments_of
 from ..tasks.inventory import load_inventory
 from ..tasks.ssh import open_ssh
 from .common import console, invocation, load_all_handlers, styled, table
@@ -78,13 +78,14 @@ def status(
     stack: Annotated[str, typer.Option(help="The Heat stack, e.g. overcloud.")],
     role: Annotated[str | None, typer.Option(help="Only this role's nodes.")] = None,
 ) -> None:
-    """Each node: role, index, host, Heat resource status, and whether its agent is configured and polling."""
+    """Each node: role, index, host, where Heat's software deployments for it stand (what "configured" is judged by), and whether its agent is configured and polling."""
     settings = invocation.settings
     conn, plan = _plan(stack, role)
     layout = AgentLayout.from_settings(settings)
 
     def check(item):
         server, host = item
+        deployments = deployments_of(conn, server).summary()
         source = agent_source(conn, server)
         try:
             with open_ssh(settings, host.address, port=host.port) as ssh:
@@ -95,21 +96,24 @@ def status(
                 agent += "" if active else " (agent inactive)"
         except StackreflexError as exc:
             agent = f"unreachable: {exc}"
-        return server, host, agent
+        return server, host, deployments, agent
 
     with ThreadPoolExecutor(max_workers=settings.agent_concurrency) as pool:
         results = list(pool.map(check, plan))
-    console.print(table(f"{stack}: deployed servers", ["role", "index", "host", "resource", "agent"],
-                        [(s.role, s.index, str(h), s.status, agent) for s, h, agent in results]))
+    console.print(table(f"{stack}: deployed servers", ["role", "index", "host", "software deployments", "agent"],
+                        [(s.role, s.index, str(h), deployments, agent) for s, h, deployments, agent in results]))
 
 
 
 
 
 def _source_text(source) -> str:
-    """The metadata URL (signature masked) or the heat collector's resource; never a secret."""
+    """The metadata URL (signature masked), the heat or cfn collector's resource; never a secret."""
     if source is None:
         return "(not yet)"
+    settings = source.settings
     if source.collector == "request":
-        return redact_text(source.settings["metadata_url"])
-    return f"heat: {source.settings['stack_id']}/{source.settings['resource_name']} as {source.settings['user_id']}"
+        return redact_text(settings["metadata_url"])
+    if source.collector == "cfn":
+        return f"cfn: {settings['stack_name']} {settings['path']} with key {settings['access_key_id']}"
+    return f"heat: {settings['stack_id']}/{settings['resource_name']} as {settings['user_id']}"

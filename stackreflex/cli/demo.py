@@ -32,6 +32,9 @@ from .common import console, invocation, load_all_handlers, styled, table
 DEMO_SPEED = 5.0
 #: The demo's audit log, in the state directory beside the default one.
 DEMO_DATABASE = "demo.db"
+#: How often the demo's agents poll (simulated seconds; os-collect-config's default is 30): the
+#: deployments of a member's stack start only once those of its server's stack are done.
+DEMO_POLLING_INTERVAL = 5
 PHASE_TIMEOUT = 90.0
 
 
@@ -64,7 +67,7 @@ def _run(overcloud: Overcloud, work: Path, client_key: Path) -> None:
     settings = invocation.settings.model_copy(update={
         "broker_url": None, "database_url": SecretStr(_fresh_demo_database()), "inventory": inventory,
         "ssh_user": overcloud.scenario.ssh_user, "ssh_key_file": client_key, "ssh_known_hosts": work / "known_hosts",
-        "cloud": None})
+        "cloud": None, "agent_polling_interval": DEMO_POLLING_INTERVAL})
 
     console.rule("1. trust the pre-provisioned nodes (an explicit act: their host keys go to known_hosts)")
     for role, hosts in roles.items():
@@ -108,10 +111,12 @@ def _nodes_table(overcloud: Overcloud, stack_status: str):
     rows = []
     with overcloud.heat.lock:
         for m in overcloud.heat.members:
+            done = sum(d.status == "COMPLETE" for d in m.deployments)
             rows.append((m.role, m.index, m.host, styled("succeeded" if m.completed else "running")
                          .replace("succeeded", m.member.status).replace("running", m.member.status),
-                         "yes" if m.polled_at else ""))
-    return table(f"stack overcloud: {stack_status}", ["role", "index", "node", "Heat resource", "agent polled"], rows)
+                         "yes" if m.polled_at else "", f"{done} done" if m.deployments else ""))
+    return table(f"stack overcloud: {stack_status}", ["role", "index", "node", "Heat member", "agent polled",
+                                                       "software deployments"], rows)
 
 
 def _follow(overcloud: Overcloud, conn, goal: str) -> None:

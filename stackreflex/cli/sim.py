@@ -111,11 +111,13 @@ def scale(
 
 @app.command()
 def nodes(url: Annotated[str, typer.Option(help="The running simulator.")] = DEFAULT_URL) -> None:
-    """Show the simulated nodes: resource status and whether their agent has polled."""
+    """Show the simulated nodes: their member's status, whether their agent has polled, and each software deployment's state."""
     state = _call(url, "/sim/nodes")
     console.print(f"stack: {state['stack_status']}")
-    console.print(table(None, ["role", "index", "host", "status", "first poll"],
-                        [(n["role"], n["index"], n["host"], n["status"], n["polled_at"]) for n in state["nodes"]]))
+    console.print(table(None, ["role", "index", "host", "status", "first poll", "deployments"],
+                        [(n["role"], n["index"], n["host"], n["status"], n["polled_at"],
+                          ", ".join(f"{name} {status}" for name, status in n["deployments"].items()))
+                         for n in state["nodes"]]))
 
 
 @app.command()
@@ -125,7 +127,10 @@ def fault(
     count: Annotated[int, typer.Option(help="Strike this many times (0: until cleared).")] = 0,
     status: Annotated[int, typer.Option(help="api_error: the HTTP status to answer.")] = 500,
     seconds: Annotated[float, typer.Option(help="api_slow: the delay.")] = 0.0,
-    match: Annotated[str, typer.Option(help="command_failure: only commands containing this text.")] = "",
+    match: Annotated[str, typer.Option(help=(
+        "command_failure: only commands containing this text; deployment_failure: only deployments whose name "
+        "contains it."))] = "",
+    code: Annotated[int, typer.Option(help="deployment_failure: the exit status the deployment ends with.")] = 1,
     url: Annotated[str, typer.Option(help="The running simulator.")] = DEFAULT_URL,
 ) -> None:
     """Inject a fault into a running simulator (`stackreflex sim fault clear any` removes them all)."""
@@ -136,6 +141,6 @@ def fault(
     if kind not in FAULT_KINDS:
         raise typer.BadParameter(f"unknown fault {kind}; known: {', '.join(FAULT_KINDS)}", param_hint="KIND")
     added = _call(url, "/sim/faults", {"kind": kind, "target": target, "count": count, "status": status,
-                                       "seconds": seconds, "match": match})["fault"]
+                                       "seconds": seconds, "match": match, "code": code})["fault"]
     console.print(f"fault injected: {added['kind']} on {added['target']}"
                   + (f" ({added['count']} times)" if added["count"] else " (until cleared)"))

@@ -4,15 +4,17 @@ metadata URL, then see it fetch and Heat move on. Reads like the runbook it repl
 from ..bus.envelope import Envelope
 from ..models.tables import FINAL_STATUSES
 from ..tasks.agents import AgentLayout, agent_fetched, configure_agent
-from ..tasks.heat import DEPLOYED_SERVER_TYPE, DeployedServer, agent_source, deployed_servers
+from ..tasks.heat import (DEPLOYED_SERVER_TYPE, DeployedServer, agent_source, deployed_server, deployed_servers,
+                          deployments_of)
 from ..tasks.inventory import load_inventory
 from ..tasks.waiting import wait_until
 from .context import RunContext
 from .registry import handler
 
 
-#: Waits: the URL to appear in Heat, the agent to fetch it, Heat to move on (seconds).
-URL_DEADLINE, FETCH_DEADLINE, HEAT_DEADLINE = 900.0, 600.0, 1800.0
+#: How long to wait for the metadata URL to appear in Heat (seconds); the waits for the agent and
+#: for Heat's deployments are settings (agent_fetch_deadline, deployments_deadline).
+URL_DEADLINE = 900.0
 #: How long to wait in place for something that usually follows at once, before parking the run.
 INLINE_WAIT = 5.0
 #: The whole-stack command follows its window of node runs in place this long, looking this often (seconds).
@@ -117,7 +119,12 @@ def server_of_data(data: dict) -> DeployedServer:
                           data["physical_resource_id"], data.get("status", ""), data.get("role"), data.get("index"))
 
 
-def configure_node(server: DeployedServer, ctx: RunContext) -> None:
+def configure_node(named: DeployedServer, ctx: RunContext) -> None:
+    """Point the node's agent at its metadata, see it fetch, then see Heat's software deployments
+    for the server complete: that, not the agent polling, is the node configured."""
+    # Authority from Heat, not from the event: the resource as it is now (its real id; an
+    # IN_PROGRESS event only names it), its role and index from Heat's own stack name.
+    server = deployed_server(ctx.cloud, named.stack_name, named.stack_id, named.resource_name)
     source = None
     if "url_read" not in ctx.state:
         with ctx.step("read metadata URL", target=server.label) as detail:
@@ -138,27 +145,35 @@ def configure_node(server: DeployedServer, ctx: RunContext) -> None:
             with ctx.step("configure os-collect-config", target=str(host)) as detail:
                 detail.update(configure_agent(ssh, source, layout, host=str(host)), node=server.label,
                               **({"metadata_url": source.settings["metadata_url"]} if source.collector == "request"
-                                 else {"heat": source.describe()}))
+                                 else {source.collector: source.describe()}))
             ctx.state["configured"] = True
         if "fetched" not in ctx.state:
             if not wait_until(lambda: agent_fetched(ssh, layout, source, host=str(host)), INLINE_WAIT,
                               clock=ctx.clock):
-                ctx.recheck(2, waiting_for=f"{host} to fetch its metadata", key="fetch", deadline=FETCH_DEADLINE)
+                ctx.recheck(2, waiting_for=f"{host} to fetch its metadata", key="fetch",
+                            deadline=ctx.settings.agent_fetch_deadline)
             with ctx.step("agent fetched its metadata", target=str(host)) as detail:
                 detail["cache"] = layout.cache_path(source.collector)
             ctx.state["fetched"] = True
-    status = wait_until(lambda: _heat_settled(ctx, server), INLINE_WAIT, clock=ctx.clock)
-    if status is None:
-        ctx.recheck(2, waiting_for=f"Heat to complete {server.label}", key="heat", deadline=HEAT_DEADLINE)
-    with ctx.step("Heat moved on", target=server.label) as detail:
-        detail["resource_status"] = status
-    if status.endswith("FAILED"):
-        ctx.fail(f"{server.label} on {host}: Heat reports {status}")
+    deployments_complete(ctx, server, host)
 
 
-def _heat_settled(ctx: RunContext, server: DeployedServer) -> str | None:
-    """The server resource's status once it is no longer in progress, else None."""
-    response = ctx.cloud.orchestration.get(
-        f"/stacks/{server.stack_name}/{server.stack_id}/resources/{server.resource_name}")
-    status = response.json()["resource"]["resource_status"]
-    return None if status.endswith("IN_PROGRESS") else status
+def deployments_complete(ctx: RunContext, server: DeployedServer, host) -> None:
+    """Wait for Heat's software deployments of ``server`` to settle; fail naming the first that failed."""
+    looked: list = []
+
+    def settled():
+        looked[:] = [deployments_of(ctx.cloud, server)]
+        return looked[0] if looked[0].settled else None
+
+    deployments = wait_until(settled, INLINE_WAIT, clock=ctx.clock)
+    if deployments is None:
+        waiting = ", ".join(d.name for d in looked[0].pending)
+        ctx.recheck(2, waiting_for=f"Heat to complete the deployments of {server.label}: {waiting}", key="heat",
+                    deadline=ctx.settings.deployments_deadline)
+    with ctx.step("Heat deployments", target=server.label) as detail:
+        detail.update(summary=deployments.summary(), deployments={d.name: d.resource_status for d in deployments.states})
+        if deployments.failed:
+            failed = deployments.failed[0]
+            detail.update(failed=failed.name, reason=failed.reason, deploy_stderr=failed.stderr)
+            ctx.fail(f"{server.label} on {host}: {failed.name} failed: {failed.reason}")

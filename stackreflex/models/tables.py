@@ -49,15 +49,17 @@ class EnvelopeRecord(SQLModel, table=True):
     """Every envelope the router received, accepted or rejected."""
 
     __tablename__ = "envelope"
-    __table_args__ = (Index("ix_envelope_correlation", "correlation_id", "received_at"),)
+    __table_args__ = (Index("ix_envelope_correlation", "correlation_id", "received_at"),
+                      #: a stack's own envelopes (Heat's events), newest first
+                      Index("ix_envelope_subject_received", "subject", "received_at"))
 
     pk: Optional[int] = Field(default=None, primary_key=True)
     envelope_id: Optional[str] = Field(default=None, index=True, max_length=64)
     #: ``accepted``, ``duplicate`` or ``rejected``
     status: str = Field(max_length=16)
     reason: Optional[str] = Field(default=None, sa_column=Column(Text))
-    #: type and subject are not indexed: timelines find envelopes by correlation, and each
-    #: index is one more write for every envelope accepted
+    #: type is not indexed (each index is one more write for every envelope accepted); subject
+    #: is, with the time, for a stack's timeline
     type: Optional[str] = Field(default=None, max_length=255)
     subject: Optional[str] = Field(default=None, max_length=255)
     source: Optional[str] = Field(default=None, max_length=255)

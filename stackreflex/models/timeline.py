@@ -155,6 +155,11 @@ def _envelopes(db, scope: Scope, runs: dict) -> list:
     if not scope.subjects and not scope.correlation_id:  # a window: rejected envelopes too
         rejected = query.where(ENVELOPE.c.status == "rejected").order_by(ENVELOPE.c.received_at.desc())
         found.extend(e for e in db.execute(rejected.limit(scope.limit)) if e.correlation_id not in correlations)
+    if scope.stack and not (scope.host or scope.server or scope.correlation_id):
+        # the stack's own events, Heat's failures among them, whether or not a run followed
+        own = query.where(ENVELOPE.c.subject == scope.stack).order_by(ENVELOPE.c.received_at.desc())
+        known = {e.pk for e in found}
+        found.extend(e for e in db.execute(own.limit(scope.limit)) if e.pk not in known)
     if not scope.subjects:
         return found
     ids = {r.envelope_id for r in runs.values()}

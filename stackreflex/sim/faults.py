@@ -16,6 +16,8 @@ FAULT_KINDS = {
     "no_valid_host": "server id or name",
     "snapshot_error": "volume id or name",
     "store_copy_failure": "Glance store id",
+    "deployment_failure": "node address (match: part of the deployment's name; code: its exit status, default 1)",
+    "agent_stopped": "node address: its os-collect-config stops polling",
 }
 
 
@@ -28,6 +30,8 @@ class Fault:
     status: int = 500
     seconds: float = 0.0
     match: str = ""
+    #: deployment_failure: the exit status the deployment ends with.
+    code: int = 1
     hits: int = 0
 
 

@@ -1,15 +1,27 @@
-"""Heat v1: TripleO-shaped stacks of deployed servers, their resources, metadata and events.
+"""Heat v1: TripleO-shaped stacks of deployed servers, their software deployments, metadata,
+signals and events, as the real Heat runs them.
 
-The stack tree mirrors a deployed-server overcloud::
+The stack tree mirrors a deployed-server overcloud (tripleo-heat-templates'
+``deployed-server/deployed-server.yaml`` and a role's member template)::
 
     overcloud
-      <Role>                  OS::Heat::ResourceGroup  → overcloud-<Role>-<r1>
-        <index>               OS::TripleO::<Role>      → overcloud-<Role>-<r1>-<index>-<r2>
-          <Role>              OS::TripleO::<Role>Server → overcloud-<Role>-<r1>-<index>-<r2>-<Role>-<r3>
-            deployed-server   OS::Heat::DeployedServer  (metadata: os-collect-config)
+      <Role>                    OS::Heat::ResourceGroup   → overcloud-<Role>-<r1>
+        <index>                 OS::TripleO::<Role>       → overcloud-<Role>-<r1>-<index>-<r2>      (member stack)
+          <Role>                OS::TripleO::<Role>Server → …-<Role>-<r3>                          (server stack)
+            deployed-server       OS::Heat::DeployedServer     CREATE_COMPLETE at once
+            InstanceIdConfig      OS::Heat::StructuredConfig
+            InstanceIdDeployment  OS::Heat::StructuredDeployment   waits for the node's agent
+            HostsEntryConfig      OS::Heat::SoftwareConfig
+            HostsEntryDeployment  OS::Heat::SoftwareDeployment     waits for the node's agent
+          NetworkDeployment     OS::TripleO::SoftwareDeployment    created once the server stack completes
+          <Role>Deployment      OS::Heat::StructuredDeployment
 
-A member stays ``CREATE_IN_PROGRESS`` until its node fetches its metadata URL; then it
-completes, and the stack completes when every member has.
+As in Heat, an ``OS::Heat::DeployedServer`` only sets its id, makes its transport
+credentials and fills its metadata: it is ``CREATE_COMPLETE`` at once. What waits for the
+node are its software deployments: each stays ``IN_PROGRESS`` until the node's agent fetches
+it (in the ``deployments`` of the server's metadata), runs it, and signals the result with
+the deployment's signal transport. A non-zero ``deploy_status_code`` fails the deployment
+with Heat's own reason, and the failure climbs the stack tree with Heat's error paths.
 """
 
 import itertools
@@ -19,6 +31,7 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
+from urllib.parse import quote, urlencode, urlsplit
 
 from ..clock import utcnow
 from .clock import SimClock
@@ -30,6 +43,15 @@ from .swift import MetadataStore
 RESOURCE_FILTERS = ("type", "status", "name", "action", "id", "physical_resource_id")
 RESOURCE_PARAMS = RESOURCE_FILTERS + ("nested_depth", "with_detail")
 DEPLOYED_SERVER_TYPE = "OS::Heat::DeployedServer"
+#: How a deployed server's agent gets its metadata, and how a deployment is signalled back.
+POLL_TRANSPORTS = ("POLL_TEMP_URL", "POLL_SERVER_HEAT", "POLL_SERVER_CFN")
+SIGNAL_TRANSPORTS = ("TEMP_URL_SIGNAL", "HEAT_SIGNAL", "CFN_SIGNAL", "NO_SIGNAL")
+#: The keys of every collector Heat writes into ``os-collect-config`` (those not in use are null).
+COLLECTOR_KEYS = {"heat": ("user_id", "password", "auth_url", "project_id", "stack_id", "resource_name",
+                           "region_name"),
+                  "zaqar": ("user_id", "password", "auth_url", "project_id", "queue_id", "region_name"),
+                  "cfn": ("metadata_url", "access_key_id", "secret_access_key", "stack_name", "path"),
+                  "request": ("metadata_url",)}
 
 
 def heat_time(moment: datetime | None) -> str | None:
@@ -44,6 +66,15 @@ def heat_error(error: HttpError) -> object:
 
 def _suffix(rng: random.Random) -> str:
     return "".join(rng.choice(string.ascii_lowercase + string.digits) for _ in range(12))
+
+
+def failure_text(error: str, path: list[str], message: str) -> str:
+    """A resource failure as Heat words it (``HeatExceptionWithPath``): ``Error:
+    resources.Controller.resources[0]…: message``; list indexes are written ``[n]``."""
+    shown = ""
+    for item in path:
+        shown += f"[{item}]" if item.isdigit() else (f".{item}" if shown else item)
+    return (f"{error}: " if error else "") + (f"{shown}: " if shown else "") + message
 
 
 @dataclass(eq=False)
@@ -63,7 +94,9 @@ class Resource:
     name: str
     type: str
     stack: "Stack" = field(repr=False)
-    physical_id: str
+    #: Heat's physical resource name, which an event shows until the resource has its id
+    placeholder: str
+    physical_id: str = ""
     status: str = "INIT_COMPLETE"
     reason: str = ""
     created: datetime = field(default_factory=utcnow)
@@ -99,8 +132,28 @@ class Stack:
 
 
 @dataclass(eq=False)
+class Deployment:
+    """Heat's software deployment record behind a deployment resource (``/software_deployments``)."""
+
+    id: str
+    node: "Member" = field(repr=False)
+    resource: Resource = field(repr=False)
+    name: str
+    group: str
+    config_id: str
+    transport: str
+    inputs: list[dict] = field(default_factory=list)
+    action: str = "CREATE"
+    status: str = "IN_PROGRESS"
+    status_reason: str = "Deploy data available"
+    output_values: dict = field(default_factory=dict)
+    created: datetime = field(default_factory=utcnow)
+    updated: datetime | None = None
+
+
+@dataclass(eq=False)
 class Member:
-    """One node of a role: its resources along the path and its metadata URL."""
+    """One node of a role: its resources along the path, its transport credentials, its deployments."""
 
     role: str
     index: int
@@ -108,12 +161,17 @@ class Member:
     member: Resource
     server: Resource
     deployed_server: Resource
-    metadata_url: str
-    #: POLL_SERVER_HEAT: the node's own Keystone user and the nested stack of its deployed-server
+    #: POLL_TEMP_URL: where the node's metadata is served
+    metadata_url: str = ""
+    #: POLL_SERVER_HEAT: the node's own Keystone user; POLL_SERVER_CFN: its EC2 key pair
     user_id: str = ""
     password: str = ""
+    access_key: str = ""
+    secret_key: str = ""
+    deployments: list[Deployment] = field(default_factory=list)
     polled_at: datetime | None = None
     completed: bool = False
+    failed: bool = False
 
 
 class Heat:
@@ -121,6 +179,10 @@ class Heat:
 
     def __init__(self, scenario: Scenario, base_url: str, project_id: str, metadata: MetadataStore,
                  clock: SimClock, seed: int = 0, keystone=None):
+        if scenario.transport not in POLL_TRANSPORTS:
+            raise ValueError(f"transport {scenario.transport}: use one of {', '.join(POLL_TRANSPORTS)}")
+        if scenario.signal_transport not in SIGNAL_TRANSPORTS:
+            raise ValueError(f"signal_transport {scenario.signal_transport}: use one of {', '.join(SIGNAL_TRANSPORTS)}")
         self.scenario = scenario
         self.keystone = keystone
         self.base_url = base_url
@@ -131,6 +193,9 @@ class Heat:
         self.lock = threading.RLock()
         self.stacks: dict[str, Stack] = {}
         self.members: list[Member] = []
+        self.deployments: dict[str, Deployment] = {}
+        #: EC2 key pairs (access key → secret) of the deployed servers and the CFN signal URLs
+        self.ec2_keys: dict[str, str] = {}
         self._seq = itertools.count(1)
         self.root: Stack | None = None
 
@@ -138,10 +203,18 @@ class Heat:
     def endpoint(self) -> str:
         return f"{self.base_url}/heat/v1/{self.project_id}"
 
+    @property
+    def cfn_endpoint(self) -> str:
+        """heat-api-cfn, where the ``cfn`` collector polls and CFN signals go."""
+        return f"{self.base_url}/heat-cfn/v1/"
+
     # -- the model ---------------------------------------------------------------------
 
+    def _uuid(self) -> str:
+        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+
     def _new_stack(self, name: str, parent: Resource | None) -> Stack:
-        stack = Stack(str(uuid.UUID(int=self.rng.getrandbits(128), version=4)), name, parent)
+        stack = Stack(self._uuid(), name, parent)
         self.stacks[stack.id] = stack
         if parent is not None:
             parent.nested = stack
@@ -149,7 +222,7 @@ class Heat:
         return stack
 
     def _add(self, stack: Stack, name: str, type: str) -> Resource:
-        resource = Resource(name, type, stack, str(uuid.UUID(int=self.rng.getrandbits(128), version=4)))
+        resource = Resource(name, type, stack, f"{stack.name}-{name}-{_suffix(self.rng)}")
         stack.resources[name] = resource
         return resource
 
@@ -162,87 +235,225 @@ class Heat:
 
     def _set_resource(self, resource: Resource, status: str, reason: str = "state changed") -> None:
         resource.status, resource.reason, resource.updated = status, reason, utcnow()
-        self._event(resource.stack, resource.name, resource.physical_id, status, reason)
+        self._event(resource.stack, resource.name, resource.physical_id or resource.placeholder, status, reason)
 
     def _set_stack(self, stack: Stack, status: str, reason: str) -> None:
         stack.status, stack.reason, stack.updated = status, reason, utcnow()
         self._event(stack, stack.name, stack.id, status, reason)
 
+    def _begin_nested(self, resource: Resource, name: str, action: str = "CREATE") -> Stack:
+        """A stack resource starts: its event (before it has an id), then its nested stack."""
+        self._set_resource(resource, f"{action}_IN_PROGRESS")
+        stack = self._new_stack(name, resource)
+        self._set_stack(stack, f"{action}_IN_PROGRESS", f"Stack {action} started")
+        return stack
+
     def start_deployment(self) -> None:
-        """Create the scenario's stack: every server waits for its node's agent."""
+        """Create the scenario's stack: every server's deployments wait for its node's agent."""
         with self.lock:
             root = self.root = self._new_stack(self.scenario.stack, None)
             self._set_stack(root, "CREATE_IN_PROGRESS", "Stack CREATE started")
             for role in self.scenario.roles:
                 group = self._add(root, role.name, "OS::Heat::ResourceGroup")
-                self._set_resource(group, "CREATE_IN_PROGRESS")
-                self._new_stack(f"{root.name}-{role.name}-{_suffix(self.rng)}", group)
-                self._set_stack(group.nested, "CREATE_IN_PROGRESS", "Stack CREATE started")
+                self._begin_nested(group, f"{root.name}-{role.name}-{_suffix(self.rng)}")
                 for index in range(role.count):
-                    self._add_member(role, group, index, "CREATE")
+                    self._add_member(role, group, index)
             if self.scenario.create_timeout:
                 self.clock.later(self.scenario.create_timeout, self._time_out, root)
 
-    def _add_member(self, role: Role, group: Resource, index: int, action: str) -> Member:
+    def _add_member(self, role: Role, group: Resource, index: int) -> Member:
         member = self._add(group.nested, str(index), f"OS::TripleO::{role.name}")
-        self._set_resource(member, "CREATE_IN_PROGRESS")
-        member_stack = self._new_stack(f"{group.nested.name}-{index}-{_suffix(self.rng)}", member)
-        self._set_stack(member_stack, "CREATE_IN_PROGRESS", "Stack CREATE started")
+        member_stack = self._begin_nested(member, f"{group.nested.name}-{index}-{_suffix(self.rng)}")
         server = self._add(member_stack, role.name, f"OS::TripleO::{role.name}Server")
-        self._set_resource(server, "CREATE_IN_PROGRESS")
-        server_stack = self._new_stack(f"{member_stack.name}-{role.name}-{_suffix(self.rng)}", server)
-        self._set_stack(server_stack, "CREATE_IN_PROGRESS", "Stack CREATE started")
+        server_stack = self._begin_nested(server, f"{member_stack.name}-{role.name}-{_suffix(self.rng)}")
         deployed = self._add(server_stack, "deployed-server", DEPLOYED_SERVER_TYPE)
-        self._set_resource(deployed, "CREATE_IN_PROGRESS")
-        node = Member(role.name, index, role.hosts[index] if index < len(role.hosts) else "",
-                      member, server, deployed, "")
-        container = f"ov-{deployed.physical_id[:8]}-{_suffix(self.rng)}"
-        node.metadata_url = self.metadata.publish(container, deployed.physical_id,
-                                                  lambda node=node: self._resource_metadata(node),
-                                                  lambda client, node=node: self._polled(node))
-        if self.scenario.transport == "POLL_SERVER_HEAT":
-            node.user_id = uuid.UUID(int=self.rng.getrandbits(128), version=4).hex
-            node.password = uuid.UUID(int=self.rng.getrandbits(128), version=4).hex
-            self.keystone.add_user(node.user_id, node.password)
-        deployed.metadata = self._resource_metadata(node)
+        node = Member(role.name, index, role.hosts[index] if index < len(role.hosts) else "", member, server, deployed)
         self.members.append(node)
+        self._create_deployed_server(node)
+        self._create_deployments(node, server_stack, [
+            ("InstanceIdDeployment", "OS::Heat::StructuredDeployment", "apply-config", "InstanceIdConfig",
+             "OS::Heat::StructuredConfig"),
+            ("HostsEntryDeployment", "OS::Heat::SoftwareDeployment", "script", "HostsEntryConfig",
+             "OS::Heat::SoftwareConfig")])
         return node
 
-    def _resource_metadata(self, node: Member) -> dict:
-        """What the deployed-server resource's metadata says the node's agent must poll."""
-        if self.scenario.transport == "POLL_SERVER_HEAT":
-            stack = node.deployed_server.stack
-            heat = {"auth_url": f"{self.base_url}/identity/v3", "user_id": node.user_id, "password": node.password,
-                    "project_id": self.project_id, "stack_id": f"{stack.name}/{stack.id}",
-                    "resource_name": node.deployed_server.name, "region_name": self.scenario.region}
-            occ = {"collectors": ["heat", "local"], "heat": heat, "request": None}
+    def _create_deployed_server(self, node: Member) -> None:
+        """``DeployedServer.handle_create``: an id, the transport's credentials, the metadata; no wait."""
+        deployed = node.deployed_server
+        self._set_resource(deployed, "CREATE_IN_PROGRESS")
+        deployed.physical_id = self._uuid()
+        transport = self.scenario.transport
+        if transport == "POLL_TEMP_URL":
+            container = f"ov-{deployed.stack.name[-14:]}-deployed-server-{_suffix(self.rng)}"
+            node.metadata_url = self.metadata.publish(container, self._uuid(), lambda: deployed.metadata,
+                                                      lambda client: self.polled(node))
+        elif transport == "POLL_SERVER_HEAT":
+            node.user_id, node.password = self._uuid().replace("-", ""), self._uuid().replace("-", "")
+            self.keystone.add_user(node.user_id, node.password)
         else:
-            occ = {"collectors": ["request", "local"], "request": {"metadata_url": node.metadata_url}, "heat": None}
-        return {"deployments": self._deployments(node), "os-collect-config": {**occ, "zaqar": None, "cfn": None}}
+            node.access_key, node.secret_key = self._uuid().replace("-", ""), self._uuid().replace("-", "")
+            self.ec2_keys[node.access_key] = node.secret_key
+        deployed.metadata = self._metadata(node)
+        self._set_resource(deployed, "CREATE_COMPLETE")
 
-    def _deployments(self, node: Member) -> list[dict]:
-        return [{"id": str(uuid.uuid5(uuid.NAMESPACE_URL, node.deployed_server.physical_id)),
-                 "name": f"{node.role}Deployment", "group": "hiera",
-                 "inputs": [{"name": "deploy_server_id", "value": node.deployed_server.physical_id}],
-                 "config": {"role": node.role, "index": node.index}}]
+    def _metadata(self, node: Member) -> dict:
+        """The deployed server's metadata: its deployments, and where its agent polls (Heat sets
+        the keys of the collectors not in use to null)."""
+        transport, stack = self.scenario.transport, node.deployed_server.stack
+        occ: dict = {key: dict.fromkeys(keys) for key, keys in COLLECTOR_KEYS.items()}
+        if transport == "POLL_SERVER_HEAT":
+            collector = "heat"
+            occ["heat"] = {"user_id": node.user_id, "password": node.password,
+                           "auth_url": f"{self.base_url}/identity/v3", "project_id": self.project_id,
+                           "stack_id": f"{stack.name}/{stack.id}", "resource_name": node.deployed_server.name,
+                           "region_name": self.scenario.region}
+        elif transport == "POLL_SERVER_CFN":
+            collector = "cfn"
+            occ["cfn"] = {"metadata_url": self.cfn_endpoint, "access_key_id": node.access_key,
+                          "secret_access_key": node.secret_key, "stack_name": stack.name,
+                          "path": f"{node.deployed_server.name}.Metadata"}
+        else:
+            collector = "request"
+            occ["request"] = {"metadata_url": node.metadata_url}
+        occ["collectors"] = [collector, "local"]
+        return {"deployments": self._deployment_configs(node), "os-collect-config": occ}
 
-    def _polled(self, node: Member) -> None:
+    def _deployment_configs(self, node: Member) -> list[dict]:
+        """What ``metadata_software_deployments`` gives: each deployment's derived config, by name."""
+        return [{"id": d.config_id, "name": d.name, "group": d.group, "creation_time": heat_time(d.created),
+                 "config": {"deployment": d.name, "role": node.role, "index": node.index}, "inputs": d.inputs,
+                 "outputs": [], "options": {}}
+                for d in sorted(node.deployments, key=lambda d: d.name)]
+
+    def _create_deployments(self, node: Member, stack: Stack, specs: list[tuple]) -> None:
+        """Deployments of ``node``'s server, each with its config: IN_PROGRESS until signalled."""
+        for name, type, group, config_name, config_type in specs:
+            config = self._add(stack, config_name, config_type)
+            self._set_resource(config, "CREATE_IN_PROGRESS")
+            config.physical_id = self._uuid()
+            self._set_resource(config, "CREATE_COMPLETE")
+            resource = self._add(stack, name, type)
+            self._set_resource(resource, "CREATE_IN_PROGRESS")
+            deployment = Deployment(self._uuid(), node, resource, name, group, self._uuid(),
+                                    self.scenario.signal_transport)
+            resource.physical_id = deployment.id
+            deployment.inputs = self._inputs(deployment, node)
+            self.deployments[deployment.id] = deployment
+            node.deployments.append(deployment)
+        node.deployed_server.metadata = self._metadata(node)
+        for deployment in list(node.deployments):
+            if deployment.transport == "NO_SIGNAL" and deployment.status == "IN_PROGRESS":
+                self._deployment_done(deployment, "COMPLETE", "Not waiting for outputs signal", {})
+
+    def _inputs(self, deployment: Deployment, node: Member) -> list[dict]:
+        """The ``deploy_*`` inputs Heat derives for a deployment: where and how to signal it back."""
+        stack = deployment.resource.stack
+        values = {"deploy_server_id": node.deployed_server.physical_id, "deploy_action": deployment.action,
+                  "deploy_stack_id": f"{stack.name}/{stack.id}", "deploy_resource_name": deployment.name,
+                  "deploy_signal_transport": deployment.transport}
+        if deployment.transport == "TEMP_URL_SIGNAL":
+            values["deploy_signal_id"] = self.metadata.signal_url(
+                f"{stack.name[-14:]}-{deployment.name}-{_suffix(self.rng)}", self._uuid(),
+                lambda body, d=deployment: self.signal(d.id, body))
+            values["deploy_signal_verb"] = "PUT"
+        elif deployment.transport == "HEAT_SIGNAL":
+            user, password = self._uuid().replace("-", ""), self._uuid().replace("-", "")
+            self.keystone.add_user(user, password)
+            values.update(deploy_auth_url=f"{self.base_url}/identity/v3", deploy_user_id=user,
+                          deploy_password=password, deploy_project_id=self.project_id,
+                          deploy_region_name=self.scenario.region)
+        elif deployment.transport == "CFN_SIGNAL":
+            values["deploy_signal_id"] = self._cfn_signal_url(deployment)
+            values["deploy_signal_verb"] = "POST"
+        return [{"name": k, "type": "String", "value": v, "description": _INPUT_DESCRIPTIONS.get(k, "")}
+                for k, v in values.items()]
+
+    def _cfn_signal_url(self, deployment: Deployment) -> str:
+        """A pre-signed heat-api-cfn URL (EC2 signature version 2) that signals ``deployment``."""
+        from .cfn import ec2_signature  # the signing rule lives with the API that checks it
+
+        access, secret = self._uuid().replace("-", ""), self._uuid().replace("-", "")
+        self.ec2_keys[access] = secret
+        stack = deployment.resource.stack
+        arn = f"arn:openstack:heat::{self.project_id}:stacks/{stack.name}/{stack.id}/resources/{deployment.name}"
+        url = f"{self.cfn_endpoint}signal/{quote(arn, safe='')}"
+        params = {"Timestamp": utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"), "SignatureMethod": "HmacSHA256",
+                  "AWSAccessKeyId": access, "SignatureVersion": "2"}
+        parts = urlsplit(url)
+        params["Signature"] = ec2_signature(secret, "POST", parts.netloc, parts.path, params)
+        return f"{url}?{urlencode(params)}"
+
+    def polled(self, node: Member) -> None:
         with self.lock:
-            if node.polled_at is not None:
-                return
-            node.polled_at = utcnow()
-        self.clock.later(self.scenario.deployment_time, self._complete, node)
+            node.polled_at = node.polled_at or utcnow()
 
-    def _complete(self, node: Member) -> None:
+    # -- signals and what they complete --------------------------------------------------------
+
+    def signal(self, deployment_id: str, details: dict) -> None:
+        """``signal_software_deployment``: a deployment's outputs, through any of its transports."""
         with self.lock:
-            if node.completed or self.root.status.endswith("FAILED"):
+            deployment = self.deployments.get(deployment_id)
+            if deployment is None or deployment.status != "IN_PROGRESS":
                 return
+            code = details.get("deploy_status_code")
+            if code is not None and str(code) != "0":
+                self._deployment_done(deployment, "FAILED",
+                                      f"deploy_status_code : Deployment exited with non-zero status code: {code}",
+                                      details)
+            else:
+                self._deployment_done(deployment, "COMPLETE", "Outputs received", details)
+
+    def _deployment_done(self, deployment: Deployment, status: str, reason: str, outputs: dict) -> None:
+        deployment.status, deployment.status_reason, deployment.updated = status, reason, utcnow()
+        deployment.output_values = {k: outputs.get(k) for k in ("deploy_stdout", "deploy_stderr",
+                                                                "deploy_status_code")} if outputs else {}
+        node = deployment.node
+        node.deployed_server.metadata = self._metadata(node)
+        if status == "FAILED":
+            self._fail(deployment.resource, "Error", f"Deployment to server failed: {reason}")
+        else:
+            self._set_resource(deployment.resource, "CREATE_COMPLETE")
+            self._advance(node)
+
+    def _advance(self, node: Member) -> None:
+        """The member's stacks move on as their deployments complete, as Heat's dependencies let them."""
+        if node.failed or node.completed:
+            return
+        server_stack, member_stack = node.server.nested, node.member.nested
+        if not _all_complete(server_stack):
+            return
+        if server_stack.status.endswith("IN_PROGRESS"):
+            self._set_stack(server_stack, "CREATE_COMPLETE", "Stack CREATE completed successfully")
+            self._set_resource(node.server, "CREATE_COMPLETE")
+            self._create_deployments(node, member_stack, [
+                ("NetworkDeployment", "OS::TripleO::SoftwareDeployment", "os-apply-config", "NetworkConfig",
+                 "OS::TripleO::Net::SoftwareConfig"),
+                (f"{node.role}Deployment", "OS::Heat::StructuredDeployment", "hiera", f"{node.role}Config",
+                 "OS::Heat::StructuredConfig")])
+            return
+        if _all_complete(member_stack):
             node.completed = True
-            for resource in (node.deployed_server, node.server, node.member):
-                if resource.nested is not None:
-                    self._set_stack(resource.nested, "CREATE_COMPLETE", "Stack CREATE completed successfully")
-                self._set_resource(resource, "CREATE_COMPLETE")
+            self._set_stack(member_stack, "CREATE_COMPLETE", "Stack CREATE completed successfully")
+            self._set_resource(node.member, "CREATE_COMPLETE")
             self._maybe_finish()
+
+    def _fail(self, resource: Resource, error: str, message: str, path: list[str] | None = None) -> None:
+        """A resource fails, then its stack, then the stack resource above it, up to the root: each
+        reason as Heat writes it (``Resource CREATE failed: Error: resources.X: …``), the levels above
+        reading the failure back out of the reason below, as ``ResourceFailure`` does."""
+        path = ["resources", resource.name] + (path or [])
+        self._set_resource(resource, "CREATE_FAILED", failure_text(error, path, message))
+        stack = resource.stack
+        if stack.status.endswith("FAILED"):
+            return
+        reason = f"Resource CREATE failed: {failure_text(error, path, message)}"
+        self._set_stack(stack, "CREATE_FAILED", reason)
+        for member in self.members:
+            if stack in (member.server.nested, member.member.nested):
+                member.failed = True
+        if stack.parent is not None:
+            parsed = [part.strip() for part in reason.split(":")]
+            self._fail(stack.parent, parsed[1], ": ".join(parsed[3:]), parsed[2].split("."))
 
     def _maybe_finish(self) -> None:
         root = self.root
@@ -264,7 +475,7 @@ class Heat:
                 self._set_stack(stack, f"{action}_FAILED", "Timed out")
 
     def scale(self, role_name: str, count: int) -> list[Member]:
-        """Add ``count`` members to a role (a stack update); they start in CREATE_IN_PROGRESS."""
+        """Add ``count`` members to a role (a stack update); their deployments wait for their agents."""
         with self.lock:
             role = next((r for r in self.scenario.roles if r.name == role_name), None)
             if role is None:
@@ -277,7 +488,11 @@ class Heat:
             self._set_resource(group, "UPDATE_IN_PROGRESS")
             self._set_stack(group.nested, "UPDATE_IN_PROGRESS", "Stack UPDATE started")
             role.count = first + count
-            return [self._add_member(role, group, index, "CREATE") for index in range(first, first + count)]
+            return [self._add_member(role, group, index) for index in range(first, first + count)]
+
+    def member_of_stack(self, stack_name: str) -> Member | None:
+        """The node whose server stack is ``stack_name`` (the CFN API finds resources so)."""
+        return next((m for m in self.members if m.server.nested and m.server.nested.name == stack_name), None)
 
     # -- the API -----------------------------------------------------------------------
 
@@ -291,7 +506,14 @@ class Heat:
         router.add("GET", base + "/stacks/{stack}/{stack_id}/resources/{resource}", self.show_resource, heat_error)
         router.add("GET", base + "/stacks/{stack}/{stack_id}/resources/{resource}/metadata", self.resource_metadata,
                    heat_error)
+        router.add("POST", base + "/stacks/{stack}/{stack_id}/resources/{resource}/signal", self.resource_signal,
+                   heat_error)
         router.add("GET", base + "/stacks/{stack}/{stack_id}/events", self.list_events, heat_error)
+        router.add("GET", base + "/software_deployments", self.list_deployments, heat_error)
+        router.add("GET", base + "/software_deployments/metadata/{server_id}", self.deployments_metadata,
+                   heat_error)
+        router.add("GET", base + "/software_deployments/{deployment_id}", self.show_deployment, heat_error)
+        router.add("GET", base + "/software_configs/{config_id}", self.show_config, heat_error)
 
     def versions(self, request: Request) -> Response:
         return Response(300, {"versions": [{"id": "v1.0", "status": "CURRENT",
@@ -404,8 +626,57 @@ class Heat:
             node = next((m for m in self.members if m.user_id and m.user_id == caller
                          and m.deployed_server is resource), None)
         if node is not None:  # the node's heat collector polling its own resource
-            self._polled(node)
+            self.polled(node)
         return Response(200, {"metadata": metadata})
+
+    def resource_signal(self, request: Request) -> Response:
+        """HEAT_SIGNAL: the deployment's stack user posts the outputs to its resource."""
+        with self.lock:
+            resource = self._resource(request)
+            deployment = self.deployments.get(resource.physical_id)
+        if deployment is None:
+            raise HttpError(400, "Bad Request", f"Signal resource during {resource.status.split('_')[0]} is not "
+                            "supported.", "ResourceFailure")
+        self.signal(deployment.id, request.json())
+        return Response(200, None)
+
+    def _deployment_body(self, d: Deployment) -> dict:
+        body = {"id": d.id, "server_id": d.node.deployed_server.physical_id, "config_id": d.config_id,
+                "input_values": {}, "output_values": d.output_values or None, "action": d.action,
+                "status": d.status, "status_reason": d.status_reason, "creation_time": heat_time(d.created)}
+        if d.updated:
+            body["updated_time"] = heat_time(d.updated)
+        return body
+
+    def list_deployments(self, request: Request) -> Response:
+        server_id = request.arg("server_id")
+        with self.lock:
+            found = [d for d in self.deployments.values()
+                     if server_id is None or d.node.deployed_server.physical_id == server_id]
+            return Response(200, {"software_deployments": [self._deployment_body(d) for d in found]})
+
+    def show_deployment(self, request: Request) -> Response:
+        with self.lock:
+            deployment = self.deployments.get(request.match["deployment_id"])
+            if deployment is None:
+                raise HttpError(404, "Not Found", f"Deployment with id {request.match['deployment_id']} not found",
+                                "NotFound")
+            return Response(200, {"software_deployment": self._deployment_body(deployment)})
+
+    def deployments_metadata(self, request: Request) -> Response:
+        with self.lock:
+            node = next((m for m in self.members if m.deployed_server.physical_id == request.match["server_id"]), None)
+            return Response(200, {"metadata": self._deployment_configs(node) if node else []})
+
+    def show_config(self, request: Request) -> Response:
+        with self.lock:
+            deployment = next((d for d in self.deployments.values() if d.config_id == request.match["config_id"]),
+                              None)
+            if deployment is None:
+                raise HttpError(404, "Not Found", f"Software config with id {request.match['config_id']} not found",
+                                "NotFound")
+            config = next(c for c in self._deployment_configs(deployment.node) if c["id"] == deployment.config_id)
+            return Response(200, {"software_config": config})
 
     def _event_body(self, event: Event, with_root: bool) -> dict:
         stack = event.stack
@@ -437,3 +708,24 @@ class Heat:
             if limit:
                 events = events[:int(limit)]
             return Response(200, {"events": [self._event_body(e, depth > 0) for e in events]})
+
+
+def _all_complete(stack: Stack) -> bool:
+    return all(r.status.endswith("COMPLETE") and not r.status.startswith("INIT") for r in stack.resources.values())
+
+
+#: Heat's descriptions of the inputs it derives (software_deployment.py).
+_INPUT_DESCRIPTIONS = {
+    "deploy_server_id": "ID of the server being deployed to",
+    "deploy_action": "Name of the current action being deployed",
+    "deploy_stack_id": "ID of the stack this deployment belongs to",
+    "deploy_resource_name": "Name of this deployment resource in the stack",
+    "deploy_signal_transport": "How the server should signal to heat with the deployment output values.",
+    "deploy_signal_id": "ID of signal to use for signaling output values",
+    "deploy_signal_verb": "HTTP verb to use for signaling outputvalues",
+    "deploy_auth_url": "URL for API authentication",
+    "deploy_user_id": "ID of the user to use for signalling output values",
+    "deploy_password": "Password for API authentication",
+    "deploy_project_id": "ID of project for API authentication",
+    "deploy_region_name": "Region name for API authentication",
+}

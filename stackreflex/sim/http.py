@@ -19,6 +19,8 @@ class Request:
     body: bytes
     match: dict[str, str] = field(default_factory=dict)
     client: str = ""
+    #: the path as sent (``path`` has its trailing slash taken off): what a request signature covers
+    raw_path: str = ""
 
     def json(self) -> dict:
         try:
@@ -115,7 +117,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         request = Request(self.command, parts.path.rstrip("/") or "/", parse_qs(parts.query, keep_blank_values=True),
                           {k.lower(): v for k, v in self.headers.items()}, self.rfile.read(length) if length else b"",
-                          client=self.client_address[0])
+                          client=self.client_address[0], raw_path=parts.path)
         handler, errors, auth, extra = self.server.router.find(request.method, request.path)
         try:
             if handler is None:

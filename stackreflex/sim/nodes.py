@@ -10,6 +10,7 @@ agent configuration needs, and answers ``command not found`` (exit 127) for anyt
 """
 
 import http.client
+import posixpath
 import shlex
 import socket
 import threading
@@ -63,8 +64,12 @@ class SimNode:
     port: int = 0
     reboot_time: float = DEFAULT_REBOOT_TIME
     faults: Faults = field(default_factory=Faults)
+    #: Simulated seconds the agent takes to run one software deployment.
+    deployment_time: float = 0.0
     files: dict[str, bytes] = field(default_factory=dict)
     modes: dict[str, int] = field(default_factory=dict)
+    #: Directories that exist besides those holding a file (a file cannot be made where there is none).
+    dirs: set[str] = field(default_factory=lambda: {"/etc", "/tmp", "/var/lib/os-collect-config"})
     services: dict[str, Service] = field(default_factory=dict)
     commands: list[str] = field(default_factory=list)
     #: Called with False when the node goes down for a reboot and True when it is back.
@@ -77,7 +82,8 @@ class SimNode:
         self.files.setdefault(OAC_TEMPLATE, b"[DEFAULT]\ncommand = os-refresh-config\n")
         self.services.setdefault("os-collect-config", Service(enabled=True))
         self.files[BOOT_ID] = f"{uuid.uuid4()}\n".encode()
-        self.agent = Agent(self.address, self.files, self.lock, self.clock)
+        self.agent = Agent(self.address, self.files, self.lock, self.clock, self.faults, self.hostname,
+                           self.deployment_time)
         self._listener: socket.socket | None = None
         self._transports: list[paramiko.Transport] = []
 
@@ -189,14 +195,26 @@ class SimNode:
     def _cmd_mkdir(self, args, stdin):
         return 0, b"", b""  # directories are implied by the paths of files
 
+    def _dir_exists(self, path: str) -> bool:
+        path = path.rstrip("/") or "/"
+        return path == "/" or path in self.dirs or any(f.startswith(path + "/") for f in self.files)
+
     def _cmd_install(self, args, stdin):
         mode, rest = 0o755, list(args)
         if "-m" in rest:
             i = rest.index("-m")
             mode = int(rest[i + 1], 8)
             del rest[i:i + 2]
+        if rest and rest[0] == "-d":  # install -d [-m MODE] DIR…: the directories and their parents
+            for directory in rest[1:]:
+                parts = directory.rstrip("/").split("/")
+                self.dirs.update("/".join(parts[:n]) for n in range(2, len(parts) + 1))
+                self.modes[directory.rstrip("/")] = mode
+            return 0, b"", b""
         if len(rest) != 2 or rest[0] != "/dev/stdin":
-            return 1, b"", b"install: only 'install [-m MODE] /dev/stdin PATH' is supported here\n"
+            return 1, b"", b"install: only 'install [-m MODE] /dev/stdin PATH' and 'install -d DIR' are supported here\n"
+        if not self._dir_exists(posixpath.dirname(rest[1])):
+            return 1, b"", f"install: cannot create regular file '{rest[1]}': No such file or directory\n".encode()
         self.files[rest[1]] = stdin
         self.modes[rest[1]] = mode
         return 0, b"", b""

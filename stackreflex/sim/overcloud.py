@@ -6,6 +6,7 @@ from pathlib import Path
 import paramiko
 
 from .clock import SimClock
+from .cfn import Cfn
 from .cinder import Cinder
 from .faults import Fault, Faults
 from .glance import Glance
@@ -56,8 +57,9 @@ class Overcloud:
         nova = Nova(scenario, base_url, clock, faults, glance)
         cinder = Cinder(scenario, base_url, clock, faults, nova, glance)
         keystone.services.update({"orchestration": ("heat", heat.endpoint), "compute": ("nova", nova.endpoint),
-                                  "volumev3": ("cinderv3", cinder.endpoint), "image": ("glance", glance.endpoint)})
-        for service in (keystone, heat, metadata, nova, cinder, glance):
+                                  "volumev3": ("cinderv3", cinder.endpoint), "image": ("glance", glance.endpoint),
+                                  "cloudformation": ("heat-cfn", heat.cfn_endpoint.rstrip("/"))})
+        for service in (keystone, heat, metadata, nova, cinder, glance, Cfn(heat)):
             service.routes(router)
         overcloud = cls(scenario, server, keystone, heat, metadata, nova, cinder, glance, faults)
         if state_dir is not None:
@@ -84,7 +86,7 @@ class Overcloud:
     def _start_node(self, address: str, hostname: str, state_dir: Path, keys: list[paramiko.PKey], clock) -> SimNode:
         node = self.nodes[address] = SimNode(address, hostname, self.scenario.ssh_user, keys, state_dir, clock,
                                              port=self.scenario.ssh_port, reboot_time=self.scenario.reboot_time,
-                                             faults=self.faults).start()
+                                             faults=self.faults, deployment_time=self.scenario.deployment_time).start()
         return node
 
     def known_hosts_lines(self) -> list[str]:
@@ -124,10 +126,12 @@ class Overcloud:
                                  interface="public", load_yaml_config=False, load_envvars=False)
 
     def node_states(self) -> list[dict]:
-        """Each node: role, index, host, resource status, when it first polled (URLs left out)."""
+        """Each node: role, index, host, its member's status, when it first polled, where its
+        deployments stand (URLs and credentials left out)."""
         with self.heat.lock:
             return [{"role": m.role, "index": m.index, "host": m.host, "status": m.member.status,
-                     "polled_at": m.polled_at.isoformat() if m.polled_at else None} for m in self.heat.members]
+                     "polled_at": m.polled_at.isoformat() if m.polled_at else None,
+                     "deployments": {d.name: d.status for d in m.deployments}} for m in self.heat.members]
 
     # The admin API (loopback only, no token): drives a running simulator from `stackreflex sim`.
 
@@ -143,7 +147,7 @@ class Overcloud:
         body = request.json()
         try:
             fault = self.faults.add(Fault(**{k: body[k] for k in ("kind", "target", "count", "status", "seconds",
-                                                                  "match") if k in body}))
+                                                                  "match", "code") if k in body}))
         except (TypeError, ValueError) as exc:
             raise HttpError(400, "Bad Request", str(exc)) from None
         return Response(200, {"fault": vars(fault)})

@@ -32,7 +32,7 @@ class Scenario:
     temp_url_key: str = "sim-temp-url-key"
     #: Lifetime of a temp URL (simulated seconds).
     temp_url_lifetime: float = 86400 * 365
-    #: Simulated seconds between a node's first poll and its resources completing.
+    #: Simulated seconds a node's agent takes to run one software deployment.
     deployment_time: float = 5.0
     #: Simulated seconds after which a stack still in progress fails (0: never).
     create_timeout: float = 0.0
@@ -40,8 +40,11 @@ class Scenario:
     speed: float = 1.0
     #: Heat keeps at most this many events per stack.
     max_events_per_stack: int = 1000
-    #: Metadata transport of the deployed servers: POLL_TEMP_URL or POLL_SERVER_HEAT.
+    #: Metadata transport of the deployed servers: POLL_TEMP_URL, POLL_SERVER_HEAT or POLL_SERVER_CFN.
     transport: str = "POLL_TEMP_URL"
+    #: How the software deployments are signalled back: TEMP_URL_SIGNAL (TripleO's), HEAT_SIGNAL,
+    #: CFN_SIGNAL (Heat's default) or NO_SIGNAL (complete at once).
+    signal_transport: str = "TEMP_URL_SIGNAL"
     #: The SSH user of the nodes (passwordless sudo) and the port their servers listen on (0: any).
     ssh_user: str = "stack"
     ssh_port: int = 0

@@ -1,7 +1,9 @@
-"""Swift-style temp URLs for deployment metadata: signed, expiring, and logged when polled."""
+"""Swift-style temp URLs: deployment metadata the agents GET (signed, expiring, logged when
+polled), and the objects Heat's TEMP_URL_SIGNAL deployments are signalled through (PUT)."""
 
 import hashlib
 import hmac
+import json
 import threading
 import time
 from dataclasses import dataclass
@@ -38,33 +40,63 @@ class MetadataStore:
         self.base_url, self.account, self.key, self.lifetime = base_url, account, key, lifetime
         self.objects: dict[str, Callable[[], dict]] = {}
         self.on_poll: dict[str, Callable[[str], None]] = {}
+        self.on_put: dict[str, Callable[[dict], None]] = {}
         self.polls: list[Poll] = []
         self._lock = threading.Lock()
 
     def routes(self, router: Router) -> None:
         router.add("GET", PREFIX + "/v1/{account}/{container}/{obj}", self.get_object, swift_error, auth=False)
+        router.add("PUT", PREFIX + "/v1/{account}/{container}/{obj}", self.put_object, swift_error, auth=False)
 
-    def publish(self, container: str, obj: str, content: Callable[[], dict],
-                on_poll: Callable[[str], None]) -> str:
-        """Serve ``content()`` at a new temp URL and return the URL."""
-        path = f"/v1/AUTH_{self.account}/{container}/{obj}"
+    def _temp_url(self, method: str, path: str) -> str:
         expires = int(time.time() + self.lifetime)
-        with self._lock:
-            self.objects[path] = content
-            self.on_poll[path] = on_poll
-        query = urlencode({"temp_url_sig": signature(self.key, "GET", expires, path), "temp_url_expires": expires})
+        query = urlencode({"temp_url_sig": signature(self.key, method, expires, path), "temp_url_expires": expires})
         return f"{self.base_url}{PREFIX}{path}?{query}"
 
-    def get_object(self, request: Request) -> Response:
-        path = request.path[len(PREFIX):]
+    def _signed(self, request: Request, method: str, path: str) -> None:
         sig, expires = request.arg("temp_url_sig"), request.arg("temp_url_expires")
         try:
-            valid = bool(sig) and hmac.compare_digest(sig, signature(self.key, "GET", int(expires), path)) \
+            valid = bool(sig) and hmac.compare_digest(sig, signature(self.key, method, int(expires), path)) \
                 and int(expires) > time.time()
         except (TypeError, ValueError):
             valid = False
         if not valid:  # what Swift's tempurl middleware answers (401, not 403)
             raise HttpError(401, "Unauthorized", "Temp URL invalid")
+
+    def publish(self, container: str, obj: str, content: Callable[[], dict],
+                on_poll: Callable[[str], None]) -> str:
+        """Serve ``content()`` at a new temp URL and return the URL."""
+        path = f"/v1/AUTH_{self.account}/{container}/{obj}"
+        with self._lock:
+            self.objects[path] = content
+            self.on_poll[path] = on_poll
+        return self._temp_url("GET", path)
+
+    def signal_url(self, container: str, obj: str, on_put: Callable[[dict], None]) -> str:
+        """A temp URL to PUT a deployment's outputs to (Heat's ``deploy_signal_id``); ``on_put``
+        takes what is put there."""
+        path = f"/v1/AUTH_{self.account}/{container}/{obj}"
+        with self._lock:
+            self.on_put[path] = on_put
+        return self._temp_url("PUT", path)
+
+    def put_object(self, request: Request) -> Response:
+        path = request.path[len(PREFIX):]
+        self._signed(request, "PUT", path)
+        with self._lock:
+            on_put = self.on_put.get(path)
+        if on_put is None:
+            raise HttpError(404, "Not Found", "The resource could not be found.")
+        try:
+            body = json.loads(request.body or b"{}")
+        except ValueError:
+            body = {}
+        on_put(body if isinstance(body, dict) else {})
+        return Response(201, b"", {"Content-Type": "text/html; charset=UTF-8"})
+
+    def get_object(self, request: Request) -> Response:
+        path = request.path[len(PREFIX):]
+        self._signed(request, "GET", path)
         with self._lock:
             content, on_poll = self.objects.get(path), self.on_poll.get(path)
             if content is None:

@@ -1,11 +1,13 @@
 """Configuring os-collect-config on a node over SSH: idempotent, atomic, verified.
 
-The agent's source carries a credential (the temp URL's signature, or the heat collector's
-password), so it travels on the command's standard input, never in a command line, and the
-file is written 0600.
+The agent's source carries a credential (the temp URL's signature, the heat collector's
+password, the cfn collector's EC2 secret key), so it travels on the command's standard input,
+never in a command line, and the file is written 0600.
 """
 
+import configparser
 import json
+import posixpath
 import shlex
 from dataclasses import dataclass
 
@@ -15,18 +17,22 @@ from ..redaction import redact
 from ..settings import Settings
 from .ssh import CommandFailed, run
 
-#: What each collector needs, in the order the agent's configuration lists it.
+#: What each collector needs, in the order the agent's configuration lists it: POLL_TEMP_URL's
+#: ``request``, POLL_SERVER_HEAT's ``heat``, POLL_SERVER_CFN's ``cfn``.
 COLLECTOR_OPTIONS = {"request": ("metadata_url",),
-                     "heat": ("auth_url", "user_id", "password", "project_id", "stack_id", "resource_name")}
+                     "heat": ("auth_url", "user_id", "password", "project_id", "stack_id", "resource_name"),
+                     "cfn": ("metadata_url", "access_key_id", "secret_access_key", "stack_name", "path")}
 #: What shows, in what the agent fetched, that it fetched this node's own metadata.
-IDENTITY = {"request": ("metadata_url",), "heat": ("stack_id", "resource_name", "user_id")}
+IDENTITY = {"request": ("metadata_url",), "heat": ("stack_id", "resource_name", "user_id"),
+            "cfn": ("stack_name", "path", "access_key_id")}
 
 
 @dataclass(frozen=True)
 class AgentSource:
-    """Where a node's agent polls: the ``request`` collector's temp URL (POLL_TEMP_URL) or the
-    ``heat`` collector's credentials and resource (POLL_SERVER_HEAT). Both carry a secret
-    (the URL's signature, the password): keep it in memory, never in state or logs."""
+    """Where a node's agent polls: the ``request`` collector's temp URL (POLL_TEMP_URL), the
+    ``heat`` collector's credentials and resource (POLL_SERVER_HEAT), or the ``cfn`` collector's
+    EC2 key pair and resource path (POLL_SERVER_CFN). Each carries a secret (the URL's
+    signature, the password, the secret key): keep it in memory, never in state or logs."""
 
     collector: str
     options: tuple[tuple[str, str], ...]
@@ -110,6 +116,8 @@ def configure_agent(ssh: paramiko.SSHClient, source: AgentSource, layout: AgentL
         return {"action": "unchanged", "path": layout.target}
     if layout.mode == "ini":  # os-apply-config would render its template over our file
         run(ssh, f"rm -f {q(layout.template_path)}", sudo=layout.sudo, host=host)
+    else:  # os-collect-config makes its cache directory, not this one
+        run(ssh, f"install -d -m 0700 {q(posixpath.dirname(layout.target))}", sudo=layout.sudo, host=host)
     temporary = f"{layout.target}.stackreflex-tmp"
     run(ssh, f"install -m 0600 /dev/stdin {q(temporary)}", stdin=wanted.encode(), sudo=layout.sudo, host=host)
     run(ssh, f"mv -f {q(temporary)} {q(layout.target)}", sudo=layout.sudo, host=host)
@@ -118,7 +126,31 @@ def configure_agent(ssh: paramiko.SSHClient, source: AgentSource, layout: AgentL
     if not active:
         raise CommandFailed(f"node {host}: {layout.service} is not active after its restart")
     return {"action": "rewritten" if current is not None else "written", "path": layout.target,
-            "previous": "other source" if current is not None else "none"}
+            "previous": _previous(current, wanted, source, layout)}
+
+
+def _previous(current: str | None, wanted: str, source: AgentSource, layout: AgentLayout) -> str:
+    """What the file held before: ``none``, ``identical`` (the agent was only restarted),
+    ``other collector``, or the same collector with another URL or other credentials."""
+    if current is None:
+        return "none"
+    if current == wanted:
+        return "identical"
+    collector = _collector_in(current, layout)
+    if collector != source.collector:
+        return "other collector"
+    return "other URL" if source.collector == "request" else "other credentials"
+
+
+def _collector_in(text: str, layout: AgentLayout) -> str | None:
+    try:
+        if layout.mode == "ini":
+            parser = configparser.ConfigParser()
+            parser.read_string(text)
+            return parser.get("DEFAULT", "collectors", fallback="").split(",")[0].strip() or None
+        return (json.loads(text).get("os-collect-config", {}).get("collectors") or [None])[0]
+    except (configparser.Error, ValueError, AttributeError):
+        return None
 
 
 def agent_fetched(ssh: paramiko.SSHClient, layout: AgentLayout, source: AgentSource, *, host: str = "") -> bool:
