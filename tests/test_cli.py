@@ -49,10 +49,17 @@ def test_demo_runs_on_the_embedded_default_and_leaves_an_audit_trail(tmp_path):
     runs = json.loads(run_cli(demo_log, tmp_path, "audit", "runs", "--handler", "configure_new_node", "--json").stdout)
     assert len(runs) == 7 and {r["status"] for r in runs} == {"succeeded"}
     assert len({r["subject"] for r in runs}) == 1 and runs[0]["subject"] == "overcloud"
-    again = run_cli(settings, tmp_path, "demo", timeout=180)
-    assert again.returncode == 0, again.stderr + again.stdout
-    runs = json.loads(run_cli(demo_log, tmp_path, "audit", "runs", "--handler", "configure_new_node", "--json").stdout)
-    assert len(runs) == 7, "each demo starts from a new audit log of its own"
+    for transport, collector in (("POLL_SERVER_CFN", "cfn"), ("POLL_SERVER_HEAT", "heat")):
+        again = run_cli(settings, tmp_path, "demo", "--transport", transport, timeout=180)
+        assert again.returncode == 0, again.stderr + again.stdout
+        runs = json.loads(run_cli(demo_log, tmp_path, "audit", "runs", "--handler", "configure_new_node",
+                                  "--json").stdout)
+        assert len(runs) == 7 and {r["status"] for r in runs} == {"succeeded"}, "each demo has a new log of its own"
+        shown = json.loads(run_cli(demo_log, tmp_path, "audit", "show", runs[0]["id"], "--json").stdout)
+        [configured] = [s for s in shown["steps"] if s["name"] == "configure os-collect-config"]
+        assert configured["detail"][collector]["collector"] == collector
+        assert shown["steps"][-1]["detail"]["summary"] == "4/4 deployments complete"
+        assert "secret_access_key': '***'" in str(configured["detail"]) or collector == "heat"
 
 
 def test_errors_are_one_clear_line(tmp_path):

@@ -113,7 +113,7 @@ def test_a_changed_host_key_is_refused_until_the_operator_trusts_it(deployment, 
     audit = AuditLog.open(settings.database())
     refused = wait_for(lambda: [r for r in configure_runs(audit) if r["error"] and "host key changed" in r["error"]],
                        timeout=40, message="the changed key refused")
-    assert f"stackreflex nodes trust {node.address}" in refused[0]["error"]
+    assert f"stackreflex nodes trust {node.address}:{node.port}`" in refused[0]["error"]  # the port, to trust it
     assert oc.heat.root.status == "CREATE_IN_PROGRESS"
     trusted = run_cli(settings, tmp_path, "nodes", "trust", f"{node.address}:{node.port}")
     assert trusted.returncode == 0 and "replaced" in trusted.stdout
@@ -181,6 +181,15 @@ def test_doctor_checks_every_path_and_names_what_fails(deployment, tmp_path):
     oc.faults.add(Fault("node_unreachable", "127.0.0.12"))
     broken = run_cli(settings, tmp_path, "doctor", "--stack", "overcloud", env=os_env)
     assert broken.returncode == 1 and broken.stdout.count("FAIL") == 1 and "127.0.0.12" in broken.stdout
+    oc.faults.clear()
+    # an inventory of servers: entries only (a stack that is not TripleO-shaped): its nodes are checked too
+    servers = tmp_path / "servers.yaml"
+    servers.write_text(json.dumps({"servers": {f"stack-{i}/deployed-server": f"{h}:{oc.nodes[h].port}"
+                                               for i, h in enumerate(["127.0.0.11", "127.0.0.21"])}}))
+    only_servers = run_cli(settings.model_copy(update={"inventory": servers}), tmp_path, "doctor", "--stack",
+                           "overcloud", env=os_env)
+    assert only_servers.returncode == 0, only_servers.stdout + only_servers.stderr
+    assert only_servers.stdout.count("Heat API from node") == 2
 
 
 def test_an_unreachable_node_is_retried_then_fails_alone_and_status_shows_it(deployment, workers, tmp_path):

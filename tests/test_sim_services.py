@@ -19,6 +19,7 @@ from stackreflex.sim.scenario import load_scenario
 from .conftest import wait_for
 
 OPENSTACK = str(Path(sys.executable).with_name("openstack"))
+GLANCE = str(Path(sys.executable).with_name("glance"))
 
 
 def fast_scenario():
@@ -152,9 +153,45 @@ def test_api_faults_answer_errors_or_slowly_on_the_chosen_path(overcloud):
     assert time.monotonic() - started >= 0.5
 
 
-def openstack_cli(overcloud, tmp_path, *args) -> subprocess.CompletedProcess:
+def openstack_cli(overcloud, tmp_path, *args, program: str = OPENSTACK) -> subprocess.CompletedProcess:
     env = {**os.environ, **overcloud.environment(), "HOME": str(tmp_path)}
-    return subprocess.run([OPENSTACK, *args], env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run([program, *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_heats_own_client_shows_the_deployments_events_and_metadata_of_seed_004(overcloud, tmp_path):
+    """The commands of the deployed-server guide (seed 004), through python-heatclient."""
+    cli = lambda *args: openstack_cli(overcloud, tmp_path, *args)
+    events = cli("stack", "event", "list", "--nested-depth", "5", "overcloud", "-f", "json")
+    assert events.returncode == 0, events.stderr
+    listed = json.loads(events.stdout)
+    servers = [e for e in listed if e["resource_name"] == "deployed-server"]
+    assert [e["resource_status"] for e in servers] == ["CREATE_IN_PROGRESS", "CREATE_COMPLETE"] * 5
+    resources = json.loads(cli("stack", "resource", "list", "-n", "5", "overcloud", "-f", "json").stdout)
+    rows = {(r["resource_name"], r["resource_status"]) for r in resources}
+    assert ("deployed-server", "CREATE_COMPLETE") in rows and ("HostsEntryDeployment", "CREATE_IN_PROGRESS") in rows
+    server = next(r for r in resources if r["resource_name"] == "deployed-server")
+    metadata = json.loads(cli("stack", "resource", "metadata", server["stack_name"], "deployed-server").stdout)
+    assert [d["name"] for d in metadata["deployments"]] == ["HostsEntryDeployment", "InstanceIdDeployment"]
+    deployments = json.loads(cli("software", "deployment", "list", "--server", server["physical_resource_id"],
+                                 "-f", "json").stdout)
+    assert len(deployments) == 2 and {d["status"] for d in deployments} == {"IN_PROGRESS"}
+    shown = json.loads(cli("software", "deployment", "show", deployments[0]["id"], "-f", "json").stdout)
+    assert shown["status"] == "IN_PROGRESS" and shown["status_reason"] == "Deploy data available"
+    assert shown["server_id"] == server["physical_resource_id"]
+
+
+def test_glances_own_client_lists_stores_copies_an_image_and_shows_where_it_is(overcloud, tmp_path):
+    """The commands of the edge storage validation (seed 003), through python-glanceclient."""
+    glance = lambda *args: openstack_cli(overcloud, tmp_path, *args, program=GLANCE)
+    stores = glance("stores-info")
+    assert stores.returncode == 0, stores.stderr
+    assert all(f'"{s}"' in stores.stdout for s in ("central", "dcn0", "dcn1"))
+    image = next(iter(overcloud.glance.images.values()))
+    imported = glance("image-import", image.id, "--import-method", "copy-image", "--stores", "dcn0")
+    assert imported.returncode == 0, imported.stdout + imported.stderr
+    wait_for(lambda: "dcn0" in image.stores, timeout=10, message="copied to dcn0")
+    shown = glance("image-show", image.id)
+    assert shown.returncode == 0 and "central,dcn0" in shown.stdout and "falling back to v1" not in shown.stderr
 
 
 def test_the_openstack_cli_runs_the_operators_commands(overcloud, tmp_path):

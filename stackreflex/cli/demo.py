@@ -12,7 +12,10 @@ import threading
 import time
 from pathlib import Path
 
+from typing import Annotated
+
 import paramiko
+import typer
 import yaml
 from pydantic import SecretStr
 from rich.live import Live
@@ -22,6 +25,7 @@ from ..errors import StackreflexError
 from ..models.queries import RunFilter, list_runs, run_with_steps
 from ..runtime import Runtime
 from ..settings import default_state_dir
+from ..sim.heat import POLL_TRANSPORTS
 from ..sim.overcloud import Overcloud
 from ..sim.scenario import load_scenario
 from ..tasks.cloud import connect_cloud
@@ -38,20 +42,27 @@ DEMO_POLLING_INTERVAL = 5
 PHASE_TIMEOUT = 90.0
 
 
-def demo() -> None:
+def demo(
+    transport: Annotated[str, typer.Option(help=(
+        "How the nodes' agents poll Heat: POLL_TEMP_URL (a Swift temp URL, TripleO's), POLL_SERVER_HEAT (the heat "
+        "collector, a Keystone user per node) or POLL_SERVER_CFN (the cfn collector, an EC2 key pair per node)."))]
+        = "POLL_TEMP_URL",
+) -> None:
     """Watch a simulated TripleO deployment on pre-provisioned nodes get configured by stackreflex.
 
-    Nothing to install or configure: the overcloud is simulated (Heat, Swift temp URLs, SSH
-    nodes on 127.0.0.x), the bus and worker run in this process, and the audit log is SQLite
-    in your state directory.
+    Nothing to install or configure: the overcloud is simulated (Heat, Swift temp URLs, SSH nodes on 127.0.0.x), the bus and worker run in this process, and the audit log is SQLite in your state directory.
+
+    A node counts as configured once Heat's software deployments for it are complete.
     """
+    if transport not in POLL_TRANSPORTS:
+        raise typer.BadParameter(f"use one of {', '.join(POLL_TRANSPORTS)}", param_hint="--transport")
     invocation.overrides.setdefault("log_level", "WARNING")  # the tables tell the story
     work = Path(tempfile.mkdtemp(prefix="stackreflex-demo-"))
     client_key = work / "id_ecdsa"
     key = paramiko.ECDSAKey.generate()
     key.write_private_key_file(str(client_key))
     scenario = load_scenario()
-    scenario.speed, scenario.ssh_port = DEMO_SPEED, 0
+    scenario.speed, scenario.ssh_port, scenario.transport = DEMO_SPEED, 0, transport
     overcloud = Overcloud.start(scenario, state_dir=work / "hostkeys", authorized_keys=[key])
     try:
         _run(overcloud, work, client_key)

@@ -22,9 +22,11 @@ def doctor(
     if nodes and conn is not None:
         endpoints = undercloud_endpoints(conn, stack)
         inventory = load_inventory(settings.inventory)
-        for hosts in inventory.roles.values():
-            for host in hosts:
-                checks.extend(node_checks(settings, host, endpoints))
+        # the role members and the servers: entries (stacks that are not TripleO-shaped), each node once
+        nodes_to_check = dict.fromkeys([*(h for hosts in inventory.roles.values() for h in hosts),
+                                        *inventory.servers.values()])
+        for host in nodes_to_check:
+            checks.extend(node_checks(settings, host, endpoints))
     console.print(table("stackreflex doctor", ["check", "target", "verdict", "detail"],
                         [(c.name, c.target, "[green]ok[/]" if c.ok else "[red]FAIL[/]", c.detail) for c in checks]))
     if not all(c.ok for c in checks):

@@ -62,17 +62,53 @@ class Glance:
         return f"{self.base_url}{PREFIX}"
 
     def routes(self, router: Router) -> None:
-        router.add("GET", PREFIX, self.versions, glance_error, auth=False)
-        router.add("GET", PREFIX + "/versions", self.versions, glance_error, auth=False)
+        # The endpoint's root answers 300 Multiple Choices, /versions answers 200 (python-glanceclient
+        # asks /versions and refuses a 300 there), both with the list of versions.
+        router.add("GET", PREFIX, lambda request: self.versions(request, 300), glance_error, auth=False)
+        router.add("GET", PREFIX + "/versions", lambda request: self.versions(request, 200), glance_error, auth=False)
+        router.add("GET", PREFIX + "/v2/info/import", self.import_info, glance_error)
+        router.add("GET", PREFIX + "/v2/schemas/image", self.image_schema, glance_error)
         router.add("GET", PREFIX + "/v2/info/stores", self.stores, glance_error)
         router.add("GET", PREFIX + "/v2/images", self.list_images, glance_error)
         router.add("GET", PREFIX + "/v2/images/{image}", self.show_image, glance_error)
         router.add("POST", PREFIX + "/v2/images/{image}/import", self.import_image, glance_error)
 
-    def versions(self, request: Request) -> Response:
-        return Response(300, {"versions": [
+    def versions(self, request: Request, status: int) -> Response:
+        return Response(status, {"versions": [
             {"id": f"v2.{minor}", "status": "CURRENT" if minor == 16 else "SUPPORTED",
              "links": [{"rel": "self", "href": f"{self.endpoint}/v2/"}]} for minor in range(16, -1, -1)]})
+
+    def image_schema(self, request: Request) -> Response:
+        """``/v2/schemas/image``: the properties of an image, as Glance describes them (python-glanceclient
+        validates the images it is sent against it, and gives up on v2 without it)."""
+        def nullable(kind: str, **extra) -> dict:
+            return {"type": ["null", kind], **extra}
+
+        properties = {
+            "id": {"type": "string", "pattern": "^([0-9a-fA-F]){8}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}"
+                                                "-([0-9a-fA-F]){12}$"},
+            "name": nullable("string", maxLength=255),
+            "status": {"type": "string", "enum": ["queued", "saving", "active", "killed", "deleted", "uploading",
+                                                  "importing", "pending_delete", "deactivated"]},
+            "visibility": {"type": "string", "enum": ["community", "public", "private", "shared"]},
+            "protected": {"type": "boolean"}, "os_hidden": {"type": "boolean"},
+            "checksum": nullable("string", maxLength=32), "os_hash_algo": nullable("string", maxLength=64),
+            "os_hash_value": nullable("string", maxLength=128), "owner": nullable("string", maxLength=255),
+            "size": nullable("integer"), "virtual_size": nullable("integer"),
+            "container_format": nullable("string"), "disk_format": nullable("string"),
+            "created_at": {"type": "string"}, "updated_at": {"type": "string"},
+            "tags": {"type": "array", "items": {"type": "string", "maxLength": 255}},
+            "direct_url": {"type": "string"}, "min_ram": {"type": "integer"}, "min_disk": {"type": "integer"},
+            "self": {"type": "string"}, "file": {"type": "string"}, "stores": {"type": "string"},
+            "schema": {"type": "string"}, "locations": {"type": "array"}}
+        return Response(200, {"name": "image", "properties": properties, "additionalProperties": {"type": "string"},
+                              "links": [{"rel": "self", "href": "{self}"}, {"rel": "enclosure", "href": "{file}"},
+                                        {"rel": "describedby", "href": "{schema}"}]})
+
+    def import_info(self, request: Request) -> Response:
+        """``/v2/info/import``: the import methods enabled (here copy-image is the one implemented)."""
+        return Response(200, {"import-methods": {"description": "Import methods available.", "type": "array",
+                                                 "value": ["copy-image"]}})
 
     def stores(self, request: Request) -> Response:
         return Response(200, {"stores": [{"id": s, "description": f"{s} store", **({"default": True}

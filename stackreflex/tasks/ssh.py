@@ -32,6 +32,8 @@ def open_ssh(settings: Settings, host: str, *, port: int | None = None, user: st
         client.get_host_keys().add(entry, key_type, key)
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     target = f"{user or settings.ssh_user}@{host}"
+    # what to trust: the node as it is reached, with its port unless it is SSH's own
+    trusted = f"{host}:{port}" if port and port != 22 else host
     try:
         client.connect(host, port=port or settings.ssh_port, username=user or settings.ssh_user,
                        key_filename=str(key_file or settings.ssh_key_file) if (key_file or settings.ssh_key_file) else None,
@@ -39,13 +41,13 @@ def open_ssh(settings: Settings, host: str, *, port: int | None = None, user: st
                        auth_timeout=settings.ssh_timeout, allow_agent=False, look_for_keys=False)
     except paramiko.BadHostKeyException:
         client.close()
-        raise SSHError(f"node {host}: SSH host key changed since it was recorded in {known}; if the node was "
-                       f"rebuilt, run `stackreflex nodes trust {host}` after checking its fingerprint") from None
+        raise SSHError(f"node {trusted}: SSH host key changed since it was recorded in {known}; if the node was "
+                       f"rebuilt, run `stackreflex nodes trust {trusted}` after checking its fingerprint") from None
     except paramiko.SSHException as exc:
         client.close()
         if "not found in known_hosts" in str(exc):
-            raise SSHError(f"node {host}: SSH host key not in {known}; run `stackreflex nodes trust {host}` "
-                           "or pass --known-hosts") from None
+            raise SSHError(f"node {trusted}: SSH host key not in {known}; run `stackreflex nodes trust {trusted}` "
+                           "(or point STACKREFLEX_SSH_KNOWN_HOSTS at the file that has it)") from None
         raise SSHError(f"node {host}: SSH as {target} failed: {exc}") from None
     except (socket.error, OSError) as exc:
         client.close()
