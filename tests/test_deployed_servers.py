@@ -280,6 +280,9 @@ def test_a_failed_deployment_fails_its_nodes_run_with_heats_reason_and_the_other
         assert step["status"] == "failed" and "exited with status 3" in step["detail"]["deploy_stderr"]
         listed = run_cli(settings, tmp_path, "audit", "runs", "--status", "failed", "--json")
         assert "HostsEntryDeployment failed" in listed.stdout
+        report = tmp_path / "report.html"
+        run_cli(settings, tmp_path, "audit", "report", "--stack", "overcloud", "--html", str(report))
+        assert "HostsEntryDeployment failed: Error: resources.HostsEntryDeployment" in report.read_text()
         timeline = json.loads(run_cli(settings, tmp_path, "audit", "timeline", "--stack", "overcloud", "--status",
                                       "accepted", "--json").stdout)["entries"]
         heat = [e for e in timeline if e["what"] == "heat.resource.CREATE_FAILED"]
