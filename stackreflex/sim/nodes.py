@@ -27,6 +27,8 @@ from .faults import Faults
 
 #: The template os-apply-config would render over /etc/os-collect-config.conf.
 OAC_TEMPLATE = "/usr/libexec/os-apply-config/templates/etc/os-collect-config.conf"
+#: Real seconds between ``reboot`` answering and the node dropping its connections.
+SHUTDOWN_DELAY = 0.5
 #: Simulated seconds a node stays unreachable after ``reboot``.
 DEFAULT_REBOOT_TIME = 30.0
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
@@ -289,7 +291,11 @@ class SimNode:
         return 0, str(code).encode(), b""
 
     def _cmd_reboot(self, args, stdin):
-        threading.Thread(target=self._reboot, daemon=True).start()
+        # systemd queues the reboot and returns; sshd stops a moment later, so the exit status
+        # gets out first, as it does from a real node.
+        timer = threading.Timer(SHUTDOWN_DELAY, self._reboot)
+        timer.daemon = True
+        timer.start()
         return 0, b"", b""
 
     def _reboot(self) -> None:

@@ -157,7 +157,8 @@ def deployments_of(conn, server: DeployedServer) -> Deployments:
     """The software deployments for ``server``: those Heat records for it (``/software_deployments``,
     wherever they are in the stack), and every deployment resource of its TripleO member stack
     (the server's stack and the one above it), including those not created yet, which Heat
-    starts only once the ones before them completed."""
+    starts only once the ones before them completed. Outside TripleO's one-stack-per-node
+    layout a deployment not yet created cannot be told apart from another server's."""
     records = _json(conn.orchestration.get("/software_deployments", params={"server_id": server.physical_id}),
                     f"the software deployments of {server.label}")["software_deployments"]
     by_id = {r["id"]: r for r in records}
@@ -169,6 +170,8 @@ def deployments_of(conn, server: DeployedServer) -> Deployments:
     for resource in listed:
         if resource["resource_type"] in DEPLOYMENT_TYPES:
             record = by_id.pop(resource["physical_resource_id"], None)
+            if record is None and server.role is None:
+                continue  # a stack of several servers: only Heat's record says whose a deployment is
             states.append(DeploymentState(resource["resource_name"], resource["resource_status"],
                                           resource["resource_status_reason"], _stderr(record)))
     for record in by_id.values():  # elsewhere in the stack: named by their config
