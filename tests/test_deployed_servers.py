@@ -159,6 +159,14 @@ def test_agents_configure_does_the_whole_stack_in_a_window_and_status_shows_each
                    "--wait", "--timeout", "90", env=os_env, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count("succeeded") >= 5 and "written" in done.stdout
+    audit = AuditLog.open(settings.database())
+    over_ssh = []  # each node run from its first step until its agent fetched: what the window bounds
+    for r in list_runs(audit, RunFilter(handler="configure_node_command", limit=100)):
+        steps = run_with_steps(audit, r["id"])["steps"]
+        [fetched] = [s for s in steps if s["name"] == "agent fetched its metadata"]
+        over_ssh.append((steps[0]["started_at"], fetched["finished_at"]))
+    at_once = max(sum(1 for begin, end in over_ssh if begin <= t < end) for t, _ in over_ssh)
+    assert len(over_ssh) == 5 and at_once <= 2, over_ssh
     wait_for(lambda: oc.heat.root.status == "CREATE_COMPLETE", timeout=30, message="deployment complete")
     shown = run_cli(settings, tmp_path, "agents", "status", "--stack", "overcloud", env=os_env)
     assert shown.returncode == 0 and shown.stdout.count("polling") == 5

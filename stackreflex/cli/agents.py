@@ -34,14 +34,16 @@ def _plan(stack: str, role: str | None):
 def configure(
     stack: Annotated[str, typer.Option(help="The Heat stack, e.g. overcloud.")],
     role: Annotated[str | None, typer.Option(help="Only this role's nodes.")] = None,
-    concurrency: Annotated[int | None, typer.Option(min=1, help="Nodes configured at once (default: setting).")] = None,
+    concurrency: Annotated[int | None, typer.Option(
+        min=1, help="Nodes configured over SSH at once; a node whose agent has fetched waits for Heat's "
+                    "deployments outside this window (default: setting).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan (URLs redacted); touch nothing.")] = False,
     wait: Annotated[bool, typer.Option("--wait", "-w", help="Follow progress; exit 1 if any node failed.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds --wait follows before giving up.")] = DEFAULT_WAIT_TIMEOUT,
 ) -> None:
     """Point every deployed server's agent at its metadata URL: the whole-stack runbook, in parallel.
 
-    Nodes already configured with the same URL and a running agent are left alone.
+    Nodes already configured with the same URL and a running agent are left alone. A node is configured once Heat's software deployments for it are complete.
     """
     settings = invocation.settings
     if dry_run:

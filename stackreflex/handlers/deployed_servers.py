@@ -1,6 +1,8 @@
 """Deployed servers: when Heat waits for a pre-provisioned node, point its agent at its
 metadata URL, then see it fetch and Heat move on. Reads like the runbook it replaces."""
 
+import json
+
 from ..bus.envelope import Envelope
 from ..models.tables import FINAL_STATUSES
 from ..tasks.agents import AgentLayout, agent_fetched, configure_agent
@@ -98,11 +100,15 @@ def _window_step(ctx: RunContext, stack: str, nodes: list[dict], sent: dict, win
     runs = ctx.outcomes(list(sent.values()))
     finished = {label: rows[0] for label, eid in sent.items() for rows in [runs[eid]]
                 if rows and rows[0].status in FINAL_STATUSES}
+    # The window bounds the nodes being worked on over SSH: a node whose agent has fetched its
+    # metadata only waits for Heat's deployments (minutes of puppet on a real node), holding nothing.
+    busy = sum(1 for label, eid in sent.items() if label not in finished and not _fetched(runs[eid]))
     published = False
     for data in nodes:
         label = server_of_data(data).label
-        if label not in sent and len(sent) - len(finished) < window:
+        if label not in sent and busy < window:
             sent[label] = ctx.publish("command.agent.configure", subject=stack, data=data, key=label).id
+            busy += 1
             published = True
     if published:
         ctx.checkpoint()
@@ -112,6 +118,11 @@ def _window_step(ctx: RunContext, stack: str, nodes: list[dict], sent: dict, win
         ctx.progress(len(finished), len(nodes), note)
         ctx.state["reported"] = note
     return finished
+
+
+def _fetched(rows: list) -> bool:
+    """Whether a node run has seen its agent fetch (its saved state says so)."""
+    return bool(rows) and json.loads(rows[0].state or "{}").get("fetched", False)
 
 
 def server_of_data(data: dict) -> DeployedServer:
@@ -155,6 +166,7 @@ def configure_node(named: DeployedServer, ctx: RunContext) -> None:
             with ctx.step("agent fetched its metadata", target=str(host)) as detail:
                 detail["cache"] = layout.cache_path(source.collector)
             ctx.state["fetched"] = True
+            ctx.checkpoint()  # saved: the whole-stack command's window moves on past this node
     deployments_complete(ctx, server, host)
 
 
