@@ -8,6 +8,9 @@ them as one line (``error: …``) and exits non-zero instead of showing a traceb
 class StackreflexError(Exception):
     """Base class: an error whose message is meant for an operator."""
 
+    #: the CLI's exit status: 2 bad input or environment, 1 nothing (or not all) ran as asked
+    exit_code = 2
+
 
 class ConfigError(StackreflexError):
     """A setting is missing or malformed."""
@@ -30,7 +33,9 @@ class SignatureError(InvalidEnvelope):
 
 
 class UnroutableError(StackreflexError):
-    """The broker accepted a message that no queue is bound to receive."""
+    """The broker accepted a message that no queue is bound to receive: nothing runs it."""
+
+    exit_code = 1
 
 
 class BrokerUnavailable(StackreflexError):

@@ -14,6 +14,7 @@ from functools import partial
 
 import dramatiq
 
+from .bus.connections import bus_identity
 from .bus.dispatch import Dispatcher, build_broker
 from .bus.publisher import Publisher
 from .bus.router import Router
@@ -27,6 +28,7 @@ from .runs.lifecycle import Lifecycle
 from .runs.middleware import RunLifecycle, declare_actor
 from .runs.policy import policy_for
 from .runs.reconciler import Reconciler
+from .runs.subscribers import Subscribers, served_by
 from .settings import Settings
 from .tasks.cloud import cloud_identity, connect_cloud
 from .tasks.ssh import open_ssh
@@ -54,6 +56,7 @@ class Runtime:
         self.audit = audit or AuditLog.open(settings.database(), outage_limit=settings.database_outage_limit)
         self.publisher = Publisher(settings)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.bus = bus_identity(settings, self.owner)
         self.cloud = cloud_identity(settings)
         self._clouds = threading.local()
         self.lifecycle = Lifecycle(
@@ -68,9 +71,10 @@ class Runtime:
         self.reconciler = Reconciler(self.audit, self._dispatch, self.actors, grace=settings.reconcile_grace,
                                      cloud=self.cloud)
         self.middleware.keeper = Keeper(self.lifecycle, self.reconciler, self.audit,
-                                        {h.name: list(h.patterns) for h in self.registry},
+                                        served_by(self.registry), bus=self.bus,
                                         reconcile_interval=settings.reconcile_interval)
-        self.router = Router(settings, self.registry, self.dispatcher, self.audit, self.publisher, cloud=self.cloud)
+        self.router = Router(settings, self.registry, Subscribers(self.registry, self.audit, self.bus), self.dispatcher,
+                             self.audit, self.publisher, cloud=self.cloud)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.worker: dramatiq.Worker | None = None

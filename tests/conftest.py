@@ -28,8 +28,9 @@ from stackreflex.tasks.ssh import trust_host
 BROKER_URL = os.environ.get("STACKREFLEX_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/")
 PG_ADMIN_URL = os.environ.get("STACKREFLEX_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 HANDLERS = str(Path(__file__).with_name("sample_handlers.py"))
+OTHER_HANDLERS = str(Path(__file__).with_name("other_handlers.py"))
 HANDLER_NAMES = ["note", "fail_always", "block_until_released", "wait_for_file", "only_when_go", "do_command",
-                 "too_slow", "wait_in_step", "fail_after_each_wake"]
+                 "too_slow", "wait_in_step", "fail_after_each_wake", "elsewhere", "elsewhere_filtered"]
 
 
 @pytest.fixture(scope="session")
@@ -158,11 +159,11 @@ def env_for(settings: Settings, tmp_path: Path, extra: dict | None = None) -> di
 class WorkerProcess:
     """``stackreflex worker`` (or ``watch``) in a child process, with its log in a file."""
 
-    def __init__(self, env: dict, log_path: Path, *args: str, command: str = "worker"):
+    def __init__(self, env: dict, log_path: Path, *args: str, command: str = "worker", handlers: str = HANDLERS):
         self.log_path = log_path
         self.log = open(log_path, "ab")
         self.ready_text = "worker ready" if command == "worker" else "watching"
-        argv = ["worker", "--handlers", HANDLERS, *args] if command == "worker" else [command, *args]
+        argv = ["worker", "--handlers", handlers, *args] if command == "worker" else [command, *args]
         self.proc = subprocess.Popen([sys.executable, "-m", "stackreflex", *argv],
                                      env=env, stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
@@ -197,9 +198,9 @@ def workers(tmp_path):
     started: list[WorkerProcess] = []
 
     def start(settings: Settings, *args: str, ready: int = 1, command: str = "worker",
-              env: dict | None = None) -> WorkerProcess:
+              env: dict | None = None, handlers: str = HANDLERS) -> WorkerProcess:
         w = WorkerProcess(env_for(settings, tmp_path, env), tmp_path / f"{command}{len(started)}.log", *args,
-                          command=command)
+                          command=command, handlers=handlers)
         started.append(w)
         return w.wait_ready(ready)
 

@@ -8,6 +8,7 @@ from stackreflex.bus.router import Router
 from stackreflex.handlers.registry import Registry, handler
 from stackreflex.models.audit import AuditLog
 from stackreflex.models.queries import list_envelopes
+from stackreflex.runs.subscribers import Subscribers
 from stackreflex.settings import Settings
 
 
@@ -23,7 +24,8 @@ def test_copies_of_an_envelope_in_one_batch_share_a_dispatch_and_a_later_copy_on
     settings = Settings(database_url=database_url, namespace="routertest")
     audit = AuditLog.open(database_url)
     broker = build_broker(settings)
-    router = Router(settings, registry, Dispatcher(settings, broker), audit, Publisher(settings))
+    router = Router(settings, registry, Subscribers(registry, audit, "embedded:test"), Dispatcher(settings, broker),
+                    audit, Publisher(settings))
     for name in ("first", "second"):
         broker.declare_queue(handler_queue(settings, name))
 

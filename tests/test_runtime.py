@@ -342,7 +342,7 @@ def test_a_type_nobody_subscribes_to_is_reported_not_dropped(broker_url, sqlite_
     with pytest.raises(UnroutableError, match="no queue is bound to receive nobody.listens"):
         publish(settings, Envelope.new("nobody.listens"))
     cli = run_cli(settings, tmp_path, "publish", "nobody.listens")
-    assert cli.returncode == 2 and cli.stderr.strip().startswith("error: no queue is bound")
+    assert cli.returncode == 1 and cli.stderr.strip().startswith("error: no queue is bound")
 
 
 def test_sigterm_lets_the_running_handler_finish_then_exits_cleanly(broker_url, sqlite_url, namespace, workers,

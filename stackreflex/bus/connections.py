@@ -46,6 +46,15 @@ def display_url(settings: Settings) -> str:
     return redact_text(settings.broker_url.get_secret_value())
 
 
+def bus_identity(settings: Settings, owner: str) -> str:
+    """Which bus a process's handlers are reachable on: the broker (host, port, virtual host)
+    and namespace; an embedded bus is this process's (``owner``) alone."""
+    if settings.embedded:
+        return f"embedded:{owner}"[:255]
+    parts = urlsplit(normalise_amqp_url(settings.broker_url.get_secret_value()))
+    return f"{parts.hostname}:{parts.port or 5672}{parts.path}#{settings.namespace}"[:255]
+
+
 def _ca_file(settings: Settings) -> str | None:
     """The CA bundle the broker's certificate must chain to; None: the system's."""
     return str(settings.broker_ca_file) if settings.broker_ca_file else None

@@ -101,10 +101,13 @@ def router_queue(settings: Settings, registry: Registry) -> Queue:
 class Router:
     """Consumes envelopes and turns each into one dramatiq message per matching handler."""
 
-    def __init__(self, settings: Settings, registry: Registry, dispatcher: Dispatcher,
+    def __init__(self, settings: Settings, registry: Registry, subscribers, dispatcher: Dispatcher,
                  audit: AuditLog, publisher: Publisher, *, cloud: str | None = None):
         self.settings = settings
+        #: the handlers this process serves: the router queue's bindings
         self.registry = registry
+        #: which handlers an envelope goes to, in any live process (a :class:`~stackreflex.runs.subscribers.Subscribers`)
+        self.subscribers = subscribers
         self.dispatcher = dispatcher
         self.audit = audit
         self.publisher = publisher
@@ -149,7 +152,7 @@ class Router:
             except InvalidEnvelope as exc:
                 self._reject(body, routing_key, exc)
                 continue
-            valid.append((index, envelope, [h.name for h in self.registry if self._matches(h, envelope)]))
+            valid.append((index, envelope, self.subscribers.matching(envelope)))
         return outcomes, valid
 
     def _routed(self, envelope: Envelope, answer: Accepted) -> str:
@@ -162,14 +165,6 @@ class Router:
             self._notify(Envelope.new("envelope.routed", subject=envelope.subject, cause=envelope,
                                       data={"envelope_id": envelope.id, "duplicate": answer.duplicate, "runs": runs}))
         return outcome
-
-    def _matches(self, handler, envelope: Envelope) -> bool:
-        try:
-            return handler.matches(envelope)
-        except Exception as exc:
-            log.error("predicate of handler %s failed on %s %s: %s", handler.name, envelope.type,
-                      envelope.id, exc)
-            return False
 
     def _reject(self, body: bytes, routing_key: str, error: InvalidEnvelope) -> None:
         reason = redact_text(str(error))

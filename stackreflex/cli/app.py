@@ -63,7 +63,8 @@ def root(
 
 
 def main() -> None:
-    """Entry point: operator-facing errors become one redacted line and exit status 2."""
+    """Entry point: operator-facing errors become one redacted line and their exit status (2 for
+    bad input or environment, 1 when nothing ran)."""
     try:
         app()
     except KeyboardInterrupt:
@@ -71,7 +72,7 @@ def main() -> None:
         sys.exit(130)
     except StackreflexError as exc:
         errors.print(f"[red]error:[/] {redact_text(str(exc))}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        sys.exit(exc.exit_code)
     except OperationalError as exc:
         errors.print(f"[red]error:[/] the message broker is unreachable: {redact_text(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)

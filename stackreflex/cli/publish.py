@@ -166,6 +166,8 @@ def publish(
     if progress is None:
         return
     if not progress.runs:
-        console.print(f"no handler subscribed to {envelope.type} matched this envelope")
-    elif not progress.succeeded:
+        console.print(f"[red]nothing ran:[/] no handler that a live worker serves matched this {envelope.type} "
+                      "envelope; start a worker that serves one (`stackreflex worker --handlers FILE`)")
+        raise typer.Exit(1)
+    if not progress.succeeded:
         raise typer.Exit(1)

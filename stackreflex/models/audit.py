@@ -33,7 +33,7 @@ from .database import make_engine, migrate
 from .group_commit import GroupCommit, T, Write
 from .outage import DEFAULT_OUTAGE_LIMIT, OutageGuard
 from .prepared import Prepared
-from .records import Claim, ClaimRefusal, Fence, RunRecord
+from .records import Claim, ClaimRefusal, Fence, RunRecord, Served
 from .tables import (FINAL_STATUSES, EnvelopeRecord, Run, RunStatus, Step, StepStatus, Subscription,
                      WatcherCursor)
 
@@ -656,11 +656,11 @@ class AuditLog:
 
     # -- who serves which handler ----------------------------------------------------------
 
-    def register_subscriptions(self, owner: str, patterns: dict[str, list[str]]) -> None:
-        """This process serves these handlers (name → envelope type patterns)."""
+    def register_subscriptions(self, owner: str, served: list[Served], bus: str = "") -> None:
+        """This process serves these handlers on ``bus`` (see :func:`~stackreflex.bus.connections.bus_identity`)."""
         now = self.clock.now()
-        rows = [{"owner": owner, "handler": name, "patterns": json.dumps(p), "started_at": now, "heartbeat_at": now}
-                for name, p in patterns.items()]
+        rows = [{"owner": owner, "bus": bus, "handler": s.handler, "patterns": json.dumps(list(s.patterns)),
+                 "filtered": s.filtered, "started_at": now, "heartbeat_at": now} for s in served]
 
         def register(c: Connection) -> None:
             c.execute(delete(SUBSCRIPTION).where(SUBSCRIPTION.c.owner == owner))
@@ -683,6 +683,15 @@ class AuditLog:
         query = select(SUBSCRIPTION.c.handler, func.count()).where(SUBSCRIPTION.c.heartbeat_at >= since).group_by(
             SUBSCRIPTION.c.handler)
         return self._read(lambda c: {handler: count for handler, count in c.execute(query)})
+
+    def live_subscriptions(self, bus: str, since: datetime) -> list[Served]:
+        """The handlers served on ``bus`` by processes that heartbeat since ``since``, one entry
+        per handler (processes serving one name serve the same patterns, or the newest one's count)."""
+        query = (select(SUBSCRIPTION.c.handler, SUBSCRIPTION.c.patterns, SUBSCRIPTION.c.filtered)
+                 .where(SUBSCRIPTION.c.bus == bus, SUBSCRIPTION.c.heartbeat_at >= since)
+                 .order_by(SUBSCRIPTION.c.started_at))
+        rows = self._read(lambda c: list(c.execute(query)))
+        return list({h: Served(h, tuple(json.loads(p)), bool(f)) for h, p, f in rows}.values())
 
     # -- watcher cursors ---------------------------------------------------------------
 

@@ -57,6 +57,16 @@ class RunRecord:
 _FIELDS = tuple(f.name for f in fields(RunRecord))
 
 
+@dataclass(frozen=True, slots=True)
+class Served:
+    """A handler a process serves: what a router in any process routes by."""
+
+    handler: str
+    patterns: tuple[str, ...]
+    #: the handler also has a predicate, which only a process that loads it can check
+    filtered: bool = False
+
+
 class ClaimRefusal(StrEnum):
     """Why a message may not run its run now."""
 

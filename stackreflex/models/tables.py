@@ -8,7 +8,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Optional
 
-from sqlalchemy import Column, Index, Text, UniqueConstraint
+from sqlalchemy import Boolean, Column, Index, Text, UniqueConstraint, false
 from sqlmodel import Field, SQLModel
 
 
@@ -166,5 +166,9 @@ class Subscription(SQLModel, table=True):
     handler: str = Field(primary_key=True, max_length=255)
     #: The handler's envelope type patterns (JSON list).
     patterns: str = Field(sa_column=Column(Text, nullable=False))
+    #: The bus it is served on (broker and namespace; an embedded bus is its process's own).
+    bus: str = Field(default="", max_length=255, sa_column_kwargs={"server_default": ""})
+    #: The handler also has a predicate (``when=``): only its own worker can check it.
+    filtered: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=false()))
     started_at: datetime
     heartbeat_at: datetime

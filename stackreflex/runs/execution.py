@@ -38,6 +38,13 @@ class Failed:
 
 
 @dataclass(frozen=True)
+class Skipped:
+    """Its handler's predicate declined the envelope (checked where the handler is served)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class Suspended:
     wait: Suspend
 
@@ -48,7 +55,7 @@ class Cancelled:
     summary: str
 
 
-Outcome = Succeeded | Failed | Suspended | Cancelled
+Outcome = Succeeded | Failed | Skipped | Suspended | Cancelled
 
 
 class Execution:

@@ -5,6 +5,7 @@ import logging
 import threading
 
 from ..models.audit import AuditLog
+from ..models.records import Served
 from .lifecycle import Lifecycle
 from .reconciler import Reconciler
 
@@ -16,15 +17,15 @@ class Keeper:
     every ``reconcile_interval`` seconds."""
 
     def __init__(self, lifecycle: Lifecycle, reconciler: Reconciler, audit: AuditLog,
-                 patterns: dict[str, list[str]], *, reconcile_interval: float):
+                 served: list[Served], *, bus: str, reconcile_interval: float):
         self.lifecycle, self.reconciler, self.audit = lifecycle, reconciler, audit
-        self.patterns, self.reconcile_interval = patterns, reconcile_interval
+        self.served, self.bus, self.reconcile_interval = served, bus, reconcile_interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         self._guarded("register this process's handlers",
-                      lambda: self.audit.register_subscriptions(self.lifecycle.owner, self.patterns))
+                      lambda: self.audit.register_subscriptions(self.lifecycle.owner, self.served, self.bus))
         self._thread = threading.Thread(target=self._loop, name="stackreflex-keeper", daemon=True)
         self._thread.start()
 

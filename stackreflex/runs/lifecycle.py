@@ -25,7 +25,7 @@ from ..errors import DatabaseUnavailable, HandlerFailed
 from ..models.audit import AuditLog
 from ..models.records import ClaimRefusal
 from ..models.tables import RunStatus
-from .execution import Cancelled, Execution, Failed, Succeeded, Suspended
+from .execution import Cancelled, Execution, Failed, Skipped, Succeeded, Suspended
 from .policy import RetryPolicy
 from .waits import LeaseLost, RunCancelled, Suspend
 
@@ -112,6 +112,10 @@ class Lifecycle:
             if execution.cancel_reason is not None:
                 execution.outcome = self._compensate(execution, ctx)
                 return
+            declined = _declined(execution)
+            if declined:
+                execution.outcome = Skipped(declined)
+                return
             execution.handler.fn(execution.envelope, ctx)
             execution.outcome = Succeeded()
         except Suspend as wait:
@@ -165,6 +169,8 @@ class Lifecycle:
                 self._finish(execution, RunStatus.SUCCEEDED, None)
             elif isinstance(execution.outcome, Failed):
                 self._finish(execution, RunStatus.FAILED, execution.outcome.reason)
+            elif isinstance(execution.outcome, Skipped):
+                self._finish(execution, RunStatus.SKIPPED, execution.outcome.reason)
             else:
                 self._finish(execution, RunStatus.CANCELLED,
                              f"cancelled: {execution.cancel_reason}; {execution.outcome.summary}")
@@ -201,7 +207,7 @@ class Lifecycle:
         if not self.audit.finish(run.id, execution.token, status, error, close_steps=leftover):
             return self._lost(execution)
         self._announce(execution, "run.finished", status, error=error)
-        level = logging.INFO if status in (RunStatus.SUCCEEDED, RunStatus.CANCELLED) else logging.ERROR
+        level = logging.INFO if status in (RunStatus.SUCCEEDED, RunStatus.CANCELLED, RunStatus.SKIPPED) else logging.ERROR
         log.log(level, "run %s: %s%s", status.value, run.handler, f": {error}" if error else "",
                 extra={"run_id": run.id, "handler": run.handler, "status": status.value})
 
@@ -250,6 +256,20 @@ class Lifecycle:
 def _until(moment, clock: Clock, longest: float) -> float:
     """Seconds from now until ``moment`` (none if it passed or is unknown), at most ``longest``."""
     return min(max((moment - clock.now()).total_seconds(), 0.0), longest) if moment is not None else 0.0
+
+
+def _declined(execution: Execution) -> str | None:
+    """Why the handler's predicate declines the envelope, on a run's first execution: a router
+    in a process that does not load the handler routes it by its patterns alone."""
+    run, when = execution.run, getattr(execution.handler, "when", None)
+    if when is None or run.attempts != 1 or run.wakes:
+        return None
+    try:
+        if when(execution.envelope):
+            return None
+    except Exception as exc:  # noqa: BLE001 - as the router does: a failing predicate declines
+        return f"the predicate of {run.handler} failed on this envelope: {type(exc).__name__}: {exc}"
+    return f"the predicate of {run.handler} ({getattr(when, '__name__', 'when')}) declined this envelope"
 
 
 def _no_compensation(execution: Execution) -> str:
