@@ -24,12 +24,12 @@ from pathlib import Path
 import paramiko
 import yaml
 
-from stackreflex.bus.envelope import Envelope
-from stackreflex.handlers.registry import load_handlers
-from stackreflex.logs import setup_logging
+from stackreflex.core.envelope import Envelope
+from stackreflex.core.registry import Registry, load_handlers
+from stackreflex.core.logs import setup_logging
 from stackreflex.models.queries import RunFilter, list_runs
 from stackreflex.runtime import Runtime
-from stackreflex.settings import Settings
+from stackreflex.core.settings import Settings
 from stackreflex.tasks.agents import AgentLayout, configure_agent
 from stackreflex.tasks.cloud import connect_cloud
 from stackreflex.tasks.heat import agent_source, deployed_servers, deployments_of
@@ -90,8 +90,9 @@ def serial(sim: SimProcess, settings: Settings) -> tuple[float, float]:
 
 
 def ours(settings: Settings, n: int) -> float:
-    load_handlers("stackreflex.handlers.deployed_servers")
-    with Runtime(settings) as runtime:
+    registry = Registry()
+    load_handlers("stackreflex.handlers.deployed_servers", registry)
+    with Runtime(settings, registry) as runtime:
         envelope = Envelope.new("command.agents.configure", subject="overcloud", data={"stack": "overcloud"})
         started = time.perf_counter()
         runtime.publisher.publish(envelope)

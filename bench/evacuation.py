@@ -21,12 +21,12 @@ from pathlib import Path
 
 import paramiko
 
-from stackreflex.bus.envelope import Envelope
-from stackreflex.handlers.registry import load_handlers
-from stackreflex.logs import setup_logging
-from stackreflex.models.tables import FINAL_STATUSES
+from stackreflex.core.envelope import Envelope
+from stackreflex.core.registry import Registry, load_handlers
+from stackreflex.core.logs import setup_logging
+from stackreflex.core.records import FINAL_STATUSES
 from stackreflex.runtime import Runtime
-from stackreflex.settings import Settings
+from stackreflex.core.settings import Settings
 
 from simprocess import SimProcess, print_table
 
@@ -35,6 +35,8 @@ SOURCE = "compute-src.localdomain"
 LOOK_INTERVAL = 0.1
 #: Longest one evacuation of the benchmark may take before it is reported as stuck (seconds).
 RUN_TIMEOUT = 1800.0
+#: What both rounds serve: the evacuation handler, loaded once.
+HANDLERS = Registry()
 
 
 def evacuate(settings: Settings, servers: int, seconds: float, parallel: int, work: Path, public: Path):
@@ -45,7 +47,7 @@ def evacuate(settings: Settings, servers: int, seconds: float, parallel: int, wo
                      work, public)
     try:
         os.environ.update(sim.environment)
-        with Runtime(settings) as runtime:
+        with Runtime(settings, HANDLERS) as runtime:
             envelope = Envelope.new("command.host.evacuate", subject=SOURCE,
                                     data={"host": SOURCE, "max_parallel": parallel})
             cpu, started = time.process_time(), time.perf_counter()
@@ -69,7 +71,7 @@ def look(runtime: Runtime, envelope: Envelope):
 
 def idle_cpu(settings: Settings, seconds: float) -> float:
     """CPU seconds the runtime (and this process's looks) use doing nothing for ``seconds``."""
-    with Runtime(settings) as runtime:
+    with Runtime(settings, HANDLERS) as runtime:
         nothing = Envelope.new("bench.idle")
         cpu = time.process_time()
         deadline = time.perf_counter() + seconds
@@ -85,7 +87,7 @@ def main() -> int:
     parser.add_argument("--parallel", type=int, nargs="+", default=[1, 3, 6])
     args = parser.parse_args()
     setup_logging("text", "WARNING")
-    load_handlers("stackreflex.handlers.host_maintenance")
+    load_handlers("stackreflex.handlers.host_maintenance", HANDLERS)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -32,13 +32,13 @@ from kombu import Connection, Exchange, Queue
 from sqlalchemy import func, select
 
 from stackreflex.bus.connections import normalise_amqp_url
-from stackreflex.bus.envelope import Envelope
+from stackreflex.core.envelope import Envelope
 from stackreflex.bus.publisher import Publisher
-from stackreflex.handlers.registry import Registry, handler
-from stackreflex.logs import setup_logging
+from stackreflex.core.registry import Registry, handler
+from stackreflex.core.logs import setup_logging
 from stackreflex.models.tables import Run
 from stackreflex.runtime import Runtime
-from stackreflex.settings import Settings
+from stackreflex.core.settings import Settings
 
 THREADS = 8
 #: Longest a throughput run may take before the bench gives up (seconds).

@@ -9,9 +9,9 @@ Write a handler, and the platform routes, runs, retries and audits it:
 ...         pass
 """
 
-from .bus.envelope import Envelope
+from .core.envelope import Envelope
 from .handlers.context import RunContext
-from .handlers.registry import handler
+from .core.registry import handler
 
 __version__ = "0.1.0"
 __all__ = ["Envelope", "RunContext", "handler", "__version__"]

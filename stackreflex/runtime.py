@@ -18,9 +18,9 @@ from .bus.connections import bus_identity
 from .bus.dispatch import Dispatcher, build_broker
 from .bus.publisher import Publisher
 from .bus.router import Router
-from .errors import BrokerUnavailable
+from .core.errors import BrokerUnavailable
 from .handlers.context import RunContext
-from .handlers.registry import Registry, registry as default_registry
+from .core.registry import Registry
 from .models.audit import AuditLog
 from .runs.execution import Execution
 from .runs.keeper import Keeper
@@ -29,7 +29,7 @@ from .runs.middleware import RunLifecycle, declare_actor
 from .runs.policy import policy_for
 from .runs.reconciler import Reconciler
 from .runs.subscribers import Subscribers, served_by
-from .settings import Settings
+from .core.settings import Settings
 from .tasks.cloud import cloud_identity, connect_cloud
 from .tasks.ssh import open_ssh
 
@@ -49,10 +49,9 @@ SHUTDOWN_GRACE = 30.0
 class Runtime:
     """Everything a process serving handlers runs; use as a context manager or start()/stop()."""
 
-    def __init__(self, settings: Settings, registry: Registry | None = None, *,
-                 audit: AuditLog | None = None):
+    def __init__(self, settings: Settings, registry: Registry, *, audit: AuditLog | None = None):
         self.settings = settings
-        self.registry = registry if registry is not None else default_registry
+        self.registry = registry
         self.audit = audit or AuditLog.open(settings.database(), outage_limit=settings.database_outage_limit)
         self.publisher = Publisher(settings)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -64,7 +63,6 @@ class Runtime:
             context_factory=self._context, notify=self.publisher.notify, announces=settings.announces)
         self.middleware = RunLifecycle(self.lifecycle)
         self.broker = build_broker(settings, [self.middleware])
-        dramatiq.set_broker(self.broker)
         self.dispatcher = Dispatcher(settings, self.broker)
         self.actors = {h.name: declare_actor(self.broker, settings, h, policy_for(h, settings.handler_overrides),
                                              self.middleware) for h in self.registry}

@@ -20,8 +20,7 @@ from kombu import Connection
 
 from stackreflex.bus.connections import normalise_amqp_url
 from stackreflex.cli.common import load_all_handlers
-from stackreflex.handlers.registry import registry
-from stackreflex.settings import Settings
+from stackreflex.core.settings import Settings
 from stackreflex.sim.overcloud import Overcloud
 from stackreflex.tasks.ssh import trust_host
 
@@ -48,8 +47,7 @@ def namespace(broker_url):
     ns = f"t{uuid.uuid4().hex[:10]}"
     yield ns
     with Connection(normalise_amqp_url(broker_url)) as c:
-        load_all_handlers()
-        names = HANDLER_NAMES + [h.name for h in registry]
+        names = HANDLER_NAMES + [h.name for h in load_all_handlers()]
         queues = [f"{ns}.router", f"{ns}.dlq"] + [f"{ns}.{h}{suffix}" for h in names
                                                   for suffix in ("", ".DQ", ".XQ")]
         for q in queues:

@@ -7,18 +7,18 @@ from datetime import timedelta
 from sqlalchemy import insert, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
-from stackreflex.bus.envelope import Envelope
-from stackreflex.clock import utcnow
-from stackreflex.handlers.registry import Registry
+from stackreflex.core.envelope import Envelope
+from stackreflex.core.clock import utcnow
+from stackreflex.core.registry import Registry
 from stackreflex.models.audit import AuditLog
 from stackreflex.models.database import make_engine, migrate
 from stackreflex.models.group_commit import GroupCommit
 from stackreflex.models.prepared import Prepared
-from stackreflex.models.records import ClaimRefusal, RunRecord
+from stackreflex.core.records import ClaimRefusal, RunRecord
 from stackreflex.models.tables import EnvelopeRecord, Run, RunStatus, StepStatus, WatcherCursor
 from stackreflex.models.queries import RunFilter, list_runs, parse_since, run_with_steps
 from stackreflex.runtime import Runtime
-from stackreflex.settings import Settings
+from stackreflex.core.settings import Settings
 
 from .conftest import wait_for
 

@@ -4,7 +4,7 @@ import json
 import re
 
 from stackreflex import __version__
-from stackreflex.settings import Settings
+from stackreflex.core.settings import Settings
 
 from .conftest import HANDLERS, run_cli
 
@@ -104,7 +104,7 @@ def test_json_logs_are_one_object_per_line(tmp_path):
 
 
 def test_handler_overrides_come_from_the_environment_as_json(tmp_path, monkeypatch):
-    from stackreflex.settings import load_settings
+    from stackreflex.core.settings import load_settings
     monkeypatch.setenv("STACKREFLEX_HANDLER_OVERRIDES", '{"configure_new_node": {"max_retries": 1}}')
     assert load_settings().handler_overrides == {"configure_new_node": {"max_retries": 1.0}}
     result = run_cli(embedded(tmp_path), tmp_path, "audit", "runs", env={"STACKREFLEX_HANDLER_OVERRIDES": "{oops"})

@@ -19,12 +19,12 @@ from kombu import Connection, Exchange, Queue
 
 from stackreflex.bus.connections import display_url, kombu_connection, normalise_amqp_url
 from stackreflex.bus.dispatch import build_broker
-from stackreflex.bus.envelope import Envelope
+from stackreflex.core.envelope import Envelope
 from stackreflex.bus.publisher import Publisher
-from stackreflex.errors import BrokerUnavailable, ConfigError
+from stackreflex.core.errors import BrokerUnavailable, ConfigError
 from stackreflex.models.audit import AuditLog
 from stackreflex.models.queries import RunFilter, list_runs
-from stackreflex.settings import Settings
+from stackreflex.core.settings import Settings
 
 from .broker_proxy import BrokerProxy, make_certificates
 from .conftest import make_settings, run_cli

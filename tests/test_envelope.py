@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from stackreflex.bus.envelope import Envelope, parse_envelope
-from stackreflex.bus.signing import sign, verify
-from stackreflex.bus.topics import topic_matches
-from stackreflex.errors import InvalidEnvelope, SignatureError
-from stackreflex.redaction import redact, redact_text
+from stackreflex.core.envelope import Envelope, parse_envelope
+from stackreflex.core.signing import sign, verify
+from stackreflex.core.topics import topic_matches
+from stackreflex.core.errors import InvalidEnvelope, SignatureError
+from stackreflex.core.redaction import redact, redact_text
 
 
 @pytest.mark.parametrize("body, reason", [

@@ -8,8 +8,8 @@ import pytest
 
 from stackreflex import Envelope, handler
 from stackreflex.cli.report import render_report
-from stackreflex.errors import WaitTimedOut
-from stackreflex.handlers.registry import Registry
+from stackreflex.core.errors import WaitTimedOut
+from stackreflex.core.registry import Registry
 from stackreflex.models.timeline import Scope, timeline
 from stackreflex.runs.policy import policy_for
 from stackreflex.testing import HandlerKit

@@ -2,14 +2,14 @@
 (dramatiq's stub broker, whose queues can be counted) and a real audit log."""
 
 from stackreflex.bus.dispatch import Dispatcher, build_broker, handler_queue
-from stackreflex.bus.envelope import Envelope
+from stackreflex.core.envelope import Envelope
 from stackreflex.bus.publisher import Publisher
 from stackreflex.bus.router import Router
-from stackreflex.handlers.registry import Registry, handler
+from stackreflex.core.registry import Registry, handler
 from stackreflex.models.audit import AuditLog
 from stackreflex.models.queries import list_envelopes
 from stackreflex.runs.subscribers import Subscribers
-from stackreflex.settings import Settings
+from stackreflex.core.settings import Settings
 
 
 def test_copies_of_an_envelope_in_one_batch_share_a_dispatch_and_a_later_copy_only_restarts_unstarted_runs(database_url):

@@ -3,7 +3,7 @@ whichever worker's router took it; an envelope nobody serves is said so, exit 1.
 
 import re
 
-from stackreflex.bus.envelope import Envelope
+from stackreflex.core.envelope import Envelope
 from stackreflex.models.audit import AuditLog
 
 from .conftest import OTHER_HANDLERS, make_settings, run_cli, wait_drained, wait_for

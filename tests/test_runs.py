@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from kombu.utils.url import parse_url
 
-from stackreflex.bus.envelope import Envelope
+from stackreflex.core.envelope import Envelope
 from stackreflex.models.audit import AuditLog
 from stackreflex.models.queries import RunFilter, list_envelopes, list_runs
 from stackreflex.sim.faults import Fault
-from stackreflex.settings import Settings
+from stackreflex.core.settings import Settings
 from stackreflex.sim.nodes import BOOT_ID
 
 from .broker_proxy import BrokerProxy

@@ -14,11 +14,11 @@ from kombu.utils.url import parse_url
 from kombu import Connection, Exchange, Producer, Queue, binding
 
 from stackreflex.bus.connections import normalise_amqp_url
-from stackreflex.bus.envelope import Envelope
+from stackreflex.core.envelope import Envelope
 from stackreflex.bus.follow import NOTICE_PATTERNS
 from stackreflex.bus.publisher import Publisher
-from stackreflex.bus.signing import sign
-from stackreflex.errors import UnroutableError
+from stackreflex.core.signing import sign
+from stackreflex.core.errors import UnroutableError
 from stackreflex.models.audit import AuditLog
 from stackreflex.models.queries import RunFilter, list_envelopes, list_runs, run_with_steps
 

@@ -12,9 +12,9 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 from kombu import Connection
 from kombu.exceptions import OperationalError
 
-from ..errors import BrokerUnavailable, ConfigError
-from ..redaction import redact_text
-from ..settings import Settings
+from ..core.errors import BrokerUnavailable, ConfigError
+from ..core.redaction import redact_text
+from ..core.settings import Settings
 
 #: kombu URL of the embedded (in-process) bus.
 EMBEDDED_URL = "memory://"
@@ -107,6 +107,15 @@ def connect(connection: Connection, settings: Settings) -> None:
                 if isinstance(exc.__cause__, ssl.SSLCertVerificationError) and settings.broker_ca_file is None
                 else "")
         raise BrokerUnavailable(f"cannot reach the broker at {display_url(settings)}: {exc}{hint}") from None
+
+
+def probe_broker(settings: Settings) -> str:
+    """One connection to the broker, for ``doctor``: what it found, or an exception saying why not."""
+    if settings.embedded:
+        return "embedded (no broker configured)"
+    with kombu_connection(settings) as connection:
+        connection.ensure_connection(max_retries=1)
+    return "connected"
 
 
 def drain(connection: Connection, timeout: float) -> bool:

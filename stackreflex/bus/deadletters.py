@@ -11,8 +11,8 @@ from typing import Callable
 from amqp.exceptions import NotFound
 from kombu import Queue
 
-from ..redaction import redact, redact_text
-from ..settings import Settings
+from ..core.redaction import redact, redact_text
+from ..core.settings import Settings
 from .connections import kombu_connection
 from .publisher import CONTENT_TYPE, topic_exchange
 from .router import REASON_HEADER, ROUTING_KEY_HEADER, dead_letter_queue, raw_body

@@ -9,9 +9,9 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import AgeLimit, Callbacks, Middleware, Pipelines, Retries, ShutdownNotifications, TimeLimit
 
-from ..settings import Settings
+from ..core.settings import Settings
 from .connections import normalise_amqp_url, ssl_context
-from .envelope import Envelope
+from ..core.envelope import Envelope
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,11 @@ from typing import Callable
 
 from kombu import Queue, binding
 
-from ..errors import StackreflexError
-from ..models.tables import FINAL_STATUSES
-from ..settings import Settings
+from ..core.errors import StackreflexError
+from ..core.records import FINAL_STATUSES
+from ..core.settings import Settings
 from .connections import drain, kombu_connection
-from .envelope import Envelope, parse_envelope
+from ..core.envelope import Envelope, parse_envelope
 from .publisher import topic_exchange
 
 #: Routing keys of the notices a follower listens to.

@@ -8,10 +8,10 @@ from typing import Callable, Iterator
 from kombu import Exchange, Producer, Queue
 from kombu.exceptions import OperationalError
 
-from ..errors import BrokerUnavailable, UnroutableError
-from ..settings import Settings
+from ..core.errors import BrokerUnavailable, UnroutableError
+from ..core.settings import Settings
 from .connections import RETRY_POLICY, connect, display_url, kombu_connection
-from .envelope import Envelope
+from ..core.envelope import Envelope
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +37,25 @@ class Publisher:
         self.settings = settings
         self.exchange = topic_exchange(settings)
         self._local = threading.local()
+        #: every connection any thread opened, for :meth:`close`; a thread's links from before
+        #: the last close (an older generation) are made again
+        self._opened: list = []
+        self._generation = 0
+        self._lock = threading.Lock()
 
     def _link(self, confirm: bool = True) -> tuple[Producer, Callable[..., None]]:
         """This thread's producer (confirming, or not for notices), with its send function
         wrapped in kombu's bounded retry: a broken connection is re-established and the
         send made again."""
         slot = "confirming" if confirm else "notifying"
+        if getattr(self._local, "generation", None) != self._generation:
+            self._local.__dict__.clear()
+            self._local.generation = self._generation
         link = getattr(self._local, slot, None)
         if link is None:
             connection = kombu_connection(self.settings, confirm=confirm)
+            with self._lock:
+                self._opened.append(connection)
             connect(connection, self.settings)
             if not hasattr(self._local, "returned"):
                 self._local.returned = []
@@ -59,7 +69,6 @@ class Publisher:
 
             link = (producer, connection.ensure(producer, send, **RETRY_POLICY))
             setattr(self._local, slot, link)
-            self._local.connections = getattr(self._local, "connections", []) + [connection]
         return link
 
     def _send(self, producer: Producer, envelope: Envelope, *, persistent: bool, mandatory: bool) -> None:
@@ -130,7 +139,12 @@ class Publisher:
             return False
 
     def close(self) -> None:
-        """Close this thread's connections."""
-        for connection in getattr(self._local, "connections", []):
-            connection.release()
-        self._local.__dict__.clear()
+        """Close every connection this publisher opened, in any thread (a later publish opens anew)."""
+        with self._lock:
+            opened, self._opened = self._opened, []
+            self._generation += 1
+        for connection in opened:
+            try:
+                connection.release()
+            except Exception as exc:  # noqa: BLE001 - closing what may already be broken
+                log.debug("closing a publisher connection: %s", exc)

@@ -10,22 +10,23 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Callable, Protocol
 
 from amqp.exceptions import AMQPError
 from kombu import Queue, binding
 from kombu.exceptions import OperationalError
 
-from ..errors import BrokerUnavailable, DatabaseUnavailable, InvalidEnvelope
-from ..handlers.registry import Registry
-from ..models.audit import Accepted, AuditLog
-from ..redaction import redact_text
-from ..settings import Settings
+from ..core.errors import BrokerUnavailable, DatabaseUnavailable, InvalidEnvelope
+from ..core.registry import Registry
+from ..core.records import Accepted
+from ..core.redaction import redact_text
+from ..core.settings import Settings
 from .confirms import Confirmation, ConfirmedChannel
 from .connections import drain, kombu_connection
 from .dispatch import Dispatcher
-from .envelope import Envelope, parse_envelope
+from ..core.envelope import Envelope, parse_envelope
 from .publisher import Publisher, topic_exchange
-from .signing import needs_signature, verify
+from ..core.signing import needs_signature, verify
 
 log = logging.getLogger("stackreflex.router")
 
@@ -67,6 +68,17 @@ def _dispatches(accepted: list[tuple[int, Envelope, Accepted]]) -> list[tuple[st
     return list(due.values())
 
 
+class EnvelopeLog(Protocol):
+    """What the router records in: the audit log (:class:`~stackreflex.models.audit.AuditLog`)."""
+
+    def accept_many(self, accepted: list[tuple[Envelope, list[str]]], *, cloud: str | None,
+                    wait: Callable[[float], None] | None = None) -> list[Accepted]: ...
+
+    def record_envelope(self, envelope: Envelope | None, *, status: str, reason: str | None = None,
+                        raw: bytes | None = None, envelope_id: str | None = None,
+                        wait: Callable[[float], None] | None = None) -> None: ...
+
+
 @dataclass
 class InFlight:
     """A routed batch whose dispatches the broker has yet to confirm."""
@@ -102,7 +114,7 @@ class Router:
     """Consumes envelopes and turns each into one dramatiq message per matching handler."""
 
     def __init__(self, settings: Settings, registry: Registry, subscribers, dispatcher: Dispatcher,
-                 audit: AuditLog, publisher: Publisher, *, cloud: str | None = None):
+                 audit: EnvelopeLog, publisher: Publisher, *, cloud: str | None = None):
         self.settings = settings
         #: the handlers this process serves: the router queue's bindings
         self.registry = registry

@@ -5,16 +5,16 @@ from typing import Annotated
 
 import typer
 
-from ..errors import StackreflexError
+from ..core.errors import StackreflexError
 
 from ..models.queries import RunFilter, list_runs, run_with_steps
-from ..redaction import redact_text
+from ..core.redaction import redact_text
 from ..tasks.agents import AgentLayout, agent_fetched, agent_state
 from ..tasks.cloud import connect_cloud
 from ..tasks.heat import agent_source, deployed_servers, deployments_of
 from ..tasks.inventory import load_inventory
 from ..tasks.ssh import open_ssh
-from .common import console, invocation, load_all_handlers, styled, table
+from .common import console, invocation, styled, table
 from .publish import DEFAULT_WAIT_TIMEOUT, prepare, send
 
 app = typer.Typer(help="os-collect-config on the deployed servers of a stack.", no_args_is_help=True)
@@ -53,8 +53,6 @@ def configure(
                             [(s.role, s.index, str(h), s.status, _source_text(agent_source(conn, s)))
                              for s, h in plan]))
         return
-    if settings.embedded:
-        load_all_handlers()
     envelope = prepare(settings, "command.agents.configure", stack,
                        {"stack": stack, "role": role, "concurrency": concurrency}, None, wait=wait)
     progress = send(settings, envelope, wait=wait, timeout=timeout)

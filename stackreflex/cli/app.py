@@ -9,8 +9,8 @@ from kombu.exceptions import OperationalError
 from sqlalchemy.exc import OperationalError as DatabaseError
 
 from .. import __version__
-from ..errors import StackreflexError
-from ..redaction import redact_text
+from ..core.errors import StackreflexError
+from ..core.redaction import redact_text
 from . import agents, audit, dlq, edge, hosts, nodes, runs, sim, storage
 from .common import errors, invocation
 from .demo import demo

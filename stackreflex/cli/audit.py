@@ -10,14 +10,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import typer
 
-from ..clock import utcnow
+from ..core.clock import utcnow
 from ..models.queries import RunFilter, find_run, list_envelopes, list_runs, parse_age, parse_since, run_with_steps
 from ..models.retention import prune
 from ..models.stats import handler_stats, slowest_steps, waiting_runs
 from ..models.timeline import DEFAULT_LIMIT, Scope, timeline
-from ..redaction import redact
+from ..core.redaction import redact
 from .report import lanes_of, render_report
-from ..models.tables import RUN_STATUSES
+from ..core.records import RUN_STATUSES
 from .common import console, invocation, print_json, styled, table
 
 app = typer.Typer(help="Query the audit log: runs, their steps, their errors; timelines and reports for post-mortems.",

@@ -9,11 +9,11 @@ from typing import Any, Iterable
 from rich.console import Console
 from rich.table import Table
 
-from ..handlers.registry import load_handlers
-from ..logs import setup_logging
+from ..core.registry import Registry, load_handlers
+from ..core.logs import setup_logging
 from ..models.audit import AuditLog
-from ..redaction import redact
-from ..settings import Settings, load_settings
+from ..core.redaction import redact
+from ..core.settings import Settings, load_settings
 
 #: Handler modules every worker serves, whatever --handlers adds.
 BUILTIN_HANDLER_MODULES: list[str] = ["stackreflex.handlers.deployed_servers",
@@ -53,9 +53,12 @@ class Invocation:
 invocation = Invocation()
 
 
-def load_all_handlers(extra: Iterable[str] = ()) -> None:
+def load_all_handlers(extra: Iterable[str] = ()) -> Registry:
+    """The built-in handlers and those of ``extra`` (modules or files): what this command serves."""
+    registry = Registry()
     for spec in [*BUILTIN_HANDLER_MODULES, *extra]:
-        load_handlers(spec)
+        load_handlers(spec, registry)
+    return registry
 
 
 def print_json(value: Any) -> None:

@@ -20,11 +20,11 @@ import yaml
 from pydantic import SecretStr
 from rich.live import Live
 
-from ..bus.heat_watcher import HeatWatcher
-from ..errors import StackreflexError
+from ..sources.heat import HeatWatcher
+from ..core.errors import StackreflexError
 from ..models.queries import RunFilter, list_runs, run_with_steps
 from ..runtime import Runtime
-from ..settings import default_state_dir
+from ..core.settings import default_state_dir
 from ..sim.heat import POLL_TRANSPORTS
 from ..sim.overcloud import Overcloud
 from ..sim.scenario import load_scenario
@@ -86,9 +86,9 @@ def _run(overcloud: Overcloud, work: Path, client_key: Path) -> None:
             address, port = host.split(":")
             kind, fingerprint, _ = trust_host(settings, address, int(port))
             console.print(f"  {role:26} {host:18} {kind} {fingerprint}")
-    load_all_handlers()
+    registry = load_all_handlers()
     conn = connect_cloud(settings)
-    with Runtime(settings) as runtime:
+    with Runtime(settings, registry) as runtime:
         stop = threading.Event()
         watcher = HeatWatcher(["overcloud"], runtime.audit, runtime.publisher, lambda: connect_cloud(settings),
                               interval=0.5)

@@ -4,8 +4,8 @@ from typing import Annotated
 
 import typer
 
+from ..bus import require_broker
 from ..bus.deadletters import DeadLetter, visit
-from ..errors import ConfigError
 from ..models.queries import known_handlers
 from .common import console, invocation, print_json, table
 
@@ -14,9 +14,8 @@ app = typer.Typer(help="Dead-letter queues: rejected envelopes and runs that ran
 
 
 def _handlers(extra: list[str]) -> list[str]:
-    if invocation.settings.embedded:
-        raise ConfigError("dead-letter queues live on the broker and none is configured; in embedded mode "
-                          "dead runs are in `stackreflex audit runs --status dead`")
+    require_broker(invocation.settings, "dead-letter queues live on the broker",
+                   "in embedded mode dead runs are in `stackreflex audit runs --status dead`")
     return sorted(set(known_handlers(invocation.audit())) | set(extra))
 
 

@@ -4,6 +4,8 @@ from typing import Annotated
 
 import typer
 
+from ..bus.connections import display_url, probe_broker
+from ..core.redaction import redact_text
 from ..tasks.checks import local_checks, node_checks, undercloud_endpoints
 from ..tasks.cloud import connect_cloud
 from ..tasks.inventory import load_inventory
@@ -18,7 +20,9 @@ def doctor(
     from each node over SSH, the undercloud's Heat API and Swift (derived from the catalog and the
     stack's metadata URLs). Exits 1 if any check fails."""
     settings = invocation.settings
-    checks, conn = local_checks(settings, lambda: connect_cloud(settings), invocation.audit, stack)
+    services = [("RabbitMQ", display_url(settings), lambda: probe_broker(settings)),
+                ("database", redact_text(settings.database()), lambda: invocation.audit().probe())]
+    checks, conn = local_checks(lambda: connect_cloud(settings), stack, services)
     if nodes and conn is not None:
         endpoints = undercloud_endpoints(conn, stack)
         inventory = load_inventory(settings.inventory)

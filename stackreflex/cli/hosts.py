@@ -4,7 +4,7 @@ from typing import Annotated
 
 import typer
 
-from ..errors import StackreflexError
+from ..core.errors import StackreflexError
 from ..handlers.host_maintenance import DEFAULT_REASON, DrainRebootOrder, EvacuateOrder
 from ..tasks.cloud import connect_cloud
 from ..tasks.compute import action_for, compute_service, servers_on

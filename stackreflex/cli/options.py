@@ -5,7 +5,7 @@ from typing import Annotated
 import typer
 from pydantic import BaseModel, ValidationError
 
-from ..errors import StackreflexError
+from ..core.errors import StackreflexError
 
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Show the plan; change nothing.")]
 Wait = Annotated[bool, typer.Option("--wait", "-w", help="Follow live progress; exit 1 unless it succeeded.")]

@@ -3,20 +3,20 @@
 import getpass
 import json
 from pathlib import Path
-from typing import Annotated, Callable
+from typing import Annotated, Callable, Iterable
 
 import typer
 from rich.live import Live
 
-from ..bus.envelope import Envelope
+from ..core.envelope import Envelope
+from ..bus import in_process
 from ..bus.follow import Follower, FollowTimeout, Progress
 from ..bus.publisher import Publisher
-from ..bus.signing import needs_signature, sign
-from ..errors import StackreflexError
-from ..handlers.registry import registry
+from ..core.signing import needs_signature, sign
+from ..core.errors import StackreflexError
 from ..models.queries import RunFilter, list_runs, run_with_steps
 from ..runtime import Runtime
-from ..settings import Settings
+from ..core.settings import Settings
 from .common import console, invocation, load_all_handlers, styled, table
 from .runs import report_left
 
@@ -46,7 +46,7 @@ def prepare(settings: Settings, type: str, subject: str | None, data: object, ac
     """Build the envelope, asking for its runs' notices when :func:`send` will follow them
     (``wait``, and always when embedded); commands are signed when a signing key is configured."""
     envelope = Envelope.new(type, subject=subject, data=data, actor=actor or getpass.getuser(),
-                            notify=True if wait or settings.embedded else None)
+                            notify=True if wait or in_process(settings) else None)
     if settings.signing_key is not None and needs_signature(envelope):
         envelope = sign(envelope, settings.signing_key.get_secret_value())
     return envelope
@@ -67,12 +67,18 @@ def progress_table(progress: Progress):
     return table(title, ["handler", "status", "progress", "note"], rows)
 
 
-def send(settings: Settings, envelope: Envelope, *, wait: bool, timeout: float) -> Progress | None:
-    """Publish (and follow); in embedded mode the handlers run in this process, and a Ctrl-C or
-    a timeout says which runs are left, in which state, and how to resume or cancel them."""
-    if not settings.embedded:
+def send(settings: Settings, envelope: Envelope, *, wait: bool, timeout: float,
+         handlers: Iterable[str] = ()) -> Progress | None:
+    """Publish (and follow); in embedded mode the built-in handlers and ``handlers`` run in this
+    process, and a Ctrl-C or a timeout says which runs are left, in which state, and how to
+    resume or cancel them."""
+    if not in_process(settings):
         return _publish_and_follow(settings, envelope, wait=wait, timeout=timeout)
-    runtime = Runtime(settings).start()
+    registry = load_all_handlers(handlers)
+    if not any(h.subscribes_to(envelope.type) for h in registry):
+        raise StackreflexError(f"no handler subscribes to {envelope.type} (embedded mode runs only the handlers "
+                               "loaded here: pass --handlers, or set STACKREFLEX_BROKER_URL to publish to workers)")
+    runtime = Runtime(settings, registry).start()
     try:
         progress = _publish_and_follow(settings, envelope, wait=True, timeout=timeout)
     except (KeyboardInterrupt, FollowTimeout) as stopped:
@@ -99,8 +105,6 @@ def send_command(type: str, subject: str, data: dict, *, wait: bool, timeout: fl
     """Publish a CLI command (signed when a key is set). With --wait (always when embedded),
     follow it, call ``report`` with its correlation id, and exit 1 unless every run succeeded."""
     settings = invocation.settings
-    if settings.embedded:
-        load_all_handlers()
     envelope = prepare(settings, type, subject, data, None, wait=wait)
     progress = send(settings, envelope, wait=wait, timeout=timeout)
     console.print(f"published {type} id={envelope.id}")
@@ -156,12 +160,7 @@ def publish(
     """
     settings = invocation.settings
     envelope = prepare(settings, type, subject, parse_data(data), actor, wait=wait)
-    if settings.embedded:
-        load_all_handlers(handlers)
-        if not any(h.subscribes_to(type) for h in registry):
-            raise StackreflexError(f"no handler subscribes to {type} (embedded mode runs only the handlers "
-                                   "loaded here: pass --handlers, or set STACKREFLEX_BROKER_URL to publish to workers)")
-    progress = send(settings, envelope, wait=wait, timeout=timeout)
+    progress = send(settings, envelope, wait=wait, timeout=timeout, handlers=handlers)
     console.print(f"published {envelope.type} id={envelope.id} correlation={envelope.correlationid}")
     if progress is None:
         return

@@ -13,11 +13,12 @@ from typing import Annotated, Callable, Iterable
 import typer
 from rich.live import Live
 
-from ..errors import StackreflexError
+from ..bus import in_process
+from ..core.errors import StackreflexError
 from ..models.audit import AuditLog
 from ..models.queries import find_run, iso_utc
-from ..models.records import RunRecord
-from ..models.tables import RunStatus
+from ..core.records import RunRecord
+from ..core.records import RunStatus
 from .common import console, invocation, load_all_handlers, styled, table
 from .options import Timeout
 
@@ -130,8 +131,7 @@ def _in_process(handlers: list[str], work: Callable, *, stopped_early: str):
     them are left, and how to go on."""
     from ..runtime import Runtime
 
-    load_all_handlers(handlers)
-    runtime, sent = Runtime(invocation.settings).start(), set()
+    runtime, sent = Runtime(invocation.settings, load_all_handlers(handlers)).start(), set()
     try:
         return work(runtime, sent)
     except (KeyboardInterrupt, TimeoutError) as exc:
@@ -168,7 +168,7 @@ def resume(
         console.print("no unfinished run")
         return
     now = audit.clock.now()
-    if settings.embedded:
+    if in_process(settings):
         def work(runtime, touched: set):
             movable = _movable(chosen, now, runtime.cloud, True)
             sent = _send_on(runtime.audit, runtime.dispatcher.dispatch, movable, runtime.actors)
@@ -178,7 +178,7 @@ def resume(
         ended = _in_process(handlers, work, stopped_early=f"gave up following after {timeout:.0f}s")
     else:
         ended = _through_broker(audit, _movable(chosen, now, None, False), wait=wait, timeout=timeout)
-    _conclude(ended, embedded=settings.embedded, followed=wait or settings.embedded)
+    _conclude(ended, embedded=in_process(settings), followed=wait or in_process(settings))
 
 
 def _through_broker(audit: AuditLog, runs: list[RunRecord], *, wait: bool, timeout: float) -> list[RunRecord]:
@@ -257,7 +257,7 @@ def cancel(
     running = requested.status is RunStatus.RUNNING and requested.lease_until and requested.lease_until > now
     if running:
         console.print(f"run {found.id} is running: it stops at its next safe point")
-    if settings.embedded:
+    if in_process(settings):
         def work(runtime, touched: set):
             todo = [] if running else _movable([requested], now, runtime.cloud, True)
             sent = _send_on(runtime.audit, runtime.dispatcher.dispatch, todo, runtime.actors)

@@ -13,8 +13,8 @@ from typing import Annotated
 import paramiko
 import typer
 
-from ..errors import StackreflexError
-from ..settings import default_state_dir
+from ..core.errors import StackreflexError
+from ..core.settings import default_state_dir
 from ..sim.faults import FAULT_KINDS
 from ..sim.overcloud import Overcloud
 from ..sim.scenario import load_scenario

@@ -4,7 +4,7 @@ from typing import Annotated
 
 import typer
 
-from ..clock import utcnow
+from ..core.clock import utcnow
 from ..handlers.image_copies import COPY_DEADLINE, CopyOrder
 from ..handlers.snapshots import ServerImageOrder, SnapshotOrder, plan_snapshots
 from ..tasks.cloud import connect_cloud

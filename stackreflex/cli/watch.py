@@ -6,9 +6,9 @@ from typing import Annotated
 
 import typer
 
-from ..bus.heat_watcher import DEFAULT_INTERVAL, HeatWatcher
+from ..bus import require_broker
+from ..sources.heat import DEFAULT_INTERVAL, HeatWatcher
 from ..bus.publisher import Publisher
-from ..errors import ConfigError
 from ..tasks.cloud import connect_cloud
 from .common import invocation
 
@@ -23,9 +23,7 @@ def watch(
     Credentials come from clouds.yaml/OS_CLOUD or the OS_* variables of a sourced stackrc.
     """
     settings = invocation.settings
-    if settings.embedded:
-        raise ConfigError("stackreflex watch publishes to a broker and none is configured: set "
-                          "STACKREFLEX_BROKER_URL (the demo shows the watcher in embedded mode)")
+    require_broker(settings, "stackreflex watch publishes to a broker", "the demo shows the watcher in embedded mode")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from ..bus.heat_watcher import DEFAULT_INTERVAL, HeatWatcher
+from ..bus import require_broker
+from ..sources.heat import DEFAULT_INTERVAL, HeatWatcher
 from ..bus.publisher import Publisher
-from ..errors import ConfigError
 from ..runtime import Runtime
 from ..tasks.cloud import connect_cloud
 from .common import invocation, load_all_handlers
@@ -32,20 +32,18 @@ def worker(
     Needs a broker (STACKREFLEX_BROKER_URL). Stops cleanly on SIGTERM or Ctrl-C: it stops taking envelopes and lets running handlers finish. With --watch it also publishes the stacks' Heat events, so one process does the whole deployed-server flow.
     """
     settings = invocation.settings
-    if settings.embedded:
-        raise ConfigError("stackreflex worker serves a broker, and none is configured: set "
-                          "STACKREFLEX_BROKER_URL (e.g. amqp://USER@rabbit.example:5672/); without one, "
-                          "`stackreflex publish` and `stackreflex demo` run handlers in-process")
+    require_broker(settings, "stackreflex worker serves a broker",
+                   "without one, `stackreflex publish` and `stackreflex demo` run handlers in-process")
     if threads:
         settings = settings.model_copy(update={"worker_threads": threads})
     if processes > 1:
         _supervise(processes, handlers, threads, watch, watch_interval)
         return
-    load_all_handlers(handlers)
+    registry = load_all_handlers(handlers)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    runtime = Runtime(settings).start()
+    runtime = Runtime(settings, registry).start()
     watcher = _start_watcher(settings, runtime, watch, watch_interval, stop) if watch else None
     try:
         stop.wait()

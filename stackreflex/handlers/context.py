@@ -8,12 +8,12 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any, Callable, Iterator, NoReturn
 
-from ..bus.envelope import Envelope
-from ..bus.signing import needs_signature, sign
-from ..clock import Clock
-from ..errors import HandlerFailed
-from ..models.records import RunRecord
-from ..models.tables import StepStatus
+from ..core.envelope import Envelope
+from ..core.signing import needs_signature, sign
+from ..core.clock import Clock
+from ..core.errors import HandlerFailed
+from ..core.records import RunRecord
+from ..core.records import StepStatus
 from ..runs.execution import Execution
 from ..runs.waits import call_site_key
 

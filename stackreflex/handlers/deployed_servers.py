@@ -3,15 +3,15 @@ metadata URL, then see it fetch and Heat move on. Reads like the runbook it repl
 
 import json
 
-from ..bus.envelope import Envelope
-from ..models.tables import FINAL_STATUSES
+from ..core.envelope import Envelope
+from ..core.records import FINAL_STATUSES
 from ..tasks.agents import AgentLayout, agent_fetched, configure_agent
 from ..tasks.heat import (DEPLOYED_SERVER_TYPE, DeployedServer, agent_source, deployed_server, deployed_servers,
                           deployments_of)
 from ..tasks.inventory import load_inventory
 from ..tasks.waiting import wait_until
 from .context import RunContext
-from .registry import handler
+from ..core.registry import handler
 
 
 #: How long to wait for the metadata URL to appear in Heat (seconds); the waits for the agent and

@@ -13,16 +13,16 @@ from typing import Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..bus.envelope import Envelope
-from ..clock import utcnow
-from ..errors import HandlerFailed, StackreflexError
+from ..core.envelope import Envelope
+from ..core.clock import utcnow
+from ..core.errors import HandlerFailed, StackreflexError
 from ..tasks.images import CENTRAL, IMAGE_SETTLED, ImageStores, find_image, image_now
 from ..tasks.volumes import (CinderRefused, VolumeInfo, create_snapshot, create_volume, find_snapshot,
                              find_volume_named, snapshot_status, upload_to_image, volume_now)
 from .context import RunContext
 from .image_copies import copy_to_stores
 from .orders import read_order
-from .registry import handler
+from ..core.registry import handler
 
 #: Default give-up time for each wait of the check (seconds).
 STEP_DEADLINE = 1800.0

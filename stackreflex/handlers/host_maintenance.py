@@ -11,9 +11,9 @@ from datetime import datetime, timedelta
 from openstack import exceptions
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..bus.envelope import Envelope
-from ..clock import utcnow
-from ..models.tables import FINAL_STATUSES
+from ..core.envelope import Envelope
+from ..core.clock import utcnow
+from ..core.records import FINAL_STATUSES
 from ..tasks.compute import (MIGRATION_FAILED, HostServer, MigrationRecord, MigrationRefused, action_for, compute_service, nova_time,
                              migrations_from, server_now, servers_on, set_service_enabled, start_migration)
 from ..tasks.inventory import node_of_host
@@ -21,7 +21,7 @@ from ..tasks.reboot import boot_id, boot_id_now, reboot
 from ..tasks.waiting import wait_until
 from .context import RunContext
 from .orders import read_order
-from .registry import handler
+from ..core.registry import handler
 
 #: Give-up times (seconds): the whole drain, the node's return from its reboot.
 DRAIN_DEADLINE, REBOOT_DEADLINE = 6 * 3600.0, 1800.0

@@ -9,13 +9,13 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..bus.envelope import Envelope
-from ..clock import utcnow
-from ..errors import StackreflexError
+from ..core.envelope import Envelope
+from ..core.clock import utcnow
+from ..core.errors import StackreflexError
 from ..tasks.images import CENTRAL, CopyRefused, ImageLocked, check_stores, find_image, image_now, start_copy
 from .context import RunContext
 from .orders import read_order
-from .registry import handler
+from ..core.registry import handler
 
 #: Default give-up time for a copy (seconds), and the pause before asking again for a held lock.
 COPY_DEADLINE, LOCK_RETRY = 3600.0, 2.0

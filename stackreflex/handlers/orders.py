@@ -2,7 +2,7 @@
 
 from pydantic import BaseModel, ValidationError
 
-from ..bus.envelope import Envelope
+from ..core.envelope import Envelope
 from .context import RunContext
 
 

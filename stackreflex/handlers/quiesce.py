@@ -7,8 +7,8 @@ and is recorded as its own step. A server that was already SHUTOFF is left SHUTO
 from datetime import datetime
 from typing import Callable
 
-from ..clock import utcnow
-from ..errors import HandlerFailed
+from ..core.clock import utcnow
+from ..core.errors import HandlerFailed
 from ..tasks.servers import power_state, start_server, stop_server
 from .context import RunContext
 

@@ -9,9 +9,9 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..bus.envelope import Envelope
-from ..clock import utcnow
-from ..errors import HandlerFailed, StackreflexError
+from ..core.envelope import Envelope
+from ..core.clock import utcnow
+from ..core.errors import HandlerFailed, StackreflexError
 from ..tasks.compute import HostServer
 from ..tasks.images import IMAGE_SETTLED, ImageNotFound, find_image, image_now
 from ..tasks.servers import create_image, find_server
@@ -21,7 +21,7 @@ from .context import RunContext
 from .image_copies import copy_to_stores
 from .orders import read_order
 from .quiesce import start_again_after_cancel, with_server_stopped
-from .registry import handler
+from ..core.registry import handler
 
 #: Default give-up time for the snapshots or the image (seconds).
 COPY_DEADLINE = 3600.0

@@ -26,14 +26,14 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from ..bus.envelope import Envelope
-from ..clock import SYSTEM_CLOCK, Clock
-from ..redaction import MASK, redact, redact_text
+from ..core.envelope import Envelope
+from ..core.clock import SYSTEM_CLOCK, Clock
+from ..core.redaction import MASK, redact, redact_text
 from .database import make_engine, migrate
 from .group_commit import GroupCommit, T, Write
 from .outage import DEFAULT_OUTAGE_LIMIT, OutageGuard
 from .prepared import Prepared
-from .records import Claim, ClaimRefusal, Fence, RunRecord, Served
+from ..core.records import Accepted, Claim, ClaimRefusal, Fence, RunRecord, RunRef, Served
 from .tables import (FINAL_STATUSES, EnvelopeRecord, Run, RunStatus, Step, StepStatus, Subscription,
                      WatcherCursor)
 
@@ -182,23 +182,6 @@ class _BusyStatements:
         return self._rows_for_ids(c, "runs_of", lambda binds: select(
             RUN.c.envelope_id, RUN.c.id, RUN.c.handler, RUN.c.status, RUN.c.attempts
         ).where(RUN.c.envelope_id.in_(binds)), ids)
-
-
-@dataclass(frozen=True)
-class RunRef:
-    id: str
-    status: str
-    attempts: int
-    created: bool
-
-
-@dataclass(frozen=True)
-class Accepted:
-    """What the router learns when it records an envelope."""
-
-    duplicate: bool
-    #: handler name → its run (created now, or found from an earlier delivery)
-    runs: dict[str, RunRef]
 
 
 @dataclass(frozen=True)
@@ -653,6 +636,12 @@ class AuditLog:
             for row in rows:
                 found[row.envelope_id].append(RunRecord.from_row(row))
         return found
+
+    def probe(self) -> str:
+        """One query, for ``doctor`` (the schema was brought up to date when the log was opened)."""
+        with self.engine.connect() as c:
+            c.execute(select(1))
+        return "reachable, schema up to date"
 
     # -- who serves which handler ----------------------------------------------------------
 

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.pool import StaticPool
 from sqlmodel import create_engine
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 

@@ -13,9 +13,9 @@ from typing import Callable, TypeVar
 
 from sqlalchemy import exc as sa
 
-from ..clock import SYSTEM_CLOCK, Clock
-from ..errors import DatabaseUnavailable
-from ..redaction import redact_text
+from ..core.clock import SYSTEM_CLOCK, Clock
+from ..core.errors import DatabaseUnavailable
+from ..core.redaction import redact_text
 
 log = logging.getLogger("stackreflex.audit")
 

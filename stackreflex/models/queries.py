@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 
 from sqlmodel import col, select
 
-from ..clock import utcnow
-from ..errors import RunNotFound, StackreflexError
+from ..core.clock import utcnow
+from ..core.errors import RunNotFound, StackreflexError
 from .audit import AuditLog
 from .tables import EnvelopeRecord, Run, Step
 

@@ -5,44 +5,12 @@ every value before it is written.
 """
 
 from datetime import datetime
-from enum import StrEnum
 from typing import Optional
 
 from sqlalchemy import Boolean, Column, Index, Text, UniqueConstraint, false
 from sqlmodel import Field, SQLModel
 
-
-class RunStatus(StrEnum):
-    """Where a run stands. ``pending`` also covers a run whose next retry is due later."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    #: parked in a continuation: its handler runs again at ``wake_at`` (not a failure)
-    WAITING = "waiting"
-    SUCCEEDED = "succeeded"
-    #: the handler decided it cannot succeed (no retry)
-    FAILED = "failed"
-    #: its retries ran out
-    DEAD = "dead"
-    SKIPPED = "skipped"
-    #: an operator ended it (``stackreflex runs cancel``), after the handler's compensation
-    CANCELLED = "cancelled"
-
-
-class StepStatus(StrEnum):
-    RUNNING = "running"
-    #: its run suspended inside it; the step goes on when the run wakes
-    WAITING = "waiting"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    #: it never finished: its worker died, its run was cancelled, or its run ended without coming back to it
-    INTERRUPTED = "interrupted"
-
-
-RUN_STATUSES = tuple(s.value for s in RunStatus)
-#: Statuses after which a run never acts again (unless a dead one is replayed from the dead-letter queue).
-FINAL_STATUSES = (RunStatus.SUCCEEDED.value, RunStatus.FAILED.value, RunStatus.DEAD.value,
-                  RunStatus.SKIPPED.value, RunStatus.CANCELLED.value)
+from ..core.records import FINAL_STATUSES, RUN_STATUSES, RunStatus, StepStatus  # noqa: F401 - the tables' statuses
 
 
 class EnvelopeRecord(SQLModel, table=True):

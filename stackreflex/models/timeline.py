@@ -14,7 +14,7 @@ from typing import Iterable
 
 from sqlalchemy import Select, or_, select
 
-from ..redaction import redact
+from ..core.redaction import redact
 from .audit import AuditLog
 from .queries import iso_utc, seconds_between
 from .tables import EnvelopeRecord, Run, Step

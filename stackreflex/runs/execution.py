@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
-from ..bus.envelope import Envelope
-from ..clock import Clock
-from ..errors import WaitTimedOut
+from ..core.envelope import Envelope
+from ..core.clock import Clock
+from ..core.errors import WaitTimedOut
 from ..models.audit import AuditLog, WaitingStep
-from ..models.records import Fence, RunRecord
-from ..models.tables import StepStatus
+from ..core.records import Fence, RunRecord
+from ..core.records import StepStatus
 from .policy import RetryPolicy
 from .waits import LeaseLost, RunCancelled, Suspend
 

@@ -5,7 +5,7 @@ import logging
 import threading
 
 from ..models.audit import AuditLog
-from ..models.records import Served
+from ..core.records import Served
 from .lifecycle import Lifecycle
 from .reconciler import Reconciler
 

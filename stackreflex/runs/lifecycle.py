@@ -19,12 +19,12 @@ import threading
 from datetime import timedelta
 from typing import Any, Callable
 
-from ..bus.envelope import Envelope
-from ..clock import SYSTEM_CLOCK, Clock
-from ..errors import DatabaseUnavailable, HandlerFailed
+from ..core.envelope import Envelope
+from ..core.clock import SYSTEM_CLOCK, Clock
+from ..core.errors import DatabaseUnavailable, HandlerFailed
 from ..models.audit import AuditLog
-from ..models.records import ClaimRefusal
-from ..models.tables import RunStatus
+from ..core.records import ClaimRefusal
+from ..core.records import RunStatus
 from .execution import Cancelled, Execution, Failed, Skipped, Succeeded, Suspended
 from .policy import RetryPolicy
 from .waits import LeaseLost, RunCancelled, Suspend

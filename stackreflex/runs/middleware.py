@@ -17,7 +17,7 @@ import dramatiq
 from dramatiq.middleware import Middleware, SkipMessage
 
 from ..bus.dispatch import handler_queue
-from ..settings import Settings
+from ..core.settings import Settings
 from .execution import Execution
 from .keeper import Keeper
 from .lifecycle import Lifecycle

@@ -8,8 +8,8 @@ across wake-ups, not per message, since every wake-up is a new message.
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ConfigError
-from ..models.records import RunRecord
+from ..core.errors import ConfigError
+from ..core.records import RunRecord
 
 #: The policy keys an operator may override per handler (``handler_overrides``).
 OVERRIDABLE = ("max_retries", "min_backoff", "max_backoff", "time_limit")

@@ -16,10 +16,10 @@ import logging
 from datetime import timedelta
 from typing import Iterable
 
-from ..clock import SYSTEM_CLOCK, Clock
+from ..core.clock import SYSTEM_CLOCK, Clock
 from ..models.audit import AuditLog
-from ..models.records import RunRecord
-from ..models.tables import RunStatus
+from ..core.records import RunRecord
+from ..core.records import RunStatus
 from .lifecycle import Dispatch
 
 log = logging.getLogger("stackreflex.run")

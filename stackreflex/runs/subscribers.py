@@ -12,10 +12,10 @@ import threading
 from datetime import timedelta
 from typing import Any, Iterable
 
-from ..bus.topics import topic_matches
-from ..bus.envelope import Envelope
+from ..core.topics import topic_matches
+from ..core.envelope import Envelope
 from ..models.audit import AuditLog
-from ..models.records import Served
+from ..core.records import Served
 
 log = logging.getLogger("stackreflex.router")
 

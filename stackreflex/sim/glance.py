@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from ..clock import utcnow
+from ..core.clock import utcnow
 from .clock import SimClock
 from .faults import Faults
 from .http import HttpError, Request, Response, Router

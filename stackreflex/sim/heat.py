@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import quote, urlencode, urlsplit
 
-from ..clock import utcnow
+from ..core.clock import utcnow
 from .clock import SimClock
 from .http import HttpError, Request, Response, Router
 from .scenario import Role, Scenario

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Callable
 from urllib.parse import urlencode
 
-from ..clock import utcnow
+from ..core.clock import utcnow
 from .http import HttpError, Request, Response, Router
 
 #: Path prefix of the Swift API on the simulator.

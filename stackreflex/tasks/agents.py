@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import paramiko
 
-from ..redaction import redact
-from ..settings import Settings
+from ..core.redaction import redact
+from ..core.settings import Settings
 from .ssh import CommandFailed, run
 
 #: What each collector needs, in the order the agent's configuration lists it: POLL_TEMP_URL's

@@ -2,14 +2,12 @@
 
 import shlex
 from dataclasses import dataclass
+from typing import Callable
 from urllib.parse import urlsplit
 
-from sqlalchemy import text
-
-from ..bus.connections import display_url, kombu_connection
-from ..errors import StackreflexError
-from ..redaction import redact_text
-from ..settings import Settings
+from ..core.errors import StackreflexError
+from ..core.redaction import redact_text
+from ..core.settings import Settings
 from .heat import agent_source, deployed_servers, find_stack
 from .inventory import Host
 from .ssh import open_ssh, run
@@ -30,8 +28,10 @@ def _attempt(name: str, target: str, action) -> Check:
         return Check(name, target, False, redact_text(str(exc))[:300])
 
 
-def local_checks(settings: Settings, conn_factory, audit_factory, stack: str | None) -> tuple[list[Check], object]:
-    """Keystone, Heat, the broker and the database, from this host."""
+def local_checks(conn_factory, stack: str | None,
+                 services: list[tuple[str, str, Callable[[], str]]]) -> tuple[list[Check], object]:
+    """Keystone and Heat from this host, then each of ``services`` (name, target, probe): the
+    broker and the audit database, which the caller knows how to reach."""
     checks, conn = [], None
 
     def keystone():
@@ -45,23 +45,7 @@ def local_checks(settings: Settings, conn_factory, audit_factory, stack: str | N
         checks.append(_attempt("Heat", stack or "stacks",
                                lambda: f"stack {find_stack(conn, stack).status}" if stack
                                else f"{len(list(conn.orchestration.stacks()))} stack(s)"))
-
-    def broker():
-        if settings.embedded:
-            return "embedded (no broker configured)"
-        with kombu_connection(settings) as connection:
-            connection.ensure_connection(max_retries=1)
-        return "connected"
-
-    checks.append(_attempt("RabbitMQ", display_url(settings), broker))
-
-    def database():
-        audit = audit_factory()
-        with audit.engine.connect() as c:
-            c.execute(text("select 1"))
-        return "reachable, schema up to date"
-
-    checks.append(_attempt("database", redact_text(settings.database()), database))
+    checks += [_attempt(name, target, probe) for name, target, probe in services]
     return checks, conn
 
 

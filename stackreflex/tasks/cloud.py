@@ -2,7 +2,7 @@
 
 import openstack
 
-from ..settings import Settings
+from ..core.settings import Settings
 
 
 def connect_cloud(settings: Settings):

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 from openstack import exceptions
 
-from ..errors import StackreflexError
+from ..core.errors import StackreflexError
 
 #: Server states Nova live-migrates (with no task in progress).
 LIVE_MIGRATABLE = ("ACTIVE", "PAUSED")

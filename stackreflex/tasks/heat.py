@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 from openstack import exceptions
 
-from ..errors import StackreflexError
+from ..core.errors import StackreflexError
 from .agents import AgentSource
 
 #: Deployed servers are recognised by type: templates name them freely.

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from openstack import exceptions
 
-from ..errors import StackreflexError
+from ..core.errors import StackreflexError
 
 #: The store a copy of every image must stay in.
 CENTRAL = "central"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from ..errors import StackreflexError
+from ..core.errors import StackreflexError
 
 
 class InventoryError(StackreflexError):

@@ -6,7 +6,7 @@ still shutting down); the boot id cannot.
 
 import paramiko
 
-from ..settings import Settings
+from ..core.settings import Settings
 from .inventory import Host
 from .ssh import SSHError, open_ssh, run
 

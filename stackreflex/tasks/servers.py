@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 from openstack import exceptions
 
-from ..errors import StackreflexError
+from ..core.errors import StackreflexError
 from .compute import HostServer, server_now
 
 

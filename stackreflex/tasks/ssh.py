@@ -6,8 +6,8 @@ from pathlib import Path
 
 import paramiko
 
-from ..errors import StackreflexError
-from ..settings import Settings
+from ..core.errors import StackreflexError
+from ..core.settings import Settings
 
 
 #: Seconds one node command may take.

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from openstack import exceptions
 
-from ..errors import StackreflexError
+from ..core.errors import StackreflexError
 
 #: Volume and snapshot statuses that are over, one way or the other.
 SETTLED = ("available", "in-use", "error")

@@ -2,7 +2,7 @@
 
 from typing import Callable, TypeVar
 
-from ..clock import SYSTEM_CLOCK, Clock
+from ..core.clock import SYSTEM_CLOCK, Clock
 
 T = TypeVar("T")
 

@@ -26,19 +26,19 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import Retries, SkipMessage
 
 from ..bus.dispatch import Dispatcher
-from ..bus.envelope import Envelope
-from ..clock import Clock
+from ..core.envelope import Envelope
+from ..core.clock import Clock
 from ..handlers.context import RunContext
-from ..handlers.registry import Handler, registry
+from ..core.registry import Handler, handler_of
 from ..models.audit import AuditLog
 from ..models.queries import run_with_steps
-from ..models.records import RunRecord
+from ..core.records import RunRecord
 from ..runs.execution import Execution
 from ..runs.lifecycle import Lifecycle
 from ..runs.middleware import RunLifecycle, declare_actor
 from ..runs.policy import policy_for
 from ..runs.reconciler import Reconciler
-from ..settings import Settings
+from ..core.settings import Settings
 
 __all__ = ["FakeClock", "HandlerKit", "RunResult"]
 
@@ -143,7 +143,7 @@ class HandlerKit:
 
     def serve(self, handler: Handler | Callable) -> Handler:
         """Declare ``handler`` in the kit (done by :meth:`run`)."""
-        found = handler if isinstance(handler, Handler) else next((h for h in registry if h.fn is handler), None)
+        found = handler if isinstance(handler, Handler) else handler_of(handler)
         if found is None:
             raise ValueError(f"{getattr(handler, '__name__', handler)!r} is not a handler: decorate it with @handler")
         if found.name not in self.handlers:

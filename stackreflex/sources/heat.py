@@ -13,8 +13,8 @@ from typing import Callable
 
 from ..models.audit import AuditLog
 from ..tasks import heat
-from .envelope import Envelope
-from .publisher import Publisher
+from ..core.envelope import Envelope
+from ..bus.publisher import Publisher
 
 log = logging.getLogger("stackreflex.watcher")
 

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..errors import InvalidEnvelope
+from .errors import InvalidEnvelope
 
 #: Default ``source`` attribute of envelopes this process creates.
 DEFAULT_SOURCE = "stackreflex"

@@ -1,12 +1,44 @@
-"""Typed records the audit log's write API hands back: a run as read from the database, and the
-answer to a claim."""
+"""The run's domain types: its statuses, a run as the audit log reads it, and the answers the
+audit log gives the router (an accepted envelope) and the lifecycle (a claim, a fence)."""
 
 from dataclasses import dataclass, fields
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from .tables import FINAL_STATUSES, RunStatus
+
+
+class RunStatus(StrEnum):
+    """Where a run stands. ``pending`` also covers a run whose next retry is due later."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    #: parked in a continuation: its handler runs again at ``wake_at`` (not a failure)
+    WAITING = "waiting"
+    SUCCEEDED = "succeeded"
+    #: the handler decided it cannot succeed (no retry)
+    FAILED = "failed"
+    #: its retries ran out
+    DEAD = "dead"
+    SKIPPED = "skipped"
+    #: an operator ended it (``stackreflex runs cancel``), after the handler's compensation
+    CANCELLED = "cancelled"
+
+
+class StepStatus(StrEnum):
+    RUNNING = "running"
+    #: its run suspended inside it; the step goes on when the run wakes
+    WAITING = "waiting"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    #: it never finished: its worker died, its run was cancelled, or its run ended without coming back to it
+    INTERRUPTED = "interrupted"
+
+
+RUN_STATUSES = tuple(s.value for s in RunStatus)
+#: Statuses after which a run never acts again (unless a dead one is replayed from the dead-letter queue).
+FINAL_STATUSES = (RunStatus.SUCCEEDED.value, RunStatus.FAILED.value, RunStatus.DEAD.value,
+                  RunStatus.SKIPPED.value, RunStatus.CANCELLED.value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,3 +135,20 @@ class Fence:
 
     held: bool
     cancel_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class RunRef:
+    id: str
+    status: str
+    attempts: int
+    created: bool
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """What the router learns when it records an envelope."""
+
+    duplicate: bool
+    #: handler name → its run (created now, or found from an earlier delivery)
+    runs: dict[str, RunRef]

@@ -2,20 +2,25 @@
 
 >>> @handler("command.demo.#", max_retries=2)
 ... def hello(event, ctx): ...
+>>> registry = Registry()
+>>> load_handlers("my_pkg.handlers", registry)
+
+``@handler`` only marks a function; a :class:`Registry` is filled by :func:`load_handlers`
+(or ``into=``) and handed to whatever serves it. There is no process-wide registry, so what a
+process serves never depends on what happened to be imported before.
 """
 
 import importlib
 import importlib.util
 import inspect
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ..bus.envelope import Envelope
-from ..bus.topics import topic_matches, validate_pattern
-from ..errors import HandlerLoadError
+from .envelope import Envelope
+from .topics import topic_matches, validate_pattern
+from .errors import HandlerLoadError
 
 #: Retries after the first attempt before a run is declared dead.
 DEFAULT_MAX_RETRIES = 5
@@ -87,8 +92,14 @@ def _origin(fn: Callable) -> str:
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', '?')}"
 
 
-#: The registry that ``@handler`` adds to and that workers serve.
-registry = Registry()
+#: The attribute ``@handler`` marks a function with: its :class:`Handler`.
+MARK = "__stackreflex_handler__"
+
+
+def handler_of(fn: Callable) -> Handler | None:
+    """The handler ``@handler`` made of ``fn`` (None for a plain function)."""
+    found = getattr(fn, MARK, None)
+    return found if isinstance(found, Handler) else None
 
 
 def handler(*patterns: str, when: Predicate | None = None, name: str | None = None,
@@ -117,30 +128,37 @@ def handler(*patterns: str, when: Predicate | None = None, name: str | None = No
             raise HandlerLoadError(f"handler name {handler_name!r} must be letters, digits, '_' or '-'")
         if len(inspect.signature(fn).parameters) != 2:
             raise HandlerLoadError(f"handler {handler_name!r} must take (event, ctx)")
-        (into if into is not None else registry).add(Handler(handler_name, tuple(patterns), fn, when, max_retries,
-                                                             min_backoff, max_backoff, time_limit, compensate))
+        made = Handler(handler_name, tuple(patterns), fn, when, max_retries, min_backoff, max_backoff, time_limit,
+                       compensate)
+        setattr(fn, MARK, made)
+        if into is not None:
+            into.add(made)
         return fn
 
     return register
 
 
-def load_handlers(spec: str) -> None:
-    """Import a handler module (``pkg.module``) or file (``path/to/handlers.py``), registering its handlers."""
+def load_handlers(spec: str, into: Registry) -> None:
+    """Add the handlers of a module (``pkg.module``) or file (``path/to/handlers.py``) to ``into``.
+
+    A file is run as a module of its own each time (it is not put in ``sys.modules``), so two
+    registries loading one file hold handlers of their own.
+    """
     try:
         if spec.endswith(".py") or "/" in spec:
             path = Path(spec).expanduser().resolve()
             if not path.is_file():
                 raise HandlerLoadError(f"handler file {spec} does not exist")
-            module_name = f"stackreflex_user_handlers.{path.stem}"
-            if module_name in sys.modules:
-                return
-            module_spec = importlib.util.spec_from_file_location(module_name, path)
+            module_spec = importlib.util.spec_from_file_location(f"stackreflex_handlers_{path.stem}", path)
             module = importlib.util.module_from_spec(module_spec)
-            sys.modules[module_name] = module
             module_spec.loader.exec_module(module)
         else:
-            importlib.import_module(spec)
+            module = importlib.import_module(spec)
     except HandlerLoadError:
         raise
     except Exception as exc:
         raise HandlerLoadError(f"cannot load handlers from {spec}: {type(exc).__name__}: {exc}") from None
+    for value in list(vars(module).values()):
+        found = handler_of(value) if callable(value) else None
+        if found is not None:
+            into.add(found)

@@ -8,7 +8,7 @@ import hashlib
 import hmac
 import json
 
-from ..errors import SignatureError
+from .errors import SignatureError
 from .envelope import Envelope
 
 #: Prefix naming the algorithm, so it can change without ambiguity.
