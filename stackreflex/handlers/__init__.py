@@ -1,1 +1,2 @@
-"""Handlers: the reactions, written like runbooks, plus the registry and run context they use."""
+"""Handlers: the reactions, written like runbooks, and the run context they act through (the
+registry they are declared in is :mod:`stackreflex.core.registry`)."""
