@@ -188,7 +188,7 @@ class RunContext:
 
         ``deadline`` (seconds) counts from the first of consecutive waits with the same ``key``
         (default: where this is called from); past it the run fails with
-        :class:`~stackreflex.errors.WaitTimedOut`. ``waiting_for`` is what operators are shown.
+        :class:`~stackreflex.core.errors.WaitTimedOut`. ``waiting_for`` is what operators are shown.
         """
         key = key or call_site_key()
         execution = self._execution

@@ -1,6 +1,6 @@
 """The audit log's write API: envelopes, runs (claims, leases, continuations, cancels) and steps.
 
-Every value written passes through :func:`stackreflex.redaction.redact` here, so no
+Every value written passes through :func:`stackreflex.core.redaction.redact` here, so no
 caller can put a secret into a table by forgetting to.
 
 These writes sit on the path of every event, so they are SQLAlchemy Core statements
