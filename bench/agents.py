@@ -95,7 +95,7 @@ def ours(settings: Settings, n: int) -> float:
     with Runtime(settings, registry) as runtime:
         envelope = Envelope.new("command.agents.configure", subject="overcloud", data={"stack": "overcloud"})
         started = time.perf_counter()
-        runtime.publisher.publish(envelope)
+        runtime.bus.publish(envelope)
         while True:
             runs = list_runs(runtime.audit, RunFilter(handler="configure_node_command", limit=n + 1))
             if len(runs) == n and all(r["status"] in ("succeeded", "failed", "dead") for r in runs):

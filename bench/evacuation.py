@@ -51,7 +51,7 @@ def evacuate(settings: Settings, servers: int, seconds: float, parallel: int, wo
             envelope = Envelope.new("command.host.evacuate", subject=SOURCE,
                                     data={"host": SOURCE, "max_parallel": parallel})
             cpu, started = time.process_time(), time.perf_counter()
-            runtime.publisher.publish(envelope)
+            runtime.bus.publish(envelope)
             while (run := look(runtime, envelope)) is None or run.status not in FINAL_STATUSES:
                 if time.perf_counter() - started > RUN_TIMEOUT:
                     raise RuntimeError(f"evacuation not done after {RUN_TIMEOUT:.0f}s: {run}")

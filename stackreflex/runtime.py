@@ -12,11 +12,8 @@ import threading
 import uuid
 from functools import partial
 
-import dramatiq
-
+from .bus.backend import open_bus
 from .bus.connections import bus_identity
-from .bus.dispatch import Dispatcher, build_broker
-from .bus.publisher import Publisher
 from .bus.router import Router
 from .core.errors import BrokerUnavailable
 from .handlers.context import RunContext
@@ -37,8 +34,6 @@ log = logging.getLogger("stackreflex.worker")
 
 #: How long start() waits for the router to be consuming (seconds).
 STARTUP_TIMEOUT = 20.0
-#: How often idle dramatiq consumers poll, which bounds how late a delayed message starts (ms).
-WORKER_POLL_MS = 100
 #: How often an SQLite audit log's WAL is copied back into the database file (seconds),
 #: from a thread of its own instead of by whichever write passes 1,000 pages.
 CHECKPOINT_INTERVAL = 0.25
@@ -53,35 +48,32 @@ class Runtime:
         self.settings = settings
         self.registry = registry
         self.audit = audit or AuditLog.open(settings.database(), outage_limit=settings.database_outage_limit)
-        self.publisher = Publisher(settings)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self.bus = bus_identity(settings, self.owner)
+        self.bus_id = bus_identity(settings, self.owner)
         self.cloud = cloud_identity(settings)
         self._clouds = threading.local()
         self.lifecycle = Lifecycle(
             audit=self.audit, owner=self.owner, lease_seconds=settings.lease_seconds, dispatch=self._dispatch,
-            context_factory=self._context, notify=self.publisher.notify, announces=settings.announces)
+            context_factory=self._context, notify=self._notify, announces=settings.announces)
         self.middleware = RunLifecycle(self.lifecycle)
-        self.broker = build_broker(settings, [self.middleware])
-        self.dispatcher = Dispatcher(settings, self.broker)
-        self.actors = {h.name: declare_actor(self.broker, settings, h, policy_for(h, settings.handler_overrides),
+        self.bus = open_bus(settings, [self.middleware])
+        self.actors = {h.name: declare_actor(self.bus.broker, settings, h, policy_for(h, settings.handler_overrides),
                                              self.middleware) for h in self.registry}
         self.reconciler = Reconciler(self.audit, self._dispatch, self.actors, grace=settings.reconcile_grace,
                                      cloud=self.cloud)
         self.middleware.keeper = Keeper(self.lifecycle, self.reconciler, self.audit,
-                                        served_by(self.registry), bus=self.bus,
+                                        served_by(self.registry), bus=self.bus_id,
                                         reconcile_interval=settings.reconcile_interval)
-        self.router = Router(settings, self.registry, Subscribers(self.registry, self.audit, self.bus), self.dispatcher,
-                             self.audit, self.publisher, cloud=self.cloud)
+        self.router = Router(settings, self.registry, Subscribers(self.registry, self.audit, self.bus_id), self.bus,
+                             self.audit, cloud=self.cloud)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self.worker: dramatiq.Worker | None = None
+        self.worker = None
 
     def start(self) -> "Runtime":
         # dramatiq's own CLI emits this; middleware such as TimeLimit starts its watchdog on it.
-        self.broker.emit_after("process_boot")
-        self.worker = dramatiq.Worker(self.broker, worker_threads=self.settings.worker_threads,
-                                      worker_timeout=WORKER_POLL_MS)
+        self.bus.broker.emit_after("process_boot")
+        self.worker = self.bus.worker(self.settings.worker_threads)
         self.worker.start()  # the lifecycle's keeper starts with it: leases, subscriptions, reconciliation
         loops = [("router", self.router.run)]
         if self.audit.defer_checkpoints():
@@ -106,16 +98,18 @@ class Runtime:
             thread.join(timeout=5)
         if self.worker is not None:
             self.worker.stop(timeout=int(grace * 1000))
-        self.broker.close()
-        self.publisher.close()
+        self.bus.close()
         log.info("worker stopped")
 
     def _dispatch(self, handler: str, body: dict, wake: int, delay: float | None) -> None:
-        self.dispatcher.dispatch(handler, body, wake, delay)
+        self.bus.dispatch(handler, body, wake, delay)
+
+    def _notify(self, envelope) -> None:
+        self.bus.notify(envelope)
 
     def _context(self, execution: Execution) -> RunContext:
-        notify = self.publisher.notify if self.settings.announces(execution.envelope) else _unheard
-        return RunContext(execution, publish=self.publisher.publish, notify=_never_failing(notify),
+        notify = self.bus.notify if self.settings.announces(execution.envelope) else _unheard
+        return RunContext(execution, publish=self.bus.publish, notify=_never_failing(notify),
                           cloud_factory=self._cloud, ssh_factory=partial(open_ssh, self.settings),
                           settings=self.settings)
 

@@ -1,12 +1,15 @@
-"""The command line as an operator meets it: embedded mode, the demo, errors as one clear line."""
+"""The command line as an operator meets it: publishing on RabbitMQ and embedded, the demo, errors as
+one clear line."""
 
 import json
 import re
 
+import pytest
+
 from stackreflex import __version__
 from stackreflex.core.settings import Settings
 
-from .conftest import HANDLERS, run_cli
+from .conftest import HANDLERS, make_settings, run_cli
 
 
 def embedded(tmp_path) -> Settings:
@@ -20,10 +23,22 @@ def test_version_and_help(tmp_path):
         assert command in helped
 
 
-def test_embedded_publish_runs_the_handler_in_process(tmp_path):
-    settings = embedded(tmp_path)
+@pytest.fixture(params=["amqp", "embedded"])
+def on_a_bus(request, tmp_path):
+    """Settings and the publish options for each backend: a worker process serving the sample
+    handlers on RabbitMQ (the production path), or the handlers in the command's own process."""
+    if request.param == "embedded":
+        return embedded(tmp_path), ["-H", HANDLERS]
+    broker_url, namespace, workers = (request.getfixturevalue(f) for f in ("broker_url", "namespace", "workers"))
+    settings = make_settings(broker_url, f"sqlite:///{tmp_path}/audit.db", namespace)
+    workers(settings)
+    return settings, ["--wait", "--timeout", "60"]
+
+
+def test_publish_runs_the_handler_and_the_audit_log_shows_it(tmp_path, on_a_bus):
+    settings, options = on_a_bus
     mark = tmp_path / "marks"
-    done = run_cli(settings, tmp_path, "publish", "test.record", "-s", "node-1", "-H", HANDLERS,
+    done = run_cli(settings, tmp_path, "publish", "test.record", "-s", "node-1", *options,
                    "-d", json.dumps({"value": "x", "mark": str(mark)}))
     assert done.returncode == 0, done.stderr
     assert len(mark.read_text().splitlines()) == 1
@@ -31,8 +46,9 @@ def test_embedded_publish_runs_the_handler_in_process(tmp_path):
     assert (run["handler"], run["status"], run["subject"]) == ("note", "succeeded", "node-1")
 
 
-def test_embedded_publish_exits_non_zero_when_a_run_fails(tmp_path):
-    failed = run_cli(embedded(tmp_path), tmp_path, "publish", "test.fail", "-H", HANDLERS, timeout=90)
+def test_publish_exits_non_zero_when_a_run_fails(tmp_path, on_a_bus):
+    settings, options = on_a_bus
+    failed = run_cli(settings, tmp_path, "publish", "test.fail", *options, timeout=90)
     assert failed.returncode == 1
     assert "dead" in failed.stdout
 

@@ -4,8 +4,13 @@ embedded in-memory bus of one process (none). This package is the only one that 
 and the only one that asks which backend it is on.
 """
 
+from kombu.exceptions import OperationalError
+
 from ..core.errors import ConfigError
 from ..core.settings import Settings
+
+#: What a broker that cannot be reached raises from a client call, for a command to report.
+BROKER_TROUBLE = (OperationalError,)
 
 
 def in_process(settings: Settings) -> bool:

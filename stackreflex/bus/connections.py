@@ -90,6 +90,15 @@ def kombu_connection(settings: Settings, *, consumer: bool = False, confirm: boo
                       transport_options={"confirm_publish": confirm, **RETRY_POLICY})
 
 
+def memory_routed(channel, exchange: str, routing_key: str) -> bool:
+    """The in-memory transport drops a message no queue is bound to receive, silently: whether
+    its binding table has a queue for ``routing_key``."""
+    try:
+        return bool(channel.typeof(exchange).lookup(channel.get_table(exchange), exchange, routing_key, None))
+    except KeyError:
+        return False
+
+
 def connect(connection: Connection, settings: Settings) -> None:
     """Connect under the bounded retry policy, or raise :class:`BrokerUnavailable` saying why.
 

@@ -15,7 +15,8 @@ from ..core.redaction import redact, redact_text
 from ..core.settings import Settings
 from .connections import kombu_connection
 from .publisher import CONTENT_TYPE, topic_exchange
-from .router import REASON_HEADER, ROUTING_KEY_HEADER, dead_letter_queue, raw_body
+from .backend import REASON_HEADER, ROUTING_KEY_HEADER, dead_letter_queue
+from .router import raw_body
 
 #: Most messages looked at per queue in one pass.
 PEEK_LIMIT = 1000

@@ -1,23 +1,54 @@
 """dramatiq: a queue per handler, on RabbitMQ or (embedded) the stub broker, and the messages
-that send a run to its handler."""
+that send a run to its handler.
+
+On RabbitMQ every message to a handler goes out through one client, the bus's own (py-amqp,
+persistent, confirmed, mandatory): the router's batches on its confirming channel, and every
+other dispatch (wake-ups, retries, a reconciler's, ``runs resume``) through the publisher.
+dramatiq's pika connections only consume, and declare a handler's queues the way dramatiq
+lays them out.
+"""
 
 import logging
+from typing import Callable
 
 import dramatiq
 import pika
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
+from dramatiq.common import current_millis, dq_name
 from dramatiq.middleware import AgeLimit, Callbacks, Middleware, Pipelines, Retries, ShutdownNotifications, TimeLimit
 
-from ..core.settings import Settings
-from .connections import normalise_amqp_url, ssl_context
 from ..core.envelope import Envelope
+from ..core.settings import Settings
+from .confirms import Confirmation, ConfirmedChannel
+from .connections import normalise_amqp_url, ssl_context
 
 log = logging.getLogger(__name__)
 
+#: ``send(queue, body)``: put one encoded message on a queue, confirmed.
+Send = Callable[[str, bytes], None]
 
-def build_broker(settings: Settings, lifecycle: list[Middleware] = ()) -> dramatiq.Broker:
-    """RabbitMQ with publisher confirms, or the in-process stub broker when embedded.
+
+class RelayedRabbitmqBroker(RabbitmqBroker):
+    """dramatiq's RabbitMQ broker, whose messages go out through ``send`` (the bus's client)."""
+
+    def __init__(self, *, send: Send, **options):
+        super().__init__(**options)
+        self._send = send
+
+    def enqueue(self, message: dramatiq.Message, *, delay: int | None = None) -> dramatiq.Message:
+        canonical = message.queue_name
+        if delay is not None:
+            message = message.copy(queue_name=dq_name(canonical), options={"eta": current_millis() + delay})
+        self.declare_queue(canonical, ensure=True)  # once per queue and process
+        self.emit_before("enqueue", message, delay)
+        self._send(message.queue_name, message.encode())
+        self.emit_after("enqueue", message, delay)
+        return message
+
+
+def build_broker(settings: Settings, lifecycle: list[Middleware] = (), *, send: Send | None = None) -> dramatiq.Broker:
+    """RabbitMQ (its messages sent through ``send``), or the in-process stub broker when embedded.
 
     ``lifecycle`` (the run lifecycle's middleware) goes after ``Retries`` and before
     ``TimeLimit``: see :mod:`stackreflex.runs.middleware` for why.
@@ -26,7 +57,7 @@ def build_broker(settings: Settings, lifecycle: list[Middleware] = ()) -> dramat
     if settings.embedded:
         return StubBroker(middleware=middleware)
     url = normalise_amqp_url(settings.broker_url.get_secret_value())
-    broker = RabbitmqBroker(url=url, confirm_delivery=True, middleware=middleware)
+    broker = RelayedRabbitmqBroker(send=send, url=url, confirm_delivery=True, middleware=middleware)
     broker.parameters.heartbeat = 30
     if url.startswith("amqps://"):
         broker.parameters.ssl_options = pika.SSLOptions(ssl_context(settings), broker.parameters.host)
@@ -54,15 +85,45 @@ class Dispatcher:
         self.broker.enqueue(self.message(handler_name, envelope, wake),
                             delay=None if delay is None else int(delay * 1000))
 
-    def messages_for(self, runs: list[tuple[str, Envelope]]) -> list[dramatiq.Message]:
-        """First messages for ``(handler, envelope)`` pairs, made as dramatiq's enqueue makes
-        them (its middleware has seen them), to be published on a confirming channel."""
-        messages = [self.message(name, envelope) for name, envelope in runs]
+    def channel(self, connection) -> "DispatchChannel":
+        """Where the router sends its batches: a confirming channel of its own consuming
+        connection, or (embedded) the stub broker's queues."""
+        if isinstance(self.broker, StubBroker):
+            return StubChannel(self.broker)
+        return AmqpChannel(ConfirmedChannel(connection), self.broker)
+
+
+class DispatchChannel:
+    """A batch of first messages out, confirmed later (:meth:`confirmed` once they are)."""
+
+    def publish(self, messages: list[dramatiq.Message]) -> Confirmation:
+        raise NotImplementedError
+
+    def confirmed(self, messages: list[dramatiq.Message]) -> None:
+        """Tell dramatiq's middleware that the broker took ``messages``."""
+
+
+class AmqpChannel(DispatchChannel):
+    def __init__(self, channel: ConfirmedChannel, broker: dramatiq.Broker):
+        self.channel, self.broker = channel, broker
+
+    def publish(self, messages: list[dramatiq.Message]) -> Confirmation:
         for message in messages:
             self.broker.emit_before("enqueue", message, None)
-        return messages
+        return self.channel.publish([(m.queue_name, m.encode()) for m in messages])
 
-    def enqueued(self, messages: list[dramatiq.Message]) -> None:
-        """Tell dramatiq's middleware that the broker confirmed ``messages``."""
+    def confirmed(self, messages: list[dramatiq.Message]) -> None:
         for message in messages:
             self.broker.emit_after("enqueue", message, None)
+
+
+class StubChannel(DispatchChannel):
+    """The embedded bus: the stub broker takes each message at once."""
+
+    def __init__(self, broker: StubBroker):
+        self.broker = broker
+
+    def publish(self, messages: list[dramatiq.Message]) -> Confirmation:
+        for message in messages:
+            self.broker.enqueue(message)
+        return Confirmation(set())

@@ -10,7 +10,7 @@ from kombu.exceptions import OperationalError
 
 from ..core.errors import BrokerUnavailable, UnroutableError
 from ..core.settings import Settings
-from .connections import RETRY_POLICY, connect, display_url, kombu_connection
+from .connections import RETRY_POLICY, connect, display_url, kombu_connection, memory_routed
 from ..core.envelope import Envelope
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,9 @@ class Publisher:
 
     def __init__(self, settings: Settings):
         self.settings = settings
+        #: whether a queue took a published envelope: the broker returns those none did, but the
+        #: in-memory transport drops them, so its binding table is asked
+        self._routed = memory_routed if settings.embedded else _returned_if_not
         self.exchange = topic_exchange(settings)
         self._local = threading.local()
         #: every connection any thread opened, for :meth:`close`; a thread's links from before
@@ -56,6 +59,7 @@ class Publisher:
             connection = kombu_connection(self.settings, confirm=confirm)
             with self._lock:
                 self._opened.append(connection)
+            self._local.connections = getattr(self._local, "connections", []) + [connection]
             connect(connection, self.settings)
             if not hasattr(self._local, "returned"):
                 self._local.returned = []
@@ -92,7 +96,7 @@ class Publisher:
         try:
             yield
         except OperationalError as exc:
-            self.close()
+            self._drop_this_thread()
             raise BrokerUnavailable(f"cannot publish to the broker at {display_url(self.settings)}: {exc}") from None
 
     def publish(self, envelope: Envelope, *, mandatory: bool = True) -> None:
@@ -101,7 +105,8 @@ class Publisher:
         self._local.returned.clear()
         with self._publishing():
             send(envelope, persistent=True, mandatory=mandatory)
-        if mandatory and (self._local.returned or not self._routable(producer, envelope.routing_key)):
+        if mandatory and (self._local.returned or not self._routed(producer.channel, self.exchange.name,
+                                                                    envelope.routing_key)):
             raise UnroutableError(
                 f"no queue is bound to receive {envelope.type} on exchange {self.exchange.name}: "
                 "start a worker whose handlers subscribe to it (stackreflex worker), or check the type")
@@ -127,16 +132,27 @@ class Publisher:
                              content_encoding="binary", headers=headers,
                              retry=True, retry_policy=RETRY_POLICY)
 
-    def _routable(self, producer: Producer, routing_key: str) -> bool:
-        # The in-memory transport drops unroutable messages silently; ask its binding table.
-        channel = producer.channel
-        if not hasattr(channel, "typeof"):
-            return True
-        name = self.exchange.name
-        try:
-            return bool(channel.typeof(name).lookup(channel.get_table(name), name, routing_key, None))
-        except KeyError:
-            return False
+    def send_message(self, queue: str, body: bytes) -> None:
+        """A handler's message (dramatiq-encoded) to its queue, persistent and confirmed; a queue
+        that does not exist is an error, not a silent drop."""
+        producer, _ = self._link()
+        self._local.returned.clear()
+        with self._publishing():
+            producer.publish(body, exchange=DEFAULT_EXCHANGE, routing_key=queue, delivery_mode=2, mandatory=True,
+                             content_type="application/json", content_encoding="utf-8",
+                             retry=True, retry_policy=RETRY_POLICY)
+        if self._local.returned:
+            raise UnroutableError(f"no queue {queue} to receive the message: no worker has served its handler yet")
+
+    def _drop_this_thread(self) -> None:
+        """Release this thread's connections (broken ones): its next publish connects anew."""
+        mine = getattr(self._local, "connections", [])
+        with self._lock:
+            self._opened = [c for c in self._opened if c not in mine]
+        for connection in mine:
+            _release(connection)
+        self._local.__dict__.clear()
+        self._local.generation = self._generation
 
     def close(self) -> None:
         """Close every connection this publisher opened, in any thread (a later publish opens anew)."""
@@ -144,7 +160,16 @@ class Publisher:
             opened, self._opened = self._opened, []
             self._generation += 1
         for connection in opened:
-            try:
-                connection.release()
-            except Exception as exc:  # noqa: BLE001 - closing what may already be broken
-                log.debug("closing a publisher connection: %s", exc)
+            _release(connection)
+
+
+def _returned_if_not(channel, exchange: str, routing_key: str) -> bool:
+    """A broker returns a mandatory message no queue took: what was not returned was routed."""
+    return True
+
+
+def _release(connection) -> None:
+    try:
+        connection.release()
+    except Exception as exc:  # noqa: BLE001 - closing what may already be broken
+        log.debug("closing a publisher connection: %s", exc)

@@ -2,7 +2,9 @@
 
 It acknowledges an envelope only after every matching handler's message is
 confirmed by the broker, and it parks what it cannot accept, with the reason, in
-the dead-letter queue ``<namespace>.dlq``.
+the dead-letter queue ``<namespace>.dlq``. One path on either backend: a batch is
+validated, recorded in one audit transaction, its first messages published on the
+bus's dispatch channel, and acknowledged once they are confirmed (at once, embedded).
 """
 
 import logging
@@ -16,23 +18,20 @@ from amqp.exceptions import AMQPError
 from kombu import Queue, binding
 from kombu.exceptions import OperationalError
 
+from ..core.envelope import Envelope, parse_envelope
 from ..core.errors import BrokerUnavailable, DatabaseUnavailable, InvalidEnvelope
-from ..core.registry import Registry
 from ..core.records import Accepted
 from ..core.redaction import redact_text
+from ..core.registry import Registry
 from ..core.settings import Settings
-from .confirms import Confirmation, ConfirmedChannel
-from .connections import drain, kombu_connection
-from .dispatch import Dispatcher
-from ..core.envelope import Envelope, parse_envelope
-from .publisher import Publisher, topic_exchange
 from ..core.signing import needs_signature, verify
+from .backend import Bus
+from .confirms import Confirmation
+from .connections import drain
+from .dispatch import DispatchChannel
+from .publisher import topic_exchange
 
 log = logging.getLogger("stackreflex.router")
-
-#: Headers a parked message carries.
-REASON_HEADER = "x-stackreflex-reason"
-ROUTING_KEY_HEADER = "x-stackreflex-routing-key"
 
 #: How long to wait before consuming again after the broker connection broke (seconds).
 RECONNECT_DELAY = 1.0
@@ -89,14 +88,12 @@ class InFlight:
     #: the dramatiq messages published
     sent: list
     confirmation: Confirmation
+    #: indexes of the deliveries rejected (parked and recorded already)
+    rejected: set[int]
 
 
 def router_queue_name(settings: Settings) -> str:
     return f"{settings.namespace}.router"
-
-
-def dead_letter_queue(settings: Settings) -> Queue:
-    return Queue(f"{settings.namespace}.dlq", durable=True)
 
 
 #: What the router takes whatever the handlers subscribe to: every Heat event is recorded in the
@@ -110,42 +107,35 @@ def router_queue(settings: Settings, registry: Registry) -> Queue:
                  bindings=[binding(exchange, routing_key=p) for p in sorted(registry.patterns() | set(RECORDED_ALWAYS))])
 
 
+def _rejected(batch: list, valid: list | None) -> set[int]:
+    """The indexes of a batch that validation rejected (none if it did not get that far)."""
+    return set(range(len(batch))) - {index for index, _, _ in valid} if valid is not None else set()
+
+
 class Router:
     """Consumes envelopes and turns each into one dramatiq message per matching handler."""
 
-    def __init__(self, settings: Settings, registry: Registry, subscribers, dispatcher: Dispatcher,
-                 audit: EnvelopeLog, publisher: Publisher, *, cloud: str | None = None):
+    def __init__(self, settings: Settings, registry: Registry, subscribers, bus: Bus, audit: EnvelopeLog, *,
+                 cloud: str | None = None):
         self.settings = settings
         #: the handlers this process serves: the router queue's bindings
         self.registry = registry
         #: which handlers an envelope goes to, in any live process (a :class:`~stackreflex.runs.subscribers.Subscribers`)
         self.subscribers = subscribers
-        self.dispatcher = dispatcher
+        self.bus = bus
         self.audit = audit
-        self.publisher = publisher
         #: the cloud the runs it creates act on
         self.cloud = cloud
         self.ready = threading.Event()
-        #: how this thread pauses while the audit database is unreachable (the consuming
-        #: connection must keep reading, or the broker drops it for missed heartbeats)
+        #: how this thread pauses while the audit database is unreachable or a confirm is due
+        #: (the consuming connection must keep reading, or the broker drops it for missed heartbeats)
         self._pause = None
+        self._channel: DispatchChannel | None = None
 
-    # -- the decision, independent of AMQP delivery ---------------------------------
+    # -- the decision ---------------------------------------------------------------
 
-    def route(self, body: bytes, routing_key: str) -> str:
-        """Validate, record and dispatch one message; returns ``routed``, ``duplicate`` or ``rejected``."""
-        return self.route_batch([(body, routing_key)])[0]
-
-    def route_batch(self, messages: list[tuple[bytes, str]]) -> list[str]:
-        """:meth:`route` for messages that arrived together (one audit transaction), each
-        dispatch confirmed before the next."""
-        outcomes, valid = self._validate(messages)
-        accepted = self._record(valid)
-        for name, envelope in _dispatches(accepted):
-            self.dispatcher.dispatch(name, envelope)
-        for index, envelope, answer in accepted:
-            outcomes[index] = self._routed(envelope, answer)
-        return outcomes
+    def _messages(self, accepted: list[tuple[int, Envelope, Accepted]]) -> list:
+        return [self.bus.dispatcher.message(name, envelope) for name, envelope in _dispatches(accepted)]
 
     def _record(self, valid: list[tuple[int, Envelope, list[str]]]) -> list[tuple[int, Envelope, Accepted]]:
         answers = self.audit.accept_many([(envelope, matching) for _, envelope, matching in valid], cloud=self.cloud,
@@ -180,8 +170,7 @@ class Router:
 
     def _reject(self, body: bytes, routing_key: str, error: InvalidEnvelope) -> None:
         reason = redact_text(str(error))
-        self.publisher.send_to_queue(body, dead_letter_queue(self.settings),
-                                     {REASON_HEADER: reason, ROUTING_KEY_HEADER: routing_key})
+        self.bus.park(body, routing_key, reason)
         self.audit.record_envelope(None, status="rejected", reason=reason, raw=body,
                                    envelope_id=error.envelope_id, wait=self._pause)
         log.warning("envelope rejected (routing key %s): %s", routing_key, reason,
@@ -193,7 +182,7 @@ class Router:
 
     def _notify(self, envelope: Envelope) -> None:
         try:
-            self.publisher.notify(envelope)
+            self.bus.notify(envelope)
         except Exception as exc:
             log.warning("could not publish %s: %s", envelope.type, exc)
 
@@ -210,14 +199,14 @@ class Router:
                 stop.wait(RECONNECT_DELAY)
 
     def _consume(self, stop: threading.Event) -> None:
-        # This connection publishes nothing but the dispatches of its confirming channel.
-        with kombu_connection(self.settings, consumer=True, confirm=False) as connection:
+        # This connection publishes nothing but the dispatches of its channel.
+        with self.bus.connection(consumer=True, confirm=False) as connection:
             queue = router_queue(self.settings, self.registry)
             received: list = []
             with connection.Consumer([queue], on_message=received.append,
                                      prefetch_count=self.settings.router_prefetch):
-                channel = None if self.settings.embedded else ConfirmedChannel(connection)
-                self._pause = None if self.settings.embedded else (lambda seconds: drain(connection, seconds))
+                self._channel = self.bus.dispatch_channel(connection)
+                self._pause = lambda seconds: drain(connection, seconds)
                 in_flight: deque[InFlight] = deque()
                 self.ready.set()
                 while not stop.is_set():
@@ -229,30 +218,25 @@ class Router:
                     if received:
                         batch = received[:]
                         received.clear()
-                        if channel is None:
-                            self._route_now(batch)
-                        else:
-                            self._send(batch, channel, in_flight)
+                        self._send(batch, in_flight)
                     self._settle(in_flight)
 
-    def _send(self, batch: list, channel: ConfirmedChannel, in_flight: deque) -> None:
+    def _send(self, batch: list, in_flight: deque) -> None:
         """Accept a batch and publish its dispatches; it is acknowledged once they are confirmed."""
         log.debug("routing a batch of %d messages", len(batch))
         valid: list | None = None
         try:
             _, valid = self._validate([_delivered(m) for m in batch])
             accepted = self._record(valid)
-            sent = self.dispatcher.messages_for(_dispatches(accepted))
-            confirmation = channel.publish([(m.queue_name, m.encode()) for m in sent])
+            sent = self._messages(accepted)
+            confirmation = self._channel.publish(sent)
         except CONNECTION_TROUBLE:
             raise  # the connection is gone: the broker redelivers what is unacknowledged
         except Exception:
-            # What validation rejected is parked and recorded already: parking it again would
-            # list it twice in the dead-letter queue.
-            parked = set(range(len(batch))) - {index for index, _, _ in valid} if valid is not None else set()
-            self._one_by_one(batch, parked)
+            log.exception("router could not route a batch of %d messages; routing them one by one", len(batch))
+            self._one_by_one(batch, _rejected(batch, valid))
             return
-        in_flight.append(InFlight(batch, accepted, sent, confirmation))
+        in_flight.append(InFlight(batch, accepted, sent, confirmation, _rejected(batch, valid)))
 
     def _settle(self, in_flight: deque) -> None:
         """Acknowledge the confirmed batches, oldest first (one acknowledgement covers a batch)."""
@@ -261,32 +245,21 @@ class Router:
             if done.confirmation.refused:
                 log.warning("broker refused dispatches (%s); routing those %d messages one by one",
                             done.confirmation.refused[0], len(done.deliveries))
-                for message in done.deliveries:
-                    self._on_message(message)
+                self._one_by_one(done.deliveries, done.rejected)
                 continue
-            self.dispatcher.enqueued(done.sent)
+            self._channel.confirmed(done.sent)
             for _, envelope, answer in done.accepted:
                 self._routed(envelope, answer)
             done.deliveries[-1].ack(multiple=True)
         if in_flight and time.monotonic() - in_flight[0].confirmation.published_at > CONFIRM_TIMEOUT:
             raise BrokerUnavailable(f"the broker did not confirm dispatches within {CONFIRM_TIMEOUT:.0f}s")
 
-    def _route_now(self, batch: list) -> None:
-        """The in-memory transport: dispatch and acknowledge at once, message by message."""
-        try:
-            self.route_batch([_delivered(m) for m in batch])
-        except Exception:
-            self._one_by_one(batch)
-            return
-        for message in batch:
-            message.ack()
-
-    def _one_by_one(self, batch: list, parked: set[int] = frozenset()) -> None:
-        """A batch that failed: route its messages one by one, so a bad message or a passing
-        fault costs only that message a retry (``parked``: indexes only to acknowledge)."""
-        log.exception("router could not route a batch of %d messages; routing them one by one", len(batch))
+    def _one_by_one(self, batch: list, rejected: set[int]) -> None:
+        """A batch that failed: route its messages one by one, each confirmed before the next,
+        so a bad message or a passing fault costs only that message a retry. What validation
+        rejected is parked and recorded already: parking it again would list it twice."""
         for index, message in enumerate(batch):
-            if index in parked:
+            if index in rejected:
                 message.ack()
             else:
                 self._on_message(message)
@@ -294,7 +267,14 @@ class Router:
     def _on_message(self, message) -> None:
         body, routing_key = _delivered(message)
         try:
-            self.route(body, routing_key)
+            _, valid = self._validate([(body, routing_key)])
+            accepted = self._record(valid)
+            if accepted:
+                sent = self._messages(accepted)
+                self._confirm(self._channel.publish(sent))
+                self._channel.confirmed(sent)
+                for _, envelope, answer in accepted:
+                    self._routed(envelope, answer)
         except CONNECTION_TROUBLE:
             raise  # not the message's fault: the broker redelivers it once the router reconnects
         except Exception as exc:
@@ -312,3 +292,12 @@ class Router:
             message.requeue()
             return
         message.ack()
+
+    def _confirm(self, confirmation: Confirmation) -> None:
+        """Wait for one message's dispatches to be confirmed (reading the connection meanwhile)."""
+        while not confirmation.settled:
+            if time.monotonic() - confirmation.published_at > CONFIRM_TIMEOUT:
+                raise BrokerUnavailable(f"the broker did not confirm dispatches within {CONFIRM_TIMEOUT:.0f}s")
+            self._pause(0.05)
+        if confirmation.refused:
+            raise RuntimeError(f"the broker refused its dispatches: {confirmation.refused[0]}")

@@ -5,14 +5,14 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from kombu.exceptions import OperationalError
 from sqlalchemy.exc import OperationalError as DatabaseError
 
 from .. import __version__
+from ..bus import BROKER_TROUBLE
 from ..core.errors import StackreflexError
 from ..core.redaction import redact_text
 from . import agents, audit, dlq, edge, hosts, nodes, runs, sim, storage
-from .common import errors, invocation
+from .common import Invocation, errors
 from .demo import demo
 from .doctor import doctor
 from .publish import publish
@@ -53,13 +53,13 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
+    context: typer.Context,
     config: Annotated[Optional[Path], typer.Option(help="TOML settings file (default ~/.config/stackreflex/config.toml).")] = None,
     log_format: Annotated[Optional[str], typer.Option(help="text (default) or json.")] = None,
     log_level: Annotated[Optional[str], typer.Option(help="DEBUG, INFO (default), WARNING, ERROR.")] = None,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
 ) -> None:
-    invocation.config = config
-    invocation.overrides = {k: v for k, v in {"log_format": log_format, "log_level": log_level}.items() if v}
+    context.obj = Invocation(config, {k: v for k, v in {"log_format": log_format, "log_level": log_level}.items() if v})
 
 
 def main() -> None:
@@ -73,7 +73,7 @@ def main() -> None:
     except StackreflexError as exc:
         errors.print(f"[red]error:[/] {redact_text(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
-    except OperationalError as exc:
+    except BROKER_TROUBLE as exc:
         errors.print(f"[red]error:[/] the message broker is unreachable: {redact_text(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except DatabaseError as exc:

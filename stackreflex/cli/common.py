@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+import typer
 from rich.console import Console
 from rich.table import Table
 
@@ -50,7 +51,26 @@ class Invocation:
         return AuditLog.open(self.settings.database(), outage_limit=CLI_OUTAGE_LIMIT)
 
 
-invocation = Invocation()
+class _ThisInvocation:
+    """The :class:`Invocation` of the command being run, kept on typer's context (the root
+    callback makes it): nothing of one invocation outlives it or leaks into the next one run in
+    the same process."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(current_invocation(), name)
+
+
+def current_invocation() -> Invocation:
+    context = typer.main.get_current_context(silent=True)
+    if context is None:
+        raise RuntimeError("no stackreflex command is being run")
+    root = context.find_root()
+    if not isinstance(root.obj, Invocation):
+        root.obj = Invocation()
+    return root.obj
+
+
+invocation = _ThisInvocation()
 
 
 def load_all_handlers(extra: Iterable[str] = ()) -> Registry:

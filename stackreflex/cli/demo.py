@@ -90,7 +90,7 @@ def _run(overcloud: Overcloud, work: Path, client_key: Path) -> None:
     conn = connect_cloud(settings)
     with Runtime(settings, registry) as runtime:
         stop = threading.Event()
-        watcher = HeatWatcher(["overcloud"], runtime.audit, runtime.publisher, lambda: connect_cloud(settings),
+        watcher = HeatWatcher(["overcloud"], runtime.audit, runtime.bus.publisher, lambda: connect_cloud(settings),
                               interval=0.5)
         threading.Thread(target=watcher.run, args=(stop,), daemon=True).start()
         try:

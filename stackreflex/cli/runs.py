@@ -171,7 +171,7 @@ def resume(
     if in_process(settings):
         def work(runtime, touched: set):
             movable = _movable(chosen, now, runtime.cloud, True)
-            sent = _send_on(runtime.audit, runtime.dispatcher.dispatch, movable, runtime.actors)
+            sent = _send_on(runtime.audit, runtime.bus.dispatch, movable, runtime.actors)
             touched.update(r.id for r in sent)
             return follow(runtime.audit, sent, timeout=timeout, to_the_end=wait) if sent else []
 
@@ -182,13 +182,13 @@ def resume(
 
 
 def _through_broker(audit: AuditLog, runs: list[RunRecord], *, wait: bool, timeout: float) -> list[RunRecord]:
-    from ..bus.dispatch import Dispatcher, build_broker
+    from ..bus.backend import open_bus
 
-    broker = build_broker(invocation.settings)
+    bus = open_bus(invocation.settings)
     try:
-        sent = _send_on(audit, Dispatcher(invocation.settings, broker).dispatch, runs, {r.handler for r in runs})
+        sent = _send_on(audit, bus.dispatch, runs, {r.handler for r in runs})
     finally:
-        broker.close()
+        bus.close()
     _say_unserved(audit, sent)
     if not wait or not sent:
         for run in sent:
@@ -260,7 +260,7 @@ def cancel(
     if in_process(settings):
         def work(runtime, touched: set):
             todo = [] if running else _movable([requested], now, runtime.cloud, True)
-            sent = _send_on(runtime.audit, runtime.dispatcher.dispatch, todo, runtime.actors)
+            sent = _send_on(runtime.audit, runtime.bus.dispatch, todo, runtime.actors)
             touched.update(r.id for r in sent)
             if not running and not sent:
                 raise typer.Exit(2)  # why was said above
