@@ -230,12 +230,12 @@ class AuditLog:
         Through an outage the write is made again, so ``work`` must be safe to repeat."""
         return self._outage.run(lambda: self._commits.run(work), wait=wait, limit=limit)
 
-    def _read(self, work: Callable[[Connection], T]) -> T:
+    def _read(self, work: Callable[[Connection], T], *, limit: float | None = None) -> T:
         def read() -> T:
             with self.engine.connect() as c:
                 return work(c)
 
-        return self._outage.run(read)
+        return self._outage.run(read, limit=limit)
 
     @contextmanager
     def _transaction(self) -> Iterator[Connection]:
@@ -679,7 +679,9 @@ class AuditLog:
         query = (select(SUBSCRIPTION.c.handler, SUBSCRIPTION.c.patterns, SUBSCRIPTION.c.filtered)
                  .where(SUBSCRIPTION.c.bus == bus, SUBSCRIPTION.c.heartbeat_at >= since)
                  .order_by(SUBSCRIPTION.c.started_at))
-        rows = self._read(lambda c: list(c.execute(query)))
+        # One try: a router keeps what it last read rather than wait out an outage here (its
+        # accept waits, and keeps its broker connection alive meanwhile).
+        rows = self._read(lambda c: list(c.execute(query)), limit=0)
         return list({h: Served(h, tuple(json.loads(p)), bool(f)) for h, p, f in rows}.values())
 
     # -- watcher cursors ---------------------------------------------------------------
