@@ -142,9 +142,8 @@ class Router:
                                          wait=self._pause) if valid else []
         return [(index, envelope, answer) for (index, envelope, _), answer in zip(valid, answers)]
 
-    def _validate(self, messages: list[tuple[bytes, str]]) -> tuple[list[str], list[tuple[int, Envelope, list[str]]]]:
-        """Reject (park and record) what is not a valid envelope; the others with their handlers."""
-        outcomes = ["rejected"] * len(messages)
+    def _validate(self, messages: list[tuple[bytes, str]]) -> list[tuple[int, Envelope, list[str]]]:
+        """Reject (park and record) what is not a valid envelope; the others, by index, with their handlers."""
         valid: list[tuple[int, Envelope, list[str]]] = []
         for index, (body, routing_key) in enumerate(messages):
             try:
@@ -155,7 +154,7 @@ class Router:
                 self._reject(body, routing_key, exc)
                 continue
             valid.append((index, envelope, self.subscribers.matching(envelope)))
-        return outcomes, valid
+        return valid
 
     def _routed(self, envelope: Envelope, answer: Accepted) -> str:
         runs = [{"handler": name, "run_id": run.id, "status": run.status} for name, run in answer.runs.items()]
@@ -226,7 +225,7 @@ class Router:
         log.debug("routing a batch of %d messages", len(batch))
         valid: list | None = None
         try:
-            _, valid = self._validate([_delivered(m) for m in batch])
+            valid = self._validate([_delivered(m) for m in batch])
             accepted = self._record(valid)
             sent = self._messages(accepted)
             confirmation = self._channel.publish(sent)
@@ -267,7 +266,7 @@ class Router:
     def _on_message(self, message) -> None:
         body, routing_key = _delivered(message)
         try:
-            _, valid = self._validate([(body, routing_key)])
+            valid = self._validate([(body, routing_key)])
             accepted = self._record(valid)
             if accepted:
                 sent = self._messages(accepted)
