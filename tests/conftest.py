@@ -217,15 +217,20 @@ def run_cli(settings: Settings, tmp_path: Path, *args: str, timeout: float = 60,
                           capture_output=True, text=True, timeout=timeout)
 
 
-def queues_drained(namespace: str) -> bool:
-    """No queue of ``namespace`` holds a message, ready or held unacknowledged by a consumer
-    (dead letters and the CLI's follow queues aside): every delivery has been handled."""
+def listed_queues(namespace: str) -> list[dict]:
+    """Every queue of ``namespace`` as RabbitMQ lists it: name, messages ready, messages held
+    unacknowledged by a consumer."""
     argv = ["rabbitmqctl", "-q", "list_queues", "--formatter", "json", "name", "messages_ready",
             "messages_unacknowledged"]
     listed = subprocess.run(argv if os.getuid() == 0 else ["sudo", "-n", *argv], capture_output=True, text=True,
                             timeout=60, check=True).stdout
-    mine = [q for q in json.loads(listed or "[]") if q["name"].startswith(f"{namespace}.")
-            and not q["name"].endswith((".XQ", ".dlq")) and ".follow." not in q["name"]]
+    return [q for q in json.loads(listed or "[]") if q["name"].startswith(f"{namespace}.")]
+
+
+def queues_drained(namespace: str) -> bool:
+    """No queue of ``namespace`` holds a message, ready or held unacknowledged by a consumer
+    (dead letters and the CLI's follow queues aside): every delivery has been handled."""
+    mine = [q for q in listed_queues(namespace) if not q["name"].endswith((".XQ", ".dlq")) and ".follow." not in q["name"]]
     return all(q["messages_ready"] == 0 and q["messages_unacknowledged"] == 0 for q in mine)
 
 

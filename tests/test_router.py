@@ -3,9 +3,6 @@ takes envelopes off the exchange, records them, sends each new run its first mes
 parks what is not an envelope. Handler queues have no consumer here, so what was dispatched
 can be counted."""
 
-import json
-import os
-import subprocess
 import threading
 
 import pytest
@@ -20,7 +17,7 @@ from stackreflex.models.audit import AuditLog
 from stackreflex.models.queries import list_envelopes
 from stackreflex.runs.subscribers import Subscribers
 
-from .conftest import wait_for
+from .conftest import listed_queues, wait_for
 
 HANDLERS = ("first", "second")
 
@@ -39,11 +36,7 @@ def _registry() -> Registry:
 
 def _router_idle(namespace: str) -> bool:
     """RabbitMQ holds nothing for the router: every delivery acknowledged."""
-    argv = ["rabbitmqctl", "-q", "list_queues", "--formatter", "json", "name", "messages_ready",
-            "messages_unacknowledged"]
-    listed = json.loads(subprocess.run(argv if os.getuid() == 0 else ["sudo", "-n", *argv], capture_output=True,
-                                       text=True, timeout=60, check=True).stdout or "[]")
-    return all(q["messages_ready"] == 0 and q["messages_unacknowledged"] == 0 for q in listed
+    return all(q["messages_ready"] == 0 and q["messages_unacknowledged"] == 0 for q in listed_queues(namespace)
                if q["name"] == f"{namespace}.router")
 
 
