@@ -59,6 +59,7 @@ def test_demo_runs_on_the_embedded_default_and_leaves_an_audit_trail(tmp_path):
     assert demo.returncode == 0, demo.stderr + demo.stdout
     assert "scale up" in demo.stdout and "temp_url_sig=***" in demo.stdout
     assert not re.search(r"temp_url_sig=(?!\*\*\*)", demo.stdout + demo.stderr)
+    assert "ERROR" not in demo.stdout + demo.stderr  # nothing alarming when all is well
     demo_db = tmp_path / "state" / "stackreflex" / "demo.db"
     assert demo_db.exists() and f"STACKREFLEX_DATABASE_URL=sqlite:///{demo_db}" in demo.stdout
     demo_log = Settings(database_url=f"sqlite:///{demo_db}")
@@ -68,6 +69,7 @@ def test_demo_runs_on_the_embedded_default_and_leaves_an_audit_trail(tmp_path):
     for transport, collector in (("POLL_SERVER_CFN", "cfn"), ("POLL_SERVER_HEAT", "heat")):
         again = run_cli(settings, tmp_path, "demo", "--transport", transport, timeout=180)
         assert again.returncode == 0, again.stderr + again.stdout
+        assert "ERROR" not in again.stdout + again.stderr
         runs = json.loads(run_cli(demo_log, tmp_path, "audit", "runs", "--handler", "configure_new_node",
                                   "--json").stdout)
         assert len(runs) == 7 and {r["status"] for r in runs} == {"succeeded"}, "each demo has a new log of its own"

@@ -10,6 +10,7 @@ agent configuration needs, and answers ``command not found`` (exit 127) for anyt
 """
 
 import http.client
+import logging
 import posixpath
 import shlex
 import socket
@@ -26,6 +27,22 @@ from .clock import SimClock
 from .faults import Faults
 
 #: The template os-apply-config would render over /etc/os-collect-config.conf.
+#: The logger of the simulated nodes' sshd (paramiko's server transports).
+SSHD_LOG = "stackreflex.sim.sshd"
+
+
+class _ClientHangUps(logging.Filter):
+    """A client that hangs up is no error for an sshd (OpenSSH logs it at INFO), but paramiko's
+    server transport logs it at ERROR, which would print in every demo; it is INFO here too."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and record.getMessage().startswith("Socket exception"):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+logging.getLogger(SSHD_LOG).addFilter(_ClientHangUps())
+
 OAC_TEMPLATE = "/usr/libexec/os-apply-config/templates/etc/os-collect-config.conf"
 #: Real seconds between ``reboot`` answering and the node dropping its connections.
 SHUTDOWN_DELAY = 0.5
@@ -128,6 +145,7 @@ class SimNode:
                 client.close()
                 continue
             transport = paramiko.Transport(client)
+            transport.set_log_channel(SSHD_LOG)
             changed = self.faults.strike("host_key_changed", self.address)
             transport.add_server_key(self.impostor_key if changed else self.key)
             self._transports.append(transport)
