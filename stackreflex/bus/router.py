@@ -169,9 +169,11 @@ class Router:
 
     def _reject(self, body: bytes, routing_key: str, error: InvalidEnvelope) -> None:
         reason = redact_text(str(error))
-        self.bus.park(body, routing_key, reason)
+        # Recorded first: a message that cannot be recorded goes back to the broker, and is
+        # not parked again on each redelivery.
         self.audit.record_envelope(None, status="rejected", reason=reason, raw=body,
                                    envelope_id=error.envelope_id, wait=self._pause)
+        self.bus.park(body, routing_key, reason)
         log.warning("envelope rejected (routing key %s): %s", routing_key, reason,
                     extra={"envelope_id": error.envelope_id})
         if error.envelope_id:

@@ -59,7 +59,13 @@ def _json(value: Any) -> str:
 
 
 def _text(value: str | None) -> str | None:
-    return None if value is None else redact_text(value)
+    return None if value is None else _storable(redact_text(value))
+
+
+def _storable(text: str) -> str:
+    """Text every database takes: a NUL (which PostgreSQL's text columns refuse) written as ``\\x00``.
+    A rejected message that could not be recorded would be parked again on every redelivery."""
+    return text.replace("\x00", "\\x00")
 
 
 #: Claim a run for one execution: pending (new, or its retry is here), waiting for this wake-up
@@ -300,8 +306,8 @@ class AuditLog:
             values = self._envelope_values(envelope, status, now)
         else:
             text = raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else (raw or "")
-            values = dict(status=status, received_at=now, envelope_id=envelope_id,
-                          payload=redact_text(text[:RAW_EXCERPT_CHARS]))
+            values = dict(status=status, received_at=now, envelope_id=_storable(envelope_id) if envelope_id else None,
+                          payload=_storable(redact_text(text[:RAW_EXCERPT_CHARS])))
         self._write(lambda c: c.execute(insert(ENVELOPE), [{**values, "reason": _text(reason)}]), wait)
 
     def accept_many(self, batch: list[tuple[Envelope, list[str]]], *, cloud: str | None = None,
