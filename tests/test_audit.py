@@ -1,5 +1,6 @@
 """The audit log on SQLite and PostgreSQL: migrations, run uniqueness, claims and leases, redaction."""
 
+import os
 import threading
 import time
 from datetime import timedelta
@@ -297,3 +298,13 @@ def test_sqlite_checkpoints_leave_the_writes_for_a_thread_of_their_own(tmp_path,
     finally:
         runtime.stop()
     assert not AuditLog.open(postgres_url).defer_checkpoints()  # PostgreSQL checkpoints on its own
+
+
+def test_an_sqlite_audit_log_is_readable_by_its_owner_only(tmp_path):
+    audit = AuditLog.open(f"sqlite:///{tmp_path}/state/stackreflex/audit.db")
+    audit.record_envelope(Envelope.new("test.modes"), status="accepted")
+    files = {f: os.stat(tmp_path / "state" / "stackreflex" / f).st_mode & 0o777
+             for f in os.listdir(tmp_path / "state" / "stackreflex")}
+    assert {"audit.db", "audit.db-wal", "audit.db-shm"} <= set(files)
+    assert set(files.values()) == {0o600}
+    assert os.stat(tmp_path / "state" / "stackreflex").st_mode & 0o777 == 0o700

@@ -82,6 +82,7 @@ def test_demo_runs_on_the_embedded_default_and_leaves_an_audit_trail(tmp_path):
 
 def test_errors_are_one_clear_line(tmp_path):
     settings = embedded(tmp_path)
+    assert run_cli(settings, tmp_path, "publish", "test.record", "-H", HANDLERS).returncode == 0  # one run to find
     cases = [
         (("publish", "test.record", "-H", HANDLERS, "-d", "{oops"), "error: --data is not JSON: Expecting property name"),
         (("publish", "nothing.here"), "error: no handler subscribes to nothing.here"),
@@ -89,6 +90,12 @@ def test_errors_are_one_clear_line(tmp_path):
         (("audit", "show", "feedface"), "error: no run with id 'feedface'"),
         (("publish", "bad type!"), "error: field 'type': String should match pattern"),
         (("audit", "runs", "--since", "yesterday"), "error: cannot read time 'yesterday'"),
+        (("audit", "runs", "--since", "99999999999d"), "error: '99999999999d' is further back than any time"),
+        (("audit", "show", "%"), "error: no run with id '%'"),  # a character, not a wildcard
+        (("audit", "export", "-o", "/nonexistent/x.json"), "error: cannot write /nonexistent/x.json"),
+        (("audit", "report", "--html", "/proc/x.html"), "error: cannot write /proc/x.html"),
+        (("host", "evacuate", "", "--dry-run"), "error: host: String should have at least 1 character"),
+        (("host", "evacuate", "compute-0", "--dry-run"), "error: no cloud is configured: set OS_CLOUD"),
     ]
     for args, message in cases:
         result = run_cli(settings, tmp_path, *args)

@@ -159,6 +159,8 @@ def test_malformed_messages_are_rejected_with_reasons_and_the_worker_keeps_servi
         assert reason in reasons
     listed = json.loads(run_cli(settings, tmp_path, "dlq", "list", "--json").stdout)
     assert sorted(i["reason"] for i in listed if i["kind"] == "rejected") == sorted(r["reason"] for r in rejected)
+    unknown = run_cli(settings, tmp_path, "dlq", "replay", "nosuchkey")
+    assert unknown.returncode == 2 and unknown.stderr.startswith("error: no parked message has the key nosuchkey")
 
 
 def test_a_worker_killed_mid_handler_hands_the_run_to_a_new_worker_exactly_once(broker_url, sqlite_url, namespace,

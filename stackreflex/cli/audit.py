@@ -18,7 +18,7 @@ from ..models.timeline import DEFAULT_LIMIT, Scope, timeline
 from ..core.redaction import redact
 from .report import lanes_of, render_report
 from ..core.records import RUN_STATUSES
-from .common import console, invocation, print_json, styled, table
+from .common import console, invocation, print_json, styled, table, writing
 
 app = typer.Typer(help="Query the audit log: runs, their steps, their errors; timelines and reports for post-mortems.",
                   no_args_is_help=True)
@@ -249,7 +249,8 @@ def report(
     Example: stackreflex audit report --correlation-id 6f1c… --html incident-4711.html
     """
     found = timeline(invocation.audit(), _scope(correlation_id, stack, host, server, since, until, (), limit))
-    html_file.write_text(render_report(found, title or f"stackreflex post-mortem: {found.scope.describe()}"))
+    with writing(html_file) as out:
+        out.write(render_report(found, title or f"stackreflex post-mortem: {found.scope.describe()}"))
     console.print(f"wrote {html_file} ({len(found.entries)} entries, {len(lanes_of(found))} lanes)")
 
 
@@ -261,15 +262,15 @@ def export(
 ) -> None:
     """Export a scope's timeline (redacted) to attach to a ticket: JSON with the scope and every entry, or CSV."""
     found = timeline(invocation.audit(), _scope(correlation_id, stack, host, server, since, until, (), limit))
-    if output.suffix == ".csv":
-        with output.open("w", newline="") as out:
+    with writing(output) as out:
+        if output.suffix == ".csv":
             writer = csv.DictWriter(out, CSV_COLUMNS, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(found.entries)
-    else:
-        output.write_text(json.dumps({"format": "stackreflex-timeline/1", "exported_at": utcnow().isoformat(),
-                                      "scope": found.scope.describe(), "truncated": found.truncated,
-                                      "entries": found.entries}, indent=2, default=str) + "\n")
+        else:
+            out.write(json.dumps({"format": "stackreflex-timeline/1", "exported_at": utcnow().isoformat(),
+                                  "scope": found.scope.describe(), "truncated": found.truncated,
+                                  "entries": found.entries}, indent=2, default=str) + "\n")
     console.print(f"wrote {output} ({len(found.entries)} entries)")
 
 

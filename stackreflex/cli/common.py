@@ -4,12 +4,14 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator, TextIO
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from ..core.errors import StackreflexError
 from ..core.registry import Registry, load_handlers
 from ..core.logs import setup_logging
 from ..models.audit import AuditLog
@@ -79,6 +81,17 @@ def load_all_handlers(extra: Iterable[str] = ()) -> Registry:
     for spec in [*BUILTIN_HANDLER_MODULES, *extra]:
         load_handlers(spec, registry)
     return registry
+
+
+@contextmanager
+def writing(path: Path) -> Iterator[TextIO]:
+    """A file a command writes, opened for text; a path that cannot be written is a one-line error."""
+    try:
+        out = path.open("w", newline="")
+    except OSError as exc:
+        raise StackreflexError(f"cannot write {path}: {exc.strerror}") from None
+    with out:
+        yield out
 
 
 def print_json(value: Any) -> None:

@@ -6,6 +6,7 @@ import typer
 
 from ..bus import require_broker
 from ..bus.deadletters import DeadLetter, visit
+from ..core.errors import StackreflexError
 from ..models.queries import known_handlers
 from .common import console, invocation, print_json, table
 
@@ -62,6 +63,9 @@ def replay(
                  before_send=reopen_run)
     done = [i for i in seen if all_ or i.key in wanted]
     missing = wanted - {i.key for i in done}
+    if missing and not done:
+        raise StackreflexError(f"no parked message has the key {', '.join(sorted(missing))}; "
+                               "`stackreflex dlq list` shows the keys")
     if done:
         _render(done, "replayed")
     if missing:

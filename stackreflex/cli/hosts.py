@@ -9,7 +9,7 @@ from ..handlers.host_maintenance import DEFAULT_REASON, DrainRebootOrder, Evacua
 from ..tasks.cloud import connect_cloud
 from ..tasks.compute import action_for, compute_service, servers_on
 from .common import console, invocation, styled, table
-from .options import DryRun, Timeout, Wait
+from .options import DryRun, Timeout, Wait, order_from
 from .publish import DEFAULT_WAIT_TIMEOUT, command_steps, send_command
 
 host_app = typer.Typer(help="Maintenance of one compute host.", no_args_is_help=True)
@@ -50,9 +50,9 @@ def evacuate(
 
     Example: stackreflex host evacuate compute-3.localdomain --max-parallel 3 --reboot --wait
     """
-    order = EvacuateOrder(host=host, target=target, max_parallel=max_parallel, reason=reason, reboot=reboot,
-                          keep_disabled=keep_disabled, cold_migrate_stopped=cold_migrate_stopped,
-                          max_attempts=max_attempts)
+    order = order_from(EvacuateOrder, host=host, target=target, max_parallel=max_parallel, reason=reason,
+                       reboot=reboot, keep_disabled=keep_disabled, cold_migrate_stopped=cold_migrate_stopped,
+                       max_attempts=max_attempts)
     if dry_run:
         _show_plan(order)
         return
@@ -78,9 +78,9 @@ def drain_reboot(
 
     Example: stackreflex hosts drain-reboot compute-0 compute-1 compute-2 --max-parallel 2 --wait
     """
-    order = DrainRebootOrder(hosts=hosts, target=target, max_parallel=max_parallel, reason=reason,
-                             keep_disabled=keep_disabled, cold_migrate_stopped=cold_migrate_stopped,
-                             max_attempts=max_attempts)
+    order = order_from(DrainRebootOrder, hosts=hosts, target=target, max_parallel=max_parallel, reason=reason,
+                       keep_disabled=keep_disabled, cold_migrate_stopped=cold_migrate_stopped,
+                       max_attempts=max_attempts)
     if len(set(hosts)) != len(hosts):
         raise typer.BadParameter("a host is listed twice", param_hint="HOSTS")
     if dry_run:

@@ -22,4 +22,12 @@ def order_from(model: type[BaseModel], **fields) -> BaseModel:
     try:
         return model(**fields)
     except ValidationError as exc:
-        raise StackreflexError("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from None
+        raise StackreflexError("; ".join(_said(e) for e in exc.errors())) from None
+
+
+def _said(error: dict) -> str:
+    """A validator's own message as it is; pydantic's generic ones name the option they are about."""
+    if error["type"] == "value_error":
+        return error["msg"].removeprefix("Value error, ")
+    where = ".".join(str(part) for part in error["loc"])
+    return f"{where}: {error['msg']}" if where else error["msg"]

@@ -1,6 +1,7 @@
 """Engines for the audit log (SQLite or PostgreSQL) and schema migrations through alembic."""
 
 import fcntl
+import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -35,6 +36,23 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+#: The audit log holds who did what to which node: only its owner reads it.
+PRIVATE_DIR, PRIVATE_FILE = 0o700, 0o600
+
+
+def _private_file(path: Path) -> None:
+    """An SQLite database file (and its WAL and shared-memory files, which SQLite creates with
+    the database's mode) readable by its owner only, in a directory of its own made 0700."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, PRIVATE_FILE))
+    for existing in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            if existing.stat().st_mode & 0o077 and existing.stat().st_uid == os.getuid():
+                existing.chmod(PRIVATE_FILE)  # made by an earlier version with the default mode
+        except FileNotFoundError:
+            pass
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite files get their directory created and WAL turned on."""
     try:
@@ -44,7 +62,7 @@ def make_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         in_memory = not parsed.database or parsed.database == ":memory:"
         if not in_memory:
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            _private_file(Path(parsed.database).expanduser())
         # In memory (the handler test kit's audit log): one database, so one connection for all.
         engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 30},
                                **({"poolclass": StaticPool} if in_memory else {}))
@@ -79,7 +97,7 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
     if engine.dialect.name != "sqlite" or not database or database == ":memory:":
         yield
         return
-    with open(f"{database}.migrate-lock", "a") as lock:
+    with os.fdopen(os.open(f"{database}.migrate-lock", os.O_CREAT | os.O_RDWR, PRIVATE_FILE), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield

@@ -20,10 +20,13 @@ def parse_since(text: str) -> datetime:
     """``30m``, ``2h``, ``7d`` ago, or an ISO 8601 time (UTC unless it names a zone)."""
     match = _RELATIVE.match(text.strip())
     if match:
-        return utcnow() - timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+        try:
+            return utcnow() - timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+        except (OverflowError, ValueError):
+            raise StackreflexError(f"{text!r} is further back than any time can be") from None
     try:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
+    except (ValueError, OverflowError):
         raise StackreflexError(f"cannot read time {text!r}: use e.g. 30m, 2h, 7d or 2026-11-22T08:00:00Z") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
@@ -97,7 +100,8 @@ def find_run(audit: AuditLog, run_id: str) -> Run:
         run = s.get(Run, run_id)
         if run is not None:
             return run
-        matches = list(s.exec(select(Run).where(col(Run.id).startswith(run_id)).limit(2)))
+        # autoescape: '%' and '_' in what the operator typed are characters, not wildcards
+        matches = list(s.exec(select(Run).where(col(Run.id).startswith(run_id, autoescape=True)).limit(2)))
     if not matches:
         raise RunNotFound(f"no run with id {run_id!r}; list runs with `stackreflex audit runs`")
     if len(matches) > 1:

@@ -1,11 +1,22 @@
 """The openstacksdk connection, configured the OpenStack way (clouds.yaml, OS_CLOUD or OS_* variables)."""
 
 import openstack
+from keystoneauth1.exceptions.auth_plugins import MissingRequiredOptions
 
+from ..core.errors import ConfigError
 from ..core.settings import Settings
 
 
 def connect_cloud(settings: Settings):
+    """A connection to the configured cloud; none configured is a one-line error saying how to
+    configure one, not keystoneauth's traceback."""
+    try:
+        openstack.config.OpenStackConfig().get_one(cloud=settings.cloud)
+    except MissingRequiredOptions:
+        raise ConfigError("no cloud is configured: set OS_CLOUD to a cloud of clouds.yaml (or STACKREFLEX_CLOUD), "
+                          "or source the rc file (stackrc, overcloudrc) that sets OS_AUTH_URL") from None
+    except openstack.exceptions.ConfigException as exc:
+        raise ConfigError(f"cannot read the cloud configuration: {exc}") from None
     return openstack.connect(cloud=settings.cloud) if settings.cloud else openstack.connect()
 
 
