@@ -44,7 +44,10 @@ def _private_file(path: Path) -> None:
     """An SQLite database file (and its WAL and shared-memory files, which SQLite creates with
     the database's mode) readable by its owner only, in a directory of its own made 0700."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
-    os.close(os.open(path, os.O_CREAT | os.O_RDWR, PRIVATE_FILE))
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, PRIVATE_FILE))
+    except FileExistsError:
+        pass
     for existing in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
         try:
             if existing.stat().st_mode & 0o077 and existing.stat().st_uid == os.getuid():
