@@ -1,5 +1,6 @@
 """The audit log on SQLite and PostgreSQL: migrations, run uniqueness, claims and leases, redaction."""
 
+import json
 import os
 import threading
 import time
@@ -308,3 +309,19 @@ def test_an_sqlite_audit_log_is_readable_by_its_owner_only(tmp_path):
     assert {"audit.db", "audit.db-wal", "audit.db-shm"} <= set(files)
     assert set(files.values()) == {0o600}
     assert os.stat(tmp_path / "state" / "stackreflex").st_mode & 0o777 == 0o700
+
+
+def test_secrets_in_rejected_messages_are_redacted_by_key_and_in_their_text(database_url):
+    audit = AuditLog.open(database_url)
+    planted = {"temp_url_key": "S1secret", "api_key": "S2secret", "credential": "S3secret", "signing_key": "S4secret",
+               "private_key": "S5secret", "password": "S6secret", "nested": [{"adminPass": "S7secret"}],
+               "credentials": {"blob": "S10secret"}}  # a secret that is an object: masked whole
+    audit.record_envelope(None, status="rejected", reason="field 'type': Field required",
+                          raw=json.dumps({"id": "e1", "data": planted}).encode())
+    audit.record_envelope(None, status="rejected", reason="not JSON",
+                          raw=b"{broken temp_url_key=S8secret api_key: S9secret")
+    with audit.engine.connect() as c:
+        stored = json.dumps([list(row) for row in c.execute(text("select payload, reason from envelope"))])
+    assert "e1" in stored and "temp_url_key" in stored  # what is not secret stays readable
+    leaked = [f"S{n}secret" for n in range(1, 11) if f"S{n}secret" in stored]
+    assert leaked == []

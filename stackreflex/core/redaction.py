@@ -16,10 +16,16 @@ from typing import Any
 MASK = "***"
 
 #: Keys whose values are secrets wherever they appear (matched case-insensitively, ``-``/``_`` alike).
+#: oslo.utils' ``strutils._SANITIZE_KEYS`` is the reference for OpenStack's names.
 SECRET_KEYS = re.compile(
-    r"^(.*_)?(password|passwd|secret|token|auth_token|x_auth_token|x_subject_token|"
-    r"temp_url_sig|temp_url_key|private_key|api_key|signing_key|secret_access_key|credential|credentials)$"
+    r"^(.*_)?(password|passwd|passphrase|admin_?pass|new_pass|secret|token|auth_token|x_auth_token|x_subject_token|"
+    r"temp_url_sig|temp_url_key|private_key|api_key|signing_key|encryption_key|encrypted_key|fernetkey|sslkey|"
+    r"keyring|secret_access_key|credential|credentials)$"
 )
+
+#: The same names as they appear in ``key=value`` or ``"key": "value"`` text.
+_SECRET_NAMES = (r"password|passwd|passphrase|admin_?pass|new_pass|secret_access_key|secret|token|temp_url_key|"
+                 r"private_key|api_key|signing_key|encryption_key|encrypted_key|fernetkey|sslkey|keyring|credentials?")
 
 _TEXT_PATTERNS = [
     # Swift temp URLs: ?temp_url_sig=<hex>
@@ -28,17 +34,16 @@ _TEXT_PATTERNS = [
     (re.compile(r"((?:x-auth-token|x-subject-token|authorization)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]+", re.I), r"\1" + MASK),
     # user:password@ in URLs
     (re.compile(r"(\w+://[^:/\s@]+:)[^@\s/]+(@)"), r"\1" + MASK + r"\2"),
-    # password=..., "password": "..."
-    (re.compile(r"((?:password|passwd|secret_access_key|secret|token)[\"']?\s*[:=]\s*[\"']?)[^\s\"'&,}]+", re.I),
-     r"\1" + MASK),
+    # password=..., "password": "...", temp_url_key: ..., and the other secret names
+    (re.compile(r"((?:" + _SECRET_NAMES + r")[\"']?\s*[:=]\s*[\"']?)[^\s\"'&,}]+", re.I), r"\1" + MASK),
     # PEM private keys
     (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.S), MASK),
 ]
 
 
 #: Text without any of these cannot match a pattern above: most text is returned as it is, unscanned.
-_MAYBE_SECRET = re.compile(r"temp_url_sig|x-auth-token|x-subject-token|authorization|://|password|passwd|secret|"
-                           r"token|PRIVATE KEY", re.I)
+_MAYBE_SECRET = re.compile(r"temp_url_sig|x-auth-token|x-subject-token|authorization|://|pass|secret|token|_key|"
+                           r"fernetkey|sslkey|keyring|credential|PRIVATE KEY", re.I)
 
 
 @lru_cache(maxsize=4096)

@@ -62,6 +62,17 @@ def _text(value: str | None) -> str | None:
     return None if value is None else _storable(redact_text(value))
 
 
+def _redacted_excerpt(raw: bytes | str | None) -> str:
+    """What a rejected message is kept as: redacted by key when it is JSON (as a valid envelope
+    is), by its text otherwise; the first :data:`RAW_EXCERPT_CHARS` characters."""
+    text = raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else (raw or "")
+    try:
+        text = json.dumps(redact(json.loads(text)))
+    except (ValueError, RecursionError):
+        text = redact_text(text)
+    return text[:RAW_EXCERPT_CHARS]
+
+
 def _storable(text: str) -> str:
     """Text every database takes: a NUL (which PostgreSQL's text columns refuse) written as ``\\x00``.
     A rejected message that could not be recorded would be parked again on every redelivery."""
@@ -305,9 +316,8 @@ class AuditLog:
         if envelope is not None:
             values = self._envelope_values(envelope, status, now)
         else:
-            text = raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else (raw or "")
             values = dict(status=status, received_at=now, envelope_id=_storable(envelope_id) if envelope_id else None,
-                          payload=_storable(redact_text(text[:RAW_EXCERPT_CHARS])))
+                          payload=_storable(_redacted_excerpt(raw)))
         self._write(lambda c: c.execute(insert(ENVELOPE), [{**values, "reason": _text(reason)}]), wait)
 
     def accept_many(self, batch: list[tuple[Envelope, list[str]]], *, cloud: str | None = None,
