@@ -83,6 +83,8 @@ def test_demo_runs_on_the_embedded_default_and_leaves_an_audit_trail(tmp_path):
 def test_errors_are_one_clear_line(tmp_path):
     settings = embedded(tmp_path)
     assert run_cli(settings, tmp_path, "publish", "test.record", "-H", HANDLERS).returncode == 0  # one run to find
+    kept = run_cli(settings, tmp_path, "audit", "prune", "--older-than", "1y")
+    assert kept.returncode == 0 and kept.stdout.startswith("deleted 0 run(s)"), kept.stdout + kept.stderr  # a year
     cases = [
         (("publish", "test.record", "-H", HANDLERS, "-d", "{oops"), "error: --data is not JSON: Expecting property name"),
         (("publish", "nothing.here"), "error: no handler subscribes to nothing.here"),
@@ -94,6 +96,7 @@ def test_errors_are_one_clear_line(tmp_path):
         (("audit", "show", "%"), "error: no run with id '%'"),  # a character, not a wildcard
         (("audit", "export", "-o", "/nonexistent/x.json"), "error: cannot write /nonexistent/x.json"),
         (("audit", "report", "--html", "/proc/x.html"), "error: cannot write /proc/x.html"),
+        (("audit", "export", "-o", f"{tmp_path}/x.yaml"), f"error: cannot export to {tmp_path}/x.yaml: the file's"),
         (("host", "evacuate", "", "--dry-run"), "error: host: String should have at least 1 character"),
         (("host", "evacuate", "compute-0", "--dry-run"), "error: no cloud is configured: set OS_CLOUD"),
     ]

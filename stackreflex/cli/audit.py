@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import typer
 
 from ..core.clock import utcnow
+from ..core.errors import StackreflexError
 from ..models.queries import RunFilter, find_run, list_envelopes, list_runs, parse_age, parse_since, run_with_steps
 from ..models.retention import prune
 from ..models.stats import handler_stats, slowest_steps, waiting_runs
@@ -254,6 +255,10 @@ def report(
     console.print(f"wrote {html_file} ({len(found.entries)} entries, {len(lanes_of(found))} lanes)")
 
 
+#: What ``audit export`` writes, by the output file's extension (none: JSON).
+EXPORT_FORMATS = {"": "json", ".json": "json", ".csv": "csv"}
+
+
 @app.command("export")
 def export(
     output: Annotated[Path, typer.Option("--output", "-o", help="File to write: .json (default) or .csv.")],
@@ -261,6 +266,9 @@ def export(
     since: SinceOpt = None, until: UntilOpt = None, limit: LimitOpt = 100_000,
 ) -> None:
     """Export a scope's timeline (redacted) to attach to a ticket: JSON with the scope and every entry, or CSV."""
+    if output.suffix not in EXPORT_FORMATS:
+        raise StackreflexError(f"cannot export to {output}: the file's extension picks the format, "
+                               f"one of {', '.join(sorted(f for f in EXPORT_FORMATS if f))}")
     found = timeline(invocation.audit(), _scope(correlation_id, stack, host, server, since, until, (), limit))
     with writing(output) as out:
         if output.suffix == ".csv":
@@ -276,7 +284,7 @@ def export(
 
 @app.command("prune")
 def prune_command(
-    older_than: Annotated[str, typer.Option("--older-than", help="Age: e.g. 90d, 12w, 48h.")],
+    older_than: Annotated[str, typer.Option("--older-than", help="Age: e.g. 90d, 12w, 48h, 1y.")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would go; delete nothing.")] = False,
 ) -> None:
     """Delete finished runs (with their steps) and envelopes older than the given age. Runs still pending, running or waiting are kept, whatever their age."""

@@ -12,16 +12,17 @@ from ..core.errors import RunNotFound, StackreflexError
 from .audit import AuditLog
 from .tables import EnvelopeRecord, Run, Step
 
-_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdwy])$")
+#: Seconds in each unit of a relative time (a year is 365 days).
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
 
 
 def parse_since(text: str) -> datetime:
-    """``30m``, ``2h``, ``7d`` ago, or an ISO 8601 time (UTC unless it names a zone)."""
+    """``30m``, ``2h``, ``7d``, ``1y`` ago, or an ISO 8601 time (UTC unless it names a zone)."""
     match = _RELATIVE.match(text.strip())
     if match:
         try:
-            return utcnow() - timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+            return utcnow() - timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
         except (OverflowError, ValueError):
             raise StackreflexError(f"{text!r} is further back than any time can be") from None
     try:
@@ -44,9 +45,9 @@ def seconds_between(start: datetime | None, end: datetime | None) -> float | Non
 
 
 def parse_age(text: str) -> datetime:
-    """``90d``, ``12w``, ``48h``: that long ago; anything else is refused."""
+    """``90d``, ``12w``, ``48h``, ``1y``: that long ago; anything else is refused."""
     if not _RELATIVE.match(text.strip()):
-        raise StackreflexError(f"cannot read age {text!r}: give one such as 90d, 12w or 48h")
+        raise StackreflexError(f"cannot read age {text!r}: give one such as 90d, 12w, 48h or 1y")
     return parse_since(text)
 
 
