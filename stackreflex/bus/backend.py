@@ -1,8 +1,8 @@
 """The bus one process is on, behind one interface: publish, notify, dispatch (now or later),
 consume, dead letters. Two backends, chosen by settings alone: RabbitMQ (a broker URL) or the
 embedded in-memory bus of this process (none); the router, the lifecycle and the CLI use this
-interface and never ask which it is, except :attr:`Bus.in_process` (an embedded bus has no
-worker elsewhere, so a command must serve its handlers itself).
+interface and never ask which it is, except through :func:`stackreflex.bus.in_process` (an
+embedded bus has no worker elsewhere, so a command must serve its handlers itself).
 """
 
 from typing import Sequence
@@ -37,11 +37,6 @@ class Bus:
         self.publisher = Publisher(settings)
         self.broker = build_broker(settings, list(lifecycle), send=self.publisher.send_message)
         self.dispatcher = Dispatcher(settings, self.broker)
-
-    @property
-    def in_process(self) -> bool:
-        """The embedded bus: no other process shares it."""
-        return self.settings.embedded
 
     def publish(self, envelope: Envelope) -> None:
         """Confirmed; an envelope no queue is bound to receive raises ``UnroutableError``."""

@@ -17,6 +17,7 @@ from ..bus import in_process
 from ..core.errors import StackreflexError
 from ..models.audit import AuditLog
 from ..models.queries import find_run, iso_utc
+from ..models.stats import SERVED_WITHIN
 from ..core.records import RunRecord
 from ..core.records import RunStatus
 from .common import console, invocation, load_all_handlers, styled, table
@@ -202,7 +203,7 @@ def _through_broker(audit: AuditLog, runs: list[RunRecord], *, wait: bool, timeo
 
 
 def _say_unserved(audit: AuditLog, runs: list[RunRecord]) -> None:
-    served = audit.served_handlers(audit.clock.now() - timedelta(seconds=90))
+    served = audit.served_handlers(audit.clock.now() - timedelta(seconds=SERVED_WITHIN))
     for handler in sorted({r.handler for r in runs} - set(served)):
         console.print(f"[yellow]no live worker serves {handler}:[/] its runs wait in its queue until one does")
 

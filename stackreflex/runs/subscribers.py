@@ -15,13 +15,11 @@ from typing import Any, Iterable
 from ..core.topics import topic_matches
 from ..core.envelope import Envelope
 from ..models.audit import AuditLog
+from ..models.stats import SERVED_WITHIN
 from ..core.records import Served
 
 log = logging.getLogger("stackreflex.router")
 
-#: A process whose subscriptions were renewed this recently (seconds) still serves its handlers
-#: (it renews them every third of a lease).
-SERVED_WITHIN = 90.0
 #: How long a router trusts what it last read of the other processes' subscriptions (seconds).
 REFRESH_EVERY = 1.0
 #: An envelope no handler matched makes the router look again if its view is older than this
