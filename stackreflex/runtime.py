@@ -55,8 +55,9 @@ class Runtime:
         self.lifecycle = Lifecycle(
             audit=self.audit, owner=self.owner, lease_seconds=settings.lease_seconds, dispatch=self._dispatch,
             context_factory=self._context, notify=self._notify, announces=settings.announces)
-        self.middleware = RunLifecycle(self.lifecycle)
-        self.bus = open_bus(settings, [self.middleware])
+        key = self.audit.dispatch_key(settings.dispatch_key)
+        self.middleware = RunLifecycle(self.lifecycle, dispatch_key=key)
+        self.bus = open_bus(settings, [self.middleware], dispatch_key=key)
         self.actors = {h.name: declare_actor(self.bus.broker, settings, h, policy_for(h, settings.handler_overrides),
                                              self.middleware) for h in self.registry}
         self.reconciler = Reconciler(self.audit, self._dispatch, self.actors, grace=settings.reconcile_grace,

@@ -143,6 +143,10 @@ def env_for(settings: Settings, tmp_path: Path, extra: dict | None = None) -> di
         env["STACKREFLEX_BROKER_URL"] = settings.broker_url.get_secret_value()
     if settings.signing_key is not None:
         env["STACKREFLEX_SIGNING_KEY"] = settings.signing_key.get_secret_value()
+    if settings.signing_keys:
+        env["STACKREFLEX_SIGNING_KEYS"] = json.dumps({k: v.get_secret_value() for k, v in settings.signing_keys.items()})
+    if settings.signing_key_id:
+        env["STACKREFLEX_SIGNING_KEY_ID"] = settings.signing_key_id
     for name in ("inventory", "ssh_key_file", "ssh_known_hosts", "ssh_user", "agent_layout", "reconcile_grace",
                  "reconcile_interval", "database_outage_limit", "agent_polling_interval", "deployments_deadline"):
         value = getattr(settings, name)

@@ -43,12 +43,14 @@ def test_migrations_create_the_schema_and_are_idempotent(database_url):
     migrate(engine)
     migrate(engine)
     tables = set(inspect(engine).get_table_names())
-    assert {"envelope", "run", "step", "watcher_cursor", "subscription", "alembic_version"} <= tables
+    assert {"envelope", "run", "step", "watcher_cursor", "subscription", "installation_secret",
+            "alembic_version"} <= tables
     with engine.connect() as c:
-        assert c.execute(text("select version_num from alembic_version")).scalar() == "0006"
+        assert c.execute(text("select version_num from alembic_version")).scalar() == "0007"
     assert "ix_run_subject_created" in {i["name"] for i in inspect(engine).get_indexes("run")}
     assert {i["name"] for i in inspect(engine).get_indexes("envelope")} == {
-        "ix_envelope_envelope_id", "ix_envelope_correlation", "ix_envelope_subject_received"}
+        "ix_envelope_envelope_id", "ix_envelope_correlation", "ix_envelope_subject_received",
+        "ix_envelope_rejected_digest"}
 
 
 def test_a_run_is_unique_per_envelope_and_handler(database_url):

@@ -1,11 +1,12 @@
 """Envelopes, topic patterns, signatures and redaction: the rules everything else relies on."""
 
 import json
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from stackreflex.core.envelope import Envelope, parse_envelope
-from stackreflex.core.signing import sign, verify
+from stackreflex.core.signing import Signer
 from stackreflex.core.topics import topic_matches
 from stackreflex.core.errors import InvalidEnvelope, SignatureError
 from stackreflex.core.redaction import redact, redact_text
@@ -15,13 +16,26 @@ from stackreflex.core.redaction import redact, redact_text
     (b"not json", "not JSON: Expecting value at line 1 column 1"),
     (b"\xff\xfe", "not UTF-8 text"),
     (b"[1, 2]", "not a JSON object but a JSON list"),
-    (b'{"specversion": "1.0"}', "field 'type': Field required"),
-    (b'{"type": 7}', "field 'type': Input should be a valid string"),
-    (b'{"type": "heat.*"}', "field 'type': String should match pattern"),
-    (b'{"type": "a.b", "id": "nope"}', "field 'id': Value error, must be a UUID"),
-    (b'{"type": "a.b", "time": "2026-01-01T00:00:00"}', "field 'time': Value error, must carry a time zone"),
-    (b'{"type": "a.b", "specversion": "0.3"}', "field 'specversion': Input should be '1.0'"),
-    (b'{"type": "a.b", "colour": "red"}', "field 'colour': not a known attribute"),
+    (b'{"specversion": "1.0", "id": "1"}', "field 'type': Field required"),
+    (b'{"type": "a.b"}', "field 'id': Field required"),
+    (b'{"type": 7, "id": "1"}', "field 'type': Input should be a valid string"),
+    (b'{"type": "heat.*", "id": "1"}', "field 'type': String should match pattern"),
+    (b'{"type": "a.b", "id": ""}', "field 'id': String should have at least 1 character"),
+    (b'{"type": "a.b", "id": "' + b"x" * 129 + b'"}', "field 'id': String should have at most 128 characters"),
+    (b'{"type": "a.b", "id": "1", "subject": "' + b"s" * 256 + b'"}', "field 'subject': String should have at most 255"),
+    (b'{"type": "a.b", "id": "1", "time": "2026-01-01T00:00:00"}', "field 'time': Value error, must carry a time zone"),
+    (b'{"type": "a.b", "id": "1", "time": "1999-12-31T23:59:59Z"}', "field 'time': Value error, must be between 2000"),
+    (b'{"type": "a.b", "id": "1", "time": "2099-01-01T00:00:00Z"}', "field 'time': Value error, must be between 2000"),
+    (b'{"type": "a.b", "id": "1", "time": "0001-01-01T00:00:00+01:00"}', "field 'time': Value error, is out of range"),
+    (b'{"type": "a.b", "id": "1", "specversion": "0.3"}', "field 'specversion': Input should be '1.0'"),
+    (b'{"type": "a.b", "id": "1", "colour": "red"}', "field 'colour': not a known attribute"),
+    (b'{"type": "a.b", "id": "1", "data": NaN}', "not JSON: NaN is not JSON"),
+    (b'{"type": "a.b", "id": "1\x00"}', "contains a NUL byte"),
+    (b'{"type": "a.b", "id": "1", "data": "\\u0000"}', "contains a NUL character"),
+    (b'{"type": "a.b", "id": "1", "data": "\\ud800"}', "contains a lone surrogate"),
+    (b'{"type": "a.b", "id": "1", "data": ' + b"[" * 65 + b"]" * 65 + b"}", "nested deeper than the limit of 64"),
+    (b'{"type": "a.b", "id": "1", "data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested deeper than the limit"),
+    (b'{"type": "a.b", "id": "1", "data": "' + b"x" * (1 << 20) + b'"}', "too large: 1048614 bytes, over the limit of 1048576"),
 ])
 def test_malformed_envelopes_are_rejected_naming_the_field(body, reason):
     with pytest.raises(InvalidEnvelope) as caught:
@@ -52,17 +66,38 @@ def test_topic_patterns_follow_amqp_rules(pattern, key, expected):
     assert topic_matches(pattern, key) is expected
 
 
-def test_signatures_detect_missing_forged_and_altered_commands():
-    envelope = Envelope.new("command.host.evacuate", subject="compute-0", data={"max_parallel": 2})
-    signed = sign(envelope, "k1")
-    verify(signed, "k1")
-    with pytest.raises(SignatureError, match="unsigned"):
-        verify(envelope, "k1")
+def test_ids_are_any_cloudevents_string_and_types_compare_case_insensitively():
+    assert parse_envelope(b'{"type": "Command.Host.Evacuate", "id": "heat-event/42"}').type == "command.host.evacuate"
+    assert parse_envelope(b'{"type": "HEAT.resource.create_in_progress", "id": "e"}').type == \
+        "heat.resource.CREATE_IN_PROGRESS"
+
+
+def test_signatures_detect_missing_forged_altered_stale_and_unknown_keys():
+    signer = Signer({"k1": b"one", "k2": b"two"}, "k2")
+    envelope = Envelope.new("heat.resource.CREATE_IN_PROGRESS", subject="overcloud", data={"index": 0})
+    signed = signer.sign(envelope)
+    assert signed.keyid == "k2" and signed.signedat is not None
+    signer.verify(signed)
+    Signer({"k1": b"one", "k2": b"two"}, "k1").verify(signed)  # every key of the ring verifies
+    with pytest.raises(SignatureError, match="unsigned heat.resource.CREATE_IN_PROGRESS"):
+        signer.verify(envelope)
     with pytest.raises(SignatureError, match="forged or altered"):
-        verify(signed, "another key")
-    altered = signed.model_copy(update={"data": {"max_parallel": 20}})
+        Signer({"k2": b"another key"}, "k2").verify(signed)
+    with pytest.raises(SignatureError, match="not in this installation's key ring"):
+        Signer({"k1": b"one"}, "k1").verify(signed)
+    altered = signed.model_copy(update={"data": {"index": 1}})
     with pytest.raises(SignatureError, match="forged or altered"):
-        verify(altered, "k1")
+        signer.verify(altered)
+    now = datetime.now(timezone.utc)
+    old = signer.sign(envelope, now=now - timedelta(days=400))
+    with pytest.raises(SignatureError, match="stale .*more than 900s ago"):
+        signer.verify(old)
+    signer.verify(old, fresh=False)  # authentic, only late
+    with pytest.raises(SignatureError, match="ahead of this clock"):
+        signer.verify(signer.sign(envelope, now=now + timedelta(minutes=5)))
+    redated = old.model_copy(update={"signedat": now})
+    with pytest.raises(SignatureError, match="forged or altered"):
+        signer.verify(redated)
 
 
 def test_redaction_masks_secrets_in_keys_and_text():

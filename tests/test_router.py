@@ -45,7 +45,7 @@ class RouterUnderTest:
 
     def __init__(self, settings: Settings, audit: AuditLog):
         self.settings, self.audit, self.registry = settings, audit, _registry()
-        self.bus = open_bus(settings)
+        self.bus = open_bus(settings, dispatch_key=audit.dispatch_key())
         self.router = Router(settings, self.registry, Subscribers(self.registry, audit, "test"), self.bus, audit)
         for name in HANDLERS:
             queue = handler_queue(settings, name)

@@ -7,6 +7,7 @@ import signal
 import threading
 import time
 import uuid
+from datetime import datetime, timedelta, timezone
 
 import psycopg
 import pytest
@@ -17,7 +18,7 @@ from stackreflex.bus.connections import normalise_amqp_url
 from stackreflex.core.envelope import Envelope
 from stackreflex.bus.follow import NOTICE_PATTERNS
 from stackreflex.bus.publisher import Publisher
-from stackreflex.core.signing import sign
+from stackreflex.core.signing import Signer
 from stackreflex.core.errors import UnroutableError
 from stackreflex.models.audit import AuditLog
 from stackreflex.models.queries import RunFilter, list_envelopes, list_runs, run_with_steps
@@ -247,26 +248,74 @@ def test_secrets_never_reach_the_audit_tables_or_the_logs(broker_url, sqlite_url
         assert secret not in cli, f"{secret} in CLI output"
 
 
-def test_signed_commands_are_accepted_and_unsigned_or_forged_ones_rejected(broker_url, sqlite_url, namespace,
-                                                                           workers, tmp_path):
-    settings = make_settings(broker_url, sqlite_url, namespace, signing_key="team-secret-key")
+def _dispatch_straight_to(settings, handler: str, envelope: dict) -> None:
+    """What an attacker who can publish does to skip the router: a dramatiq message on the
+    handler's own queue, through the default exchange."""
+    message = {"queue_name": f"{settings.namespace}.{handler}", "actor_name": handler, "args": [envelope, 0],
+               "kwargs": {}, "options": {}, "message_id": str(uuid.uuid4()), "message_timestamp": int(time.time() * 1000)}
+    with Connection(normalise_amqp_url(settings.broker_url.get_secret_value()),
+                    transport_options={"confirm_publish": True}) as c:
+        Producer(c).publish(json.dumps(message).encode(), exchange="", routing_key=message["queue_name"],
+                            content_type="application/json", content_encoding="utf-8")
+
+
+def test_with_a_signing_key_only_envelopes_signed_inside_the_window_act(broker_url, sqlite_url, namespace,
+                                                                         workers, tmp_path):
+    """The campaign of #18: with a key set, a forged unsigned Heat event, an unsigned
+    ``Command.*``, a message straight onto a handler's queue (new, or naming a real run with
+    its data altered), a replay after ``audit prune`` and an envelope signed 400 days ago
+    are each refused and recorded; a signed command runs, and so does one signed with the
+    previous key of a rotating ring."""
+    ring = {"old": "previous-team-key", "new": "team-secret-key"}
+    settings = make_settings(broker_url, sqlite_url, namespace, signing_keys=ring, signing_key_id="new")
     workers(settings)
+    audit = AuditLog.open(sqlite_url)
     ok = run_cli(settings, tmp_path, "publish", "command.test.do", "--subject", "signed", "--wait", "--timeout", "30")
     assert ok.returncode == 0, ok.stderr + ok.stdout
-    unsigned = Envelope.new("command.test.do", subject="unsigned")
-    forged = sign(Envelope.new("command.test.do", subject="forged", data={"n": 1}), "team-secret-key")
-    forged = forged.model_copy(update={"data": {"n": 1000}})
-    publish(settings, unsigned)
-    publish(settings, forged)
-    unsigned_cli = run_cli(settings.model_copy(update={"signing_key": None}), tmp_path, "publish",
-                           "command.test.do", "--subject", "cli-unsigned", "--wait", "--timeout", "30")
-    assert unsigned_cli.returncode == 2 and "unsigned command" in unsigned_cli.stderr
-    audit = AuditLog.open(sqlite_url)
-    rejected = wait_for(lambda: len(r := list_envelopes(audit, status="rejected")) == 3 and r, message="rejections")
-    by_id = {r["envelope_id"]: r["reason"] for r in rejected}
-    assert "unsigned command" in by_id[unsigned.id] and "forged or altered" in by_id[forged.id]
-    assert [r["subject"] for r in list_runs(audit, RunFilter(handler="do_command"))] == ["signed"]
-    assert "team-secret-key" not in json.dumps(list_envelopes(audit))
+    rotated = settings.model_copy(update={"signing_key_id": "old"})  # a publisher not yet moved to the new key
+    publish(rotated, Envelope.new("command.test.do", subject="old-key"))
+
+    unsigned = settings.model_copy(update={"signing_keys": {}, "signing_key_id": None})
+    forged_heat = Envelope.new("heat.resource.CREATE_IN_PROGRESS", subject="overcloud",
+                               data={"resource_type": "OS::Heat::DeployedServer", "role": "ControllerDeployedServer"})
+    capital = {**Envelope.new("command.test.do", subject="capital").to_dict(), "type": "Command.test.do"}
+    publish_raw(settings, forged_heat.to_json().encode(), forged_heat.type)
+    publish_raw(settings, json.dumps(capital).encode(), "command.test.do")
+    signer = Signer({k: v.encode() for k, v in ring.items()}, "new")
+    stale = signer.sign(Envelope.new("command.test.do", subject="stale"),
+                        now=datetime.now(timezone.utc) - timedelta(days=400))
+    publish_raw(settings, stale.to_json().encode(), stale.type)
+    cli_unsigned = run_cli(unsigned, tmp_path, "publish", "command.test.do", "--subject", "cli-unsigned", "--wait",
+                           "--timeout", "30")
+    assert cli_unsigned.returncode == 2 and "unsigned command.test.do" in cli_unsigned.stderr
+    signed_run = wait_for(lambda: {r["subject"]: r for r in list_runs(audit, RunFilter(handler="do_command"))}
+                          .get("old-key"), message="the old key's command ran")
+    # straight onto the handler's queue: a new envelope, and the signed run's envelope altered
+    straight = Envelope.new("command.test.do", subject="straight").to_dict()
+    _dispatch_straight_to(settings, "do_command", straight)
+    [kept] = [e for e in list_envelopes(audit, status="accepted") if e["subject"] == "signed"]
+    altered = {**json.loads(kept["payload"]), "data": {"n": 1000}}
+    _dispatch_straight_to(settings, "do_command", altered)
+
+    reasons = wait_for(lambda: len(r := list_envelopes(audit, status="rejected")) == 6 and r, message="refusals")
+    by_id = {r["envelope_id"]: r["reason"] for r in reasons}
+    assert "unsigned heat.resource.CREATE_IN_PROGRESS" in by_id[forged_heat.id]
+    assert "unsigned command.test.do" in by_id[capital["id"]]
+    assert "stale command.test.do" in by_id[stale.id]
+    assert "not authenticated" in by_id[straight["id"]] and "not authenticated" in by_id[altered["id"]]
+
+    # a replay, after pruning everything prune may take, is a duplicate: nothing runs again
+    replayed = signer.sign(Envelope.new("command.test.do", subject="replayed"))
+    publish_raw(settings, replayed.to_json().encode(), replayed.type)
+    wait_for(lambda: runs_of(audit, replayed).get("do_command", {}).get("status") == "succeeded", message="ran once")
+    assert run_cli(settings, tmp_path, "audit", "prune", "--older-than", "0d").returncode == 0
+    publish_raw(settings, replayed.to_json().encode(), replayed.type)
+    wait_drained(namespace)
+    assert [e["status"] for e in list_envelopes(audit) if e["envelope_id"] == replayed.id] == ["duplicate", "accepted"]
+    subjects = sorted(r["subject"] for r in list_runs(audit, RunFilter(handler="do_command")))
+    assert subjects == ["old-key", "replayed", "signed"] and signed_run["status"] == "succeeded"
+    stored = json.dumps(list_envelopes(audit, limit=100))
+    assert "team-secret-key" not in stored and "previous-team-key" not in stored
 
 
 def test_runs_are_announced_on_the_bus_when_followed_or_when_every_run_is(broker_url, sqlite_url, namespace,

@@ -30,13 +30,14 @@ def dead_letter_queue(settings: Settings) -> Queue:
 
 
 class Bus:
-    """Envelopes on the topic exchange, and handler messages through dramatiq."""
+    """Envelopes on the topic exchange, and handler messages through dramatiq, authenticated
+    with the installation's ``dispatch_key``."""
 
-    def __init__(self, settings: Settings, lifecycle: Sequence[Middleware] = ()):
+    def __init__(self, settings: Settings, lifecycle: Sequence[Middleware] = (), *, dispatch_key: bytes):
         self.settings = settings
         self.publisher = Publisher(settings)
         self.broker = build_broker(settings, list(lifecycle), send=self.publisher.send_message)
-        self.dispatcher = Dispatcher(settings, self.broker)
+        self.dispatcher = Dispatcher(settings, self.broker, dispatch_key)
 
     def publish(self, envelope: Envelope) -> None:
         """Confirmed; an envelope no queue is bound to receive raises ``UnroutableError``."""
@@ -50,10 +51,11 @@ class Bus:
         """A run's message to its handler's queue, ``delay`` seconds from now (None: now)."""
         self.dispatcher.dispatch(handler, body, wake, delay)
 
-    def park(self, body: bytes, routing_key: str, reason: str) -> None:
-        """A message that cannot be accepted, with why, in the dead-letter queue."""
+    def park(self, body: bytes, routing_key: str, reason: str, key: str) -> None:
+        """A message that cannot be accepted, with why, in the dead-letter queue (``key``, the
+        digest its record holds, is its message id there)."""
         self.publisher.send_to_queue(body, dead_letter_queue(self.settings),
-                                     {REASON_HEADER: reason, ROUTING_KEY_HEADER: routing_key})
+                                     {REASON_HEADER: reason, ROUTING_KEY_HEADER: routing_key[:255]}, message_id=key)
 
     def connection(self, *, consumer: bool = False, confirm: bool = True) -> Connection:
         """A connection to consume on (the router's, a follower's)."""
@@ -72,5 +74,5 @@ class Bus:
         self.publisher.close()
 
 
-def open_bus(settings: Settings, lifecycle: Sequence[Middleware] = ()) -> Bus:
-    return Bus(settings, lifecycle)
+def open_bus(settings: Settings, lifecycle: Sequence[Middleware] = (), *, dispatch_key: bytes) -> Bus:
+    return Bus(settings, lifecycle, dispatch_key=dispatch_key)

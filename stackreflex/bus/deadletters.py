@@ -16,6 +16,7 @@ from ..core.settings import Settings
 from .connections import kombu_connection
 from .publisher import CONTENT_TYPE, topic_exchange
 from .backend import REASON_HEADER, ROUTING_KEY_HEADER, dead_letter_queue
+from .dispatch import AUTH_OPTION
 from .router import raw_body
 
 #: Most messages looked at per queue in one pass.
@@ -36,7 +37,28 @@ class DeadLetter:
     excerpt: str
 
 
-def describe(queue_name: str, body: bytes, headers: dict | None) -> DeadLetter:
+def describe(queue_name: str, body: bytes, headers: dict | None, message_id: str | None = None) -> DeadLetter:
+    """What an operator is shown of a parked message; never fails, whatever it holds."""
+    try:
+        return _describe(queue_name, body, headers if isinstance(headers, dict) else {}, message_id)
+    except Exception as exc:  # noqa: BLE001 - a parked message is whatever somebody sent
+        return DeadLetter(key=(message_id or hashlib.sha256(body).hexdigest())[:12], queue=queue_name,
+                          kind="dead" if queue_name.endswith(".XQ") else "rejected",
+                          reason=f"unreadable parked message ({type(exc).__name__})", type=None, handler=None,
+                          envelope_id=None, excerpt=_excerpt(body))
+
+
+def _excerpt(body: bytes) -> str:
+    """The first characters of a body, redacted, every control character escaped."""
+    text = redact_text(body[:4096].decode("utf-8", "replace"))
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)[:200]
+
+
+def _text(value, limit: int = 255) -> str | None:
+    return value[:limit] if isinstance(value, str) else None
+
+
+def _describe(queue_name: str, body: bytes, headers: dict, message_id: str | None) -> DeadLetter:
     if queue_name.endswith(".XQ"):
         decoded = json.loads(body)
         envelope = (decoded.get("args") or [{}])[0]
@@ -47,15 +69,15 @@ def describe(queue_name: str, body: bytes, headers: dict | None) -> DeadLetter:
                           envelope_id=envelope.get("id"), excerpt=json.dumps(redact(envelope))[:200])
     try:
         parsed = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         parsed = None
     parsed = parsed if isinstance(parsed, dict) else {}
-    envelope_id = parsed.get("id") if isinstance(parsed.get("id"), str) else None
-    etype = parsed.get("type") if isinstance(parsed.get("type"), str) else None
-    return DeadLetter(key=envelope_id or hashlib.sha1(body).hexdigest()[:12], queue=queue_name,
-                      kind="rejected", reason=(headers or {}).get(REASON_HEADER, "?"),
-                      type=etype or (headers or {}).get(ROUTING_KEY_HEADER), handler=None,
-                      envelope_id=envelope_id, excerpt=redact_text(body.decode("utf-8", "replace"))[:200])
+    envelope_id = _text(parsed.get("id"), 128)
+    reason = _text(headers.get(REASON_HEADER), 2000) or "?"
+    return DeadLetter(key=envelope_id or (message_id or hashlib.sha256(body).hexdigest())[:12], queue=queue_name,
+                      kind="rejected", reason=_excerpt(reason.encode()) if reason else "?",
+                      type=_text(parsed.get("type")) or _text(headers.get(ROUTING_KEY_HEADER)), handler=None,
+                      envelope_id=envelope_id, excerpt=_excerpt(body))
 
 
 def _queue_names(settings: Settings, handlers: list[str]) -> list[str]:
@@ -90,7 +112,8 @@ def visit(settings: Settings, handlers: list[str],
         for queue_name in _queue_names(settings, handlers):
             channel = connection.channel()
             for message in _take_all(channel, queue_name):
-                item = describe(queue_name, raw_body(message), message.headers)
+                item = describe(queue_name, raw_body(message), message.headers,
+                                message.properties.get("message_id"))
                 seen.append(item)
                 if not choose(item):
                     message.requeue()
@@ -98,7 +121,8 @@ def visit(settings: Settings, handlers: list[str],
                 before_send(item)
                 if item.kind == "dead":
                     decoded = json.loads(raw_body(message))
-                    decoded["options"] = {}  # a fresh set of retries
+                    # a fresh set of retries; the router's authentication stays
+                    decoded["options"] = {k: v for k, v in decoded.get("options", {}).items() if k == AUTH_OPTION}
                     producer.publish(json.dumps(decoded).encode(), exchange="",
                                      routing_key=decoded["queue_name"], delivery_mode=2,
                                      content_type="application/json", content_encoding="utf-8")

@@ -8,6 +8,9 @@ dramatiq's pika connections only consume, and declare a handler's queues the way
 lays them out.
 """
 
+import hashlib
+import hmac
+import json
 import logging
 from typing import Callable
 
@@ -27,6 +30,26 @@ log = logging.getLogger(__name__)
 
 #: ``send(queue, body)``: put one encoded message on a queue, confirmed.
 Send = Callable[[str, bytes], None]
+
+#: The message option holding the HMAC that says this installation sent the message.
+AUTH_OPTION = "stackreflex_auth"
+
+
+def _authenticator(key: bytes, message: dramatiq.Message) -> str:
+    """HMAC over the message's id, actor, envelope (its id and every byte of what it says) and
+    wake-up: the run is (envelope id, actor), so the HMAC names the run it may act on."""
+    body = message.args[0] if message.args else None
+    wake = message.args[1] if len(message.args) > 1 else 0
+    envelope_id = body.get("id") if isinstance(body, dict) else None
+    content = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    signed = json.dumps([message.message_id, message.actor_name, envelope_id, wake, content])
+    return hmac.new(key, signed.encode(), hashlib.sha256).hexdigest()
+
+
+def authentic(key: bytes, message: dramatiq.Message) -> bool:
+    """Whether this installation's router or lifecycle sent ``message``, as it is."""
+    given = message.options.get(AUTH_OPTION)
+    return isinstance(given, str) and hmac.compare_digest(given, _authenticator(key, message))
 
 
 class RelayedRabbitmqBroker(RabbitmqBroker):
@@ -69,16 +92,19 @@ def handler_queue(settings: Settings, handler_name: str) -> str:
 
 
 class Dispatcher:
-    """Sends a run's messages to its handler's queue: ``(envelope, wake)``, wake 0 the first."""
+    """Sends a run's messages to its handler's queue: ``(envelope, wake)``, wake 0 the first,
+    each authenticated with the installation's dispatch ``key`` (see :func:`authentic`)."""
 
-    def __init__(self, settings: Settings, broker: dramatiq.Broker):
+    def __init__(self, settings: Settings, broker: dramatiq.Broker, key: bytes):
         self.settings = settings
         self.broker = broker
+        self.key = key
 
     def message(self, handler_name: str, envelope: Envelope | dict, wake: int = 0) -> dramatiq.Message:
         body = envelope.to_dict() if isinstance(envelope, Envelope) else envelope
-        return dramatiq.Message(queue_name=handler_queue(self.settings, handler_name), actor_name=handler_name,
-                                args=(body, wake), kwargs={}, options={})
+        message = dramatiq.Message(queue_name=handler_queue(self.settings, handler_name), actor_name=handler_name,
+                                   args=(body, wake), kwargs={}, options={})
+        return message.copy(options={AUTH_OPTION: _authenticator(self.key, message)})
 
     def dispatch(self, handler_name: str, envelope: Envelope | dict, wake: int = 0, delay: float | None = None) -> None:
         """Enqueue one message (``delay`` seconds from now); returns once the broker confirmed it."""

@@ -10,6 +10,7 @@ from kombu.exceptions import OperationalError
 
 from ..core.errors import BrokerUnavailable, UnroutableError
 from ..core.settings import Settings
+from ..core.signing import Signer
 from .connections import RETRY_POLICY, connect, display_url, kombu_connection, memory_routed
 from ..core.envelope import Envelope
 
@@ -30,11 +31,13 @@ class Publisher:
     """Publishes envelopes; each thread gets its own connection (kombu's are not thread-safe).
 
     With ``mandatory=True`` (the default) a message that no queue is bound to receive
-    raises :class:`UnroutableError` instead of vanishing.
+    raises :class:`UnroutableError` instead of vanishing. With a signing key configured,
+    every envelope is signed here, whoever publishes it (the CLI, the watcher, a handler).
     """
 
     def __init__(self, settings: Settings):
         self.settings = settings
+        self.signer = Signer.from_settings(settings)
         #: whether a queue took a published envelope: the broker returns those none did, but the
         #: in-memory transport drops them, so its binding table is asked
         self._routed = memory_routed if settings.embedded else _returned_if_not
@@ -82,6 +85,8 @@ class Publisher:
         serializers and compression for a body that is already JSON text: that costs four
         times the publish itself, on every event, progress notice and result.
         """
+        if self.signer is not None:
+            envelope = self.signer.sign(envelope)
         channel = producer.channel
         message = channel.prepare_message(
             envelope.to_json().encode("utf-8"), 0, CONTENT_TYPE, "utf-8", {},
@@ -122,14 +127,14 @@ class Publisher:
         with self._publishing():
             send(envelope, persistent=False, mandatory=False)
 
-    def send_to_queue(self, body: bytes, queue: Queue, headers: dict) -> None:
+    def send_to_queue(self, body: bytes, queue: Queue, headers: dict, message_id: str | None = None) -> None:
         """Put raw bytes straight onto a durable queue (the dead-letter queue), confirmed."""
         producer, _ = self._link()
         with self._publishing():
             # an Exchange object: kombu reads a plain "" as "use the producer's exchange"
             producer.publish(body, exchange=DEFAULT_EXCHANGE, routing_key=queue.name, declare=[queue],
                              delivery_mode=2, content_type="application/octet-stream",
-                             content_encoding="binary", headers=headers,
+                             content_encoding="binary", headers=headers, message_id=message_id,
                              retry=True, retry_policy=RETRY_POLICY)
 
     def send_message(self, queue: str, body: bytes) -> None:

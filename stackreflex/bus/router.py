@@ -18,13 +18,12 @@ from amqp.exceptions import AMQPError
 from kombu import Queue, binding
 from kombu.exceptions import OperationalError
 
-from ..core.envelope import Envelope, parse_envelope
+from ..core.envelope import Envelope, normalise_type, parse_envelope
 from ..core.errors import BrokerUnavailable, DatabaseUnavailable, InvalidEnvelope
 from ..core.records import Accepted
 from ..core.redaction import redact_text
 from ..core.registry import Registry
 from ..core.settings import Settings
-from ..core.signing import needs_signature, verify
 from .backend import Bus
 from .confirms import Confirmation
 from .connections import drain
@@ -73,9 +72,10 @@ class EnvelopeLog(Protocol):
     def accept_many(self, accepted: list[tuple[Envelope, list[str]]], *, cloud: str | None,
                     wait: Callable[[float], None] | None = None) -> list[Accepted]: ...
 
-    def record_envelope(self, envelope: Envelope | None, *, status: str, reason: str | None = None,
-                        raw: bytes | None = None, envelope_id: str | None = None,
-                        wait: Callable[[float], None] | None = None) -> None: ...
+    def record_rejection(self, raw: bytes, routing_key: str, reason: str, *, envelope_id: str | None = None,
+                         wait: Callable[[float], None] | None = None) -> str | None: ...
+
+    def parked(self, digest: str) -> None: ...
 
 
 @dataclass
@@ -90,6 +90,11 @@ class InFlight:
     confirmation: Confirmation
     #: indexes of the deliveries rejected (parked and recorded already)
     rejected: set[int]
+
+
+def _rejected(count: int, accepted: list | None) -> set[int]:
+    """The indexes of a batch that were rejected (none if routing did not get that far)."""
+    return set(range(count)) - {index for index, _, _ in accepted} if accepted is not None else set()
 
 
 def router_queue_name(settings: Settings) -> str:
@@ -107,11 +112,6 @@ def router_queue(settings: Settings, registry: Registry) -> Queue:
                  bindings=[binding(exchange, routing_key=p) for p in sorted(registry.patterns() | set(RECORDED_ALWAYS))])
 
 
-def _rejected(batch: list, valid: list | None) -> set[int]:
-    """The indexes of a batch that validation rejected (none if it did not get that far)."""
-    return set(range(len(batch))) - {index for index, _, _ in valid} if valid is not None else set()
-
-
 class Router:
     """Consumes envelopes and turns each into one dramatiq message per matching handler."""
 
@@ -126,6 +126,8 @@ class Router:
         self.audit = audit
         #: the cloud the runs it creates act on
         self.cloud = cloud
+        #: with a signing key, every envelope must be signed by a key of the ring
+        self.signer = bus.publisher.signer
         self.ready = threading.Event()
         #: how this thread pauses while the audit database is unreachable or a confirm is due
         #: (the consuming connection must keep reading, or the broker drops it for missed heartbeats)
@@ -137,24 +139,42 @@ class Router:
     def _messages(self, accepted: list[tuple[int, Envelope, Accepted]]) -> list:
         return [self.bus.dispatcher.message(name, envelope) for name, envelope in _dispatches(accepted)]
 
-    def _record(self, valid: list[tuple[int, Envelope, list[str]]]) -> list[tuple[int, Envelope, Accepted]]:
+    def _record(self, valid: list[tuple[int, Envelope, list[str]]],
+                messages: list[tuple[bytes, str]]) -> list[tuple[int, Envelope, Accepted]]:
+        """Record the valid envelopes and their runs; one whose id was accepted before with
+        other content is rejected as a conflict."""
         answers = self.audit.accept_many([(envelope, matching) for _, envelope, matching in valid], cloud=self.cloud,
                                          wait=self._pause) if valid else []
-        return [(index, envelope, answer) for (index, envelope, _), answer in zip(valid, answers)]
+        accepted = []
+        for (index, envelope, _), answer in zip(valid, answers):
+            if answer.conflict:
+                self._reject(*messages[index], InvalidEnvelope(answer.conflict, envelope_id=envelope.id))
+            else:
+                accepted.append((index, envelope, answer))
+        return accepted
 
     def _validate(self, messages: list[tuple[bytes, str]]) -> list[tuple[int, Envelope, list[str]]]:
-        """Reject (park and record) what is not a valid envelope; the others, by index, with their handlers."""
+        """Reject (record and park) what is not a valid envelope, or not signed when a key is
+        configured; the others, by index, with their handlers."""
         valid: list[tuple[int, Envelope, list[str]]] = []
         for index, (body, routing_key) in enumerate(messages):
             try:
-                envelope = parse_envelope(body)
-                if self.settings.signing_key is not None and needs_signature(envelope):
-                    verify(envelope, self.settings.signing_key.get_secret_value())
+                envelope = self._envelope(body, routing_key)
             except InvalidEnvelope as exc:
                 self._reject(body, routing_key, exc)
                 continue
             valid.append((index, envelope, self.subscribers.matching(envelope)))
         return valid
+
+    def _envelope(self, body: bytes, routing_key: str) -> Envelope:
+        envelope = parse_envelope(body, max_bytes=self.settings.envelope_max_bytes,
+                                  max_depth=self.settings.envelope_max_depth)
+        if routing_key and normalise_type(routing_key) != envelope.type:
+            raise InvalidEnvelope(f"published with routing key {routing_key[:255]!r}, which is not its type "
+                                  f"{envelope.type}", envelope_id=envelope.id)
+        if self.signer is not None:
+            self.signer.verify(envelope)
+        return envelope
 
     def _routed(self, envelope: Envelope, answer: Accepted) -> str:
         runs = [{"handler": name, "run_id": run.id, "status": run.status} for name, run in answer.runs.items()]
@@ -169,11 +189,15 @@ class Router:
 
     def _reject(self, body: bytes, routing_key: str, error: InvalidEnvelope) -> None:
         reason = redact_text(str(error))
-        # Recorded first: a message that cannot be recorded goes back to the broker, and is
-        # not parked again on each redelivery.
-        self.audit.record_envelope(None, status="rejected", reason=reason, raw=body,
-                                   envelope_id=error.envelope_id, wait=self._pause)
-        self.bus.park(body, routing_key, reason)
+        # Recorded first, parked second, once: a message whose record fails goes back to the
+        # broker unparked, and a redelivery of one recorded and parked before is acknowledged.
+        digest = self.audit.record_rejection(body, routing_key, reason, envelope_id=error.envelope_id,
+                                             wait=self._pause)
+        if digest is None:
+            log.info("envelope rejected and parked before (routing key %s): acknowledged again", routing_key[:255])
+            return
+        self.bus.park(body, routing_key, reason, digest)
+        self.audit.parked(digest)
         log.warning("envelope rejected (routing key %s): %s", routing_key, reason,
                     extra={"envelope_id": error.envelope_id})
         if error.envelope_id:
@@ -225,19 +249,19 @@ class Router:
     def _send(self, batch: list, in_flight: deque) -> None:
         """Accept a batch and publish its dispatches; it is acknowledged once they are confirmed."""
         log.debug("routing a batch of %d messages", len(batch))
-        valid: list | None = None
+        accepted: list | None = None
         try:
-            valid = self._validate([_delivered(m) for m in batch])
-            accepted = self._record(valid)
+            messages = [_delivered(m) for m in batch]
+            accepted = self._record(self._validate(messages), messages)
             sent = self._messages(accepted)
             confirmation = self._channel.publish(sent)
         except CONNECTION_TROUBLE:
             raise  # the connection is gone: the broker redelivers what is unacknowledged
         except Exception:
             log.exception("router could not route a batch of %d messages; routing them one by one", len(batch))
-            self._one_by_one(batch, _rejected(batch, valid))
+            self._one_by_one(batch, _rejected(len(batch), accepted))
             return
-        in_flight.append(InFlight(batch, accepted, sent, confirmation, _rejected(batch, valid)))
+        in_flight.append(InFlight(batch, accepted, sent, confirmation, _rejected(len(batch), accepted)))
 
     def _settle(self, in_flight: deque) -> None:
         """Acknowledge the confirmed batches, oldest first (one acknowledgement covers a batch)."""
@@ -257,8 +281,8 @@ class Router:
 
     def _one_by_one(self, batch: list, rejected: set[int]) -> None:
         """A batch that failed: route its messages one by one, each confirmed before the next,
-        so a bad message or a passing fault costs only that message a retry. What validation
-        rejected is parked and recorded already: parking it again would list it twice."""
+        so a bad message or a passing fault costs only that message a retry. What was
+        rejected is recorded and parked already (a redelivery of it would be acknowledged)."""
         for index, message in enumerate(batch):
             if index in rejected:
                 message.ack()
@@ -268,8 +292,7 @@ class Router:
     def _on_message(self, message) -> None:
         body, routing_key = _delivered(message)
         try:
-            valid = self._validate([(body, routing_key)])
-            accepted = self._record(valid)
+            accepted = self._record(self._validate([(body, routing_key)]), [(body, routing_key)])
             if accepted:
                 sent = self._messages(accepted)
                 self._confirm(self._channel.publish(sent))

@@ -3,7 +3,7 @@
 import csv
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -287,9 +287,11 @@ def prune_command(
     older_than: Annotated[str, typer.Option("--older-than", help="Age: e.g. 90d, 12w, 48h, 1y.")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would go; delete nothing.")] = False,
 ) -> None:
-    """Delete finished runs (with their steps) and envelopes older than the given age. Runs still pending, running or waiting are kept, whatever their age."""
-    before = parse_age(older_than)
-    done = prune(invocation.audit(), before, dry_run=dry_run)
+    """Delete finished runs (with their steps) and envelopes older than the given age. Runs still pending, running or waiting are kept, whatever their age, and so is the last signature window (signature_max_age + signature_max_skew): a replay inside it is known by what is kept."""
+    settings = invocation.settings
+    window = timedelta(seconds=settings.signature_max_age + settings.signature_max_skew)
+    before = min(parse_age(older_than), utcnow() - window)
+    done = prune(invocation.audit(), before, dry_run=dry_run, replay_window=window)
     verb = "would delete" if dry_run else "deleted"
     console.print(f"{verb} {done.runs} run(s), {done.steps} step(s), {done.envelopes} envelope(s) "
                   f"from before {before:%Y-%m-%dT%H:%M:%SZ}")

@@ -12,7 +12,6 @@ from ..core.envelope import Envelope
 from ..bus import in_process
 from ..bus.follow import Follower, FollowTimeout, Progress
 from ..bus.publisher import Publisher
-from ..core.signing import needs_signature, sign
 from ..core.errors import StackreflexError
 from ..models.queries import RunFilter, list_runs, run_with_steps
 from ..runtime import Runtime
@@ -44,12 +43,9 @@ def parse_data(text: str | None) -> object:
 def prepare(settings: Settings, type: str, subject: str | None, data: object, actor: str | None, *,
             wait: bool) -> Envelope:
     """Build the envelope, asking for its runs' notices when :func:`send` will follow them
-    (``wait``, and always when embedded); commands are signed when a signing key is configured."""
-    envelope = Envelope.new(type, subject=subject, data=data, actor=actor or getpass.getuser(),
-                            notify=True if wait or in_process(settings) else None)
-    if settings.signing_key is not None and needs_signature(envelope):
-        envelope = sign(envelope, settings.signing_key.get_secret_value())
-    return envelope
+    (``wait``, and always when embedded); the publisher signs it when a signing key is configured."""
+    return Envelope.new(type, subject=subject, data=data, actor=actor or getpass.getuser(),
+                        notify=True if wait or in_process(settings) else None)
 
 
 def bar(done: int, total: int, width: int = 20) -> str:

@@ -185,7 +185,7 @@ def resume(
 def _through_broker(audit: AuditLog, runs: list[RunRecord], *, wait: bool, timeout: float) -> list[RunRecord]:
     from ..bus.backend import open_bus
 
-    bus = open_bus(invocation.settings)
+    bus = open_bus(invocation.settings, dispatch_key=audit.dispatch_key(invocation.settings.dispatch_key))
     try:
         sent = _send_on(audit, bus.dispatch, runs, {r.handler for r in runs})
     finally:

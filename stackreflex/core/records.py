@@ -152,3 +152,6 @@ class Accepted:
     duplicate: bool
     #: handler name → its run (created now, or found from an earlier delivery)
     runs: dict[str, RunRef]
+    #: why it was not accepted: its id was accepted before with other content (it is not recorded
+    #: as accepted, and has no runs: the router rejects it)
+    conflict: str | None = None

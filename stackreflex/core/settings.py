@@ -36,8 +36,23 @@ class Settings(BaseModel):
     broker_ca_file: Path | None = None
     #: SQLAlchemy URL of the audit log; unset means SQLite in the state directory.
     database_url: SecretStr | None = None
-    #: HMAC key for command envelopes; when set, unsigned or forged commands are rejected.
+    #: HMAC key (id ``default``); when a key is set, every envelope published is signed and the
+    #: router refuses any envelope not signed by a key of the ring, or signed outside the window.
     signing_key: SecretStr | None = None
+    #: A key ring for rotation, id → key (JSON in STACKREFLEX_SIGNING_KEYS); every key verifies.
+    signing_keys: dict[str, SecretStr] = Field(default_factory=dict)
+    #: Which key of the ring signs (needed when the ring holds several keys).
+    signing_key_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    #: A signature is good this long after its signing time, and its signing time may be this
+    #: far ahead of the router's clock (seconds).
+    signature_max_age: float = Field(900.0, gt=0)
+    signature_max_skew: float = Field(60.0, ge=0)
+    #: Key of the HMAC on each message the router sends a handler; unset means a key generated
+    #: into the audit database on first start (every process of the installation reads it there).
+    dispatch_key: SecretStr | None = None
+    #: The most a message on the bus may be (bytes) and the deepest its JSON may nest.
+    envelope_max_bytes: int = Field(1 << 20, ge=1024)
+    envelope_max_depth: int = Field(64, ge=4, le=512)
     #: Name of the topic exchange, and prefix of every queue stackreflex declares.
     namespace: str = Field("stackreflex", pattern=r"^[A-Za-z0-9_.-]+$")
     #: Worker threads per worker process.

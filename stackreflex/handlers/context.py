@@ -9,7 +9,6 @@ from functools import cached_property
 from typing import Any, Callable, Iterator, NoReturn
 
 from ..core.envelope import Envelope
-from ..core.signing import needs_signature, sign
 from ..core.clock import Clock
 from ..core.errors import HandlerFailed
 from ..core.records import RunRecord
@@ -160,13 +159,10 @@ class RunContext:
 
         With ``key``, the envelope's id is derived from this envelope and the key, so a
         retried or re-checked handler publishing the same thing again is absorbed as a
-        duplicate. Commands are signed when a signing key is configured.
+        duplicate. It is signed on the way out when a signing key is configured.
         """
         attributes = {"id": str(uuid.uuid5(uuid.UUID(self.envelope.id), key))} if key else {}
         envelope = Envelope.new(type, subject=subject, data=data, cause=self.envelope, **attributes)
-        signing_key = getattr(self.settings, "signing_key", None)
-        if signing_key is not None and needs_signature(envelope):
-            envelope = sign(envelope, signing_key.get_secret_value())
         self._publish(envelope)
         return envelope
 

@@ -14,7 +14,9 @@ and change nothing once another execution has taken the run over. Every write wa
 through a database outage (:mod:`.outage`).
 """
 
+import hashlib
 import json
+import secrets
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,14 +30,15 @@ from sqlmodel import Session
 
 from ..core.envelope import Envelope
 from ..core.clock import SYSTEM_CLOCK, Clock
+from ..core.errors import DatabaseUnavailable
 from ..core.redaction import MASK, redact, redact_text
 from .database import make_engine, migrate
 from .group_commit import GroupCommit, T, Write
 from .outage import DEFAULT_OUTAGE_LIMIT, OutageGuard
 from .prepared import Prepared
 from ..core.records import Accepted, Claim, ClaimRefusal, Fence, RunRecord, RunRef, Served
-from .tables import (FINAL_STATUSES, EnvelopeRecord, Run, RunStatus, Step, StepStatus, Subscription,
-                     WatcherCursor)
+from .tables import (FINAL_STATUSES, EnvelopeRecord, InstallationSecret, Run, RunStatus, Step, StepStatus,
+                     Subscription, WatcherCursor)
 
 #: With checkpoints deferred (:meth:`AuditLog.defer_checkpoints`), the WAL size (pages) at
 #: which a write checkpoints after all (SQLite's default is 1,000).
@@ -50,6 +53,7 @@ STEP = Step.__table__
 ENVELOPE = EnvelopeRecord.__table__
 CURSOR = WatcherCursor.__table__
 SUBSCRIPTION = Subscription.__table__
+SECRET = InstallationSecret.__table__
 
 PENDING, RUNNING, WAITING = RunStatus.PENDING.value, RunStatus.RUNNING.value, RunStatus.WAITING.value
 
@@ -71,6 +75,11 @@ def _redacted_excerpt(raw: bytes | str | None) -> str:
     except (ValueError, RecursionError):
         text = redact_text(text)
     return text[:RAW_EXCERPT_CHARS]
+
+
+def rejection_digest(raw: bytes, routing_key: str) -> str:
+    """What identifies a refused message: its routing key and its bytes."""
+    return hashlib.sha256(routing_key.encode("utf-8", "surrogatepass") + b"\n" + bytes(raw)).hexdigest()
 
 
 def _storable(text: str) -> str:
@@ -121,7 +130,7 @@ _FINISH_STEP = update(STEP).where(STEP.c.id == bindparam("b_id")).values(
     status=bindparam("b_status"), finished_at=bindparam("b_now"), detail=bindparam("b_detail"),
     error=bindparam("b_error"))
 #: The columns an accepted envelope and a new run are inserted with.
-_ENVELOPE_COLUMNS = ("envelope_id", "status", "reason", "type", "subject", "source", "correlation_id",
+_ENVELOPE_COLUMNS = ("envelope_id", "status", "digest", "reason", "type", "subject", "source", "correlation_id",
                      "causation_id", "actor", "time", "received_at", "payload")
 _NEW_RUN_COLUMNS = ("id", "envelope_id", "handler", "type", "subject", "correlation_id", "status", "attempts",
                     "wakes", "retry_base", "wake", "wake_at", "state", "cloud", "created_at", "updated_at")
@@ -187,12 +196,14 @@ class _BusyStatements:
         statement = self._get((name, size), lambda: build([bindparam(f"b_id{i}") for i in range(size)]))
         return statement.rows(c, {f"b_id{i}": value for i, value in enumerate(padded)})
 
-    def accepted_among(self, c: Connection, ids: list[str]) -> dict[str, datetime]:
-        """Which of ``ids`` were accepted before, with when (the first time)."""
+    def accepted_among(self, c: Connection, ids: list[str]) -> dict[str, tuple[datetime, str | None]]:
+        """Which of ``ids`` were accepted before: when (the first time), and the digest of
+        what they said (None for envelopes recorded before digests were kept)."""
         rows = self._rows_for_ids(c, "accepted_among", lambda binds: select(
-            ENVELOPE.c.envelope_id, func.min(ENVELOPE.c.received_at).label("received_at")).where(
+            ENVELOPE.c.envelope_id, func.min(ENVELOPE.c.received_at).label("received_at"),
+            func.min(ENVELOPE.c.digest).label("digest")).where(
             ENVELOPE.c.envelope_id.in_(binds), ENVELOPE.c.status == "accepted").group_by(ENVELOPE.c.envelope_id), ids)
-        return {row.envelope_id: row.received_at for row in rows}
+        return {row.envelope_id: (row.received_at, row.digest) for row in rows}
 
     def runs_of(self, c: Connection, ids: list[str]) -> list:
         """The runs of the envelopes ``ids``: envelope_id, id, handler, status, attempts."""
@@ -304,7 +315,7 @@ class AuditLog:
     @staticmethod
     def _envelope_values(envelope: Envelope, status: str, now: datetime) -> dict:
         return dict(status=status, reason=None, received_at=now, payload=_json(envelope.to_dict()),
-                    envelope_id=envelope.id, type=envelope.type, subject=envelope.subject,
+                    digest=envelope.content_digest(), envelope_id=envelope.id, type=envelope.type, subject=envelope.subject,
                     source=envelope.source, correlation_id=envelope.correlationid,
                     causation_id=envelope.causationid, actor=envelope.actor, time=envelope.time)
 
@@ -319,6 +330,71 @@ class AuditLog:
             values = dict(status=status, received_at=now, envelope_id=_storable(envelope_id) if envelope_id else None,
                           payload=_storable(_redacted_excerpt(raw)))
         self._write(lambda c: c.execute(insert(ENVELOPE), [{**values, "reason": _text(reason)}]), wait)
+
+    def record_rejection(self, raw: bytes, routing_key: str, reason: str, *, envelope_id: str | None = None,
+                         wait: Callable[[float], None] | None = None) -> str | None:
+        """Record a message the router refuses, once: returns its digest if it still has to be
+        parked (then :meth:`parked`), None if it was recorded and parked on an earlier delivery.
+
+        A message the database will not take whole (a value it refuses) is recorded with what
+        it can take: its digest, size and first bytes, escaped.
+        """
+        digest = rejection_digest(raw, routing_key)
+        now = self.clock.now()
+        full = dict(status="rejected", digest=digest, received_at=now, reason=_text(reason),
+                    envelope_id=_storable(envelope_id[:128]) if envelope_id else None,
+                    payload=_storable(_redacted_excerpt(raw)))
+
+        def record(values: dict) -> Callable[[Connection], bool]:
+            def write(c: Connection) -> bool:
+                earlier = c.execute(select(ENVELOPE.c.parked_at).where(
+                    ENVELOPE.c.status == "rejected", ENVELOPE.c.digest == digest).limit(1)).first()
+                if earlier is None:
+                    c.execute(insert(ENVELOPE), [values])
+                    return True
+                return earlier.parked_at is None
+            return write
+
+        try:
+            due = self._write(record(full), wait)
+        except DatabaseUnavailable:
+            raise
+        except Exception as exc:  # noqa: BLE001 - what the database refuses is recorded as it can be
+            excerpt = repr(bytes(raw[:64]))[2:-1]  # every byte that is not printable ASCII escaped
+            due = self._write(record({**full, "envelope_id": None, "payload": json.dumps(
+                {"sha256": digest, "bytes": len(raw), "first_bytes": excerpt}), "reason": _text(
+                f"{reason} (recorded in part: the database refused the whole: {type(exc).__name__})")}), wait)
+        return digest if due else None
+
+    def parked(self, digest: str) -> None:
+        """The rejected message ``digest`` is in the dead-letter queue: a redelivery is not parked again."""
+        now = self.clock.now()
+        self._write(lambda c: c.execute(update(ENVELOPE).where(
+            ENVELOPE.c.status == "rejected", ENVELOPE.c.digest == digest).values(parked_at=now)))
+
+    def dispatch_key(self, configured=None) -> bytes:
+        """This installation's key for the router's messages to handlers: ``configured`` (the
+        ``dispatch_key`` setting) if given, or the one kept here, made on first use."""
+        if configured is not None:
+            return configured.get_secret_value().encode()
+
+        def read(c: Connection):
+            return c.execute(select(SECRET.c.value).where(SECRET.c.name == "dispatch")).scalar()
+
+        def make(c: Connection) -> str:
+            value = read(c)
+            if value is None:
+                value = secrets.token_hex(32)
+                c.execute(insert(SECRET), [{"name": "dispatch", "value": value, "created_at": self.clock.now()}])
+            return value
+
+        value = self._read(read)
+        if value is None:
+            try:
+                value = self._write(make)
+            except IntegrityError:  # another process made it first
+                value = self._read(read)
+        return bytes.fromhex(value)
 
     def accept_many(self, batch: list[tuple[Envelope, list[str]]], *, cloud: str | None = None,
                     wait: Callable[[float], None] | None = None) -> list[Accepted]:
@@ -344,13 +420,20 @@ class AuditLog:
         ids = list({envelope.id: None for envelope, _, _ in prepared})
         earlier = self._busy.accepted_among(c, ids)
         # Accepted at ``now``: by this very batch, whose commit an outage hid; it is being made again.
-        redone = {eid for eid, when in earlier.items() if when == now}
+        redone = {eid for eid, (when, _) in earlier.items() if when == now}
         seen = set(earlier) - redone
+        said = {eid: digest for eid, (_, digest) in earlier.items()}
         existing: dict[str, dict[str, RunRef]] = {}
         for row in self._busy.runs_of(c, list(earlier)) if earlier else ():
             existing.setdefault(row.envelope_id, {})[row.handler] = RunRef(row.id, row.status, row.attempts, False)
         envelopes, new_runs, answers = [], [], []
         for envelope, handlers, values in prepared:
+            if said.get(envelope.id) not in (None, values["digest"]):
+                answers.append(Accepted(False, {}, conflict=(
+                    f"conflict: envelope id {envelope.id} was accepted before with other content; "
+                    "an id names one envelope (publish a changed envelope under a new id)")))
+                continue
+            said.setdefault(envelope.id, values["digest"])
             duplicate = envelope.id in seen  # also the second copy of one envelope in this batch
             seen.add(envelope.id)
             if envelope.id not in redone:

@@ -1,7 +1,8 @@
-"""Retention: drop what is older than asked, never a run that may still act."""
+"""Retention: drop what is older than asked, never a run that may still act, and never what
+the router needs to know a replay by."""
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select
 
@@ -20,9 +21,13 @@ class Pruned:
     envelopes: int = 0
 
 
-def prune(audit: AuditLog, before: datetime, *, dry_run: bool = False) -> Pruned:
+def prune(audit: AuditLog, before: datetime, *, dry_run: bool = False,
+          replay_window: timedelta = timedelta(0)) -> Pruned:
     """Delete finished runs created before ``before`` with their steps, and envelopes received
-    before it that no unfinished run belongs to. Waiting, pending and running runs stay, whatever their age."""
+    before it that no unfinished run belongs to. Waiting, pending and running runs stay, whatever
+    their age, and so does everything younger than ``replay_window``: a signature is good that
+    long, and an envelope replayed inside it is known as a duplicate by its record here."""
+    before = min(before, audit.clock.now() - replay_window)
     pruned = Pruned()
     old_runs = select(RUN.c.id).where(RUN.c.created_at < before, RUN.c.status.in_(FINAL_STATUSES))
     keep_envelopes = select(RUN.c.envelope_id).where(RUN.c.status.not_in(FINAL_STATUSES))

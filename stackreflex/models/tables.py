@@ -7,7 +7,7 @@ every value before it is written.
 from datetime import datetime
 from typing import Optional
 
-from sqlalchemy import Boolean, Column, Index, Text, UniqueConstraint, false
+from sqlalchemy import Boolean, Column, Index, Text, UniqueConstraint, false, text
 from sqlmodel import Field, SQLModel
 
 from ..core.records import FINAL_STATUSES, RUN_STATUSES, RunStatus, StepStatus  # noqa: F401 - the tables' statuses
@@ -19,20 +19,28 @@ class EnvelopeRecord(SQLModel, table=True):
     __tablename__ = "envelope"
     __table_args__ = (Index("ix_envelope_correlation", "correlation_id", "received_at"),
                       #: a stack's own envelopes (Heat's events), newest first
-                      Index("ix_envelope_subject_received", "subject", "received_at"))
+                      Index("ix_envelope_subject_received", "subject", "received_at"),
+                      #: a rejected message's record, found again when it is redelivered
+                      Index("ix_envelope_rejected_digest", "digest", sqlite_where=text("status = 'rejected'"),
+                            postgresql_where=text("status = 'rejected'")))
 
     pk: Optional[int] = Field(default=None, primary_key=True)
-    envelope_id: Optional[str] = Field(default=None, index=True, max_length=64)
+    envelope_id: Optional[str] = Field(default=None, index=True, max_length=128)
     #: ``accepted``, ``duplicate`` or ``rejected``
     status: str = Field(max_length=16)
+    #: SHA-256 of what an accepted envelope says (an id seen again with another digest is a
+    #: conflict), or of a rejected message's routing key and bytes (one record, one parked copy)
+    digest: Optional[str] = Field(default=None, max_length=64)
+    #: When a rejected message was put in the dead-letter queue (None: recorded, not yet parked)
+    parked_at: Optional[datetime] = None
     reason: Optional[str] = Field(default=None, sa_column=Column(Text))
     #: type is not indexed (each index is one more write for every envelope accepted); subject
     #: is, with the time, for a stack's timeline
     type: Optional[str] = Field(default=None, max_length=255)
     subject: Optional[str] = Field(default=None, max_length=255)
     source: Optional[str] = Field(default=None, max_length=255)
-    correlation_id: Optional[str] = Field(default=None, max_length=64)
-    causation_id: Optional[str] = Field(default=None, max_length=64)
+    correlation_id: Optional[str] = Field(default=None, max_length=128)
+    causation_id: Optional[str] = Field(default=None, max_length=128)
     actor: Optional[str] = Field(default=None, max_length=255)
     time: Optional[datetime] = None
     received_at: datetime
@@ -53,11 +61,11 @@ class Run(SQLModel, table=True):
     )
 
     id: str = Field(primary_key=True, max_length=36)
-    envelope_id: str = Field(max_length=64)
+    envelope_id: str = Field(max_length=128)
     handler: str = Field(max_length=255, index=True)
     type: str = Field(max_length=255)
     subject: Optional[str] = Field(default=None, max_length=255)
-    correlation_id: str = Field(max_length=64)
+    correlation_id: str = Field(max_length=128)
     status: str = Field(default="pending", max_length=16)
     #: The attempt under way or last made: 1 for a run that never failed, one more for every
     #: execution that failed (or whose worker died) and was tried again. Waits do not count.
@@ -140,3 +148,14 @@ class Subscription(SQLModel, table=True):
     filtered: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=false()))
     started_at: datetime
     heartbeat_at: datetime
+
+
+class InstallationSecret(SQLModel, table=True):
+    """Keys every process of one installation shares, generated on first start: the key of
+    the HMAC on the router's messages to handlers (``dispatch``), unless one is configured."""
+
+    __tablename__ = "installation_secret"
+
+    name: str = Field(primary_key=True, max_length=64)
+    value: str = Field(max_length=255)
+    created_at: datetime

@@ -83,6 +83,18 @@ class Lifecycle:
                  extra={"run_id": run.id, "handler": handler.name, "envelope_id": envelope.id})
         return execution
 
+    def refuse(self, handler: str, raw: bytes, body) -> None:
+        """A message to ``handler`` that this installation did not send (its HMAC is missing or
+        wrong: published straight to the handler's queue, or altered): recorded, never run."""
+        envelope_id = body.get("id") if isinstance(body, dict) and isinstance(body.get("id"), str) else None
+        reason = (f"a message to handler {handler} was refused: it is not authenticated as sent by this "
+                  "installation's router (published straight to the handler's queue, or altered)")
+        try:
+            self.audit.record_rejection(raw, f"dispatch:{handler}", reason, envelope_id=envelope_id)
+        except Exception as exc:  # noqa: BLE001 - refused whether or not the record is made
+            log.error("could not record a refused message to %s: %s", handler, exc)
+        log.warning("%s (envelope %s)", reason, envelope_id, extra={"handler": handler, "envelope_id": envelope_id})
+
     def _refused(self, handler, envelope: Envelope, body: dict, wake: int, why: ClaimRefusal, run) -> None:
         """Log why this message does not run its run, and send the message again where it is
         still the run's way forward."""

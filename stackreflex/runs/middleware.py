@@ -16,7 +16,7 @@ from typing import Any
 import dramatiq
 from dramatiq.middleware import Middleware, SkipMessage
 
-from ..bus.dispatch import handler_queue
+from ..bus.dispatch import authentic, handler_queue
 from ..core.settings import Settings
 from .execution import Execution
 from .keeper import Keeper
@@ -42,9 +42,11 @@ logging.getLogger("dramatiq.worker.WorkerThread").addFilter(_SkippedQuietly())
 class RunLifecycle(Middleware):
     """dramatiq's hooks around each handler message, handed to the :class:`Lifecycle`."""
 
-    def __init__(self, lifecycle: Lifecycle, keeper: Keeper | None = None):
+    def __init__(self, lifecycle: Lifecycle, keeper: Keeper | None = None, *, dispatch_key: bytes):
         self.lifecycle = lifecycle
         self.keeper = keeper
+        #: what the router's and the lifecycle's messages are authenticated with
+        self.dispatch_key = dispatch_key
         self.handlers: dict[str, tuple[Any, RetryPolicy]] = {}
         self._local = threading.local()
 
@@ -58,6 +60,9 @@ class RunLifecycle(Middleware):
         if served is None:
             return
         handler, policy = served
+        if not authentic(self.dispatch_key, message):
+            self.lifecycle.refuse(message.actor_name, message.encode(), message.args[0] if message.args else None)
+            raise SkipMessage("not sent by this installation")
         body, wake = message.args[0], int(message.args[1]) if len(message.args) > 1 else 0
         begun = self.lifecycle.begin(handler, policy, body, wake)
         if not isinstance(begun, Execution):

@@ -123,9 +123,10 @@ class HandlerKit:
         self.lifecycle = Lifecycle(audit=self.audit, owner="kit", lease_seconds=self.settings.lease_seconds,
                                    dispatch=self._dispatch, context_factory=self._context, notify=lambda e: None,
                                    announces=lambda e: False, clock=self.clock)
-        self.middleware = RunLifecycle(self.lifecycle)
+        key = self.audit.dispatch_key(self.settings.dispatch_key)
+        self.middleware = RunLifecycle(self.lifecycle, dispatch_key=key)
         self.broker = _KitBroker(self.clock, [Retries(), self.middleware])
-        self.dispatcher = Dispatcher(self.settings, self.broker)
+        self.dispatcher = Dispatcher(self.settings, self.broker, key)
         self.handlers: dict[str, Handler] = {}
         #: the envelopes given to :meth:`run`, as given (the audit log keeps them redacted)
         self._bodies: dict[str, dict] = {}
