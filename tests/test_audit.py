@@ -7,6 +7,7 @@ import time
 from datetime import timedelta
 
 from sqlalchemy import insert, inspect, select, text
+from pydantic import SecretStr
 from sqlalchemy.exc import IntegrityError
 
 from stackreflex.core.envelope import Envelope
@@ -18,7 +19,7 @@ from stackreflex.models.group_commit import GroupCommit
 from stackreflex.models.prepared import Prepared
 from stackreflex.core.records import ClaimRefusal, RunRecord
 from stackreflex.models.tables import EnvelopeRecord, Run, RunStatus, StepStatus, WatcherCursor
-from stackreflex.models.queries import RunFilter, list_runs, parse_since, run_with_steps
+from stackreflex.models.queries import RunFilter, list_envelopes, list_runs, parse_since, run_with_steps
 from stackreflex.runtime import Runtime
 from stackreflex.core.settings import Settings
 
@@ -128,7 +129,7 @@ def test_every_write_is_redacted(database_url):
     envelope = Envelope.new("test.record", data={"password": "hunter2",
                                                  "url": "https://s/v1/o?temp_url_sig=SIGSECRET&temp_url_expires=1"})
     audit.record_envelope(envelope, status="accepted")
-    audit.record_envelope(None, status="rejected", reason="bad token=TOKSECRET", raw=b'{"password": "hunter2"')
+    audit.record_rejection(b'{"password": "hunter2"', "test.record", "bad token=TOKSECRET")
     run = new_run(audit, envelope, "note")
     audit.claim(envelope.id, "note", wake=0, token="w", lease_seconds=5)
     step = audit.start_step(run.id, 1, "fetch", "node")
@@ -318,12 +319,59 @@ def test_secrets_in_rejected_messages_are_redacted_by_key_and_in_their_text(data
     planted = {"temp_url_key": "S1secret", "api_key": "S2secret", "credential": "S3secret", "signing_key": "S4secret",
                "private_key": "S5secret", "password": "S6secret", "nested": [{"adminPass": "S7secret"}],
                "credentials": {"blob": "S10secret"}}  # a secret that is an object: masked whole
-    audit.record_envelope(None, status="rejected", reason="field 'type': Field required",
-                          raw=json.dumps({"id": "e1", "data": planted}).encode())
-    audit.record_envelope(None, status="rejected", reason="not JSON",
-                          raw=b"{broken temp_url_key=S8secret api_key: S9secret")
+    audit.record_rejection(json.dumps({"id": "e1", "data": planted}).encode(), "a.b", "field 'type': Field required")
+    audit.record_rejection(b"{broken temp_url_key=S8secret api_key: S9secret", "a.b", "not JSON")
     with audit.engine.connect() as c:
         stored = json.dumps([list(row) for row in c.execute(text("select payload, reason from envelope"))])
     assert "e1" in stored and "temp_url_key" in stored  # what is not secret stays readable
     leaked = [f"S{n}secret" for n in range(1, 11) if f"S{n}secret" in stored]
     assert leaked == []
+
+
+def test_a_rejection_is_recorded_once_and_parked_once_whatever_the_database_takes(database_url):
+    """A redelivered rejection is neither recorded nor parked again, and NUL bytes (which
+    PostgreSQL's text refuses) are stored escaped."""
+    audit = AuditLog.open(database_url)
+    digest = audit.record_rejection(b"not json", "test.x", "not JSON")
+    assert digest and audit.record_rejection(b"not json", "test.x", "not JSON") == digest  # not parked yet
+    audit.parked(digest)
+    assert audit.record_rejection(b"not json", "test.x", "not JSON") is None
+    assert audit.record_rejection(b"not json", "test.other", "not JSON") not in (None, digest)  # another message
+    refused = audit.record_rejection(b"\x00" * 10, "test.x", "a NUL\x00in the reason", envelope_id="id\x00")
+    assert refused is not None
+    rows = [r for r in list_envelopes(audit, status="rejected", limit=10)]
+    assert len(rows) == 3 and all("\x00" not in json.dumps(r) for r in rows)
+    audit.unpark(digest)  # `dlq replay` took it out: refused again, it is parked again
+    assert audit.record_rejection(b"not json", "test.x", "not JSON") == digest
+
+
+def test_an_id_seen_again_with_other_content_is_a_conflict_and_the_same_content_a_duplicate(database_url):
+    audit = AuditLog.open(database_url)
+    first = Envelope.new("test.record", subject="n1", data={"n": 1})
+    [accepted] = audit.accept_many([(first, ["note"])])
+    resent = first.model_copy(update={"notify": True, "signature": "hmac-sha256:x"})  # how it is sent: not content
+    altered = first.model_copy(update={"data": {"n": 2}})
+    [duplicate, conflict] = audit.accept_many([(resent, ["note"]), (altered, ["note"])])
+    assert accepted.conflict is None and duplicate.duplicate and duplicate.conflict is None
+    assert "accepted before with other content" in conflict.conflict and conflict.runs == {}
+    assert [e["status"] for e in list_envelopes(audit)] == ["duplicate", "accepted"]
+
+
+def test_the_dispatch_key_is_made_once_and_shared(database_url):
+    first, second = AuditLog.open(database_url), AuditLog.open(database_url)
+    assert len(first.dispatch_key()) == 32 and first.dispatch_key() == second.dispatch_key()
+    assert first.dispatch_key(SecretStr("configured")) == b"configured"
+
+
+def test_a_rejection_the_database_refuses_whole_is_recorded_by_digest_size_and_first_bytes(postgres_url):
+    audit = AuditLog.open(postgres_url)
+    with audit.engine.begin() as c:  # the database refuses any payload holding the word (staged)
+        c.exec_driver_sql("""CREATE FUNCTION refuse() RETURNS trigger AS $$
+                             BEGIN RAISE EXCEPTION 'value refused (staged by the test)'; END $$ LANGUAGE plpgsql""")
+        c.exec_driver_sql("CREATE TRIGGER refuse BEFORE INSERT ON envelope FOR EACH ROW "
+                          "WHEN (strpos(NEW.payload, 'poison') > 0) EXECUTE FUNCTION refuse()")
+    body = b"\x01" * 70 + b"poison"
+    digest = audit.record_rejection(body, "test.x", "not JSON")
+    [row] = list_envelopes(audit, status="rejected")
+    assert json.loads(row["payload"]) == {"sha256": digest, "bytes": 76, "first_bytes": "\\x01" * 64}
+    assert "recorded in part" in row["reason"] and audit.record_rejection(body, "test.x", "not JSON") == digest

@@ -140,11 +140,12 @@ def test_malformed_messages_are_rejected_with_reasons_and_the_worker_keeps_servi
     bad = [
         (b"this is not json", "not JSON"),
         (json.dumps({"specversion": "1.0", "id": str(uuid.uuid4()), "data": {}}).encode(), "field 'type': Field required"),
-        (json.dumps({"type": "test.record", "time": 12, "subject": ["a"]}).encode(), "field 'subject'"),
-        # NUL bytes, which a PostgreSQL text column refuses: recorded escaped, parked once
-        (b"\x00garbage\x00", "not JSON"),
+        (json.dumps({"type": "test.record", "id": "i", "time": 12, "subject": ["a"]}).encode(), "field 'subject'"),
+        (json.dumps({"type": "test.record", "subject": "no id"}).encode(), "field 'id': Field required"),
+        # NUL bytes, which a PostgreSQL text column refuses: refused before anything stores them, parked once
+        (b"\x00garbage\x00", "contains a NUL byte"),
         (json.dumps({"specversion": "1.0", "id": "nul\u0000id", "data": {"x": "a\u0000b"}}).encode(),
-         "field 'type': Field required"),
+         "contains a NUL character"),
     ]
     for body, _ in bad:
         publish_raw(settings, body, "test.record")

@@ -12,7 +12,10 @@ from amqp.exceptions import NotFound
 from kombu import Queue
 
 from ..core.redaction import redact, redact_text
+from ..core.envelope import parse_envelope
+from ..core.errors import InvalidEnvelope
 from ..core.settings import Settings
+from ..core.signing import Signer
 from .connections import kombu_connection
 from .publisher import CONTENT_TYPE, topic_exchange
 from .backend import REASON_HEADER, ROUTING_KEY_HEADER, dead_letter_queue
@@ -35,23 +38,31 @@ class DeadLetter:
     handler: str | None
     envelope_id: str | None
     excerpt: str
+    #: the parked message's id: for a rejected one, the digest its record in the audit log holds
+    message_id: str | None = None
 
 
 def describe(queue_name: str, body: bytes, headers: dict | None, message_id: str | None = None) -> DeadLetter:
     """What an operator is shown of a parked message; never fails, whatever it holds."""
+    message_id = message_id if isinstance(message_id, str) else None
     try:
         return _describe(queue_name, body, headers if isinstance(headers, dict) else {}, message_id)
     except Exception as exc:  # noqa: BLE001 - a parked message is whatever somebody sent
         return DeadLetter(key=(message_id or hashlib.sha256(body).hexdigest())[:12], queue=queue_name,
                           kind="dead" if queue_name.endswith(".XQ") else "rejected",
                           reason=f"unreadable parked message ({type(exc).__name__})", type=None, handler=None,
-                          envelope_id=None, excerpt=_excerpt(body))
+                          envelope_id=None, excerpt=_excerpt(body), message_id=message_id)
+
+
+def _shown(text: str | None, limit: int = 200) -> str | None:
+    """Text as an operator's terminal is shown it: redacted, every control character escaped."""
+    if text is None:
+        return None
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in redact_text(text[:4 * limit]))[:limit]
 
 
 def _excerpt(body: bytes) -> str:
-    """The first characters of a body, redacted, every control character escaped."""
-    text = redact_text(body[:4096].decode("utf-8", "replace"))
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)[:200]
+    return _shown(body[:4096].decode("utf-8", "replace"))
 
 
 def _text(value, limit: int = 255) -> str | None:
@@ -62,22 +73,23 @@ def _describe(queue_name: str, body: bytes, headers: dict, message_id: str | Non
     if queue_name.endswith(".XQ"):
         decoded = json.loads(body)
         envelope = (decoded.get("args") or [{}])[0]
-        traceback = (decoded.get("options", {}).get("traceback") or "").strip().splitlines()
-        return DeadLetter(key=decoded["message_id"], queue=queue_name, kind="dead",
-                          reason=redact_text(traceback[-1] if traceback else "retries exhausted"),
-                          type=envelope.get("type"), handler=decoded.get("actor_name"),
-                          envelope_id=envelope.get("id"), excerpt=json.dumps(redact(envelope))[:200])
+        envelope = envelope if isinstance(envelope, dict) else {}
+        traceback = (_text(decoded.get("options", {}).get("traceback"), 100_000) or "").strip().splitlines()
+        return DeadLetter(key=_shown(_text(decoded.get("message_id"), 64)) or hashlib.sha256(body).hexdigest()[:12], queue=queue_name, kind="dead",
+                          reason=_shown(traceback[-1] if traceback else "retries exhausted"),
+                          type=_shown(_text(envelope.get("type"))), handler=_shown(_text(decoded.get("actor_name"))),
+                          envelope_id=_shown(_text(envelope.get("id"), 128)),
+                          excerpt=_shown(json.dumps(redact(envelope))))
     try:
         parsed = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):
         parsed = None
     parsed = parsed if isinstance(parsed, dict) else {}
-    envelope_id = _text(parsed.get("id"), 128)
-    reason = _text(headers.get(REASON_HEADER), 2000) or "?"
+    envelope_id = _shown(_text(parsed.get("id"), 128), 128)
     return DeadLetter(key=envelope_id or (message_id or hashlib.sha256(body).hexdigest())[:12], queue=queue_name,
-                      kind="rejected", reason=_excerpt(reason.encode()) if reason else "?",
-                      type=_text(parsed.get("type")) or _text(headers.get(ROUTING_KEY_HEADER)), handler=None,
-                      envelope_id=envelope_id, excerpt=_excerpt(body))
+                      kind="rejected", reason=_shown(_text(headers.get(REASON_HEADER), 2000), 2000) or "?",
+                      type=_shown(_text(parsed.get("type")) or _text(headers.get(ROUTING_KEY_HEADER))),
+                      handler=None, envelope_id=envelope_id, excerpt=_excerpt(body), message_id=message_id)
 
 
 def _queue_names(settings: Settings, handlers: list[str]) -> list[str]:
@@ -99,6 +111,20 @@ def _take_all(channel, queue_name: str) -> list:
     return held
 
 
+def _resigned(signer: Signer | None, body: bytes) -> bytes:
+    """A refused envelope sent back: signed anew if a key of the ring signed it and it was
+    refused only for being late (held back past the window); any other body as it was, to be
+    refused again if it is still not acceptable."""
+    if signer is None:
+        return body
+    try:
+        envelope = parse_envelope(body)
+        signer.verify(envelope, fresh=False)
+    except InvalidEnvelope:
+        return body
+    return signer.sign(envelope).to_json().encode("utf-8")
+
+
 def visit(settings: Settings, handlers: list[str],
           choose: Callable[[DeadLetter], bool], before_send: Callable[[DeadLetter], None]) -> list[DeadLetter]:
     """Look at every parked message; send back the chosen ones, put the rest back.
@@ -107,6 +133,7 @@ def visit(settings: Settings, handlers: list[str],
     """
     seen = []
     exchange = topic_exchange(settings)
+    signer = Signer.from_settings(settings)
     with kombu_connection(settings) as connection:
         producer = connection.Producer()
         for queue_name in _queue_names(settings, handlers):
@@ -127,7 +154,7 @@ def visit(settings: Settings, handlers: list[str],
                                      routing_key=decoded["queue_name"], delivery_mode=2,
                                      content_type="application/json", content_encoding="utf-8")
                 else:
-                    producer.publish(raw_body(message), exchange=exchange, declare=[exchange],
+                    producer.publish(_resigned(signer, raw_body(message)), exchange=exchange, declare=[exchange],
                                      routing_key=(message.headers or {}).get(ROUTING_KEY_HEADER, ""),
                                      delivery_mode=2, content_type=CONTENT_TYPE, content_encoding="utf-8")
                 message.ack()

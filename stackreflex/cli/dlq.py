@@ -54,6 +54,8 @@ def replay(
     wanted = set(keys)
 
     def reopen_run(item: DeadLetter) -> None:
+        if item.kind == "rejected" and item.message_id:
+            audit.unpark(item.message_id)  # refused again, it is parked again
         if item.kind == "dead" and item.envelope_id and item.handler:
             run = audit.find_run(item.envelope_id, item.handler)
             if run is not None:

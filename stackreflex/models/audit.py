@@ -372,6 +372,12 @@ class AuditLog:
         self._write(lambda c: c.execute(update(ENVELOPE).where(
             ENVELOPE.c.status == "rejected", ENVELOPE.c.digest == digest).values(parked_at=now)))
 
+    def unpark(self, digest: str) -> None:
+        """The rejected message ``digest`` left the dead-letter queue (``dlq replay``): refused
+        again, it is parked again."""
+        self._write(lambda c: c.execute(update(ENVELOPE).where(
+            ENVELOPE.c.status == "rejected", ENVELOPE.c.digest == digest).values(parked_at=None)))
+
     def dispatch_key(self, configured=None) -> bytes:
         """This installation's key for the router's messages to handlers: ``configured`` (the
         ``dispatch_key`` setting) if given, or the one kept here, made on first use."""
