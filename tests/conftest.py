@@ -48,7 +48,7 @@ def namespace(broker_url):
     yield ns
     with Connection(normalise_amqp_url(broker_url)) as c:
         names = HANDLER_NAMES + [h.name for h in load_all_handlers()]
-        queues = [f"{ns}.router", f"{ns}.dlq"] + [f"{ns}.{h}{suffix}" for h in names
+        queues = [f"{ns}.router", f"{ns}.dlq", f"{ns}.unrouted"] + [f"{ns}.{h}{suffix}" for h in names
                                                   for suffix in ("", ".DQ", ".XQ")]
         for q in queues:
             channel = c.channel()
@@ -61,11 +61,12 @@ def namespace(broker_url):
                     channel.close()
                 except Exception:
                     pass
-        channel = c.channel()
-        try:
-            channel.exchange_delete(ns)
-        except Exception:
-            pass
+        for exchange in (ns, f"{ns}.unrouted"):
+            channel = c.channel()
+            try:
+                channel.exchange_delete(exchange)
+            except Exception:
+                pass
 
 
 def _postgres_database():

@@ -15,12 +15,12 @@ import pika
 import pytest
 from kombu.utils.url import parse_url
 
-from kombu import Connection, Exchange, Queue
+from kombu import Connection, Queue
 
 from stackreflex.bus.connections import display_url, kombu_connection, normalise_amqp_url
 from stackreflex.bus.dispatch import build_broker
 from stackreflex.core.envelope import Envelope
-from stackreflex.bus.publisher import Publisher
+from stackreflex.bus.publisher import Publisher, topic_exchange
 from stackreflex.core.errors import BrokerUnavailable, ConfigError
 from stackreflex.models.audit import AuditLog
 from stackreflex.models.queries import RunFilter, list_runs
@@ -97,7 +97,7 @@ def test_amqps_verifies_the_brokers_certificate_against_the_ca_file_and_its_name
 def test_a_publisher_whose_connection_broke_reconnects_and_an_unreachable_broker_is_a_clear_error(
         broker_url, namespace):
     proxy = BrokerProxy(_upstream(broker_url))
-    exchange = Exchange(namespace, type="topic", durable=True)
+    exchange = topic_exchange(Settings(namespace=namespace))
     inbox = Queue(f"{namespace}.inbox", exchange, routing_key="test.#", exclusive=True, auto_delete=True)
     publisher = Publisher(Settings(broker_url=f"amqp://guest:guest@127.0.0.1:{proxy.port}/", namespace=namespace))
     try:

@@ -7,10 +7,11 @@ import string
 
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 
-from kombu import Connection, Exchange
+from kombu import Connection
 
 from stackreflex.bus.connections import normalise_amqp_url
 from stackreflex.bus.deadletters import describe, visit
+from stackreflex.bus.publisher import topic_exchange
 from stackreflex.core.envelope import parse_envelope
 from stackreflex.core.errors import InvalidEnvelope
 from stackreflex.core.settings import Settings
@@ -99,7 +100,7 @@ def test_the_router_records_each_fuzzed_message_once_parks_each_rejection_once_a
     routing.start()
     published: list[tuple[bytes, str]] = []
     connection = Connection(normalise_amqp_url(broker_url), transport_options={"confirm_publish": True})
-    producer = connection.Producer(exchange=Exchange(namespace, type="topic", durable=True))
+    producer = connection.Producer(exchange=topic_exchange(settings))
 
     @hypothesis_settings(max_examples=5, deadline=None, database=None,
                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

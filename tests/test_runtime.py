@@ -12,12 +12,12 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 import pytest
 from kombu.utils.url import parse_url
-from kombu import Connection, Exchange, Producer, Queue, binding
+from kombu import Connection, Producer, Queue, binding
 
 from stackreflex.bus.connections import normalise_amqp_url
 from stackreflex.core.envelope import Envelope
 from stackreflex.bus.follow import NOTICE_PATTERNS
-from stackreflex.bus.publisher import Publisher
+from stackreflex.bus.publisher import Publisher, topic_exchange
 from stackreflex.core.signing import Signer
 from stackreflex.core.errors import UnroutableError
 from stackreflex.models.audit import AuditLog
@@ -62,7 +62,7 @@ def publish_all(settings, envelopes: list[Envelope]) -> None:
 def publish_raw(settings, body: bytes, routing_key: str) -> None:
     with Connection(normalise_amqp_url(settings.broker_url.get_secret_value()),
                     transport_options={"confirm_publish": True}) as c:
-        Producer(c).publish(body, exchange=Exchange(settings.namespace, type="topic", durable=True),
+        Producer(c).publish(body, exchange=topic_exchange(settings),
                             routing_key=routing_key, content_type="application/json")
 
 
@@ -325,7 +325,7 @@ def test_runs_are_announced_on_the_bus_when_followed_or_when_every_run_is(broker
     (what --wait does) gets them; with run_notices=all, every run is announced."""
     settings = make_settings(broker_url, sqlite_url, namespace)
     audit = AuditLog.open(sqlite_url)
-    exchange = Exchange(namespace, type="topic", durable=True)
+    exchange = topic_exchange(settings)
     listener = Queue(f"{namespace}.listener", exchange, exclusive=True, auto_delete=True,
                      bindings=[binding(exchange, routing_key=p) for p in NOTICE_PATTERNS])
     with Connection(normalise_amqp_url(broker_url)) as c:
@@ -394,13 +394,29 @@ def test_predicates_filter_envelopes_within_a_pattern(broker_url, sqlite_url, na
     assert runs_of(audit, stay) == {} and len(marks(mark)) == 1
 
 
-def test_a_type_nobody_subscribes_to_is_reported_not_dropped(broker_url, sqlite_url, namespace, workers, tmp_path):
+def test_a_type_nobody_subscribes_to_is_recorded_and_reported_not_dropped(broker_url, sqlite_url, namespace,
+                                                                           workers, tmp_path):
+    """Before any router declared where such envelopes go, the broker returns them to the
+    publisher; after, the exchange's alternate takes them to the router, which records and parks
+    them, whoever published them, and tells a CLI that follows."""
     settings = make_settings(broker_url, sqlite_url, namespace)
-    workers(settings)
     with pytest.raises(UnroutableError, match="no queue is bound to receive nobody.listens"):
         publish(settings, Envelope.new("nobody.listens"))
-    cli = run_cli(settings, tmp_path, "publish", "nobody.listens")
-    assert cli.returncode == 1 and cli.stderr.strip().startswith("error: no queue is bound")
+    workers(settings)
+    stray = Envelope.new("nobody.listens", subject="a third party's")
+    publish_raw(settings, stray.to_json().encode(), stray.type)  # not mandatory: nobody would know
+    cli = run_cli(settings, tmp_path, "publish", "nobody.listens", "--wait", "--timeout", "30")
+    assert cli.returncode == 1 and cli.stderr.strip().startswith("error: no queue is bound to receive nobody.listens")
+    audit = AuditLog.open(sqlite_url)
+    rejected = wait_for(lambda: len(r := list_envelopes(audit, status="rejected")) == 2 and r, message="recorded")
+    assert all("no queue is bound to receive nobody.listens" in r["reason"] for r in rejected)
+    assert stray.id in {r["envelope_id"] for r in rejected}
+    listed = json.loads(run_cli(settings, tmp_path, "dlq", "list", "--json").stdout)
+    assert stray.id in {i["envelope_id"] for i in listed}
+    for notice in ("run.finished", "envelope.routed"):  # advisory, followed by nobody any more: let go
+        publish_raw(settings, Envelope.new(notice).to_json().encode(), notice)
+    wait_drained(namespace)
+    assert len(list_envelopes(audit, status="rejected")) == 2
 
 
 def test_sigterm_lets_the_running_handler_finish_then_exits_cleanly(broker_url, sqlite_url, namespace, workers,

@@ -3,6 +3,7 @@
 The listening queue is bound before the envelope is published, so nothing is missed.
 """
 
+import logging
 import queue
 import threading
 import time
@@ -12,12 +13,15 @@ from typing import Callable
 
 from kombu import Queue, binding
 
-from ..core.errors import StackreflexError
+from ..core.errors import InvalidEnvelope, StackreflexError, UnroutableError
 from ..core.records import FINAL_STATUSES
 from ..core.settings import Settings
+from ..core.signing import Signer
 from .connections import drain, kombu_connection
 from ..core.envelope import Envelope, parse_envelope
-from .publisher import topic_exchange
+from .publisher import declare_exchange, topic_exchange
+
+log = logging.getLogger(__name__)
 
 #: Routing keys of the notices a follower listens to.
 NOTICE_PATTERNS = ("envelope.routed", "envelope.rejected", "run.progress", "run.finished")
@@ -65,6 +69,7 @@ class Follower:
 
     def __init__(self, settings: Settings):
         self.settings = settings
+        self._signer = Signer.from_settings(settings)
         self._inbox: queue.Queue[bytes] = queue.Queue()
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -90,7 +95,7 @@ class Follower:
                   bindings=[binding(exchange, routing_key=p) for p in NOTICE_PATTERNS])
         try:
             with kombu_connection(self.settings, consumer=True) as connection:
-                exchange(connection.default_channel).declare()
+                declare_exchange(connection.default_channel, self.settings)
                 with connection.Consumer([q], on_message=self._received):
                     self._ready.set()
                     while not self._stop.is_set():
@@ -98,6 +103,18 @@ class Follower:
         except Exception as exc:
             self._error = exc
             self._ready.set()
+
+    def _notice(self, body: bytes) -> Envelope | None:
+        """A notice to believe: a valid envelope, signed by a key of the ring when a key is set
+        (a forged ``run.finished`` must not make a run look done)."""
+        try:
+            notice = parse_envelope(body)
+            if self._signer is not None:
+                self._signer.verify(notice)
+        except InvalidEnvelope as exc:
+            log.warning("ignored a notice that is not to be believed: %s", exc)
+            return None
+        return notice
 
     def _received(self, message) -> None:
         self._inbox.put(message.body)
@@ -115,12 +132,14 @@ class Follower:
                 raise FollowTimeout(f"gave up waiting after {timeout:.0f}s; the runs go on: "
                                     f"stackreflex audit runs --correlation-id {envelope.correlationid}")
             try:
-                notice = parse_envelope(self._inbox.get(timeout=min(remaining, 0.5)))
+                notice = self._notice(self._inbox.get(timeout=min(remaining, 0.5)))
             except queue.Empty:
                 continue
-            data = notice.data if isinstance(notice.data, dict) else {}
+            data = notice.data if notice is not None and isinstance(notice.data, dict) else {}
             if data.get("envelope_id") != envelope.id:
                 continue
+            if notice.type == "envelope.rejected" and data.get("unrouted"):
+                raise UnroutableError(str(data.get("reason")))
             if notice.type == "envelope.rejected":
                 raise EnvelopeRejected(f"the router rejected {envelope.type} {envelope.id}: {data.get('reason')}")
             if notice.type == "envelope.routed":

@@ -5,10 +5,11 @@ import threading
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
+from amqp.exceptions import PreconditionFailed
 from kombu import Exchange, Producer, Queue
 from kombu.exceptions import OperationalError
 
-from ..core.errors import BrokerUnavailable, UnroutableError
+from ..core.errors import BrokerUnavailable, ConfigError, UnroutableError
 from ..core.settings import Settings
 from ..core.signing import Signer
 from .connections import RETRY_POLICY, connect, display_url, kombu_connection, memory_routed
@@ -24,14 +25,40 @@ CONTENT_TYPE = "application/cloudevents+json"
 
 
 def topic_exchange(settings: Settings) -> Exchange:
-    return Exchange(settings.namespace, type="topic", durable=True)
+    """The exchange every envelope is published on. What no queue is bound to receive goes to
+    its alternate exchange, and from there to the router, which records it as having no
+    subscriber: nobody's message vanishes without a record."""
+    return Exchange(settings.namespace, type="topic", durable=True,
+                    arguments={"alternate-exchange": unrouted_exchange(settings).name})
+
+
+def unrouted_exchange(settings: Settings) -> Exchange:
+    return Exchange(f"{settings.namespace}.unrouted", type="fanout", durable=True)
+
+
+def unrouted_queue(settings: Settings) -> Queue:
+    """Where envelopes of a type no queue is bound to receive wait for the router."""
+    return Queue(f"{settings.namespace}.unrouted", unrouted_exchange(settings), durable=True)
+
+
+def declare_exchange(channel, settings: Settings) -> None:
+    """Declare the exchange (with its alternate), or say what to do when an older stackreflex
+    declared it without one (RabbitMQ refuses a declaration that differs)."""
+    try:
+        topic_exchange(settings)(channel).declare()
+    except PreconditionFailed:
+        raise ConfigError(
+            f"the exchange {settings.namespace} exists without the alternate exchange this version declares "
+            f"({settings.namespace}.unrouted): with every stackreflex process stopped, delete it once "
+            f"(rabbitmqctl delete_exchange {settings.namespace}) and start them again") from None
 
 
 class Publisher:
     """Publishes envelopes; each thread gets its own connection (kombu's are not thread-safe).
 
     With ``mandatory=True`` (the default) a message that no queue is bound to receive
-    raises :class:`UnroutableError` instead of vanishing. With a signing key configured,
+    raises :class:`UnroutableError` where the broker returns it: embedded, or before any router
+    declared the queue behind the alternate exchange (after, the router records it). With a signing key configured,
     every envelope is signed here, whoever publishes it (the CLI, the watcher, a handler).
     """
 
@@ -66,10 +93,10 @@ class Publisher:
             connect(connection, self.settings)
             if not hasattr(self._local, "returned"):
                 self._local.returned = []
-            producer = Producer(connection, exchange=self.exchange,
+            producer = Producer(connection, exchange=self.exchange, auto_declare=False,
                                 on_return=lambda exc, exchange, routing_key, message:
                                 self._local.returned.append(routing_key))
-            self.exchange(producer.channel).declare()
+            declare_exchange(producer.channel, self.settings)
 
             def send(envelope: Envelope, *, persistent: bool, mandatory: bool) -> None:
                 self._send(producer, envelope, persistent=persistent, mandatory=mandatory)

@@ -19,7 +19,7 @@ from kombu import Queue, binding
 from kombu.exceptions import OperationalError
 
 from ..core.envelope import Envelope, normalise_type, parse_envelope
-from ..core.errors import BrokerUnavailable, DatabaseUnavailable, InvalidEnvelope
+from ..core.errors import BrokerUnavailable, ConfigError, DatabaseUnavailable, InvalidEnvelope
 from ..core.records import Accepted
 from ..core.redaction import redact_text
 from ..core.registry import Registry
@@ -28,12 +28,16 @@ from .backend import Bus
 from .confirms import Confirmation
 from .connections import drain
 from .dispatch import DispatchChannel
-from .publisher import topic_exchange
+from ..core.topics import topic_matches
+from .follow import NOTICE_PATTERNS
+from .publisher import declare_exchange, topic_exchange, unrouted_queue
 
 log = logging.getLogger("stackreflex.router")
 
 #: How long to wait before consuming again after the broker connection broke (seconds).
 RECONNECT_DELAY = 1.0
+#: How long to wait before trying again when the broker's set-up must be changed by an operator (seconds).
+MISCONFIGURED_DELAY = 30.0
 #: How long the broker may take to confirm a batch's dispatches before the connection
 #: counts as broken (seconds).
 CONFIRM_TIMEOUT = 30.0
@@ -187,7 +191,26 @@ class Router:
                                       data={"envelope_id": envelope.id, "duplicate": answer.duplicate, "runs": runs}))
         return outcome
 
-    def _reject(self, body: bytes, routing_key: str, error: InvalidEnvelope) -> None:
+    def _no_subscriber(self, messages: list) -> None:
+        """Envelopes no queue was bound to receive (the exchange's alternate sent them here):
+        recorded and parked, to be replayed once a worker serves their type. Our own notices
+        that nobody follows any more are advisory, and are let go."""
+        for message in messages:
+            body, routing_key = _delivered(message)
+            if any(topic_matches(p, routing_key) for p in NOTICE_PATTERNS):
+                message.ack()
+                continue
+            try:
+                envelope = self._envelope(body, routing_key)
+            except InvalidEnvelope as exc:
+                self._reject(body, routing_key, exc)
+            else:
+                self._reject(body, routing_key, InvalidEnvelope(
+                    f"no queue is bound to receive {envelope.type}: no worker subscribes to it (parked: "
+                    "replay it with `stackreflex dlq replay` once one does)", envelope_id=envelope.id), unrouted=True)
+            message.ack()
+
+    def _reject(self, body: bytes, routing_key: str, error: InvalidEnvelope, *, unrouted: bool = False) -> None:
         reason = redact_text(str(error))
         # Recorded first, parked second, once: a message whose record fails goes back to the
         # broker unparked, and a redelivery of one recorded and parked before is acknowledged.
@@ -203,7 +226,8 @@ class Router:
         if error.envelope_id:
             self._notify(Envelope.new("envelope.rejected", subject=None, correlationid=error.envelope_id,
                                       causationid=error.envelope_id,
-                                      data={"envelope_id": error.envelope_id, "reason": reason}))
+                                      data={"envelope_id": error.envelope_id, "reason": reason,
+                                            **({"unrouted": True} if unrouted else {})}))
 
     def _notify(self, envelope: Envelope) -> None:
         try:
@@ -222,14 +246,22 @@ class Router:
                 self.ready.clear()
                 log.warning("router lost the broker connection (%s); reconnecting", exc)
                 stop.wait(RECONNECT_DELAY)
+            except ConfigError as exc:  # the broker holds what an operator must change: say so, and try again
+                self.ready.clear()
+                log.error("router cannot consume: %s", exc)
+                stop.wait(MISCONFIGURED_DELAY)
 
     def _consume(self, stop: threading.Event) -> None:
         # This connection publishes nothing but the dispatches of its channel.
         with self.bus.connection(consumer=True, confirm=False) as connection:
             queue = router_queue(self.settings, self.registry)
             received: list = []
-            with connection.Consumer([queue], on_message=received.append,
-                                     prefetch_count=self.settings.router_prefetch):
+            unrouted: list = []
+            declare_exchange(connection.default_channel, self.settings)
+            prefetch = self.settings.router_prefetch
+            with connection.Consumer([queue], on_message=received.append, prefetch_count=prefetch), \
+                    connection.Consumer([unrouted_queue(self.settings)], on_message=unrouted.append,
+                                        prefetch_count=prefetch):
                 self._channel = self.bus.dispatch_channel(connection)
                 self._pause = lambda seconds: drain(connection, seconds)
                 in_flight: deque[InFlight] = deque()
@@ -244,6 +276,10 @@ class Router:
                         batch = received[:]
                         received.clear()
                         self._send(batch, in_flight)
+                    if unrouted:
+                        batch = unrouted[:]
+                        unrouted.clear()
+                        self._no_subscriber(batch)
                     self._settle(in_flight)
 
     def _send(self, batch: list, in_flight: deque) -> None:
