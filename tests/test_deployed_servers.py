@@ -129,6 +129,8 @@ def test_inventory_errors_are_one_clear_line_each(tmp_path):
         (lambda: inventory.host_for("ComputeDeployedServer", 1),
          "role ComputeDeployedServer has 1 host(s) in the inventory but Heat is creating member 1"),
         (lambda: inventory.host_for("CephStorage", 0), "role CephStorage is not in the inventory"),
+        (lambda: inventory.host_for("ComputeDeployedServer", -1),  # never the last host by a negative index
+         "ComputeDeployedServer[-1]: a member index is a whole number from 0"),
         (lambda: load_inventory(environ={**env, "ComputeDeployedServer_hosts": "192.0.2.10"}),
          "host 192.0.2.10 is listed twice: ControllerDeployedServer[0] and ComputeDeployedServer[0]"),
         (lambda: load_inventory(environ={}), "no node inventory: pass --inventory FILE"),

@@ -2,12 +2,13 @@
 metadata URL, then see it fetch and Heat move on. Reads like the runbook it replaces."""
 
 import json
+import re
 
 from ..core.envelope import Envelope
 from ..core.records import FINAL_STATUSES
-from ..tasks.agents import AgentLayout, agent_fetched, configure_agent
-from ..tasks.heat import (DEPLOYED_SERVER_TYPE, DeployedServer, agent_source, deployed_server, deployed_servers,
-                          deployments_of)
+from ..tasks.agents import AgentLayout, AgentSource, UnsafeValue, agent_fetched, configure_agent
+from ..tasks.heat import (DEPLOYED_SERVER_TYPE, DeployedServer, NotADeployedServer, NotInHeat, agent_source,
+                          deployed_server, deployed_servers, deployments_of)
 from ..tasks.inventory import load_inventory
 from ..tasks.waiting import wait_until
 from .context import RunContext
@@ -21,14 +22,16 @@ URL_DEADLINE = 900.0
 INLINE_WAIT = 5.0
 #: The whole-stack command follows its window of node runs in place this long, looking this often (seconds).
 INLINE_FOLLOW, FOLLOW_INTERVAL = 20.0, 0.1
+#: The envelope fields that name a deployed server in Heat (the watcher's field names).
+NAMING_FIELDS = ("owner_stack", "owner_stack_id", "resource_name")
+#: What an envelope may also say of the server; each is checked against Heat, never used as is.
+CLAIMED_FIELDS = ("role", "index", "physical_resource_id", "resource_type")
+#: How much of a claimed value a refusal shows (characters).
+SHOWN_LENGTH = 200
 
 
 def is_deployed_server(event: Envelope) -> bool:
     return (event.data or {}).get("resource_type") == DEPLOYED_SERVER_TYPE
-
-
-def server_of(event: Envelope) -> DeployedServer:
-    return server_of_data(event.data)
 
 
 def server_data(server: DeployedServer) -> dict:
@@ -42,13 +45,13 @@ def server_data(server: DeployedServer) -> dict:
          max_backoff=60, time_limit=180)
 def configure_new_node(event: Envelope, ctx: RunContext) -> None:
     """A deployed server is being created: configure its node's agent (first deployment and scale-up)."""
-    configure_node(server_of(event), ctx)
+    configure_node(event.data or {}, ctx)
 
 
 @handler("command.agent.configure", max_retries=4, min_backoff=5, max_backoff=60, time_limit=180)
 def configure_node_command(event: Envelope, ctx: RunContext) -> None:
     """`stackreflex agents configure`: the same, for one node named by the command."""
-    configure_node(server_of(event), ctx)
+    configure_node(event.data or {}, ctx)
 
 
 def _where_the_nodes_stand(event: Envelope, ctx: RunContext, reason: str) -> str:
@@ -130,16 +133,87 @@ def server_of_data(data: dict) -> DeployedServer:
                           data["physical_resource_id"], data.get("status", ""), data.get("role"), data.get("index"))
 
 
-def configure_node(named: DeployedServer, ctx: RunContext) -> None:
+def server_heat_has(data: dict, ctx: RunContext) -> DeployedServer:
+    """The deployed server ``data`` names (its owner stack and resource name) as Heat has it: its
+    real id and type, its role and index from Heat's own nesting of its stack. The rest of the
+    envelope is a claim, not an authority: one that disagrees with Heat, or names what Heat does
+    not have, is refused, so a forged event cannot point one node's credentials at another node."""
+    if "server" in ctx.state:  # checked by an earlier execution of this run: Heat's answer, kept
+        return server_of_data(ctx.state["server"])
+    target = "/".join(_shown(data.get(k)) for k in ("owner_stack", "resource_name"))
+    with ctx.step("check the server against Heat", target=target) as detail:
+        detail["envelope"] = {k: data.get(k) for k in (*NAMING_FIELDS, *CLAIMED_FIELDS) if k in data}
+        missing = [k for k in NAMING_FIELDS if not isinstance(data.get(k), str) or not data[k]]
+        if missing:
+            ctx.fail(f"refused: the envelope does not name the server in Heat (no {', '.join(missing)})")
+        try:
+            server = deployed_server(ctx.cloud, *(data[k] for k in NAMING_FIELDS))
+        except NotInHeat as exc:
+            detail["heat"] = exc.explanation
+            ctx.fail(f"refused: Heat has no resource {_shown(data['resource_name'])} in stack "
+                     f"{_shown(data['owner_stack'])} (id {_shown(data['owner_stack_id'])}): {exc.explanation}")
+        except NotADeployedServer as exc:
+            detail["heat"] = {"resource_type": exc.resource_type}
+            ctx.fail(f"refused: the envelope disagrees with Heat about {target}: resource_type "
+                     f"{_shown(data.get('resource_type'))} (Heat: {exc.resource_type})")
+        detail["heat"] = {**server_data(server), "resource_type": DEPLOYED_SERVER_TYPE}
+        disagreements = _disagreements(data, server)
+        if disagreements:
+            detail["disagreements"] = disagreements
+            ctx.fail(f"refused: the envelope disagrees with Heat about {server.path}: " + "; ".join(disagreements))
+    ctx.state["server"] = server_data(server)
+    return server
+
+
+def _disagreements(data: dict, server: DeployedServer) -> list[str]:
+    """What ``data`` says of the server that Heat does not, each as ``field claimed (Heat: value)``;
+    a field the envelope leaves out (or null) claims nothing."""
+    found = []
+    role, index = data.get("role"), data.get("index")
+    if role is not None and role != server.role:
+        found.append(f"role {_shown(role)} (Heat: {server.role or 'none, not a TripleO role member'})")
+    if index is not None and (isinstance(index, bool) or str(index) != str(server.index)):
+        found.append(f"index {_shown(index)} (Heat: {'none' if server.index is None else server.index})")
+    physical_id = data.get("physical_resource_id")
+    if physical_id and physical_id != server.physical_id and not _placeholder_of(server, physical_id):
+        found.append(f"physical_resource_id {_shown(physical_id)} (Heat: {server.physical_id})")
+    claimed_type = data.get("resource_type")
+    if claimed_type is not None and claimed_type != DEPLOYED_SERVER_TYPE:
+        found.append(f"resource_type {_shown(claimed_type)} (Heat: {DEPLOYED_SERVER_TYPE})")
+    return found
+
+
+def _placeholder_of(server: DeployedServer, value) -> bool:
+    """Whether ``value`` is what Heat's events show for the resource before it has its id: its
+    physical resource name, ``<stack>-<resource>-<12 characters>``."""
+    prefix = re.escape(f"{server.stack_name}-{server.resource_name}-")
+    return isinstance(value, str) and re.fullmatch(prefix + r"[a-z0-9]{12}", value) is not None
+
+
+def _shown(value) -> str:
+    """A value from an envelope, fit for a one-line reason: escaped if it holds anything unprintable."""
+    text = "none" if value is None else str(value)
+    text = text if text.isprintable() else json.dumps(text)
+    return text if len(text) <= SHOWN_LENGTH else text[:SHOWN_LENGTH] + "…"
+
+
+def _agent_source(ctx: RunContext, server: DeployedServer) -> AgentSource | None:
+    """Where the node's agent must poll, as Heat's metadata says; a value that could not be
+    written safely to the node fails the run (Heat will not say otherwise on a retry)."""
+    try:
+        return agent_source(ctx.cloud, server)
+    except UnsafeValue as exc:
+        ctx.fail(f"refused: the metadata of {server.label} in Heat: {exc}")
+
+
+def configure_node(data: dict, ctx: RunContext) -> None:
     """Point the node's agent at its metadata, see it fetch, then see Heat's software deployments
     for the server complete: that, not the agent polling, is the node configured."""
-    # Authority from Heat, not from the event: the resource as it is now (its real id; an
-    # IN_PROGRESS event only names it), its role and index from Heat's own stack name.
-    server = deployed_server(ctx.cloud, named.stack_name, named.stack_id, named.resource_name)
+    server = server_heat_has(data, ctx)
     source = None
     if "url_read" not in ctx.state:
         with ctx.step("read metadata URL", target=server.label) as detail:
-            source = agent_source(ctx.cloud, server)
+            source = _agent_source(ctx, server)
             detail["found"] = source is not None
             if source is not None:
                 detail["collector"] = source.collector
@@ -148,13 +222,17 @@ def configure_node(named: DeployedServer, ctx: RunContext) -> None:
                         deadline=URL_DEADLINE)
         ctx.state["url_read"] = True
     # after a continuation, read it again: it carries a credential and is not kept in state
-    source = source or agent_source(ctx.cloud, server)
+    source = source or _agent_source(ctx, server)
     host = load_inventory(ctx.settings.inventory).host_for(server.role, server.index, path=server.path)
     layout = AgentLayout.from_settings(ctx.settings)
     with ctx.ssh(host.address, port=host.port) as ssh:
         if "configured" not in ctx.state:
             with ctx.step("configure os-collect-config", target=str(host)) as detail:
-                detail.update(configure_agent(ssh, source, layout, host=str(host)), node=server.label,
+                try:
+                    done = configure_agent(ssh, source, layout, host=str(host))
+                except UnsafeValue as exc:
+                    ctx.fail(f"refused: the agent configuration of {server.label}: {exc}")
+                detail.update(done, node=server.label,
                               **({"metadata_url": source.settings["metadata_url"]} if source.collector == "request"
                                  else {source.collector: source.describe()}))
             ctx.state["configured"] = True

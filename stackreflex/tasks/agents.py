@@ -3,16 +3,24 @@
 The agent's source carries a credential (the temp URL's signature, the heat collector's
 password, the cfn collector's EC2 secret key), so it travels on the command's standard input,
 never in a command line, and the file is written 0600.
+
+Its values come from Heat's metadata and end up in a file the agent trusts, so each is checked
+on the way in: no control character (a newline would start another line of the ini file, e.g.
+a second ``command=``), URLs parsed and written back encoded.
 """
 
 import configparser
 import json
 import posixpath
+import re
 import shlex
+import unicodedata
 from dataclasses import dataclass
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import paramiko
 
+from ..core.errors import StackreflexError
 from ..core.redaction import redact
 from ..core.settings import Settings
 from .ssh import CommandFailed, run
@@ -25,6 +33,57 @@ COLLECTOR_OPTIONS = {"request": ("metadata_url",),
 #: What shows, in what the agent fetched, that it fetched this node's own metadata.
 IDENTITY = {"request": ("metadata_url",), "heat": ("stack_id", "resource_name", "user_id"),
             "cfn": ("stack_name", "path", "access_key_id")}
+#: The options that are URLs: parsed, and written back encoded.
+URL_OPTIONS = ("metadata_url", "auth_url")
+#: Unicode categories no value may hold: control characters (``\n``, ``\r``, NUL, ESC…) and the
+#: line and paragraph separators that some readers also split lines on.
+FORBIDDEN_CATEGORIES = ("Cc", "Zl", "Zp")
+#: What RFC 3986 lets stand unencoded in a URL's host part, path, and query or fragment.
+_NETLOC_SAFE = re.compile(r"[A-Za-z0-9\-._~%!$&'()*+,;=:@\[\]]+")
+_PATH_SAFE, _QUERY_SAFE = "/%:@!$&'()*+,;=", "/?%:@!$&'()*+,;="
+
+
+class UnsafeValue(StackreflexError):
+    """A value bound for a node's agent configuration that would change its meaning there (a
+    control character that starts another line, a URL that does not parse): refused, never written."""
+
+
+def checked_value(field: str, value) -> str:
+    """``value`` as text, if it holds no control character; refuses it naming ``field`` (never
+    the value, which may be a credential)."""
+    if isinstance(value, (dict, list, tuple, set, bytes)) or value is None:
+        raise UnsafeValue(f"{field} is not a text value: refused for the node's agent configuration")
+    text = str(value)
+    bad = next((ch for ch in text if unicodedata.category(ch) in FORBIDDEN_CATEGORIES), None)
+    if bad is not None:
+        raise UnsafeValue(f"{field} holds a control character (U+{ord(bad):04X}): refused, it would change "
+                          "the meaning of the node's agent configuration")
+    return text
+
+
+def checked_url(field: str, value) -> str:
+    """An http(s) URL with a host, parsed and written back with its path and query encoded (an
+    escape already there is kept, a stray ``%`` or a space is encoded); refuses anything else."""
+    text = checked_value(field, value)
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc or not _NETLOC_SAFE.fullmatch(parts.netloc):
+        raise UnsafeValue(f"{field} is not an http(s) URL with a valid host: refused for the node's agent "
+                          "configuration")
+    try:
+        parts.port
+    except ValueError:
+        raise UnsafeValue(f"{field}: the URL's port is not a number") from None
+
+    def encoded(part: str, safe: str) -> str:
+        return quote(re.sub(r"%(?![0-9A-Fa-f]{2})", "%25", part), safe=safe)
+
+    return urlunsplit((parts.scheme, parts.netloc, encoded(parts.path, _PATH_SAFE),
+                       encoded(parts.query, _QUERY_SAFE), encoded(parts.fragment, _QUERY_SAFE)))
+
+
+def checked_option(collector: str, key: str, value) -> str:
+    field = f"os-collect-config {collector}.{key}"
+    return checked_url(field, value) if key in URL_OPTIONS else checked_value(field, value)
 
 
 @dataclass(frozen=True)
@@ -39,12 +98,13 @@ class AgentSource:
 
     @classmethod
     def from_metadata(cls, occ: dict) -> "AgentSource | None":
-        """From a deployed server's ``os-collect-config`` metadata; None while it is not there yet."""
+        """From a deployed server's ``os-collect-config`` metadata; None while it is not there yet.
+        Raises :class:`UnsafeValue` for a value that could not be written safely to the node."""
         for collector, needed in COLLECTOR_OPTIONS.items():
             section = occ.get(collector) or {}
-            if all(section.get(k) for k in needed):
+            if isinstance(section, dict) and all(section.get(k) for k in needed):
                 extra = tuple(k for k in ("region_name",) if section.get(k))
-                return cls(collector, tuple((k, str(section[k])) for k in (*needed, *extra)))
+                return cls(collector, tuple((k, checked_option(collector, k, section[k])) for k in (*needed, *extra)))
         return None
 
     @property
@@ -90,13 +150,19 @@ class AgentLayout:
         return f"{self.cache_dir.rstrip('/')}/{collector}.json"
 
     def render(self, source: AgentSource) -> bytes:
+        """The configuration file for ``source``; every value is checked again here, whoever
+        built the source (one line per option, whatever a value holds)."""
+        if source.collector not in COLLECTOR_OPTIONS:
+            raise UnsafeValue(f"collector {source.collector!r} is not one os-collect-config polls with")
+        options = [(k, checked_option(source.collector, k, v)) for k, v in source.options]
+        interval = int(self.polling_interval)
         if self.mode == "ini":
-            section = "".join(f"{k}={v}\n" for k, v in source.options)
+            section = "".join(f"{k}={v}\n" for k, v in options)
             return (f"[DEFAULT]\ncollectors={source.collector}\ncommand=os-refresh-config\n"
-                    f"polling_interval={self.polling_interval}\n\n[{source.collector}]\n{section}").encode()
+                    f"polling_interval={interval}\n\n[{source.collector}]\n{section}").encode()
         return json.dumps({"os-collect-config": {"collectors": [source.collector, "local"],
-                                                 "polling_interval": self.polling_interval,
-                                                 source.collector: source.settings}}, indent=2).encode() + b"\n"
+                                                 "polling_interval": interval,
+                                                 source.collector: dict(options)}}, indent=2).encode() + b"\n"
 
 
 def agent_state(ssh: paramiko.SSHClient, layout: AgentLayout, *, host: str = "") -> tuple[str | None, bool]:

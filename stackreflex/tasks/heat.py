@@ -1,17 +1,22 @@
 """Reading a deployment from Heat: deployed servers, where their agents poll, the software
-deployments that wait for them, the event stream."""
+deployments that wait for them, the event stream.
+
+Every name that goes into a Heat API path (a stack's name or id, a resource's name, whether an
+event or Heat itself gave it) is quoted as one path segment: a ``/``, ``?``, ``#`` or space in it
+stays part of the name instead of addressing another resource.
+"""
 
 import re
 from dataclasses import dataclass
-from urllib.parse import quote
-
-from openstack import exceptions
+from urllib.parse import quote, unquote
 
 from ..core.errors import StackreflexError
 from .agents import AgentSource
 
 #: Deployed servers are recognised by type: templates name them freely.
 DEPLOYED_SERVER_TYPE = "OS::Heat::DeployedServer"
+#: What holds a TripleO role's members: the group's resource is named by the role, each member by its index.
+ROLE_GROUP_TYPE = "OS::Heat::ResourceGroup"
 #: What waits for a deployed server's agent: Heat's software deployments (TripleO's alias among them).
 DEPLOYMENT_TYPES = ("OS::Heat::SoftwareDeployment", "OS::Heat::StructuredDeployment",
                     "OS::Heat::SoftwareDeploymentGroup", "OS::Heat::StructuredDeploymentGroup",
@@ -19,6 +24,9 @@ DEPLOYMENT_TYPES = ("OS::Heat::SoftwareDeployment", "OS::Heat::StructuredDeploym
                     "OS::TripleO::SoftwareDeployment")
 #: How deep TripleO nests servers below the overcloud stack.
 NESTED_DEPTH = 5
+#: How many levels of Heat's nesting name a TripleO member: the server resource (in the member
+#: stack), the member (named by its index, in the role's group stack), the group (named by the role).
+MEMBER_LEVELS = 3
 #: A TripleO member's server stack: overcloud-<Role>-<r>-<index>-<r>-<Role>-<r>
 TRIPLEO_SERVER_STACK = re.compile(
     r"^(?P<root>.+?)-(?P<role>[A-Za-z0-9_]+)-[a-z0-9]{12}-(?P<index>\d+)-[a-z0-9]{12}-(?P=role)-[a-z0-9]{12}$")
@@ -26,6 +34,23 @@ TRIPLEO_SERVER_STACK = re.compile(
 
 class HeatError(StackreflexError):
     """Heat refused or failed a request stackreflex needed."""
+
+
+class NotInHeat(HeatError):
+    """Heat has no such stack or resource (HTTP 404): asking again will not make it exist.
+    ``explanation`` is Heat's own word for it, on one line."""
+
+    def __init__(self, message: str, explanation: str = ""):
+        super().__init__(message)
+        self.explanation = explanation
+
+
+class NotADeployedServer(HeatError):
+    """The resource exists in Heat, as another type than a deployed server."""
+
+    def __init__(self, message: str, resource_type: str):
+        super().__init__(message)
+        self.resource_type = resource_type
 
 
 @dataclass(frozen=True)
@@ -49,55 +74,157 @@ class DeployedServer:
         return f"{self.role}[{self.index}]" if self.role is not None else self.path
 
 
+@dataclass(frozen=True)
+class Stack:
+    """A stack as Heat shows it."""
+
+    name: str
+    id: str
+    status: str
+    parent: str | None = None
+
+
 def role_and_index(stack_name: str) -> tuple[str | None, int | None]:
+    """What a server stack's name suggests (the watcher's hint in its events); handlers take a
+    server's role and index from Heat's nesting instead (:func:`deployed_server`)."""
     match = TRIPLEO_SERVER_STACK.match(stack_name)
     return (match["role"], int(match["index"])) if match else (None, None)
 
 
+def segment(value, what: str) -> str:
+    """``value`` as one path segment of a Heat API URL, quoted whole; an empty one is refused
+    (``/stacks//x`` would address another resource)."""
+    text = "" if value is None else str(value)
+    if not text:
+        raise HeatError(f"{what} is empty: no Heat API path can name it")
+    return quote(text, safe="")
+
+
+def stack_path(stack_name: str, stack_id: str) -> str:
+    return f"/stacks/{segment(stack_name, 'the stack name')}/{segment(stack_id, 'the stack id')}"
+
+
+def resource_path(stack_name: str, stack_id: str, resource_name: str) -> str:
+    return f"{stack_path(stack_name, stack_id)}/resources/{segment(resource_name, 'the resource name')}"
+
+
 def _json(response, what: str) -> dict:
+    if response.status_code == 404:
+        explanation = _explanation(response)
+        raise NotInHeat(f"Heat has no {what.removeprefix('the ')}: {explanation}", explanation)
     if response.status_code >= 400:
         raise HeatError(f"Heat refused {what}: HTTP {response.status_code} {response.text[:300]}")
     return response.json()
 
 
-def find_stack(conn, stack: str):
+def _explanation(response) -> str:
+    """Heat's own words for an error, on one line."""
     try:
-        return conn.orchestration.find_stack(stack, ignore_missing=False)
-    except exceptions.NotFoundException:
-        raise HeatError(f"stack {stack} not found in Heat") from None
+        body = response.json()
+        text = body.get("explanation") or (body.get("error") or {}).get("message") or ""
+    except (ValueError, AttributeError):
+        text = ""
+    text = " ".join(str(text or response.text[:300]).split())
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
+
+
+def find_stack(conn, stack: str) -> Stack:
+    """The stack named ``stack`` (a name or an id), as Heat finds it."""
+    try:
+        body = _json(conn.orchestration.get(f"/stacks/{segment(stack, 'the stack name')}"), f"the stack {stack}")
+    except NotInHeat as exc:
+        raise NotInHeat(f"stack {stack} not found in Heat", exc.explanation) from None
+    shown = body["stack"]
+    if shown["stack_status"] in ("DELETE_COMPLETE", "ADOPT_COMPLETE"):
+        raise NotInHeat(f"stack {stack} not found in Heat")
+    return Stack(shown["stack_name"], shown["id"], shown["stack_status"], shown.get("parent"))
+
+
+def _link_path(resource: dict, rel: str) -> tuple[str, str] | None:
+    """The (stack name, stack id) a resource's link points to; Heat quotes the names in its links."""
+    href = next((link["href"] for link in resource.get("links", []) if link["rel"] == rel), None)
+    if href is None:
+        return None
+    name, stack_id = href.rstrip("/").rsplit("/", 2)[-2:]
+    return unquote(name), unquote(stack_id)
 
 
 def _owner(resource: dict) -> tuple[str, str]:
-    href = next(link["href"] for link in resource["links"] if link["rel"] == "stack")
-    name, stack_id = href.rstrip("/").rsplit("/", 2)[-2:]
-    return name, stack_id
+    return _link_path(resource, "stack")
+
+
+def member_place(holders: list[dict]) -> tuple[str | None, int | None]:
+    """A server stack's TripleO role and index, from the resources that hold it in Heat, nearest
+    first: the server resource in the member stack, the member in the role's ResourceGroup stack
+    (named by its index), the group (named by the role). Any other shape is no role member."""
+    if len(holders) < MEMBER_LEVELS:
+        return None, None
+    member, group = holders[1], holders[2]
+    index = member["resource_name"]
+    if group["resource_type"] != ROLE_GROUP_TYPE or not (index.isascii() and index.isdigit()):
+        return None, None
+    return group["resource_name"], int(index)
 
 
 def deployed_servers(conn, stack: str) -> list[DeployedServer]:
-    """Every deployed-server resource below ``stack``, with its TripleO role and index when it has them."""
+    """Every deployed-server resource below ``stack``, with its TripleO role and index (from Heat's
+    nesting, as :func:`deployed_server` reads it) when it has them."""
     top = find_stack(conn, stack)
-    body = _json(conn.orchestration.get(f"/stacks/{top.name}/{top.id}/resources",
-                                        params={"nested_depth": NESTED_DEPTH, "type": DEPLOYED_SERVER_TYPE}),
-                 f"the resource list of {stack}")
+    body = _json(conn.orchestration.get(f"{stack_path(top.name, top.id)}/resources",
+                                        params={"nested_depth": NESTED_DEPTH}), f"the resource list of {stack}")
+    holder_of = {}  # a nested stack's id → the resource that holds it
+    for r in body["resources"]:
+        nested = _link_path(r, "nested")
+        if nested is not None:
+            holder_of[nested[1]] = r
     found = []
     for r in body["resources"]:
+        if r["resource_type"] != DEPLOYED_SERVER_TYPE:
+            continue
         owner, owner_id = _owner(r)
-        role, index = role_and_index(owner)
+        holders, above = [], owner_id
+        while above in holder_of and len(holders) < MEMBER_LEVELS:
+            holders.append(holder_of[above])
+            above = _owner(holder_of[above])[1]
+        role, index = member_place(holders)
         found.append(DeployedServer(owner, owner_id, r["resource_name"], r["physical_resource_id"],
                                     r["resource_status"], role, index))
     return sorted(found, key=lambda s: (s.role or "", s.index if s.index is not None else -1, s.path))
 
 
+def _holders(conn, stack_name: str, stack_id: str) -> list[dict]:
+    """The resources that hold a stack in Heat, nearest first, as far up as a member's place needs."""
+    shown = _json(conn.orchestration.get(stack_path(stack_name, stack_id)), f"the stack {stack_name}")["stack"]
+    holders = []
+    while shown.get("parent") and len(holders) < MEMBER_LEVELS:
+        parent = _json(conn.orchestration.get(f"/stacks/{segment(shown['parent'], 'a parent stack id')}"),
+                       f"the stack above {shown['stack_name']}")["stack"]
+        listed = _json(conn.orchestration.get(f"{stack_path(parent['stack_name'], parent['id'])}/resources",
+                                              params={"physical_resource_id": shown["id"]}),
+                       f"the resources of {parent['stack_name']}")["resources"]
+        holder = next((r for r in listed if r["physical_resource_id"] == shown["id"]), None)
+        if holder is None:
+            raise HeatError(f"stack {shown['stack_name']}: its parent {parent['stack_name']} lists no resource "
+                            "that holds it")
+        holders.append(holder)
+        shown = parent
+    return holders
+
+
 def deployed_server(conn, stack_name: str, stack_id: str, resource_name: str) -> DeployedServer:
-    """The deployed server as Heat has it now (its real id: an IN_PROGRESS event carries only a
-    name placeholder), with its role and index from Heat's own stack name."""
-    body = _json(conn.orchestration.get(f"/stacks/{quote(stack_name)}/{quote(stack_id)}/resources/"
-                                        f"{quote(resource_name)}"), f"the resource {stack_name}/{resource_name}")
-    resource = body["resource"]
+    """The deployed server as Heat has it now: its real id (an IN_PROGRESS event carries only a
+    name placeholder), and its role and index from Heat's own nesting of its stack, never from
+    what an event says. :class:`NotInHeat` if Heat has no such stack or resource,
+    :class:`NotADeployedServer` if the resource is of another type."""
+    where = f"{stack_name}/{resource_name}"
+    resource = _json(conn.orchestration.get(resource_path(stack_name, stack_id, resource_name)),
+                     f"the resource {where}")["resource"]
     if resource["resource_type"] != DEPLOYED_SERVER_TYPE:
-        raise HeatError(f"{stack_name}/{resource_name} is a {resource['resource_type']}, not a deployed server")
-    role, index = role_and_index(stack_name)
-    return DeployedServer(stack_name, stack_id, resource_name, resource["physical_resource_id"],
+        raise NotADeployedServer(f"{where} is of type {resource['resource_type']} in Heat, not a deployed server",
+                                 resource["resource_type"])
+    owner, owner_id = _owner(resource) or (stack_name, stack_id)
+    role, index = member_place(_holders(conn, owner, owner_id))
+    return DeployedServer(owner, owner_id, resource["resource_name"], resource["physical_resource_id"],
                           resource["resource_status"], role, index)
 
 
@@ -163,7 +290,7 @@ def deployments_of(conn, server: DeployedServer) -> Deployments:
                     f"the software deployments of {server.label}")["software_deployments"]
     by_id = {r["id"]: r for r in records}
     scope = _member_stack(conn, server) if server.role is not None else (server.stack_name, server.stack_id)
-    listed = _json(conn.orchestration.get(f"/stacks/{quote(scope[0])}/{quote(scope[1])}/resources",
+    listed = _json(conn.orchestration.get(f"{stack_path(*scope)}/resources",
                                           params={"nested_depth": 1 if server.role is not None else 0}),
                    f"the resources of {scope[0]}")["resources"]
     states = []
@@ -175,7 +302,7 @@ def deployments_of(conn, server: DeployedServer) -> Deployments:
             states.append(DeploymentState(resource["resource_name"], resource["resource_status"],
                                           resource["resource_status_reason"], _stderr(record)))
     for record in by_id.values():  # elsewhere in the stack: named by their config
-        config = _json(conn.orchestration.get(f"/software_configs/{quote(record['config_id'])}"),
+        config = _json(conn.orchestration.get(f"/software_configs/{segment(record['config_id'], 'a config id')}"),
                        f"the config of deployment {record['id']}")["software_config"]
         status = {"COMPLETE": "CREATE_COMPLETE", "FAILED": "CREATE_FAILED"}.get(record["status"], "CREATE_IN_PROGRESS")
         states.append(DeploymentState(config.get("name") or record["id"], status, record["status_reason"],
@@ -185,11 +312,12 @@ def deployments_of(conn, server: DeployedServer) -> Deployments:
 
 def _member_stack(conn, server: DeployedServer) -> tuple[str, str]:
     """The stack above the server's own (a TripleO member stack: one per node)."""
-    stack = _json(conn.orchestration.get(f"/stacks/{quote(server.stack_name)}/{quote(server.stack_id)}"),
+    stack = _json(conn.orchestration.get(stack_path(server.stack_name, server.stack_id)),
                   f"the stack {server.stack_name}")["stack"]
     if not stack.get("parent"):
         return server.stack_name, server.stack_id
-    parent = _json(conn.orchestration.get(f"/stacks/{quote(stack['parent'])}"), "the member stack")["stack"]
+    parent = _json(conn.orchestration.get(f"/stacks/{segment(stack['parent'], 'a parent stack id')}"),
+                   "the member stack")["stack"]
     return parent["stack_name"], parent["id"]
 
 
@@ -201,14 +329,13 @@ def _stderr(record: dict | None) -> str:
 def agent_source(conn, server: DeployedServer) -> AgentSource | None:
     """Where the server's agent must poll, from ``.["os-collect-config"]`` of its metadata: the
     ``request`` collector's URL or the ``heat`` collector's credentials (None if not there yet)."""
-    body = _json(conn.orchestration.get(
-        f"/stacks/{quote(server.stack_name)}/{quote(server.stack_id)}/resources/{quote(server.resource_name)}/metadata"),
-        f"the metadata of {server.path}")
+    path = resource_path(server.stack_name, server.stack_id, server.resource_name)
+    body = _json(conn.orchestration.get(f"{path}/metadata"), f"the metadata of {server.path}")
     return AgentSource.from_metadata((body.get("metadata") or {}).get("os-collect-config") or {})
 
 
 def resource_type(conn, stack_name: str, stack_id: str, resource_name: str) -> str | None:
-    response = conn.orchestration.get(f"/stacks/{quote(stack_name)}/{quote(stack_id)}/resources/{quote(resource_name)}")
+    response = conn.orchestration.get(resource_path(stack_name, stack_id, resource_name))
     return response.json()["resource"]["resource_type"] if response.status_code == 200 else None
 
 
@@ -217,5 +344,5 @@ def events_after(conn, stack_name: str, stack_id: str, marker: str | None) -> li
     params = {"nested_depth": NESTED_DEPTH, "sort_dir": "asc"}
     if marker:
         params["marker"] = marker
-    return _json(conn.orchestration.get(f"/stacks/{quote(stack_name)}/{quote(stack_id)}/events", params=params),
+    return _json(conn.orchestration.get(f"{stack_path(stack_name, stack_id)}/events", params=params),
                  f"the events of {stack_name}")["events"]

@@ -55,7 +55,9 @@ class Inventory:
 
     def host_for(self, role: str | None, index: int | None, *, path: str | None = None,
                  name: str | None = None) -> Host:
-        """The node for a member: by role and index, else by resource path or name property."""
+        """The node for a member: by role and index, else by resource path or name property.
+        Callers pass what Heat says of the member, never an event's word for it: the inventory
+        is the only map from a Heat member to a host."""
         for key in (path, name):
             if key and key in self.servers:
                 return self.servers[key]
@@ -64,6 +66,8 @@ class Inventory:
         if role is None or index is None:
             raise InventoryError(f"server {path or name}: not a TripleO role member, and the inventory has no "
                                  "'servers' entry for its path or name")
+        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+            raise InventoryError(f"{role}[{index!r}]: a member index is a whole number from 0")
         hosts = self.roles.get(role)
         if hosts is None:
             raise InventoryError(f"role {role} is not in the inventory (known: {', '.join(self.roles) or 'none'}); "
