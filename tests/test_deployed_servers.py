@@ -5,6 +5,7 @@ import json
 import re
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import text
 
 from stackreflex.models.audit import AuditLog
@@ -79,13 +80,18 @@ def test_a_deployment_and_a_scale_up_complete_with_no_human_step(deployment, wor
 
 
 def test_one_worker_process_with_watch_does_the_whole_deployment(deployment, workers):
+    """With a signing key set: the watcher's events are signed, and they are what runs."""
     oc, settings = deployment
+    settings = settings.model_copy(update={"signing_key": SecretStr("deployment-key")})
     worker = workers(settings, "--watch", "overcloud", "--watch-interval", "0.3", env=oc.environment())
     wait_for(lambda: oc.heat.root.status == "CREATE_COMPLETE", timeout=60, message="deployment complete")
     audit = AuditLog.open(settings.database())
     wait_for(lambda: len(r := configure_runs(audit)) == 5 and all(x["status"] == "succeeded" for x in r),
              timeout=30, message="five runs succeeded")
     assert audit.cursor("overcloud") is not None, "the watcher in the worker keeps its cursor"
+    assert list_envelopes(audit, status="rejected") == []
+    events = list_envelopes(audit, status="accepted", limit=1000)
+    assert events and all(json.loads(e["payload"]).get("keyid") == "default" for e in events)
     assert worker.terminate() == 0
 
 

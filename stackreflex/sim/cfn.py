@@ -10,7 +10,7 @@ import base64
 import hashlib
 import hmac
 import json
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 from xml.sax.saxutils import escape
 
 from .http import HttpError, Request, Response, Router
@@ -79,8 +79,8 @@ class Cfn:
     def signal(self, request: Request) -> Response:
         """CFN_SIGNAL: POST to the deployment's pre-signed URL."""
         self._authenticate(request, "POST")
-        resource_name = unquote(request.match["arn"]).rsplit("/resources/", 1)[-1]
-        stack_path = unquote(request.match["arn"]).split(":stacks/", 1)[-1].rsplit("/resources/", 1)[0]
+        resource_name = request.match["arn"].rsplit("/resources/", 1)[-1]
+        stack_path = request.match["arn"].split(":stacks/", 1)[-1].rsplit("/resources/", 1)[0]
         with self.heat.lock:
             stack = self.heat.stacks.get(stack_path.rsplit("/", 1)[-1])
             resource = stack.resources.get(resource_name) if stack else None

@@ -521,14 +521,15 @@ class Heat:
 
     def _stack(self, name_or_id: str, stack_id: str | None = None) -> Stack:
         with self.lock:
-            stack = self.stacks.get(stack_id or name_or_id) or next(
+            # With an id, Heat looks the stack up by it alone: a right name beside a wrong id is not found.
+            stack = self.stacks.get(stack_id) if stack_id else self.stacks.get(name_or_id) or next(
                 (s for s in self.stacks.values() if s.name == name_or_id), None)
         if stack is None or (stack_id and stack.name != name_or_id and stack.id != name_or_id):
             raise HttpError(404, "Not Found", f"The Stack ({name_or_id}) could not be found.", "EntityNotFound")
         return stack
 
     def _stack_url(self, stack: Stack) -> str:
-        return f"{self.endpoint}/stacks/{stack.name}/{stack.id}"
+        return f"{self.endpoint}/stacks/{quote(stack.name, safe='')}/{stack.id}"
 
     def _stack_body(self, stack: Stack) -> dict:
         return {"id": stack.id, "stack_name": stack.name, "stack_status": stack.status,
@@ -562,7 +563,7 @@ class Heat:
 
     def _resource_body(self, resource: Resource, nested_listing: bool) -> dict:
         stack = resource.stack
-        links = [{"href": f"{self._stack_url(stack)}/resources/{resource.name}", "rel": "self"},
+        links = [{"href": f"{self._stack_url(stack)}/resources/{quote(resource.name, safe='')}", "rel": "self"},
                  {"href": self._stack_url(stack), "rel": "stack"}]
         if resource.nested is not None:
             links.append({"href": self._stack_url(resource.nested), "rel": "nested"})

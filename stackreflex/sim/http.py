@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 
 @dataclass
@@ -75,8 +75,8 @@ class Router:
         for m, regex, handler, errors, auth in self.routes:
             found = regex.match(path)
             if found:
-                if m == method:
-                    return handler, errors, auth, found.groupdict()
+                if m == method:  # each matched piece decoded, as the real services' routers do
+                    return handler, errors, auth, {k: unquote(v) for k, v in found.groupdict().items()}
                 allowed = True
         return None, None, None, allowed
 

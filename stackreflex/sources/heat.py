@@ -10,6 +10,7 @@ import logging
 import threading
 import uuid
 from typing import Callable
+from urllib.parse import unquote
 
 from ..models.audit import AuditLog
 from ..tasks import heat
@@ -59,7 +60,7 @@ class HeatWatcher:
 
     def _envelope(self, top, event: dict) -> Envelope:
         owner_href = next(link["href"] for link in event["links"] if link["rel"] == "stack")
-        owner, owner_id = owner_href.rstrip("/").rsplit("/", 2)[-2:]
+        owner, owner_id = (unquote(part) for part in owner_href.rstrip("/").rsplit("/", 2)[-2:])
         status = event["resource_status"]
         is_stack = event["physical_resource_id"] == owner_id and event["resource_name"] == owner
         # While a resource is created, Heat's events name it by a placeholder, not by its id.
@@ -73,8 +74,8 @@ class HeatWatcher:
             key = (owner_id, event["resource_name"])
             if key not in self._types:
                 self._types[key] = heat.resource_type(self.conn, owner, owner_id, event["resource_name"])
+            # No role or index: a handler takes those from Heat's nesting, never from an event.
             data["resource_type"] = self._types[key]
-            data["role"], data["index"] = heat.role_and_index(owner)
         kind = "stack" if is_stack else "resource"
         return Envelope.new(f"heat.{kind}.{status}", subject=top.name, data=data,
                             id=envelope_id(event["id"]), source=SOURCE)

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 from openstack import exceptions
 
-from ..core.errors import StackreflexError
+from ..core.errors import HandlerFailed, StackreflexError
 
 #: Server states Nova live-migrates (with no task in progress).
 LIVE_MIGRATABLE = ("ACTIVE", "PAUSED")
@@ -66,12 +66,14 @@ def action_for(server: HostServer, *, cold_migrate_stopped: bool) -> tuple[str, 
 
 
 def compute_service(conn, host: str):
-    """The nova-compute service of ``host``; a clear error naming the known hosts otherwise."""
+    """The nova-compute service of ``host``, as Nova has it: the host a command names is acted on
+    only if Nova knows it. Otherwise a clear error naming the known hosts, which fails a run
+    at once (asking Nova again would not make the host exist)."""
     services = list(conn.compute.services(binary="nova-compute"))
     found = next((s for s in services if s.host == host), None)
     if found is None:
         known = ", ".join(sorted(s.host for s in services)) or "none"
-        raise StackreflexError(f"no nova-compute service on host {host} (compute hosts: {known})")
+        raise HandlerFailed(f"no nova-compute service on host {host} (compute hosts: {known})")
     return found
 
 

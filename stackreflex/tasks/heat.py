@@ -6,7 +6,6 @@ event or Heat itself gave it) is quoted as one path segment: a ``/``, ``?``, ``#
 stays part of the name instead of addressing another resource.
 """
 
-import re
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
@@ -27,9 +26,6 @@ NESTED_DEPTH = 5
 #: How many levels of Heat's nesting name a TripleO member: the server resource (in the member
 #: stack), the member (named by its index, in the role's group stack), the group (named by the role).
 MEMBER_LEVELS = 3
-#: A TripleO member's server stack: overcloud-<Role>-<r>-<index>-<r>-<Role>-<r>
-TRIPLEO_SERVER_STACK = re.compile(
-    r"^(?P<root>.+?)-(?P<role>[A-Za-z0-9_]+)-[a-z0-9]{12}-(?P<index>\d+)-[a-z0-9]{12}-(?P=role)-[a-z0-9]{12}$")
 
 
 class HeatError(StackreflexError):
@@ -82,13 +78,6 @@ class Stack:
     id: str
     status: str
     parent: str | None = None
-
-
-def role_and_index(stack_name: str) -> tuple[str | None, int | None]:
-    """What a server stack's name suggests (the watcher's hint in its events); handlers take a
-    server's role and index from Heat's nesting instead (:func:`deployed_server`)."""
-    match = TRIPLEO_SERVER_STACK.match(stack_name)
-    return (match["role"], int(match["index"])) if match else (None, None)
 
 
 def segment(value, what: str) -> str:

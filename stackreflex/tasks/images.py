@@ -7,6 +7,7 @@ are comma-joined strings on the image, and the import answers 202 with no body o
 import html
 import re
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from openstack import exceptions
 
@@ -56,7 +57,7 @@ def _image(body: dict) -> ImageStores:
 
 
 def image_now(conn, image_id: str) -> ImageStores:
-    response = conn.image.get(f"/images/{image_id}")
+    response = conn.image.get(f"/images/{quote(image_id, safe='')}")
     if response.status_code == 404:
         raise ImageNotFound(f"image {image_id} no longer exists")
     exceptions.raise_from_response(response)
@@ -65,7 +66,7 @@ def image_now(conn, image_id: str) -> ImageStores:
 
 def find_image(conn, key: str) -> ImageStores:
     """An image by id or exact name."""
-    response = conn.image.get(f"/images/{key}")
+    response = conn.image.get(f"/images/{quote(key, safe='')}")  # a name is one path segment
     if response.status_code == 200:
         return _image(response.json())
     listing = conn.image.get("/images", params={"name": key})

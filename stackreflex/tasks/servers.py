@@ -1,6 +1,7 @@
 """Nova for quiesced snapshots: find a server, stop it, start it, image it."""
 
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from openstack import exceptions
 
@@ -21,7 +22,7 @@ class ServerVolumes:
 
 def find_server(conn, key: str) -> ServerVolumes:
     """The server ``key`` (id or exact name, all projects) and its attached volumes."""
-    response = conn.compute.get(f"/servers/{key}")
+    response = conn.compute.get(f"/servers/{quote(key, safe='')}")  # a name is one path segment
     if response.status_code == 200:
         body = response.json()["server"]
     else:
