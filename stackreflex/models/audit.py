@@ -319,16 +319,11 @@ class AuditLog:
                     source=envelope.source, correlation_id=envelope.correlationid,
                     causation_id=envelope.causationid, actor=envelope.actor, time=envelope.time)
 
-    def record_envelope(self, envelope: Envelope | None, *, status: str,
-                        reason: str | None = None, raw: bytes | str | None = None,
-                        envelope_id: str | None = None, wait: Callable[[float], None] | None = None) -> None:
-        """Record an envelope as ``accepted``, ``duplicate`` or ``rejected`` (with its reason)."""
-        now = self.clock.now()
-        if envelope is not None:
-            values = self._envelope_values(envelope, status, now)
-        else:
-            values = dict(status=status, received_at=now, envelope_id=_storable(envelope_id) if envelope_id else None,
-                          payload=_storable(_redacted_excerpt(raw)))
+    def record_envelope(self, envelope: Envelope, *, status: str, reason: str | None = None,
+                        wait: Callable[[float], None] | None = None) -> None:
+        """Record a valid envelope as ``accepted`` or ``duplicate`` (a refused message is
+        :meth:`record_rejection`'s)."""
+        values = self._envelope_values(envelope, status, self.clock.now())
         self._write(lambda c: c.execute(insert(ENVELOPE), [{**values, "reason": _text(reason)}]), wait)
 
     def record_rejection(self, raw: bytes, routing_key: str, reason: str, *, envelope_id: str | None = None,
