@@ -1,48 +1,61 @@
-"""Benchmark: stackreflex's pipeline beside raw kombu and raw dramatiq, on the same broker, in one run.
+"""Benchmark: stackreflex's pipeline beside raw dramatiq and raw kombu, on the same broker, in one run.
 
-    .venv/bin/python bench/runtime.py [--broker-url URL] [--messages N] [--latency-samples N] [--rounds R]
+    .venv/bin/python bench/runtime.py [--broker-url URL] [--messages N] [--latency-samples N]
+                                      [--sustained-seconds S] [--rounds R] [--json]
 
-Prints a table: event → handler-start latency (p50, p99) against the raw kombu
-publish → consume round trip, and sustained no-op throughput through publisher → router →
-dramatiq → audit log (SQLite) against raw dramatiq enqueue → process. Goals (issue #2):
-latency p50 within 3× raw kombu, throughput at least 50% of raw dramatiq.
+Every round measures, one after the other:
 
-Each round measures all four, one after the other; the table gives the median over the
-rounds (this machine's timings wander by a third between minutes) and each ratio's range.
-stackreflex's envelopes, and raw dramatiq's messages, are published from a process of
-their own, as the CLI publishes to a worker: published from the worker's process, the
-publishing thread handles its confirms while the router and the worker handle its message,
-and the measure becomes that contest for the interpreter lock. (The kombu round trip is one
-thread publishing and consuming, by definition.)
+- **capacity**: ``--messages`` envelopes queued first, then drained: from the moment a
+  process starts serving to the last run recorded ``succeeded`` in the audit log, on SQLite
+  and on PostgreSQL, beside raw dramatiq draining as many no-op messages queued on the same
+  broker (durable queue, persistent messages, publisher confirms, the same worker threads);
+- **latency, one at a time**: event → handler start, beside publish → delivery of one
+  persistent message on a durable queue (raw kombu, confirms on): the least any broker hop costs;
+- **latency under load**: event → handler start while envelopes are offered at a steady
+  50% of the capacity just measured on SQLite (open loop: each is sent at its time, whether or
+  not the ones before it were handled).
+
+The table gives each figure's median over the rounds with its range, and the load average
+beside it (this machine's timings wander by a third between minutes). ``--json`` prints one
+object instead. Envelopes are published from a process of their own, as the CLI publishes to
+a worker. PostgreSQL is reached through ``STACKREFLEX_TEST_PG_URL`` (as in the test suite; a
+database of its own per round) and started by ``scripts/services`` when it is not listening.
 """
 
 import argparse
+import json
 import multiprocessing
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import dramatiq
+import psycopg
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.middleware import CurrentMessage, default_middleware
 from kombu import Connection, Exchange, Queue
 from sqlalchemy import func, select
 
 from stackreflex.bus.connections import normalise_amqp_url
-from stackreflex.core.envelope import Envelope
 from stackreflex.bus.publisher import Publisher
-from stackreflex.core.registry import Registry, handler
+from stackreflex.core.envelope import Envelope
 from stackreflex.core.logs import setup_logging
+from stackreflex.core.registry import Registry, handler
+from stackreflex.core.settings import Settings
 from stackreflex.models.tables import Run
 from stackreflex.runtime import Runtime
-from stackreflex.core.settings import Settings
 
 THREADS = 8
-#: Longest a throughput run may take before the bench gives up (seconds).
-RUN_LIMIT = 300
+#: Longest one drain may take before the bench gives up (seconds).
+RUN_LIMIT = 600
+PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/postgres"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -50,16 +63,14 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def raw_kombu_round_trip(url: str, samples: int, durable: bool = True) -> list[float]:
-    """Publish (with confirms) and consume one message at a time; seconds per round trip.
+# -- baselines -----------------------------------------------------------------------------
 
-    The goal's baseline is a durable queue, as the router's: the broker writes a persistent
-    message to disk before it confirms it. ``durable=False`` measures a transient queue,
-    which skips that write, for information.
-    """
+def raw_kombu_round_trip(url: str, samples: int) -> list[float]:
+    """Publish one persistent message (confirmed) to a durable queue and consume it, one at a
+    time; seconds per round trip. The broker writes the message to disk before it confirms."""
     name = f"bench-{uuid.uuid4().hex[:8]}"
     exchange = Exchange(name, type="topic", durable=False, auto_delete=True)
-    queue = Queue(name, exchange, routing_key="bench.#", durable=durable, auto_delete=True)
+    queue = Queue(name, exchange, routing_key="bench.#", durable=True, auto_delete=True)
     times = []
     with Connection(url, transport_options={"confirm_publish": True}) as pub, Connection(url) as sub:
         producer = pub.Producer(exchange=exchange)
@@ -77,117 +88,34 @@ def raw_kombu_round_trip(url: str, samples: int, durable: bool = True) -> list[f
     return times
 
 
-# -- publishing from a process of its own ------------------------------------------------
-
-def _publisher_process(kind: str, url: str, name: str, messages: int, ready, go, rates) -> None:
-    """Connect, say ready, wait for go, publish ``messages`` one by one (each confirmed)."""
-    if kind == "dramatiq":
-        broker = _raw_broker(url)
-        actor = dramatiq.Actor(lambda: None, broker=broker, actor_name=name, queue_name=name, priority=0, options={})
-        send = actor.send
-    else:
-        publisher = Publisher(Settings(broker_url=url, namespace=name))
-        send = lambda: publisher.publish(Envelope.new("bench.noop"))  # noqa: E731
-    send()  # warm: connections, declarations
-    ready.set()
-    go.wait()
-    start = time.perf_counter()
-    for _ in range(messages):
-        send()
-    rates.put(messages / (time.perf_counter() - start))
-
-
-def _latency_publisher(url: str, namespace: str, samples: int, connection, sent_at) -> None:
-    """For each request: name the next envelope, then note the time (system-wide monotonic
-    clock, in shared memory) and publish it.
-
-    The id goes first so that the bench's waiting thread, which shares the worker's process,
-    wakes while the envelope is on its way to the broker, not in the middle of its routing.
-    """
-    publisher = Publisher(Settings(broker_url=url, namespace=namespace))
-    for _ in range(samples):
-        connection.recv()
-        envelope = Envelope.new("bench.noop")
-        connection.send(envelope.id)
-        sent_at.value = time.monotonic()
-        publisher.publish(envelope)
-
-
-def _latencies(url: str, namespace: str, samples: int, started: dict, seen: threading.Condition) -> list[float]:
-    """Event → handler start, for envelopes published one at a time from another process."""
-    context = multiprocessing.get_context("spawn")
-    mine, theirs = context.Pipe()
-    sent_at = context.Value("d", 0.0, lock=False)
-    process = context.Process(target=_latency_publisher, args=(url, namespace, samples + 5, theirs, sent_at))
-    process.start()
-    latencies = []
-    try:
-        for i in range(samples + 5):
-            mine.send("next")
-            if not mine.poll(60):
-                raise RuntimeError("the publishing process did not answer")
-            envelope_id = mine.recv()
-            with seen:
-                if not seen.wait_for(lambda: envelope_id in started, timeout=30):
-                    raise RuntimeError(f"envelope {envelope_id} did not reach its handler in 30 s")
-            if i >= 5:  # the first few warm connections and caches
-                latencies.append(started[envelope_id] - sent_at.value)
-        return latencies
-    finally:
-        process.join(timeout=30)
-
-
-def _timed_publishing(kind: str, url: str, name: str, messages: int, finished) -> tuple[float, float]:
-    """Publish ``messages`` (+1 to warm) from another process; return (processed/s, published/s)
-    once ``finished(n)`` says n of them were processed."""
-    context = multiprocessing.get_context("spawn")
-    ready, go, rates = context.Event(), context.Event(), context.Queue()
-    process = context.Process(target=_publisher_process, args=(kind, url, name, messages, ready, go, rates))
-    process.start()
-    try:
-        if not ready.wait(60):
-            raise RuntimeError("the publishing process did not start")
-        finished(1)  # the warm-up message, before the clock starts
-        go.set()
-        start = time.perf_counter()
-        finished(messages + 1)
-        elapsed = time.perf_counter() - start
-        return messages / elapsed, rates.get(timeout=60)
-    finally:
-        process.join(timeout=30)
-
-
 def _raw_broker(url: str) -> RabbitmqBroker:
     return RabbitmqBroker(url=url, confirm_delivery=True,
                           middleware=[m() for m in default_middleware] + [CurrentMessage()])
 
 
-def raw_dramatiq_throughput(url: str, messages: int) -> float:
-    """No-op messages enqueued (confirmed) from another process into a dramatiq worker; messages/s."""
+def raw_dramatiq_drain(url: str, messages: int) -> float:
+    """``messages`` no-op messages queued (persistent, confirmed), then drained by a dramatiq
+    worker of THREADS threads; messages/s from the worker's start to the last one processed."""
     broker = _raw_broker(url)
     queue = f"bench-raw-{uuid.uuid4().hex[:8]}"
     done = threading.Semaphore(0)
-
-    def noop() -> None:
-        done.release()
-
-    dramatiq.Actor(noop, broker=broker, actor_name=queue, queue_name=queue, priority=0, options={})
+    actor = dramatiq.Actor(lambda: done.release(), broker=broker, actor_name=queue, queue_name=queue,
+                           priority=0, options={})
     broker.declare_queue(queue)
-    worker = dramatiq.Worker(broker, worker_threads=THREADS, worker_timeout=100)
-    worker.start()
-    taken = 0
-
-    def finished(n: int) -> None:
-        nonlocal taken
-        while taken < n:
-            if not done.acquire(timeout=RUN_LIMIT):
-                raise RuntimeError(f"raw dramatiq did not finish in {RUN_LIMIT} s")
-            taken += 1
-
     try:
-        return _timed_publishing("dramatiq", url, queue, messages, finished)[0]
+        for _ in range(messages):
+            actor.send()
+        start = time.perf_counter()
+        worker = dramatiq.Worker(broker, worker_threads=THREADS, worker_timeout=100)
+        worker.start()
+        try:
+            for _ in range(messages):
+                if not done.acquire(timeout=RUN_LIMIT):
+                    raise RuntimeError(f"raw dramatiq did not drain in {RUN_LIMIT} s")
+            return messages / (time.perf_counter() - start)
+        finally:
+            worker.stop()
     finally:
-        worker.stop()
         for q in (queue, f"{queue}.DQ", f"{queue}.XQ"):
             broker.channel.queue_delete(q)
         broker.close()
@@ -195,101 +123,244 @@ def raw_dramatiq_throughput(url: str, messages: int) -> float:
 
 # -- stackreflex ---------------------------------------------------------------------------
 
+class Bench:
+    """A namespace with a no-op handler that notes when each envelope reached it."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.namespace = f"bench{uuid.uuid4().hex[:8]}"
+        self.registry = Registry()
+        self.started: dict[str, float] = {}
+        self.seen = threading.Condition()
+
+        @handler("bench.noop", into=self.registry)
+        def noop(event: Envelope, ctx) -> None:
+            with self.seen:
+                self.started[event.id] = time.monotonic()  # the publishing process's clock too
+                self.seen.notify_all()
+
+    def settings(self, database_url: str) -> Settings:
+        return Settings(broker_url=self.url, database_url=database_url, namespace=self.namespace,
+                        worker_threads=THREADS, log_level="WARNING")
+
+    def runtime(self, database_url: str) -> Runtime:
+        return Runtime(self.settings(database_url), self.registry).start()
+
+    def clean_up(self) -> None:
+        ns = self.namespace
+        with Connection(self.url) as c:
+            for q in (f"{ns}.router", f"{ns}.unrouted", f"{ns}.noop", f"{ns}.noop.DQ", f"{ns}.noop.XQ", f"{ns}.dlq"):
+                c.default_channel.queue_delete(q)
+            for exchange in (ns, f"{ns}.unrouted"):
+                c.default_channel.exchange_delete(exchange)
+
+
 def succeeded(runtime: Runtime) -> int:
-    """Runs finished in the audit log (a cheap count: the benchmark must not load the system)."""
     with runtime.audit.engine.connect() as c:
         return c.execute(select(func.count()).select_from(Run).where(Run.status == "succeeded")).scalar()
 
 
-def ours(url: str, samples: int, messages: int) -> tuple[list[float], float]:
-    """Latency to handler start (one envelope at a time), then throughput to finished runs in
-    the audit log; both published from another process."""
-    registry = Registry()
-    started: dict[str, float] = {}
-    seen = threading.Condition()
+def ours_drain(bench: Bench, database_url: str, messages: int) -> float:
+    """``messages`` envelopes queued on the router's queue while no process serves, then
+    drained: envelopes/s from the runtime's start to the last run recorded succeeded."""
+    bench.runtime(database_url).stop()  # the queues, their bindings and the schema
+    publisher = Publisher(bench.settings(database_url))
+    for _ in range(messages):
+        publisher.publish(Envelope.new("bench.noop"))
+    start = time.perf_counter()
+    runtime = bench.runtime(database_url)
+    try:
+        deadline = time.monotonic() + RUN_LIMIT
+        while (done := succeeded(runtime)) < messages:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"stackreflex drained {done} of {messages} in {RUN_LIMIT} s")
+            time.sleep(0.02)
+        return messages / (time.perf_counter() - start)
+    finally:
+        runtime.stop()
 
-    @handler("bench.noop", into=registry)
-    def noop(event: Envelope, ctx) -> None:
-        with seen:
-            started[event.id] = time.monotonic()  # the publishing process's clock too
-            seen.notify_all()
 
-    namespace = f"bench{uuid.uuid4().hex[:8]}"
+def _paced_publisher(url: str, namespace: str, rate: float, count: int, connection) -> None:
+    """Publish ``count`` envelopes, the i-th at start + i/rate (or at once if late); send back
+    each envelope's id and the time its publishing began."""
+    publisher = Publisher(Settings(broker_url=url, namespace=namespace))
+    publisher.publish(Envelope.new("bench.noop"))  # warm: connection, declarations
+    connection.send("ready")
+    connection.recv()
+    sent = []
+    start = time.monotonic()
+    for i in range(count):
+        pause = start + i / rate - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        envelope = Envelope.new("bench.noop")
+        sent.append((envelope.id, time.monotonic()))
+        publisher.publish(envelope)
+    connection.send(sent)
+
+
+def _offered(bench: Bench, rate: float, count: int) -> list[float]:
+    """Event → handler start for ``count`` envelopes offered at ``rate`` per second."""
+    context = multiprocessing.get_context("spawn")
+    mine, theirs = context.Pipe()
+    process = context.Process(target=_paced_publisher, args=(bench.url, bench.namespace, rate, count, theirs))
+    process.start()
+    try:
+        if not mine.poll(60) or mine.recv() != "ready":
+            raise RuntimeError("the publishing process did not start")
+        mine.send("go")
+        if not mine.poll(count / rate + 120):
+            raise RuntimeError("the publishing process did not finish")
+        sent = mine.recv()
+        with bench.seen:
+            if not bench.seen.wait_for(lambda: all(i in bench.started for i, _ in sent), timeout=120):
+                raise RuntimeError("not every envelope reached its handler in 120 s")
+        return [bench.started[i] - at for i, at in sent]
+    finally:
+        process.join(timeout=30)
+
+
+def ours_latency(bench: Bench, samples: int, rate: float, seconds: float) -> tuple[list[float], list[float]]:
+    """Event → handler start one at a time (a rate slow enough that each is handled before
+    the next is sent), then under a steady ``rate``; on SQLite."""
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(broker_url=url, database_url=f"sqlite:///{tmp}/audit.db", namespace=namespace,
-                            worker_threads=THREADS, log_level="WARNING")
-        runtime = Runtime(settings, registry).start()
+        runtime = bench.runtime(f"sqlite:///{tmp}/audit.db")
         try:
-            latencies = _latencies(url, namespace, samples, started, seen)
-            before = succeeded(runtime)
-
-            def finished(n: int) -> None:
-                deadline = time.monotonic() + RUN_LIMIT
-                while succeeded(runtime) < before + n:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"stackreflex did not finish in {RUN_LIMIT} s")
-                    time.sleep(0.05)
-
-            throughput = _timed_publishing("stackreflex", url, namespace, messages, finished)[0]
+            one_at_a_time = _offered(bench, 50.0, samples + 5)[5:]  # the first few warm connections
+            sustained = _offered(bench, rate, max(50, int(rate * seconds)))
         finally:
             runtime.stop()
-            with Connection(url) as c:
-                for q in (f"{namespace}.router", f"{namespace}.noop", f"{namespace}.noop.DQ", f"{namespace}.noop.XQ"):
-                    c.default_channel.queue_delete(q)
-                c.default_channel.exchange_delete(namespace)
-    return latencies, throughput
+    return one_at_a_time, sustained
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------
+
+def postgres_admin_url() -> str:
+    """The test suite's PostgreSQL, started by scripts/services when nothing listens."""
+    url = os.environ.get("STACKREFLEX_TEST_PG_URL", PG_DEFAULT)
+    try:
+        psycopg.connect(url, connect_timeout=3).close()
+        return url
+    except psycopg.OperationalError:
+        print("bench: PostgreSQL not reachable; starting it with scripts/services", file=sys.stderr)
+    out = subprocess.run(["bash", "-c", f'. "{ROOT}/scripts/services" >&2 && echo "$STACKREFLEX_TEST_PG_URL"'],
+                         check=True, capture_output=True, text=True).stdout.strip()
+    return out
+
+
+class PostgresDatabase:
+    """A database of its own, dropped afterwards."""
+
+    def __init__(self, admin_url: str):
+        self.admin_url, self.name = admin_url, f"srx_bench_{uuid.uuid4().hex[:10]}"
+
+    def __enter__(self) -> str:
+        with psycopg.connect(self.admin_url, autocommit=True) as c:
+            c.execute(f'CREATE DATABASE "{self.name}"')
+        return f"{self.admin_url.rsplit('/', 1)[0]}/{self.name}"
+
+    def __exit__(self, *exc) -> None:
+        with psycopg.connect(self.admin_url, autocommit=True) as c:
+            c.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+# -- the round and the table -------------------------------------------------------------------
+
+def one_round(url: str, pg_admin: str, args) -> dict:
+    load = os.getloadavg()[0]
+    raw = raw_dramatiq_drain(url, args.messages)
+    kombu = raw_kombu_round_trip(url, args.latency_samples)
+    bench = Bench(url)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            sqlite = ours_drain(bench, f"sqlite:///{tmp}/audit.db", args.messages)
+        with PostgresDatabase(pg_admin) as database_url:
+            postgresql = ours_drain(bench, database_url, args.messages)
+        rate = 0.5 * sqlite
+        latency, sustained = ours_latency(bench, args.latency_samples, rate, args.sustained_seconds)
+    finally:
+        bench.clean_up()
+    return {"raw_drain": raw, "sqlite_drain": sqlite, "postgresql_drain": postgresql,
+            "capacity_ratio_sqlite": sqlite / raw, "capacity_ratio_postgresql": postgresql / raw,
+            "kombu_p50_ms": percentile(kombu, 0.5) * 1000, "kombu_p99_ms": percentile(kombu, 0.99) * 1000,
+            "latency_p50_ms": percentile(latency, 0.5) * 1000, "latency_p99_ms": percentile(latency, 0.99) * 1000,
+            "latency_p50_ratio": percentile(latency, 0.5) / percentile(kombu, 0.5),
+            "sustained_rate": rate, "sustained_p50_ms": percentile(sustained, 0.5) * 1000,
+            "sustained_p99_ms": percentile(sustained, 0.99) * 1000,
+            "load_average": (load + os.getloadavg()[0]) / 2}
+
+
+def summary(rounds: list[dict]) -> dict:
+    """Each figure's median over the rounds, and its range under ``<figure>_range``."""
+    out: dict = {}
+    for key in rounds[0]:
+        values = [r[key] for r in rounds]
+        out[key] = statistics.median(values)
+        out[f"{key}_range"] = [min(values), max(values)]
+    return out
+
+
+TARGETS = {"capacity_ratio_sqlite": (">=", 0.6), "capacity_ratio_postgresql": (">=", 0.5),
+           "latency_p50_ratio": ("<=", 2.5), "sustained_p99_ms": ("<=", 25.0)}
+
+
+def table(s: dict, args) -> str:
+    def fig(key: str, unit: str = "") -> str:
+        low, high = s[f"{key}_range"]
+        return f"{s[key]:.2f}{unit} ({low:.2f}-{high:.2f})"
+
+    def met(key: str) -> str:
+        op, goal = TARGETS[key]
+        ok = s[key] >= goal if op == ">=" else s[key] <= goal
+        return f"{op} {goal:g}: {'yes' if ok else 'no'}"
+
+    rows = [
+        ("capacity, SQLite (envelopes/s)", f"{s['raw_drain']:.0f}", f"{s['sqlite_drain']:.0f}",
+         fig("capacity_ratio_sqlite", "x"), met("capacity_ratio_sqlite")),
+        ("capacity, PostgreSQL (envelopes/s)", f"{s['raw_drain']:.0f}", f"{s['postgresql_drain']:.0f}",
+         fig("capacity_ratio_postgresql", "x"), met("capacity_ratio_postgresql")),
+        ("latency p50, one at a time (ms)", f"{s['kombu_p50_ms']:.2f}", f"{s['latency_p50_ms']:.2f}",
+         fig("latency_p50_ratio", "x"), met("latency_p50_ratio")),
+        ("latency p99, one at a time (ms)", f"{s['kombu_p99_ms']:.2f}", fig("latency_p99_ms"), "", ""),
+        (f"latency p50 at {s['sustained_rate']:.0f}/s (ms)", "", fig("sustained_p50_ms"), "", ""),
+        (f"latency p99 at {s['sustained_rate']:.0f}/s (ms)", "", fig("sustained_p99_ms"), "",
+         met("sustained_p99_ms")),
+    ]
+    header = ("measure", "baseline", "stackreflex", "ratio (range)", "target")
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+    lines = [f"baselines: raw dramatiq draining {args.messages} queued no-op messages (same broker, durable queue, "
+             f"persistent messages, confirms, {THREADS} threads); raw kombu publish->consume of one persistent "
+             f"message on a durable queue. Median of {args.rounds} rounds "
+             f"(range in brackets); load average {s['load_average']:.2f} "
+             f"({s['load_average_range'][0]:.2f}-{s['load_average_range'][1]:.2f}); {os.cpu_count()} CPUs.", ""]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in [header] + rows]
+    return "\n".join(lines)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--broker-url", default="amqp://guest:guest@127.0.0.1:5672/")
-    parser.add_argument("--messages", type=int, default=3000, help="messages for each throughput run")
+    parser.add_argument("--broker-url", default=os.environ.get("STACKREFLEX_BROKER_URL",
+                                                               "amqp://guest:guest@127.0.0.1:5672/"))
+    parser.add_argument("--messages", type=int, default=10000, help="envelopes queued for each drain")
     parser.add_argument("--latency-samples", type=int, default=300)
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of all four measures")
+    parser.add_argument("--sustained-seconds", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     setup_logging("text", "WARNING")
     url = normalise_amqp_url(args.broker_url)
+    pg_admin = postgres_admin_url()
 
     rounds = []
     for n in range(args.rounds):
-        kombu_rt = raw_kombu_round_trip(url, args.latency_samples)
-        transient_rt = raw_kombu_round_trip(url, args.latency_samples, durable=False)
-        raw_tp = raw_dramatiq_throughput(url, args.messages)
-        our_latency, our_tp = ours(url, args.latency_samples, args.messages)
-        figures = {"k50": percentile(kombu_rt, 0.5) * 1000, "k99": percentile(kombu_rt, 0.99) * 1000,
-                   "t50": percentile(transient_rt, 0.5) * 1000,
-                   "o50": percentile(our_latency, 0.5) * 1000, "o99": percentile(our_latency, 0.99) * 1000,
-                   "raw": raw_tp, "ours": our_tp}
+        figures = one_round(url, pg_admin, args)
         rounds.append(figures)
-        print(f"round {n + 1}: latency p50 {figures['k50']:.2f} / {figures['o50']:.2f} ms, "
-              f"throughput {raw_tp:.0f} / {our_tp:.0f} msg/s", file=sys.stderr)
-
-    def median(key: str) -> float:
-        return statistics.median(r[key] for r in rounds)
-
-    def spread(top: str, bottom: str) -> str:
-        ratios = [r[top] / r[bottom] for r in rounds]
-        return f"{min(ratios):.2f}-{max(ratios):.2f}x"
-
-    k50, k99, t50, o50, o99, raw_tp, our_tp = (median(k) for k in ("k50", "k99", "t50", "o50", "o99", "raw", "ours"))
-    rows = [
-        ("latency p50 (ms)", f"{k50:.2f}", f"{o50:.2f}", f"{o50 / k50:.2f}x", spread("o50", "k50"), "<= 3x",
-         o50 <= 3 * k50),
-        ("latency p99 (ms)", f"{k99:.2f}", f"{o99:.2f}", f"{o99 / k99:.2f}x", spread("o99", "k99"), "", None),
-        ("latency p50, vs a transient queue (ms)", f"{t50:.2f}", f"{o50:.2f}", f"{o50 / t50:.2f}x",
-         spread("o50", "t50"), "", None),
-        ("throughput (msg/s)", f"{raw_tp:.0f}", f"{our_tp:.0f}", f"{our_tp / raw_tp:.2f}x", spread("ours", "raw"),
-         ">= 0.5x", our_tp >= 0.5 * raw_tp),
-    ]
-    print(f"\nbaselines: raw kombu publish->consume round trip (confirms on; a durable queue, and for "
-          f"information a transient one); raw dramatiq enqueue->process; "
-          f"{THREADS} worker threads; audit log on SQLite; median of {args.rounds} rounds of "
-          f"{args.latency_samples} latency samples and {args.messages} messages\n")
-    header = ("measure", "baseline", "stackreflex", "ratio", "range", "goal", "met")
-    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
-    for row in [header] + rows:
-        cells = [("" if c is None else ("yes" if c is True else "no" if c is False else str(c))) for c in row]
-        print("  ".join(c.ljust(w) for c, w in zip(cells, widths)))
+        print(f"round {n + 1}: drain raw {figures['raw_drain']:.0f}, SQLite {figures['sqlite_drain']:.0f}, "
+              f"PostgreSQL {figures['postgresql_drain']:.0f}/s; latency p50 {figures['kombu_p50_ms']:.2f} / "
+              f"{figures['latency_p50_ms']:.2f} ms; at {figures['sustained_rate']:.0f}/s p99 "
+              f"{figures['sustained_p99_ms']:.1f} ms; load {figures['load_average']:.2f}", file=sys.stderr)
+    s = summary(rounds)
+    print(json.dumps(s, indent=2) if args.json else table(s, args))
     return 0
 
 
