@@ -17,9 +17,19 @@ from .core.logs import install_record_redaction
 
 install_record_redaction()
 
-from .core.envelope import Envelope  # noqa: E402  (after the redaction: their imports may log)
-from .handlers.context import RunContext  # noqa: E402
-from .core.registry import handler  # noqa: E402
-
 __version__ = "0.1.0"
 __all__ = ["Envelope", "RunContext", "handler", "__version__"]
+
+#: What ``from stackreflex import X`` gives, imported on first use (so that the CLI's
+#: ``--help`` does not import the SDKs a run context needs).
+_LAZY = {"Envelope": ".core.envelope", "RunContext": ".handlers.context", "handler": ".core.registry"}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'stackreflex' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    globals()[name] = value
+    return value

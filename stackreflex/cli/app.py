@@ -1,48 +1,94 @@
-"""The root of the ``stackreflex`` command and its error handling (one line, no traceback)."""
+"""The root of the ``stackreflex`` command and its error handling (one line, no traceback).
 
+Each command's module is imported only when that command runs: ``stackreflex --help``, and
+``--version``, import none of them (the SDKs they need cost a second of start-up).
+"""
+
+import importlib
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
+import click
 import typer
-from sqlalchemy.exc import OperationalError as DatabaseError
+from typer.core import TyperGroup
 
 from .. import __version__
-from ..bus import BROKER_TROUBLE
 from ..core.errors import StackreflexError
 from ..core.redaction import redact_text
-from . import agents, audit, dlq, edge, hosts, nodes, runs, sim, storage
 from .common import Invocation, errors
-from .demo import demo
-from .doctor import doctor
-from .publish import publish
-from .watch import watch
-from .worker import worker
+
+#: name → (module in stackreflex.cli, its command or Typer app, the first paragraph of its help:
+#: what ``stackreflex --help`` lists without importing it; a test checks each against the command).
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "demo": ("demo", "demo",
+             "Watch a simulated TripleO deployment on pre-provisioned nodes get configured by stackreflex."),
+    "worker": ("worker", "worker", "Serve handlers: route envelopes from RabbitMQ into dramatiq and run them."),
+    "publish": ("publish", "publish", "Publish an envelope (an event or a command) on the bus."),
+    "watch": ("watch", "watch",
+              "Poll Heat's events for the stacks and publish them (heat.resource.<STATUS>, heat.stack.<STATUS>)."),
+    "doctor": ("doctor", "doctor", "Check connectivity before a deployment. Exits 1 if any check fails."),
+    "audit": ("audit", "app",
+              "Query the audit log: runs, their steps, their errors; timelines and reports for post-mortems."),
+    "runs": ("runs", "app", "Runs left unfinished: send them on, or cancel them (their handler's compensation runs)."),
+    "dlq": ("dlq", "app", "Dead-letter queues: rejected envelopes and runs that ran out of retries."),
+    "sim": ("sim", "app", "The simulated overcloud (Keystone, Heat, Swift temp URLs) for trying stackreflex."),
+    "nodes": ("nodes", "app", "Pre-provisioned nodes: record their SSH host keys."),
+    "agents": ("agents", "app", "os-collect-config on the deployed servers of a stack."),
+    "host": ("hosts", "host_app", "Maintenance of one compute host."),
+    "hosts": ("hosts", "hosts_app", "Rolling maintenance of several compute hosts."),
+    "volume": ("storage", "volume_app", "Snapshots of Cinder volumes, with their server quiesced."),
+    "server": ("storage", "server_app", "Images of Nova servers, with the server quiesced."),
+    "image": ("storage", "image_app", "Copies of Glance images to other stores (edge sites)."),
+    "edge": ("edge", "app", "Edge (DCN) site validations."),
+}
+
+
+def load_command(name: str) -> click.Command:
+    """The click command ``name`` runs, its module imported now."""
+    module, attribute, _ = COMMANDS[name]
+    target = getattr(importlib.import_module(f"{__package__}.{module}"), attribute)
+    if isinstance(target, typer.Typer):
+        command = typer.main.get_group(target)
+    else:
+        single = typer.Typer()
+        single.command(name=name)(target)
+        command = typer.main.get_command(single)
+    command.name = name
+    return command
+
+
+class LazyGroup(TyperGroup):
+    """The root group: it lists its commands from :data:`COMMANDS` and imports one only to run
+    it (or to complete its arguments)."""
+
+    _listing = False
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        if self._listing:
+            return click.Command(cmd_name, help=COMMANDS[cmd_name][2])
+        return load_command(cmd_name)
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
 
 app = typer.Typer(
-    name="stackreflex",
+    name="stackreflex", cls=LazyGroup,
     help=("Event-driven runbooks for OpenStack/TripleO clouds: Heat events and operator commands go on "
           "RabbitMQ, handlers react, every step lands in an SQL audit log.\n\n"
           "Without STACKREFLEX_BROKER_URL everything runs embedded in one process (try `stackreflex demo`)."),
     no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode="rich",
 )
-app.command()(demo)
-app.command()(worker)
-app.command()(publish)
-app.command()(watch)
-app.command()(doctor)
-app.add_typer(audit.app, name="audit")
-app.add_typer(runs.app, name="runs")
-app.add_typer(dlq.app, name="dlq")
-app.add_typer(sim.app, name="sim")
-app.add_typer(nodes.app, name="nodes")
-app.add_typer(agents.app, name="agents")
-app.add_typer(hosts.host_app, name="host")
-app.add_typer(hosts.hosts_app, name="hosts")
-app.add_typer(storage.volume_app, name="volume")
-app.add_typer(storage.server_app, name="server")
-app.add_typer(storage.image_app, name="image")
-app.add_typer(edge.app, name="edge")
 
 
 def _version(value: bool) -> None:
@@ -62,6 +108,20 @@ def root(
     context.obj = Invocation(config, {k: v for k, v in {"log_format": log_format, "log_level": log_level}.items() if v})
 
 
+def _unreachable(exc: Exception) -> str | None:
+    """What a broker or database error says, as one line; None for any other error. (Neither
+    library is imported to ask: an error of one that was never imported cannot be one.)"""
+    if "kombu" in sys.modules:
+        from ..bus import BROKER_TROUBLE
+        if isinstance(exc, BROKER_TROUBLE):
+            return f"the message broker is unreachable: {redact_text(str(exc))}"
+    if "sqlalchemy" in sys.modules:
+        from sqlalchemy.exc import OperationalError
+        if isinstance(exc, OperationalError):
+            return f"the audit database is unreachable: {redact_text(str(exc.orig))}"
+    return None
+
+
 def main() -> None:
     """Entry point: operator-facing errors become one redacted line and their exit status (2 for
     bad input or environment, 1 when nothing ran)."""
@@ -73,9 +133,9 @@ def main() -> None:
     except StackreflexError as exc:
         errors.print(f"[red]error:[/] {redact_text(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
-    except BROKER_TROUBLE as exc:
-        errors.print(f"[red]error:[/] the message broker is unreachable: {redact_text(str(exc))}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except DatabaseError as exc:
-        errors.print(f"[red]error:[/] the audit database is unreachable: {redact_text(str(exc.orig))}", highlight=False, soft_wrap=True)
+    except Exception as exc:
+        line = _unreachable(exc)
+        if line is None:
+            raise
+        errors.print(f"[red]error:[/] {line}", highlight=False, soft_wrap=True)
         sys.exit(2)

@@ -1,22 +1,28 @@
-"""What every command shares: the settings of this invocation, the console, rendering."""
+"""What every command shares: the settings of this invocation, the console, rendering.
+
+Imported by the root command, so it imports what settings, handlers and the audit log need
+only when they are asked for."""
+
+from __future__ import annotations
 
 import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator, TextIO
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, TextIO
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from ..core.errors import StackreflexError
-from ..core.registry import Registry, load_handlers
-from ..core.logs import setup_logging
-from ..models.audit import AuditLog
 from ..core.redaction import redact
-from ..core.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from ..core.registry import Registry
+    from ..core.settings import Settings
+    from ..models.audit import AuditLog
 
 #: Handler modules every worker serves, whatever --handlers adds.
 BUILTIN_HANDLER_MODULES: list[str] = ["stackreflex.handlers.deployed_servers",
@@ -43,6 +49,9 @@ class Invocation:
     @property
     def settings(self) -> Settings:
         if self._settings is None:
+            from ..core.logs import setup_logging
+            from ..core.settings import load_settings
+
             self._settings = load_settings(self.config, **self.overrides)
             setup_logging(self._settings.log_format, self._settings.log_level)
         return self._settings
@@ -50,6 +59,8 @@ class Invocation:
     def audit(self) -> AuditLog:
         """The audit log, for a command: a write waits at most :data:`CLI_OUTAGE_LIMIT` for an
         unreachable database (a worker waits much longer)."""
+        from ..models.audit import AuditLog
+
         return AuditLog.open(self.settings.database(), outage_limit=CLI_OUTAGE_LIMIT)
 
 
@@ -77,6 +88,8 @@ invocation = _ThisInvocation()
 
 def load_all_handlers(extra: Iterable[str] = ()) -> Registry:
     """The built-in handlers and those of ``extra`` (modules or files): what this command serves."""
+    from ..core.registry import Registry, load_handlers
+
     registry = Registry()
     for spec in [*BUILTIN_HANDLER_MODULES, *extra]:
         load_handlers(spec, registry)

@@ -16,9 +16,10 @@ def doctor(
     stack: Annotated[str | None, typer.Option(help="Also check what this stack's nodes need (e.g. overcloud).")] = None,
     nodes: Annotated[bool, typer.Option(help="Check from each inventory node over SSH.")] = True,
 ) -> None:
-    """Check connectivity before a deployment: from here Keystone, Heat, RabbitMQ and the database;
-    from each node over SSH, the undercloud's Heat API and Swift (derived from the catalog and the
-    stack's metadata URLs). Exits 1 if any check fails."""
+    """Check connectivity before a deployment. Exits 1 if any check fails.
+
+    From here: Keystone, Heat, RabbitMQ and the database. From each node over SSH: the
+    undercloud's Heat API and Swift, derived from the catalog and the stack's metadata URLs."""
     settings = invocation.settings
     services = [("RabbitMQ", display_url(settings), lambda: probe_broker(settings)),
                 ("database", redact_text(settings.database()), lambda: invocation.audit().probe())]

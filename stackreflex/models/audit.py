@@ -228,8 +228,9 @@ class AuditLog:
 
     Writes go through :class:`GroupCommit`: the threads of one process take turns at
     the database, and the writes that wait while one transaction commits share the
-    next. On SQLite, which has one writer anyway, they run on one kept connection
-    (checking one out of the pool for each write cost a quarter of the write).
+    next. They run on one kept connection (checking one out of the pool for each write, with
+    PostgreSQL's pre-ping and reset, cost a quarter of the write); reads take pooled
+    connections of their own, so they never wait behind a write.
     """
 
     def __init__(self, engine: Engine, *, clock: Clock = SYSTEM_CLOCK, outage_limit: float = DEFAULT_OUTAGE_LIMIT):
@@ -267,12 +268,11 @@ class AuditLog:
 
     @contextmanager
     def _transaction(self) -> Iterator[Connection]:
-        """A transaction for :class:`GroupCommit`, which holds its writer while it lasts."""
-        if not self._sqlite:
-            with self.engine.begin() as connection:
-                yield connection
-            return
-        if self._kept is None or self._kept.invalidated:
+        """A transaction for :class:`GroupCommit`, which holds its writer while it lasts, on the
+        kept connection (made again after the database dropped it)."""
+        if self._kept is None or self._kept.invalidated or self._kept.closed:
+            if self._kept is not None:
+                self._kept.close()
             self._kept = self.engine.connect()
             if self._checkpoints_deferred:
                 self._defer_checkpoints_on(self._kept)
