@@ -10,13 +10,20 @@ runs of the last week — each beside the same query with the history indexes dr
 (the baseline: what the database does without them). Every SQL statement a timeline
 runs is EXPLAINed, and the table says whether each used an index or scanned a table.
 Goal (issue #7): a stack's timeline and a host's history under 200 ms on both databases.
+
+Then the CLI end to end (issue #19): ``stackreflex audit timeline --stack S`` as an operator
+runs it (a new process: start-up, query, rendering), wall time and CPU, median of five,
+beside the query alone; and ``stackreflex --help``'s CPU beside the interpreter's own start
+(``python -c pass``). Goals: the whole timeline command within 1 s, ``--help`` within 0.3 s CPU.
 Without --pg, PostgreSQL is taken from STACKREFLEX_TEST_PG_URL or postgres on 127.0.0.1.
 """
 
 import argparse
 import os
 import random
+import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -44,6 +51,7 @@ HISTORY_INDEXES = {  # index → table and columns, dropped for the baseline
     "ix_envelope_correlation": ("envelope", "correlation_id, received_at"),
 }
 GOAL_MS = 200.0
+CLI_GOAL_S, HELP_GOAL_S = 1.0, 0.3
 
 
 def fill(audit: AuditLog, steps: int, seed: int = 7) -> dict:
@@ -143,6 +151,27 @@ def drop_history_indexes(audit: AuditLog) -> None:
         db.execute(text("ANALYZE"))
 
 
+def timed_command(argv: list[str], env: dict | None = None, repeat: int = 5) -> tuple[float, float]:
+    """Median wall and CPU (user + system, of the child) seconds of running ``argv``."""
+    walls, cpus = [], []
+    for _ in range(repeat):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        walls.append(time.perf_counter() - start)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return statistics.median(walls), statistics.median(cpus)
+
+
+def cli_timeline(label: str, url: str, stack: str, query_ms: float) -> tuple:
+    env = {**os.environ, "STACKREFLEX_DATABASE_URL": url, "COLUMNS": "160"}
+    wall, cpu = timed_command([sys.executable, "-m", "stackreflex", "audit", "timeline", "--stack", stack], env)
+    verdict = "met" if wall <= CLI_GOAL_S else "MISSED"
+    return (label, "stackreflex audit timeline --stack (whole command)", f"{query_ms:.1f} (query)",
+            f"{wall * 1000:.0f} wall, {cpu * 1000:.0f} CPU", f"<= {CLI_GOAL_S * 1000:.0f} wall", verdict, "")
+
+
 def bench(label: str, url: str, steps: int, repeat: int) -> list[tuple]:
     audit = AuditLog.open(url)
     start = time.perf_counter()
@@ -151,6 +180,7 @@ def bench(label: str, url: str, steps: int, repeat: int) -> list[tuple]:
         db.execute(text("ANALYZE"))
     print(f"{label}: wrote {steps:,} steps in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     measured = {name: (median_ms(fn, audit, repeat), plan_of(audit, fn)) for name, fn in queries(samples).items()}
+    command = cli_timeline(label, url, samples["stack"], measured["stack timeline"][0])
     drop_history_indexes(audit)
     rows = []
     for name, fn in queries(samples).items():
@@ -160,7 +190,7 @@ def bench(label: str, url: str, steps: int, repeat: int) -> list[tuple]:
         verdict = ("met" if ours < GOAL_MS else "MISSED") if goal else ""
         rows.append((label, name, f"{baseline:.1f}", f"{ours:.1f}", goal, verdict, plan))
     audit.engine.dispose()
-    return rows
+    return rows + [command]
 
 
 def main() -> None:
@@ -170,7 +200,10 @@ def main() -> None:
     parser.add_argument("--pg", default=os.environ.get("STACKREFLEX_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
     parser.add_argument("--skip-pg", action="store_true")
     args = parser.parse_args()
-    rows = []
+    _, interpreter = timed_command([sys.executable, "-c", "pass"])
+    _, helped = timed_command([sys.executable, "-m", "stackreflex", "--help"])
+    rows = [("-", "stackreflex --help (CPU)", f"{interpreter * 1000:.0f} (python -c pass)", f"{helped * 1000:.0f}",
+             f"<= {HELP_GOAL_S * 1000:.0f}", "met" if helped <= HELP_GOAL_S else "MISSED", "")]
     with tempfile.TemporaryDirectory() as work:
         rows += bench("SQLite", f"sqlite:///{work}/audit.db", args.steps, args.repeat)
     if not args.skip_pg:

@@ -375,3 +375,26 @@ def test_a_rejection_the_database_refuses_whole_is_recorded_by_digest_size_and_f
     [row] = list_envelopes(audit, status="rejected")
     assert json.loads(row["payload"]) == {"sha256": digest, "bytes": 76, "first_bytes": "\\x01" * 64}
     assert "recorded in part" in row["reason"] and audit.record_rejection(body, "test.x", "not JSON") == digest
+
+
+def test_a_write_is_on_disk_before_it_returns(database_url):
+    """The router acknowledges an envelope once its record is committed: the commit must have
+    reached the disk, whatever the database's own default says."""
+    engine = make_engine(database_url)
+    migrate(engine)
+    if engine.dialect.name == "postgresql":  # a common tuning the audit log must not inherit
+        with engine.connect() as c:
+            database = c.exec_driver_sql("SELECT current_database()").scalar()
+            c.exec_driver_sql(f'ALTER DATABASE "{database}" SET synchronous_commit = off')
+            c.commit()
+        engine.dispose()
+    audit = AuditLog(make_engine(database_url))
+    new_run(audit, Envelope.new("test.durable"), "h")
+
+    def setting(c):
+        if c.dialect.name == "sqlite":
+            return c.exec_driver_sql("PRAGMA synchronous").scalar()
+        return c.exec_driver_sql("SHOW synchronous_commit").scalar()
+
+    on_the_write_connection = audit._write(setting)
+    assert on_the_write_connection == (2 if audit.engine.dialect.name == "sqlite" else "on")  # 2: FULL

@@ -4,19 +4,25 @@ headless Chromium), exports and retention, on SQLite and PostgreSQL."""
 import csv
 import io
 import json
+import os
+import pty
+import re
 import shutil
+import subprocess
+import sys
 from datetime import timedelta
 
 import pytest
 from sqlmodel import select
 
+from stackreflex.core.envelope import Envelope
 from stackreflex.models.audit import AuditLog
 from stackreflex.models.retention import prune
 from stackreflex.models.stats import handler_stats, percentile, slowest_steps, waiting_runs
 from stackreflex.models.tables import Run, Step
 from stackreflex.models.timeline import Scope, timeline
 
-from .conftest import make_settings, run_cli
+from .conftest import env_for, make_settings, run_cli
 from .history import LANES, SECRET_SIG, T0, at, script
 
 WINDOW = ("--since", (T0 - timedelta(seconds=10)).isoformat(), "--until", (T0 + timedelta(hours=1)).isoformat())
@@ -208,3 +214,46 @@ def test_the_html_report_renders_one_lane_per_node_and_a_bar_per_step(history, d
     text = browser.find_element(By.TAG_NAME, "body").text
     assert text.index("Failures (3)") < text.index("migration 7 ended error") < text.index("Timeline")
     assert "compute-1.localdomain is not empty" in text.split("Counts")[0]
+
+
+def test_a_long_timeline_prints_every_entry_in_aligned_columns(database_url, tmp_path):
+    """Past a few hundred rows the boxed table gives way to plain columns: every entry on a line
+    of its own, each column starting where its header does; piped, nothing is cut, and on an
+    80-column terminal no line is wider than the terminal."""
+    audit = AuditLog.open(database_url)
+    envelope = Envelope.new("command.demo.bulk", subject="overcloud")
+    [accepted] = audit.accept_many([(envelope, ["bulk"])])
+    run_id = accepted.runs["bulk"].id
+    nodes = [f"overcloud-novacompute-{i}.localdomain" for i in range(300)]
+    for i, node in enumerate(nodes):
+        audit.record_step(run_id, 1, f"configure the agent of node number {i}", node, status="succeeded",
+                          started_at=T0 + timedelta(seconds=i), finished_at=T0 + timedelta(seconds=i + 2))
+    scope = ("--correlation-id", envelope.id)
+    lines = cli(database_url, tmp_path, "timeline", *scope).stdout.splitlines()
+    header = next(line for line in lines if line.startswith("time (UTC)"))
+    rows = [line for line in lines if "overcloud-novacompute-" in line]
+    assert len(rows) == len(nodes)
+    for column in ("target", "status"):
+        assert {row.index("overcloud-novacompute-" if column == "target" else "succeeded") for row in rows} == \
+            {header.index(column)}
+    assert all(node in " ".join(rows) for node in nodes)  # piped: nothing cut
+
+    primary, replica = pty.openpty()
+    env = env_for(make_settings(None, database_url, "unused"), tmp_path, {"COLUMNS": "80", "LINES": "24"})
+    process = subprocess.Popen([sys.executable, "-m", "stackreflex", "audit", "timeline", *scope],
+                               stdout=replica, stderr=replica, env=env)
+    os.close(replica)
+    screen = b""
+    while chunk := _read(primary):
+        screen += chunk
+    process.wait(timeout=60)
+    shown = [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in screen.decode().splitlines()]
+    steps = [line for line in shown if "succeeded" in line]
+    assert len(steps) == len(nodes) and max(len(line) for line in shown) <= 80
+
+
+def _read(fd: int) -> bytes:
+    try:
+        return os.read(fd, 65536)
+    except OSError:  # the other end closed
+        return b""
