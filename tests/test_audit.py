@@ -398,3 +398,29 @@ def test_a_write_is_on_disk_before_it_returns(database_url):
 
     on_the_write_connection = audit._write(setting)
     assert on_the_write_connection == (2 if audit.engine.dialect.name == "sqlite" else "on")  # 2: FULL
+
+
+def test_on_postgresql_a_write_does_not_wait_behind_another_transaction(postgres_url):
+    """PostgreSQL takes transactions side by side: while one write's transaction is held open
+    (here waiting on an event; in life, waiting for its commit to reach the disk), another
+    thread's write commits on a connection of its own."""
+    audit = AuditLog.open(postgres_url)
+    held, release = threading.Event(), threading.Event()
+
+    def slow(c):
+        held.set()
+        release.wait(30)
+
+    first = threading.Thread(target=audit._write, args=(slow,))
+    first.start()
+    try:
+        assert held.wait(10)
+        envelope = Envelope.new("test.beside")
+        second = threading.Thread(target=new_run, args=(audit, envelope, "h"))
+        second.start()
+        second.join(10)
+        assert not second.is_alive() and held.is_set() and not release.is_set()  # committed beside the first
+        assert audit.find_run(envelope.id, "h") is not None
+    finally:
+        release.set()
+        first.join(10)

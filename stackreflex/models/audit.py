@@ -21,6 +21,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, Callable, Hashable, Iterable, Iterator
 
 from sqlalchemy import Connection, and_, bindparam, case, delete, func, insert, or_, select, update
@@ -42,6 +43,9 @@ from .tables import (FINAL_STATUSES, EnvelopeRecord, InstallationSecret, Run, Ru
 
 #: With checkpoints deferred (:meth:`AuditLog.defer_checkpoints`), the WAL size (pages) at
 #: which a write checkpoints after all (SQLite's default is 1,000).
+#: Transactions a process runs at once on PostgreSQL: while one waits for its commit to reach
+#: the disk, the next can be under way (SQLite has one writer: one lane).
+POSTGRESQL_WRITE_LANES = 4
 DEFERRED_AUTOCHECKPOINT_PAGES = 10_000
 #: The size a WAL file is cut back to when it restarts (bytes), so a burst does not leave it large.
 WAL_SIZE_LIMIT = 16 * 1024 * 1024
@@ -228,8 +232,10 @@ class AuditLog:
 
     Writes go through :class:`GroupCommit`: the threads of one process take turns at
     the database, and the writes that wait while one transaction commits share the
-    next. They run on one kept connection (checking one out of the pool for each write, with
-    PostgreSQL's pre-ping and reset, cost a quarter of the write); reads take pooled
+    next. They run on kept connections (checking one out of the pool for each write, with
+    PostgreSQL's pre-ping and reset, cost a quarter of the write): one on SQLite, which has
+    one writer anyway, and :data:`POSTGRESQL_WRITE_LANES` on PostgreSQL, whose commits wait
+    for a flush of its log that other connections' commits can share. Reads take pooled
     connections of their own, so they never wait behind a write.
     """
 
@@ -237,9 +243,10 @@ class AuditLog:
         self.engine = engine
         self.clock = clock
         self._sqlite = engine.dialect.name == "sqlite"
-        self._kept: Connection | None = None
+        lanes = 1 if self._sqlite else POSTGRESQL_WRITE_LANES
+        self._kept: list[Connection | None] = [None] * lanes
         self._checkpoints_deferred = False
-        self._commits = GroupCommit(self._transaction)
+        self._lanes = [GroupCommit(partial(self._transaction, lane)) for lane in range(lanes)]
         self._busy = _BusyStatements(engine.dialect)
         self._outage = OutageGuard(outage_limit, clock)
 
@@ -257,7 +264,11 @@ class AuditLog:
     def _write(self, work: Write[T], wait: Callable[[float], None] | None = None, limit: float | None = None) -> T:
         """Run ``work(connection)`` in a write transaction; return its result once committed.
         Through an outage the write is made again, so ``work`` must be safe to repeat."""
-        return self._outage.run(lambda: self._commits.run(work), wait=wait, limit=limit)
+        return self._outage.run(lambda: self._lane().run(work), wait=wait, limit=limit)
+
+    def _lane(self) -> GroupCommit:
+        """An idle lane if there is one, else the one with the fewest writes waiting."""
+        return min(self._lanes, key=GroupCommit.load)
 
     def _read(self, work: Callable[[Connection], T], *, limit: float | None = None) -> T:
         def read() -> T:
@@ -267,17 +278,18 @@ class AuditLog:
         return self._outage.run(read, limit=limit)
 
     @contextmanager
-    def _transaction(self) -> Iterator[Connection]:
-        """A transaction for :class:`GroupCommit`, which holds its writer while it lasts, on the
-        kept connection (made again after the database dropped it)."""
-        if self._kept is None or self._kept.invalidated or self._kept.closed:
-            if self._kept is not None:
-                self._kept.close()
-            self._kept = self.engine.connect()
+    def _transaction(self, lane: int) -> Iterator[Connection]:
+        """A transaction for the :class:`GroupCommit` of ``lane``, which holds its writer while it
+        lasts, on the lane's kept connection (made again after the database dropped it)."""
+        kept = self._kept[lane]
+        if kept is None or kept.invalidated or kept.closed:
+            if kept is not None:
+                kept.close()
+            kept = self._kept[lane] = self.engine.connect()
             if self._checkpoints_deferred:
-                self._defer_checkpoints_on(self._kept)
-        with self._kept.begin():
-            yield self._kept
+                self._defer_checkpoints_on(kept)
+        with kept.begin():
+            yield kept
 
     def defer_checkpoints(self) -> bool:
         """SQLite: leave WAL checkpoints to :meth:`checkpoint`, called off the busy path; False
@@ -291,10 +303,11 @@ class AuditLog:
         """
         if not self._sqlite:
             return False
-        with self._commits.exclusive():
+        [lane] = self._lanes
+        with lane.exclusive():
             self._checkpoints_deferred = True
-            if self._kept is not None and not self._kept.invalidated:
-                self._defer_checkpoints_on(self._kept)
+            if self._kept[0] is not None and not self._kept[0].invalidated:
+                self._defer_checkpoints_on(self._kept[0])
         return True
 
     @staticmethod

@@ -3,14 +3,16 @@
 Every run costs the audit log a few small writes (accept, claim, finish, steps). Made
 one transaction each, they queue on the database's write lock (SQLite has one writer;
 PostgreSQL flushes its log at every commit), and the queue, not the work, sets the
-pace. Here a thread that finds the writer busy leaves its write in a list; whichever
-thread takes the writer next runs every write in that list in one transaction, and
-each caller still returns only once its own write is committed.
+pace. Here a thread that finds a transaction under way leaves its write in a list; when
+that transaction ends, one waiting thread leads the next for every write in the list,
+and each caller returns as soon as its own write is committed: a caller whose write was
+carried along never waits for the transaction after it (the lock is held only to touch
+the list, never across the database's I/O).
 """
 
 import threading
-from contextlib import AbstractContextManager
-from typing import Any, Callable, TypeVar
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, Callable, Iterator, TypeVar
 
 from sqlalchemy import Connection
 
@@ -36,28 +38,55 @@ class GroupCommit:
     def __init__(self, transaction: Callable[[], AbstractContextManager[Connection]]):
         self._transaction = transaction
         self._queue: list[_Pending] = []
-        self._queue_lock = threading.Lock()
-        self._writer = threading.Lock()
+        self._changed = threading.Condition(threading.Lock())
+        #: a transaction is under way (or the writer is held by :meth:`exclusive`)
+        self._leading = False
+
+    def load(self) -> int:
+        """Writes waiting, and one for a transaction under way (read without the lock: a hint)."""
+        return len(self._queue) + self._leading
 
     def run(self, work: Write[T]) -> T:
         """Run ``work`` in a transaction (maybe shared); return its result once committed."""
         own = _Pending(work)
-        with self._queue_lock:
+        with self._changed:
             self._queue.append(own)
-        with self._writer:
+            while not own.done and self._leading:
+                self._changed.wait()
             if not own.done:  # nobody took it along: lead a transaction for all that wait
-                with self._queue_lock:
-                    batch, self._queue = self._queue, []
-                self._commit(batch, own)
+                batch, self._queue, self._leading = self._queue, [], True
+        if not own.done:
+            try:
+                self._commit(batch)
+            except BaseException:
+                # This thread is being interrupted (time limit, shutdown): the others' writes go
+                # back to the queue for the next thread that leads.
+                with self._changed:
+                    self._queue[:0] = [pending for pending in batch if pending is not own and not pending.done]
+                raise
+            finally:
+                with self._changed:
+                    self._leading = False
+                    self._changed.notify_all()
         if own.error is not None:
             raise own.error
         return own.result
 
-    def exclusive(self):
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
         """Hold the writer: no write runs until the ``with`` block ends."""
-        return self._writer
+        with self._changed:
+            while self._leading:
+                self._changed.wait()
+            self._leading = True
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._leading = False
+                self._changed.notify_all()
 
-    def _commit(self, batch: list[_Pending], own: _Pending) -> None:
+    def _commit(self, batch: list[_Pending]) -> None:
         try:
             with self._transaction() as connection:
                 results = [pending.work(connection) for pending in batch]
@@ -68,13 +97,7 @@ class GroupCommit:
             # One write failed and took the others' transaction with it: give each its own,
             # so only the failing one fails.
             for pending in batch:
-                self._commit([pending], own)
+                self._commit([pending])
             return
-        except BaseException:
-            # This thread is being interrupted (time limit, shutdown): the others' writes go
-            # back to the queue for the next thread that takes the writer.
-            with self._queue_lock:
-                self._queue[:0] = [pending for pending in batch if pending is not own]
-            raise
         for pending, result in zip(batch, results):
             pending.result, pending.done = result, True
