@@ -51,6 +51,9 @@ from stackreflex.core.settings import Settings
 from stackreflex.models.tables import Run
 from stackreflex.runtime import Runtime
 
+sys.path.insert(0, str(Path(__file__).parent))
+from brokers import remove_namespace  # noqa: E402
+
 THREADS = 8
 #: Longest one drain may take before the bench gives up (seconds).
 RUN_LIMIT = 600
@@ -147,12 +150,7 @@ class Bench:
         return Runtime(self.settings(database_url), self.registry).start()
 
     def clean_up(self) -> None:
-        ns = self.namespace
-        with Connection(self.url) as c:
-            for q in (f"{ns}.router", f"{ns}.unrouted", f"{ns}.noop", f"{ns}.noop.DQ", f"{ns}.noop.XQ", f"{ns}.dlq"):
-                c.default_channel.queue_delete(q)
-            for exchange in (ns, f"{ns}.unrouted"):
-                c.default_channel.exchange_delete(exchange)
+        remove_namespace(self.url, self.namespace, [h.name for h in self.registry])
 
 
 def succeeded(runtime: Runtime) -> int:
