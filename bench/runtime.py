@@ -15,6 +15,9 @@ Every round measures, one after the other:
   50% of the capacity just measured on SQLite (open loop: each is sent at its time, whether or
   not the ones before it were handled).
 
+After the rounds, a ``stackreflex worker`` process serving the no-op handler is given
+``--messages`` envelopes, and its resident memory is read before and after (``worker_rss_mb``).
+
 The table gives each figure's median over the rounds with its range, and the load average
 beside it (this machine's timings wander by a third between minutes). ``--json`` prints one
 object instead. Envelopes are published from a process of their own, as the CLI publishes to
@@ -45,9 +48,11 @@ from sqlalchemy import func, select
 from stackreflex.bus.connections import normalise_amqp_url
 from stackreflex.bus.publisher import Publisher
 from stackreflex.core.envelope import Envelope
+from stackreflex.core.errors import UnroutableError
 from stackreflex.core.logs import setup_logging
 from stackreflex.core.registry import Registry, handler
 from stackreflex.core.settings import Settings
+from stackreflex.models.audit import AuditLog
 from stackreflex.models.tables import Run
 from stackreflex.runtime import Runtime
 
@@ -231,6 +236,61 @@ def ours_latency(bench: Bench, samples: int, rate: float, seconds: float) -> tup
     return one_at_a_time, sustained
 
 
+def worker_rss(url: str, messages: int) -> tuple[float, float]:
+    """(MB resident at start, MB resident after ``messages`` envelopes) of a `stackreflex
+    worker` process serving the no-op handler on SQLite."""
+    bench = Bench(url)
+    with tempfile.TemporaryDirectory() as tmp:
+        database_url = f"sqlite:///{tmp}/audit.db"
+        env = {**os.environ, "STACKREFLEX_BROKER_URL": url, "STACKREFLEX_DATABASE_URL": database_url,
+               "STACKREFLEX_NAMESPACE": bench.namespace, "STACKREFLEX_WORKER_THREADS": str(THREADS),
+               "STACKREFLEX_LOG_LEVEL": "WARNING", "XDG_STATE_HOME": tmp}
+        worker = subprocess.Popen([sys.executable, "-m", "stackreflex", "worker", "-H",
+                                   str(Path(__file__).with_name("noop_handlers.py"))], env=env)
+        try:
+            publisher = Publisher(bench.settings(database_url))
+            _until(lambda: _first(publisher), worker)  # the worker has bound its queue
+            audit = AuditLog.open(database_url)
+            _until(lambda: _count(audit) >= 1, worker)
+            start = _rss_mb(worker.pid)
+            for _ in range(messages):
+                publisher.publish(Envelope.new("bench.noop"))
+            _until(lambda: _count(audit) >= messages + 1, worker)
+            return start, _rss_mb(worker.pid)
+        finally:
+            worker.terminate()
+            worker.wait(60)
+            bench.clean_up()
+
+
+def _first(publisher: Publisher) -> bool:
+    try:
+        publisher.publish(Envelope.new("bench.noop"))
+        return True
+    except UnroutableError:
+        return False
+
+
+def _count(audit: "AuditLog") -> int:
+    with audit.engine.connect() as c:
+        return c.execute(select(func.count()).select_from(Run).where(Run.status == "succeeded")).scalar()
+
+
+def _until(done, worker: subprocess.Popen) -> None:
+    deadline = time.monotonic() + RUN_LIMIT
+    while not done():
+        if worker.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("the worker process stopped or did not finish")
+        time.sleep(0.1)
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
 # -- PostgreSQL ------------------------------------------------------------------------------
 
 def postgres_admin_url() -> str:
@@ -324,6 +384,8 @@ def table(s: dict, args) -> str:
         (f"latency p99 at {s['sustained_rate']:.0f}/s (ms)", "", fig("sustained_p99_ms"), "",
          met("sustained_p99_ms")),
     ]
+    rows.append((f"worker RSS after {args.messages} envelopes (MB)", f"{s['worker_rss_start_mb']:.0f} (at start)",
+                 f"{s['worker_rss_mb']:.0f}", "", f"<= 100: {'yes' if s['worker_rss_mb'] <= 100 else 'no'}"))
     header = ("measure", "baseline", "stackreflex", "ratio (range)", "target")
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
     lines = [f"baselines: raw dramatiq draining {args.messages} queued no-op messages (same broker, durable queue, "
@@ -358,6 +420,7 @@ def main() -> int:
               f"{figures['latency_p50_ms']:.2f} ms; at {figures['sustained_rate']:.0f}/s p99 "
               f"{figures['sustained_p99_ms']:.1f} ms; load {figures['load_average']:.2f}", file=sys.stderr)
     s = summary(rounds)
+    s["worker_rss_start_mb"], s["worker_rss_mb"] = worker_rss(url, args.messages)
     print(json.dumps(s, indent=2) if args.json else table(s, args))
     return 0
 

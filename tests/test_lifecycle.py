@@ -118,6 +118,22 @@ def starts_a_step(event, ctx):
         note(event, "call")
 
 
+@handler("test.life.parent", into=local)
+def waits_for_its_child(event, ctx):
+    """Publishes one envelope, then waits (ten minutes between looks) for its run to succeed."""
+    if "child" not in ctx.state:
+        ctx.state["child"] = ctx.publish("test.life.child", key="child").id
+    runs = ctx.outcomes([ctx.state["child"]])[ctx.state["child"]]
+    if not runs or runs[0].status != "succeeded":
+        ctx.recheck(600, waiting_for="its child")
+    note(event, "child done")
+
+
+@handler("test.life.child", into=local)
+def the_child(event, ctx):
+    note(event, "child")
+
+
 @pytest.fixture(params=["sqlite-memory", "postgresql"])
 def kit(request, postgres_url):
     did.clear()
@@ -287,3 +303,16 @@ def test_wait_timed_out_is_a_failure_with_the_deadline(kit):
     kit.clock.advance(3600)
     done = kit.go_on(result.run.id)
     assert done.status == "failed" and "gave up waiting for ever: deadline passed" in done.run.error
+
+
+def test_a_waiting_run_looks_again_as_soon_as_a_run_it_published_ends(kit):
+    """A coordinator holds no thread while its children work and polls nothing: the end of a
+    child's run wakes it at once, ten minutes before its own next look."""
+    parent = kit.run(waits_for_its_child, Envelope.new("test.life.parent"), until_waiting=True)
+    assert parent.status == "waiting" and parent.run.waiting_for == "its child"
+    [child] = parent.published
+    since = kit.clock.now()
+    assert kit.run(the_child, child).status == "succeeded"
+    done = kit.go_on(parent.run.id)
+    assert done.status == "succeeded" and did[parent.run.envelope_id] == ["child done"]
+    assert (done.run.finished_at - since).total_seconds() < 60

@@ -20,8 +20,10 @@ from ..core.registry import handler
 URL_DEADLINE = 900.0
 #: How long to wait in place for something that usually follows at once, before parking the run.
 INLINE_WAIT = 5.0
-#: The whole-stack command follows its window of node runs in place this long, looking this often (seconds).
-INLINE_FOLLOW, FOLLOW_INTERVAL = 20.0, 0.1
+#: The whole-stack command holds no thread while its node runs work: it is woken when one of
+#: them waits or ends, and looks again at the latest this often (seconds), in case a wake-up
+#: crossed its own parking.
+LOOK_AGAIN = 1.0
 #: The envelope fields that name a deployed server in Heat (the watcher's field names).
 NAMING_FIELDS = ("owner_stack", "owner_stack_id", "resource_name")
 #: What an envelope may also say of the server; each is checked against Heat, never used as is.
@@ -82,45 +84,47 @@ def configure_stack_agents(event: Envelope, ctx: RunContext) -> None:
         if not servers:
             ctx.fail(f"stack {stack} has no deployed servers" + (f" in role {role}" if role else ""))
         ctx.state["nodes"], ctx.state["sent"] = [server_data(s) for s in servers], {}
-    nodes, sent = ctx.state["nodes"], ctx.state["sent"]
-    follow_until = ctx.clock.monotonic() + INLINE_FOLLOW
-    while True:
-        finished = _window_step(ctx, stack, nodes, sent, window)
-        if len(finished) == len(nodes):
-            break
-        if ctx.stopping or ctx.clock.monotonic() > follow_until:  # hold no thread for long: look again later
-            ctx.recheck(1, waiting_for=f"{len(nodes) - len(finished)} of {len(nodes)} node(s)", key="nodes",
-                        deadline=3600)
-        ctx.sleep(FOLLOW_INTERVAL)
-    failed = {label: run for label, run in finished.items() if run.status != "succeeded"}
+    nodes, sent, done = ctx.state["nodes"], ctx.state["sent"], ctx.state.setdefault("done", {})
+    _window_step(ctx, stack, nodes, sent, done, window)
+    if len(done) < len(nodes):
+        ctx.recheck(LOOK_AGAIN, waiting_for=f"{len(nodes) - len(done)} of {len(nodes)} node(s)", key="nodes",
+                    deadline=3600)
+    failed = {label: error for label, (status, error) in done.items() if status != "succeeded"}
     if failed:
         ctx.fail(f"{len(failed)} of {len(nodes)} node(s) failed: " +
-                 "; ".join(f"{label}: {run.error}" for label, run in sorted(failed.items())))
+                 "; ".join(f"{label}: {error}" for label, error in sorted(failed.items())))
 
 
-def _window_step(ctx: RunContext, stack: str, nodes: list[dict], sent: dict, window: int) -> dict:
-    """Refill the window of node runs; returns the finished ones, by node."""
-    runs = ctx.outcomes(list(sent.values()))
-    finished = {label: rows[0] for label, eid in sent.items() for rows in [runs[eid]]
-                if rows and rows[0].status in FINAL_STATUSES}
+def _window_step(ctx: RunContext, stack: str, nodes: list[dict], sent: dict, done: dict, window: int) -> None:
+    """Note the node runs that ended (in ``done``: label → [status, error]) and refill the
+    window; only the runs not known to have ended are read, so a look costs the window, not N."""
+    going = [label for label in sent if label not in done]
+    runs = ctx.outcomes([sent[label] for label in going])
     # The window bounds the nodes being worked on over SSH: a node whose agent has fetched its
     # metadata only waits for Heat's deployments (minutes of puppet on a real node), holding nothing.
-    busy = sum(1 for label, eid in sent.items() if label not in finished and not _fetched(runs[eid]))
+    busy = 0
+    for label in going:
+        rows = runs[sent[label]]
+        if rows and rows[0].status in FINAL_STATUSES:
+            done[label] = [rows[0].status, rows[0].error]
+        elif not _fetched(rows):
+            busy += 1
     published = False
     for data in nodes:
+        if busy >= window or len(sent) == len(nodes):
+            break
         label = server_of_data(data).label
-        if label not in sent and busy < window:
+        if label not in sent:
             sent[label] = ctx.publish("command.agent.configure", subject=stack, data=data, key=label).id
             busy += 1
             published = True
     if published:
         ctx.checkpoint()
-    failed = sum(1 for run in finished.values() if run.status != "succeeded")
-    note = f"{len(finished) - failed} configured, {failed} failed"
+    failed = sum(1 for status, _ in done.values() if status != "succeeded")
+    note = f"{len(done) - failed} configured, {failed} failed"
     if note != ctx.state.get("reported"):
-        ctx.progress(len(finished), len(nodes), note)
+        ctx.progress(len(done), len(nodes), note)
         ctx.state["reported"] = note
-    return finished
 
 
 def _fetched(rows: list) -> bool:

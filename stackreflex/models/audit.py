@@ -625,6 +625,14 @@ class AuditLog:
         self._write(lambda c: c.execute(update(RUN).where(RUN.c.id == run_id, RUN.c.status == WAITING).values(
             wake_at=now, updated_at=now)))
 
+    def wake_publisher(self, envelope_id: str) -> list[RunRecord]:
+        """The waiting runs of ``envelope_id``, made due now: one of the envelopes they published
+        has a run that moved on (a coordinator waits for its children this way, not by polling)."""
+        now = self.clock.now()
+        statement = update(RUN).where(RUN.c.envelope_id == envelope_id, RUN.c.status == WAITING,
+                                      RUN.c.wake_at > now).values(wake_at=now, updated_at=now).returning(*RUN.c)
+        return [RunRecord.from_row(row) for row in self._write(lambda c: c.execute(statement).all())]
+
     def requeue(self, run_id: str) -> None:
         """A dead run replayed from the dead-letter queue runs again, with a fresh retry budget."""
         now = self.clock.now()

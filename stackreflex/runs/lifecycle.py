@@ -211,6 +211,7 @@ class Lifecycle:
         self._announce(execution, "run.progress", RunStatus.WAITING, note=f"waiting for {wait.waiting_for}")
         log.info("run waiting: %s for %s, re-check in %.1fs", run.handler, wait.waiting_for, wait.after,
                  extra={"run_id": run.id, "handler": run.handler})
+        self._wake_publisher(execution)
 
     def _finish(self, execution: Execution, status: RunStatus, error: str | None) -> None:
         run = execution.run
@@ -219,9 +220,24 @@ class Lifecycle:
         if not self.audit.finish(run.id, execution.token, status, error, close_steps=leftover):
             return self._lost(execution)
         self._announce(execution, "run.finished", status, error=error)
+        self._wake_publisher(execution)
         level = logging.INFO if status in (RunStatus.SUCCEEDED, RunStatus.CANCELLED, RunStatus.SKIPPED) else logging.ERROR
         log.log(level, "run %s: %s%s", status.value, run.handler, f": {error}" if error else "",
                 extra={"run_id": run.id, "handler": run.handler, "status": status.value})
+
+    def _wake_publisher(self, execution: Execution) -> None:
+        """This run moved on (it waits or it ended): the run that published its envelope, if it
+        is waiting, looks again now instead of at its next timed look."""
+        cause = execution.envelope.causationid
+        if not cause:
+            return
+        try:
+            for run in self.audit.wake_publisher(cause):
+                body = self.audit.kept_envelope(run.envelope_id)
+                if body is not None:  # else its timed look comes as planned
+                    self._send(run.handler, body, run.wake, None, run.id)
+        except Exception as exc:  # noqa: BLE001 - a wake-up is a shortcut: the timed look still comes
+            log.warning("could not wake the run that published %s: %s", execution.envelope.id, exc)
 
     def _lost(self, execution: Execution) -> None:
         execution.lost = True
