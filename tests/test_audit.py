@@ -1,14 +1,16 @@
 """The audit log on SQLite and PostgreSQL: migrations, run uniqueness, claims and leases, redaction."""
 
 import json
+import logging
 import os
+import sqlite3
 import threading
 import time
 from datetime import timedelta
 
 from sqlalchemy import insert, inspect, select, text
 from pydantic import SecretStr
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from stackreflex.core.envelope import Envelope
 from stackreflex.core.clock import utcnow
@@ -16,12 +18,14 @@ from stackreflex.core.registry import Registry
 from stackreflex.models.audit import AuditLog
 from stackreflex.models.database import make_engine, migrate
 from stackreflex.models.group_commit import GroupCommit
+from stackreflex.models.outage import AFTERSHOCK, OutageGuard
 from stackreflex.models.prepared import Prepared
 from stackreflex.core.records import ClaimRefusal, RunRecord
 from stackreflex.models.tables import EnvelopeRecord, Run, RunStatus, StepStatus, WatcherCursor
 from stackreflex.models.queries import RunFilter, list_envelopes, list_runs, parse_since, run_with_steps
 from stackreflex.runtime import Runtime
 from stackreflex.core.settings import Settings
+from stackreflex.testing import FakeClock
 
 from .conftest import wait_for
 
@@ -424,3 +428,27 @@ def test_on_postgresql_a_write_does_not_wait_behind_another_transaction(postgres
     finally:
         release.set()
         first.join(10)
+
+
+def test_an_outage_is_said_once_even_when_a_late_write_fails_just_after_it_ended(caplog):
+    """Several writers (PostgreSQL's write lanes) wait through one outage: a write whose attempt
+    began during it may fail just after another went through. That is the same outage, not a
+    second one; a failure well after it is a new outage, said again."""
+    clock = FakeClock()
+    guard = OutageGuard(600, clock)
+
+    caplog.set_level(logging.WARNING, logger="stackreflex.audit")
+    said = lambda: [r.getMessage().split(" (")[0].split(" after")[0] for r in caplog.records]  # noqa: E731
+    # (fails, pause before) per write: an outage; a failure just after it ended; one long after
+    for fails, pause in ((3, 0), (1, 1.0), (2, AFTERSHOCK + 60)):
+        clock.advance(pause)
+        attempts = iter([True] * fails + [False])
+
+        def flaky():
+            if next(attempts):
+                raise OperationalError("INSERT", {}, sqlite3.OperationalError("database is locked"))
+            return "written"
+
+        assert guard.run(flaky) == "written"
+    assert said() == ["audit database unreachable", "audit database reachable again",
+                      "audit database unreachable", "audit database reachable again"]

@@ -219,6 +219,6 @@ def test_a_75_second_database_outage_under_load_loses_nothing_and_misstates_noth
         listed = run_cli(settings, tmp_path, "dlq", "list", "--json")
         assert listed.returncode == 0 and json.loads(listed.stdout or "[]") == []
         log = worker.log_path.read_text()
-        assert log.count("audit database unreachable") == 1 and "audit database reachable again after" in log
+        assert log.count("audit database unreachable") == 1 and "audit database reachable again after" in log, [l for l in log.splitlines() if "audit database" in l]
     finally:
         relay.close()

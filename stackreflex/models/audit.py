@@ -245,6 +245,7 @@ class AuditLog:
         self._sqlite = engine.dialect.name == "sqlite"
         lanes = 1 if self._sqlite else POSTGRESQL_WRITE_LANES
         self._kept: list[Connection | None] = [None] * lanes
+        self._kept_at = [0.0] * lanes  # when each was made (monotonic seconds)
         self._checkpoints_deferred = False
         self._lanes = [GroupCommit(partial(self._transaction, lane)) for lane in range(lanes)]
         self._busy = _BusyStatements(engine.dialect)
@@ -282,9 +283,12 @@ class AuditLog:
         """A transaction for the :class:`GroupCommit` of ``lane``, which holds its writer while it
         lasts, on the lane's kept connection (made again after the database dropped it)."""
         kept = self._kept[lane]
-        if kept is None or kept.invalidated or kept.closed:
+        # A connection made before the database last failed a write may be dead without knowing
+        # it (each lane would find out with a failed write of its own, an outage each time).
+        if kept is None or kept.invalidated or kept.closed or self._kept_at[lane] <= self._outage.last_failure:
             if kept is not None:
                 kept.close()
+            self._kept_at[lane] = self.clock.monotonic()
             kept = self._kept[lane] = self.engine.connect()
             if self._checkpoints_deferred:
                 self._defer_checkpoints_on(kept)

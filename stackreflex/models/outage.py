@@ -26,6 +26,9 @@ DEFAULT_OUTAGE_LIMIT = 600.0
 #: Pauses between tries (seconds); the last one repeats.
 BACKOFF = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0)
 
+#: Failures this soon after an outage ended belong to it (seconds): a write whose attempt began
+#: during the outage may fail just after another write went through.
+AFTERSHOCK = 5.0
 #: SQLite errors that pass when another process lets go of the file.
 _SQLITE_TRANSIENT = ("locked", "busy", "unable to open", "disk i/o")
 
@@ -51,6 +54,8 @@ class OutageGuard:
         self.clock = clock
         self._lock = threading.Lock()
         self._since: float | None = None
+        #: the outage began as an aftershock of the one before, and has not been said
+        self._quiet = False
         self._last_failure = 0.0
         #: when the last outage ended (monotonic seconds), for work that must let the system settle first
         self.ended_at: float | None = None
@@ -87,8 +92,16 @@ class OutageGuard:
         with self._lock:
             self._last_failure = now
             if self._since is not None:
-                return
-            self._since = now
+                # A failure just after an outage ended (a write tried on a connection made during
+                # it) is that outage going on: said only if it lasts.
+                if not self._quiet or now - self._since < AFTERSHOCK:
+                    return
+                self._quiet = False
+            else:
+                self._since = now
+                self._quiet = self.ended_at is not None and now - self.ended_at < AFTERSHOCK
+                if self._quiet:
+                    return
         reason = redact_text(str(getattr(error, "orig", error))).strip().splitlines()
         log.warning("audit database unreachable (%s); writes wait for it, for up to %.0fs",
                     reason[0] if reason else type(error).__name__, self.limit)
@@ -100,8 +113,14 @@ class OutageGuard:
             # the cut) does not end the outage: it ends once the failures have stopped.
             if self._since is None or now - self._last_failure < BACKOFF[0]:
                 return
-            since, self._since, self.ended_at = self._since, None, now
-        log.warning("audit database reachable again after %.1fs", now - since)
+            since, quiet, self._since, self.ended_at = self._since, self._quiet, None, now
+        if not quiet:
+            log.warning("audit database reachable again after %.1fs", now - since)
+
+    @property
+    def last_failure(self) -> float:
+        """When a try last failed for want of the database (monotonic seconds; 0 if never)."""
+        return self._last_failure
 
     def settled(self, seconds: float) -> bool:
         """Neither in an outage nor out of one for less than ``seconds``."""
