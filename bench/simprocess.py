@@ -42,9 +42,15 @@ class SimProcess:
         self.environment = {k: v.strip("'") for k, v in self.environment.items()}
 
     def stop(self) -> None:
+        """SIGTERM, then SIGKILL: a simulator of hundreds of SSH servers may take long to close
+        them all, and what it leaves behind (its state directory) is thrown away anyway."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(30)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(30)
 
 
 def print_table(header: tuple, rows: list[tuple]) -> None:

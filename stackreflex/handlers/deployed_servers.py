@@ -21,8 +21,8 @@ URL_DEADLINE = 900.0
 #: How long to wait in place for something that usually follows at once, before parking the run.
 INLINE_WAIT = 5.0
 #: The whole-stack command holds no thread while its node runs work: it is woken when one of
-#: them waits or ends, and looks again at the latest this often (seconds), in case a wake-up
-#: crossed its own parking.
+#: them saves progress, waits or ends, and looks again at the latest this often (seconds), in
+#: case a wake-up crossed its own parking.
 LOOK_AGAIN = 1.0
 #: The envelope fields that name a deployed server in Heat (the watcher's field names).
 NAMING_FIELDS = ("owner_stack", "owner_stack_id", "resource_name")

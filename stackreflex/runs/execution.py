@@ -13,7 +13,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, NoReturn
+from typing import Any, Callable, NoReturn
 
 from ..core.envelope import Envelope
 from ..core.clock import Clock
@@ -63,8 +63,10 @@ class Execution:
 
     def __init__(self, *, run: RunRecord, envelope: Envelope, body: dict, handler: Any, policy: RetryPolicy,
                  token: str, audit: AuditLog, clock: Clock, stopping: threading.Event,
-                 waiting_steps: list[WaitingStep] = ()):
+                 waiting_steps: list[WaitingStep] = (), moved_on: Callable[["Execution"], None] = lambda e: None):
         self.run, self.envelope, self.body = run, envelope, body
+        #: called once the run saved progress (a checkpoint): whoever waits on it may look again
+        self.moved_on = moved_on
         self.handler, self.policy, self.token = handler, policy, token
         self.audit, self.clock, self.stopping = audit, clock, stopping
         #: the handler's state, saved at checkpoints and when the run waits
@@ -147,6 +149,7 @@ class Execution:
         """Save the state (with the steps it accounts for); a safe point afterwards."""
         self.fenced(self.audit.save_state(self.run.id, self.token, self.state,
                                           [{"attempt": self.run.attempts, **s} for s in steps]))
+        self.moved_on(self)
         self.safe_point()
 
     def progress(self, done: int, total: int | None, note: str | None) -> None:

@@ -75,7 +75,8 @@ class Lifecycle:
         run = claim.run
         waiting = self.audit.waiting_steps(run.id) if run.wake else []
         execution = Execution(run=run, envelope=envelope, body=body, handler=handler, policy=policy, token=token,
-                              audit=self.audit, clock=self.clock, stopping=self.stopping, waiting_steps=waiting)
+                              audit=self.audit, clock=self.clock, stopping=self.stopping, waiting_steps=waiting,
+                              moved_on=self._wake_publisher)
         with self._lock:
             self._active[run.id] = execution
         log.info("run started: %s for %s %s (attempt %d%s)", handler.name, envelope.type, envelope.subject or "",
@@ -226,8 +227,8 @@ class Lifecycle:
                 extra={"run_id": run.id, "handler": run.handler, "status": status.value})
 
     def _wake_publisher(self, execution: Execution) -> None:
-        """This run moved on (it waits or it ended): the run that published its envelope, if it
-        is waiting, looks again now instead of at its next timed look."""
+        """This run moved on (it saved progress, waits or ended): the run that published its
+        envelope, if it is waiting, looks again now instead of at its next timed look."""
         cause = execution.envelope.causationid
         if not cause:
             return
