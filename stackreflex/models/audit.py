@@ -41,11 +41,11 @@ from ..core.records import Accepted, Claim, ClaimRefusal, Fence, RunRecord, RunR
 from .tables import (FINAL_STATUSES, EnvelopeRecord, InstallationSecret, Run, RunStatus, Step, StepStatus,
                      Subscription, WatcherCursor)
 
-#: With checkpoints deferred (:meth:`AuditLog.defer_checkpoints`), the WAL size (pages) at
-#: which a write checkpoints after all (SQLite's default is 1,000).
 #: Transactions a process runs at once on PostgreSQL: while one waits for its commit to reach
 #: the disk, the next can be under way (SQLite has one writer: one lane).
 POSTGRESQL_WRITE_LANES = 4
+#: With checkpoints deferred (:meth:`AuditLog.defer_checkpoints`), the WAL size (pages) at
+#: which a write checkpoints after all (SQLite's default is 1,000).
 DEFERRED_AUTOCHECKPOINT_PAGES = 10_000
 #: The size a WAL file is cut back to when it restarts (bytes), so a burst does not leave it large.
 WAL_SIZE_LIMIT = 16 * 1024 * 1024
