@@ -158,8 +158,9 @@ class Bench:
         remove_namespace(self.url, self.namespace, [h.name for h in self.registry])
 
 
-def succeeded(runtime: Runtime) -> int:
-    with runtime.audit.engine.connect() as c:
+def succeeded(audit: AuditLog) -> int:
+    """Runs recorded succeeded (a cheap count: the benchmark must not load the system)."""
+    with audit.engine.connect() as c:
         return c.execute(select(func.count()).select_from(Run).where(Run.status == "succeeded")).scalar()
 
 
@@ -174,7 +175,7 @@ def ours_drain(bench: Bench, database_url: str, messages: int) -> float:
     runtime = bench.runtime(database_url)
     try:
         deadline = time.monotonic() + RUN_LIMIT
-        while (done := succeeded(runtime)) < messages:
+        while (done := succeeded(runtime.audit)) < messages:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"stackreflex drained {done} of {messages} in {RUN_LIMIT} s")
             time.sleep(0.02)
@@ -251,11 +252,11 @@ def worker_rss(url: str, messages: int) -> tuple[float, float]:
             publisher = Publisher(bench.settings(database_url))
             _until(lambda: _first(publisher), worker)  # the worker has bound its queue
             audit = AuditLog.open(database_url)
-            _until(lambda: _count(audit) >= 1, worker)
+            _until(lambda: succeeded(audit) >= 1, worker)
             start = _rss_mb(worker.pid)
             for _ in range(messages):
                 publisher.publish(Envelope.new("bench.noop"))
-            _until(lambda: _count(audit) >= messages + 1, worker)
+            _until(lambda: succeeded(audit) >= messages + 1, worker)
             return start, _rss_mb(worker.pid)
         finally:
             worker.terminate()
@@ -269,11 +270,6 @@ def _first(publisher: Publisher) -> bool:
         return True
     except UnroutableError:
         return False
-
-
-def _count(audit: "AuditLog") -> int:
-    with audit.engine.connect() as c:
-        return c.execute(select(func.count()).select_from(Run).where(Run.status == "succeeded")).scalar()
 
 
 def _until(done, worker: subprocess.Popen) -> None:

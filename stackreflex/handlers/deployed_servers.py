@@ -109,16 +109,12 @@ def _window_step(ctx: RunContext, stack: str, nodes: list[dict], sent: dict, don
             done[label] = [rows[0].status, rows[0].error]
         elif not _fetched(rows):
             busy += 1
-    published = False
-    for data in nodes:
-        if busy >= window or len(sent) == len(nodes):
-            break
+    # Nodes are sent in their listed order: the first len(sent) of them are out.
+    unsent = nodes[len(sent):len(sent) + max(window - busy, 0)]
+    for data in unsent:
         label = server_of_data(data).label
-        if label not in sent:
-            sent[label] = ctx.publish("command.agent.configure", subject=stack, data=data, key=label).id
-            busy += 1
-            published = True
-    if published:
+        sent[label] = ctx.publish("command.agent.configure", subject=stack, data=data, key=label).id
+    if unsent:
         ctx.checkpoint()
     failed = sum(1 for status, _ in done.values() if status != "succeeded")
     note = f"{len(done) - failed} configured, {failed} failed"
