@@ -14,7 +14,8 @@ from ..tasks.cloud import connect_cloud
 from ..tasks.heat import agent_source, deployed_servers, deployments_of
 from ..tasks.inventory import load_inventory
 from ..tasks.ssh import open_ssh
-from .common import console, invocation, styled, table
+from .common import emit, invocation, say
+from .output import Column, Listing, lists
 from .publish import DEFAULT_WAIT_TIMEOUT, prepare, send
 
 app = typer.Typer(help="os-collect-config on the deployed servers of a stack.", no_args_is_help=True)
@@ -30,7 +31,16 @@ def _plan(stack: str, role: str | None):
     return conn, [(s, inventory.host_for(s.role, s.index, path=s.path)) for s in servers]
 
 
+PLAN_COLUMNS = [Column("role"), Column("index", "number"), Column("host"), Column("resource_status", header="resource"),
+                Column("metadata_url", "text", header="metadata URL")]
+RESULT_COLUMNS = [Column("node"), Column("host"), Column("status", "status", header="result"),
+                  Column("run_id", "id", long=True), Column("detail", "text")]
+STATUS_COLUMNS = [Column("role"), Column("index", "number"), Column("host"),
+                  Column("deployments", "text", header="software deployments"), Column("agent", "text")]
+
+
 @app.command()
+@lists
 def configure(
     stack: Annotated[str, typer.Option(help="The Heat stack, e.g. overcloud.")],
     role: Annotated[str | None, typer.Option(help="Only this role's nodes.")] = None,
@@ -48,15 +58,14 @@ def configure(
     settings = invocation.settings
     if dry_run:
         conn, plan = _plan(stack, role)
-        console.print(table(f"plan for {stack} (nothing will be changed)", ["role", "index", "host", "resource",
-                                                                            "metadata URL"],
-                            [(s.role, s.index, str(h), s.status, _source_text(agent_source(conn, s)))
-                             for s, h in plan]))
+        emit(Listing(PLAN_COLUMNS, [{"role": s.role, "index": s.index, "host": str(h), "resource_status": s.status,
+                                     "metadata_url": _source_text(agent_source(conn, s))} for s, h in plan],
+                     title=f"plan for {stack} (nothing will be changed)"))
         return
     envelope = prepare(settings, "command.agents.configure", stack,
                        {"stack": stack, "role": role, "concurrency": concurrency}, None, wait=wait)
     progress = send(settings, envelope, wait=wait, timeout=timeout)
-    console.print(f"published command.agents.configure id={envelope.id}")
+    say(f"published command.agents.configure id={envelope.id}")
     if progress is None:
         return
     audit = invocation.audit()
@@ -67,13 +76,15 @@ def configure(
         host = next((s["target"] for s in steps if s["name"] == "configure os-collect-config"), "")
         action = next((s["detail"].get("action") for s in steps if s["name"] == "configure os-collect-config"), "")
         node = steps[0]["target"] if steps else ""
-        rows.append((node, host, styled(run["status"]), action or run["error"] or ""))
-    console.print(table("nodes", ["node", "host", "result", "detail"], sorted(rows)))
+        rows.append({"node": node, "host": host, "status": run["status"], "run_id": run["id"],
+                     "detail": action or run["error"]})
+    emit(Listing(RESULT_COLUMNS, sorted(rows, key=lambda r: r["node"]), title="nodes"))
     if not progress.succeeded:
         raise typer.Exit(1)
 
 
 @app.command()
+@lists
 def status(
     stack: Annotated[str, typer.Option(help="The Heat stack, e.g. overcloud.")],
     role: Annotated[str | None, typer.Option(help="Only this role's nodes.")] = None,
@@ -100,8 +111,9 @@ def status(
 
     with ThreadPoolExecutor(max_workers=settings.agent_concurrency) as pool:
         results = list(pool.map(check, plan))
-    console.print(table(f"{stack}: deployed servers", ["role", "index", "host", "software deployments", "agent"],
-                        [(s.role, s.index, str(h), deployments, agent) for s, h, deployments, agent in results]))
+    emit(Listing(STATUS_COLUMNS, [{"role": s.role, "index": s.index, "host": str(h), "deployments": deployments,
+                                   "agent": agent} for s, h, deployments, agent in results],
+                 title=f"{stack}: deployed servers"))
 
 
 

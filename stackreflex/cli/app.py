@@ -43,6 +43,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+#: The commands that run as services: they log at the log_level setting (INFO by default).
+SERVICES = frozenset({"worker", "watch"})
+
+
 def load_command(name: str) -> TyperCommand | TyperGroup:
     """The click command ``name`` runs, its module imported now."""
     module, attribute, _ = COMMANDS[name]
@@ -101,10 +105,14 @@ def root(
     context: typer.Context,
     config: Annotated[Optional[Path], typer.Option(help="TOML settings file (default ~/.config/stackreflex/config.toml).")] = None,
     log_format: Annotated[Optional[str], typer.Option(help="text (default) or json.")] = None,
-    log_level: Annotated[Optional[str], typer.Option(help="DEBUG, INFO (default), WARNING, ERROR.")] = None,
+    log_level: Annotated[Optional[str], typer.Option(help=(
+        "DEBUG, INFO, WARNING, ERROR. Default: INFO for `worker` and `watch` (the log_level setting), "
+        "WARNING for the other commands (the handlers they run embedded included)."))] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO: every envelope, run and step.")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
 ) -> None:
-    context.obj = Invocation(config, {k: v for k, v in {"log_format": log_format, "log_level": log_level}.items() if v})
+    context.obj = Invocation(config, {k: v for k, v in {"log_format": log_format, "log_level": log_level}.items() if v},
+                             service=context.invoked_subcommand in SERVICES, verbose=verbose)
 
 
 def _unreachable(exc: Exception) -> str | None:

@@ -2,7 +2,6 @@
 
 import csv
 import json
-import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Annotated
@@ -16,20 +15,33 @@ from ..models.queries import RunFilter, find_run, list_envelopes, list_runs, par
 from ..models.retention import prune
 from ..models.stats import handler_stats, slowest_steps, waiting_runs
 from ..models.timeline import DEFAULT_LIMIT, Scope, timeline
-from ..core.redaction import redact
 from .report import lanes_of, render_report
 from ..core.records import RUN_STATUSES
-from .common import console, invocation, print_json, styled, table, writing
+from .common import console, emit, invocation, say, writing
+from .output import Column, Listing, Record, lists
 
 app = typer.Typer(help="Query the audit log: runs, their steps, their errors; timelines and reports for post-mortems.",
                   no_args_is_help=True)
 
 
-def _short(run_id: str) -> str:
-    return run_id[:8]
+#: A run as `audit runs`, `audit show` and `audit waiting` print it (keys as in JSON).
+RUN_COLUMNS = [Column("id", "id"), Column("handler"), Column("status", "status"), Column("type"),
+               Column("subject"), Column("attempts", "number"), Column("wakes", "number", long=True),
+               Column("envelope_id", "id", long=True), Column("correlation_id", "id", long=True),
+               Column("created_at", "time", header="created"), Column("started_at", "time", long=True),
+               Column("finished_at", "time", long=True), Column("duration_s", "number", header="seconds"),
+               Column("waiting_for", "text", long=True), Column("wake_at", "time", long=True),
+               Column("deadline", "time", long=True), Column("progress", long=True),
+               Column("cancel_reason", "text", long=True), Column("error", "text")]
+
+STEP_COLUMNS = [Column("id", "number", header="#"), Column("attempt", "number"), Column("name", header="step"),
+                Column("target"), Column("status", "status"), Column("started_at", "time", header="started"),
+                Column("finished_at", "time", long=True), Column("duration_s", "number", header="seconds"),
+                Column("detail", "text"), Column("error", "text")]
 
 
 @app.command("runs")
+@lists
 def runs(
     status: Annotated[list[str], typer.Option("--status", help=f"One of {', '.join(RUN_STATUSES)}; repeatable.")] = [],
     handler: Annotated[str | None, typer.Option(help="Only this handler's runs.")] = None,
@@ -37,64 +49,56 @@ def runs(
     subject: Annotated[str | None, typer.Option(help="Only runs about this subject (stack, host, server…).")] = None,
     correlation_id: Annotated[str | None, typer.Option("--correlation-id", help="Everything caused by one root envelope.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=100000)] = 50,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """List runs, newest first. Times are UTC."""
+    """List runs, newest first. Times are UTC.
+
+    Example: stackreflex audit runs --status failed --since 2h -f value -c id -c error
+    """
     bad = [s for s in status if s not in RUN_STATUSES]
     if bad:
         raise typer.BadParameter(f"unknown status {', '.join(bad)}; use {', '.join(RUN_STATUSES)}", param_hint="--status")
     found = list_runs(invocation.audit(), RunFilter(status=status or None, handler=handler,
                                                     since=parse_since(since) if since else None,
                                                     subject=subject, correlation_id=correlation_id, limit=limit))
-    if as_json:
-        print_json(found)
-        return
-    console.print(table(None, ["run", "handler", "status", "type", "subject", "attempts", "created (UTC)",
-                               "duration s", "error / waiting for"],
-                        [(_short(r["id"]), r["handler"], styled(r["status"]), r["type"], r["subject"], r["attempts"],
-                          r["created_at"], r["duration_s"], r["error"] or r["waiting_for"]) for r in found]))
-    if not found:
-        console.print("no runs match")
+    emit(Listing(RUN_COLUMNS, [{**r, "error": r["error"] or _waiting(r)} for r in found], empty="no runs match"))
+
+
+def _waiting(run: dict) -> str | None:
+    return f"waiting for {run['waiting_for']}" if run.get("waiting_for") else None
 
 
 @app.command("show")
+@lists
 def show(
     run: Annotated[str, typer.Argument(help="Run id, or the first characters of it as listed by `audit runs`.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
-    """Show one run and each of its steps."""
+    """Show one run and each of its steps (in JSON and YAML, the run's object with its `steps`).
+
+    Example: stackreflex audit show 3f2a9c1e
+    """
     found = run_with_steps(invocation.audit(), run)
-    if as_json:
-        print_json(found)
-        return
-    fields = [(k, found[k]) for k in ("id", "handler", "status", "type", "subject", "envelope_id",
-                                      "correlation_id", "attempts", "wakes", "created_at", "started_at",
-                                      "finished_at", "duration_s", "waiting_for", "wake_at", "deadline", "cancel_reason", "error")
-              if found[k] is not None]
-    console.print(table(f"run {found['id']}", ["field", "value"],
-                        [(k, styled(v) if k == "status" else v) for k, v in fields]))
-    console.print(table("steps", ["#", "attempt", "step", "target", "status", "started (UTC)", "duration s",
-                                  "detail / error"],
-                        [(s["id"], s["attempt"], s["name"], s["target"], styled(s["status"]), s["started_at"],
-                          s["duration_s"], s["error"] or (s["detail"] or "")) for s in found["steps"]]))
+    fields = [Column(c.key, c.kind, header=c.key) for c in RUN_COLUMNS]
+    emit(Record(fields, found, title=f"run {found['id']}", nested={"steps": found["steps"]}))
+    if not invocation.output.machine:
+        emit(Listing(STEP_COLUMNS, found["steps"], title="steps"))
+
+
+ENVELOPE_COLUMNS = [Column("received_at", "time", header="received"), Column("status", "status"),
+                    Column("type"), Column("subject"), Column("envelope_id", "id", header="envelope"),
+                    Column("actor", long=True), Column("correlation_id", "id", long=True),
+                    Column("reason", "text"), Column("payload", "text", long=True)]
 
 
 @app.command("envelopes")
+@lists
 def envelopes(
     status: Annotated[str | None, typer.Option(help="accepted, duplicate or rejected")] = None,
     since: Annotated[str | None, typer.Option(help="Received since: 30m, 2h, 7d or an ISO time.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=100000)] = 50,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """List envelopes as the router received them; rejections carry their reason."""
     found = list_envelopes(invocation.audit(), status=status, since=parse_since(since) if since else None, limit=limit)
-    if as_json:
-        print_json(found)
-        return
-    console.print(table(None, ["received (UTC)", "status", "type", "subject", "envelope", "reason"],
-                        [(e["received_at"], styled("failed" if e["status"] == "rejected" else "succeeded")
-                          .replace("failed", e["status"]).replace("succeeded", e["status"]),
-                          e["type"], e["subject"], (e["envelope_id"] or "")[:8], e["reason"]) for e in found]))
+    emit(Listing(ENVELOPE_COLUMNS, found, empty="no envelopes match"))
 
 
 # -- post-mortems ---------------------------------------------------------------------------
@@ -141,76 +145,70 @@ def _shown(entries: list[dict], zone) -> list[dict]:
     return [{**e, "time": _in_zone(e["time"], zone), "end": _in_zone(e["end"], zone)} for e in entries]
 
 
+TIMELINE_COLUMNS = [Column("time", "time"), Column("end", "time", long=True),
+                    Column("duration_s", "number", header="seconds"), Column("kind"), Column("what", "text"),
+                    Column("target"), Column("status", "status"), Column("error", "text"), Column("run_id", "id", header="run"),
+                    Column("handler", long=True), Column("correlation_id", "id", long=True)]
+
+
 @app.command("timeline")
+@lists
 def timeline_command(
     correlation_id: CorrelationOpt = None, stack: StackOpt = None, host: HostOpt = None, server: ServerOpt = None,
     since: SinceOpt = None, until: UntilOpt = None,
     status: Annotated[list[str], typer.Option("--status", help="Only entries with this status (failed, rejected…); repeatable.")] = [],
     limit: LimitOpt = DEFAULT_LIMIT, tz: TzOpt = "UTC",
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", hidden=True, help="The same as -f csv.")] = False,
 ) -> None:
     """Every envelope, run and step of a scope in time order, with durations, targets, outcomes and errors.
 
     Scopes given together intersect, and --since/--until/--status narrow any of them.
 
     Examples: stackreflex audit timeline --host compute-3.localdomain --since 12h
-              stackreflex audit timeline --stack overcloud --status failed --csv > failures.csv
+              stackreflex audit timeline --stack overcloud --status failed -f csv > failures.csv
     """
     zone = _zone(tz)
+    if as_csv:
+        invocation.output.format = "csv"
     found = timeline(invocation.audit(), _scope(correlation_id, stack, host, server, since, until, status, limit))
     entries = _shown(found.entries, zone)
-    if as_json:
-        print_json({"scope": found.scope.describe(), "truncated": found.truncated, "entries": entries})
-        return
-    if as_csv:
-        writer = csv.DictWriter(sys.stdout, CSV_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(redact(entries))
-        return
-    console.print(table(f"timeline: {found.scope.describe()}", [f"time ({tz})", "seconds", "kind", "what", "target",
-                                                                "status", "error", "run"],
-                        [(e["time"], e["duration_s"], e["kind"], e["what"], e["target"], styled(e["status"]),
-                          e["error"], (e["run_id"] or "")[:8]) for e in entries]))
+    columns = [Column("time", "time", header=f"time ({tz})"), *TIMELINE_COLUMNS[1:]]
+    emit(Listing(columns, entries, title=f"timeline: {found.scope.describe()}", empty="nothing in this scope"))
     if found.truncated:
-        console.print(f"only the newest {len(entries)} entries are shown: narrow with --since/--until or raise --limit")
-    if not entries:
-        console.print("nothing in this scope")
+        say(f"only the newest {len(entries)} entries are shown: narrow with --since/--until or raise --limit")
+
+
+STATS_COLUMNS = [Column("handler"), *(Column(k, "number") for k in ("runs", "succeeded", "failed", "cancelled",
+                                                                    "unfinished", "success_rate")),
+                 Column("p50_s", "number", header="p50 s"), Column("p95_s", "number", header="p95 s")]
 
 
 @app.command("stats")
-def stats(
-    since: SinceOpt = "7d", until: UntilOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-) -> None:
-    """Runs per handler: how many, how they ended, success rate, p50/p95 duration."""
+@lists
+def stats(since: SinceOpt = "7d", until: UntilOpt = None) -> None:
+    """Runs per handler: how many, how they ended, success rate (of the finished ones, 0 to 1), p50/p95 duration."""
     rows = handler_stats(invocation.audit(), parse_since(since) if since else None,
                          parse_since(until) if until else None)
-    if as_json:
-        print_json(rows)
-        return
-    console.print(table(f"runs per handler since {since}", ["handler", "runs", "succeeded", "failed", "cancelled",
-                                                           "unfinished", "success rate", "p50 s", "p95 s"],
-                        [(r["handler"], r["runs"], r["succeeded"], r["failed"], r["cancelled"], r["unfinished"],
-                          "" if r["success_rate"] is None else f"{r['success_rate']:.1%}", r["p50_s"], r["p95_s"])
-                         for r in rows]))
+    emit(Listing(STATS_COLUMNS, rows, title=f"runs per handler since {since}", empty="no runs in this window"))
+
+
+WAITING_COLUMNS = [Column("id", "id"), Column("handler"), Column("status", "status"), Column("subject"),
+                   Column("waiting_for", "text"), Column("since", "time", long=True),
+                   Column("wake_at", "time", header="next look"), Column("deadline", "time"),
+                   Column("attempts", "number", long=True), Column("wakes", "number", long=True),
+                   Column("progress", "text", long=True), Column("cancel_requested", "text", long=True),
+                   Column("served_by", "number", long=True), Column("served", "text", header="served by")]
 
 
 @app.command("waiting")
-def waiting(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+@lists
+def waiting() -> None:
     """Runs parked in a continuation: what each waits for, its next look, when it gives up, and
     whether a live process serves its handler. Unfinished runs whose handler no live process
     serves are listed too: nothing moves them on until one does."""
     rows = waiting_runs(invocation.audit())
-    if as_json:
-        print_json(rows)
-        return
-    console.print(table("waiting runs", ["run", "handler", "status", "subject", "waiting for", "next look",
-                                         "deadline", "served by"],
-                        [(_short(r["id"]), r["handler"], styled(r["status"]), r["subject"], r["waiting_for"],
-                          r["wake_at"], r["deadline"], _served(r)) for r in rows]))
-    if not rows:
-        console.print("no run is waiting")
+    emit(Listing(WAITING_COLUMNS, [{**r, "served": _served(r)} for r in rows], title="waiting runs",
+                 empty="no run is waiting"))
 
 
 def _served(row: dict) -> str:
@@ -219,23 +217,23 @@ def _served(row: dict) -> str:
     return "no live process: start a worker serving it, or `stackreflex runs resume`"
 
 
+SLOWEST_COLUMNS = [Column("duration_s", "number", header="seconds"), Column("step"), Column("target"),
+                   Column("status", "status"), Column("handler"), Column("run_id", "id", header="run"),
+                   Column("started_at", "time", header="started"), Column("error", "text", long=True)]
+
+
 @app.command("slowest")
+@lists
 def slowest(
     run: Annotated[str | None, typer.Argument(help="A run (id or prefix); without it, every run --since.")] = None,
     since: SinceOpt = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 10,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """The slowest steps, of one run or of every run since a time."""
     audit = invocation.audit()
     run_id = find_run(audit, run).id if run else None
     rows = slowest_steps(audit, run_id, parse_since(since) if since else None, limit)
-    if as_json:
-        print_json(rows)
-        return
-    console.print(table("slowest steps", ["seconds", "step", "target", "status", "handler", "run", "started (UTC)"],
-                        [(r["duration_s"], r["step"], r["target"], styled(r["status"]), r["handler"],
-                          _short(r["run_id"]), r["started_at"]) for r in rows]))
+    emit(Listing(SLOWEST_COLUMNS, rows, title="slowest steps", empty="no finished step"))
 
 
 @app.command("report")

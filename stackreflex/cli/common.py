@@ -5,24 +5,20 @@ only when they are asked for."""
 
 from __future__ import annotations
 
-import json
+import logging
+import os
 import sys
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, TextIO
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, TextIO
 
 import typer
 from rich.console import Console
-from rich.markup import render
-from rich.measure import Measurement
-from rich.segment import Segment
-from rich.style import Style
-from rich.table import Table
 
 from ..core.errors import StackreflexError
-from ..core.redaction import redact
+from . import output
+from .output import Listing, OutputOptions, Record
 
 if TYPE_CHECKING:
     from ..core.registry import Registry
@@ -49,6 +45,11 @@ class Invocation:
 
     config: Path | None = None
     overrides: dict = field(default_factory=dict)
+    output: OutputOptions = field(default_factory=OutputOptions)
+    #: a service (worker, watch) logs at its log_level; any other command at WARNING, the
+    #: embedded handlers' INFO lines included, unless -v or a log level is asked for
+    service: bool = False
+    verbose: bool = False
     _settings: Settings | None = None
 
     @property
@@ -58,7 +59,10 @@ class Invocation:
             from ..core.settings import load_settings
 
             self._settings = load_settings(self.config, **self.overrides)
-            setup_logging(self._settings.log_format, self._settings.log_level)
+            asked = self.service or "log_level" in self.overrides or "STACKREFLEX_LOG_LEVEL" in os.environ
+            level = "DEBUG" if self.verbose and self._settings.log_level.upper() == "DEBUG" else \
+                "INFO" if self.verbose else self._settings.log_level if asked else "WARNING"
+            setup_logging(self._settings.log_format, level)
         return self._settings
 
     def audit(self) -> AuditLog:
@@ -112,79 +116,65 @@ def writing(path: Path) -> Iterator[TextIO]:
         yield out
 
 
-def print_json(value: Any) -> None:
-    """JSON on stdout, redacted once more on the way out."""
-    sys.stdout.write(json.dumps(redact(value), indent=2, default=str) + "\n")
+def emit(result: Listing | Record) -> None:
+    """Print a command's data as its output options ask (see :mod:`.output`)."""
+    options = current_invocation().output
+    output.emit(result, options, console, errors if options.machine else console)
 
 
-STATUS_STYLE = {"succeeded": "green", "failed": "red", "dead": "bold red", "running": "cyan",
-                "waiting": "yellow", "pending": "white", "skipped": "dim", "interrupted": "magenta",
-                "cancelled": "dark_orange"}
+def say(text: str) -> None:
+    """A line for the operator beside the data: on stdout under a table, on stderr when stdout
+    carries JSON, YAML, CSV or values (so that it stays parseable)."""
+    (errors if current_invocation().output.machine else console).print(text, highlight=False, soft_wrap=True)
 
 
-def styled(status: str | None) -> str:
-    return f"[{STATUS_STYLE.get(status or '', 'white')}]{status}[/]" if status else ""
+@contextmanager
+def live_display(title_key: str) -> Iterator[Callable[[Listing], None]]:
+    """Show a listing that changes (a run's progress) until the block ends; yields ``update``.
+
+    On a terminal it is redrawn in place, and log records print above it on the same console
+    (a second writer under a live display is what garbles it); it is erased at the end, and
+    the command prints its final table once. Not on a terminal, each row prints as a plain
+    line when it changes (keyed by ``title_key``): no control codes in a log file. JSON and
+    other machine formats keep stdout for data: the display goes to stderr."""
+    target = errors if current_invocation().output.machine else console
+    if not target.is_terminal:
+        said: dict = {}
+
+        def line(listing: Listing) -> None:
+            for row in listing.rows:
+                text = "  ".join(output.shown(row.get(c.key), c.kind) for c in listing.columns if not c.long)
+                if said.get(row.get(title_key)) != text:
+                    said[row.get(title_key)] = text
+                    target.print(text, highlight=False, soft_wrap=True, markup=False)
+
+        yield line
+        return
+    from rich.live import Live
+
+    root = logging.getLogger()
+    kept = root.handlers[:]
+    root.handlers[:] = [_OnConsole(handler, target) for handler in kept]
+    try:
+        with Live(console=target, refresh_per_second=8, transient=True, redirect_stdout=False,
+                  redirect_stderr=False) as display:
+            yield lambda listing: display.update(output.live(listing, target))
+    finally:
+        root.handlers[:] = kept
 
 
-#: Above this many rows a table is printed as aligned columns without a box: rich's boxed
-#: table measures and wraps every cell, a millisecond a row (1,000 timeline entries took 1.1 s).
-LARGE_TABLE = 200
+class _OnConsole(logging.Handler):
+    """A log handler's records, formatted as it formats them, printed through a console (above
+    its live display)."""
 
+    def __init__(self, handler: logging.Handler, target: Console):
+        super().__init__(handler.level)
+        self.handler, self.target = handler, target
 
-def table(title: str | None, columns: list[str], rows: Iterable[Iterable[Any]]) -> Table | _Columns:
-    """Rows under a header; cells may carry rich markup (see :func:`styled`)."""
-    cells = [["" if v is None else str(v) for v in row] for row in rows]
-    if len(cells) > LARGE_TABLE:
-        return _Columns(title, columns, cells)
-    t = Table(title=title, title_justify="left", header_style="bold")
-    for column in columns:
-        t.add_column(column, overflow="fold")
-    for row in cells:
-        t.add_row(*row)
-    return t
-
-
-@lru_cache(maxsize=256)
-def _cell(markup: str) -> tuple[str, Style | None]:
-    """A cell's plain text and its style (cells repeat: statuses, kinds, targets)."""
-    if "[" not in markup:
-        return markup, None
-    text = render(markup)
-    style = text.spans[0].style if text.spans else None
-    return text.plain, Style.parse(style) if isinstance(style, str) else style
-
-
-class _Columns:
-    """A long table as aligned columns of plain lines, each cell one segment. On a terminal
-    the widest columns are cut (ending in …) to fit its width; piped, nothing is cut."""
-
-    def __init__(self, title: str | None, columns: list[str], rows: list[list[str]]):
-        self.title, self.columns = title, columns
-        self.rows = [[_cell(cell) for cell in row] for row in rows]
-
-    def __rich_console__(self, console: Console, options):
-        widths = [max([len(name), *(len(row[i][0]) for row in self.rows)]) for i, name in enumerate(self.columns)]
-        if console.is_terminal:  # cut free text (cells with spaces) first, then the rest
-            room = options.max_width - 2 * (len(widths) - 1)
-            prose = [any(" " in row[i][0] for row in self.rows) for i in range(len(widths))]
-            for cuttable in ([i for i, p in enumerate(prose) if p], range(len(widths))):
-                while sum(widths) > room and (over := [i for i in cuttable if widths[i] > 8]):
-                    widest = max(over, key=lambda i: widths[i])
-                    widths[widest] = max(8, widths[widest] - (sum(widths) - room))
-        if self.title:
-            yield Segment(self.title, Style(italic=True))
-            yield Segment.line()
-        yield Segment("  ".join(name[:w].ljust(w) for name, w in zip(self.columns, widths)).rstrip(), Style(bold=True))
-        yield Segment.line()
-        last = len(widths) - 1
-        for row in self.rows:
-            for i, ((plain, style), width) in enumerate(zip(row, widths)):
-                if len(plain) > width:
-                    plain = plain[:width - 1] + "…"
-                yield Segment(plain, style)
-                if i < last:
-                    yield Segment(" " * (width - len(plain) + 2))
-            yield Segment.line()
-
-    def __rich_measure__(self, console: Console, options) -> Measurement:
-        return Measurement(options.max_width, options.max_width)
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.handler.filter(record):
+            return
+        try:
+            self.target.print(self.handler.format(record), markup=False, highlight=False, soft_wrap=True)
+        except Exception:
+            self.handleError(record)

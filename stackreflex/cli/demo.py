@@ -18,7 +18,6 @@ import paramiko
 import typer
 import yaml
 from pydantic import SecretStr
-from rich.live import Live
 
 from ..sources.heat import HeatWatcher
 from ..core.errors import StackreflexError
@@ -30,7 +29,8 @@ from ..sim.overcloud import Overcloud
 from ..sim.scenario import load_scenario
 from ..tasks.cloud import connect_cloud
 from ..tasks.ssh import trust_host
-from .common import console, invocation, load_all_handlers, styled, table
+from .common import console, emit, invocation, live_display, load_all_handlers
+from .output import Column, Listing
 
 #: Simulated seconds per real second in the demo, and the longest the demo waits for a phase.
 DEMO_SPEED = 5.0
@@ -81,11 +81,13 @@ def _run(overcloud: Overcloud, work: Path, client_key: Path) -> None:
         "cloud": None, "agent_polling_interval": DEMO_POLLING_INTERVAL})
 
     console.rule("1. trust the pre-provisioned nodes (an explicit act: their host keys go to known_hosts)")
+    trusted = []
     for role, hosts in roles.items():
         for host in hosts[:2 if "Compute" in role else None]:
             address, port = host.split(":")
             kind, fingerprint, _ = trust_host(settings, address, int(port))
-            console.print(f"  {role:26} {host:18} {kind} {fingerprint}")
+            trusted.append({"node": _node_name(overcloud, host), "key": kind, "fingerprint": fingerprint})
+    emit(Listing([Column("node"), Column("key", long=True), Column("fingerprint")], trusted))
     registry = load_all_handlers()
     conn = connect_cloud(settings)
     with Runtime(settings, registry) as runtime:
@@ -106,7 +108,7 @@ def _run(overcloud: Overcloud, work: Path, client_key: Path) -> None:
             _settle(runtime)
         finally:
             stop.set()
-        _timeline(runtime)
+        _timeline(runtime, overcloud)
 
 
 def _fresh_demo_database() -> str:
@@ -118,30 +120,41 @@ def _fresh_demo_database() -> str:
     return f"sqlite:///{path}"
 
 
-def _nodes_table(overcloud: Overcloud, stack_status: str):
+def _node_name(overcloud: Overcloud, host: str) -> str:
+    """A node's host name, from its ``address:port`` or address."""
+    address = host.rsplit(":", 1)[0]
+    node = overcloud.nodes.get(address)
+    return node.hostname if node is not None else host
+
+
+NODE_COLUMNS = [Column("node"), Column("address"), Column("member_status", "status", header="Heat member"),
+                Column("polled", header="agent polled"), Column("deployments", header="software deployments")]
+
+
+def _nodes_table(overcloud: Overcloud, stack_status: str) -> Listing:
     rows = []
     with overcloud.heat.lock:
         for m in overcloud.heat.members:
             done = sum(d.status == "COMPLETE" for d in m.deployments)
-            rows.append((m.role, m.index, m.host, styled("succeeded" if m.completed else "running")
-                         .replace("succeeded", m.member.status).replace("running", m.member.status),
-                         "yes" if m.polled_at else "", f"{done} done" if m.deployments else ""))
-    return table(f"stack overcloud: {stack_status}", ["role", "index", "node", "Heat member", "agent polled",
-                                                       "software deployments"], rows)
+            rows.append({"node": _node_name(overcloud, m.host), "address": m.host, "member_status": m.member.status,
+                         "polled": "yes" if m.polled_at else "", "deployments": f"{done}/{len(m.deployments)} done"
+                         if m.deployments else ""})
+    return Listing(NODE_COLUMNS, rows, title=f"stack overcloud: {stack_status}")
 
 
 def _follow(overcloud: Overcloud, conn, goal: str) -> None:
     deadline = time.monotonic() + PHASE_TIMEOUT
-    with Live(console=console, refresh_per_second=4) as live:
+    with live_display("node") as update:
         while True:
             status = conn.orchestration.find_stack("overcloud").status
-            live.update(_nodes_table(overcloud, status))
+            update(_nodes_table(overcloud, status))
             if status == goal:
-                return
+                break
             if status.endswith("FAILED") or time.monotonic() > deadline:
                 raise StackreflexError(f"the demo stack did not reach {goal} (it is {status}); "
                                        "see `stackreflex audit runs --status failed`")
             time.sleep(0.25)
+    emit(_nodes_table(overcloud, status))
 
 
 def _settle(runtime: Runtime) -> None:
@@ -153,7 +166,7 @@ def _settle(runtime: Runtime) -> None:
         time.sleep(0.2)
 
 
-def _timeline(runtime: Runtime) -> None:
+def _timeline(runtime: Runtime, overcloud: Overcloud) -> None:
     console.rule("4. the audit timeline: one run per node")
     runs = list(reversed(list_runs(runtime.audit, RunFilter(handler="configure_new_node", limit=100))))[-7:]
     rows, example = [], None
@@ -162,10 +175,11 @@ def _timeline(runtime: Runtime) -> None:
         host = next((s["target"] for s in steps if s["name"] == "configure os-collect-config"), "")
         action = next((s["detail"].get("action") for s in steps if s["name"] == "configure os-collect-config"), "")
         example = example or next((s["detail"].get("metadata_url") for s in steps if "metadata_url" in s["detail"]), None)
-        node = (steps[0]["target"] if steps else run["subject"] or "").replace("DeployedServer", "")
-        rows.append((run["created_at"][11:19], node, host, action,
-                     len(steps), styled(run["status"]), run["duration_s"]))
-    console.print(table(None, ["started", "node", "host", "agent config", "steps", "run", "seconds"], rows))
+        rows.append({"started": run["created_at"], "node": _node_name(overcloud, host), "action": action,
+                     "steps": len(steps), "status": run["status"], "duration_s": run["duration_s"]})
+    emit(Listing([Column("started", "time"), Column("node"), Column("action", header="agent config"),
+                  Column("steps", "number"), Column("status", "status", header="run"),
+                  Column("duration_s", "number", header="seconds")], rows))
     if example:
         console.print(f"a metadata URL as the audit log holds it: [dim]{example}[/]")
     url = runtime.settings.database()

@@ -9,9 +9,13 @@ from ..core.redaction import redact_text
 from ..tasks.checks import local_checks, node_checks, undercloud_endpoints
 from ..tasks.cloud import connect_cloud
 from ..tasks.inventory import load_inventory
-from .common import console, invocation, table
+from .common import emit, invocation
+from .output import Column, Listing, lists
+
+COLUMNS = [Column("check"), Column("target"), Column("verdict", "status"), Column("detail", "text")]
 
 
+@lists
 def doctor(
     stack: Annotated[str | None, typer.Option(help="Also check what this stack's nodes need (e.g. overcloud).")] = None,
     nodes: Annotated[bool, typer.Option(help="Check from each inventory node over SSH.")] = True,
@@ -32,7 +36,7 @@ def doctor(
                                         *inventory.servers.values()])
         for host in nodes_to_check:
             checks.extend(node_checks(settings, host, endpoints))
-    console.print(table("stackreflex doctor", ["check", "target", "verdict", "detail"],
-                        [(c.name, c.target, "[green]ok[/]" if c.ok else "[red]FAIL[/]", c.detail) for c in checks]))
+    emit(Listing(COLUMNS, [{"check": c.name, "target": c.target, "verdict": "ok" if c.ok else "FAIL",
+                            "detail": c.detail} for c in checks], title="stackreflex doctor"))
     if not all(c.ok for c in checks):
         raise typer.Exit(1)

@@ -5,7 +5,8 @@ from typing import Annotated
 import typer
 
 from ..handlers.edge_check import STEP_DEADLINE, EdgeCheckOrder, edge_steps
-from .common import console, styled, table
+from .common import emit
+from .output import Column, Listing, lists
 from .options import Deadline, DryRun, Timeout, Wait, order_from
 from .publish import DEFAULT_WAIT_TIMEOUT, command_steps, send_command
 
@@ -13,6 +14,7 @@ app = typer.Typer(help="Edge (DCN) site validations.", no_args_is_help=True)
 
 
 @app.command()
+@lists
 def check(
     site: Annotated[str, typer.Argument(help="The edge site, e.g. dcn0.")],
     image: Annotated[str, typer.Option(help="The test image (name or id), active in the central store.")] = "cirros",
@@ -32,14 +34,20 @@ def check(
     """
     order = order_from(EdgeCheckOrder, site=site, image=image, zone=zone, store=store, size=size, deadline=deadline)
     if dry_run:
-        console.print(table(f"edge check of {site} (nothing will be changed)", ["step", "verifies"],
-                            edge_steps(order)))
+        emit(Listing([Column("step"), Column("verifies", "text")],
+                     [{"step": step, "verifies": verifies} for step, verifies in edge_steps(order)],
+                     title=f"edge check of {site} (nothing will be changed)"))
         return
     send_command("command.edge.check", site, order.model_dump(), wait=wait, timeout=timeout, report=_show_steps)
 
 
-def _show_steps(correlation_id: str) -> None:
-    rows = [(s["name"], s["target"], styled(s["status"]), s["detail"].get("duration_s", ""), s["error"] or "")
-            for s in command_steps(correlation_id, "check_edge")]
+EDGE_COLUMNS = [Column("step"), Column("target"), Column("status", "status", header="result"),
+                Column("duration_s", "number", header="seconds"), Column("error", "text")]
+
+
+def _show_steps(correlation_id: str) -> bool:
+    rows = [{"step": s["name"], "target": s["target"], "status": s["status"], "duration_s": s["detail"].get("duration_s"),
+             "error": s["error"]} for s in command_steps(correlation_id, "check_edge")]
     if rows:
-        console.print(table("edge check", ["step", "target", "result", "seconds", "error"], rows))
+        emit(Listing(EDGE_COLUMNS, rows, title="edge check"))
+    return bool(rows)

@@ -8,7 +8,8 @@ from ..core.errors import StackreflexError
 from ..handlers.host_maintenance import DEFAULT_REASON, DrainRebootOrder, EvacuateOrder
 from ..tasks.cloud import connect_cloud
 from ..tasks.compute import action_for, compute_service, servers_on
-from .common import console, invocation, styled, table
+from .common import emit, invocation, say
+from .output import Column, Listing, lists
 from .options import DryRun, Timeout, Wait, order_from
 from .publish import DEFAULT_WAIT_TIMEOUT, command_steps, send_command
 
@@ -29,6 +30,7 @@ MaxAttempts = Annotated[int, typer.Option(min=1, max=10, help="Migration attempt
 
 
 @host_app.command()
+@lists
 def evacuate(
     host: Annotated[str, typer.Argument(help="The compute host, as Nova names it (openstack compute service list).")],
     target: Target = None,
@@ -62,6 +64,7 @@ def evacuate(
 
 
 @hosts_app.command("drain-reboot")
+@lists
 def drain_reboot(
     hosts: Annotated[list[str], typer.Argument(help="Compute hosts, in the order to take them.")],
     target: Target = None,
@@ -109,26 +112,40 @@ def _show_plan(order: EvacuateOrder) -> None:
     rows = []
     for server in servers:
         action, why = action_for(server, cold_migrate_stopped=order.cold_migrate_stopped)
-        rows.append((server.name, server.id, server.project_id, server.status, server.task_state or "",
-                     action, why))
-    console.print(table(f"plan for {order.host} (nothing will be changed)",
-                        ["server", "id", "project", "status", "task", "action", "why"], rows))
-    blocking = sum(1 for row in rows if row[5] == "leave")
+        rows.append({"host": order.host, "server": server.name, "id": server.id, "project_id": server.project_id,
+                     "status": server.status, "task_state": server.task_state, "action": action, "why": why})
+    emit(Listing(PLAN_COLUMNS, rows, title=f"plan for {order.host} (nothing will be changed)",
+                 empty=f"{order.host}: no server to move"))
+    blocking = sum(1 for row in rows if row["action"] == "leave")
     disable = ("disable nova-compute" if service.status == "enabled"
                else f"nova-compute already disabled ({service.disabled_reason or 'no reason given'})")
     after = ("reboot over SSH, wait for the new boot and nova-compute up, "
              + ("leave the service disabled" if order.keep_disabled else "re-enable the service")
              if order.reboot else "leave the service disabled")
-    console.print(f"{order.host}: {disable}; move {len(rows) - blocking} server(s), {order.max_parallel} at a time"
+    say(f"{order.host}: {disable}; move {len(rows) - blocking} server(s), {order.max_parallel} at a time"
                   + (f"; {blocking} server(s) would block the host: no reboot" if blocking else f"; then {after}"))
 
 
-def _show_migrations(correlation_id: str) -> None:
-    """Which server moved where, in how long: from the audit log of this command's runs."""
+PLAN_COLUMNS = [Column("host", long=True), Column("server"), Column("id", "id"), Column("project_id", "id", long=True),
+                Column("status"), Column("task_state", header="task"), Column("action"), Column("why", "text")]
+
+MIGRATION_COLUMNS = [Column("server"), Column("status", "status", header="result"), Column("kind", long=True),
+                     Column("attempt", "number", long=True), Column("source", header="from"),
+                     Column("destination", header="to"), Column("queued_s", "number", header="queued s"),
+                     Column("moving_s", "number", header="moving s"), Column("duration_s", "number", long=True),
+                     Column("migration_id", "number", header="migration", long=True), Column("note", "text")]
+
+
+def _show_migrations(correlation_id: str) -> bool:
+    """Which server moved where, how long Nova queued it and how long it moved: from the audit
+    log of this command's runs."""
     rows = []
     for step in command_steps(correlation_id, EVACUATE_HANDLER, ("live-migrate", "cold-migrate")):
         d = step["detail"]
-        rows.append((step["target"], styled(step["status"]), d.get("source"), d.get("destination") or "",
-                     d.get("duration_s", ""), d.get("migration_id") or "", step["error"] or d.get("note", "")))
+        rows.append({"server": step["target"], "status": step["status"], "kind": step["name"],
+                     "attempt": d.get("attempt"), "source": d.get("source"), "destination": d.get("destination"),
+                     "queued_s": d.get("queued_s"), "moving_s": d.get("moving_s"), "duration_s": d.get("duration_s"),
+                     "migration_id": d.get("migration_id"), "note": step["error"] or d.get("note")})
     if rows:
-        console.print(table("migrations", ["server", "result", "from", "to", "seconds", "migration", "note"], rows))
+        emit(Listing(MIGRATION_COLUMNS, rows, title="migrations"))
+    return bool(rows)

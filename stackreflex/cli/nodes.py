@@ -7,12 +7,16 @@ import typer
 
 from ..tasks.inventory import Host
 from ..tasks.ssh import trust_host
-from .common import console, invocation, table
+from .common import emit, invocation
+from .output import Column, Listing, lists
+
+COLUMNS = [Column("node"), Column("key"), Column("fingerprint"), Column("recorded", "text")]
 
 app = typer.Typer(help="Pre-provisioned nodes: record their SSH host keys.", no_args_is_help=True)
 
 
 @app.command()
+@lists
 def trust(
     hosts: Annotated[list[str], typer.Argument(help="Nodes to trust: ADDRESS or ADDRESS:PORT.")],
     known_hosts: Annotated[Path | None, typer.Option(help="known_hosts file (default: the ssh_known_hosts setting).")] = None,
@@ -24,6 +28,5 @@ def trust(
     for text in hosts:
         host = Host.parse(text)
         kind, fingerprint, outcome = trust_host(settings, host.address, host.port, known_hosts)
-        rows.append((str(host), kind, fingerprint, outcome))
-    console.print(table(f"known_hosts: {known_hosts or settings.ssh_known_hosts}",
-                        ["node", "key", "fingerprint", "recorded"], rows))
+        rows.append({"node": str(host), "key": kind, "fingerprint": fingerprint, "recorded": outcome})
+    emit(Listing(COLUMNS, rows, title=f"known_hosts: {known_hosts or settings.ssh_known_hosts}"))

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated, Callable, Iterable
 
 import typer
-from rich.live import Live
 
 from ..core.envelope import Envelope
 from ..bus import in_process
@@ -16,7 +15,8 @@ from ..core.errors import StackreflexError
 from ..models.queries import RunFilter, list_runs, run_with_steps
 from ..runtime import Runtime
 from ..core.settings import Settings
-from .common import console, invocation, load_all_handlers, styled, table
+from .common import emit, invocation, live_display, load_all_handlers, say
+from .output import Column, Listing, lists
 from .runs import report_left
 
 #: Default time --wait follows runs before giving up (seconds).
@@ -53,14 +53,20 @@ def bar(done: int, total: int, width: int = 20) -> str:
     return "█" * filled + "░" * (width - filled)
 
 
-def progress_table(progress: Progress):
+PROGRESS_COLUMNS = [Column("handler"), Column("run_id", "id", header="run"), Column("status", "status"),
+                    Column("progress"), Column("done", "number", long=True), Column("total", "number", long=True),
+                    Column("note", "text")]
+
+
+def progress_table(progress: Progress) -> Listing:
     rows = []
     for state in progress.runs.values():
         amount = (f"{bar(state.done or 0, state.total)} {state.done}/{state.total}" if state.total
                   else (str(state.done) if state.done is not None else ""))
-        rows.append((state.handler, styled(state.status), amount, state.error or state.note or ""))
+        rows.append({"handler": state.handler, "run_id": state.run_id, "status": state.status, "progress": amount,
+                     "done": state.done, "total": state.total, "note": state.error or state.note or ""})
     title = "runs" + (" (duplicate envelope: earlier runs)" if progress.duplicate else "")
-    return table(title, ["handler", "status", "progress", "note"], rows)
+    return Listing(PROGRESS_COLUMNS, rows, title=title)
 
 
 def send(settings: Settings, envelope: Envelope, *, wait: bool, timeout: float,
@@ -103,10 +109,14 @@ def send_command(type: str, subject: str, data: dict, *, wait: bool, timeout: fl
     settings = invocation.settings
     envelope = prepare(settings, type, subject, data, None, wait=wait)
     progress = send(settings, envelope, wait=wait, timeout=timeout)
-    console.print(f"published {type} id={envelope.id}")
+    say(f"published {type} id={envelope.id}")
     if progress is not None:
-        if report is not None:
-            report(envelope.correlationid)
+        if report is None or not report(envelope.correlationid):
+            emit(progress_table(progress))
+        for state in progress.runs.values():
+            if state.status not in ("succeeded", "skipped"):
+                say(f"[red]run {state.run_id} ({state.handler}) {state.status}:[/] {state.error or state.note or ''}"
+                    f"  (stackreflex audit show {(state.run_id or '')[:8]})")
         if not progress.succeeded:
             raise typer.Exit(1)
     return envelope
@@ -127,13 +137,13 @@ def _publish_and_follow(settings: Settings, envelope: Envelope, *, wait: bool, t
             return None
         with Follower(settings) as follower:
             publisher.publish(envelope)
-            with Live(console=console, refresh_per_second=8, transient=False) as live:
-                return follower.follow(envelope, timeout=timeout,
-                                       on_update=lambda p: live.update(progress_table(p)))
+            with live_display("handler") as update:
+                return follower.follow(envelope, timeout=timeout, on_update=lambda p: update(progress_table(p)))
     finally:
         publisher.close()
 
 
+@lists
 def publish(
     type: Annotated[str, typer.Argument(help="Envelope type, the routing key: e.g. command.host.evacuate")],
     subject: Annotated[str | None, typer.Option("--subject", "-s", help="What it is about: a stack, host, server…")] = None,
@@ -157,12 +167,13 @@ def publish(
     settings = invocation.settings
     envelope = prepare(settings, type, subject, parse_data(data), actor, wait=wait)
     progress = send(settings, envelope, wait=wait, timeout=timeout, handlers=handlers)
-    console.print(f"published {envelope.type} id={envelope.id} correlation={envelope.correlationid}")
+    say(f"published {envelope.type} id={envelope.id} correlation={envelope.correlationid}")
     if progress is None:
         return
     if not progress.runs:
-        console.print(f"[red]nothing ran:[/] no handler that a live worker serves matched this {envelope.type} "
-                      "envelope; start a worker that serves one (`stackreflex worker --handlers FILE`)")
+        say(f"[red]nothing ran:[/] no handler that a live worker serves matched this {envelope.type} "
+            "envelope; start a worker that serves one (`stackreflex worker --handlers FILE`)")
         raise typer.Exit(1)
+    emit(progress_table(progress))
     if not progress.succeeded:
         raise typer.Exit(1)

@@ -20,7 +20,8 @@ from ..models.queries import find_run, iso_utc
 from ..models.stats import SERVED_WITHIN
 from ..core.records import RunRecord
 from ..core.records import RunStatus
-from .common import console, invocation, load_all_handlers, styled, table
+from .common import console, emit, invocation, load_all_handlers
+from .output import Column, Listing, live
 from .options import Timeout
 
 app = typer.Typer(help="Runs left unfinished: send them on, or cancel them (their handler's compensation runs).",
@@ -48,9 +49,14 @@ def describe(run: RunRecord) -> str:
     return run.error or run.progress_note or ""
 
 
-def _runs_table(title: str, runs: Iterable[RunRecord]):
-    return table(title, ["run", "handler", "subject", "status", "attempts", "wakes", "where it stands"],
-                 [(r.id, r.handler, r.subject, styled(r.status.value), r.attempts, r.wakes, describe(r)) for r in runs])
+RUN_COLUMNS = [Column("id", "id", header="run"), Column("handler"), Column("subject"), Column("status", "status"),
+               Column("attempts", "number"), Column("wakes", "number"), Column("where", "text", header="where it stands")]
+
+
+def _runs_table(title: str, runs: Iterable[RunRecord]) -> Listing:
+    return Listing(RUN_COLUMNS, [{"id": r.id, "handler": r.handler, "subject": r.subject, "status": r.status.value,
+                                  "attempts": r.attempts, "wakes": r.wakes, "where": describe(r)} for r in runs],
+                   title=title)
 
 
 def report_left(runs: list[RunRecord], *, stopped: str) -> None:
@@ -59,7 +65,7 @@ def report_left(runs: list[RunRecord], *, stopped: str) -> None:
     if not runs:
         console.print(f"{stopped}; no run was left unfinished")
         return
-    console.print(_runs_table(f"{stopped}: {len(runs)} run(s) left, and nothing runs them in the background", runs))
+    emit(_runs_table(f"{stopped}: {len(runs)} run(s) left, and nothing runs them in the background", runs))
     console.print(f"to go on:  stackreflex runs resume {' '.join(r.id for r in runs)} --wait")
     console.print(f"to end:    stackreflex runs cancel {runs[0].id if len(runs) == 1 else 'RUN'} --reason TEXT"
                   "   (the handler's compensation runs)")
@@ -116,13 +122,14 @@ def follow(audit: AuditLog, runs: list[RunRecord], *, timeout: float, to_the_end
         return run.finished or (not to_the_end and run.status is RunStatus.WAITING and run.wake > started[run.id])
 
     current = runs
-    with Live(_runs_table("runs", current), console=console, refresh_per_second=4, transient=True) as live:
+    with Live(live(_runs_table("runs", current), console), console=console, refresh_per_second=4,
+              transient=True) as display:
         while not all(settled(r) for r in current):
             if time.monotonic() > deadline:
                 raise TimeoutError
             time.sleep(POLL)
             current = [audit.get_run(r.id) for r in runs]
-            live.update(_runs_table("runs", current))
+            display.update(live(_runs_table("runs", current), console))
     return current
 
 
@@ -211,7 +218,7 @@ def _say_unserved(audit: AuditLog, runs: list[RunRecord]) -> None:
 def _conclude(runs: list[RunRecord], *, embedded: bool, followed: bool) -> None:
     if not runs:
         return
-    console.print(_runs_table("runs", runs))
+    emit(_runs_table("runs", runs))
     waiting = [r for r in runs if not r.finished]
     if waiting and followed:
         console.print(f"{len(waiting)} run(s) wait again"

@@ -18,7 +18,11 @@ from ..core.settings import default_state_dir
 from ..sim.faults import FAULT_KINDS
 from ..sim.overcloud import Overcloud
 from ..sim.scenario import load_scenario
-from .common import console, table
+from .common import console, emit, say
+from .output import Column, Listing, lists
+
+NODE_COLUMNS = [Column("role"), Column("index", "number"), Column("host"), Column("status"),
+                Column("polled_at", "time", header="first poll"), Column("deployments", "text")]
 
 app = typer.Typer(help="The simulated overcloud (Keystone, Heat, Swift temp URLs) for trying stackreflex.",
                   no_args_is_help=True)
@@ -97,6 +101,7 @@ def _call(url: str, path: str, body: dict | None = None, method: str | None = No
 
 
 @app.command()
+@lists
 def scale(
     role: Annotated[str, typer.Argument(help="Role to grow, e.g. ComputeDeployedServer.")],
     count: Annotated[str, typer.Argument(help="How many nodes to add, e.g. +2.")],
@@ -106,18 +111,16 @@ def scale(
     if not count.lstrip("+").isdigit():
         raise typer.BadParameter("give the number of nodes to add, e.g. +2", param_hint="COUNT")
     added = _call(url, "/sim/scale", {"role": role, "count": int(count.lstrip("+"))})["added"]
-    console.print(table("added", ["role", "index", "host"], [(a["role"], a["index"], a["host"]) for a in added]))
+    emit(Listing(NODE_COLUMNS[:3], added, title="added"))
 
 
 @app.command()
+@lists
 def nodes(url: Annotated[str, typer.Option(help="The running simulator.")] = DEFAULT_URL) -> None:
     """Show the simulated nodes: their member's status, whether their agent has polled, and each software deployment's state."""
     state = _call(url, "/sim/nodes")
-    console.print(f"stack: {state['stack_status']}")
-    console.print(table(None, ["role", "index", "host", "status", "first poll", "deployments"],
-                        [(n["role"], n["index"], n["host"], n["status"], n["polled_at"],
-                          ", ".join(f"{name} {status}" for name, status in n["deployments"].items()))
-                         for n in state["nodes"]]))
+    say(f"stack: {state['stack_status']}")
+    emit(Listing(NODE_COLUMNS, state["nodes"]))
 
 
 @app.command()

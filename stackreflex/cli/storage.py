@@ -10,7 +10,8 @@ from ..handlers.snapshots import ServerImageOrder, SnapshotOrder, plan_snapshots
 from ..tasks.cloud import connect_cloud
 from ..tasks.images import check_stores, find_image
 from ..tasks.servers import find_server
-from .common import console, invocation, styled, table
+from .common import emit, invocation, say
+from .output import Column, Listing, lists
 from .options import Deadline, DryRun, Timeout, Wait, order_from
 from .publish import DEFAULT_WAIT_TIMEOUT, command_steps, send_command
 
@@ -28,6 +29,7 @@ def _stores(text: str | None) -> list[str]:
 
 
 @volume_app.command("snapshot")
+@lists
 def volume_snapshot(
     volumes: Annotated[list[str] | None, typer.Argument(help="Volumes (names or ids); or use --server.")] = None,
     server: Annotated[str | None, typer.Option(help="Snapshot every volume attached to this server.")] = None,
@@ -60,28 +62,40 @@ def volume_snapshot(
 
 def _show_snapshot_plan(order: SnapshotOrder) -> None:
     plan = plan_snapshots(connect_cloud(invocation.settings), order, utcnow())
-    rows = [(v.name, v.id, v.size, v.status, ", ".join(v.server_ids), plan.names[v.id],
-             "yes" if plan.force[v.id] else "no") for v in plan.volumes]
-    console.print(table("plan (nothing will be changed)",
-                        ["volume", "id", "GB", "status", "attached to", "snapshot name", "force"], rows))
+    rows = [{"volume": v.name, "id": v.id, "size_gb": v.size, "status": v.status, "attached_to": v.server_ids,
+             "snapshot_name": plan.names[v.id], "force": plan.force[v.id]} for v in plan.volumes]
+    emit(Listing(SNAPSHOT_PLAN_COLUMNS, rows, title="plan (nothing will be changed)"))
     if plan.server is None:
-        console.print(f"snapshot {len(rows)} volume(s); no server is stopped")
+        say(f"snapshot {len(rows)} volume(s); no server is stopped")
     elif plan.server.status == "SHUTOFF":
-        console.print(f"{plan.server.label} is already SHUTOFF: snapshot {len(rows)} volume(s); it stays stopped")
+        say(f"{plan.server.label} is already SHUTOFF: snapshot {len(rows)} volume(s); it stays stopped")
     else:
-        console.print(f"stop {plan.server.label} ({plan.server.status}), snapshot {len(rows)} volume(s), "
+        say(f"stop {plan.server.label} ({plan.server.status}), snapshot {len(rows)} volume(s), "
                       "start it again (also if a snapshot fails)")
 
 
-def _show_snapshots(correlation_id: str) -> None:
-    rows = [(s["target"], s["detail"].get("snapshot_id", ""), s["detail"].get("size_gb", ""), styled(s["status"]),
-             s["detail"].get("duration_s", ""), s["error"] or "")
+SNAPSHOT_PLAN_COLUMNS = [Column("volume"), Column("id", "id"), Column("size_gb", "number", header="GB"),
+                         Column("status"), Column("attached_to", header="attached to"),
+                         Column("snapshot_name", header="snapshot name"), Column("force")]
+SNAPSHOT_COLUMNS = [Column("volume"), Column("snapshot_id", "id", header="snapshot"),
+                    Column("size_gb", "number", header="GB"), Column("status", "status"),
+                    Column("duration_s", "number", header="seconds"), Column("error", "text")]
+COPY_COLUMNS = [Column("store"), Column("status", "status", header="result"),
+                Column("duration_s", "number", header="seconds"), Column("lock_waits", "number", header="lock waits"),
+                Column("note", "text")]
+
+
+def _show_snapshots(correlation_id: str) -> bool:
+    rows = [{"volume": s["target"], "snapshot_id": s["detail"].get("snapshot_id"), "size_gb": s["detail"].get("size_gb"),
+             "status": s["status"], "duration_s": s["detail"].get("duration_s"), "error": s["error"]}
             for s in command_steps(correlation_id, "snapshot_volumes", ("snapshot volume",))]
     if rows:
-        console.print(table("snapshots", ["volume", "snapshot", "GB", "status", "seconds", "error"], rows))
+        emit(Listing(SNAPSHOT_COLUMNS, rows, title="snapshots"))
+    return bool(rows)
 
 
 @server_app.command("image")
+@lists
 def server_image(
     server: Annotated[str, typer.Argument(help="The server (name or id).")],
     name: Annotated[str, typer.Option(help="The image's name.")],
@@ -105,13 +119,14 @@ def server_image(
             [f"create image {name}, wait until active"] + \
             ([f"start {found.label} again"] if stop and found.status != "SHUTOFF" else []) + \
             ([f"copy the image to {', '.join(order.copy_to)}"] if order.copy_to else [])
-        console.print("plan (nothing will be changed): " + "; ".join(steps))
+        say("plan (nothing will be changed): " + "; ".join(steps))
         return
     send_command("command.server.image", server, order.model_dump(), wait=wait, timeout=timeout,
                  report=_show_copies("image_server"))
 
 
 @image_app.command("copy")
+@lists
 def image_copy(
     image: Annotated[str, typer.Argument(help="The image (name or id).")],
     stores: Stores = None,
@@ -132,19 +147,20 @@ def image_copy(
         conn = connect_cloud(invocation.settings)
         found = find_image(conn, image)
         known = check_stores(conn, order.stores)
-        rows = [(s, "already there" if s in found.stores else "copy") for s in (order.stores or known)]
-        console.print(table(f"plan for {found.label}, {found.status}, in {', '.join(sorted(found.stores))} "
-                            "(nothing will be changed)", ["store", "action"], rows))
+        rows = [{"store": s, "action": "already there" if s in found.stores else "copy"} for s in (order.stores or known)]
+        emit(Listing([Column("store"), Column("action")], rows, title=f"plan for {found.label}, {found.status}, in "
+                     f"{', '.join(sorted(found.stores))} (nothing will be changed)"))
         return
     send_command("command.image.copy", image, order.model_dump(), wait=wait, timeout=timeout,
                  report=_show_copies("copy_image"))
 
 
 def _show_copies(handler: str):
-    def show(correlation_id: str) -> None:
-        rows = [(s["target"], styled(s["status"]), s["detail"].get("duration_s", ""),
-                 s["detail"].get("lock_waits", "") or "", s["error"] or s["detail"].get("note", ""))
+    def show(correlation_id: str) -> bool:
+        rows = [{"store": s["target"], "status": s["status"], "duration_s": s["detail"].get("duration_s"),
+                 "lock_waits": s["detail"].get("lock_waits"), "note": s["error"] or s["detail"].get("note")}
                 for s in command_steps(correlation_id, handler, ("copy image",))]
         if rows:
-            console.print(table("copies", ["store", "result", "seconds", "lock waits", "note"], rows))
+            emit(Listing(COPY_COLUMNS, rows, title="copies"))
+        return bool(rows)
     return show

@@ -38,6 +38,8 @@ class _ClientHangUps(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno >= logging.ERROR and record.getMessage().startswith("Socket exception"):
             record.levelno, record.levelname = logging.INFO, "INFO"
+            # the logger let it through as an ERROR: as INFO it passes only where INFO is logged
+            return logging.getLogger(SSHD_LOG).isEnabledFor(logging.INFO)
         return True
 
 
