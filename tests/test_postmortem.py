@@ -13,6 +13,7 @@ import sys
 from datetime import timedelta
 
 import pytest
+import yaml
 from sqlmodel import select
 
 from stackreflex.core.envelope import Envelope
@@ -85,14 +86,14 @@ def test_scopes_and_filters_combine(history):
 
 def test_the_cli_shows_utc_by_default_and_local_time_when_asked(history, database_url, tmp_path):
     audit, h = history
-    as_json = cli(database_url, tmp_path, "timeline", "--correlation-id", h.correlations["snapshot"], "--json")
+    as_json = cli(database_url, tmp_path, "timeline", "--correlation-id", h.correlations["snapshot"], "-f", "json")
     assert as_json.returncode == 0, as_json.stderr
-    entries = json.loads(as_json.stdout)["entries"]
+    entries = json.loads(as_json.stdout)
     assert entries[0]["time"] == "2026-11-20T22:03:20.000Z"
-    kolkata = cli(database_url, tmp_path, "timeline", "--correlation-id", h.correlations["snapshot"], "--json",
+    kolkata = cli(database_url, tmp_path, "timeline", "--correlation-id", h.correlations["snapshot"], "-f", "yaml",
                   "--tz", "Asia/Kolkata")
-    assert json.loads(kolkata.stdout)["entries"][0]["time"] == "2026-11-21T03:33:20.000+05:30"
-    as_csv = cli(database_url, tmp_path, "timeline", "--server", "vm-c", "--csv")
+    assert yaml.safe_load(kolkata.stdout)[0]["time"] == "2026-11-21T03:33:20.000+05:30"
+    as_csv = cli(database_url, tmp_path, "timeline", "--server", "vm-c", "-f", "csv")
     rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
     assert [(r["kind"], r["what"]) for r in rows] == [  # the run about vm-c, with all it did
         ("envelope", "command.volume.snapshot"), ("run", "snapshot_volumes"), ("step", "stop server"),
@@ -216,10 +217,10 @@ def test_the_html_report_renders_one_lane_per_node_and_a_bar_per_step(history, d
     assert "compute-1.localdomain is not empty" in text.split("Counts")[0]
 
 
-def test_a_long_timeline_prints_every_entry_in_aligned_columns(database_url, tmp_path):
-    """Past a few hundred rows the boxed table gives way to plain columns: every entry on a line
-    of its own, each column starting where its header does; piped, nothing is cut, and on an
-    80-column terminal no line is wider than the terminal."""
+def test_a_long_timeline_prints_every_entry_whole_and_fits_an_80_column_terminal(database_url, tmp_path):
+    """Piped, nothing is fitted: every entry on a line of its own, each column starting where its
+    header does. On an 80-column terminal the table fits: free text wraps at spaces, names after
+    a separator, and no word (no run of letters and digits) is ever split."""
     audit = AuditLog.open(database_url)
     envelope = Envelope.new("command.demo.bulk", subject="overcloud")
     [accepted] = audit.accept_many([(envelope, ["bulk"])])
@@ -230,7 +231,7 @@ def test_a_long_timeline_prints_every_entry_in_aligned_columns(database_url, tmp
                           started_at=T0 + timedelta(seconds=i), finished_at=T0 + timedelta(seconds=i + 2))
     scope = ("--correlation-id", envelope.id)
     lines = cli(database_url, tmp_path, "timeline", *scope).stdout.splitlines()
-    header = next(line for line in lines if line.startswith("time (UTC)"))
+    header = next(line for line in lines if "time (UTC)" in line)
     rows = [line for line in lines if "overcloud-novacompute-" in line]
     assert len(rows) == len(nodes)
     for column in ("target", "status"):
@@ -248,8 +249,19 @@ def test_a_long_timeline_prints_every_entry_in_aligned_columns(database_url, tmp
         screen += chunk
     process.wait(timeout=60)
     shown = [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in screen.decode().splitlines()]
-    steps = [line for line in shown if "succeeded" in line]
-    assert len(steps) == len(nodes) and max(len(line) for line in shown) <= 80
+    assert max(len(line) for line in shown) <= 80, max(shown, key=len)
+    assert_no_word_split(shown, [*nodes, "succeeded", *(f"configure the agent of node number {i}" for i in range(300))])
+
+
+def assert_no_word_split(lines: list[str], values: list[str]) -> None:
+    """Every word of ``values`` (a run of letters and digits; CamelCase is words) shows whole in
+    ``lines``; one split at the edge of a cell would show as two shorter runs instead."""
+    def words(text: str) -> set[str]:
+        return {w for run in re.findall(r"[A-Za-z0-9]+", text) for w in re.split(r"(?<=[a-z])(?=[A-Z])", run)}
+
+    shown = {word for line in lines for word in words(line)}
+    missing = {word for value in values for word in words(value)} - shown
+    assert not missing, f"split or missing: {sorted(missing)[:10]}"
 
 
 def _read(fd: int) -> bytes:

@@ -25,8 +25,8 @@ app = typer.Typer(help="Query the audit log: runs, their steps, their errors; ti
 
 
 #: A run as `audit runs`, `audit show` and `audit waiting` print it (keys as in JSON).
-RUN_COLUMNS = [Column("id", "id"), Column("handler"), Column("status", "status"), Column("type"),
-               Column("subject"), Column("attempts", "number"), Column("wakes", "number", long=True),
+RUN_COLUMNS = [Column("id", "id"), Column("handler"), Column("status", "status"), Column("type", spare=True),
+               Column("subject"), Column("attempts", "number", spare=True), Column("wakes", "number", long=True),
                Column("envelope_id", "id", long=True), Column("correlation_id", "id", long=True),
                Column("created_at", "time", header="created"), Column("started_at", "time", long=True),
                Column("finished_at", "time", long=True), Column("duration_s", "number", header="seconds"),
@@ -146,8 +146,9 @@ def _shown(entries: list[dict], zone) -> list[dict]:
 
 
 TIMELINE_COLUMNS = [Column("time", "time"), Column("end", "time", long=True),
-                    Column("duration_s", "number", header="seconds"), Column("kind"), Column("what", "text"),
-                    Column("target"), Column("status", "status"), Column("error", "text"), Column("run_id", "id", header="run"),
+                    Column("duration_s", "number", header="seconds", spare=True), Column("kind", spare=True),
+                    Column("what", "text"), Column("target"), Column("status", "status"), Column("error", "text"),
+                    Column("run_id", "id", header="run", spare=True),
                     Column("handler", long=True), Column("correlation_id", "id", long=True)]
 
 
@@ -179,7 +180,7 @@ def timeline_command(
 
 
 STATS_COLUMNS = [Column("handler"), *(Column(k, "number") for k in ("runs", "succeeded", "failed", "cancelled",
-                                                                    "unfinished", "success_rate")),
+                                                                    "unfinished")), Column("success_rate", "percent"),
                  Column("p50_s", "number", header="p50 s"), Column("p95_s", "number", header="p95 s")]
 
 

@@ -35,8 +35,9 @@ from ..core.redaction import redact
 FORMATS = ("table", "json", "yaml", "csv", "value")
 
 #: Column kinds: ``word`` is never wrapped, ``text`` wraps at spaces, ``id`` is cut to a unique
-#: prefix in tables, ``time`` shown compactly, ``status`` coloured, ``number`` right-aligned.
-Kind = Literal["word", "text", "id", "time", "status", "number"]
+#: prefix in tables, ``time`` shown compactly, ``status`` coloured, ``number`` right-aligned,
+#: ``percent`` a fraction (0..1) shown as a percentage.
+Kind = Literal["word", "text", "id", "time", "status", "number", "percent"]
 
 STATUS_STYLE = {"succeeded": "green", "failed": "red", "dead": "bold red", "running": "cyan",
                 "waiting": "yellow", "pending": "white", "skipped": "dim", "interrupted": "magenta",
@@ -54,6 +55,8 @@ class Column:
     #: shown in a table only with --long (machine formats always carry it)
     long: bool = False
     header: str | None = None
+    #: left out of a table that cannot fit the terminal otherwise (and said so under it)
+    spare: bool = False
 
     @property
     def title(self) -> str:
@@ -188,9 +191,11 @@ def emit(result: Listing | Record, options: OutputOptions, out: Console, say: Co
     columns = chosen_columns(result.columns, options)
     rows = sorted_rows(result.rows, result.columns, options)
     if options.format == "table":
+        if not options.columns:  # a column empty in every row says nothing in a table
+            columns = [c for c in columns if any(row.get(c.key) not in (None, "", [], {}) for row in rows)] or columns
         if rows:
             if result.title:
-                out.print(result.title, style="italic", highlight=False, soft_wrap=True)
+                out.print(result.title, style="italic", highlight=False)
             out.print(draw(columns, rows, options, out), soft_wrap=True, crop=False)
         if not rows and result.empty:
             say.print(result.empty, highlight=False, soft_wrap=True)
@@ -213,7 +218,7 @@ def _emit_record(record: Record, options: OutputOptions, out: Console) -> None:
         rows = [{"field": c.title, "value": record.values.get(c.key), "_kind": c.kind} for c in fields
                 if record.values.get(c.key) is not None]
         if record.title:
-            out.print(record.title, style="italic", highlight=False, soft_wrap=True)
+            out.print(record.title, style="italic", highlight=False)
         out.print(draw([Column("field"), Column("value", "text")], rows, options, out, kinds_of_rows=True),
                   soft_wrap=True, crop=False)
         return
@@ -276,6 +281,8 @@ def shown(value: Any, kind: Kind, *, today: date | None = None) -> str:
         return ""
     if kind == "time":
         return compact_time(value, today)
+    if kind == "percent" and isinstance(value, (int, float)):
+        return f"{value:.1%}"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
@@ -303,6 +310,25 @@ def compact_time(value: Any, today: date | None = None) -> str:
     return moment.strftime("%H:%M:%S" if moment.date() == (today or now.date()) else "%Y-%m-%d %H:%M:%S")
 
 
+def _day_of(value: Any) -> date | None:
+    if isinstance(value, str) and _ISO.match(value):
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).date()
+        except ValueError:
+            return None
+    return value.date() if isinstance(value, datetime) else None
+
+
+def _one_day(values: list[Any]) -> str | None:
+    """The date all of a column's times fall on, when it is one and not today: said once, in
+    the header, and the cells show the time of day alone."""
+    days = {_day_of(v) for v in values if v is not None}
+    if len(days) != 1 or None in days:
+        return None
+    [day] = days
+    return None if day == date.today() else day.isoformat()
+
+
 def _unique_prefixes(values: list[str]) -> list[str]:
     """Each id cut to the shortest prefix (at least :data:`SHORT_ID`) that no other id of the column shares."""
     ids = [v for v in values if _HEXISH.match(v)]
@@ -319,6 +345,7 @@ def draw(columns: list[Column], rows: list[dict], options: OutputOptions, consol
     """``rows`` as a boxed table (``+---+`` as the openstack CLI draws it), fitted to ``width``
     (or as ``--max-width``/``--fit-width`` and the terminal say): free-text cells wrap at spaces,
     nothing else is ever broken."""
+    columns = list(columns)
     kinds = [c.kind for c in columns]
     cells = []
     for row in rows:
@@ -332,20 +359,35 @@ def draw(columns: list[Column], rows: list[dict], options: OutputOptions, consol
             for row, cut in zip(cells, _unique_prefixes([r[i] for r in cells])):
                 row[i] = cut
     headers = [c.title for c in columns]
+    for i, c in enumerate(columns):
+        if c.kind == "time" and (day := _one_day([row.get(c.key) for row in rows])):
+            headers[i] = f"{headers[i]} {day}" if "(" not in headers[i] else headers[i].replace(")", f", {day})")
+            for line, row in zip(cells, rows):
+                line[i] = compact_time(row.get(c.key), today=_day_of(row.get(c.key)))
     target = width or _target_width(options, console)
     widths = fit(headers, cells, kinds, target)
+    left_out = []
+    # still too wide: the spare columns go, the last first, and a line says which
+    while target and sum(widths) + 3 * len(widths) + 1 > target and not options.columns and \
+            (spare := [i for i, c in enumerate(columns) if c.spare]):
+        i = spare[-1]
+        left_out.insert(0, columns[i].key)
+        for seq in (columns, kinds, headers, *cells):
+            del seq[i]
+        widths = fit(headers, cells, kinds, target)
     text = Text(no_wrap=True, overflow="ignore")
     border = "+" + "+".join("-" * (w + 2) for w in widths) + "+\n"
     text.append(border)
-    _append_row(text, [textwrap.wrap(h, w, break_long_words=False, break_on_hyphens=False) or [""]
-                       for h, w in zip(headers, widths)], widths, kinds, [None] * len(widths), header=True)
+    _append_row(text, [_wrap(h, w, "text") or [""] for h, w in zip(headers, widths)], widths, kinds,
+                [None] * len(widths), header=True)
     text.append(border)
     for row in cells:
-        wrapped = [textwrap.wrap(cell, w, break_long_words=False, break_on_hyphens=False) if len(cell) > w
-                   and kind == "text" else cell.split("\n") for cell, w, kind in zip(row, widths, kinds)]
+        wrapped = [_wrap(cell, w, kind) for cell, w, kind in zip(row, widths, kinds)]
         styles = [STATUS_STYLE.get(cell) if kind == "status" else None for cell, kind in zip(row, kinds)]
         _append_row(text, [w or [""] for w in wrapped], widths, kinds, styles)
     text.append(border.rstrip("\n"))
+    if left_out:
+        text.append(f"\nnot shown at {target} columns: {', '.join(left_out)} (-c COLUMN picks columns)", style="dim")
     return text
 
 
@@ -363,13 +405,47 @@ def live(result: Listing, console: Console) -> Text:
     return text
 
 
+_PIECE = re.compile(r"[^-./_:@,]*[-./_:@,]*")
+_CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
+
+
+def _pieces(word: str, camel: bool = False) -> list[str]:
+    """A name cut after each separator (``overcloud-``, ``compute-``, ``3.``, ``localdomain``),
+    and with ``camel`` before each capital that follows a small letter (``Compute``,
+    ``Deployed``, ``Server[0]``): where a name may go on the next line without a word broken."""
+    pieces = [p for p in _PIECE.findall(word) if p]
+    return [q for p in pieces for q in _CAMEL.split(p) if q] if camel else pieces
+
+
+def _wrap(cell: str, width: int, kind: str) -> list[str]:
+    if len(cell) <= width:
+        return [cell]
+    camel = any(len(p) > width for w in cell.split() for p in _pieces(w))
+    if kind == "time":  # a date over its time of day
+        return cell.split()
+    words = textwrap.wrap(cell, width, break_long_words=False, break_on_hyphens=False) if kind == "text" else [cell]
+    lines = []
+    for word in words:
+        if len(word) <= width:
+            lines.append(word)
+            continue
+        line = ""
+        for piece in _pieces(word, camel):
+            if line and len(line) + len(piece) > width:
+                lines.append(line)
+                line = ""
+            line += piece
+        lines.append(line)
+    return lines
+
+
 def _append_row(text: Text, lines: list[list[str]], widths: list[int], kinds: list[str], styles: list,
                 header: bool = False) -> None:
     for n in range(max(len(cell) for cell in lines)):
         text.append("|")
         for cell, width, kind, style in zip(lines, widths, kinds, styles):
             piece = cell[n] if n < len(cell) else ""
-            padded = piece.rjust(width) if kind == "number" and not header else piece.ljust(width)
+            padded = piece.rjust(width) if kind in ("number", "percent") and not header else piece.ljust(width)
             text.append(" ")
             text.append(padded, style="bold" if header else style)
             text.append(" |")
@@ -388,7 +464,8 @@ def _target_width(options: OutputOptions, console: Console) -> int | None:
 
 def fit(headers: list[str], cells: list[list[str]], kinds: list[str], target: int | None) -> list[int]:
     """Column widths: each column's widest cell, narrowed to fit ``target`` (with the borders)
-    first in free-text columns down to their longest word, then in headers down to theirs."""
+    first in free-text columns down to their longest word, then in headers down to theirs,
+    then names down to their longest piece between separators (see :func:`_pieces`)."""
     n = len(headers)
     widest = [max([len(headers[i]), *(max(len(p) for p in row[i].split("\n")) for row in cells)]) for i in range(n)]
     if target is None or sum(widest) + 3 * n + 1 <= target:
@@ -398,9 +475,17 @@ def fit(headers: list[str], cells: list[list[str]], kinds: list[str], target: in
     header_word = [max(len(w) for w in (headers[i].split() or [""])) for i in range(n)]
     cell_widest = [max([0, *(max(len(p) for p in row[i].split("\n")) for row in cells)]) for i in range(n)]
     text_floor = [max(longest_word[i], header_word[i]) if kinds[i] == "text" else widest[i] for i in range(n)]
+    def longest_piece(i: int, camel: bool = False) -> int:
+        return max([0, *(len(p) for row in cells for w in row[i].split() for p in _pieces(w, camel))])
+
     widths = list(widest)
-    for floor in (text_floor, [max(cell_widest[i] if kinds[i] != "text" else text_floor[i], header_word[i])
-                               for i in range(n)]):
+    headers_floor = [max(cell_widest[i] if kinds[i] != "text" else text_floor[i], header_word[i]) for i in range(n)]
+    header_piece = [max(len(p) for w in (headers[i].split() or [""]) for p in (_pieces(w) or [""])) for i in range(n)]
+    names_floor = [max(longest_piece(i) if kinds[i] in ("word", "text") else longest_word[i] if kinds[i] == "time"
+                       else cell_widest[i], header_piece[i]) for i in range(n)]
+    words_floor = [max(longest_piece(i, True) if kinds[i] in ("word", "text") else names_floor[i], header_piece[i])
+                   for i in range(n)]
+    for floor in (text_floor, headers_floor, names_floor, words_floor):
         while sum(widths) > room:
             over = [i for i in range(n) if widths[i] > floor[i]]
             if not over:
