@@ -132,7 +132,6 @@ def env_for(settings: Settings, tmp_path: Path, extra: dict | None = None) -> di
         "STACKREFLEX_NAMESPACE": settings.namespace,
         "STACKREFLEX_LEASE_SECONDS": str(settings.lease_seconds),
         "STACKREFLEX_WORKER_THREADS": str(settings.worker_threads),
-        "STACKREFLEX_LOG_LEVEL": settings.log_level,
         "STACKREFLEX_LOG_FORMAT": settings.log_format,
         "XDG_STATE_HOME": str(tmp_path / "state"),
         "HOME": str(tmp_path / "home"),
@@ -148,7 +147,7 @@ def env_for(settings: Settings, tmp_path: Path, extra: dict | None = None) -> di
         env["STACKREFLEX_SIGNING_KEYS"] = json.dumps({k: v.get_secret_value() for k, v in settings.signing_keys.items()})
     if settings.signing_key_id:
         env["STACKREFLEX_SIGNING_KEY_ID"] = settings.signing_key_id
-    for name in ("inventory", "ssh_key_file", "ssh_known_hosts", "ssh_user", "agent_layout", "reconcile_grace",
+    for name in ("log_level", "inventory", "ssh_key_file", "ssh_known_hosts", "ssh_user", "agent_layout", "reconcile_grace",
                  "reconcile_interval", "database_outage_limit", "agent_polling_interval", "deployments_deadline"):
         value = getattr(settings, name)
         if value is not None and value != Settings.model_fields[name].default:

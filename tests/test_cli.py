@@ -117,7 +117,7 @@ def test_bad_settings_name_the_setting(tmp_path):
 
 
 def test_json_logs_are_one_object_per_line(tmp_path):
-    result = run_cli(embedded(tmp_path), tmp_path, "--log-format", "json", "publish", "test.record", "-H", HANDLERS,
+    result = run_cli(embedded(tmp_path), tmp_path, "--log-format", "json", "-v", "publish", "test.record", "-H", HANDLERS,
                      "-d", json.dumps({"password": "hunter2"}))
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]

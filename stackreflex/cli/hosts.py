@@ -130,9 +130,9 @@ PLAN_COLUMNS = [Column("host", long=True), Column("server"), Column("id", "id"),
                 Column("status"), Column("task_state", header="task"), Column("action"), Column("why", "text")]
 
 MIGRATION_COLUMNS = [Column("server"), Column("status", "status", header="result"), Column("kind", long=True),
-                     Column("attempt", "number", long=True), Column("source", header="from"),
+                     Column("attempt", "number", long=True), Column("source", header="from", spare=True),
                      Column("destination", header="to"), Column("queued_s", "number", header="queued s"),
-                     Column("moving_s", "number", header="moving s"), Column("duration_s", "number", long=True),
+                     Column("moving_s", "number", header="moving s"), Column("duration_s", "number", header="total s", spare=True),
                      Column("migration_id", "number", header="migration", long=True), Column("note", "text")]
 
 

@@ -286,7 +286,7 @@ def shown(value: Any, kind: Kind, *, today: date | None = None) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        return f"{value:.0f}" if abs(value) >= 100 else f"{value:.2f}" if abs(value) >= 1 else f"{value:.3f}"
+        return f"{value:.0f}" if abs(value) >= 100 else f"{value:.2f}"
     if isinstance(value, dict):
         return ", ".join(f"{k}={_value(v)}" for k, v in redact(value).items())
     if isinstance(value, (list, tuple)):
@@ -365,16 +365,18 @@ def draw(columns: list[Column], rows: list[dict], options: OutputOptions, consol
             for line, row in zip(cells, rows):
                 line[i] = compact_time(row.get(c.key), today=_day_of(row.get(c.key)))
     target = width or _target_width(options, console)
-    widths = fit(headers, cells, kinds, target)
+    widths = fit(headers, cells, kinds, target, names=False)
     left_out = []
-    # still too wide: the spare columns go, the last first, and a line says which
+    # too wide with every word whole: the spare columns go (the last first, and a line says
+    # which) before names are wrapped
     while target and sum(widths) + 3 * len(widths) + 1 > target and not options.columns and \
             (spare := [i for i, c in enumerate(columns) if c.spare]):
         i = spare[-1]
         left_out.insert(0, columns[i].key)
         for seq in (columns, kinds, headers, *cells):
             del seq[i]
-        widths = fit(headers, cells, kinds, target)
+        widths = fit(headers, cells, kinds, target, names=False)
+    widths = fit(headers, cells, kinds, target)
     text = Text(no_wrap=True, overflow="ignore")
     border = "+" + "+".join("-" * (w + 2) for w in widths) + "+\n"
     text.append(border)
@@ -462,10 +464,11 @@ def _target_width(options: OutputOptions, console: Console) -> int | None:
     return None
 
 
-def fit(headers: list[str], cells: list[list[str]], kinds: list[str], target: int | None) -> list[int]:
+def fit(headers: list[str], cells: list[list[str]], kinds: list[str], target: int | None, *,
+        names: bool = True) -> list[int]:
     """Column widths: each column's widest cell, narrowed to fit ``target`` (with the borders)
     first in free-text columns down to their longest word, then in headers down to theirs,
-    then names down to their longest piece between separators (see :func:`_pieces`)."""
+    then (with ``names``) names down to their longest piece between separators (see :func:`_pieces`)."""
     n = len(headers)
     widest = [max([len(headers[i]), *(max(len(p) for p in row[i].split("\n")) for row in cells)]) for i in range(n)]
     if target is None or sum(widest) + 3 * n + 1 <= target:
@@ -485,7 +488,7 @@ def fit(headers: list[str], cells: list[list[str]], kinds: list[str], target: in
                        else cell_widest[i], header_piece[i]) for i in range(n)]
     words_floor = [max(longest_piece(i, True) if kinds[i] in ("word", "text") else names_floor[i], header_piece[i])
                    for i in range(n)]
-    for floor in (text_floor, headers_floor, names_floor, words_floor):
+    for floor in (text_floor, headers_floor, *((names_floor, words_floor) if names else ())):
         while sum(widths) > room:
             over = [i for i in range(n) if widths[i] > floor[i]]
             if not over:

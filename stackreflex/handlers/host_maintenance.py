@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..core.envelope import Envelope
 from ..core.clock import utcnow
 from ..core.records import FINAL_STATUSES
-from ..tasks.compute import (MIGRATION_FAILED, HostServer, MigrationRecord, MigrationRefused, action_for, compute_service, nova_time,
+from ..tasks.compute import (MIGRATION_FAILED, MIGRATION_WAITING, HostServer, MigrationRecord, MigrationRefused, action_for, compute_service, nova_time,
                              migrations_from, server_now, servers_on, set_service_enabled, start_migration)
 from ..tasks.inventory import node_of_host
 from ..tasks.reboot import boot_id, boot_id_now, reboot
@@ -190,6 +190,7 @@ class HostLook:
         for sid in self.remaining:
             records = self.migrations.get(sid, [])
             self._record_failures(sid, records)
+            self._watch_queue(sid, records)
             server = self.on_host.get(sid)
             if server is None:
                 self._left(sid, records)
@@ -270,6 +271,11 @@ class HostLook:
         if started:
             duration = (finished - datetime.fromisoformat(started)).total_seconds()
             detail["duration_s"] = round(duration, 3)
+            moving = self.state.get("moving", {}).get(sid) or self.state.get("waiting_seen", {}).get(sid)
+            if moving and sid in self.state["issued"]:
+                began = datetime.fromisoformat(moving)
+                detail.update(queued_s=round((began - datetime.fromisoformat(started)).total_seconds(), 3),
+                              moving_s=round((finished - began).total_seconds(), 3), moving_since=began.isoformat())
             if last is not None and last.kind == "live-migration":
                 self.state["fastest"] = min(duration, self.state.get("fastest") or duration)
         now = server_now(self.ctx.cloud, sid)  # verify where and how it ended up
@@ -290,12 +296,31 @@ class HostLook:
                    finished_at=finished, detail=detail)
         self.state["done"][sid] = detail["destination"]
 
+    def _watch_queue(self, sid: str, records: list[MigrationRecord]) -> None:
+        """When the migration we issued left Nova's queue and began to move: Nova's own time when
+        it is seen ``preparing`` (the record's update that ended the wait), else the last look
+        that saw it still waiting. Queued and moving time are then told apart, not summed."""
+        issued, last = self.state["issued"].get(sid), records[-1] if records else None
+        moving = self.state.setdefault("moving", {})
+        if issued is None or last is None or sid in moving or last.created_at < \
+                datetime.fromisoformat(issued).replace(microsecond=0):
+            return
+        waiting = self.state.setdefault("waiting_seen", {})
+        if last.status in MIGRATION_WAITING:
+            waiting[sid] = utcnow().isoformat()
+        elif last.status == "preparing" and last.updated_at is not None:
+            moving[sid] = max(last.updated_at, datetime.fromisoformat(issued)).isoformat()
+        else:
+            moving[sid] = waiting.get(sid) or issued
+
     def _record_failures(self, sid: str, records: list[MigrationRecord]) -> None:
         seen = self.state["failures_seen"]
         for record in records:
             if record.status in MIGRATION_FAILED and record.id not in seen:
                 seen.append(record.id)
                 self.state["issued"].pop(sid, None)
+                self.state.setdefault("moving", {}).pop(sid, None)
+                self.state.setdefault("waiting_seen", {}).pop(sid, None)
                 self._step("live-migrate" if record.kind == "live-migration" else "cold-migrate",
                            target=self.state["servers"][sid], started_at=record.created_at, status="failed",
                            detail={"server_id": sid, "source": record.source, "destination": record.dest,

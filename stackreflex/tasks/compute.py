@@ -14,6 +14,9 @@ from ..core.errors import HandlerFailed, StackreflexError
 LIVE_MIGRATABLE = ("ACTIVE", "PAUSED")
 #: Migration statuses that mean it is over and did not move the server.
 MIGRATION_FAILED = ("error", "failed", "cancelled", "aborted")
+#: A migration Nova has accepted but not begun: it waits for a slot of its source host
+#: (max_concurrent_live_migrations).
+MIGRATION_WAITING = ("accepted", "queued")
 
 
 class MigrationRefused(StackreflexError):
@@ -50,6 +53,8 @@ class MigrationRecord:
     source: str
     dest: str | None
     created_at: datetime
+    #: when Nova last changed the record (its status, mostly)
+    updated_at: datetime | None = None
 
 
 def action_for(server: HostServer, *, cold_migrate_stopped: bool) -> tuple[str, str]:
@@ -110,7 +115,8 @@ def migrations_from(conn, host: str, since: datetime) -> dict[str, list[Migratio
         if created >= floor:
             found.setdefault(m["instance_uuid"], []).append(MigrationRecord(
                 m.get("uuid") or str(m["id"]), m["instance_uuid"], m.get("migration_type", "migration"),
-                m["status"], m["source_compute"], m.get("dest_compute"), created))
+                m["status"], m["source_compute"], m.get("dest_compute"), created,
+                nova_time(m["updated_at"]) if m.get("updated_at") else None))
     for records in found.values():
         records.sort(key=lambda r: r.created_at)
     return found
