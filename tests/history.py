@@ -69,9 +69,12 @@ def script(audit: AuditLog) -> History:
     h.run("evacuate", "evacuate_host", "evacuate", "compute-1.localdomain", 101, 170, "failed",
           error="compute-1.localdomain is not empty: 1 server(s) could not be moved: vm-b: migration failed 2 time(s)")
     h.step("evacuate", "disable nova-compute", "compute-1.localdomain", 101, 102)
-    h.step("evacuate", "live-migrate", "vm-a", 103, 120)
-    h.step("evacuate", "live-migrate", "vm-b", 103, 118, status="failed", error="migration 7 ended error")
-    h.step("evacuate", "live-migrate", "vm-b", 130, 150, status="failed", error="migration 9 ended error")
+    moved = {"source": "compute-1.localdomain", "destination": "compute-2.localdomain"}
+    h.step("evacuate", "live-migrate", "vm-a", 103, 120, detail={**moved, "queued_s": 5.0, "moving_s": 12.0, "attempt": 1})
+    h.step("evacuate", "live-migrate", "vm-b", 103, 118, status="failed", error="migration 7 ended error",
+           detail={**moved, "attempt": 1})
+    h.step("evacuate", "live-migrate", "vm-b", 130, 150, status="failed", error="migration 9 ended error",
+           detail={**moved, "attempt": 2})
     h.envelope("snapshot", "command.volume.snapshot", "vm-c", 200)
     h.run("snapshot", "snapshot_volumes", "snapshot", "vm-c", 201, 240, "succeeded")
     h.step("snapshot", "stop server", "vm-c", 201, 205)

@@ -22,6 +22,8 @@ from stackreflex.models.retention import prune
 from stackreflex.models.stats import handler_stats, percentile, slowest_steps, waiting_runs
 from stackreflex.models.tables import Run, Step
 from stackreflex.models.timeline import Scope, timeline
+from stackreflex.cli.report import lanes_of
+from stackreflex.tasks.inventory import Host, Inventory
 
 from .conftest import env_for, make_settings, run_cli
 from .history import LANES, SECRET_SIG, T0, at, script
@@ -201,6 +203,7 @@ def bars_per_lane(png: bytes) -> list[list[tuple]]:
 
 def test_the_html_report_renders_one_lane_per_node_and_a_bar_per_step(history, database_url, tmp_path, browser):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
     report = tmp_path / "postmortem.html"
     made = cli(database_url, tmp_path, "report", *WINDOW, "--html", str(report), "--title", "Night of 20 November")
     assert made.returncode == 0, made.stderr
@@ -215,6 +218,45 @@ def test_the_html_report_renders_one_lane_per_node_and_a_bar_per_step(history, d
     text = browser.find_element(By.TAG_NAME, "body").text
     assert text.index("Failures (3)") < text.index("migration 7 ended error") < text.index("Timeline")
     assert "compute-1.localdomain is not empty" in text.split("Counts")[0]
+    assert "Outcome: 1 of" in text and "Window: 2026-11-20" in text
+    # each failed step links to its bar, which links back to its row; the queue is drawn apart
+    links = [a.get_attribute("href").split("#")[1] for a in browser.find_elements(By.LINK_TEXT, "bar")]
+    assert len(links) == 2
+    for link in links:
+        bar = browser.find_element(By.ID, link)
+        assert bar.get_attribute("fill") == "#c62828"
+        assert browser.find_element(By.ID, link.removeprefix("bar-")).text.count("migration") == 1
+    [queued] = browser.find_elements(By.CSS_SELECTOR, "rect.queued")
+    assert "queued in Nova 5.0 s" in queued.get_attribute("innerHTML")
+    # the filter: failed steps only leaves vm-b's two bars (and the failed rows); zoom widens the chart
+    Select(browser.find_element(By.ID, "f-status")).select_by_visible_text("failed")
+    visible = [b for b in browser.find_elements(By.CSS_SELECTOR, "rect.bar") if b.is_displayed()]
+    assert len(visible) == 2 and {b.get_attribute("fill") for b in visible} == {"#c62828"}
+    rows = [r for r in browser.find_elements(By.CSS_SELECTOR, "#entries tr[data-status]") if r.is_displayed()]
+    assert {r.get_attribute("data-status") for r in rows} == {"failed"}
+    width = int(browser.find_element(By.ID, "gantt").get_attribute("width"))
+    browser.execute_script("var z = document.getElementById('f-zoom'); z.value = 4; "
+                           "z.dispatchEvent(new Event('input'));")
+    assert int(float(browser.find_element(By.ID, "gantt").get_attribute("width"))) > 3 * width - 3 * 260
+
+
+def test_a_node_named_four_ways_is_one_lane(database_url):
+    """``Role[i]``, the member's Heat resource, ``address:port`` and the address are one node: one
+    lane, named by the inventory's host name."""
+    audit = AuditLog.open(database_url)
+    envelope = Envelope.new("command.demo.lanes", subject="overcloud")
+    [accepted] = audit.accept_many([(envelope, ["lanes"])])
+    run_id = accepted.runs["lanes"].id
+    heat = "overcloud-ControllerDeployedServer-sigq8jtgev49-0-5vpuemopj82f-ControllerDeployedServer-s2f/deployed-server"
+    for n, target in enumerate(("ControllerDeployedServer[0]", heat, "127.0.0.11:39629", "127.0.0.11", "vm-a")):
+        audit.record_step(run_id, 1, f"step {n}", target, status="succeeded", started_at=T0 + timedelta(seconds=n),
+                          finished_at=T0 + timedelta(seconds=n + 1))
+    inventory = Inventory(roles={"ControllerDeployedServer": [Host.parse("127.0.0.11:39629")]},
+                          hostnames={"overcloud-controller-0": Host.parse("127.0.0.11:39629")})
+    found = timeline(audit, Scope(correlation_id=envelope.id))
+    lanes = lanes_of(found, inventory)
+    assert {lane: len(steps) for lane, steps in lanes.items()} == {"overcloud-controller-0": 4, "vm-a": 1}
+    assert set(lanes_of(found)) == {"127.0.0.11", "vm-a"}  # no inventory: the run's one address
 
 
 def test_a_long_timeline_prints_every_entry_whole_and_fits_an_80_column_terminal(database_url, tmp_path):

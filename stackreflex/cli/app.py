@@ -58,7 +58,25 @@ def load_command(name: str) -> TyperCommand | TyperGroup:
         single.command(name=name)(target)
         command = typer.main.get_command(single)
     command.name = name
+    _plain_metavars(command)
     return command
+
+
+def _plain_metavars(command) -> None:
+    """Help as operators read it elsewhere: ``HOST`` for an argument, ``--timeout FLOAT``, and
+    nothing after a flag (typer would print ``{host}``, ``<float>`` and ``<bool>``)."""
+    for param in command.params:
+        if param.metavar is not None:
+            continue
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+        elif param.param_type_name == "argument":
+            param.metavar = param.name.upper()
+        else:
+            kind = param.bare_type().removeprefix("list[").removesuffix("]")
+            param.metavar = {"str": "TEXT", "int": "INTEGER", "float": "FLOAT", "Path": "PATH"}.get(kind, kind.upper())
+    for sub in getattr(command, "commands", {}).values():
+        _plain_metavars(sub)
 
 
 class LazyGroup(TyperGroup):
@@ -108,10 +126,16 @@ def root(
     log_level: Annotated[Optional[str], typer.Option(help=(
         "DEBUG, INFO, WARNING, ERROR. Default: INFO for `worker` and `watch` (the log_level setting), "
         "WARNING for the other commands (the handlers they run embedded included)."))] = None,
+    inventory: Annotated[Optional[Path], typer.Option(help=(
+        "The node inventory (YAML: roles, hostnames, servers); the inventory setting, STACKREFLEX_INVENTORY.")
+    )] = None,
+    known_hosts: Annotated[Optional[Path], typer.Option(help=(
+        "The known_hosts file nodes' host keys are checked against (the ssh_known_hosts setting)."))] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO: every envelope, run and step.")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
 ) -> None:
-    context.obj = Invocation(config, {k: v for k, v in {"log_format": log_format, "log_level": log_level}.items() if v},
+    chosen = {"log_format": log_format, "log_level": log_level, "inventory": inventory, "ssh_known_hosts": known_hosts}
+    context.obj = Invocation(config, {k: v for k, v in chosen.items() if v},
                              service=context.invoked_subcommand in SERVICES, verbose=verbose)
 
 
@@ -129,14 +153,28 @@ def _unreachable(exc: Exception) -> str | None:
     return None
 
 
+#: Exit statuses, as the README documents them.
+OK, RUN_FAILED, BAD_INPUT, USAGE, INTERRUPTED = 0, 1, 2, 3, 130
+#: click's UsageError (and its base), as typer carries them: a wrong option or argument.
+_USAGE_ERROR = typer.BadParameter.__mro__[1]
+_CLICK_ERROR = typer.BadParameter.__mro__[2]
+
+
 def main() -> None:
-    """Entry point: operator-facing errors become one redacted line and their exit status (2 for
-    bad input or environment, 1 when nothing ran)."""
+    """Entry point: operator-facing errors become one redacted line and their exit status: 1 a
+    run failed, 2 bad input or environment, 3 a usage error (an unknown option, a bad value),
+    130 interrupted. Scripts can tell them apart."""
     try:
-        app()
-    except KeyboardInterrupt:
+        code = app(standalone_mode=False)
+    except (KeyboardInterrupt, typer.Abort):
         errors.print("interrupted")
-        sys.exit(130)
+        sys.exit(INTERRUPTED)
+    except _USAGE_ERROR as exc:
+        exc.show()
+        sys.exit(USAGE)
+    except _CLICK_ERROR as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
     except StackreflexError as exc:
         errors.print(f"[red]error:[/] {redact_text(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
@@ -145,4 +183,5 @@ def main() -> None:
         if line is None:
             raise
         errors.print(f"[red]error:[/] {line}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        sys.exit(BAD_INPUT)
+    sys.exit(code if isinstance(code, int) else OK)

@@ -249,9 +249,20 @@ def report(
     Example: stackreflex audit report --correlation-id 6f1c… --html incident-4711.html
     """
     found = timeline(invocation.audit(), _scope(correlation_id, stack, host, server, since, until, (), limit))
+    inventory = _inventory()
     with writing(html_file) as out:
-        out.write(render_report(found, title or f"stackreflex post-mortem: {found.scope.describe()}"))
-    console.print(f"wrote {html_file} ({len(found.entries)} entries, {len(lanes_of(found))} lanes)")
+        out.write(render_report(found, title or f"stackreflex post-mortem: {found.scope.describe()}", inventory))
+    console.print(f"wrote {html_file} ({len(found.entries)} entries, {len(lanes_of(found, inventory))} lanes)")
+
+
+def _inventory():
+    """The node inventory, if one is configured: it names the report's lanes (none: addresses)."""
+    from ..tasks.inventory import InventoryError, load_inventory
+
+    try:
+        return load_inventory(invocation.settings.inventory)
+    except InventoryError:
+        return None
 
 
 #: What ``audit export`` writes, by the output file's extension (none: JSON).

@@ -8,7 +8,8 @@ from ..handlers.edge_check import STEP_DEADLINE, EdgeCheckOrder, edge_steps
 from .common import emit
 from .output import Column, Listing, lists
 from .options import Deadline, DryRun, Timeout, Wait, order_from
-from .publish import DEFAULT_WAIT_TIMEOUT, command_steps, send_command
+from ..tasks.images import check_stores, find_image
+from .publish import DEFAULT_WAIT_TIMEOUT, check_first, command_steps, send_command
 
 app = typer.Typer(help="Edge (DCN) site validations.", no_args_is_help=True)
 
@@ -38,6 +39,7 @@ def check(
                      [{"step": step, "verifies": verifies} for step, verifies in edge_steps(order)],
                      title=f"edge check of {site} (nothing will be changed)"))
         return
+    check_first(lambda conn: (find_image(conn, order.image), check_stores(conn, [order.site_store])))
     send_command("command.edge.check", site, order.model_dump(), wait=wait, timeout=timeout, report=_show_steps)
 
 

@@ -11,7 +11,7 @@ from ..tasks.compute import action_for, compute_service, servers_on
 from .common import emit, invocation, say
 from .output import Column, Listing, lists
 from .options import DryRun, Timeout, Wait, order_from
-from .publish import DEFAULT_WAIT_TIMEOUT, command_steps, send_command
+from .publish import DEFAULT_WAIT_TIMEOUT, check_first, command_steps, send_command
 
 host_app = typer.Typer(help="Maintenance of one compute host.", no_args_is_help=True)
 hosts_app = typer.Typer(help="Rolling maintenance of several compute hosts.", no_args_is_help=True)
@@ -59,6 +59,7 @@ def evacuate(
         _show_plan(order)
         return
     _refuse_if_running(host)
+    check_first(lambda conn: compute_service(conn, host))
     send_command("command.host.evacuate", host, order.model_dump(), wait=wait, timeout=timeout,
                  report=_show_migrations)
 
@@ -92,6 +93,7 @@ def drain_reboot(
         return
     for host in hosts:
         _refuse_if_running(host)
+    check_first(lambda conn: [compute_service(conn, host) for host in hosts])
     send_command("command.hosts.drain_reboot", ",".join(hosts), order.model_dump(), wait=wait, timeout=timeout,
                  report=_show_migrations)
 

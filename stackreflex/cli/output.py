@@ -162,10 +162,8 @@ def chosen_columns(columns: list[Column], options: OutputOptions) -> list[Column
         wanted = {_normal(c) for c in options.columns}
         picked = [c for c in columns if _normal(c.key) in wanted or _normal(c.title) in wanted]
         if not picked:
-            from ..core.errors import StackreflexError
-
-            raise StackreflexError(f"no recognized column names in {options.columns}; the columns are "
-                                   f"{', '.join(c.key for c in columns)}")
+            raise typer.BadParameter(f"no recognized column names in {options.columns}; the columns are "
+                                     f"{', '.join(c.key for c in columns)}", param_hint="--column")
         return picked
     return [c for c in columns if options.machine or options.long or not c.long]
 

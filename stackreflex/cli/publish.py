@@ -122,6 +122,18 @@ def send_command(type: str, subject: str, data: dict, *, wait: bool, timeout: fl
     return envelope
 
 
+def check_first(check: Callable[[object], object]) -> None:
+    """Check a command's input against the cloud before publishing it (``check`` gets a
+    connection and raises a one-line error), so a server, store or host that does not exist is
+    a clear ``error:`` (exit 2), not a failed run. Embedded, always; with a broker, when this
+    shell has a cloud configured (otherwise the workers' run checks it)."""
+    from ..tasks.cloud import cloud_identity, connect_cloud
+
+    settings = invocation.settings
+    if in_process(settings) or cloud_identity(settings) is not None:
+        check(connect_cloud(settings))
+
+
 def command_steps(correlation_id: str, handler: str, names: tuple[str, ...] | None = None) -> list[dict]:
     """The steps (those called ``names``, or all) of ``handler``'s runs for one command, from the audit log."""
     audit = invocation.audit()

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import paramiko
 import typer
+import yaml
 
 from ..core.errors import StackreflexError
 from ..core.settings import default_state_dir
@@ -35,7 +36,10 @@ def serve(
     scenario: Annotated[Path | None, typer.Option(help="Scenario YAML (default: the shipped 3+2 overcloud).")] = None,
     host: Annotated[str, typer.Option(help="Address to listen on (keep it on loopback).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 5800,
-    env_file: Annotated[Path | None, typer.Option(help="Also write the export lines here once serving.")] = None,
+    env_file: Annotated[Path | None, typer.Option(help=(
+        "Also write the export lines here once serving: the cloud's OS_* variables and every stackreflex "
+        "setting that reaches the nodes (inventory, SSH user, key and known_hosts), so `. FILE` is all a "
+        "shell needs."))] = None,
     state_dir: Annotated[Path, typer.Option(help="Where node host keys (and a generated client key) are kept.")] = (
         default_state_dir() / "sim"),
     authorized_key: Annotated[list[Path], typer.Option(help=(
@@ -44,14 +48,24 @@ def serve(
 ) -> None:
     """Serve the simulated overcloud until interrupted; the deployment starts at once.
 
-    Prints `export OS_...` lines (so `eval "$(stackreflex sim serve ...)"`-style use works)
-    and a clouds.yaml entry.
+    Prints `export` lines: the cloud's OS_* variables and the settings that reach the nodes (an
+    inventory and a known_hosts file written in --state-dir: the simulator knows its nodes' host
+    keys; on a real cloud that trust is `stackreflex nodes trust`), and a clouds.yaml entry.
+
+    Example: stackreflex sim serve --env-file sim.env & sleep 2; . sim.env; stackreflex agents status --stack overcloud
     """
     keys, client_key = _authorized_keys(state_dir, authorized_key)
     chosen = load_scenario(scenario)
     chosen.ssh_port = ssh_port
     overcloud = Overcloud.start(chosen, host=host, port=port, state_dir=state_dir / "hostkeys", authorized_keys=keys)
-    exports = "\n".join(f"export {k}={shlex.quote(v)}" for k, v in overcloud.environment().items())
+    inventory, known_hosts = state_dir / "inventory.yaml", state_dir / "known_hosts"
+    inventory.write_text(yaml.safe_dump(overcloud.inventory(), sort_keys=False))
+    known_hosts.write_text("".join(line + "\n" for line in overcloud.known_hosts_lines()))
+    settings = {"STACKREFLEX_INVENTORY": str(inventory), "STACKREFLEX_SSH_KNOWN_HOSTS": str(known_hosts),
+                "STACKREFLEX_SSH_USER": chosen.ssh_user, "STACKREFLEX_SSH_PORT": str(ssh_port or 22)}
+    if client_key:
+        settings["STACKREFLEX_SSH_KEY_FILE"] = str(client_key)
+    exports = "\n".join(f"export {k}={shlex.quote(v)}" for k, v in {**overcloud.environment(), **settings}.items())
     print(exports, flush=True)
     print("# clouds.yaml entry:\n" + "\n".join("# " + line for line in overcloud.clouds_yaml().splitlines()),
           flush=True)
@@ -62,7 +76,9 @@ def serve(
     print(f"# simulator admin API: {overcloud.base_url}/sim  (stackreflex sim scale --url {overcloud.base_url} ...)",
           flush=True)
     if env_file:
-        env_file.write_text(exports + "\n")
+        partial = env_file.with_name(env_file.name + ".partial")
+        partial.write_text(exports + "\n")
+        partial.replace(env_file)  # whoever waits for the file reads it whole
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

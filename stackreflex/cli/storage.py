@@ -13,7 +13,7 @@ from ..tasks.servers import find_server
 from .common import emit, invocation, say
 from .output import Column, Listing, lists
 from .options import Deadline, DryRun, Timeout, Wait, order_from
-from .publish import DEFAULT_WAIT_TIMEOUT, command_steps, send_command
+from .publish import DEFAULT_WAIT_TIMEOUT, check_first, command_steps, send_command
 
 volume_app = typer.Typer(help="Snapshots of Cinder volumes, with their server quiesced.", no_args_is_help=True)
 server_app = typer.Typer(help="Images of Nova servers, with the server quiesced.", no_args_is_help=True)
@@ -55,6 +55,7 @@ def volume_snapshot(
     if dry_run:
         _show_snapshot_plan(order)
         return
+    check_first(lambda conn: plan_snapshots(conn, order, utcnow()))
     subject = server or ",".join(volumes or [])
     send_command("command.volume.snapshot", subject, order.model_dump(), wait=wait, timeout=timeout,
                  report=_show_snapshots)
@@ -121,6 +122,7 @@ def server_image(
             ([f"copy the image to {', '.join(order.copy_to)}"] if order.copy_to else [])
         say("plan (nothing will be changed): " + "; ".join(steps))
         return
+    check_first(lambda conn: (find_server(conn, server), check_stores(conn, order.copy_to)))
     send_command("command.server.image", server, order.model_dump(), wait=wait, timeout=timeout,
                  report=_show_copies("image_server"))
 
@@ -151,6 +153,7 @@ def image_copy(
         emit(Listing([Column("store"), Column("action")], rows, title=f"plan for {found.label}, {found.status}, in "
                      f"{', '.join(sorted(found.stores))} (nothing will be changed)"))
         return
+    check_first(lambda conn: (find_image(conn, image), check_stores(conn, order.stores)))
     send_command("command.image.copy", image, order.model_dump(), wait=wait, timeout=timeout,
                  report=_show_copies("copy_image"))
 

@@ -18,6 +18,7 @@ sees it, and it is the hook the standard library offers for this (chained, not r
 import json
 import logging
 import sys
+from datetime import datetime, timezone
 
 from .redaction import MASK, redact, redact_text
 
@@ -99,11 +100,24 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+def utc_time(record: logging.LogRecord) -> str:
+    """``2026-12-02T18:33:23.519Z``: UTC, milliseconds, the zone said (as the audit log stores times)."""
+    return datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+
+
+class TextFormatter(logging.Formatter):
+    """One line per record for people, its time as :func:`utc_time` gives it."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return utc_time(record)
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         if not getattr(record, _REDACTED, False):
             redact_record(record)
-        line = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname,
+        line = {"time": utc_time(record), "level": record.levelname,
                 "logger": record.name, "message": record.getMessage()}
         # the context fields come from ``extra=``, set on the record after it is made: redacted here
         line.update(redact({k: getattr(record, k) for k in CONTEXT_FIELDS if getattr(record, k, None) is not None}))
@@ -117,10 +131,10 @@ def setup_logging(fmt: str = "text", level: str = "INFO", stream=None) -> None:
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.addFilter(RedactingFilter())
     handler.setFormatter(JsonFormatter() if fmt == "json" else
-                         logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+                         TextFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("pika", "amqp", "kombu", "paramiko.transport", "alembic.runtime.migration",
+    for noisy in ("pika", "amqp", "kombu", "paramiko.transport", "alembic",
                   "keystoneauth", "openstack", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

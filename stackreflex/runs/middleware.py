@@ -28,15 +28,23 @@ from .policy import RetryPolicy
 UNCLAIMED_RETRIES = 5
 
 
-class _SkippedQuietly(logging.Filter):
-    """dramatiq warns of every skipped message; a skip here is a duplicate or stale wake-up,
-    already logged by the lifecycle with its reason."""
+class _SaidByTheLifecycle(logging.Filter):
+    """dramatiq warns of every skipped message and logs every failed attempt at ERROR with its
+    traceback; the lifecycle already says each in one line with its reason (a skip is a
+    duplicate or stale wake-up; a failure says `retrying within …: reason`, or that the run is
+    dead). The skip is dropped; the traceback is kept, at DEBUG, for who asks for it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "was skipped" not in record.getMessage()
+        message = record.getMessage()
+        if "was skipped" in message:
+            return False
+        if message.startswith("Failed to process message"):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
 
 
-logging.getLogger("dramatiq.worker.WorkerThread").addFilter(_SkippedQuietly())
+logging.getLogger("dramatiq.worker.WorkerThread").addFilter(_SaidByTheLifecycle())
 
 
 class RunLifecycle(Middleware):

@@ -89,6 +89,14 @@ class Overcloud:
                                              faults=self.faults, deployment_time=self.scenario.deployment_time).start()
         return node
 
+    def inventory(self) -> dict:
+        """A stackreflex inventory of the simulated nodes: each role's members and each compute
+        host's node, as ``address:port``."""
+        return {"roles": {r.name: [f"{h}:{self.nodes[h].port}" for h in r.hosts if h in self.nodes]
+                          for r in self.scenario.roles},
+                "hostnames": {host.split(".")[0]: f"{address}:{self.nodes[address].port}"
+                              for host, address in self.scenario.compute_addresses.items() if address in self.nodes}}
+
     def known_hosts_lines(self) -> list[str]:
         """known_hosts entries for every node (what `stackreflex nodes trust` would record)."""
         return [f"[{n.address}]:{n.port} {n.key.get_name()} {n.key.get_base64()}" for n in self.nodes.values()]

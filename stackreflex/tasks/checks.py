@@ -60,17 +60,30 @@ def node_checks(settings: Settings, host: Host, endpoints: list[tuple[str, str]]
         checks.append(_attempt("SSH", str(host), lambda: run(ssh, "hostname", host=str(host))[1].strip()))
         for name, url in endpoints:
             parts = urlsplit(url)
-            base = f"{parts.scheme}://{parts.hostname}:{parts.port}/"
 
-            def reach(base=base):
-                status, code, err = run(ssh, f"curl -sS -o /dev/null -w %{{http_code}} --max-time 5 {shlex.quote(base)}",
+            def reach(url=url, name=name, where=f"{parts.hostname}:{parts.port}"):
+                status, code, err = run(ssh, f"curl -sS -o /dev/null -w %{{http_code}} --max-time 5 {shlex.quote(url)}",
                                         check=False, host=str(host))
                 if status != 0:
                     raise StackreflexError(err.strip() or f"curl exited {status}")
-                return f"HTTP {code} from {parts.hostname}:{parts.port}"
+                return http_verdict(name, int(code or 0), where)
 
             checks.append(_attempt(f"{name} from node", str(host), reach))
     return checks
+
+
+def http_verdict(name: str, code: int, where: str) -> str:
+    """What an endpoint's status code says of what the agent needs from it; a code that says
+    it cannot serve that raises, and the check fails with it. The Heat API asks for a token
+    (401 is its right answer to a bare GET); the metadata URL and Keystone must answer."""
+    if 200 <= code < 400:
+        return f"HTTP {code} from {where}"
+    if code in (401, 403) and name == "Heat API":
+        return f"HTTP {code} from {where}: answers, and asks for a token"
+    meaning = {401: "refuses without credentials", 403: "refuses (a bad or expired temp URL signature?)",
+               404: "has no such path (a stale metadata URL, or the wrong service on that port)"}
+    raise StackreflexError(f"HTTP {code} from {where}: {meaning.get(code, 'the service is failing')}"
+                           if code else f"no HTTP answer from {where}")
 
 
 def undercloud_endpoints(conn, stack: str | None) -> list[tuple[str, str]]:

@@ -109,7 +109,8 @@ def load_inventory(path: Path | None = None, environ: dict | None = None) -> Inv
     env = os.environ if environ is None else environ
     roles = env.get("OVERCLOUD_ROLES", "").split()
     if not roles:
-        raise InventoryError("no node inventory: pass --inventory FILE, or set OVERCLOUD_ROLES and <Role>_hosts "
+        raise InventoryError("no node inventory: pass --inventory FILE (or set STACKREFLEX_INVENTORY), or set "
+                             "OVERCLOUD_ROLES and <Role>_hosts "
                              "(e.g. OVERCLOUD_ROLES=\"ControllerDeployedServer\" "
                              "ControllerDeployedServer_hosts=\"192.0.2.10 192.0.2.11 192.0.2.12\")")
     missing = [r for r in roles if f"{r}_hosts" not in env]
