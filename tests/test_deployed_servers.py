@@ -14,7 +14,7 @@ from stackreflex.sim.faults import Fault
 from stackreflex.sim.scenario import Role, Scenario
 from stackreflex.tasks.inventory import Host, InventoryError, load_inventory
 
-from .conftest import make_settings, overcloud_with_nodes, run_cli, wait_for
+from .conftest import make_settings, overcloud_with_nodes, run_cli, wait_drained, wait_for
 
 
 def start_deployment(tmp_path, broker_url, sqlite_url, namespace, controllers=3, **options):
@@ -300,7 +300,7 @@ def test_a_failed_deployment_fails_its_nodes_run_with_heats_reason_and_the_other
         run_cli(settings, tmp_path, "audit", "report", "--stack", "overcloud", "--html", str(report))
         assert "HostsEntryDeployment failed: Error: resources.HostsEntryDeployment" in report.read_text()
         timeline = json.loads(run_cli(settings, tmp_path, "audit", "timeline", "--stack", "overcloud", "--status",
-                                      "accepted", "--json").stdout)["entries"]
+                                      "accepted", "-f", "json").stdout)
         heat = [e for e in timeline if e["what"] == "heat.resource.CREATE_FAILED"]
         assert heat, "Heat's failure events are in the stack's timeline"
         stack_failed = [e for e in timeline if e["what"] == "heat.stack.CREATE_FAILED"]
@@ -335,3 +335,29 @@ def test_a_node_whose_agent_stops_fails_its_run_at_the_deadline_naming_the_deplo
         assert "Deployment" in failed["error"].split(": ", 1)[1]
     finally:
         oc.stop()
+
+
+def test_a_first_watch_starts_from_now_unless_asked_for_the_whole_history(deployment, workers, tmp_path):
+    """After a deployment is over, a watcher on a fresh audit log publishes nothing of its
+    history by default (only resources still in progress would be), and all of it with
+    ``--from beginning``; each says which it did."""
+    oc, settings = deployment
+    os_env = oc.environment()
+    workers(settings, env=os_env)
+    workers(settings, "overcloud", "--interval", "0.3", command="watch", env=os_env)
+    wait_for(lambda: oc.heat.root.status == "CREATE_COMPLETE", timeout=60, message="deployment complete")
+    for start_from, namespace in (("now", f"{settings.namespace}-now"), ("beginning", f"{settings.namespace}-all")):
+        fresh = settings.model_copy(update={"namespace": namespace,
+                                            "database_url": SecretStr(f"sqlite:///{tmp_path}/{start_from}.db")})
+        workers(fresh, env=os_env)
+        watcher = workers(fresh, "overcloud", "--interval", "0.3", "--from", start_from, command="watch", env=os_env)
+        audit = AuditLog.open(fresh.database())
+        wait_for(lambda: audit.cursor("overcloud") is not None, timeout=30, message="the first look done")
+        wait_drained(namespace)
+        accepted = list_envelopes(audit, status="accepted", limit=10_000)
+        said = watcher.log_path.read_text()
+        if start_from == "now":
+            assert accepted == [] and "watching from now" in said
+        else:
+            assert len(accepted) > 20 and "watching from now" not in said
+            assert {e["type"] for e in accepted} >= {"heat.resource.CREATE_IN_PROGRESS", "heat.stack.CREATE_COMPLETE"}

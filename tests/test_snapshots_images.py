@@ -66,8 +66,8 @@ def test_a_server_with_two_volumes_is_stopped_snapshotted_with_force_and_started
     assert set(taken) == set(server.volumes) and {s.status for s in taken.values()} == {"available"}
     assert sorted(s.name for s in taken.values()) == [f"pre-upgrade-{SERVER}-data", f"pre-upgrade-{SERVER}-data-1"]
     assert server.status == "ACTIVE" and server.task_state is None
-    for snapshot in taken.values():  # the final table: volume, snapshot id, size, status, duration
-        assert snapshot.id in result.stdout
+    for snapshot in taken.values():  # the final table: volume, snapshot id (a unique prefix), size, status, duration
+        assert f"| {snapshot.id[:8]}" in result.stdout
     assert start["detail"]["compensation"] is False
 
 

@@ -143,7 +143,8 @@ def live_display(title_key: str) -> Iterator[Callable[[Listing], None]]:
 
         def line(listing: Listing) -> None:
             for row in listing.rows:
-                text = "  ".join(output.shown(row.get(c.key), c.kind) for c in listing.columns if not c.long)
+                text = "  ".join(_short(output.shown(row.get(c.key), c.kind), c.kind) for c in listing.columns
+                                 if not c.long)
                 if said.get(row.get(title_key)) != text:
                     said[row.get(title_key)] = text
                     target.print(text, highlight=False, soft_wrap=True, markup=False)
@@ -161,6 +162,10 @@ def live_display(title_key: str) -> Iterator[Callable[[Listing], None]]:
             yield lambda listing: display.update(output.live(listing, target))
     finally:
         root.handlers[:] = kept
+
+
+def _short(cell: str, kind: str) -> str:
+    return cell[:output.SHORT_ID] if kind == "id" else cell
 
 
 class _OnConsole(logging.Handler):

@@ -16,19 +16,26 @@ from .common import invocation
 def watch(
     stacks: Annotated[list[str], typer.Argument(help="Heat stacks to watch, e.g. overcloud.")],
     interval: Annotated[float, typer.Option(min=0.1, help="Seconds between polls of a quiet stack.")] = DEFAULT_INTERVAL,
+    start_from: Annotated[str, typer.Option("--from", help=(
+        "For a stack never watched: `now` publishes only what happens from now on; `beginning` publishes "
+        "its whole event history first (its handlers react to it all). A stack watched before goes on from "
+        "its last event either way."))] = "now",
 ) -> None:
     """Poll Heat's events for the stacks and publish them (heat.resource.<STATUS>, heat.stack.<STATUS>).
 
     The cursor is kept in the audit database: a restarted watcher goes on where it stopped.
     Credentials come from clouds.yaml/OS_CLOUD or the OS_* variables of a sourced stackrc.
     """
+    if start_from not in ("now", "beginning"):
+        raise typer.BadParameter("use now or beginning", param_hint="--from")
     settings = invocation.settings
     require_broker(settings, "stackreflex watch publishes to a broker", "the demo shows the watcher in embedded mode")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     publisher = Publisher(settings)
-    watcher = HeatWatcher(stacks, invocation.audit(), publisher, lambda: connect_cloud(settings), interval)
+    watcher = HeatWatcher(stacks, invocation.audit(), publisher, lambda: connect_cloud(settings), interval,
+                          start_from=start_from)
     try:
         watcher.run(stop)
     finally:

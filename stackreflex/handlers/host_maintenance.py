@@ -334,25 +334,29 @@ class HostLook:
 
 
 def reboot_node(ctx: RunContext, order: EvacuateOrder) -> None:
-    """Reboot the emptied host over SSH and wait until it runs a new boot."""
+    """Reboot the emptied host over SSH and wait until it runs a new boot: steps ``reboot
+    issued``, ``waiting for boot`` (as long as the node was away), ``node back``."""
     node = node_of_host(ctx.settings.inventory, order.host)
     state = ctx.state
     if "boot_id" not in state:
-        with ctx.ssh(node.address, port=node.port) as ssh, ctx.step("reboot", target=order.host) as detail:
+        with ctx.ssh(node.address, port=node.port) as ssh, ctx.step("reboot issued", target=order.host) as detail:
             state["boot_id"], state["reboot_at"] = boot_id(ssh, host=str(node)), utcnow().isoformat()
             ctx.checkpoint()  # never reboot twice: a resumed run only waits
             reboot(ssh, sudo=ctx.settings.ssh_sudo, host=str(node))
             detail.update(node=str(node), boot_id_before=state["boot_id"])
-    current = wait_until(lambda: _new_boot(ctx, node), INLINE_WAIT, interval=0.5, clock=ctx.clock)
-    if not current:
-        sent = datetime.fromisoformat(state["reboot_at"])
-        if boot_id_now(ctx.settings, node) == state["boot_id"] and utcnow() - sent > timedelta(seconds=REBOOT_GRACE):
-            ctx.fail(f"{order.host} did not reboot: still on boot {state['boot_id']} "
-                     f"{REBOOT_GRACE:.0f}s after the reboot was sent")
-        ctx.recheck(2, waiting_for=f"{order.host} to come back from its reboot", key="reboot",
-                    deadline=REBOOT_DEADLINE)
+    with ctx.step("waiting for boot", target=order.host) as detail:  # spans the run's waits
+        current = wait_until(lambda: _new_boot(ctx, node), INLINE_WAIT, interval=0.5, clock=ctx.clock)
+        if not current:
+            sent = datetime.fromisoformat(state["reboot_at"])
+            if boot_id_now(ctx.settings, node) == state["boot_id"] and \
+                    utcnow() - sent > timedelta(seconds=REBOOT_GRACE):
+                ctx.fail(f"{order.host} did not reboot: still on boot {state['boot_id']} "
+                         f"{REBOOT_GRACE:.0f}s after the reboot was sent")
+            ctx.recheck(2, waiting_for=f"{order.host} to come back from its reboot", key="reboot",
+                        deadline=REBOOT_DEADLINE)
+        detail["reboot_sent_at"] = state["reboot_at"]
     with ctx.step("node back", target=order.host) as detail:
-        detail.update(boot_id_after=current, node=str(node))
+        detail.update(boot_id_before=state["boot_id"], boot_id_after=current, node=str(node))
 
 
 def _new_boot(ctx: RunContext, node) -> str | None:
@@ -363,11 +367,13 @@ def _new_boot(ctx: RunContext, node) -> str | None:
 def return_to_service(ctx: RunContext, order: EvacuateOrder) -> None:
     """Once nova-compute reports in from the new boot, enable it (unless asked not to)."""
     since = datetime.fromisoformat(ctx.state["reboot_at"]).replace(microsecond=0)
-    service = wait_until(lambda: _service_up_since(ctx, order.host, since), INLINE_WAIT, interval=0.5,
-                         clock=ctx.clock)
-    if not service:
-        ctx.recheck(2, waiting_for=f"nova-compute on {order.host} to report up", key="service up",
-                    deadline=REBOOT_DEADLINE)
+    with ctx.step("service up", target=order.host) as detail:  # until nova-compute reports from the new boot
+        service = wait_until(lambda: _service_up_since(ctx, order.host, since), INLINE_WAIT, interval=0.5,
+                             clock=ctx.clock)
+        if not service:
+            ctx.recheck(2, waiting_for=f"nova-compute on {order.host} to report up", key="service up",
+                        deadline=REBOOT_DEADLINE)
+        detail.update(state=service.state, updated_at=service.updated_at)
     with ctx.step("enable nova-compute", target=order.host) as detail:
         detail.update(state=service.state, updated_at=service.updated_at)
         if order.keep_disabled:

@@ -33,8 +33,15 @@ def envelope_id(event_id: str) -> str:
 
 class HeatWatcher:
     def __init__(self, stacks: list[str], audit: AuditLog, publisher: Publisher,
-                 cloud_factory: Callable[[], object], interval: float = DEFAULT_INTERVAL):
+                 cloud_factory: Callable[[], object], interval: float = DEFAULT_INTERVAL,
+                 start_from: str = "beginning"):
         self.stacks = stacks
+        #: for a stack never watched (no cursor): publish its history ("beginning"), or ("now")
+        #: only where each resource stands now if it is still in progress (a deployment paused
+        #: with its servers CREATE_IN_PROGRESS is acted on), then what happens from now on; a
+        #: stack with a cursor goes on from it either way
+        self.start_from = start_from
+        self._first_look = set(stacks)
         self.audit = audit
         self.publisher = publisher
         self.cloud_factory = cloud_factory
@@ -51,12 +58,34 @@ class HeatWatcher:
     def poll(self, stack: str) -> int:
         """Publish the stack's new events; returns how many."""
         top = heat.find_stack(self.conn, stack)
-        published = 0
-        for event in heat.events_after(self.conn, top.name, top.id, self.audit.cursor(stack)):
+        published, cursor = 0, self.audit.cursor(stack)
+        if stack in self._first_look:
+            self._first_look.discard(stack)
+            if cursor is None and self.start_from == "now":
+                return self._from_now(stack, top)
+            if cursor is not None:
+                log.info("%s: going on from the last event published", stack)
+        for event in heat.events_after(self.conn, top.name, top.id, cursor):
             self.publisher.publish(self._envelope(top, event), mandatory=False)
             self.audit.save_cursor(stack, event["id"])
             published += 1
         return published
+
+    def _from_now(self, stack: str, top) -> int:
+        earlier = heat.events_after(self.conn, top.name, top.id, None)
+        latest = {}
+        for event in earlier:  # each resource's last event: where it stands now
+            owner = next(link["href"] for link in event["links"] if link["rel"] == "stack")
+            latest[(owner, event["resource_name"])] = event
+        pending = [e for e in latest.values() if e["resource_status"].endswith("IN_PROGRESS")]
+        for event in sorted(pending, key=earlier.index):
+            self.publisher.publish(self._envelope(top, event), mandatory=False)
+        if earlier:
+            self.audit.save_cursor(stack, earlier[-1]["id"])
+        log.info("%s was never watched: watching from now; of its %d earlier event(s), only the %d of resources "
+                 "still in progress are published (--from beginning publishes them all)", stack, len(earlier),
+                 len(pending))
+        return len(pending)
 
     def _envelope(self, top, event: dict) -> Envelope:
         owner_href = next(link["href"] for link in event["links"] if link["rel"] == "stack")
