@@ -2,6 +2,7 @@
 `. F`, then stackreflex and the operators' own `openstack` CLI with nothing else set."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -9,19 +10,21 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 HERE = Path(sys.executable).parent
 
 
-@pytest.fixture
-def simulator(tmp_path):
-    """``stackreflex sim serve`` as a process of its own, on free ports; its env file."""
+def serve(tmp_path, *options: str):
+    """``stackreflex sim serve`` as a process of its own, on free ports; yields its env file and
+    the environment of a shell with nothing of stackreflex or OpenStack set."""
     env_file = tmp_path / "simrc"
     home = tmp_path / "home"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STACKREFLEX_", "OS_"))}
+    home.mkdir(exist_ok=True)  # the shell's working directory: what examples write lands there
     env.update(HOME=str(home), XDG_STATE_HOME=str(tmp_path / "state"), PATH=f"{HERE}:{env['PATH']}")
     served = subprocess.Popen([sys.executable, "-m", "stackreflex", "sim", "serve", "--port", "0", "--ssh-port", "0",
-                               "--state-dir", str(tmp_path / "sim"), "--env-file", str(env_file)],
+                               "--state-dir", str(tmp_path / "sim"), "--env-file", str(env_file), *options],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30
     while not env_file.exists():
@@ -33,9 +36,14 @@ def simulator(tmp_path):
     served.wait(timeout=30)
 
 
+@pytest.fixture
+def simulator(tmp_path):
+    yield from serve(tmp_path)
+
+
 def shell(env_file: Path, env: dict, script: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", "-c", f". {env_file} && {script}"], env=env, capture_output=True, text=True,
-                          timeout=timeout, cwd=env["HOME"] if os.path.isdir(env["HOME"]) else None)
+                          timeout=timeout, cwd=env["HOME"])
 
 
 def test_the_simulator_walkthrough_works_as_written(simulator):
@@ -53,3 +61,46 @@ def test_the_simulator_walkthrough_works_as_written(simulator):
     assert configured.returncode == 0, configured.stdout + configured.stderr
     after = shell(env_file, env, "stackreflex agents status --stack overcloud -f value -c agent")
     assert after.stdout.split() == ["polling"] * 5, after.stdout + after.stderr
+
+
+def help_examples() -> list[str]:
+    """Every ``Example:`` line of every command's --help."""
+    from stackreflex.cli.app import COMMANDS, load_command
+
+    def walk(command):
+        yield command
+        for sub in getattr(command, "commands", {}).values():
+            yield from walk(sub)
+
+    found = []
+    for name in COMMANDS:
+        for command in walk(load_command(name)):
+            for block in re.findall(r"Examples?: (.*?)(?:\n\s*\n|$)", command.help or "", re.S):
+                found += [line.strip() for line in block.splitlines() if line.strip().startswith("stackreflex ")]
+    return found
+
+
+#: Examples whose run id is a placeholder: they run as written and say no such run exists.
+PLACEHOLDER_RUN = "3f2a9c1e"
+
+
+@pytest.mark.slow
+def test_every_help_example_runs_as_written_against_the_simulator(tmp_path):
+    """The examples of --help, typed as they are into a shell set up by `. simrc`, on the shipped
+    scenario run fast: each succeeds (one naming a placeholder run id says it does not exist)."""
+    fast = tmp_path / "fast.yaml"
+    scenario = yaml.safe_load((Path(__file__).parents[1] / "stackreflex/sim/default.yaml").read_text())
+    fast.write_text(yaml.safe_dump({**scenario, "speed": 20}))
+    examples = [e for e in help_examples() if not e.startswith("stackreflex sim serve")]
+    assert len(examples) >= 12, examples
+    ran = []
+    for env_file, env in serve(tmp_path, "--scenario", str(fast)):
+        for example in examples:
+            done = shell(env_file, env, example, timeout=240)
+            if PLACEHOLDER_RUN in example:
+                assert done.returncode == 2 and f"no run with id '{PLACEHOLDER_RUN}'" in done.stderr, (example, done)
+            else:
+                assert done.returncode == 0, (example, done.stdout[-2000:], done.stderr[-2000:])
+            ran.append(example)
+        assert {path.name for path in Path(env["HOME"]).iterdir()} >= {"failures.csv", "incident-4711.html"}
+    assert len(ran) == len(examples)

@@ -165,7 +165,7 @@ def timeline_command(
 
     Scopes given together intersect, and --since/--until/--status narrow any of them.
 
-    Examples: stackreflex audit timeline --host compute-3.localdomain --since 12h
+    Examples: stackreflex audit timeline --host compute-10.localdomain --since 12h
               stackreflex audit timeline --stack overcloud --status failed -f csv > failures.csv
     """
     zone = _zone(tz)

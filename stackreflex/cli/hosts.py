@@ -50,7 +50,7 @@ def evacuate(
 
     Servers Nova is already migrating are followed, not migrated again. ERROR servers (and SHUTOFF ones, unless --cold-migrate-stopped) are reported and make the run fail, as does a server whose migration failed --max-attempts times; the host is then not rebooted and stays disabled. Without --reboot the service stays disabled: the host is yours for maintenance. A second evacuation of a host with one running is refused.
 
-    Example: stackreflex host evacuate compute-3.localdomain --max-parallel 3 --reboot --wait
+    Example: stackreflex host evacuate compute-10.localdomain --max-parallel 3 --reboot --wait
     """
     order = order_from(EvacuateOrder, host=host, target=target, max_parallel=max_parallel, reason=reason,
                        reboot=reboot, keep_disabled=keep_disabled, cold_migrate_stopped=cold_migrate_stopped,
@@ -80,7 +80,7 @@ def drain_reboot(
 ) -> None:
     """Rolling maintenance: evacuate, reboot and re-enable each host in turn, never two at once, stopping at the first host that cannot be emptied or does not come back.
 
-    Example: stackreflex hosts drain-reboot compute-0 compute-1 compute-2 --max-parallel 2 --wait
+    Example: stackreflex hosts drain-reboot compute-11.localdomain compute-12.localdomain --max-parallel 2 --wait
     """
     order = order_from(DrainRebootOrder, hosts=hosts, target=target, max_parallel=max_parallel, reason=reason,
                        keep_disabled=keep_disabled, cold_migrate_stopped=cold_migrate_stopped,

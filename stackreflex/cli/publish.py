@@ -174,7 +174,7 @@ def publish(
     (embedded mode) the handlers run here and the command waits for them.
     Commands are signed when STACKREFLEX_SIGNING_KEY is set.
 
-    Example: stackreflex publish command.demo.checksum -s images -d '{"paths": ["/etc/hostname"]}' --wait
+    Example: stackreflex publish command.agents.configure -s overcloud -d '{"stack": "overcloud"}' --wait
     """
     settings = invocation.settings
     envelope = prepare(settings, type, subject, parse_data(data), actor, wait=wait)

@@ -48,7 +48,7 @@ def volume_snapshot(
 
     The server is started again even when a snapshot fails or times out; the run then fails and names the volume. A server that was already SHUTOFF stays SHUTOFF.
 
-    Example: stackreflex volume snapshot --server db-1 --name pre-upgrade --wait
+    Example: stackreflex volume snapshot --server vm-compute-10-0 --name pre-upgrade --wait
     """
     order = order_from(SnapshotOrder, volumes=volumes or [], server=server, name=name, stop=stop, force=force,
                    deadline=deadline)
@@ -109,7 +109,7 @@ def server_image(
 ) -> None:
     """Image a server consistently: stop it, create its image, wait until the image is active, start it again; optionally copy the image to other stores.
 
-    Example: stackreflex server image web-1 --name web-1-pre-upgrade --copy-to dcn0,dcn1 --wait
+    Example: stackreflex server image vm-compute-10-1 --name vm-compute-10-1-pre-upgrade --copy-to dcn0,dcn1 --wait
     """
     order = order_from(ServerImageOrder, server=server, name=name, stop=stop, copy_to=_stores(copy_to), deadline=deadline)
     if dry_run:
@@ -142,7 +142,7 @@ def image_copy(
 
     A copy is done only when the store is listed in the image's stores; a failed one shows up in os_glance_failed_import and makes the run fail, naming the store. When another import holds the image (409), the copy waits its turn. Nothing is ever deleted: the central copy stays.
 
-    Example: stackreflex image copy rhel-9.4 --stores dcn0,dcn1 --wait
+    Example: stackreflex image copy cirros --stores dcn0,dcn1 --wait
     """
     order = order_from(CopyOrder, image=image, stores=_stores(stores), all_stores=all_stores, deadline=deadline)
     if dry_run:
