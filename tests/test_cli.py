@@ -21,6 +21,29 @@ def test_version_and_help(tmp_path):
     helped = run_cli(embedded(tmp_path), tmp_path, "--help").stdout
     for command in ("demo", "worker", "publish", "audit", "dlq"):
         assert command in helped
+    shown = run_cli(embedded(tmp_path), tmp_path, "host", "evacuate", "--help").stdout
+    assert "evacuate [OPTIONS] {HOST}" in shown  # typer's braces: required
+    assert "<bool>" not in shown and "<float>" not in shown and "FLOAT" in shown
+
+
+def test_every_help_reads_as_prose():
+    """No paragraph of any command's help breaks mid-sentence (a docstring's line breaks would
+    print as they are), no flag shows a type, and each listing command has the output options."""
+    from stackreflex.cli.app import COMMANDS, load_command
+
+    def walk(command, path):
+        yield path, command
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from walk(sub, f"{path} {name}")
+
+    for name in COMMANDS:
+        for path, command in walk(load_command(name), name):
+            for paragraph in (command.help or "").split("\n\n"):
+                later = paragraph.splitlines()[1:]
+                assert all(line.startswith("stackreflex ") for line in later), (path, paragraph)
+            for param in command.params:
+                if getattr(param, "is_flag", False):
+                    assert param.metavar == "", (path, param.name)
 
 
 @pytest.fixture(params=["amqp", "embedded"])

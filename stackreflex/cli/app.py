@@ -54,7 +54,7 @@ def load_command(name: str) -> TyperCommand | TyperGroup:
     if isinstance(target, typer.Typer):
         command = typer.main.get_group(target)
     else:
-        single = typer.Typer()
+        single = typer.Typer(add_completion=False)
         single.command(name=name)(target)
         command = typer.main.get_command(single)
     command.name = name
@@ -63,9 +63,12 @@ def load_command(name: str) -> TyperCommand | TyperGroup:
 
 
 def _plain_metavars(command) -> None:
-    """Help as operators read it elsewhere: ``HOST`` for an argument, ``--timeout FLOAT``, and
-    nothing after a flag (typer would print ``{host}``, ``<float>`` and ``<bool>``)."""
-    for param in command.params:
+    """Help as operators read it elsewhere: ``HOST`` for an argument, ``--timeout FLOAT``,
+    nothing after a flag (typer would print ``{host}``, ``<float>`` and ``<bool>``), and each
+    paragraph of the docstring one paragraph (its line breaks would print as they are)."""
+    command.help = _unwrapped(command.help)
+    helper = command.get_help_option(typer.Context(command))
+    for param in [*command.params, *([helper] if helper is not None else [])]:
         if param.metavar is not None:
             continue
         if getattr(param, "is_flag", False):
@@ -77,6 +80,23 @@ def _plain_metavars(command) -> None:
             param.metavar = {"str": "TEXT", "int": "INTEGER", "float": "FLOAT", "Path": "PATH"}.get(kind, kind.upper())
     for sub in getattr(command, "commands", {}).values():
         _plain_metavars(sub)
+
+
+def _unwrapped(text: str | None) -> str | None:
+    """A docstring's paragraphs each on one line; a line that starts a command (an example) keeps its own."""
+    if not text:
+        return text
+    paragraphs = []
+    for paragraph in text.split("\n\n"):
+        lines: list[str] = []
+        for line in paragraph.strip().splitlines():
+            line = line.strip()
+            if lines and not line.startswith("stackreflex "):
+                lines[-1] += " " + line
+            else:
+                lines.append(line)
+        paragraphs.append("\n".join(lines))
+    return "\n\n".join(paragraphs)
 
 
 class LazyGroup(TyperGroup):
