@@ -1,6 +1,11 @@
 """Snapshots, server images, image copies and the edge check end to end: the simulated
 overcloud (Nova, Cinder, Glance over HTTP), real RabbitMQ, worker processes, the CLI."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from stackreflex.models.audit import AuditLog
@@ -196,3 +201,32 @@ def test_the_edge_check_stops_at_the_broken_store_with_its_reason(cloud, tmp_pat
     failed = [(s["name"], s["target"]) for s in run["steps"] if s["status"] == "failed"]
     assert failed == [("copy image", "dcn0")]
     assert not [v for v in oc.cinder.volumes.values() if v.name.startswith("stackreflex-edge")]  # it stopped there
+
+
+def test_an_edge_check_with_cleanup_leaves_nothing_behind_pass_or_fail(cloud, tmp_path):
+    """--cleanup deletes the check's image, volumes and snapshot at the end, each deletion a
+    verified step; a check that failed midway cleans up what it had made and still fails."""
+    oc, settings = cloud()
+    result = cli(oc, settings, tmp_path, "edge", "check", "dcn0", "--cleanup", "--wait")
+    assert result.returncode == 0, result.stdout + result.stderr
+    run = only_run(settings, "check_edge")
+    deletions = [s for s in run["steps"] if s["name"].startswith("delete ")]
+    assert [s["name"] for s in deletions] == ["delete image", "delete volume", "delete snapshot", "delete volume"]
+    assert all(s["status"] == "succeeded" for s in deletions)
+    assert not [i for i in oc.glance.images.values() if i.name.startswith("stackreflex-edge")]
+    assert not [v for v in oc.cinder.volumes.values() if v.name.startswith("stackreflex-edge")]
+    assert not [s for s in oc.cinder.snapshots.values() if s.name.startswith("stackreflex-edge")]
+    assert "cirros" in {i.name for i in oc.glance.images.values()}  # the operator's image stays
+
+
+def test_cinder_refuses_to_delete_an_attached_volume_in_its_own_words(cloud, tmp_path):
+    """The operator's own `openstack volume delete` against the simulated Cinder: refused as Cinder refuses it."""
+    oc, settings = cloud()
+    [volume] = [v for v in oc.cinder.volumes.values() if v.name == f"{SERVER}-data"]
+    openstack = Path(sys.executable).parent / "openstack"
+    refused = subprocess.run([str(openstack), "volume", "delete", volume.id], capture_output=True, text=True,
+                             env={**os.environ, **oc.environment()}, timeout=60)
+    assert refused.returncode == 1
+    assert "Invalid volume: Volume status must be available or error" in refused.stderr
+    assert "must not be migrating, attached, belong to a group, have snapshots" in refused.stderr
+    assert oc.cinder.volumes[volume.id].status == "in-use"

@@ -22,6 +22,9 @@ def check(
     zone: Annotated[str | None, typer.Option(help="The site's Cinder availability zone (default: SITE).")] = None,
     store: Annotated[str | None, typer.Option(help="The site's Glance store (default: SITE).")] = None,
     size: Annotated[int, typer.Option(min=1, help="Size (GB) of the test volume.")] = 1,
+    cleanup: Annotated[bool, typer.Option("--cleanup", help=(
+        "Delete what the check made once it is over, pass or fail: its image, volumes and snapshot, each "
+        "deletion verified."))] = False,
     deadline: Deadline = STEP_DEADLINE,
     dry_run: DryRun = False,
     wait: Wait = False,
@@ -29,11 +32,12 @@ def check(
 ) -> None:
     """Validate a site's storage end to end: image in central → copied to the site's store → volume from it in the site's zone → snapshot (force) → volume from the snapshot → uploaded to Glance at the site → copied back to central.
 
-    Each step is verified and recorded; the check stops at the first failure and names it. What it creates is named stackreflex-edge-SITE-<run> and left in place.
+    Each step is verified and recorded; the check stops at the first failure and names it. What it creates is named stackreflex-edge-SITE-<run> and left in place, unless --cleanup.
 
     Example: stackreflex edge check dcn0 --image cirros --wait
     """
-    order = order_from(EdgeCheckOrder, site=site, image=image, zone=zone, store=store, size=size, deadline=deadline)
+    order = order_from(EdgeCheckOrder, site=site, image=image, zone=zone, store=store, size=size, deadline=deadline,
+                       cleanup=cleanup)
     if dry_run:
         emit(Listing([Column("step"), Column("verifies", "text")],
                      [{"step": step, "verifies": verifies} for step, verifies in edge_steps(order)],

@@ -23,7 +23,8 @@ def worker(
     processes: Annotated[int, typer.Option(min=1, max=64, help="Worker processes to run.")] = 1,
     threads: Annotated[int | None, typer.Option(min=1, max=256, help="Handler threads per process.")] = None,
     watch: Annotated[list[str], typer.Option("--watch", help=(
-        "Also watch this Heat stack's events, as `stackreflex watch` does (in the first process only). "
+        "Also watch this Heat stack's events, as `stackreflex watch` does (in the first process only; a stack "
+        "never watched from now). "
         "Repeat for several."))] = [],
     watch_interval: Annotated[float, typer.Option(min=0.1, help="Seconds between polls of a quiet stack.")] = DEFAULT_INTERVAL,
 ) -> None:

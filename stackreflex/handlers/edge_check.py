@@ -5,7 +5,9 @@ is copied to the site's store; a volume is created from it in the site's availab
 that volume is snapshotted (with force); a volume from the snapshot is uploaded to Glance at
 the site; and that image is copied back to ``central``. Each step is verified and recorded;
 the run stops at the first that fails, naming it. What it creates is named after the run and
-left in place for the operator to inspect (nothing is deleted).
+left in place for the operator to inspect, unless the order asks for ``cleanup``: then it is
+deleted at the end, pass or fail, each deletion a step verified with Cinder and Glance (the
+check's verdict stays what it was).
 """
 
 from datetime import datetime
@@ -16,9 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..core.envelope import Envelope
 from ..core.clock import utcnow
 from ..core.errors import HandlerFailed, StackreflexError
-from ..tasks.images import CENTRAL, IMAGE_SETTLED, ImageStores, find_image, image_now
-from ..tasks.volumes import (CinderRefused, VolumeInfo, create_snapshot, create_volume, find_snapshot,
-                             find_volume_named, snapshot_status, upload_to_image, volume_now)
+from ..tasks.images import CENTRAL, IMAGE_SETTLED, ImageNotFound, ImageStores, delete_image, find_image, image_now
+from ..tasks.volumes import (CinderRefused, VolumeInfo, create_snapshot, create_volume, delete_snapshot,
+                             delete_volume, deletion, find_snapshot, find_volume_named, snapshot_status,
+                             upload_to_image, volume_now)
 from .context import RunContext
 from .image_copies import copy_to_stores
 from .orders import read_order
@@ -40,6 +43,8 @@ class EdgeCheckOrder(BaseModel):
     store: str | None = None
     size: int = Field(default=1, ge=1, le=1000)
     deadline: float = Field(default=STEP_DEADLINE, gt=0)
+    #: delete what the check made once it is over (pass or fail)
+    cleanup: bool = False
 
     @property
     def site_zone(self) -> str:
@@ -93,16 +98,59 @@ def check_edge(event: Envelope, ctx: RunContext) -> None:
     }
     steps = edge_steps(order)
     for position, (name, _) in enumerate(steps):
-        if name in state["done"]:
+        if name in state["done"] or "failure" in state:
             continue
         ctx.progress(position, len(steps), name)
         try:
             actions[name]()
         except HandlerFailed as exc:
-            raise HandlerFailed(f"edge check of {order.site} failed at step '{name}': {exc}") from None
-        state["done"].append(name)
+            failure = f"edge check of {order.site} failed at step '{name}': {exc}"
+            if not order.cleanup:
+                raise HandlerFailed(failure) from None
+            state["failure"] = failure  # cleaned up first, then the run fails with it
+        else:
+            state["done"].append(name)
         ctx.checkpoint()
+    if order.cleanup:
+        _clean_up(ctx, order)
+    if "failure" in state:
+        raise HandlerFailed(state["failure"])
     ctx.progress(len(steps), len(steps), f"edge storage of {order.site} verified")
+
+
+#: What the check made, in the order it is deleted: the image first, then the volumes (the
+#: one from the snapshot before the snapshot), the snapshot before its volume.
+MADE = (("site_image", "image"), ("restored", "volume"), ("snapshot", "snapshot"), ("volume", "volume"))
+
+
+def _clean_up(ctx: RunContext, order: EdgeCheckOrder) -> None:
+    state, conn = ctx.state, ctx.cloud
+    deleted = state.setdefault("deleted", [])
+    for slot, kind in MADE:
+        if slot not in state or slot in deleted:
+            continue
+        item = state[slot]["id"]
+        with ctx.step(f"delete {kind}", target=item) as detail:
+            detail.update(slot=slot, id=item)
+            try:
+                if kind == "image":
+                    delete_image(conn, item)
+                else:
+                    (delete_volume if kind == "volume" else delete_snapshot)(conn, item)
+                    ended = ctx.wait(lambda: deletion(conn, kind, item), key=f"delete {slot}",
+                                     waiting_for=f"{kind} {item} to be deleted", deadline=order.deadline)
+                    if ended != "gone":
+                        raise HandlerFailed(f"{kind} {item} ended {ended}: delete it by hand")
+                if kind == "image":
+                    try:
+                        image_now(conn, item)
+                        raise HandlerFailed(f"image {item} is still listed after its deletion")
+                    except ImageNotFound:
+                        pass
+            except CinderRefused as exc:
+                raise HandlerFailed(str(exc)) from None
+        deleted.append(slot)
+        ctx.checkpoint()
 
 
 def _image_in_central(ctx: RunContext, order: EdgeCheckOrder) -> None:

@@ -13,6 +13,8 @@ from .keystone import project_id
 from .scenario import Scenario
 
 MAX_VERSION = "3.71"
+#: The statuses a volume can be deleted in (cinder.volume.api.API.delete).
+DELETABLE = ("available", "error", "error_restoring", "error_extending", "error_managing")
 #: From this microversion on, in-use volumes can be snapshotted without force.
 FORCE_OPTIONAL_FROM = (3, 66)
 
@@ -90,6 +92,8 @@ class Cinder:
         router.add("GET", base + "/snapshots/detail", self.list_snapshots, cinder_error)
         router.add("GET", base + "/snapshots", self.list_snapshots, cinder_error)
         router.add("GET", base + "/snapshots/{snapshot}", self.show_snapshot, cinder_error)
+        router.add("DELETE", base + "/volumes/{volume}", self.delete_volume, cinder_error)
+        router.add("DELETE", base + "/snapshots/{snapshot}", self.delete_snapshot, cinder_error)
 
     def versions(self, request: Request) -> Response:
         return Response(200 if request.path.endswith("v3") else 300, {"versions": [{
@@ -229,6 +233,37 @@ class Cinder:
         with self.lock:
             found = [s for s in self.snapshots.values() if request.arg("volume_id") in (None, s.volume.id)]
             return Response(200, {"snapshots": [self._snapshot_body(s) for s in found]}, self._headers(request))
+
+    def delete_volume(self, request: Request) -> Response:
+        """202, then ``deleting`` until it is gone; refused (400, Cinder's words) while attached,
+        busy or with snapshots."""
+        with self.lock:
+            volume = self._volume(request.match["volume"])
+            has_snapshots = any(s.volume is volume for s in self.snapshots.values())
+            if volume.status not in DELETABLE or volume.server_id or has_snapshots:
+                raise HttpError(400, "Bad Request", "Invalid volume: Volume status must be available or error or "
+                                "error_restoring or error_extending or error_managing and must not be migrating, "
+                                "attached, belong to a group, have snapshots, awaiting a transfer, or be "
+                                "disassociated from snapshots after volume transfer.")
+            volume.status = "deleting"
+        self.clock.later(self.scenario.volume_create_time, self._forget, self.volumes, volume.id)
+        return Response(202, None, self._headers(request))
+
+    def delete_snapshot(self, request: Request) -> Response:
+        with self.lock:
+            snapshot = self.snapshots.get(request.match["snapshot"])
+            if snapshot is None:
+                raise HttpError(404, "Not Found", f"Snapshot {request.match['snapshot']} could not be found.")
+            if snapshot.status not in ("available", "error"):
+                raise HttpError(400, "Bad Request", "Invalid snapshot: Volume Snapshot status must be available "
+                                                    "or error.")
+            snapshot.status, snapshot.updated = "deleting", utcnow()
+        self.clock.later(self.scenario.volume_create_time, self._forget, self.snapshots, snapshot.id)
+        return Response(202, None, self._headers(request))
+
+    def _forget(self, where: dict, key: str) -> None:
+        with self.lock:
+            where.pop(key, None)
 
     def show_snapshot(self, request: Request) -> Response:
         with self.lock:

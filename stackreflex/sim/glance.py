@@ -72,6 +72,7 @@ class Glance:
         router.add("GET", PREFIX + "/v2/images", self.list_images, glance_error)
         router.add("GET", PREFIX + "/v2/images/{image}", self.show_image, glance_error)
         router.add("POST", PREFIX + "/v2/images/{image}/import", self.import_image, glance_error)
+        router.add("DELETE", PREFIX + "/v2/images/{image}", self.delete_image, glance_error)
 
     def versions(self, request: Request, status: int) -> Response:
         return Response(status, {"versions": [
@@ -141,6 +142,13 @@ class Glance:
     def show_image(self, request: Request) -> Response:
         with self.lock:
             return Response(200, self._body(self._image(request.match["image"])))
+
+    def delete_image(self, request: Request) -> Response:
+        """204: the image and every store's copy of it are gone at once, as Glance deletes them."""
+        with self.lock:
+            image = self._image(request.match["image"])
+            del self.images[image.id]
+        return Response(204, None)
 
     def snapshot_of(self, server, name: str, metadata: dict) -> Image:
         """createImage: the image exists at once (queued), then becomes active in the default store."""

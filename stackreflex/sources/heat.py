@@ -31,15 +31,23 @@ def envelope_id(event_id: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"heat-event:{event_id}"))
 
 
+def _owner(event: dict) -> tuple[str, str, bool]:
+    """The stack an event belongs to (its link), that stack's id, and whether the event is of
+    the stack itself rather than of one of its resources."""
+    href = next(link["href"] for link in event["links"] if link["rel"] == "stack")
+    name, stack_id = (unquote(part) for part in href.rstrip("/").rsplit("/", 2)[-2:])
+    return href, stack_id, event["physical_resource_id"] == stack_id and event["resource_name"] == name
+
+
 class HeatWatcher:
     def __init__(self, stacks: list[str], audit: AuditLog, publisher: Publisher,
                  cloud_factory: Callable[[], object], interval: float = DEFAULT_INTERVAL,
-                 start_from: str = "beginning"):
+                 start_from: str = "now"):
         self.stacks = stacks
         #: for a stack never watched (no cursor): publish its history ("beginning"), or ("now")
-        #: only where each resource stands now if it is still in progress (a deployment paused
-        #: with its servers CREATE_IN_PROGRESS is acted on), then what happens from now on; a
-        #: stack with a cursor goes on from it either way
+        #: only the events of the operations still under way (a deployment paused with its
+        #: servers' stacks CREATE_IN_PROGRESS is acted on; one long over is not), then what
+        #: happens from now on; a stack with a cursor goes on from it either way
         self.start_from = start_from
         self._first_look = set(stacks)
         self.audit = audit
@@ -73,17 +81,27 @@ class HeatWatcher:
 
     def _from_now(self, stack: str, top) -> int:
         earlier = heat.events_after(self.conn, top.name, top.id, None)
-        latest = {}
-        for event in earlier:  # each resource's last event: where it stands now
-            owner = next(link["href"] for link in event["links"] if link["rel"] == "stack")
-            latest[(owner, event["resource_name"])] = event
-        pending = [e for e in latest.values() if e["resource_status"].endswith("IN_PROGRESS")]
-        for event in sorted(pending, key=earlier.index):
+        # where each stack's operation under way began (its last own *_IN_PROGRESS event); a
+        # stack whose last own event ended its operation has none
+        under_way: dict[str, int | None] = {}
+        for n, event in enumerate(earlier):
+            owner, _, is_stack = _owner(event)
+            if is_stack:
+                under_way[owner] = n if event["resource_status"].endswith("IN_PROGRESS") else None
+        pending = []
+        for n, event in enumerate(earlier):
+            owner = _owner(event)[0]
+            if owner in under_way:
+                if under_way[owner] is not None and n >= under_way[owner]:
+                    pending.append(event)
+            elif event["resource_status"].endswith("IN_PROGRESS"):  # a stack whose own events are not seen
+                pending.append(event)
+        for event in pending:
             self.publisher.publish(self._envelope(top, event), mandatory=False)
         if earlier:
             self.audit.save_cursor(stack, earlier[-1]["id"])
-        log.info("%s was never watched: watching from now; of its %d earlier event(s), only the %d of resources "
-                 "still in progress are published (--from beginning publishes them all)", stack, len(earlier),
+        log.info("%s was never watched: watching from now; of its %d earlier event(s), only the %d of operations "
+                 "still under way are published (--from beginning publishes them all)", stack, len(earlier),
                  len(pending))
         return len(pending)
 
@@ -91,7 +109,7 @@ class HeatWatcher:
         owner_href = next(link["href"] for link in event["links"] if link["rel"] == "stack")
         owner, owner_id = (unquote(part) for part in owner_href.rstrip("/").rsplit("/", 2)[-2:])
         status = event["resource_status"]
-        is_stack = event["physical_resource_id"] == owner_id and event["resource_name"] == owner
+        is_stack = _owner(event)[2]
         # While a resource is created, Heat's events name it by a placeholder, not by its id.
         named_only = not is_stack and status.endswith("IN_PROGRESS")
         data = {"stack": top.name, "stack_id": top.id, "event_id": event["id"], "event_time": event["event_time"],

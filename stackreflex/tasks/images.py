@@ -114,3 +114,10 @@ def start_copy(conn, image: ImageStores, stores: list[str]) -> None:
     if 400 <= response.status_code < 500:
         raise CopyRefused(f"Glance refused to copy {image.label} to {', '.join(sorted(stores))}: {message}")
     exceptions.raise_from_response(response)
+
+
+def delete_image(conn, image_id: str) -> None:
+    """Delete an image from Glance, every store's copy with it (one already gone is fine)."""
+    response = conn.image.delete(f"/images/{quote(image_id, safe='')}")
+    if response.status_code != 404:
+        exceptions.raise_from_response(response)

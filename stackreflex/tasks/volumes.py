@@ -103,3 +103,29 @@ def upload_to_image(conn, volume: VolumeInfo, image_name: str) -> str:
     except exceptions.BadRequestException as exc:
         raise _refusal(exc, f"to upload {volume.label} to an image") from None
     return answer["image_id"]
+
+
+def delete_volume(conn, volume_id: str) -> None:
+    """Ask Cinder to delete a volume (one already gone is fine); a refusal carries Cinder's reason."""
+    try:
+        conn.block_storage.delete_volume(volume_id, ignore_missing=True)
+    except exceptions.BadRequestException as exc:
+        raise _refusal(exc, f"to delete volume {volume_id}") from None
+
+
+def delete_snapshot(conn, snapshot_id: str) -> None:
+    try:
+        conn.block_storage.delete_snapshot(snapshot_id, ignore_missing=True)
+    except exceptions.BadRequestException as exc:
+        raise _refusal(exc, f"to delete snapshot {snapshot_id}") from None
+
+
+def deletion(conn, kind: str, item_id: str) -> str | None:
+    """Where the deletion of a volume or snapshot stands: ``gone``, ``error_deleting``, or None
+    while Cinder is at it."""
+    get = conn.block_storage.get_volume if kind == "volume" else conn.block_storage.get_snapshot
+    try:
+        status = get(item_id).status
+    except exceptions.NotFoundException:
+        return "gone"
+    return status if status == "error_deleting" else None
