@@ -129,6 +129,13 @@ def test_dry_run_and_bad_input_change_nothing(cloud, tmp_path):
     assert copy.returncode == 2 and "unknown Glance store(s) dcn9" in copy.stderr
     edge = cli(oc, settings, tmp_path, "edge", "check", "dcn0", "--dry-run")
     assert edge.returncode == 0 and "copy image to dcn0" in edge.stdout
+    # checked before publishing: an error there and then, no run
+    for args, said in ((("image", "copy", "cirros", "--stores", "dcn9"), "unknown Glance store(s) dcn9"),
+                       (("volume", "snapshot", "--server", "nosuch"), "no server named or with id 'nosuch'"),
+                       (("edge", "check", "dcn7"), "unknown Glance store(s) dcn7"),
+                       (("server", "image", "nosuch", "--name", "x"), "no server named or with id 'nosuch'")):
+        refused = cli(oc, settings, tmp_path, *args)
+        assert refused.returncode == 2 and said in refused.stderr, (args, refused.stderr)
     assert not oc.cinder.snapshots and server_of(oc, SERVER).status == "ACTIVE"
     assert all(i.stores == {"central"} for i in oc.glance.images.values())
     assert list_runs(AuditLog.open(settings.database()), RunFilter(limit=10)) == []
@@ -217,6 +224,18 @@ def test_an_edge_check_with_cleanup_leaves_nothing_behind_pass_or_fail(cloud, tm
     assert not [v for v in oc.cinder.volumes.values() if v.name.startswith("stackreflex-edge")]
     assert not [s for s in oc.cinder.snapshots.values() if s.name.startswith("stackreflex-edge")]
     assert "cirros" in {i.name for i in oc.glance.images.values()}  # the operator's image stays
+    # told the site's store is dcn1 while its zone uploads to dcn0: it fails at the upload's check,
+    # with everything made before it, and cleans all of it up all the same
+    failed = cli(oc, settings, tmp_path, "edge", "check", "dcn0", "--store", "dcn1", "--cleanup", "--wait")
+    assert failed.returncode == 1
+    [run] = [r for r in list_runs(AuditLog.open(settings.database()), RunFilter(handler="check_edge", limit=10))
+             if r["status"] == "failed"]
+    assert "failed at step 'image from volume'" in run["error"] and "expected active in dcn1" in run["error"]
+    steps = run_with_steps(AuditLog.open(settings.database()), run["id"])["steps"]
+    assert [s["name"] for s in steps if s["name"].startswith("delete ")] == \
+        ["delete image", "delete volume", "delete snapshot", "delete volume"]
+    assert not [v for v in oc.cinder.volumes.values() if v.name.startswith("stackreflex-edge")]
+    assert not [i for i in oc.glance.images.values() if i.name.startswith("stackreflex-edge")]
 
 
 def test_cinder_refuses_to_delete_an_attached_volume_in_its_own_words(cloud, tmp_path):
