@@ -101,7 +101,7 @@ def test_the_cli_shows_utc_by_default_and_local_time_when_asked(history, databas
         ("envelope", "command.volume.snapshot"), ("run", "snapshot_volumes"), ("step", "stop server"),
         ("step", "snapshot volume"), ("step", "start server")]
     bad = cli(database_url, tmp_path, "timeline", "--tz", "Mars/Olympus")
-    assert bad.returncode == 2 and "unknown time zone" in bad.stderr
+    assert bad.returncode == 3 and "unknown time zone" in bad.stderr
 
 
 def test_searches_stats_waiting_and_slowest(history, database_url, tmp_path):

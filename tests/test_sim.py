@@ -340,7 +340,7 @@ def test_sim_serve_prints_exports_that_openstacksdk_can_use(tmp_path):
         with pytest.raises(exceptions.HttpException):
             conn.orchestration.find_stack("overcloud")
         assert conn.orchestration.find_stack("overcloud") is not None
-        assert sim("fault", "gremlins", "x").returncode == 2
+        assert sim("fault", "gremlins", "x").returncode == 3  # a usage error
         assert sim("fault", "clear", "any").returncode == 0
         default = load_scenario()
         hosts = sum(len(role.hosts) for role in default.roles) + len(default.compute_addresses)

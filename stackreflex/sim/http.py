@@ -65,10 +65,18 @@ ErrorShape = Callable[[HttpError], object]
 class Router:
     def __init__(self) -> None:
         self.routes: list[tuple[str, re.Pattern, Handler, ErrorShape, bool]] = []
+        #: where a service asks for a token before it routes (keystonemiddleware wraps the whole
+        #: API): a request there without one is a 401, whatever its path
+        self.guarded: set[str] = set()
 
     def add(self, method: str, pattern: str, handler: Handler, errors: ErrorShape, *, auth: bool = True) -> None:
         regex = re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "$")
         self.routes.append((method, regex, handler, errors, auth))
+        if auth:
+            self.guarded.add(pattern.split("{")[0].rstrip("/") + "/")
+
+    def guards(self, path: str) -> bool:
+        return any(path.startswith(prefix) for prefix in self.guarded)
 
     def find(self, method: str, path: str):
         allowed = False
@@ -120,6 +128,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
                           client=self.client_address[0], raw_path=parts.path)
         handler, errors, auth, extra = self.server.router.find(request.method, request.path)
         try:
+            if handler is None and self.server.router.guards(request.path + "/") and \
+                    not self.server.authenticate(request):
+                raise HttpError(401, "Unauthorized", "The request you have made requires authentication.")
             if handler is None:
                 raise HttpError(405 if extra else 404, "Method Not Allowed" if extra else "Not Found",
                                 f"The resource could not be found: {request.path}")

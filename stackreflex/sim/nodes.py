@@ -302,7 +302,7 @@ class SimNode:
         connection = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout,
                                                 source_address=(self.address, 0))
         try:
-            connection.request("GET", parts.path or "/")
+            connection.request("GET", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
             code = connection.getresponse().status
         except OSError as exc:
             return 7, b"000", f"curl: (7) Failed to connect to {parts.hostname} port {parts.port}: {exc}\n".encode()
