@@ -5,6 +5,7 @@ everything is deleted afterwards.
 """
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -252,3 +253,14 @@ def wait_for(predicate, timeout: float = 30, interval: float = 0.1, message: str
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+def assert_no_word_split(lines: list[str], values: list[str]) -> None:
+    """Every word of ``values`` (a run of letters and digits; CamelCase is words) shows whole in
+    ``lines``; one split at the edge of a cell would show as two shorter runs instead."""
+    def words(text: str) -> set[str]:
+        return {w for run in re.findall(r"[A-Za-z0-9]+", text) for w in re.split(r"(?<=[a-z])(?=[A-Z])", run)}
+
+    shown = {word for line in lines for word in words(line)}
+    missing = {word for value in values for word in words(value)} - shown
+    assert not missing, f"split or missing: {sorted(missing)[:10]}"

@@ -25,7 +25,7 @@ from stackreflex.models.timeline import Scope, timeline
 from stackreflex.cli.report import lanes_of
 from stackreflex.tasks.inventory import Host, Inventory
 
-from .conftest import env_for, make_settings, run_cli
+from .conftest import assert_no_word_split, env_for, make_settings, run_cli
 from .history import LANES, SECRET_SIG, T0, at, script
 
 WINDOW = ("--since", (T0 - timedelta(seconds=10)).isoformat(), "--until", (T0 + timedelta(hours=1)).isoformat())
@@ -293,17 +293,6 @@ def test_a_long_timeline_prints_every_entry_whole_and_fits_an_80_column_terminal
     shown = [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in screen.decode().splitlines()]
     assert max(len(line) for line in shown) <= 80, max(shown, key=len)
     assert_no_word_split(shown, [*nodes, "succeeded", *(f"configure the agent of node number {i}" for i in range(300))])
-
-
-def assert_no_word_split(lines: list[str], values: list[str]) -> None:
-    """Every word of ``values`` (a run of letters and digits; CamelCase is words) shows whole in
-    ``lines``; one split at the edge of a cell would show as two shorter runs instead."""
-    def words(text: str) -> set[str]:
-        return {w for run in re.findall(r"[A-Za-z0-9]+", text) for w in re.split(r"(?<=[a-z])(?=[A-Z])", run)}
-
-    shown = {word for line in lines for word in words(line)}
-    missing = {word for value in values for word in words(value)} - shown
-    assert not missing, f"split or missing: {sorted(missing)[:10]}"
 
 
 def _read(fd: int) -> bytes:

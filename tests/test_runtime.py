@@ -106,7 +106,7 @@ def test_the_same_envelope_published_twice_runs_once(broker_url, sqlite_url, nam
 def test_two_handlers_on_one_type_run_independently_and_dead_runs_replay(broker_url, sqlite_url, namespace,
                                                                           workers, tmp_path):
     settings = make_settings(broker_url, sqlite_url, namespace)
-    workers(settings)
+    worker = workers(settings)
     mark, fix = tmp_path / "marks", tmp_path / "fixed"
     envelope = Envelope.new("test.mixed", subject="pair", data={"mark": str(mark), "fix": str(fix)})
     publish(settings, envelope)
@@ -124,9 +124,11 @@ def test_two_handlers_on_one_type_run_independently_and_dead_runs_replay(broker_
     listed = wait_for(lambda: (r := run_cli(settings, tmp_path, "dlq", "list", "--json")).returncode == 0
                       and json.loads(r.stdout), message="dead letter listed")
     [item] = [i for i in listed if i["kind"] == "dead"]
-    assert item["handler"] == "fail_always" and item["envelope_id"] == envelope.id
+    assert item["handler"] == "fail_always" and item["envelope_id"] == envelope.id and item["run_id"] == dead["id"]
+    said = worker.log_path.read_text()  # each failed attempt one line with its reason; no traceback
+    assert said.count("retrying within") == 2 and "backend said no" in said and "Traceback" not in said
     fix.write_text("fixed")
-    replayed = run_cli(settings, tmp_path, "dlq", "replay", item["key"])
+    replayed = run_cli(settings, tmp_path, "dlq", "replay", dead["id"][:8])  # the run's first characters
     assert replayed.returncode == 0, replayed.stderr
     wait_for(lambda: runs_of(audit, envelope)["fail_always"]["status"] == "succeeded", message="replayed run")
     assert runs_of(audit, envelope)["note"]["attempts"] == 1

@@ -1,6 +1,9 @@
 """The README's simulator walkthrough, typed as written in a shell: `sim serve --env-file F`,
 `. F`, then stackreflex and the operators' own `openstack` CLI with nothing else set."""
 
+import csv
+import io
+import json
 import os
 import re
 import signal
@@ -11,6 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from .conftest import assert_no_word_split
 
 HERE = Path(sys.executable).parent
 
@@ -85,6 +90,7 @@ PLACEHOLDER_RUN = "3f2a9c1e"
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(360)
 def test_every_help_example_runs_as_written_against_the_simulator(tmp_path):
     """The examples of --help, typed as they are into a shell set up by `. simrc`, on the shipped
     scenario run fast: each succeeds (one naming a placeholder run id says it does not exist)."""
@@ -103,4 +109,46 @@ def test_every_help_example_runs_as_written_against_the_simulator(tmp_path):
                 assert done.returncode == 0, (example, done.stdout[-2000:], done.stderr[-2000:])
             ran.append(example)
         assert {path.name for path in Path(env["HOME"]).iterdir()} >= {"failures.csv", "incident-4711.html"}
+        every_listing_in_every_format(env_file, env)
     assert len(ran) == len(examples)
+
+
+def every_listing_in_every_format(env_file: Path, env: dict) -> None:
+    """Each command that prints data, with the examples' runs in the audit log: JSON with its
+    keys, `-f value -c KEY` giving the same values, YAML and CSV parsing, and the table at 80
+    columns with no word split."""
+    exports = dict(line.removeprefix("export ").split("=", 1) for line in env_file.read_text().splitlines())
+    sim_url = exports["OS_AUTH_URL"].strip("'").removesuffix("/identity/v3")
+    node = yaml.safe_load(Path(exports["STACKREFLEX_INVENTORY"].strip("'")).read_text())["roles"][
+        "ControllerDeployedServer"][0]
+    run_id = json.loads(shell(env_file, env, "stackreflex audit runs -f json").stdout)[0]["id"]
+    listings = [
+        ("audit runs", "handler"), (f"audit show {run_id[:8]}", "handler"), ("audit envelopes", "type"),
+        ("audit timeline --stack overcloud", "target"), ("audit stats --since 1d", "handler"),
+        ("audit waiting", "handler"), ("audit slowest", "step"), ("agents status --stack overcloud", "host"),
+        ("agents configure --stack overcloud --dry-run", "host"), ("doctor --stack overcloud", "verdict"),
+        (f"sim nodes --url {sim_url}", "host"), (f"nodes trust {node} --known-hosts trusted_hosts", "node"),
+        ("host evacuate compute-11.localdomain --dry-run", "server"),
+        ("volume snapshot --server vm-compute-10-0 --dry-run", "volume"),
+        ("image copy cirros --stores dcn0 --dry-run", "store"), ("edge check dcn1 --dry-run", "step"),
+        ("image copy cirros --stores dcn1 --wait", "store"),
+        ("runs resume", "id")]
+    for command, key in listings:
+        as_json = shell(env_file, env, f"stackreflex {command} -f json")
+        assert as_json.returncode == 0, (command, as_json.stdout, as_json.stderr)
+        data = json.loads(as_json.stdout or "[]")
+        rows = data if isinstance(data, list) else [data]
+        if not rows and command != "audit waiting" and command != "runs resume":
+            raise AssertionError(f"{command}: no rows")
+        values = shell(env_file, env, f"stackreflex {command} -f value -c {key}").stdout.splitlines()
+        assert values == ["" if r[key] is None else str(r[key]) for r in rows], (command, values)
+        again = yaml.safe_load(shell(env_file, env, f"stackreflex {command} -f yaml").stdout or "[]")
+        again = again if isinstance(again, list) else [again]  # the same keys (a second run may differ: trust)
+        assert [sorted(r) for r in again] == [sorted(r) for r in rows], command
+        if isinstance(data, list) and data:
+            parsed = list(csv.DictReader(io.StringIO(shell(env_file, env, f"stackreflex {command} -f csv").stdout)))
+            assert [r[key] for r in parsed] == values, command
+        table = shell(env_file, env, f"stackreflex {command} --max-width 80").stdout.splitlines()
+        drawn = [line for line in table if line.startswith(("|", "+"))]
+        assert all(len(line) <= 80 for line in drawn), (command, max(drawn, key=len))
+        assert_no_word_split(table, [str(r[key]) for r in rows if r.get(key) is not None])

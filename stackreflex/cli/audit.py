@@ -34,7 +34,8 @@ RUN_COLUMNS = [Column("id", "id"), Column("handler"), Column("status", "status")
                Column("deadline", "time", long=True), Column("progress", long=True),
                Column("cancel_reason", "text", long=True), Column("error", "text")]
 
-STEP_COLUMNS = [Column("id", "number", header="#"), Column("attempt", "number"), Column("name", header="step"),
+STEP_COLUMNS = [Column("id", "number", header="#", spare=True), Column("attempt", "number", spare=True),
+                Column("name", header="step"),
                 Column("target"), Column("status", "status"), Column("started_at", "time", header="started"),
                 Column("finished_at", "time", long=True), Column("duration_s", "number", header="seconds"),
                 Column("detail", "text"), Column("error", "text")]
@@ -179,8 +180,8 @@ def timeline_command(
         say(f"only the newest {len(entries)} entries are shown: narrow with --since/--until or raise --limit")
 
 
-STATS_COLUMNS = [Column("handler"), *(Column(k, "number") for k in ("runs", "succeeded", "failed", "cancelled",
-                                                                    "unfinished")), Column("success_rate", "percent"),
+STATS_COLUMNS = [Column("handler"), *(Column(k, "number") for k in ("runs", "succeeded", "failed")),
+                 *(Column(k, "number", spare=True) for k in ("cancelled", "unfinished")), Column("success_rate", "percent"),
                  Column("p50_s", "number", header="p50 s"), Column("p95_s", "number", header="p95 s")]
 
 
@@ -219,8 +220,8 @@ def _served(row: dict) -> str:
 
 
 SLOWEST_COLUMNS = [Column("duration_s", "number", header="seconds"), Column("step"), Column("target"),
-                   Column("status", "status"), Column("handler"), Column("run_id", "id", header="run"),
-                   Column("started_at", "time", header="started"), Column("error", "text", long=True)]
+                   Column("status", "status"), Column("handler", spare=True), Column("run_id", "id", header="run"),
+                   Column("started_at", "time", header="started", spare=True), Column("error", "text", long=True)]
 
 
 @app.command("slowest")

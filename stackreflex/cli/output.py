@@ -405,12 +405,12 @@ def live(result: Listing, console: Console) -> Text:
     return text
 
 
-_PIECE = re.compile(r"[^-./_:@,]*[-./_:@,]*")
+_PIECE = re.compile(r"[^-./_:@,=]*[-./_:@,=]*")
 _CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
 
 
 def _pieces(word: str, camel: bool = False) -> list[str]:
-    """A name cut after each separator (``overcloud-``, ``compute-``, ``3.``, ``localdomain``),
+    """A name cut after each separator (``overcloud-``, ``compute-``, ``3.``, ``localdomain``; ``key=``),
     and with ``camel`` before each capital that follows a small letter (``Compute``,
     ``Deployed``, ``Server[0]``): where a name may go on the next line without a word broken."""
     pieces = [p for p in _PIECE.findall(word) if p]
@@ -423,7 +423,8 @@ def _wrap(cell: str, width: int, kind: str) -> list[str]:
     camel = any(len(p) > width for w in cell.split() for p in _pieces(w))
     if kind == "time":  # a date over its time of day
         return cell.split()
-    words = textwrap.wrap(cell, width, break_long_words=False, break_on_hyphens=False) if kind == "text" else [cell]
+    # (a name with spaces in it, a step's name, only gets here once every word-wrap is spent)
+    words = textwrap.wrap(cell, width, break_long_words=False, break_on_hyphens=False)
     lines = []
     for word in words:
         if len(word) <= width:

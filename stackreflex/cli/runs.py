@@ -11,7 +11,6 @@ from datetime import timedelta
 from typing import Annotated, Callable, Iterable
 
 import typer
-from rich.live import Live
 
 from ..bus import in_process
 from ..core.errors import StackreflexError
@@ -20,8 +19,8 @@ from ..models.queries import find_run, iso_utc
 from ..models.stats import SERVED_WITHIN
 from ..core.records import RunRecord
 from ..core.records import RunStatus
-from .common import console, emit, invocation, load_all_handlers
-from .output import Column, Listing, live
+from .common import emit, invocation, live_display, load_all_handlers, say
+from .output import Column, Listing, lists
 from .options import Timeout
 
 app = typer.Typer(help="Runs left unfinished: send them on, or cancel them (their handler's compensation runs).",
@@ -61,16 +60,16 @@ def _runs_table(title: str, runs: Iterable[RunRecord]) -> Listing:
 
 def report_left(runs: list[RunRecord], *, stopped: str) -> None:
     """What an embedded command leaves behind when it stops early, and how to go on or end it."""
-    console.print()
+    say("")
     if not runs:
-        console.print(f"{stopped}; no run was left unfinished")
+        say(f"{stopped}; no run was left unfinished")
         return
     emit(_runs_table(f"{stopped}: {len(runs)} run(s) left, and nothing runs them in the background", runs))
-    console.print(f"to go on:  stackreflex runs resume {' '.join(r.id for r in runs)} --wait")
-    console.print(f"to end:    stackreflex runs cancel {runs[0].id if len(runs) == 1 else 'RUN'} --reason TEXT"
+    say(f"to go on:  stackreflex runs resume {' '.join(r.id for r in runs)} --wait")
+    say(f"to end:    stackreflex runs cancel {runs[0].id if len(runs) == 1 else 'RUN'} --reason TEXT"
                   "   (the handler's compensation runs)")
     if any(r.status is RunStatus.RUNNING for r in runs):
-        console.print("a run still shown running is taken up once its lease lapses")
+        say("a run still shown running is taken up once its lease lapses")
 
 
 def _movable(runs: list[RunRecord], now, cloud: str | None, embedded: bool) -> list[RunRecord]:
@@ -78,12 +77,12 @@ def _movable(runs: list[RunRecord], now, cloud: str | None, embedded: bool) -> l
     movable = []
     for run in runs:
         if run.finished:
-            console.print(f"run {run.id} ({run.handler}) already ended {run.status.value}")
+            say(f"run {run.id} ({run.handler}) already ended {run.status.value}")
         elif run.status is RunStatus.RUNNING and run.lease_until is not None and run.lease_until > now:
-            console.print(f"run {run.id} ({run.handler}) is running in another process (lease until "
+            say(f"run {run.id} ({run.handler}) is running in another process (lease until "
                           f"{iso_utc(run.lease_until)}); it goes on there")
         elif embedded and run.cloud and run.cloud != cloud:
-            console.print(f"[red]run {run.id} ({run.handler}) acts on the cloud at {run.cloud}, and this shell is set "
+            say(f"[red]run {run.id} ({run.handler}) acts on the cloud at {run.cloud}, and this shell is set "
                           f"up for {cloud or 'no cloud'}:[/] source that cloud's credentials (or set OS_CLOUD) and try again")
         else:
             movable.append(run)
@@ -96,12 +95,12 @@ def _send_on(audit: AuditLog, dispatch: Callable[[str, dict, int, float | None],
     served, sent = set(served), []
     for run in runs:
         if run.handler not in served:
-            console.print(f"[red]run {run.id}: handler {run.handler} is not loaded here:[/] pass --handlers with the "
+            say(f"[red]run {run.id}: handler {run.handler} is not loaded here:[/] pass --handlers with the "
                           "module or file that defines it")
             continue
         body = audit.kept_envelope(run.envelope_id)
         if body is None:
-            console.print(f"[red]run {run.id} cannot be sent on:[/] its envelope {run.envelope_id} carried secrets, "
+            say(f"[red]run {run.id} cannot be sent on:[/] its envelope {run.envelope_id} carried secrets, "
                           "which the audit log does not keep; publish it again, or end the run with "
                           f"`stackreflex runs cancel {run.id} --no-compensation`")
             continue
@@ -122,14 +121,14 @@ def follow(audit: AuditLog, runs: list[RunRecord], *, timeout: float, to_the_end
         return run.finished or (not to_the_end and run.status is RunStatus.WAITING and run.wake > started[run.id])
 
     current = runs
-    with Live(live(_runs_table("runs", current), console), console=console, refresh_per_second=4,
-              transient=True) as display:
+    with live_display("id") as update:
+        update(_runs_table("runs", current))
         while not all(settled(r) for r in current):
             if time.monotonic() > deadline:
                 raise TimeoutError
             time.sleep(POLL)
             current = [audit.get_run(r.id) for r in runs]
-            display.update(live(_runs_table("runs", current), console))
+            update(_runs_table("runs", current))
     return current
 
 
@@ -154,6 +153,7 @@ def _in_process(handlers: list[str], work: Callable, *, stopped_early: str):
 
 
 @app.command()
+@lists
 def resume(
     runs: Annotated[list[str], typer.Argument(help=(
         "Run ids or their first characters (as `stackreflex audit runs` lists them); "
@@ -173,7 +173,8 @@ def resume(
     audit = invocation.audit()
     chosen = [_record(audit, r) for r in runs] if runs else audit.unfinished_runs()
     if not chosen:
-        console.print("no unfinished run")
+        say("no unfinished run")
+        emit(_runs_table("runs", []))
         return
     now = audit.clock.now()
     if in_process(settings):
@@ -200,7 +201,7 @@ def _through_broker(audit: AuditLog, runs: list[RunRecord], *, wait: bool, timeo
     _say_unserved(audit, sent)
     if not wait or not sent:
         for run in sent:
-            console.print(f"sent run {run.id} ({run.handler}) on: follow it with `stackreflex audit show {run.id}`")
+            say(f"sent run {run.id} ({run.handler}) on: follow it with `stackreflex audit show {run.id}`")
         return []
     try:
         return follow(audit, sent, timeout=timeout, to_the_end=True)
@@ -212,7 +213,7 @@ def _through_broker(audit: AuditLog, runs: list[RunRecord], *, wait: bool, timeo
 def _say_unserved(audit: AuditLog, runs: list[RunRecord]) -> None:
     served = audit.served_handlers(audit.clock.now() - timedelta(seconds=SERVED_WITHIN))
     for handler in sorted({r.handler for r in runs} - set(served)):
-        console.print(f"[yellow]no live worker serves {handler}:[/] its runs wait in its queue until one does")
+        say(f"[yellow]no live worker serves {handler}:[/] its runs wait in its queue until one does")
 
 
 def _conclude(runs: list[RunRecord], *, embedded: bool, followed: bool) -> None:
@@ -221,7 +222,7 @@ def _conclude(runs: list[RunRecord], *, embedded: bool, followed: bool) -> None:
     emit(_runs_table("runs", runs))
     waiting = [r for r in runs if not r.finished]
     if waiting and followed:
-        console.print(f"{len(waiting)} run(s) wait again"
+        say(f"{len(waiting)} run(s) wait again"
                       + (": nothing runs them in the background in embedded mode; "
                          f"`stackreflex runs resume {' '.join(r.id for r in waiting)} --wait` follows them to the end"
                          if embedded else ""))
@@ -249,14 +250,14 @@ def cancel(
     audit = invocation.audit()
     found = _record(audit, run)
     if found.finished:
-        console.print(f"run {found.id} ({found.handler}) already ended {found.status.value}; nothing to cancel")
+        say(f"run {found.id} ({found.handler}) already ended {found.status.value}; nothing to cancel")
         raise typer.Exit(1)
     if no_compensation:
         if not audit.end_unserved(found.id, RunStatus.CANCELLED, f"cancelled: {reason}; no compensation ran "
                                   "(--no-compensation): what it had done stays as it is"):
             raise StackreflexError(f"run {found.id} is running in another process: cancel it without "
                                    "--no-compensation, and it stops at its next safe point")
-        console.print(f"run {found.id} cancelled; no compensation ran: what it had done stays as it is")
+        say(f"run {found.id} cancelled; no compensation ran: what it had done stays as it is")
         return
     requested = audit.request_cancel(found.id, reason)
     if requested is None:
@@ -264,7 +265,7 @@ def cancel(
     now = audit.clock.now()
     running = requested.status is RunStatus.RUNNING and requested.lease_until and requested.lease_until > now
     if running:
-        console.print(f"run {found.id} is running: it stops at its next safe point")
+        say(f"run {found.id} is running: it stops at its next safe point")
     if in_process(settings):
         def work(runtime, touched: set):
             todo = [] if running else _movable([requested], now, runtime.cloud, True)
@@ -284,8 +285,8 @@ def cancel(
             raise StackreflexError(f"the cancel is asked for and takes effect when a worker serving {found.handler} "
                                    f"takes the run up; see `stackreflex audit show {found.id}`") from None
     if ended.status is RunStatus.CANCELLED:
-        console.print(f"run {ended.id} ({ended.handler}) {ended.error}")
+        say(f"run {ended.id} ({ended.handler}) {ended.error}")
         return
-    console.print(f"run {ended.id} ({ended.handler}) ended {ended.status.value} before the cancel took effect"
+    say(f"run {ended.id} ({ended.handler}) ended {ended.status.value} before the cancel took effect"
                   + (f": {ended.error}" if ended.error else ""))
     raise typer.Exit(1)
