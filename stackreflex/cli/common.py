@@ -60,8 +60,9 @@ class Invocation:
 
             self._settings = load_settings(self.config, **self.overrides)
             asked = self.service or "log_level" in self.overrides or "STACKREFLEX_LOG_LEVEL" in os.environ
-            level = "DEBUG" if self.verbose and self._settings.log_level.upper() == "DEBUG" else \
-                "INFO" if self.verbose else self._settings.log_level if asked else "WARNING"
+            level = self._settings.log_level if asked else "WARNING"
+            if self.verbose and level.upper() != "DEBUG":
+                level = "INFO"
             setup_logging(self._settings.log_format, level)
         return self._settings
 

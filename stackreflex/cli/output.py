@@ -345,6 +345,7 @@ def draw(columns: list[Column], rows: list[dict], options: OutputOptions, consol
     nothing else is ever broken."""
     columns = list(columns)
     kinds = [c.kind for c in columns]
+    rows = [redact(row) for row in rows]  # redacted once more on the way out, as every format is
     cells = []
     for row in rows:
         line = []
