@@ -181,8 +181,10 @@ def _timeline(runtime: Runtime, overcloud: Overcloud) -> None:
                   Column("steps", "number"), Column("status", "status", header="run"),
                   Column("duration_s", "number", header="seconds")], rows))
     if example:
-        console.print(f"a metadata URL as the audit log holds it: [dim]{example}[/]")
+        # soft wrap: a URL or a command cut at the console's width would not paste back whole
+        console.print(f"a metadata URL as the audit log holds it: [dim]{example}[/]", soft_wrap=True)
     url = runtime.settings.database()
     console.print(f"\nthe demo's audit log (new at every demo): {url}\n"
                   f"next: `STACKREFLEX_DATABASE_URL={url} stackreflex audit timeline --stack overcloud`, "
-                  "then `audit report --stack overcloud --html demo.html` or `audit show RUN` the same way")
+                  "then `audit report --stack overcloud --html demo.html` or `audit show RUN` the same way",
+                  soft_wrap=True)
