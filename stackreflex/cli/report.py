@@ -135,14 +135,14 @@ def lanes_of(timeline: Timeline, inventory: Inventory | None = None) -> dict[str
     inventory cannot place goes to that run's node."""
     names = LaneNames(inventory)
     steps = [e for e in timeline.entries if e["kind"] == "step"]
+    addresses = [names.node(s["target"]) if s["target"] else None for s in steps]
     nodes_of_run: dict[str, set[str]] = {}
-    for s in steps:
-        if s["target"] and (address := names.node(s["target"])):
+    for s, address in zip(steps, addresses):
+        if address:
             nodes_of_run.setdefault(s["run_id"], set()).add(address)
     lanes: dict[str, list[dict]] = {}
-    for s in steps:
+    for s, address in zip(steps, addresses):
         target = s["target"] or ""
-        address = names.node(target) if target else None
         if address is None and _names_a_node(target) and len(nodes_of_run.get(s["run_id"], ())) == 1:
             [address] = nodes_of_run[s["run_id"]]
         lane = names.label(address) if address else (target or f"({s['handler']})")

@@ -141,12 +141,8 @@ def _clean_up(ctx: RunContext, order: EdgeCheckOrder) -> None:
                                      waiting_for=f"{kind} {item} to be deleted", deadline=order.deadline)
                     if ended != "gone":
                         raise HandlerFailed(f"{kind} {item} ended {ended}: delete it by hand")
-                if kind == "image":
-                    try:
-                        image_now(conn, item)
-                        raise HandlerFailed(f"image {item} is still listed after its deletion")
-                    except ImageNotFound:
-                        pass
+                if kind == "image" and not _image_gone(conn, item):
+                    raise HandlerFailed(f"image {item} is still listed after its deletion")
             except CinderRefused as exc:
                 raise HandlerFailed(str(exc)) from None
         deleted.append(slot)
@@ -203,6 +199,14 @@ def _image_from_volume(ctx: RunContext, order: EdgeCheckOrder, name: str) -> Non
             detail={"image_id": image.id, "volume_id": volume.id, "stores": sorted(image.stores)},
             error=f"image {name} ({image.id}) is {image.status} in stores "
                   f"{', '.join(sorted(image.stores)) or 'none'}, expected active in {order.site_store}")
+
+
+def _image_gone(conn, image_id: str) -> bool:
+    try:
+        image_now(conn, image_id)
+    except ImageNotFound:
+        return True
+    return False
 
 
 def _made_once(ctx: RunContext, slot: str, create: Callable[[], str]) -> dict:

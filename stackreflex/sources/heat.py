@@ -31,12 +31,12 @@ def envelope_id(event_id: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"heat-event:{event_id}"))
 
 
-def _owner(event: dict) -> tuple[str, str, bool]:
-    """The stack an event belongs to (its link), that stack's id, and whether the event is of
-    the stack itself rather than of one of its resources."""
+def _owner(event: dict) -> tuple[str, str, str, bool]:
+    """The stack an event belongs to (its link, name and id), and whether the event is of the
+    stack itself rather than of one of its resources."""
     href = next(link["href"] for link in event["links"] if link["rel"] == "stack")
     name, stack_id = (unquote(part) for part in href.rstrip("/").rsplit("/", 2)[-2:])
-    return href, stack_id, event["physical_resource_id"] == stack_id and event["resource_name"] == name
+    return href, name, stack_id, event["physical_resource_id"] == stack_id and event["resource_name"] == name
 
 
 class HeatWatcher:
@@ -85,7 +85,7 @@ class HeatWatcher:
         # stack whose last own event ended its operation has none
         under_way: dict[str, int | None] = {}
         for n, event in enumerate(earlier):
-            owner, _, is_stack = _owner(event)
+            owner, _, _, is_stack = _owner(event)
             if is_stack:
                 under_way[owner] = n if event["resource_status"].endswith("IN_PROGRESS") else None
         pending = []
@@ -106,10 +106,8 @@ class HeatWatcher:
         return len(pending)
 
     def _envelope(self, top, event: dict) -> Envelope:
-        owner_href = next(link["href"] for link in event["links"] if link["rel"] == "stack")
-        owner, owner_id = (unquote(part) for part in owner_href.rstrip("/").rsplit("/", 2)[-2:])
+        _, owner, owner_id, is_stack = _owner(event)
         status = event["resource_status"]
-        is_stack = _owner(event)[2]
         # While a resource is created, Heat's events name it by a placeholder, not by its id.
         named_only = not is_stack and status.endswith("IN_PROGRESS")
         data = {"stack": top.name, "stack_id": top.id, "event_id": event["id"], "event_time": event["event_time"],
