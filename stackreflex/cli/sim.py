@@ -142,7 +142,11 @@ def nodes(url: Annotated[str, typer.Option(help="The running simulator.")] = DEF
 @app.command()
 def fault(
     kind: Annotated[str, typer.Argument(help=f"One of: {', '.join(FAULT_KINDS)}.")],
-    target: Annotated[str, typer.Argument(help="What it strikes: a node address, server, volume, store or path regex.")],
+    target: Annotated[str, typer.Argument(help=(
+        "What it strikes: a node (address or host name), server, volume, store, resource or path regex."))] = "",
+    args: Annotated[list[str] | None, typer.Argument(help=(
+        "What else the fault names: unit_failed NODE UNIT, package_mismatch NODE PKG VERSION, "
+        "ceph_health HEALTH_WARN REASON…"))] = None,
     count: Annotated[int, typer.Option(help="Strike this many times (0: until cleared).")] = 0,
     status: Annotated[int, typer.Option(help="api_error: the HTTP status to answer.")] = 500,
     seconds: Annotated[float, typer.Option(help="api_slow: the delay.")] = 0.0,
@@ -160,6 +164,8 @@ def fault(
     if kind not in FAULT_KINDS:
         raise typer.BadParameter(f"unknown fault {kind}; known: {', '.join(FAULT_KINDS)}", param_hint="KIND")
     added = _call(url, "/sim/faults", {"kind": kind, "target": target, "count": count, "status": status,
-                                       "seconds": seconds, "match": match, "code": code})["fault"]
+                                       "seconds": seconds, "match": match, "code": code,
+                                       "args": list(args or [])})["fault"]
     console.print(f"fault injected: {added['kind']} on {added['target']}"
+                  + (f" {' '.join(added['args'])}" if added.get("args") else "")
                   + (f" ({added['count']} times)" if added["count"] else " (until cleared)"))

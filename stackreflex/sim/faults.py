@@ -2,7 +2,7 @@
 
 import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 #: The kinds of fault and what their target names.
 FAULT_KINDS = {
@@ -18,6 +18,17 @@ FAULT_KINDS = {
     "store_copy_failure": "Glance store id",
     "deployment_failure": "node address (match: part of the deployment's name; code: its exit status, default 1)",
     "agent_stopped": "node address: its os-collect-config stops polling",
+    # the state pre-upgrade validations read (held until cleared; NODE: address or host name)
+    "unit_failed": "NODE, then the unit (args): that systemd unit is failed",
+    "disk_full": "NODE: its root filesystem is 99% used",
+    "clock_unsynced": "NODE: chronyd has no synchronised source",
+    "galera_desynced": "NODE: its Galera node is Donor/Desynced",
+    "rabbit_partition": "NODE (default: the last controller): cut off from the RabbitMQ cluster",
+    "pacemaker_resource_failed": "Pacemaker resource: it is failed and stopped",
+    "ceph_health": "HEALTH_WARN or HEALTH_ERR, then its reason (args)",
+    "package_mismatch": "NODE, then the package and the version it has (args)",
+    "haproxy_backend_down": "HAProxy backend (proxy name): its servers are DOWN",
+    "ironic_maintenance": "Ironic node name: in maintenance",
 }
 
 
@@ -32,6 +43,8 @@ class Fault:
     match: str = ""
     #: deployment_failure: the exit status the deployment ends with.
     code: int = 1
+    #: What else the fault names (the unit, the package and its version, Ceph's reason…).
+    args: list[str] = field(default_factory=list)
     hits: int = 0
 
 
@@ -65,6 +78,12 @@ class Faults:
                         self._faults.remove(fault)
                     return fault
         return None
+
+    def active(self, kind: str) -> list[Fault]:
+        """The faults of a kind in force, without counting a hit: for state a node or service
+        reports (a failed unit, a full disk) rather than an action that fails."""
+        with self._lock:
+            return [f for f in self._faults if f.kind == kind]
 
     def listing(self) -> list[dict]:
         with self._lock:

@@ -18,6 +18,7 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 from urllib.parse import urlsplit
 
 import paramiko
@@ -66,6 +67,19 @@ def host_key(state_dir: Path, address: str) -> paramiko.PKey:
     return key
 
 
+#: Commands other modules teach the nodes (``@node_command("pcs")``): name → fn(node, args, stdin).
+COMMANDS: dict[str, "Callable[[SimNode, list[str], bytes], tuple[int, bytes, bytes]]"] = {}
+
+
+def node_command(*names: str):
+    """Register a node command implemented outside this module (system state, databases…)."""
+    def register(fn):
+        for name in names:
+            COMMANDS[name] = fn
+        return fn
+    return register
+
+
 @dataclass
 class Service:
     enabled: bool = False
@@ -95,6 +109,12 @@ class SimNode:
     commands: list[str] = field(default_factory=list)
     #: Called with False when the node goes down for a reboot and True when it is back.
     on_power: list = field(default_factory=list)
+    #: What the node is: ``controller``, ``compute``, ``ceph``, ``undercloud`` or ``""`` (other roles).
+    kind: str = ""
+    #: State shared by every node of the simulator (the control plane's clusters), keyed by module.
+    shared: dict = field(default_factory=dict)
+    #: This node's own state kept by other modules, keyed by module.
+    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.lock = threading.RLock()
@@ -178,6 +198,8 @@ class SimNode:
             return 0, b"", b""
         name, args = argv[0], argv[1:]
         handler = getattr(self, f"_cmd_{name.replace('-', '_')}", None)
+        if handler is None and name in COMMANDS:
+            handler = lambda args, stdin: COMMANDS[name](self, args, stdin)  # noqa: E731
         if handler is None:
             return 127, b"", f"bash: {name}: command not found\n".encode()
         with self.lock:

@@ -155,7 +155,7 @@ class Overcloud:
         body = request.json()
         try:
             fault = self.faults.add(Fault(**{k: body[k] for k in ("kind", "target", "count", "status", "seconds",
-                                                                  "match", "code") if k in body}))
+                                                                  "match", "code", "args") if k in body}))
         except (TypeError, ValueError) as exc:
             raise HttpError(400, "Bad Request", str(exc)) from None
         return Response(200, {"fault": vars(fault)})
