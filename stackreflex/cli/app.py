@@ -40,6 +40,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "server": ("storage", "server_app", "Images of Nova servers, with the server quiesced."),
     "image": ("storage", "image_app", "Copies of Glance images to other stores (edge sites)."),
     "edge": ("edge", "app", "Edge (DCN) site validations."),
+    "backup": ("backup", "app", "Backups before an upgrade: the undercloud, the overcloud's control plane."),
+    "validate": ("validate", "validate",
+                 "Run the pre-upgrade validations on the undercloud or the overcloud; exit 1 if any check fails."),
 }
 
 

@@ -30,7 +30,9 @@ BUILTIN_HANDLER_MODULES: list[str] = ["stackreflex.handlers.deployed_servers",
                                        "stackreflex.handlers.host_maintenance",
                                        "stackreflex.handlers.snapshots",
                                        "stackreflex.handlers.image_copies",
-                                       "stackreflex.handlers.edge_check"]
+                                       "stackreflex.handlers.edge_check",
+                                       "stackreflex.handlers.validations",
+                                       "stackreflex.handlers.backups"]
 
 #: How long a command's write waits for an unreachable audit database (seconds).
 CLI_OUTAGE_LIMIT = 15.0
@@ -64,6 +66,11 @@ class Invocation:
             if self.verbose and level.upper() != "DEBUG":
                 level = "INFO"
             setup_logging(self._settings.log_format, level)
+        return self._settings
+
+    def amend(self, **update) -> Settings:
+        """This command's settings with ``update`` (e.g. checks loaded from ``--checks``)."""
+        self._settings = self.settings.model_copy(update=update)
         return self._settings
 
     def audit(self) -> AuditLog:

@@ -144,21 +144,27 @@ def load_handlers(spec: str, into: Registry) -> None:
     A file is run as a module of its own each time (it is not put in ``sys.modules``), so two
     registries loading one file hold handlers of their own.
     """
-    try:
-        if spec.endswith(".py") or "/" in spec:
-            path = Path(spec).expanduser().resolve()
-            if not path.is_file():
-                raise HandlerLoadError(f"handler file {spec} does not exist")
-            module_spec = importlib.util.spec_from_file_location(f"stackreflex_handlers_{path.stem}", path)
-            module = importlib.util.module_from_spec(module_spec)
-            module_spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(spec)
-    except HandlerLoadError:
-        raise
-    except Exception as exc:
-        raise HandlerLoadError(f"cannot load handlers from {spec}: {type(exc).__name__}: {exc}") from None
+    module = import_spec(spec, "handlers", HandlerLoadError)
     for value in list(vars(module).values()):
         found = handler_of(value) if callable(value) else None
         if found is not None:
             into.add(found)
+
+
+def import_spec(spec: str, what: str, error: type[Exception]):
+    """The module ``pkg.module``, or the file ``path/to/file.py`` run as a module of its own (not
+    put in ``sys.modules``); a failure is ``error`` saying what could not be loaded from where."""
+    try:
+        if spec.endswith(".py") or "/" in spec:
+            path = Path(spec).expanduser().resolve()
+            if not path.is_file():
+                raise error(f"{what} file {spec} does not exist")
+            module_spec = importlib.util.spec_from_file_location(f"stackreflex_{what}_{path.stem}", path)
+            module = importlib.util.module_from_spec(module_spec)
+            module_spec.loader.exec_module(module)
+            return module
+        return importlib.import_module(spec)
+    except error:
+        raise
+    except Exception as exc:
+        raise error(f"cannot load {what} from {spec}: {type(exc).__name__}: {exc}") from None

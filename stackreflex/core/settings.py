@@ -107,6 +107,18 @@ class Settings(BaseModel):
     handler_overrides: dict[str, dict[str, float]] = Field(default_factory=dict)
     #: openstacksdk cloud name (``clouds.yaml``); unset means ``OS_CLOUD`` or the ``OS_*`` variables.
     cloud: str | None = None
+    #: The overcloud's cloud name in ``clouds.yaml`` (its ``overcloudrc``), for the checks that ask the
+    #: overcloud's own APIs; unset means the same cloud as ``cloud``.
+    overcloud_cloud: str | None = None
+    #: Extra validation checks: modules or files holding ``Check`` objects (JSON list in the environment).
+    validations: list[str] = Field(default_factory=list)
+    #: A filesystem with less free space than this fails the disk checks (under twice this, a warning).
+    validation_min_free_percent: float = Field(10.0, gt=0, lt=100)
+    #: A Ceph OSD fuller than this fails the OSD space check.
+    validation_osd_max_used_percent: float = Field(80.0, gt=0, le=100)
+    #: The undercloud backup needs this much free space where it stages its archive (GB; the runbook
+    #: expects an archive of 3.5 GB or more).
+    backup_min_free_gb: float = Field(3.5, ge=0)
 
     @property
     def embedded(self) -> bool:
@@ -138,7 +150,7 @@ def load_settings(config_file: Path | None = None, **overrides) -> Settings:
     for name, info in Settings.model_fields.items():
         env = os.environ.get(ENV_PREFIX + name.upper())
         if env not in (None, ""):
-            if info.annotation is not None and getattr(info.annotation, "__origin__", None) is dict:
+            if info.annotation is not None and getattr(info.annotation, "__origin__", None) in (dict, list):
                 try:
                     env = json.loads(env)
                 except json.JSONDecodeError as exc:

@@ -1,6 +1,7 @@
 """Which physical node is which Heat member: roles → ordered host lists.
 
-From a file (YAML: ``roles: {Role: [host, ...]}``, optional ``hostnames: {name: address}`` and,
+From a file (YAML: ``roles: {Role: [host, ...]}``, optional ``hostnames: {name: address}``,
+``undercloud: address`` and,
 for stacks that are not TripleO-shaped, ``servers: {resource path or name property: address}``)
 or from the ``OVERCLOUD_ROLES`` + ``<Role>_hosts`` variables operators already use.
 A host may carry its SSH port: ``192.0.2.10:2222``.
@@ -43,6 +44,8 @@ class Inventory:
     roles: dict[str, list[Host]] = field(default_factory=dict)
     hostnames: dict[str, Host] = field(default_factory=dict)
     servers: dict[str, Host] = field(default_factory=dict)
+    #: The undercloud's SSH address (the undercloud checks and backup run there).
+    undercloud: Host | None = None
 
     def __post_init__(self) -> None:
         seen: dict[str, str] = {}
@@ -105,7 +108,8 @@ def load_inventory(path: Path | None = None, environ: dict | None = None) -> Inv
         return Inventory(
             roles={role: [Host.parse(h) for h in (hosts or [])] for role, hosts in raw.get("roles", {}).items()},
             hostnames={k: Host.parse(v) for k, v in (raw.get("hostnames") or {}).items()},
-            servers={k: Host.parse(v) for k, v in (raw.get("servers") or {}).items()})
+            servers={k: Host.parse(v) for k, v in (raw.get("servers") or {}).items()},
+            undercloud=Host.parse(raw["undercloud"]) if raw.get("undercloud") else None)
     env = os.environ if environ is None else environ
     roles = env.get("OVERCLOUD_ROLES", "").split()
     if not roles:
@@ -116,4 +120,5 @@ def load_inventory(path: Path | None = None, environ: dict | None = None) -> Inv
     missing = [r for r in roles if f"{r}_hosts" not in env]
     if missing:
         raise InventoryError(f"OVERCLOUD_ROLES names {', '.join(missing)} but {missing[0]}_hosts is not set")
-    return Inventory(roles={r: [Host.parse(h) for h in env[f"{r}_hosts"].split()] for r in roles})
+    return Inventory(roles={r: [Host.parse(h) for h in env[f"{r}_hosts"].split()] for r in roles},
+                     undercloud=Host.parse(env["UNDERCLOUD_HOST"]) if env.get("UNDERCLOUD_HOST") else None)
