@@ -343,7 +343,7 @@ def test_sim_serve_prints_exports_that_openstacksdk_can_use(tmp_path):
         assert sim("fault", "gremlins", "x").returncode == 3  # a usage error
         assert sim("fault", "clear", "any").returncode == 0
         default = load_scenario()
-        hosts = sum(len(role.hosts) for role in default.roles) + len(default.compute_addresses)
+        hosts = sum(len(role.hosts) for role in default.roles) + len(default.compute_addresses) + bool(default.undercloud)
         assert (tmp_path / "sim" / "client_key").exists() and len(list((tmp_path / "sim" / "hostkeys").glob("*.key"))) == hosts
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -24,7 +24,8 @@ def validate(
     target: Annotated[Literal["undercloud", "overcloud"] | None, typer.Argument(
         help="undercloud or overcloud (omit with --list to list every check).")] = None,
     stack: Annotated[str, typer.Option(help="The overcloud stack.")] = "overcloud",
-    group: Annotated[str, typer.Option(help="Run the checks of this group ('all': every group).")] = "pre-upgrade",
+    group: Annotated[str | None, typer.Option(help=(
+        "Run the checks of this group ('all': every group; default pre-upgrade, with --list every group)."))] = None,
     only: Annotated[list[str], typer.Option("--only", help="Run only this check (repeatable).")] = [],
     list_: Annotated[bool, typer.Option("--list", help="List the checks (of TARGET and --group) and exit.")] = False,
     checks: Annotated[list[str], typer.Option("--checks", help=(
@@ -48,7 +49,7 @@ def validate(
     settings = invocation.amend(validations=[*invocation.settings.validations, *checks]) if checks \
         else invocation.settings
     known = load_checks(settings.validations)
-    chosen_group = None if group == "all" else group
+    chosen_group = None if group == "all" or (group is None and list_) else (group or "pre-upgrade")
     if list_ or target is None:
         if target is None and not list_:
             raise typer.BadParameter("name undercloud or overcloud (or pass --list)", param_hint="TARGET")
@@ -63,7 +64,7 @@ def validate(
                        overcloud_cloud=os_cloud)
     selected = known.select(order.target, order.group, order.only)
     if not selected:
-        raise StackreflexError(f"no {target} check in group {group!r}: see `stackreflex validate --list`")
+        raise StackreflexError(f"no {target} check in group {chosen_group!r}: see `stackreflex validate --list`")
     say(f"{len(selected)} {target} check(s): {', '.join(c.name for c in selected)}")
     send_command("command.validations.run", stack if target == "overcloud" else "undercloud", order.model_dump(),
                  wait=wait, timeout=timeout, report=_verdicts)

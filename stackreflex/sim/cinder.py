@@ -1,4 +1,5 @@
-"""Cinder v3: volumes attached to servers, and snapshots with the ``force`` rule for in-use volumes."""
+"""Cinder v3: volumes attached to servers, snapshots with the ``force`` rule for in-use volumes,
+and the services TripleO runs (a scheduler per controller, one volume service under Pacemaker)."""
 
 import threading
 import uuid
@@ -17,6 +18,11 @@ MAX_VERSION = "3.71"
 DELETABLE = ("available", "error", "error_restoring", "error_extending", "error_managing")
 #: From this microversion on, in-use volumes can be snapshotted without force.
 FORCE_OPTIONAL_FROM = (3, 66)
+#: Services show their cluster from 3.7 on, a volume service its backend's state from 3.49 on.
+CLUSTER_SUPPORT, BACKEND_STATE_REPORT = (3, 7), (3, 49)
+#: The volume service's host as TripleO names it: every controller runs it (one at a time, under
+#: Pacemaker) as ``hostgroup``, with the Ceph backend ``tripleo_ceph``.
+VOLUME_HOST = "hostgroup@tripleo_ceph"
 
 
 def cinder_time(moment: datetime | None) -> str | None:
@@ -30,6 +36,14 @@ def cinder_error(error: HttpError) -> object:
 
 def microversion(request: Request) -> tuple[int, int]:
     return requested_microversion(request, "volume", "3.0", MAX_VERSION)
+
+
+def host_matches(host: str, wanted: str) -> bool:
+    """Cinder's host filter: ``host`` also matches its backends (``host@*``) and pools (``host#*``),
+    ``host@backend`` its pools."""
+    if "#" in wanted:
+        return host == wanted
+    return host == wanted or host.startswith(wanted + "#") or ("@" not in wanted and host.startswith(wanted + "@"))
 
 
 @dataclass(eq=False)
@@ -83,6 +97,7 @@ class Cinder:
         base = "/volume/v3/{project}"
         router.add("GET", "/volume", self.versions, cinder_error, auth=False)
         router.add("GET", "/volume/v3", self.versions, cinder_error, auth=False)
+        router.add("GET", base + "/os-services", self.list_services, cinder_error)
         router.add("GET", base + "/volumes/detail", self.list_volumes, cinder_error)
         router.add("GET", base + "/volumes", self.list_volumes, cinder_error)
         router.add("GET", base + "/volumes/{volume}", self.show_volume, cinder_error)
@@ -104,6 +119,32 @@ class Cinder:
     def _headers(self, request: Request) -> dict:
         major, minor = microversion(request)
         return {"OpenStack-API-Version": f"volume {major}.{minor}", "Vary": "OpenStack-API-Version"}
+
+    def _services(self) -> list[tuple[str, str]]:
+        """(binary, host): a scheduler on every controller, named by its short host name."""
+        controllers = [f"{self.scenario.stack}-{name}-{i}" for role in self.scenario.roles
+                       for name in [role.name.lower().replace("deployedserver", "")]
+                       if name.startswith("controller") for i in range(role.count)]
+        return [("cinder-scheduler", host) for host in controllers] + [("cinder-volume", VOLUME_HOST)]
+
+    def list_services(self, request: Request) -> Response:
+        version, now = microversion(request), cinder_time(utcnow())
+        services = []
+        for binary, host in self._services():
+            if request.arg("binary") not in (None, binary) or \
+                    (request.arg("host") is not None and not host_matches(host, request.arg("host"))):
+                continue
+            service = {"binary": binary, "host": host, "zone": "nova", "status": "enabled", "state": "up",
+                       "updated_at": now}
+            if version >= BACKEND_STATE_REPORT and binary == "cinder-volume":
+                service["backend_state"] = "up"
+            if version >= CLUSTER_SUPPORT:
+                service["cluster"] = None
+            service["disabled_reason"] = None
+            if binary == "cinder-volume":
+                service.update(replication_status="disabled", active_backend_id=None, frozen=False)
+            services.append(service)
+        return Response(200, {"services": services}, self._headers(request))
 
     def _volume_body(self, volume: Volume) -> dict:
         attachments = [{"id": volume.id, "attachment_id": str(uuid.uuid5(uuid.NAMESPACE_DNS, f"att-{volume.id}")),

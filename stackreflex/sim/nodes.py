@@ -3,10 +3,13 @@ address, with a host key that survives restarts and public-key authentication.
 
 Commands run against the node's own state (files, services). The interpreter knows what
 agent configuration needs, and answers ``command not found`` (exit 127) for anything else:
-``sudo [-n]``, ``cat``, ``test -e|-f``, ``rm -f``, ``mkdir -p``, ``install -m MODE /dev/stdin PATH``,
-``mv -f``, ``chmod``, ``stat -c %a``, ``systemctl start|stop|restart|enable|is-active|status``,
-``curl -w %{http_code} URL`` (a real request from the node's address), ``hostname``, ``reboot``,
-``true``, chained with ``&&``. ``/proc/sys/kernel/random/boot_id`` changes on every boot.
+``sudo [-n]``, ``cat``, ``test -e|-f|-d``, ``rm [-r] [-f]``, ``mkdir [-p]``,
+``install [-m MODE] [-o USER] /dev/stdin PATH`` and ``install -d``, ``mv -f``, ``chmod``, ``stat -c %a``,
+``systemctl start|stop|restart|enable|is-active|status``, ``curl -w %{http_code} URL`` (a real
+request from the node's address), ``hostname``, ``reboot``, ``true``, ``sh -c SCRIPT``; a small
+shell chains them (``&&``, ``||``, ``;``), pipes them (``|``) and redirects (``> FILE``). Other
+modules register more (``node_command``). ``/proc/sys/kernel/random/boot_id`` changes on every
+boot. The SFTP subsystem serves the same files (sftp.py).
 """
 
 import http.client
@@ -26,6 +29,7 @@ import paramiko
 from .agent import Agent
 from .clock import SimClock
 from .faults import Faults
+from .sftp import SimSFTPServer
 
 #: The template os-apply-config would render over /etc/os-collect-config.conf.
 #: The logger of the simulated nodes' sshd (paramiko's server transports).
@@ -71,6 +75,17 @@ def host_key(state_dir: Path, address: str) -> paramiko.PKey:
 COMMANDS: dict[str, "Callable[[SimNode, list[str], bytes], tuple[int, bytes, bytes]]"] = {}
 
 
+def _split(tokens: list[str], separator: str) -> list[list[str]]:
+    """``tokens`` cut at each ``separator``."""
+    parts: list[list[str]] = [[]]
+    for token in tokens:
+        if token == separator:
+            parts.append([])
+        else:
+            parts[-1].append(token)
+    return parts
+
+
 def node_command(*names: str):
     """Register a node command implemented outside this module (system state, databases…)."""
     def register(fn):
@@ -101,8 +116,11 @@ class SimNode:
     faults: Faults = field(default_factory=Faults)
     #: Simulated seconds the agent takes to run one software deployment.
     deployment_time: float = 0.0
-    files: dict[str, bytes] = field(default_factory=dict)
+    #: The node's files (secrets among them: kept out of the repr).
+    files: dict[str, bytes] = field(default_factory=dict, repr=False)
     modes: dict[str, int] = field(default_factory=dict)
+    #: Owners of files and directories (``install -o``) that root does not own.
+    owners: dict[str, str] = field(default_factory=dict)
     #: Directories that exist besides those holding a file (a file cannot be made where there is none).
     dirs: set[str] = field(default_factory=lambda: {"/etc", "/tmp", "/var/lib/os-collect-config"})
     services: dict[str, Service] = field(default_factory=dict)
@@ -112,9 +130,9 @@ class SimNode:
     #: What the node is: ``controller``, ``compute``, ``ceph``, ``undercloud`` or ``""`` (other roles).
     kind: str = ""
     #: State shared by every node of the simulator (the control plane's clusters), keyed by module.
-    shared: dict = field(default_factory=dict)
+    shared: dict = field(default_factory=dict, repr=False)
     #: This node's own state kept by other modules, keyed by module.
-    extra: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.lock = threading.RLock()
@@ -170,6 +188,7 @@ class SimNode:
             transport.set_log_channel(SSHD_LOG)
             changed = self.faults.strike("host_key_changed", self.address)
             transport.add_server_key(self.impostor_key if changed else self.key)
+            transport.set_subsystem_handler("sftp", paramiko.SFTPServer, SimSFTPServer, self)
             self._transports.append(transport)
             try:
                 transport.start_server(server=_Server(self, transport))
@@ -183,13 +202,51 @@ class SimNode:
         self.commands.append(command)
         if self.faults.strike("command_failure", self.address, text=command):
             return 1, b"", f"simulated failure of: {command}\n".encode()
-        out, err = b"", b""
-        for part in command.split("&&"):
-            status, o, e = self._run_one(shlex.split(part), stdin)
-            out, err = out + o, err + e
-            if status != 0:
-                return status, out, err
-        return 0, out, err
+        return self.script(command, stdin)
+
+    def script(self, text: str, stdin: bytes = b"") -> tuple[int, bytes, bytes]:
+        """A shell command line, in small: pipelines chained with ``&&``, ``||`` and ``;``, each
+        command's stdout piped (``|``) into the next one's stdin, ``> FILE`` and ``>> FILE``
+        writing stdout to a file (``shlex`` does the quoting). Every pipeline gets ``stdin``."""
+        lexer = shlex.shlex(text, posix=True, punctuation_chars="&|;>")
+        lexer.whitespace_split, lexer.commenters = True, ""
+        try:
+            tokens = list(lexer)
+        except ValueError as exc:
+            return 2, b"", f"sh: syntax error: {exc}\n".encode()
+        status, out, err, skip, pipeline = 0, b"", b"", False, []
+        for token in tokens + [";"]:
+            if token not in ("&&", "||", ";"):
+                pipeline.append(token)
+                continue
+            if pipeline and not skip:
+                status, o, e = self._pipeline(pipeline, stdin)
+                out, err = out + o, err + e
+            pipeline, skip = [], (token == "&&" and status != 0) or (token == "||" and status == 0)
+        return status, out, err
+
+    def _pipeline(self, tokens: list[str], stdin: bytes) -> tuple[int, bytes, bytes]:
+        status, data, err = 0, stdin, b""
+        for command in _split(tokens, "|"):
+            argv, target, append = [], None, False
+            while command:
+                token = command.pop(0)
+                if token in (">", ">>") and command:
+                    target, append = command.pop(0), token == ">>"
+                elif set(token) <= set("&|;>"):
+                    return 2, b"", f"sh: syntax error near unexpected token `{token}'\n".encode()
+                else:
+                    argv.append(token)
+            status, data, e = self._run_one(argv, data)
+            err += e
+            if target is not None and target != "/dev/null":
+                with self.lock:
+                    if not self._dir_exists(posixpath.dirname(target)):
+                        return 1, b"", err + f"sh: {target}: No such file or directory\n".encode()
+                    self.files[target] = (self.files.get(target, b"") if append else b"") + data
+            if target is not None:
+                data = b""
+        return status, data, err
 
     def _run_one(self, argv: list[str], stdin: bytes) -> tuple[int, bytes, bytes]:
         while argv and argv[0] == "sudo":
@@ -222,38 +279,79 @@ class SimNode:
             out += self.files[path]
         return 0, out, b""
 
+    def _cmd_sh(self, args, stdin):
+        if len(args) < 2 or args[0] != "-c":
+            return 2, b"", b"sh: only 'sh -c SCRIPT' is supported here\n"
+        return self.script(args[1], stdin)
+
+    _cmd_bash = _cmd_sh
+
     def _cmd_test(self, args, stdin):
-        if len(args) == 2 and args[0] in ("-e", "-f"):
-            return (0 if args[1] in self.files else 1), b"", b""
+        if len(args) == 2 and args[0] in ("-e", "-f", "-d"):
+            found = {"-e": args[1] in self.files or self._dir_exists(args[1]), "-f": args[1] in self.files,
+                     "-d": args[1] not in self.files and self._dir_exists(args[1])}[args[0]]
+            return (0 if found else 1), b"", b""
         return 2, b"", b"test: unsupported expression\n"
 
     def _cmd_rm(self, args, stdin):
-        force = "-f" in args
-        for path in (a for a in args if not a.startswith("-")):
-            if path not in self.files and not force:
+        flags = "".join(a[1:] for a in args if a.startswith("-"))
+        force, recursive = "f" in flags, "r" in flags or "R" in flags
+        for path in (a.rstrip("/") or "/" for a in args if not a.startswith("-")):
+            if path not in self.files and self._dir_exists(path):
+                if not recursive:
+                    return 1, b"", f"rm: cannot remove '{path}': Is a directory\n".encode()
+                under = path.rstrip("/") + "/"
+                for table in (self.files, self.modes, self.owners):
+                    for name in [n for n in table if n.startswith(under)]:
+                        del table[name]
+                self.dirs -= {d for d in self.dirs if d == path or d.startswith(under)}
+            elif path not in self.files and not force:
                 return 1, b"", f"rm: cannot remove '{path}': No such file or directory\n".encode()
-            self.files.pop(path, None)
-            self.modes.pop(path, None)
+            for table in (self.files, self.modes, self.owners):
+                table.pop(path, None)
         return 0, b"", b""
 
     def _cmd_mkdir(self, args, stdin):
-        return 0, b"", b""  # directories are implied by the paths of files
+        parents = "-p" in args
+        for directory in (a.rstrip("/") for a in args if not a.startswith("-")):
+            if not parents and not self._dir_exists(posixpath.dirname(directory)):
+                return 1, b"", f"mkdir: cannot create directory '{directory}': No such file or directory\n".encode()
+            self._make_dirs(directory)
+        return 0, b"", b""
+
+    def _make_dirs(self, directory: str) -> None:
+        parts = directory.rstrip("/").split("/")
+        self.dirs.update("/".join(parts[:n]) for n in range(2, len(parts) + 1))
+
+    def directories(self) -> set[str]:
+        """Every directory: those made, and those holding a file, with their parents."""
+        found = {"/"}
+        for path in [*self.dirs, *self.files]:
+            while path not in ("/", ""):
+                path = posixpath.dirname(path)
+                found.add(path)
+        return found | self.dirs
 
     def _dir_exists(self, path: str) -> bool:
-        path = path.rstrip("/") or "/"
-        return path == "/" or path in self.dirs or any(f.startswith(path + "/") for f in self.files)
+        return (path.rstrip("/") or "/") in self.directories()
 
     def _cmd_install(self, args, stdin):
-        mode, rest = 0o755, list(args)
-        if "-m" in rest:
-            i = rest.index("-m")
-            mode = int(rest[i + 1], 8)
-            del rest[i:i + 2]
-        if rest and rest[0] == "-d":  # install -d [-m MODE] DIR…: the directories and their parents
+        mode, owner, rest = 0o755, None, list(args)
+        for option in ("-m", "-o", "-g"):  # the group is not kept
+            if option in rest:
+                i = rest.index(option)
+                value = rest[i + 1]
+                del rest[i:i + 2]
+                if option == "-m":
+                    mode = int(value, 8)
+                elif option == "-o":
+                    owner = value
+        if rest and rest[0] == "-d":  # install -d [-m MODE] [-o USER] DIR…: the directories and their parents
             for directory in rest[1:]:
-                parts = directory.rstrip("/").split("/")
-                self.dirs.update("/".join(parts[:n]) for n in range(2, len(parts) + 1))
+                self._make_dirs(directory)
                 self.modes[directory.rstrip("/")] = mode
+                if owner:
+                    self.owners[directory.rstrip("/")] = owner
             return 0, b"", b""
         if len(rest) != 2 or rest[0] != "/dev/stdin":
             return 1, b"", b"install: only 'install [-m MODE] /dev/stdin PATH' and 'install -d DIR' are supported here\n"
@@ -261,6 +359,8 @@ class SimNode:
             return 1, b"", f"install: cannot create regular file '{rest[1]}': No such file or directory\n".encode()
         self.files[rest[1]] = stdin
         self.modes[rest[1]] = mode
+        if owner:
+            self.owners[rest[1]] = owner
         return 0, b"", b""
 
     def _cmd_mv(self, args, stdin):
@@ -288,6 +388,9 @@ class SimNode:
         return 0, f"{self.modes.get(args[2], 0o644):o}\n".encode(), b""
 
     def _cmd_systemctl(self, args, stdin):
+        if args[:1] == ["list-units"]:  # the failed units validations look for: system.py
+            from .system import list_units
+            return list_units(self, args[1:])
         if len(args) != 2:
             return 1, b"", b"systemctl: expected ACTION UNIT\n"
         action, unit = args[0], args[1].removesuffix(".service")
@@ -387,7 +490,7 @@ class _Server(paramiko.ServerInterface):
 
     def _execute(self, channel: paramiko.Channel, command: str) -> None:
         stdin = b""
-        if "/dev/stdin" in command:
+        if "/dev/stdin" in command or "--askpass" in command:
             while True:
                 chunk = channel.recv(65536)
                 if not chunk:

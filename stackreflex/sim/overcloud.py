@@ -11,12 +11,16 @@ from .cinder import Cinder
 from .faults import Fault, Faults
 from .glance import Glance
 from .heat import Heat
+from .ironic import Ironic
+from .neutron import Neutron
 from .nova import Nova
 from .http import HttpError, Request, Response, Router, SimHTTPServer
 from .keystone import Keystone
 from .nodes import Service, SimNode
 from .scenario import Scenario, load_scenario
 from .swift import MetadataStore
+from . import databases, system
+from .archive import seed_filesystem
 
 
 @dataclass
@@ -33,6 +37,9 @@ class Overcloud:
     glance: Glance
     faults: Faults
     nodes: dict[str, SimNode] = field(default_factory=dict)
+    neutron: Neutron | None = None
+    ironic: Ironic | None = None
+    _system: system.System | None = field(default=None, repr=False)
 
     @classmethod
     def start(cls, scenario: Scenario | None = None, *, host: str = "127.0.0.1", port: int = 0,
@@ -56,12 +63,15 @@ class Overcloud:
         glance = Glance(scenario, base_url, clock, faults)
         nova = Nova(scenario, base_url, clock, faults, glance)
         cinder = Cinder(scenario, base_url, clock, faults, nova, glance)
+        neutron, ironic = Neutron(scenario, base_url, nova), Ironic(scenario, base_url, faults)
         keystone.services.update({"orchestration": ("heat", heat.endpoint), "compute": ("nova", nova.endpoint),
                                   "volumev3": ("cinderv3", cinder.endpoint), "image": ("glance", glance.endpoint),
-                                  "cloudformation": ("heat-cfn", heat.cfn_endpoint.rstrip("/"))})
-        for service in (keystone, heat, metadata, nova, cinder, glance, Cfn(heat)):
+                                  "cloudformation": ("heat-cfn", heat.cfn_endpoint.rstrip("/")),
+                                  "network": ("neutron", neutron.endpoint), "baremetal": ("ironic", ironic.endpoint)})
+        for service in (keystone, heat, metadata, nova, cinder, glance, neutron, ironic, Cfn(heat)):
             service.routes(router)
-        overcloud = cls(scenario, server, keystone, heat, metadata, nova, cinder, glance, faults)
+        overcloud = cls(scenario, server, keystone, heat, metadata, nova, cinder, glance, faults,
+                        neutron=neutron, ironic=ironic)
         if state_dir is not None:
             overcloud._start_nodes(state_dir, list(authorized_keys), clock)
         router.add("POST", "/sim/scale", overcloud._scale_request, None, auth=False)
@@ -74,28 +84,41 @@ class Overcloud:
         return overcloud
 
     def _start_nodes(self, state_dir: Path, keys: list[paramiko.PKey], clock) -> None:
+        shared: dict = {}  # the control plane's clusters, one for every node
         for role in self.scenario.roles:
+            kind = next((k for word, k in (("Controller", "controller"), ("Compute", "compute"), ("Ceph", "ceph"))
+                         if word in role.name), "")
             for index, address in enumerate(role.hosts):
                 hostname = f"{self.scenario.stack}-{role.name.lower().replace('deployedserver', '')}-{index}"
-                self._start_node(address, hostname, state_dir, keys, clock)
+                self._start_node(address, hostname, state_dir, keys, clock, kind, shared)
         for host, address in self.scenario.compute_addresses.items():
-            node = self._start_node(address, host, state_dir, keys, clock)
+            node = self._start_node(address, host, state_dir, keys, clock, "compute", shared)
             node.services.setdefault("tripleo_nova_compute", Service(enabled=True, active=True))
             node.on_power.append(lambda up, host=host: self.nova.power(host, up))
+        if self.scenario.undercloud:
+            self._start_node(self.scenario.undercloud, "undercloud", state_dir, keys, clock, "undercloud", shared)
+        self._system = system.attach(list(self.nodes.values()))
 
-    def _start_node(self, address: str, hostname: str, state_dir: Path, keys: list[paramiko.PKey], clock) -> SimNode:
+    def _start_node(self, address: str, hostname: str, state_dir: Path, keys: list[paramiko.PKey], clock,
+                    kind: str, shared: dict) -> SimNode:
         node = self.nodes[address] = SimNode(address, hostname, self.scenario.ssh_user, keys, state_dir, clock,
                                              port=self.scenario.ssh_port, reboot_time=self.scenario.reboot_time,
-                                             faults=self.faults, deployment_time=self.scenario.deployment_time).start()
-        return node
+                                             faults=self.faults, deployment_time=self.scenario.deployment_time,
+                                             kind=kind, shared=shared)
+        seed_filesystem(node, self.scenario)
+        databases.attach(node, self.scenario)
+        return node.start()
 
     def inventory(self) -> dict:
-        """A stackreflex inventory of the simulated nodes: each role's members and each compute
-        host's node, as ``address:port``."""
-        return {"roles": {r.name: [f"{h}:{self.nodes[h].port}" for h in r.hosts if h in self.nodes]
-                          for r in self.scenario.roles},
-                "hostnames": {host.split(".")[0]: f"{address}:{self.nodes[address].port}"
-                              for host, address in self.scenario.compute_addresses.items() if address in self.nodes}}
+        """A stackreflex inventory of the simulated nodes: each role's members, each compute
+        host's node and the undercloud, as ``address:port``."""
+        inventory = {"roles": {r.name: [f"{h}:{self.nodes[h].port}" for h in r.hosts if h in self.nodes]
+                               for r in self.scenario.roles},
+                     "hostnames": {host.split(".")[0]: f"{address}:{self.nodes[address].port}"
+                                   for host, address in self.scenario.compute_addresses.items() if address in self.nodes}}
+        if self.scenario.undercloud in self.nodes:
+            inventory["undercloud"] = f"{self.scenario.undercloud}:{self.nodes[self.scenario.undercloud].port}"
+        return inventory
 
     def known_hosts_lines(self) -> list[str]:
         """known_hosts entries for every node (what `stackreflex nodes trust` would record)."""
@@ -171,6 +194,8 @@ class Overcloud:
         return Response(200, {"nodes": self.node_states(), "stack_status": self.heat.root.status})
 
     def stop(self) -> None:
+        if self._system is not None:
+            self._system.stop()
         for node in self.nodes.values():
             node.stop()
         self.server.shutdown()

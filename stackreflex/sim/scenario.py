@@ -57,6 +57,14 @@ class Scenario:
     #: SSH addresses of compute hosts (host name → loopback address): a node that reboots, taking
     #: its nova-compute service down and up with it.
     compute_addresses: dict[str, str] = field(default_factory=dict)
+    #: The undercloud's Ironic nodes, by name (None: one per compute host, named by its short name;
+    #: []: none, pre-provisioned servers only).
+    baremetal_nodes: list[str] | None = None
+    #: The undercloud node's SSH address ("": none).
+    undercloud: str = "127.0.0.2"
+    #: Telemetry keeps its data in MongoDB on the controllers (OSP 10 and earlier): hieradata names
+    #: ``mongodb::server::bind_ip`` and the controllers answer ``mongodump``.
+    telemetry_mongodb: bool = False
     #: Nova's ``max_concurrent_live_migrations`` per source host (Nova's default is 1; 0: no limit).
     max_concurrent_live_migrations: int = 1
     #: Every n-th server has volumes attached (0: none), this many each.

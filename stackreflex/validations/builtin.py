@@ -87,7 +87,7 @@ def judge_packages(seen_by_node: dict[str, Seen], limits: Limits) -> dict[str, V
     for node in newest:
         by_role.setdefault(seen_by_node[node].role, []).append(node)
     for role, nodes in by_role.items():
-        common = {pkg: Counter(newest[n][pkg] for n in nodes).most_common(1)[0][0] for pkg in PACKAGES}
+        common = {pkg: _reference([newest[n][pkg] for n in nodes]) for pkg in PACKAGES}
         for node in nodes:
             mine = newest[node]
             seen_text = ", ".join(f"{pkg} {mine[pkg]}" for pkg in PACKAGES)
@@ -100,6 +100,14 @@ def judge_packages(seen_by_node: dict[str, Seen], limits: Limits) -> dict[str, V
             else:
                 verdicts[node] = Verdict.passed(seen_text, f"same as the other {role} nodes")
     return verdicts
+
+
+def _reference(versions: list[str]) -> str:
+    """The version a role's nodes should all have: most nodes' version, or, when no version has
+    more nodes than every other, the newest of those tied (the others were left behind)."""
+    counts = Counter(versions).most_common()
+    tied = [v for v, n in counts if n == counts[0][1]]
+    return tied[0] if len(tied) == 1 else parsers.newest(tied)
 
 
 def judge_ovs_running(seen: Seen, limits: Limits) -> Verdict:
@@ -320,34 +328,36 @@ def _stack(conn, stack: str):
 FAILED_UNITS = "systemctl list-units --state=failed --plain --no-legend --no-pager"
 DISK = "df -P -B1"
 CLOCK = ("chronyc -n tracking", "ntpstat")
+#: Health checks belong after a deployment as much as before an upgrade.
+HEALTH = ("pre-upgrade", "post-deployment")
 
 undercloud = [
     Check("undercloud-failed-units", "no OpenStack, Neutron, httpd or docker unit has failed", "undercloud",
           "undercloud-node", judge_failed_units, command=f"{FAILED_UNITS} 'openstack*' 'neutron*' httpd docker",
-          source="001 §2.11"),
+          groups=HEALTH, source="001 §2.11"),
     Check("undercloud-disk-space", "every filesystem has the free space the upgrade needs", "undercloud",
-          "undercloud-node", judge_disk_space, command=DISK, source="001 §2.11"),
+          "undercloud-node", judge_disk_space, command=DISK, groups=HEALTH, source="001 §2.11"),
     Check("undercloud-clock", "the clock is synchronised (chrony, or ntpd)", "undercloud", "undercloud-node",
-          judge_clock, command=CLOCK, source="001 §2.11"),
+          judge_clock, command=CLOCK, groups=HEALTH, source="001 §2.11"),
     Check("undercloud-network-agents", "every Neutron agent is alive (openstack network agent list)", "undercloud",
-          "api", judge_network_agents, query=lambda conn, stack: list(conn.network.agents()), source="001 §2.11"),
+          "api", judge_network_agents, query=lambda conn, stack: list(conn.network.agents()), groups=HEALTH, source="001 §2.11"),
     Check("undercloud-compute-services", "every enabled compute service is up (openstack compute service list)",
           "undercloud", "api", judge_compute_services, query=lambda conn, stack: list(conn.compute.services()),
-          source="001 §2.11"),
+          groups=HEALTH, source="001 §2.11"),
     Check("ironic-nodes", "no Ironic node in maintenance or a failed state (openstack baremetal node list)",
           "undercloud", "api", judge_ironic_nodes, query=lambda conn, stack: list(conn.baremetal.nodes(details=True)),
-          source="001 §2.11"),
+          groups=HEALTH, source="001 §2.11"),
 ]
 
 overcloud = [
     Check("stack-status", "the overcloud stack's last operation completed", "overcloud", "api", judge_stack,
-          query=_stack, cloud="undercloud", source="001 §2.12"),
+          query=_stack, cloud="undercloud", groups=HEALTH, source="001 §2.12"),
     Check("failed-units", "no systemd unit has failed", "overcloud", "each-node", judge_failed_units,
-          command=FAILED_UNITS, source="001 §2.12"),
+          command=FAILED_UNITS, groups=HEALTH, source="001 §2.12"),
     Check("disk-space", "every filesystem has the free space the upgrade needs", "overcloud", "each-node",
-          judge_disk_space, command=DISK, source="001 §2.12"),
+          judge_disk_space, command=DISK, groups=HEALTH, source="001 §2.12"),
     Check("clock-sync", "the clock is synchronised (chrony, or ntpd)", "overcloud", "each-node", judge_clock,
-          command=CLOCK, source="001 §2.12"),
+          command=CLOCK, groups=HEALTH, source="001 §2.12"),
     Check("packages-consistent", "the same openvswitch and kernel on every node of a role", "overcloud",
           "each-node", judge_packages, across=True,
           command="rpm -q --qf '%{NAME} %{VERSION}-%{RELEASE}\\n' openvswitch kernel", source="001 §2.10"),
@@ -355,25 +365,25 @@ overcloud = [
           judge_ovs_running, command="ovs-vswitchd --version && rpm -q --qf '%{VERSION}\\n' openvswitch",
           source="001 §2.10"),
     Check("pacemaker-status", "every controller online; no resource stopped or failed (pcs status)", "overcloud",
-          "one-controller", judge_pacemaker, command="pcs status", source="001 §2.12"),
+          "one-controller", judge_pacemaker, command="pcs status", groups=HEALTH, source="001 §2.12"),
     Check("galera-synced", "Galera synced, primary, with every controller (wsrep status)", "overcloud",
           "each-controller", judge_galera,
           command="mysql -s -N -e \"SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_local_state_comment',"
-                  "'wsrep_cluster_size','wsrep_cluster_status','wsrep_ready')\"", source="001 §2.12"),
+                  "'wsrep_cluster_size','wsrep_cluster_status','wsrep_ready')\"", groups=HEALTH, source="001 §2.12"),
     Check("rabbitmq-cluster", "every RabbitMQ node running; no partition, no alarm", "overcloud", "one-controller",
-          judge_rabbitmq, command="rabbitmqctl cluster_status --formatter json", source="001 §2.12"),
+          judge_rabbitmq, command="rabbitmqctl cluster_status --formatter json", groups=HEALTH, source="001 §2.12"),
     Check("haproxy-backends", "no HAProxy backend DOWN (the haproxy.stats listener's CSV)", "overcloud",
-          "one-controller", judge_haproxy, command="cat /etc/haproxy/haproxy.cfg", source="001 §2.12"),
+          "one-controller", judge_haproxy, command="cat /etc/haproxy/haproxy.cfg", groups=HEALTH, source="001 §2.12"),
     Check("ceph-health", "Ceph reports HEALTH_OK (ceph -s)", "overcloud", "one-controller", judge_ceph_health,
-          command="ceph -s -f json", source="001 §2.12"),
+          command="ceph -s -f json", groups=HEALTH, source="001 §2.12"),
     Check("ceph-osd-space", "no OSD fuller than the threshold (ceph osd df)", "overcloud", "one-controller",
-          judge_osd_space, command="ceph osd df -f json", source="001 §2.12"),
+          judge_osd_space, command="ceph osd df -f json", groups=HEALTH, source="001 §2.12"),
     Check("network-agents", "every overcloud Neutron agent is alive (openstack network agent list)", "overcloud",
-          "api", judge_network_agents, query=lambda conn, stack: list(conn.network.agents()), source="001 §2.12"),
+          "api", judge_network_agents, query=lambda conn, stack: list(conn.network.agents()), groups=HEALTH, source="001 §2.12"),
     Check("compute-services", "every enabled compute service is up (openstack compute service list)", "overcloud",
           "api", judge_compute_services, query=lambda conn, stack: list(conn.compute.services()),
-          source="001 §2.12"),
+          groups=HEALTH, source="001 §2.12"),
     Check("volume-services", "every enabled volume service is up (openstack volume service list)", "overcloud",
           "api", judge_volume_services, query=lambda conn, stack: list(conn.block_storage.services()),
-          source="001 §2.12"),
+          groups=HEALTH, source="001 §2.12"),
 ]
