@@ -113,6 +113,18 @@ def test_each_fault_fails_exactly_its_check_naming_the_node_and_the_value(cloud,
     assert check in done.stderr and node in done.stderr  # the run's error names them too
 
 
+def test_an_unreachable_node_fails_each_of_its_checks_and_only_those(cloud, faults, tmp_path):
+    faults.add(Fault("node_unreachable", "127.0.0.22"))
+    done = cli(cloud, tmp_path, "validate", "overcloud", "--wait", "-f", "json")
+    assert done.returncode == 1
+    rows = verdicts(done)
+    failed = [r for r in rows if r["verdict"] != "pass"]
+    assert {r["target"] for r in failed} == {"ComputeDeployedServer[1]"}
+    assert sorted(r["check"] for r in failed) == ["clock-sync", "disk-space", "failed-units", "ovs-running-version",
+                                                  "packages-consistent"]
+    assert all(r["seen"] == "unreachable" and "127.0.0.22" in r["reason"] for r in failed), failed
+
+
 def test_ceph_health_warn_is_a_warning_with_its_reason_not_a_failure(cloud, faults, tmp_path):
     faults.add(Fault("ceph_health", "HEALTH_WARN", args=["noout", "flag(s)", "set"]))
     done = cli(cloud, tmp_path, "validate", "overcloud", "--only", "ceph-health", "--only", "ceph-osd-space",
@@ -253,3 +265,34 @@ def test_a_dry_run_shows_each_node_s_plan_with_its_estimate_and_changes_nothing(
     assert not dest.exists()
     ran = [c for a, n in oc.nodes.items() for c in n.commands[before[a]:]]
     assert ran and all(c.split()[0] == "hostname" or c.split()[2] == "du" for c in ran), ran
+
+
+def test_a_backup_that_fails_midway_on_a_worker_keeps_what_it_verified_and_leaves_nothing_half_done(
+        cloud, faults, tmp_path, broker_url, namespace, workers):
+    """Through RabbitMQ and a worker process: the second controller's archive fails; the run fails
+    naming it, the artefacts already verified stay (listed in a manifest that says the backup
+    failed), no .partial file is left, every node's directory is gone, and no password is logged."""
+    oc, embedded, _ = cloud
+    settings = make_settings(broker_url, embedded.database(), namespace, inventory=embedded.inventory,
+                             ssh_key_file=embedded.ssh_key_file, ssh_known_hosts=embedded.ssh_known_hosts,
+                             log_level="DEBUG")
+    worker = workers(settings, env=oc.environment())
+    faults.add(Fault("command_failure", "127.0.0.12", match="tar --ignore-failed-read"))
+    dest = tmp_path / "failing"
+    done = run_cli(settings, tmp_path, "backup", "controlplane", "--dest", str(dest), "--wait", "-f", "json",
+                   env=oc.environment(), timeout=180)
+    assert done.returncode == 1, (done.stdout[-2000:], done.stderr[-2000:])
+    assert "archive on overcloud-controller-1 failed" in done.stderr, done.stderr
+    [manifest] = [json.loads(p.read_text()) for p in dest.glob("*.manifest.json")]
+    assert manifest["status"] == "failed" and "simulated failure" in manifest["error"]
+    kept = sorted(a["file"] for a in manifest["artefacts"])
+    assert kept == sorted(p.name for p in dest.iterdir() if not p.name.endswith(".manifest.json"))
+    assert any(f.startswith("overcloud-controller-0-filesystem-") for f in kept)
+    assert not any(f.startswith("overcloud-controller-1") for f in kept)
+    assert not list(dest.glob("*.partial"))
+    assert left_on_nodes(oc) == []
+    password = json.loads(oc.nodes["127.0.0.11"].files["/etc/puppet/hieradata/service_configs.json"])[
+        "mysql::server::root_password"]
+    worker.terminate()
+    log = worker.log_path.read_text()
+    assert "backup_controlplane" in log and password not in log

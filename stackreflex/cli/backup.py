@@ -7,12 +7,13 @@ from typing import Annotated, Callable
 import typer
 
 from ..core.errors import StackreflexError
+from ..tasks.heat import find_stack
 from ..handlers.backups import (BackupOrder, Node, Plan, connect, controller_nodes, controller_plan,
                                 undercloud_node, undercloud_plan, workdir)
 from .common import emit, invocation, say
 from .options import DryRun, Timeout, Wait, order_from
 from .output import Column, Listing, lists
-from .publish import DEFAULT_WAIT_TIMEOUT, command_steps, send_command
+from .publish import DEFAULT_WAIT_TIMEOUT, check_first, command_steps, send_command
 
 app = typer.Typer(help="Backups before an upgrade: the undercloud, the overcloud's control plane.",
                   no_args_is_help=True)
@@ -64,6 +65,7 @@ def controlplane(dest: Dest, stack: Annotated[str, typer.Option(help="The overcl
         _show_plan(nodes, lambda node, first: controller_plan(node, WORK, "<date>", bootstrap=first),
                    f"control plane backup of {stack}")
         return
+    check_first(lambda conn: find_stack(conn, stack))
     send_command("command.backup.controlplane", stack, order.model_dump(), wait=wait, timeout=timeout,
                  report=lambda correlation: _show_artefacts(correlation, "backup_controlplane"))
 

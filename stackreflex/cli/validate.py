@@ -5,12 +5,13 @@ from typing import Annotated, Literal
 import typer
 
 from ..core.errors import StackreflexError
+from ..tasks.heat import find_stack
 from ..handlers.validations import DEFAULT_WINDOW, ValidationOrder, verdict_counts
 from ..validations import load_checks
 from .common import current_invocation, emit, say
 from .options import Timeout, Wait, order_from
 from .output import Column, Listing, lists
-from .publish import DEFAULT_WAIT_TIMEOUT, command_steps, send_command
+from .publish import DEFAULT_WAIT_TIMEOUT, check_first, command_steps, send_command
 
 CHECK_COLUMNS = [Column("name"), Column("target"), Column("where"), Column("groups"), Column("source", long=True),
                  Column("description", "text")]
@@ -65,6 +66,8 @@ def validate(
     selected = known.select(order.target, order.group, order.only)
     if not selected:
         raise StackreflexError(f"no {target} check in group {chosen_group!r}: see `stackreflex validate --list`")
+    if target == "overcloud":
+        check_first(lambda conn: find_stack(conn, stack))
     say(f"{len(selected)} {target} check(s): {', '.join(c.name for c in selected)}")
     send_command("command.validations.run", stack if target == "overcloud" else "undercloud", order.model_dump(),
                  wait=wait, timeout=timeout, report=_verdicts)

@@ -26,7 +26,8 @@ from ..core.registry import handler
 from ..tasks import ssh as remote
 from ..tasks.artefacts import Artefact, discard_partials, fetch, free_name, write_manifest
 from ..tasks.heat import deployed_servers
-from ..tasks.inventory import Host, InventoryError, load_inventory
+from ..tasks.inventory import Host, load_inventory
+from ..validations.builtin import HAPROXY_CONFIG
 from ..validations.parsers import df, haproxy_bind
 from .context import RunContext
 from .orders import read_order
@@ -40,7 +41,6 @@ CONTROLLER_PATHS = ("/etc", "/srv/node", "/var/log", "/var/lib/nova", "/var/lib/
                     "/var/lib/redis", "/usr/libexec/os-apply-config", "/home/heat-admin")
 CONTROLLER_EXCLUDES = ("/var/lib/nova/instances",)
 HIERADATA = "/etc/puppet/hieradata/service_configs.json"
-HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
 REDIS_DUMP = "/var/lib/redis/dump.rdb"
 #: The SQL that lists what to dump and whose grants to keep (§2.2 steps 1.5–1.6).
 DATABASES_SQL = ("select distinct table_schema from information_schema.tables where engine='innodb' "
@@ -124,11 +124,7 @@ def controller_plan(node: Node, work: str, stamp: str, *, bootstrap: bool) -> Pl
 
 
 def undercloud_node(settings) -> Node:
-    inventory = load_inventory(settings.inventory)
-    if inventory.undercloud is None:
-        raise InventoryError("the inventory names no undercloud: add 'undercloud: ADDRESS' to the inventory file "
-                             "(or set UNDERCLOUD_HOST)")
-    return Node(inventory.undercloud, "undercloud")
+    return Node(load_inventory(settings.inventory).undercloud_host(), "undercloud")
 
 
 def controller_nodes(conn, settings, stack: str) -> list[Node]:
@@ -370,7 +366,7 @@ class Backup:
     def redis(self, session: Session, password: str | None) -> None:
         name = session.node.name
         with self.ctx.step("redis", target=name) as detail:
-            _, config, _ = self.sh(session, f"cat {HAPROXY_CFG}", check=False)
+            _, config, _ = self.sh(session, HAPROXY_CONFIG, check=False)
             bind = haproxy_bind(config, "redis")
             if bind is None:
                 detail["skipped"] = "haproxy.cfg has no 'listen redis': no Redis to back up"

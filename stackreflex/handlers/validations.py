@@ -141,13 +141,10 @@ def _nodes(ctx: RunContext, order: ValidationOrder) -> list[Node]:
         inventory = load_inventory(ctx.settings.inventory)
     except InventoryError as exc:
         ctx.fail(str(exc))
-    if order.target == "undercloud":
-        if inventory.undercloud is None:
-            ctx.fail("the inventory names no undercloud: add 'undercloud: ADDRESS' to the inventory file "
-                     "(or set UNDERCLOUD_HOST)")
-        return [Node(inventory.undercloud, "undercloud", "undercloud")]
     nodes = []
     try:
+        if order.target == "undercloud":
+            return [Node(inventory.undercloud_host(), "undercloud", "undercloud")]
         for server in deployed_servers(ctx.cloud, order.stack):
             nodes.append(Node(inventory.host_for(server.role, server.index, path=server.path),
                               server.role or "", server.label))

@@ -56,6 +56,13 @@ class Inventory:
                     raise InventoryError(f"host {host.address} is listed twice: {seen[host.address]} and {where}")
                 seen[host.address] = where
 
+    def undercloud_host(self) -> Host:
+        """The undercloud's address, or an error saying how to give it."""
+        if self.undercloud is None:
+            raise InventoryError("the inventory names no undercloud: add 'undercloud: ADDRESS' to the inventory "
+                                 "file (or set UNDERCLOUD_HOST)")
+        return self.undercloud
+
     def host_for(self, role: str | None, index: int | None, *, path: str | None = None,
                  name: str | None = None) -> Host:
         """The node for a member: by role and index, else by resource path or name property.

@@ -213,14 +213,23 @@ def judge_haproxy(seen: Seen, limits: Limits) -> Verdict:
     return Verdict.passed(seen_text, "every backend UP")
 
 
+def _ceph(seen: Seen, key: str, kind: type):
+    """The ``key`` of a ceph command's JSON answer, if it is a ``kind``."""
+    try:
+        value = json.loads(seen.stdout)[key] if seen.status == 0 else None
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return None
+    return value if isinstance(value, kind) else None
+
+
+NO_CEPH = "no Ceph client on {}: the deployment has no Ceph"
+
+
 def judge_ceph_health(seen: Seen, limits: Limits) -> Verdict:
     if seen.missing_tool:
-        return Verdict.skipped(f"no Ceph client on {seen.node}: the deployment has no Ceph")
-    try:
-        health = json.loads(seen.stdout)["health"] if seen.status == 0 else None
-    except (json.JSONDecodeError, KeyError, TypeError):
-        health = None
-    if not isinstance(health, dict):
+        return Verdict.skipped(NO_CEPH.format(seen.node))
+    health = _ceph(seen, "health", dict)
+    if health is None:
         return _unreadable(seen, "`ceph -s`")
     status = health.get("status", "?")
     reasons = [f"{name}: {check.get('summary', {}).get('message', '')}"
@@ -235,12 +244,9 @@ def judge_ceph_health(seen: Seen, limits: Limits) -> Verdict:
 
 def judge_osd_space(seen: Seen, limits: Limits) -> Verdict:
     if seen.missing_tool:
-        return Verdict.skipped(f"no Ceph client on {seen.node}: the deployment has no Ceph")
-    try:
-        osds = json.loads(seen.stdout)["nodes"] if seen.status == 0 else None
-    except (json.JSONDecodeError, KeyError, TypeError):
-        osds = None
-    if not isinstance(osds, list):
+        return Verdict.skipped(NO_CEPH.format(seen.node))
+    osds = _ceph(seen, "nodes", list)
+    if osds is None:
         return _unreadable(seen, "`ceph osd df`")
     if not osds:
         return Verdict.skipped("the Ceph cluster has no OSDs")
@@ -325,6 +331,9 @@ def _stack(conn, stack: str):
     return find_stack(conn, stack)
 
 
+#: haproxy.cfg where containerised TripleO keeps it, else where a host-installed HAProxy does.
+HAPROXY_CONFIG = ("sh -c 'cat /var/lib/config-data/puppet-generated/haproxy/etc/haproxy/haproxy.cfg || "
+                  "cat /etc/haproxy/haproxy.cfg'")
 FAILED_UNITS = "systemctl list-units --state=failed --plain --no-legend --no-pager"
 DISK = "df -P -B1"
 CLOCK = ("chronyc -n tracking", "ntpstat")
@@ -373,7 +382,7 @@ overcloud = [
     Check("rabbitmq-cluster", "every RabbitMQ node running; no partition, no alarm", "overcloud", "one-controller",
           judge_rabbitmq, command="rabbitmqctl cluster_status --formatter json", groups=HEALTH, source="001 §2.12"),
     Check("haproxy-backends", "no HAProxy backend DOWN (the haproxy.stats listener's CSV)", "overcloud",
-          "one-controller", judge_haproxy, command="cat /etc/haproxy/haproxy.cfg", groups=HEALTH, source="001 §2.12"),
+          "one-controller", judge_haproxy, command=HAPROXY_CONFIG, groups=HEALTH, source="001 §2.12"),
     Check("ceph-health", "Ceph reports HEALTH_OK (ceph -s)", "overcloud", "one-controller", judge_ceph_health,
           command="ceph -s -f json", groups=HEALTH, source="001 §2.12"),
     Check("ceph-osd-space", "no OSD fuller than the threshold (ceph osd df)", "overcloud", "one-controller",
