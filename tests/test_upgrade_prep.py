@@ -296,3 +296,30 @@ def test_a_backup_that_fails_midway_on_a_worker_keeps_what_it_verified_and_leave
     worker.terminate()
     log = worker.log_path.read_text()
     assert "backup_controlplane" in log and password not in log
+
+
+def test_a_deployment_with_telemetry_mongodb_has_its_dump_backed_up_too(tmp_path):
+    key = paramiko.ECDSAKey.generate()
+    key.write_private_key_file(str(tmp_path / "id_ecdsa"))
+    scenario = Scenario(signal_transport="NO_SIGNAL", telemetry_mongodb=True, undercloud="", compute_hosts={},
+                        roles=[Role("ControllerDeployedServer", 1, ["127.0.0.41"])])
+    oc = Overcloud.start(scenario, state_dir=tmp_path / "hostkeys", authorized_keys=[key])
+    try:
+        (tmp_path / "inventory.yaml").write_text(json.dumps(oc.inventory()))
+        settings = Settings(database_url=f"sqlite:///{tmp_path}/audit.db", inventory=tmp_path / "inventory.yaml",
+                            ssh_key_file=tmp_path / "id_ecdsa", ssh_known_hosts=tmp_path / "known_hosts")
+        for node in oc.nodes.values():
+            trust_host(settings, node.address, node.port)
+        wait_for(lambda: oc.heat.root.status == "CREATE_COMPLETE", timeout=60, message="the stack to complete")
+        dest = tmp_path / "with-mongo"
+        done = run_cli(settings, tmp_path, "backup", "controlplane", "--dest", str(dest), "--wait",
+                       env=oc.environment(), timeout=120)
+        assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-2000:])
+        [mongo] = list(dest.glob("mongo-*.tar"))
+        with tarfile.open(mongo) as tar:
+            names = tar.getnames()
+        assert "mongo/oplog.bson" in names and any(n.endswith(".bson") and "/" in n[6:] for n in names), names
+        assert [s["status"] for s in steps_of(settings, "backup_controlplane") if s["name"] == "mongodb"] == \
+            ["succeeded"]
+    finally:
+        oc.stop()

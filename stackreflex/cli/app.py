@@ -42,7 +42,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "edge": ("edge", "app", "Edge (DCN) site validations."),
     "backup": ("backup", "app", "Backups before an upgrade: the undercloud, the overcloud's control plane."),
     "validate": ("validate", "validate",
-                 "Run the pre-upgrade validations on the undercloud or the overcloud; exit 1 if any check fails."),
+                 "Run the pre-upgrade validations of the upgrade guide (§2.10–2.12) and print a verdict per check and "
+                 "node."),
 }
 
 

@@ -440,7 +440,7 @@ class Backup:
         manifest = {"backup": self.kind, "stack": self.order.stack if self.kind == "controlplane" else None,
                     "run_id": self.ctx.run_id, "started_at": state["started"], "finished_at": utcnow().isoformat(),
                     "status": "complete" if error is None else "failed",
-                    "error": None if error is None else str(error)[:500],
+                    "error": None if error is None else str(error)[:2000],
                     "nodes": state["nodes"], "artefacts": state["artefacts"]}
         name = state.setdefault("manifest", free_name(self.dest, f"{self.kind}-backup-{self.stamp}.manifest.json"))
         try:
