@@ -201,6 +201,7 @@ def test_a_control_plane_backup_leaves_verified_artefacts_a_manifest_and_nothing
                 *(rf"{c}-filesystem-{stamp}\.tar\.gz" for c in CONTROLLERS), rf"redis-{stamp}\.rdb"]
     assert len(files) == len(expected)
     assert all(any(re.fullmatch(e, f) for f in files) for e in expected), files
+    assert {oct((dest / name).stat().st_mode & 0o777) for name in fetched} == {"0o600"}  # they hold secrets
     for name, detail in fetched.items():
         body = (dest / name).read_bytes()
         assert hashlib.sha256(body).hexdigest() == detail["sha256"] and len(body) == detail["size"]
@@ -260,7 +261,8 @@ def test_a_dry_run_shows_each_node_s_plan_with_its_estimate_and_changes_nothing(
     assert done.returncode == 0, done.stderr
     rows = json.loads(done.stdout)
     assert {r["node"] for r in rows} == set(CONTROLLERS)
-    assert all(r["estimate"].endswith("GB") for r in rows if r["step"] == "free space")
+    estimates = [r["estimate"] for r in rows if r["step"] == "free space"]
+    assert len(estimates) == 3 and all(re.fullmatch(r"\d+\.\d (KB|MB|GB)", e) for e in estimates), estimates
     assert any("--defaults-extra-file=/dev/stdin" in r["command"] for r in rows)
     assert not dest.exists()
     ran = [c for a, n in oc.nodes.items() for c in n.commands[before[a]:]]

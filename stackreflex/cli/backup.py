@@ -90,7 +90,7 @@ def _show_plan(nodes: list[Node], make_plan: Callable[[Node, bool], Plan], title
             finally:
                 session.ssh.close()
             totals = [line.split("\t")[0] for line in out.splitlines() if line.endswith("\ttotal")]
-            estimate = f"{int(totals[-1]) / 1e9:.2f} GB" if totals and totals[-1].isdigit() else "unknown"
+            estimate = _size(int(totals[-1])) if totals and totals[-1].isdigit() else "unknown"
         name = plan.node.name
         rows.append({"node": name, "step": "free space", "command": "du -sbc …; df -P -B1 /var/tmp",
                      "estimate": estimate})
@@ -99,6 +99,14 @@ def _show_plan(nodes: list[Node], make_plan: Callable[[Node, bool], Plan], title
                  for source, file in plan.fetches]
         rows.append({"node": name, "step": "clean up", "command": f"rm -rf {WORK}", "estimate": ""})
     emit(Listing(PLAN_COLUMNS, rows, title=f"{title} (nothing will be changed)"))
+
+
+def _size(count: int) -> str:
+    """Bytes as operators read them (du -h's units, in powers of 1000 like the runbook's 3.5 GB)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} B"
 
 
 def _show_artefacts(correlation_id: str, handler: str) -> bool:

@@ -70,10 +70,11 @@ def validate(
         check_first(lambda conn: find_stack(conn, stack))
     say(f"{len(selected)} {target} check(s): {', '.join(c.name for c in selected)}")
     send_command("command.validations.run", stack if target == "overcloud" else "undercloud", order.model_dump(),
-                 wait=wait, timeout=timeout, report=_verdicts)
+                 wait=wait, timeout=timeout, report=lambda correlation: _verdicts(correlation, selected))
 
 
-def _verdicts(correlation_id: str) -> bool:
+def _verdicts(correlation_id: str, selected: list) -> bool:
+    """The verdicts of the run's last attempt, check by check (in the registry's order), node by node."""
     steps = command_steps(correlation_id, "run_validations")
     if not steps:
         return False
@@ -83,6 +84,8 @@ def _verdicts(correlation_id: str) -> bool:
              "reason": s["detail"].get("reason"), "node": s["detail"].get("node"),
              "command": s["detail"].get("command")}
             for s in steps if s["attempt"] == last and "verdict" in s["detail"]]
+    position = {check.name: n for n, check in enumerate(selected)}
+    rows.sort(key=lambda r: (position.get(r["check"], len(position)), r["target"] or ""))
     emit(Listing(VERDICT_COLUMNS, rows, title="verdicts"))
     counts = verdict_counts(r["verdict"] for r in rows)
     say(", ".join(f"{n} {v}" for v, n in counts.items() if n) or "no verdicts")

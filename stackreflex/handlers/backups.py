@@ -111,7 +111,7 @@ def controller_plan(node: Node, work: str, stamp: str, *, bootstrap: bool) -> Pl
         databases, grants = f"openstack_databases-{stamp}.sql", f"openstack_databases_grants-{stamp}.sql"
         steps = [
             ("read database password", f"cat {HIERADATA}"),
-            ("list databases", f"mysql {OPTIONS_ON_STDIN} -s -N -e {shlex.quote(DATABASES_SQL)}"),
+            ("list databases", f"mysql {OPTIONS_ON_STDIN} -s -N -e {_quoted(DATABASES_SQL)}"),
             ("dump databases", f"mysqldump {OPTIONS_ON_STDIN} --single-transaction --databases DATABASE… "
                                f"--result-file={work}/{databases}"),
             ("dump grants", f"mysql {OPTIONS_ON_STDIN} -s -N -e \"SHOW GRANTS FOR …\" | sed 's/$/;/' > {work}/{grants}"),
@@ -225,7 +225,7 @@ class Backup:
         state.update(artefacts=[], expected=[], nodes=[str(n.host) for n in nodes])
         ctx.checkpoint()
         try:
-            self.dest.mkdir(parents=True, exist_ok=True)
+            self.dest.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             ctx.fail(f"cannot create {self.dest}: {exc.strerror}")
         error = None
@@ -311,7 +311,7 @@ class Backup:
             secrets = self.hieradata(session)
             options = _options_file(secrets.get("mysql::server::root_password"), name)
             with self.ctx.step("list databases", target=name) as detail:
-                _, out, _ = self.sh(session, f"mysql {OPTIONS_ON_STDIN} -s -N -e {shlex.quote(DATABASES_SQL)}",
+                _, out, _ = self.sh(session, f"mysql {OPTIONS_ON_STDIN} -s -N -e {_quoted(DATABASES_SQL)}",
                                     stdin=options)
                 databases = [line.strip() for line in out.splitlines() if line.strip()]
                 detail["databases"] = databases
@@ -323,7 +323,7 @@ class Backup:
                                  f"{' '.join(map(shlex.quote, databases))} --result-file={dump}", stdin=options)
                 detail.update(databases=len(databases), **self.completed(session, dump))
             with self.ctx.step("dump grants", target=name) as detail:
-                _, out, _ = self.sh(session, f"mysql {OPTIONS_ON_STDIN} -s -N -e {shlex.quote(USERS_SQL)}",
+                _, out, _ = self.sh(session, f"mysql {OPTIONS_ON_STDIN} -s -N -e {_quoted(USERS_SQL)}",
                                     stdin=options)
                 shows = " ".join(line.strip() for line in out.splitlines() if line.strip().startswith("SHOW GRANTS"))
                 detail["users"] = len(shows.split(";")) - 1 if shows else 0
@@ -456,6 +456,12 @@ def _options_file(password: str | None, node: str) -> bytes:
         raise HandlerFailed(f"{node}: no database root password in hieradata")
     escaped = password.replace("\\", "\\\\").replace('"', '\\"')
     return f'[client]\nuser=root\npassword="{escaped}"\n'.encode()
+
+
+def _quoted(sql: str) -> str:
+    """SQL in double quotes, as the runbook types it (it has single quotes, nothing a shell expands)."""
+    assert not set(sql) & set('"$`\\'), sql
+    return f'"{sql}"'
 
 
 def _tar_warnings(stderr: str) -> list[str]:

@@ -187,7 +187,7 @@ def _ask_node(ctx: RunContext, node: Node, checks: list[Check]) -> list[tuple]:
 def _ask_api(ctx: RunContext, order: ValidationOrder, check: Check, limits: Limits) -> Result:
     started = utcnow()
     cloud = order.overcloud_cloud or ctx.settings.overcloud_cloud
-    target = order.stack if check.api == "overcloud" else "undercloud"
+    target = order.stack if check.target == "overcloud" else "undercloud"
     detail = {"api": check.api, **({"cloud": cloud} if check.api == "overcloud" and cloud else {})}
     try:
         conn = ctx.cloud if check.api == "undercloud" or not cloud else _overcloud(ctx, cloud)

@@ -65,7 +65,8 @@ def fetch(ssh: paramiko.SSHClient, source: str, dest: Path, name: str, *, node: 
     """Stream ``source`` from the node into ``dest/name`` (via ``name.partial``) and verify it."""
     partial = dest / (name + PARTIAL)
     try:
-        with partial.open("xb") as out:
+        # a backup holds the cloud's secrets (dumps, hieradata in /etc): only its owner reads it
+        with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
             hashing = _Hashing(out)
             with ssh.open_sftp() as sftp:
                 sftp.getfo(source, hashing)
@@ -145,6 +146,8 @@ def write_manifest(dest: Path, name: str, manifest: dict) -> Path:
     """The backup's manifest beside its files (written whole, then renamed, like the artefacts)."""
     path = dest / name
     partial = dest / (name + PARTIAL)
-    partial.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    partial.unlink(missing_ok=True)
+    with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+        out.write(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     partial.replace(path)
     return path

@@ -323,7 +323,7 @@ def judge_stack(seen: Seen, limits: Limits) -> Verdict:
         return Verdict.passed(stack.status, "CREATE_COMPLETE or UPDATE_COMPLETE")
     reason = ("an operation is under way on it: wait for it to end" if stack.status.endswith("IN_PROGRESS") else
               "its last operation did not complete: `openstack stack failures list` and deploy again")
-    return Verdict.failed(stack.status, "CREATE_COMPLETE or UPDATE_COMPLETE", f"stack {stack.name} {reason}")
+    return Verdict.failed(stack.status, "CREATE_COMPLETE or UPDATE_COMPLETE", f"stack {stack.name}: {reason}")
 
 
 def _stack(conn, stack: str):
