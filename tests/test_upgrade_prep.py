@@ -39,6 +39,7 @@ def cloud(tmp_path_factory):
                         compute_hosts={"compute-10.localdomain": 2})
     oc = Overcloud.start(scenario, state_dir=base / "hostkeys", authorized_keys=[key])
     (base / "inventory.yaml").write_text(json.dumps(oc.inventory()))
+    (base / "clouds.yaml").write_text(oc.clouds_yaml("overcloud"))  # the overcloud's own cloud (its overcloudrc)
     settings = Settings(database_url=f"sqlite:///{base}/audit.db", inventory=base / "inventory.yaml",
                         ssh_key_file=base / "id_ecdsa", ssh_known_hosts=base / "known_hosts")
     for node in oc.nodes.values():
@@ -55,9 +56,14 @@ def faults(cloud):
     oc.faults.clear()
 
 
+def environment(cloud) -> dict:
+    oc, _, base = cloud
+    return {**oc.environment(), "OS_CLIENT_CONFIG_FILE": str(base / "clouds.yaml"),
+            "STACKREFLEX_OVERCLOUD_CLOUD": "overcloud"}
+
+
 def cli(cloud, tmp_path, *args, timeout=120):
-    oc, settings, _ = cloud
-    return run_cli(settings, tmp_path, *args, env=oc.environment(), timeout=timeout)
+    return run_cli(cloud[1], tmp_path, *args, env=environment(cloud), timeout=timeout)
 
 
 def verdicts(done) -> list[dict]:
@@ -81,6 +87,11 @@ def test_the_default_overcloud_passes_every_check_on_every_node(cloud, tmp_path)
     assert on_nodes == {*CONTROLLERS, "overcloud-compute-0", "overcloud-compute-1"}
     assert {r["target"] for r in rows if r["check"] == "galera-synced"} == set(CONTROLLERS)
     assert all(r["seen"] and r["threshold"] for r in rows)
+    # the HAProxy stats password the check read from haproxy.cfg is in no output and no audit row
+    config = cloud[0].nodes["127.0.0.11"].files["/etc/haproxy/haproxy.cfg"].decode()
+    password = re.search(r"stats auth admin:(\S+)", config).group(1)
+    audit_dump = "\n".join(sqlite3.connect(cloud[1].database().removeprefix("sqlite:///")).iterdump())
+    assert password not in done.stdout + done.stderr and password not in audit_dump
 
 
 FAULTS = [  # fault, its check, the node it names, what the verdict shows it saw
@@ -123,6 +134,16 @@ def test_an_unreachable_node_fails_each_of_its_checks_and_only_those(cloud, faul
     assert sorted(r["check"] for r in failed) == ["clock-sync", "disk-space", "failed-units", "ovs-running-version",
                                                   "packages-consistent"]
     assert all(r["seen"] == "unreachable" and "127.0.0.22" in r["reason"] for r in failed), failed
+
+
+def test_without_the_overcloud_s_own_cloud_its_service_checks_fail_rather_than_read_the_undercloud(cloud, tmp_path):
+    oc, settings, _ = cloud
+    done = run_cli(settings, tmp_path, "validate", "overcloud", "--only", "compute-services", "--only",
+                   "stack-status", "--wait", "-f", "json", env=oc.environment(), timeout=120)
+    assert done.returncode == 1
+    rows = {r["check"]: r for r in verdicts(done)}
+    assert rows["stack-status"]["verdict"] == "pass"  # Heat is the undercloud's
+    assert rows["compute-services"]["verdict"] == "fail" and "--os-cloud" in rows["compute-services"]["reason"]
 
 
 def test_ceph_health_warn_is_a_warning_with_its_reason_not_a_failure(cloud, faults, tmp_path):
@@ -278,11 +299,11 @@ def test_a_backup_that_fails_midway_on_a_worker_keeps_what_it_verified_and_leave
     settings = make_settings(broker_url, embedded.database(), namespace, inventory=embedded.inventory,
                              ssh_key_file=embedded.ssh_key_file, ssh_known_hosts=embedded.ssh_known_hosts,
                              log_level="DEBUG")
-    worker = workers(settings, env=oc.environment())
-    faults.add(Fault("command_failure", "127.0.0.12", match="tar --ignore-failed-read"))
+    worker = workers(settings, env=environment(cloud))
+    faults.add(Fault("command_failure", "127.0.0.12", match="tar --ignore-failed-read", code=2))
     dest = tmp_path / "failing"
     done = run_cli(settings, tmp_path, "backup", "controlplane", "--dest", str(dest), "--wait", "-f", "json",
-                   env=oc.environment(), timeout=180)
+                   env=environment(cloud), timeout=180)
     assert done.returncode == 1, (done.stdout[-2000:], done.stderr[-2000:])
     assert "archive on overcloud-controller-1 failed" in done.stderr, done.stderr
     [manifest] = [json.loads(p.read_text()) for p in dest.glob("*.manifest.json")]

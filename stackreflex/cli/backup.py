@@ -22,7 +22,7 @@ Dest = Annotated[Path, typer.Option(help=(
     "Directory the artefacts and their manifest go to, on the host of the worker that runs the backup "
     "(created if missing; existing files are never overwritten)."))]
 #: The working directory a dry run shows (a run's is named after its id).
-WORK = workdir("<run>")
+WORK = workdir("<run>", "<execution>")
 PLAN_COLUMNS = [Column("node"), Column("step"), Column("command", "text"), Column("estimate")]
 ARTEFACT_COLUMNS = [Column("file"), Column("node"), Column("size", "number", header="bytes"),
                     Column("sha256", "id"), Column("verified", "text")]
@@ -40,8 +40,8 @@ def undercloud(dest: Dest, dry_run: DryRun = False, wait: Wait = False,
     """
     order = order_from(BackupOrder, dest=str(dest.expanduser().resolve()))
     if dry_run:
-        _show_plan([undercloud_node(invocation.settings)], lambda node, first: undercloud_plan(node, WORK, "<date>"),
-                   "undercloud backup")
+        _show_plan([undercloud_node(invocation.settings)],
+                   lambda node, first: undercloud_plan(node, WORK, "<date>", order.dest), "undercloud backup")
         return
     send_command("command.backup.undercloud", "undercloud", order.model_dump(), wait=wait, timeout=timeout,
                  report=lambda correlation: _show_artefacts(correlation, "backup_undercloud"))

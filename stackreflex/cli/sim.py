@@ -50,7 +50,8 @@ def serve(
 
     Prints `export` lines: the cloud's OS_* variables and the settings that reach the nodes (an
     inventory and a known_hosts file written in --state-dir: the simulator knows its nodes' host
-    keys; on a real cloud that trust is `stackreflex nodes trust`), and a clouds.yaml entry.
+    keys; on a real cloud that trust is `stackreflex nodes trust`), and a clouds.yaml with the cloud as
+    `overcloud` (STACKREFLEX_OVERCLOUD_CLOUD, for the validations that read the overcloud's own services).
 
     Example: stackreflex sim serve --env-file sim.env & sleep 2; . sim.env; stackreflex agents status --stack overcloud
     """
@@ -61,8 +62,13 @@ def serve(
     inventory, known_hosts = state_dir / "inventory.yaml", state_dir / "known_hosts"
     inventory.write_text(yaml.safe_dump(overcloud.inventory(), sort_keys=False))
     known_hosts.write_text("".join(line + "\n" for line in overcloud.known_hosts_lines()))
+    # the overcloud's own cloud (its overcloudrc), for the validations that read its services
+    clouds = state_dir / "clouds.yaml"
+    clouds.touch(mode=0o600)
+    clouds.write_text(overcloud.clouds_yaml("overcloud"))
     settings = {"STACKREFLEX_INVENTORY": str(inventory), "STACKREFLEX_SSH_KNOWN_HOSTS": str(known_hosts),
-                "STACKREFLEX_SSH_USER": chosen.ssh_user, "STACKREFLEX_SSH_PORT": str(ssh_port or 22)}
+                "STACKREFLEX_SSH_USER": chosen.ssh_user, "STACKREFLEX_SSH_PORT": str(ssh_port or 22),
+                "OS_CLIENT_CONFIG_FILE": str(clouds), "STACKREFLEX_OVERCLOUD_CLOUD": "overcloud"}
     if client_key:
         settings["STACKREFLEX_SSH_KEY_FILE"] = str(client_key)
     exports = "\n".join(f"export {k}={shlex.quote(v)}" for k, v in {**overcloud.environment(), **settings}.items())

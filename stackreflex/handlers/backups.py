@@ -10,6 +10,7 @@ each artefact with its size and SHA-256.
 """
 
 import json
+import secrets
 import shlex
 import shutil
 from contextlib import contextmanager
@@ -41,7 +42,8 @@ CONTROLLER_PATHS = ("/etc", "/srv/node", "/var/log", "/var/lib/nova", "/var/lib/
                     "/var/lib/redis", "/usr/libexec/os-apply-config", "/home/heat-admin")
 CONTROLLER_EXCLUDES = ("/var/lib/nova/instances",)
 HIERADATA = "/etc/puppet/hieradata/service_configs.json"
-REDIS_DUMP = "/var/lib/redis/dump.rdb"
+#: The databases' size is part of the estimate where they are dumped.
+MYSQL_DATA = "/var/lib/mysql"
 #: The SQL that lists what to dump and whose grants to keep (§2.2 steps 1.5–1.6).
 DATABASES_SQL = ("select distinct table_schema from information_schema.tables where engine='innodb' "
                  "and table_schema != 'mysql';")
@@ -49,8 +51,6 @@ USERS_SQL = ("SELECT CONCAT('SHOW GRANTS FOR ''',user,'''@''',host,''';') FROM m
              "where (length(user) > 0 and user NOT LIKE 'root')")
 #: mysql and mysqldump read the root password from an option file on stdin.
 OPTIONS_ON_STDIN = "--defaults-extra-file=/dev/stdin"
-#: How long Redis may take to finish a BGSAVE (seconds).
-REDIS_SAVE_DEADLINE = 300.0
 
 
 class BackupOrder(BaseModel):
@@ -87,18 +87,23 @@ class Plan:
     fetches: list[tuple[str, str]] = field(default_factory=list)
 
 
-def workdir(run_id: str) -> str:
-    """The node's private directory for one backup's artefacts."""
-    return f"/var/tmp/stackreflex-backup-{run_id[:8]}"
+def workdir(run_id: str, execution: str) -> str:
+    """The node's private directory for one execution of a backup (a second execution of the same
+    run, after a worker was lost, never writes into the first one's)."""
+    return f"/var/tmp/stackreflex-backup-{run_id[:8]}-{execution}"
 
 
-def undercloud_plan(node: Node, work: str, stamp: str) -> Plan:
+def undercloud_plan(node: Node, work: str, stamp: str, dest: str) -> Plan:
+    """``dest`` is left out of the archive (on a worker running on the undercloud, a --dest under
+    /home/stack would otherwise take every earlier backup into the next one)."""
     dump = f"{work}/undercloud-all-databases.sql"
     archive = f"undercloud-backup-{stamp}.tar"
+    exclude = f"--exclude {shlex.quote(dest)} " if any(dest.startswith(p + "/") for p in UNDERCLOUD_PATHS) else ""
     return Plan(node, [
         ("dump databases", f"mysqldump --opt --all-databases --result-file={dump}"),
-        ("archive", f"tar --xattrs --ignore-failed-read -cf {work}/{archive} {dump} {' '.join(UNDERCLOUD_PATHS)}"),
-    ], UNDERCLOUD_PATHS, [(f"{work}/{archive}", archive)])
+        ("archive", f"tar --xattrs --ignore-failed-read -cf {work}/{archive} {exclude}{dump} "
+                    f"{' '.join(UNDERCLOUD_PATHS)}"),
+    ], (*UNDERCLOUD_PATHS, MYSQL_DATA), [(f"{work}/{archive}", archive)])
 
 
 def controller_plan(node: Node, work: str, stamp: str, *, bootstrap: bool) -> Plan:
@@ -114,13 +119,15 @@ def controller_plan(node: Node, work: str, stamp: str, *, bootstrap: bool) -> Pl
             ("list databases", f"mysql {OPTIONS_ON_STDIN} -s -N -e {_quoted(DATABASES_SQL)}"),
             ("dump databases", f"mysqldump {OPTIONS_ON_STDIN} --single-transaction --databases DATABASE… "
                                f"--result-file={work}/{databases}"),
-            ("dump grants", f"mysql {OPTIONS_ON_STDIN} -s -N -e \"SHOW GRANTS FOR …\" | sed 's/$/;/' > {work}/{grants}"),
-            ("redis", f"redis-cli --askpass -h REDIS_VIP ping && bgsave; cp -p {REDIS_DUMP} {work}/redis-{stamp}.rdb"),
+            ("dump grants", f"bash -o pipefail -c 'mysql {OPTIONS_ON_STDIN} -s -N -e \"SHOW GRANTS FOR …\" | "
+                            f"sed \"s/$/;/\" > {work}/{grants}'"),
+            ("redis", f"redis-cli --askpass -h REDIS_VIP ping; redis-cli --askpass -h REDIS_VIP --rdb "
+                      f"{work}/redis-{stamp}.rdb"),
             ("mongodb", f"mongodump --oplog --host MONGODB_IP --out {work}/mongo (when hieradata has one)"),
             *steps]
         fetches = [(f"{work}/{databases}", databases), (f"{work}/{grants}", grants),
                    (f"{work}/redis-{stamp}.rdb", f"redis-{stamp}.rdb"), *fetches]
-    return Plan(node, steps, CONTROLLER_PATHS, fetches)
+    return Plan(node, steps, (*CONTROLLER_PATHS, MYSQL_DATA) if bootstrap else CONTROLLER_PATHS, fetches)
 
 
 def undercloud_node(settings) -> Node:
@@ -151,8 +158,9 @@ def _cancelled_backup(event: Envelope, ctx: RunContext, reason: str) -> str:
     order = BackupOrder.model_validate(event.data or {})
     backup = Backup(ctx, order, event.type.rsplit(".", 1)[-1])
     left = backup.clean_everywhere()
-    removed = discard_partials(Path(order.dest), [a for _, a in ctx.state.get("expected", [])])
+    removed = discard_partials(Path(order.dest), ctx.state.get("fetching", []))
     kept = [a["file"] for a in ctx.state.get("artefacts", [])]
+    backup.manifest(f"cancelled: {reason}")
     return (f"removed {', '.join(removed) or 'no partial file'} from {order.dest}; node directories "
             f"{'left on ' + ', '.join(left) if left else 'removed'}; verified artefacts kept: {', '.join(kept) or 'none'}")
 
@@ -164,7 +172,8 @@ def backup_undercloud(event: Envelope, ctx: RunContext) -> None:
     order = read_order(BackupOrder, event, ctx)
     backup = Backup(ctx, order, "undercloud")
     node = _nodes(ctx, lambda: undercloud_node(ctx.settings))
-    backup.run([node], lambda node, first: undercloud_plan(node, backup.work, backup.stamp), backup.undercloud_steps)
+    backup.run([node], lambda node, first: undercloud_plan(node, backup.work, backup.stamp, order.dest),
+               backup.undercloud_steps)
 
 
 @handler("command.backup.controlplane", max_retries=1, min_backoff=10, max_backoff=60, time_limit=6 * 3600,
@@ -211,7 +220,9 @@ class Backup:
         state.setdefault("started", utcnow().isoformat())
         state.setdefault("artefacts", [])
         state.setdefault("nodes", [])
-        self.stamp, self.work = state["stamp"], workdir(ctx.run_id)
+        state.setdefault("workdirs", [])
+        state.setdefault("fetching", [])
+        self.stamp, self.work = state["stamp"], workdir(ctx.run_id, secrets.token_hex(3))
         self.sudo = ctx.settings.ssh_sudo
 
     def run(self, nodes: list[Node], make_plan: Callable[[Node, bool], Plan], steps) -> None:
@@ -219,11 +230,13 @@ class Backup:
         node whatever happens; then write the manifest, saying how the backup ended."""
         ctx, state = self.ctx, self.ctx.state
         # an execution that did not finish (a worker lost) is started over: its files are this run's
-        discard_partials(self.dest, [n for _, n in state.get("expected", [])])
+        discard_partials(self.dest, state["fetching"])
         for earlier in state["artefacts"]:
             (self.dest / earlier["file"]).unlink(missing_ok=True)
-        state.update(artefacts=[], expected=[], nodes=[str(n.host) for n in nodes])
-        ctx.checkpoint()
+        state.update(artefacts=[], fetching=[], nodes=[str(n.host) for n in nodes],
+                     workdirs=[*state["workdirs"], self.work])
+        state.setdefault("manifest", free_name(self.dest, f"{self.kind}-backup-{self.stamp}.manifest.json"))
+        ctx.checkpoint()  # from here on, every node's directory is known to the clean-up (and the cancel)
         try:
             self.dest.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
@@ -234,7 +247,6 @@ class Backup:
                 ctx.progress(position, len(nodes), f"backing up {node.name}")
                 with self.session(node) as session:
                     session.plan = make_plan(session.node, position == 0)
-                    state["expected"] += session.plan.fetches
                     steps(session)
                     for source, name in session.plan.fetches:
                         self.fetch_one(session, source, name)
@@ -242,10 +254,13 @@ class Backup:
             error = exc
             raise
         finally:
-            left = self.clean_everywhere()
+            try:
+                left = self.clean_everywhere()
+            except BaseException as exc:  # a cancel arriving meanwhile: its compensation cleans up
+                left, error = [], error or exc
             if error is None and left:
                 error = HandlerFailed(f"the backup's directory {self.work} is still on {', '.join(left)}")
-            self.manifest(error)
+            self.manifest(None if error is None else str(error))
         if error is not None:
             raise error
         ctx.progress(len(nodes), len(nodes), f"{len(state['artefacts'])} artefacts in {self.dest}")
@@ -300,9 +315,7 @@ class Backup:
         with self.ctx.step("dump databases", target=session.node.name) as detail:
             self.sh(session, dump)
             detail.update(command=dump, **self.completed(session, dump_file))
-        with self.ctx.step("archive", target=session.node.name) as detail:
-            _, _, err = self.sh(session, archive)
-            detail.update(command=archive, warnings=_tar_warnings(err))
+        self.archive(session, archive)
 
     def controller_steps(self, session: Session) -> None:
         self.prepare(session)
@@ -330,17 +343,25 @@ class Backup:
                 grants = f"{work}/openstack_databases_grants-{stamp}.sql"
                 inner = f"mysql {OPTIONS_ON_STDIN} -s -N -e {shlex.quote(shows)} | sed 's/$/;/' > {grants}" if shows \
                     else f"true > {grants}"
-                self.sh(session, f"sh -c {shlex.quote(inner)}", stdin=options)
+                self.sh(session, f"bash -o pipefail -c {shlex.quote(inner)}", stdin=options)
+                self.ctx.state["grant_users"] = detail["users"]
             self.redis(session, secrets.get("redis::masterauth"))
             if secrets.get("mongodb::server::bind_ip"):
                 self.mongodb(session, secrets["mongodb::server::bind_ip"])
             else:
                 self.ctx.record("mongodb", target=name, started_at=utcnow(),
                                 detail={"skipped": "hieradata has no mongodb::server::bind_ip: no telemetry MongoDB"})
-        archive = next(c for s, c in session.plan.steps if s == "archive")
-        with self.ctx.step("archive", target=name) as detail:
-            _, _, err = self.sh(session, archive)
-            detail.update(command=archive, warnings=_tar_warnings(err))
+        self.archive(session, next(c for s, c in session.plan.steps if s == "archive"))
+
+    def archive(self, session: Session, command: str) -> None:
+        """GNU tar exits 1 when a file changed while it read it (a live node's logs): the archive
+        is whole and the warning recorded; 2 is a fatal error."""
+        with self.ctx.step("archive", target=session.node.name) as detail:
+            status, _, err = self.sh(session, command, check=False)
+            detail.update(command=command, exit=status, warnings=_tar_warnings(err))
+            if status not in (0, 1):
+                raise HandlerFailed(f"{session.node.name}: tar exited {status}: "
+                                    f"{(err.strip().splitlines() or ['no output'])[-1][:300]}")
 
     def hieradata(self, session: Session) -> dict:
         """The passwords of hieradata, kept in memory for this execution only."""
@@ -364,6 +385,8 @@ class Backup:
         return {"last_line": out.strip()}
 
     def redis(self, session: Session, password: str | None) -> None:
+        """The snapshot of the Redis behind the VIP (the master, wherever it runs), streamed by
+        ``redis-cli --rdb`` as a replica would get it: never a stale local dump.rdb."""
         name = session.node.name
         with self.ctx.step("redis", target=name) as detail:
             _, config, _ = self.sh(session, HAPROXY_CONFIG, check=False)
@@ -371,26 +394,16 @@ class Backup:
             if bind is None:
                 detail["skipped"] = "haproxy.cfg has no 'listen redis': no Redis to back up"
                 session.plan.fetches[:] = [f for f in session.plan.fetches if not f[1].startswith("redis-")]
-                self.ctx.state["expected"] = [e for e in self.ctx.state["expected"] if not e[1].startswith("redis-")]
                 return
-            vip = bind[0]
-            auth = f"{password}\n".encode() if password else b"\n"
+            vip, auth = bind[0], f"{password or ''}\n".encode()
             cli = f"redis-cli --askpass -h {vip}"
             _, out, _ = self.sh(session, f"{cli} ping", stdin=auth)
             if "PONG" not in out:
                 raise HandlerFailed(f"{name}: Redis at {vip} did not answer PONG: {out.strip()[:200]}")
-            _, before, _ = self.sh(session, f"{cli} lastsave", stdin=auth)
-            self.sh(session, f"{cli} bgsave", stdin=auth)
-            give_up = self.ctx.clock.monotonic() + REDIS_SAVE_DEADLINE
-            while True:
-                _, now, _ = self.sh(session, f"{cli} lastsave", stdin=auth)
-                if now.strip() != before.strip():
-                    break
-                if self.ctx.clock.monotonic() > give_up:
-                    raise HandlerFailed(f"{name}: Redis BGSAVE did not finish in {REDIS_SAVE_DEADLINE:.0f}s")
-                self.ctx.sleep(0.5)
-            self.sh(session, f"cp -p {REDIS_DUMP} {self.work}/redis-{self.stamp}.rdb")
-            detail.update(endpoint=vip, saved_at=now.strip())
+            _, _, err = self.sh(session, f"{cli} --rdb {self.work}/redis-{self.stamp}.rdb", stdin=auth)
+            if "Transfer finished with success" not in err:
+                raise HandlerFailed(f"{name}: redis-cli --rdb did not finish: {err.strip()[-200:]}")
+            detail.update(endpoint=vip)
 
     def mongodb(self, session: Session, address: str) -> None:
         out_dir, archive = f"{self.work}/mongo", f"mongo-{self.stamp}.tar"
@@ -399,11 +412,12 @@ class Backup:
             self.sh(session, f"tar -cf {self.work}/{archive} -C {self.work} mongo")
             detail["host"] = address
         session.plan.fetches.insert(-1, (f"{self.work}/{archive}", archive))
-        self.ctx.state["expected"].append((f"{self.work}/{archive}", archive))
 
     def fetch_one(self, session: Session, source: str, name: str) -> None:
         state = self.ctx.state
         final = free_name(self.dest, name)
+        state["fetching"].append(final)
+        self.ctx.checkpoint()  # a worker lost mid-transfer leaves final.partial: the next execution removes it
         with self.ctx.step(f"fetch {name}", target=session.node.name) as detail:
             try:
                 artefact = fetch(session.ssh, source, self.dest, final, node=session.node.name, sudo=self.sudo)
@@ -411,6 +425,8 @@ class Backup:
                 raise HandlerFailed(str(exc)) from None
             detail.update(file=artefact.file, size=artefact.size, sha256=artefact.sha256, verified=artefact.verified,
                           source=source)
+            if name.startswith("openstack_databases_grants"):
+                _check_grants(self.dest / artefact.file, state.get("grant_users", 0))
         state["artefacts"].append(asdict(artefact))
         self.ctx.checkpoint()
 
@@ -423,26 +439,29 @@ class Backup:
             try:
                 with self.ctx.step("clean up", target=name) as detail:
                     ssh = self.ctx.ssh(host.address, port=host.port)
+                    dirs = self.ctx.state.get("workdirs", [])
                     try:
-                        remote.run(ssh, f"rm -rf {self.work}", sudo=self.sudo, host=name)
-                        status, _, _ = remote.run(ssh, f"test -e {self.work}", sudo=self.sudo, check=False, host=name)
+                        remote.run(ssh, f"rm -rf {' '.join(dirs)}", sudo=self.sudo, host=name)
+                        still = [d for d in dirs if remote.run(ssh, f"test -e {d}", sudo=self.sudo, check=False,
+                                                               host=name)[0] == 0]
                     finally:
                         ssh.close()
-                    detail.update(removed=self.work)
-                    if status == 0:
-                        raise HandlerFailed(f"{self.work} is still on {name} after rm -rf")
+                    detail.update(removed=dirs)
+                    if still:
+                        raise HandlerFailed(f"{', '.join(still)} still on {name} after rm -rf")
             except Exception:  # noqa: BLE001 - recorded as the step's failure; the others are still cleaned
                 left.append(name)
         return left
 
-    def manifest(self, error: BaseException | None) -> None:
+    def manifest(self, error: str | None) -> None:
         state = self.ctx.state
         manifest = {"backup": self.kind, "stack": self.order.stack if self.kind == "controlplane" else None,
                     "run_id": self.ctx.run_id, "started_at": state["started"], "finished_at": utcnow().isoformat(),
-                    "status": "complete" if error is None else "failed",
-                    "error": None if error is None else str(error)[:2000],
+                    "status": "complete" if error is None else ("cancelled" if error.startswith("cancelled")
+                                                                else "failed"),
+                    "error": None if error is None else error[:2000],
                     "nodes": state["nodes"], "artefacts": state["artefacts"]}
-        name = state.setdefault("manifest", free_name(self.dest, f"{self.kind}-backup-{self.stamp}.manifest.json"))
+        name = state.get("manifest") or free_name(self.dest, f"{self.kind}-backup-{self.stamp}.manifest.json")
         try:
             write_manifest(self.dest, name, manifest)
         except OSError as exc:
@@ -456,6 +475,13 @@ def _options_file(password: str | None, node: str) -> bytes:
         raise HandlerFailed(f"{node}: no database root password in hieradata")
     escaped = password.replace("\\", "\\\\").replace('"', '\\"')
     return f'[client]\nuser=root\npassword="{escaped}"\n'.encode()
+
+
+def _check_grants(path: Path, users: int) -> None:
+    """At least one grant line per user listed: a user dropped mid-dump ends the pipeline early."""
+    lines = sum(1 for line in path.read_text(errors="replace").splitlines() if line.strip())
+    if lines < users:
+        raise HandlerFailed(f"{path.name} has {lines} grant line(s) for {users} user(s): it was cut short")
 
 
 def _quoted(sql: str) -> str:

@@ -89,7 +89,8 @@ def run_validations(event: Envelope, ctx: RunContext) -> None:
     limits = Limits(settings.validation_min_free_percent, settings.validation_osd_max_used_percent,
                     controllers=sum(n.controller for n in nodes))
     plan = {node: [c for c in checks if _applies(c, node, nodes)] for node in nodes}
-    total = sum(len(p) for p in plan.values()) + sum(not c.on_nodes for c in checks)
+    nowhere = [c for c in checks if c.on_nodes and not any(c in todo for todo in plan.values())]
+    total = sum(len(p) for p in plan.values()) + sum(not c.on_nodes for c in checks) + len(nowhere)
     results: list[Result] = []
 
     def recorded(result: Result) -> None:
@@ -99,6 +100,10 @@ def run_validations(event: Envelope, ctx: RunContext) -> None:
 
     for check in (c for c in checks if not c.on_nodes):
         recorded(_ask_api(ctx, order, check, limits))
+    for check in nowhere:  # e.g. no role named *Controller*: the control plane went unchecked
+        recorded(Result(check, order.stack, Verdict.failed("no node", f"where: {check.where}", (
+            f"no node of stack {order.stack} is one this check runs on ({check.where}; controllers are the "
+            "nodes of a role named *Controller*): it could not run")), utcnow(), {}))
     across: dict[Check, dict[str, tuple[Seen, datetime, dict]]] = {}
     with ThreadPoolExecutor(max(1, min(order.window, len(plan) or 1)), thread_name_prefix="validate") as pool:
         asked = [pool.submit(_ask_node, ctx, node, todo) for node, todo in plan.items() if todo]
@@ -164,7 +169,11 @@ def _ask_node(ctx: RunContext, node: Node, checks: list[Check]) -> list[tuple]:
     except StackreflexError as exc:
         return [(c, node.label, None, started, {"node": str(node.host), "unreachable": str(exc)}) for c in checks]
     try:
-        _, out, _ = remote.run(ssh, "hostname", check=False)
+        try:
+            _, out, _ = remote.run(ssh, "hostname", check=False)
+        except (OSError, paramiko.SSHException) as exc:
+            return [(c, node.label, None, started, {"node": str(node.host), "unreachable": f"node {node.host}: {exc}"})
+                    for c in checks]
         name = out.strip() or node.label
         for check in checks:
             started = utcnow()
@@ -172,7 +181,7 @@ def _ask_node(ctx: RunContext, node: Node, checks: list[Check]) -> list[tuple]:
             try:
                 for command in check.commands:
                     status, out, err = remote.run(ssh, command, sudo=settings.ssh_sudo, check=False, host=name)
-                    if status != 127:
+                    if status == 0:
                         break
             except (OSError, paramiko.SSHException) as exc:
                 answers.append((check, name, None, started, {**detail, "unreachable": f"node {name}: {exc}"}))
@@ -189,8 +198,12 @@ def _ask_api(ctx: RunContext, order: ValidationOrder, check: Check, limits: Limi
     cloud = order.overcloud_cloud or ctx.settings.overcloud_cloud
     target = order.stack if check.target == "overcloud" else "undercloud"
     detail = {"api": check.api, **({"cloud": cloud} if check.api == "overcloud" and cloud else {})}
+    if check.api == "overcloud" and not cloud:
+        return Result(check, target, Verdict.failed("no overcloud cloud", "the overcloud's own API", (
+            "the overcloud's services are read from its own API: pass --os-cloud NAME (its overcloudrc as a "
+            "clouds.yaml entry) or set overcloud_cloud")), started, detail)
     try:
-        conn = ctx.cloud if check.api == "undercloud" or not cloud else _overcloud(ctx, cloud)
+        conn = ctx.cloud if check.api == "undercloud" else _overcloud(ctx, cloud)
         answer = check.query(conn, order.stack)
     except Exception as exc:  # noqa: BLE001 - an API that cannot answer is the check's failure
         return Result(check, target, Verdict.failed("no answer", "", f"{check.api} API: {_said(exc)}"), started,

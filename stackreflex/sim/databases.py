@@ -592,15 +592,18 @@ def _rdb(saved: int) -> bytes:
 
 @node_command("redis-cli")
 def redis_cli(node: SimNode, args: list[str], stdin: bytes) -> tuple[int, bytes, bytes]:
-    """``redis-cli [-h HOST] [-p PORT] [-a PASSWORD | --askpass] COMMAND``; stdout is no
+    """``redis-cli [-h HOST] [-p PORT] [-a PASSWORD | --askpass] COMMAND|--rdb FILE``; stdout is no
     terminal over SSH, so replies come in redis-cli's raw form (``PONG``, ``1733220000``)."""
     plane = _control_plane(node)
     if plane is None:
         return _not_found("redis-cli")
     given, password, words, err, rest = {"-h": "127.0.0.1", "-p": "6379"}, None, [], b"", list(args)
+    rdb = None
     while rest:
         arg = rest.pop(0)
-        if arg in ("-h", "-p", "-n", "--user") and rest:
+        if arg == "--rdb" and rest:
+            rdb = rest.pop(0)
+        elif arg in ("-h", "-p", "-n", "--user") and rest:
             given[arg] = rest.pop(0)
         elif arg == "-a" and rest:
             password = rest.pop(0)
@@ -619,6 +622,13 @@ def redis_cli(node: SimNode, args: list[str], stdin: bytes) -> tuple[int, bytes,
         return 1, b"", err + b"AUTH failed: WRONGPASS invalid username-password pair or user is disabled.\n"
     if password is None:
         return 1, b"NOAUTH Authentication required.\n", err
+    if rdb is not None:  # the server's snapshot, streamed to a file here (as a replica's SYNC gets it)
+        data = _rdb(max(int(time.time()), target.extra["redis"]["lastsave"]))
+        if not node._dir_exists(rdb.rsplit("/", 1)[0] or "/"):
+            return 1, b"", err + f"Error opening '{rdb}': No such file or directory\n".encode()
+        node.files[rdb] = data
+        return 0, b"", err + (f"sending REPLCONF capa eof\nSYNC sent to master, writing {len(data)} bytes to "
+                              f"'{rdb}'\nTransfer finished with success.\n").encode()
     command = words[0].lower() if words else ""
     if command == "ping":
         return 0, b"PONG\n", err

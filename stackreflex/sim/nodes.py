@@ -200,11 +200,12 @@ class SimNode:
     def run(self, command: str, stdin: bytes = b"") -> tuple[int, bytes, bytes]:
         """Run a command line; returns (exit status, stdout, stderr)."""
         self.commands.append(command)
-        if self.faults.strike("command_failure", self.address, text=command):
-            return 1, b"", f"simulated failure of: {command}\n".encode()
+        fault = self.faults.strike("command_failure", self.address, text=command)
+        if fault:
+            return fault.code, b"", f"simulated failure of: {command}\n".encode()
         return self.script(command, stdin)
 
-    def script(self, text: str, stdin: bytes = b"") -> tuple[int, bytes, bytes]:
+    def script(self, text: str, stdin: bytes = b"", pipefail: bool = False) -> tuple[int, bytes, bytes]:
         """A shell command line, in small: pipelines chained with ``&&``, ``||`` and ``;``, each
         command's stdout piped (``|``) into the next one's stdin, ``> FILE`` and ``>> FILE``
         writing stdout to a file (``shlex`` does the quoting). Every pipeline gets ``stdin``."""
@@ -220,13 +221,14 @@ class SimNode:
                 pipeline.append(token)
                 continue
             if pipeline and not skip:
-                status, o, e = self._pipeline(pipeline, stdin)
+                status, o, e = self._pipeline(pipeline, stdin, pipefail)
                 out, err = out + o, err + e
             pipeline, skip = [], (token == "&&" and status != 0) or (token == "||" and status == 0)
         return status, out, err
 
-    def _pipeline(self, tokens: list[str], stdin: bytes) -> tuple[int, bytes, bytes]:
-        status, data, err = 0, stdin, b""
+    def _pipeline(self, tokens: list[str], stdin: bytes, pipefail: bool = False) -> tuple[int, bytes, bytes]:
+        """A pipeline's status is its last command's, or with ``pipefail`` the last non-zero one's."""
+        status, failed, data, err = 0, 0, stdin, b""
         for command in _split(tokens, "|"):
             argv, target, append = [], None, False
             while command:
@@ -238,6 +240,7 @@ class SimNode:
                 else:
                     argv.append(token)
             status, data, e = self._run_one(argv, data)
+            failed = status or failed
             err += e
             if target is not None and target != "/dev/null":
                 with self.lock:
@@ -246,9 +249,10 @@ class SimNode:
                     self.files[target] = (self.files.get(target, b"") if append else b"") + data
             if target is not None:
                 data = b""
-        return status, data, err
+        return (failed if pipefail else status), data, err
 
     def _run_one(self, argv: list[str], stdin: bytes) -> tuple[int, bytes, bytes]:
+        sudo = bool(argv) and argv[0] == "sudo"
         while argv and argv[0] == "sudo":
             argv = argv[2:] if argv[1:2] == ["-n"] else argv[1:]
         if not argv:
@@ -257,8 +261,9 @@ class SimNode:
         handler = getattr(self, f"_cmd_{name.replace('-', '_')}", None)
         if handler is None and name in COMMANDS:
             handler = lambda args, stdin: COMMANDS[name](self, args, stdin)  # noqa: E731
-        if handler is None:
-            return 127, b"", f"bash: {name}: command not found\n".encode()
+        if handler is None:  # sudo says so itself, and exits 1 (not the shell's 127)
+            return (1, b"", f"sudo: {name}: command not found\n".encode()) if sudo else \
+                (127, b"", f"bash: {name}: command not found\n".encode())
         with self.lock:
             return handler(args, stdin)
 
@@ -280,9 +285,11 @@ class SimNode:
         return 0, out, b""
 
     def _cmd_sh(self, args, stdin):
+        pipefail = args[:2] == ["-o", "pipefail"]
+        args = args[2:] if pipefail else args
         if len(args) < 2 or args[0] != "-c":
-            return 2, b"", b"sh: only 'sh -c SCRIPT' is supported here\n"
-        return self.script(args[1], stdin)
+            return 2, b"", b"sh: only 'sh [-o pipefail] -c SCRIPT' is supported here\n"
+        return self.script(args[1], stdin, pipefail=pipefail)
 
     _cmd_bash = _cmd_sh
 
@@ -496,7 +503,11 @@ class _Server(paramiko.ServerInterface):
                 if not chunk:
                     break
                 stdin += chunk
-        status, out, err = self.node.run(command, stdin)
+        try:
+            status, out, err = self.node.run(command, stdin)
+        except Exception as exc:  # noqa: BLE001 - a simulator bug answers like a crashed tool, not a hung channel
+            logging.getLogger(SSHD_LOG).exception("simulated command failed: %s", command)
+            status, out, err = 70, b"", f"simulator error: {type(exc).__name__}: {exc}\n".encode()
         try:
             channel.sendall(out)
             channel.sendall_stderr(err)

@@ -141,11 +141,17 @@ _PSEUDO = {"/dev": ("devtmpfs", 4194304, 0.0), "/dev/shm": ("tmpfs", 16663232512
            "/run": ("tmpfs", 6665293824, 0.004)}
 
 
+def _without_types(args: list[str]) -> list[str]:
+    return [a for i, a in enumerate(args) if a != "-x" and (i == 0 or args[i - 1] != "-x")]
+
+
 @node_command("df")
 def df(node: SimNode, args: list[str], stdin: bytes):
     """``df -P -B1 [PATH…]``: POSIX output in bytes; fault disk_full fills ``/`` to 99%."""
+    excluded = {args[i + 1] for i, a in enumerate(args[:-1]) if a == "-x"}
+    args = _without_types(args)
     if "-P" not in args or "-B1" not in args:
-        return _unsupported("df", "df -P -B1 [PATH...]")
+        return _unsupported("df", "df -P -B1 [-x TYPE…] [PATH...]")
     size, fraction = _ROOT.get(kind_of(node), (85899345920, 0.15))
     used = int(size * fraction)
     if _faults(node, "disk_full"):
@@ -153,7 +159,8 @@ def df(node: SimNode, args: list[str], stdin: bytes):
     mounts = dict(_PSEUDO, **{"/": ("/dev/vda2", size, used / size)})
     paths = [a for a in args if not a.startswith("-")]
     chosen = [max((m for m in mounts if p == m or p.startswith(m.rstrip("/") + "/")), key=len) for p in paths] \
-        if paths else ["/dev", "/dev/shm", "/run", "/"]
+        if paths else [m for m in ("/dev", "/dev/shm", "/run", "/") if m == "/" or excluded.isdisjoint(
+            {"devtmpfs"} if m == "/dev" else {"tmpfs"})]
     rows = [["Filesystem", "1-blocks", "Used", "Available", "Capacity", "Mounted on"]]
     for mount in chosen:
         device, total, share = mounts[mount]
@@ -236,6 +243,15 @@ def ovs_vswitchd(node: SimNode, args: list[str], stdin: bytes):
         return _unsupported("ovs-vswitchd", "ovs-vswitchd --version")
     version = installed(node)["openvswitch"][-1].partition("-")[0]
     return 0, f"ovs-vswitchd (Open vSwitch) {version}\nDPDK 21.11.2\n".encode(), b""
+
+
+@node_command("ovs-appctl")
+def ovs_appctl(node: SimNode, args: list[str], stdin: bytes):
+    """``ovs-appctl version``: the running ovs-vswitchd answers (here: the installed one, as after a restart)."""
+    if args != ["version"]:
+        return _unsupported("ovs-appctl", "ovs-appctl version")
+    version = installed(node)["openvswitch"][-1].partition("-")[0]
+    return 0, f"ovs-vswitchd (Open vSwitch) {version}\n".encode(), b""
 
 
 # -- Pacemaker -------------------------------------------------------------------------------

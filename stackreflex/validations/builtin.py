@@ -20,7 +20,8 @@ STATS_TIMEOUT = 10.0
 
 
 def _unreadable(seen: Seen, what: str) -> Verdict:
-    detail = (seen.stderr or seen.stdout).strip().splitlines()
+    """Only stderr is quoted: stdout may be a file that holds secrets (haproxy.cfg)."""
+    detail = seen.stderr.strip().splitlines()
     return Verdict.failed(f"exit {seen.status}", "", f"could not read {what}: {detail[-1] if detail else 'no output'}")
 
 
@@ -38,7 +39,8 @@ def judge_failed_units(seen: Seen, limits: Limits) -> Verdict:
 
 
 def judge_disk_space(seen: Seen, limits: Limits) -> Verdict:
-    disks = [fs for fs in parsers.df(seen.stdout) if fs.device not in NOT_DISKS] if seen.status == 0 else []
+    # df exits 1 when one mount cannot be read (a stale NFS export) but still lists the others
+    disks = [fs for fs in parsers.df(seen.stdout) if fs.device not in NOT_DISKS]
     if not disks:
         return _unreadable(seen, "free disk space")
     tightest = min(disks, key=lambda fs: fs.free_percent)
@@ -69,12 +71,19 @@ def judge_clock(seen: Seen, limits: Limits) -> Verdict:
                           f"chronyd on {seen.node} has no synchronised source: check `chronyc sources`")
 
 
+#: §2.10's minimum versions (qemu's only where it is installed: the computes).
+MINIMUMS = {"openvswitch": "2.9", "qemu-img-rhev": "2.10", "qemu-kvm-common-rhev": "2.10", "qemu-kvm-rhev": "2.10",
+            "qemu-kvm-tools-rhev": "2.10"}
 PACKAGES = ("openvswitch", "kernel")
 
 
+def _below(version: str, minimum: str) -> bool:
+    return parsers.newest([version, minimum]) == minimum and not version.startswith(minimum)
+
+
 def judge_packages(seen_by_node: dict[str, Seen], limits: Limits) -> dict[str, Verdict]:
-    """The same openvswitch and kernel on every node of a role (§2.10: a node left behind by the
-    minor update is upgraded from a different base)."""
+    """At least §2.10's versions, and the same openvswitch and kernel on every node of a role (a
+    node left behind by the minor update is upgraded from a different base)."""
     newest: dict[str, dict[str, str]] = {}
     verdicts: dict[str, Verdict] = {}
     for node, seen in seen_by_node.items():
@@ -83,12 +92,17 @@ def judge_packages(seen_by_node: dict[str, Seen], limits: Limits) -> dict[str, V
             verdicts[node] = _unreadable(seen, "the installed packages")
             continue
         newest[node] = {pkg: parsers.newest(versions.get(pkg, [])) or "not installed" for pkg in PACKAGES}
+        old = [f"{pkg} {parsers.newest(versions[pkg])}" for pkg, minimum in MINIMUMS.items()
+               if versions.get(pkg) and _below(parsers.newest(versions[pkg]), minimum)]
+        if old:
+            verdicts[node] = Verdict.failed(", ".join(old), "openvswitch ≥ 2.9, qemu-*-rhev ≥ 2.10",
+                                            f"{old[0]} on {node} is older than §2.10 requires: update it first (§2.6)")
     by_role: dict[str, list[str]] = {}
     for node in newest:
         by_role.setdefault(seen_by_node[node].role, []).append(node)
     for role, nodes in by_role.items():
         common = {pkg: _reference([newest[n][pkg] for n in nodes]) for pkg in PACKAGES}
-        for node in nodes:
+        for node in (n for n in nodes if n not in verdicts):
             mine = newest[node]
             seen_text = ", ".join(f"{pkg} {mine[pkg]}" for pkg in PACKAGES)
             odd = [pkg for pkg in PACKAGES if mine[pkg] != common[pkg]]
@@ -205,11 +219,15 @@ def judge_haproxy(seen: Seen, limits: Limits) -> Verdict:
         return Verdict.failed("stats unreadable", "every backend UP",
                               f"HAProxy stats at {listener.address}:{listener.port}: {getattr(exc, 'reason', exc)}")
     backends = [r for r in rows if r["svname"] == "BACKEND"]
-    down = sorted({r["pxname"] for r in rows if r["svname"] != "FRONTEND" and r.get("status", "").startswith("DOWN")})
+    servers = [r for r in rows if r["svname"] not in ("FRONTEND", "BACKEND")]
+    down = sorted({r["pxname"] for r in [*backends, *servers] if r.get("status", "").startswith("DOWN")})
+    maint = sorted({f"{r['pxname']}/{r['svname']}" for r in servers if r.get("status", "").startswith("MAINT")})
     seen_text = f"{len(backends) - len([b for b in backends if b['pxname'] in down])} of {len(backends)} backends UP"
     if down:
         return Verdict.failed(seen_text, "every backend UP",
                               f"DOWN: {', '.join(down)}: check those services on the controllers")
+    if maint:
+        return Verdict.warning(seen_text, "every backend UP", f"in maintenance: {', '.join(maint[:3])}")
     return Verdict.passed(seen_text, "every backend UP")
 
 
@@ -231,7 +249,7 @@ def judge_ceph_health(seen: Seen, limits: Limits) -> Verdict:
     health = _ceph(seen, "health", dict)
     if health is None:
         return _unreadable(seen, "`ceph -s`")
-    status = health.get("status", "?")
+    status = health.get("status") or health.get("overall_status", "?")  # Jewel says overall_status
     reasons = [f"{name}: {check.get('summary', {}).get('message', '')}"
                for name, check in (health.get("checks") or {}).items()]
     if status == "HEALTH_OK":
@@ -335,7 +353,7 @@ def _stack(conn, stack: str):
 HAPROXY_CONFIG = ("sh -c 'cat /var/lib/config-data/puppet-generated/haproxy/etc/haproxy/haproxy.cfg || "
                   "cat /etc/haproxy/haproxy.cfg'")
 FAILED_UNITS = "systemctl list-units --state=failed --plain --no-legend --no-pager"
-DISK = "df -P -B1"
+DISK = "df -P -B1 -x overlay -x tmpfs -x devtmpfs -x squashfs -x iso9660"
 CLOCK = ("chronyc -n tracking", "ntpstat")
 #: Health checks belong after a deployment as much as before an upgrade.
 HEALTH = ("pre-upgrade", "post-deployment")
@@ -367,11 +385,13 @@ overcloud = [
           judge_disk_space, command=DISK, groups=HEALTH, source="001 §2.12"),
     Check("clock-sync", "the clock is synchronised (chrony, or ntpd)", "overcloud", "each-node", judge_clock,
           command=CLOCK, groups=HEALTH, source="001 §2.12"),
-    Check("packages-consistent", "the same openvswitch and kernel on every node of a role", "overcloud",
+    Check("packages-consistent", "§2.10's minimum versions; the same openvswitch and kernel across a role",
+          "overcloud",
           "each-node", judge_packages, across=True,
-          command="rpm -q --qf '%{NAME} %{VERSION}-%{RELEASE}\\n' openvswitch kernel", source="001 §2.10"),
+          command="rpm -q --qf '%{NAME} %{VERSION}-%{RELEASE}\\n' " + " ".join(dict.fromkeys([*PACKAGES, *MINIMUMS])),
+          source="001 §2.10"),
     Check("ovs-running-version", "the Open vSwitch running is the one installed", "overcloud", "each-node",
-          judge_ovs_running, command="ovs-vswitchd --version && rpm -q --qf '%{VERSION}\\n' openvswitch",
+          judge_ovs_running, command="ovs-appctl version && rpm -q --qf '%{VERSION}\\n' openvswitch",
           source="001 §2.10"),
     Check("pacemaker-status", "every controller online; no resource stopped or failed (pcs status)", "overcloud",
           "one-controller", judge_pacemaker, command="pcs status", groups=HEALTH, source="001 §2.12"),

@@ -83,16 +83,26 @@ def pcs_status(text: str) -> PacemakerStatus:
         match = re.search(rf"^\s*(?:\* )?{label}: \[ ?(.*?) ?\]\s*$", text, re.M)
         return match.group(1).split() if match else []
 
+    online = set(nodes("Online"))
     resources_part = re.split(r"^(?:Failed (?:Resource )?Actions|Daemon Status):", text, flags=re.M)[0]
-    not_started = [line.strip().lstrip("* ").strip() for line in resources_part.splitlines()
-                   if re.search(r"\b(Stopped|FAILED)\b", line) and not line.strip().startswith("Stopped:")]
-    failed_block = re.search(r"^Failed (?:Resource )?Actions:\n((?:[ \t]+.*\n?)*)", text, re.M)
-    failed = [line.strip().lstrip("* ").strip() for line in (failed_block.group(1) if failed_block else "").splitlines()
-              if line.strip()]
+    not_started = []
+    for line in resources_part.splitlines():
+        item = line.strip().removeprefix("* ").strip()
+        clone_stopped = re.match(r"Stopped(?: \(disabled\))?: \[ ?(.*?) ?\]", item)
+        if clone_stopped:  # a clone's "Stopped: [ nodes ]": expected on nodes that are offline only
+            if online & set(clone_stopped.group(1).split()):
+                not_started.append(item)
+        elif re.search(r"\b(Stopped|FAILED)\b", item):
+            not_started.append(item)
+    # Pacemaker 1.1 starts each failed action at column 0 ("* name_start_0 on …"), 2.x indents it;
+    # continuation lines are indented without the bullet
+    failed_block = re.search(r"^Failed (?:Resource )?Actions:\n((?:(?:[ \t]+|\* ).*\n?)*)", text, re.M)
+    failed = [line.strip()[2:] for line in (failed_block.group(1) if failed_block else "").splitlines()
+              if line.strip().startswith("* ")]
     daemons_block = re.search(r"^Daemon Status:\n((?:[ \t]+.*\n?)*)", text, re.M)
     daemons_down = [line.strip() for line in (daemons_block.group(1) if daemons_block else "").splitlines()
                     if ":" in line and line.split(":", 1)[1].strip() != "active/enabled"]
-    return PacemakerStatus(nodes("Online"), nodes("OFFLINE"), not_started, failed, daemons_down,
+    return PacemakerStatus(sorted(online), nodes("OFFLINE"), not_started, failed, daemons_down,
                            quorum="partition WITHOUT quorum" not in text)
 
 

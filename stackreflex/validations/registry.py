@@ -71,8 +71,9 @@ class Seen:
 
     @property
     def missing_tool(self) -> bool:
-        """The command does not exist there (a node without Ceph, a controller without Pacemaker)."""
-        return self.status == 127
+        """The command does not exist there (a node without Ceph, a controller without Pacemaker):
+        the shell's 127, or sudo's own "command not found" (it exits 1)."""
+        return self.status == 127 or (self.status == 1 and "command not found" in self.stderr)
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ class Check:
     where: Where
     judge: Callable = field(repr=False)
     #: The command line it runs (node checks), as root when settings say sudo; a tuple is tried in
-    #: order while the node answers "command not found" (chronyc, else ntpstat).
+    #: order while a command fails (chronyc, whose daemon may not run, else ntpstat).
     command: str | tuple[str, ...] | None = None
     #: An API check's query: query(connection, stack) -> answer (API checks).
     query: Callable | None = field(default=None, repr=False)
