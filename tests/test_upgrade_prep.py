@@ -111,17 +111,19 @@ FAULTS = [  # fault, its check, the node it names, what the verdict shows it saw
 ]
 
 
-@pytest.mark.parametrize("fault,check,node,seen", FAULTS, ids=[f[0].kind for f in FAULTS])
-def test_each_fault_fails_exactly_its_check_naming_the_node_and_the_value(cloud, faults, tmp_path, fault, check,
-                                                                          node, seen):
-    faults.add(fault)
+def test_each_fault_fails_exactly_its_check_naming_the_node_and_the_value(cloud, faults, tmp_path):
+    """All the faults at once, each on its own node or service: the checks that fail are exactly
+    theirs, one verdict each, naming the node and what was seen (one run: each is a run's worth)."""
+    for fault, *_ in FAULTS:
+        faults.add(fault)
     done = cli(cloud, tmp_path, "validate", "overcloud", "--wait", "-f", "json")
     assert done.returncode == 1, (done.stdout[-2000:], done.stderr[-2000:])
     rows = verdicts(done)
-    assert not_passing(rows) == [(check, node, "fail")], not_passing(rows)
-    [failed] = [r for r in rows if r["verdict"] == "fail"]
-    assert seen in failed["seen"] and failed["reason"], failed
-    assert check in done.stderr and node in done.stderr  # the run's error names them too
+    assert not_passing(rows) == sorted((check, node, "fail") for _, check, node, _ in FAULTS), not_passing(rows)
+    for _, check, node, seen in FAULTS:
+        [failed] = [r for r in rows if r["check"] == check and r["target"] == node]
+        assert seen in failed["seen"] and failed["reason"], failed
+    assert f"{len(FAULTS)} of {len(rows)} checks failed" in done.stderr, done.stderr[-1000:]
 
 
 def test_an_unreachable_node_fails_each_of_its_checks_and_only_those(cloud, faults, tmp_path):
@@ -165,7 +167,9 @@ def test_the_undercloud_checks_pass_and_an_ironic_node_in_maintenance_fails_them
     faults.add(Fault("ironic_maintenance", "compute-10"))
     done = cli(cloud, tmp_path, "validate", "undercloud", "--wait", "-f", "json")
     assert done.returncode == 1
-    [failed] = [r for r in verdicts(done) if r["verdict"] != "pass"]
+    failed = [r for r in verdicts(done) if r["verdict"] != "pass"]
+    assert len(failed) == 1, failed
+    [failed] = failed
     assert failed["check"] == "ironic-nodes" and "compute-10 in maintenance" in failed["reason"], failed
 
 
@@ -346,3 +350,39 @@ def test_a_deployment_with_telemetry_mongodb_has_its_dump_backed_up_too(tmp_path
             ["succeeded"]
     finally:
         oc.stop()
+
+
+def test_a_cancelled_backup_removes_its_node_directories_and_half_written_files_and_says_so(
+        cloud, faults, tmp_path, broker_url, namespace, workers):
+    """Cancelled while the second controller's archive runs: the run ends cancelled after its
+    compensation; the first controller's verified artefacts stay, listed in a 'cancelled' manifest;
+    nothing is left on the nodes or half-written here."""
+    oc, embedded, _ = cloud
+    settings = make_settings(broker_url, embedded.database(), namespace, inventory=embedded.inventory,
+                             ssh_key_file=embedded.ssh_key_file, ssh_known_hosts=embedded.ssh_known_hosts)
+    workers(settings, env=environment(cloud))
+    faults.add(Fault("command_slow", "127.0.0.12", match="tar --ignore-failed-read", seconds=4))
+    dest = tmp_path / "cancelled"
+    sent = run_cli(settings, tmp_path, "backup", "controlplane", "--dest", str(dest), env=environment(cloud))
+    assert sent.returncode == 0, sent.stderr
+    audit = AuditLog.open(settings.database())
+
+    def archiving():
+        runs = list_runs(audit, RunFilter(handler="backup_controlplane", limit=1, status=["running"]))
+        steps = run_with_steps(audit, runs[0]["id"])["steps"] if runs else []
+        return runs[0]["id"] if any(s["name"] == "archive" and s["target"] == "overcloud-controller-1"
+                                    and s["status"] == "running" for s in steps) else None
+
+    run_id = wait_for(archiving, timeout=60, message="the second controller's archive to start")
+    cancelled = run_cli(settings, tmp_path, "runs", "cancel", run_id, "--reason", "window closed",
+                        env=environment(cloud), timeout=120)
+    assert cancelled.returncode == 0, (cancelled.stdout, cancelled.stderr)
+    said = cancelled.stdout + cancelled.stderr
+    assert "node directories removed" in said and "verified artefacts kept: openstack_databases-" in said, said
+    assert run_with_steps(audit, run_id)["status"] == "cancelled"
+    [manifest] = [json.loads(p.read_text()) for p in dest.glob("*.manifest.json")]
+    assert manifest["status"] == "cancelled" and "window closed" in manifest["error"]
+    kept = sorted(a["file"] for a in manifest["artefacts"])
+    assert kept and kept == sorted(p.name for p in dest.iterdir() if not p.name.endswith(".manifest.json"))
+    assert not any(f.startswith("overcloud-controller-1") for f in kept)
+    assert left_on_nodes(oc) == []

@@ -10,6 +10,7 @@ FAULT_KINDS = {
     "host_key_changed": "node address",
     "ssh_auth_refused": "node address",
     "command_failure": "node address (match: part of the command; code: its exit status, default 1)",
+    "command_slow": "node address (match: part of the command; seconds: how long it takes first)",
     "api_error": "regex on the request path (status: HTTP status, default 500)",
     "api_slow": "regex on the request path (seconds: delay)",
     "migration_failure": "server id or name",

@@ -18,6 +18,7 @@ import posixpath
 import shlex
 import socket
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,6 +201,9 @@ class SimNode:
     def run(self, command: str, stdin: bytes = b"") -> tuple[int, bytes, bytes]:
         """Run a command line; returns (exit status, stdout, stderr)."""
         self.commands.append(command)
+        slow = self.faults.strike("command_slow", self.address, text=command)
+        if slow:
+            time.sleep(slow.seconds)
         fault = self.faults.strike("command_failure", self.address, text=command)
         if fault:
             return fault.code, b"", f"simulated failure of: {command}\n".encode()
