@@ -134,12 +134,14 @@ def parse(name: str, status: int, out: str):
 
 
 def facts(oc, clients) -> dict:
-    """Every check on every node, run concurrently: (address, check) → what it found."""
-    jobs = [(a, n, c) for a in CONTROLLERS + [CMP] for n, c in
-            list(EVERY_NODE.items()) + (list(ON_CONTROLLERS.items()) if a != CMP else [])]
-    with ThreadPoolExecutor(len(jobs)) as pool:
-        results = dict(zip([(a, n) for a, n, _ in jobs],
-                           pool.map(lambda job: parse(job[1], *run(clients(job[0]), job[2])[:2]), jobs)))
+    """Every check on every node, the nodes concurrently and each node's checks one after the other
+    (as a validation asks them, one channel at a time): (address, check) → what it found."""
+    def on(address):
+        todo = list(EVERY_NODE.items()) + (list(ON_CONTROLLERS.items()) if address != CMP else [])
+        return {(address, name): parse(name, *run(clients(address), command)[:2]) for name, command in todo}
+
+    with ThreadPoolExecutor(len(CONTROLLERS) + 1) as pool:
+        results = {k: v for found in pool.map(on, CONTROLLERS + [CMP]) for k, v in found.items()}
         results.update(zip([(a, "haproxy") for a in CONTROLLERS], pool.map(
             lambda a: {(r["pxname"], r["svname"]): r["status"] for r in stats(oc, a, stats_auth(oc, a))},
             CONTROLLERS)))

@@ -241,8 +241,11 @@ def ovs_vswitchd(node: SimNode, args: list[str], stdin: bytes):
     """``ovs-vswitchd --version``: the installed (so, after a restart, running) Open vSwitch."""
     if args != ["--version"]:
         return _unsupported("ovs-vswitchd", "ovs-vswitchd --version")
-    version = installed(node)["openvswitch"][-1].partition("-")[0]
-    return 0, f"ovs-vswitchd (Open vSwitch) {version}\nDPDK 21.11.2\n".encode(), b""
+    return 0, f"ovs-vswitchd (Open vSwitch) {_ovs(node)}\nDPDK 21.11.2\n".encode(), b""
+
+
+def _ovs(node: SimNode) -> str:
+    return installed(node)["openvswitch"][-1].partition("-")[0]
 
 
 @node_command("ovs-appctl")
@@ -250,8 +253,7 @@ def ovs_appctl(node: SimNode, args: list[str], stdin: bytes):
     """``ovs-appctl version``: the running ovs-vswitchd answers (here: the installed one, as after a restart)."""
     if args != ["version"]:
         return _unsupported("ovs-appctl", "ovs-appctl version")
-    version = installed(node)["openvswitch"][-1].partition("-")[0]
-    return 0, f"ovs-vswitchd (Open vSwitch) {version}\n".encode(), b""
+    return 0, f"ovs-vswitchd (Open vSwitch) {_ovs(node)}\n".encode(), b""
 
 
 # -- Pacemaker -------------------------------------------------------------------------------

@@ -231,24 +231,22 @@ def judge_haproxy(seen: Seen, limits: Limits) -> Verdict:
     return Verdict.passed(seen_text, "every backend UP")
 
 
-def _ceph(seen: Seen, key: str, kind: type):
-    """The ``key`` of a ceph command's JSON answer, if it is a ``kind``."""
+def _ceph(seen: Seen, key: str, kind: type, what: str):
+    """(the ``key`` of a ceph command's JSON answer, None) or (None, the verdict when there is none:
+    skipped without Ceph, failed when unreadable)."""
+    if seen.missing_tool:
+        return None, Verdict.skipped(f"no Ceph client on {seen.node}: the deployment has no Ceph")
     try:
         value = json.loads(seen.stdout)[key] if seen.status == 0 else None
     except (json.JSONDecodeError, KeyError, TypeError):
-        return None
-    return value if isinstance(value, kind) else None
-
-
-NO_CEPH = "no Ceph client on {}: the deployment has no Ceph"
+        value = None
+    return (value, None) if isinstance(value, kind) else (None, _unreadable(seen, what))
 
 
 def judge_ceph_health(seen: Seen, limits: Limits) -> Verdict:
-    if seen.missing_tool:
-        return Verdict.skipped(NO_CEPH.format(seen.node))
-    health = _ceph(seen, "health", dict)
-    if health is None:
-        return _unreadable(seen, "`ceph -s`")
+    health, otherwise = _ceph(seen, "health", dict, "`ceph -s`")
+    if otherwise:
+        return otherwise
     status = health.get("status") or health.get("overall_status", "?")  # Jewel says overall_status
     reasons = [f"{name}: {check.get('summary', {}).get('message', '')}"
                for name, check in (health.get("checks") or {}).items()]
@@ -261,11 +259,9 @@ def judge_ceph_health(seen: Seen, limits: Limits) -> Verdict:
 
 
 def judge_osd_space(seen: Seen, limits: Limits) -> Verdict:
-    if seen.missing_tool:
-        return Verdict.skipped(NO_CEPH.format(seen.node))
-    osds = _ceph(seen, "nodes", list)
-    if osds is None:
-        return _unreadable(seen, "`ceph osd df`")
+    osds, otherwise = _ceph(seen, "nodes", list, "`ceph osd df`")
+    if otherwise:
+        return otherwise
     if not osds:
         return Verdict.skipped("the Ceph cluster has no OSDs")
     fullest = max(osds, key=lambda osd: float(osd.get("utilization", 0)))
