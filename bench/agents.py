@@ -28,40 +28,49 @@ from pathlib import Path
 
 import paramiko
 import yaml
+from brokers import remove_namespace
+from simprocess import SimProcess, print_table
 
 from stackreflex.core.envelope import Envelope
-from stackreflex.core.registry import Registry, load_handlers
 from stackreflex.core.logs import setup_logging
+from stackreflex.core.registry import Registry, load_handlers
+from stackreflex.core.settings import Settings
 from stackreflex.models.queries import RunFilter, list_runs
 from stackreflex.runtime import Runtime
-from stackreflex.core.settings import Settings
 from stackreflex.tasks.agents import AgentLayout, configure_agent
 from stackreflex.tasks.cloud import connect_cloud
 from stackreflex.tasks.heat import agent_source, deployed_servers, deployments_of
 from stackreflex.tasks.ssh import open_ssh, trust_host
 
-from brokers import remove_namespace
-from simprocess import SimProcess, print_table
-
 
 def deployed_server_sim(n: int, work: Path, public_key: Path) -> SimProcess:
     """N pre-provisioned compute nodes, deployed at once."""
     hosts = [f"127.0.{1 + i // 250}.{1 + i % 250}" for i in range(n)]
-    sim = SimProcess({"deployment_time": 0.0, "compute_hosts": {},
-                      "roles": {"ComputeDeployedServer": {"count": n, "hosts": hosts}}}, work, public_key)
+    sim = SimProcess(
+        {"deployment_time": 0.0, "compute_hosts": {}, "roles": {"ComputeDeployedServer": {"count": n, "hosts": hosts}}},
+        work,
+        public_key,
+    )
     sim.hosts = hosts
     return sim
 
 
 def settings_for(sim: SimProcess, work: Path, key_file: Path, **overrides) -> Settings:
     inventory = work / "inventory.yaml"
-    inventory.write_text(yaml.safe_dump({"roles": {"ComputeDeployedServer": [f"{h}:{sim.nodes[h]}"
-                                                                             for h in sim.hosts]}}))
+    inventory.write_text(
+        yaml.safe_dump({"roles": {"ComputeDeployedServer": [f"{h}:{sim.nodes[h]}" for h in sim.hosts]}})
+    )
     os.environ.update(sim.environment)
-    settings = Settings(database_url=f"sqlite:///{work}/audit-{time.monotonic_ns()}.db", inventory=inventory,
-                        ssh_key_file=key_file, ssh_known_hosts=work / "known_hosts", log_level="WARNING",
-                        broker_url=os.environ.get("STACKREFLEX_BROKER_URL"),
-                        namespace=f"bench-agents-{os.getpid()}-{time.monotonic_ns()}", **overrides)
+    settings = Settings(
+        database_url=f"sqlite:///{work}/audit-{time.monotonic_ns()}.db",
+        inventory=inventory,
+        ssh_key_file=key_file,
+        ssh_known_hosts=work / "known_hosts",
+        log_level="WARNING",
+        broker_url=os.environ.get("STACKREFLEX_BROKER_URL"),
+        namespace=f"bench-agents-{os.getpid()}-{time.monotonic_ns()}",
+        **overrides,
+    )
     for address, port in sim.nodes.items():
         trust_host(settings, address, port)
     return settings
@@ -110,8 +119,11 @@ def ours(settings: Settings, n: int) -> tuple[float, float]:
                 if len(runs) == n and all(r["status"] in ("succeeded", "failed", "dead") for r in runs):
                     break
                 if time.perf_counter() - started > RUN_TIMEOUT:
-                    stuck = [f"{r['subject']} {r['status']} {r['waiting_for'] or r['error'] or ''}" for r in runs
-                             if r["status"] != "succeeded"]
+                    stuck = [
+                        f"{r['subject']} {r['status']} {r['waiting_for'] or r['error'] or ''}"
+                        for r in runs
+                        if r["status"] != "succeeded"
+                    ]
                     raise RuntimeError(f"not done after {RUN_TIMEOUT:.0f}s: {len(runs)} runs, stuck: {stuck[:3]}")
                 time.sleep(0.1)
             elapsed, used = time.perf_counter() - started, time.process_time() - cpu
@@ -150,8 +162,9 @@ def main() -> int:
                 public.write_text(f"{key.get_name()} {key.get_base64()}\n")
                 sim = deployed_server_sim(n, work, public)
                 try:
-                    serial_s, tail_s = serial(sim, settings_for(sim, work, work / "id_ecdsa",
-                                                                agent_polling_interval=POLL))
+                    serial_s, tail_s = serial(
+                        sim, settings_for(sim, work, work / "id_ecdsa", agent_polling_interval=POLL)
+                    )
                 finally:
                     sim.stop()
                 sim = deployed_server_sim(n, work, public)
@@ -163,16 +176,29 @@ def main() -> int:
             ideals.append((serial_s - tail_s) / n * math.ceil(n / concurrency) + tail_s)
             walls.append(wall)
             cpus.append(cpu / n * 1000)
-            print(f"{n} nodes, round {r + 1}: serial {serial_s:.1f} s, ideal {ideals[-1]:.1f} s, stackreflex "
-                  f"{wall:.1f} s ({cpus[-1]:.0f} ms CPU per node)", file=sys.stderr)
-        rows.append((n, spread(serials), spread(walls), spread(ideals),
-                     spread([s / w for s, w in zip(serials, walls)], "x"),
-                     spread([w / i for w, i in zip(walls, ideals)], "x"), spread(cpus)))
+            print(
+                f"{n} nodes, round {r + 1}: serial {serial_s:.1f} s, ideal {ideals[-1]:.1f} s, stackreflex "
+                f"{wall:.1f} s ({cpus[-1]:.0f} ms CPU per node)",
+                file=sys.stderr,
+            )
+        rows.append(
+            (
+                n,
+                spread(serials),
+                spread(walls),
+                spread(ideals),
+                spread([s / w for s, w in zip(serials, walls, strict=False)], "x"),
+                spread([w / i for w, i in zip(walls, ideals, strict=False)], "x"),
+                spread(cpus),
+            )
+        )
     broker = "on RabbitMQ" if defaults.broker_url or os.environ.get("STACKREFLEX_BROKER_URL") else "embedded"
-    print(f"\nconcurrency: {defaults.agent_concurrency}-node window on {defaults.worker_threads} worker threads "
-          f"(effective {concurrency}), runtime {broker}; ideal = one node's serial time x ceil(N / {concurrency}) "
-          f"+ the serial run's wait for Heat after its last node; agents poll every {POLL} s; median of "
-          f"{args.rounds} rounds (range); load average {os.getloadavg()[0]:.2f}\n")
+    print(
+        f"\nconcurrency: {defaults.agent_concurrency}-node window on {defaults.worker_threads} worker threads "
+        f"(effective {concurrency}), runtime {broker}; ideal = one node's serial time x ceil(N / {concurrency}) "
+        f"+ the serial run's wait for Heat after its last node; agents poll every {POLL} s; median of "
+        f"{args.rounds} rounds (range); load average {os.getloadavg()[0]:.2f}\n"
+    )
     header = ("nodes", "serial s", "stackreflex s", "ideal s", "speed-up vs serial", "vs ideal", "CPU ms/node")
     print_table(header, rows)
     return 0

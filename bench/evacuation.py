@@ -23,16 +23,15 @@ import time
 from pathlib import Path
 
 import paramiko
-
-from stackreflex.core.envelope import Envelope
-from stackreflex.core.registry import Registry, load_handlers
-from stackreflex.core.logs import setup_logging
-from stackreflex.core.records import FINAL_STATUSES
-from stackreflex.runtime import Runtime
-from stackreflex.core.settings import Settings
-
 from brokers import remove_namespace
 from simprocess import SimProcess, print_table
+
+from stackreflex.core.envelope import Envelope
+from stackreflex.core.logs import setup_logging
+from stackreflex.core.records import FINAL_STATUSES
+from stackreflex.core.registry import Registry, load_handlers
+from stackreflex.core.settings import Settings
+from stackreflex.runtime import Runtime
 
 SOURCE = "compute-src.localdomain"
 #: Seconds between the benchmark's looks at the run.
@@ -45,15 +44,22 @@ HANDLERS = Registry()
 
 def evacuate(settings: Settings, servers: int, seconds: float, parallel: int, work: Path, public: Path):
     """(wall seconds, CPU seconds of this process) for one evacuation on a fresh simulator."""
-    sim = SimProcess({"compute_hosts": {SOURCE: servers, "compute-dst1.localdomain": 0,
-                                        "compute-dst2.localdomain": 0},
-                      "live_migration_time": seconds, "max_concurrent_live_migrations": 0, "roles": {}},
-                     work, public)
+    sim = SimProcess(
+        {
+            "compute_hosts": {SOURCE: servers, "compute-dst1.localdomain": 0, "compute-dst2.localdomain": 0},
+            "live_migration_time": seconds,
+            "max_concurrent_live_migrations": 0,
+            "roles": {},
+        },
+        work,
+        public,
+    )
     try:
         os.environ.update(sim.environment)
         with Runtime(settings, HANDLERS) as runtime:
-            envelope = Envelope.new("command.host.evacuate", subject=SOURCE,
-                                    data={"host": SOURCE, "max_parallel": parallel})
+            envelope = Envelope.new(
+                "command.host.evacuate", subject=SOURCE, data={"host": SOURCE, "max_parallel": parallel}
+            )
             cpu, started = time.process_time(), time.perf_counter()
             runtime.bus.publish(envelope)
             while (run := look(runtime, envelope)) is None or run.status not in FINAL_STATUSES:
@@ -104,8 +110,12 @@ def main() -> int:
             walls, cpus, idles = [], [], []
             for r in range(args.rounds):
                 namespace = f"bench-evacuation-{os.getpid()}-{n}-{r}"
-                settings = Settings(database_url=f"sqlite:///{work}/audit-{n}-{r}.db", log_level="WARNING",
-                                    broker_url=broker, namespace=namespace)
+                settings = Settings(
+                    database_url=f"sqlite:///{work}/audit-{n}-{r}.db",
+                    log_level="WARNING",
+                    broker_url=broker,
+                    namespace=namespace,
+                )
                 try:
                     wall, cpu = evacuate(settings, args.servers, args.seconds, n, work, public)
                     idles.append(idle_cpu(settings, 10.0) / 10.0)
@@ -116,15 +126,30 @@ def main() -> int:
                 print(f"window {n}, round {r + 1}: {wall:.1f} s, {cpus[-1]:.1f} ms CPU per migration", file=sys.stderr)
             ideal = math.ceil(args.servers / n) * args.seconds
             wall = statistics.median(walls)
-            rows.append((n, f"{ideal:.1f}", f"{wall:.1f} ({min(walls):.1f}-{max(walls):.1f})",
-                         f"{(wall / ideal - 1) * 100:+.1f}%", f"{statistics.median(cpus):.1f} "
-                         f"({min(cpus):.1f}-{max(cpus):.1f})", f"{statistics.median(idles) * 1000:.1f}"))
-    print(f"\n{args.servers} servers, T = {args.seconds:g} s per live migration, runtime "
-          f"{'on RabbitMQ' if broker else 'embedded'}; ideal = ceil({args.servers} / N) x T; median of "
-          f"{args.rounds} rounds (range); load average {os.getloadavg()[0]:.2f}; goals: within 10% of ideal, "
-          "<= 20 ms CPU per migration at window 1\n")
-    header = ("max-parallel N", "ideal s", "stackreflex s", "over ideal", "CPU ms/migration (total)",
-              "idle runtime CPU ms/s")
+            rows.append(
+                (
+                    n,
+                    f"{ideal:.1f}",
+                    f"{wall:.1f} ({min(walls):.1f}-{max(walls):.1f})",
+                    f"{(wall / ideal - 1) * 100:+.1f}%",
+                    f"{statistics.median(cpus):.1f} ({min(cpus):.1f}-{max(cpus):.1f})",
+                    f"{statistics.median(idles) * 1000:.1f}",
+                )
+            )
+    print(
+        f"\n{args.servers} servers, T = {args.seconds:g} s per live migration, runtime "
+        f"{'on RabbitMQ' if broker else 'embedded'}; ideal = ceil({args.servers} / N) x T; median of "
+        f"{args.rounds} rounds (range); load average {os.getloadavg()[0]:.2f}; goals: within 10% of ideal, "
+        "<= 20 ms CPU per migration at window 1\n"
+    )
+    header = (
+        "max-parallel N",
+        "ideal s",
+        "stackreflex s",
+        "over ideal",
+        "CPU ms/migration (total)",
+        "idle runtime CPU ms/s",
+    )
     print_table(header, rows)
     return 0
 

@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -40,7 +40,7 @@ from stackreflex.models.tables import EnvelopeRecord, Run, Step
 from stackreflex.models.timeline import Scope, timeline
 
 sys.path.insert(0, str(Path(__file__).parent))
-from simprocess import print_table  # noqa: E402
+from simprocess import print_table
 
 STEPS_PER_RUN, STACKS, HOSTS, SERVERS = 10, 20, 500, 20000
 HISTORY_INDEXES = {  # index → table and columns, dropped for the baseline
@@ -57,7 +57,7 @@ CLI_GOAL_S, HELP_GOAL_S = 1.0, 0.3
 def fill(audit: AuditLog, steps: int, seed: int = 7) -> dict:
     """Write the history in large batches; returns sample subjects to query."""
     rng = random.Random(seed)
-    end = datetime.now(timezone.utc)
+    end = datetime.now(UTC)
     span = timedelta(days=90).total_seconds()
     runs = steps // STEPS_PER_RUN
     kinds = [("configure_new_node", "stack"), ("evacuate_host", "host"), ("snapshot_volumes", "server")]
@@ -73,26 +73,71 @@ def fill(audit: AuditLog, steps: int, seed: int = 7) -> dict:
 
     for n in range(runs):
         handler, kind = kinds[n % 3]
-        subject = {"stack": f"stack-{rng.randrange(STACKS)}", "host": f"compute-{rng.randrange(HOSTS)}.localdomain",
-                   "server": f"vm-{rng.randrange(SERVERS)}"}[kind]
+        subject = {
+            "stack": f"stack-{rng.randrange(STACKS)}",
+            "host": f"compute-{rng.randrange(HOSTS)}.localdomain",
+            "server": f"vm-{rng.randrange(SERVERS)}",
+        }[kind]
         created = end - timedelta(seconds=span * (1 - n / runs))
         run_id, envelope_id = str(uuid.uuid4()), str(uuid.uuid4())
         status = "failed" if rng.random() < 0.03 else "succeeded"
-        batch_envelopes.append(dict(envelope_id=envelope_id, status="accepted", reason=None, type=f"command.{handler}",
-                                    subject=subject, source="bench", correlation_id=envelope_id, causation_id=None,
-                                    actor="bench", time=created, received_at=created, payload="{}"))
-        batch_runs.append(dict(id=run_id, envelope_id=envelope_id, handler=handler, type=f"command.{handler}",
-                               subject=subject, correlation_id=envelope_id, status=status, attempts=1,
-                               error="boom" if status == "failed" else None, created_at=created, started_at=created,
-                               finished_at=created + timedelta(seconds=STEPS_PER_RUN * 3), updated_at=created,
-                               wake=0, state="{}"))
+        batch_envelopes.append(
+            {
+                "envelope_id": envelope_id,
+                "status": "accepted",
+                "reason": None,
+                "type": f"command.{handler}",
+                "subject": subject,
+                "source": "bench",
+                "correlation_id": envelope_id,
+                "causation_id": None,
+                "actor": "bench",
+                "time": created,
+                "received_at": created,
+                "payload": "{}",
+            }
+        )
+        batch_runs.append(
+            {
+                "id": run_id,
+                "envelope_id": envelope_id,
+                "handler": handler,
+                "type": f"command.{handler}",
+                "subject": subject,
+                "correlation_id": envelope_id,
+                "status": status,
+                "attempts": 1,
+                "error": "boom" if status == "failed" else None,
+                "created_at": created,
+                "started_at": created,
+                "finished_at": created + timedelta(seconds=STEPS_PER_RUN * 3),
+                "updated_at": created,
+                "wake": 0,
+                "state": "{}",
+            }
+        )
         for k in range(STEPS_PER_RUN):
-            target = (f"node-{rng.randrange(HOSTS)}" if kind == "stack" else
-                      f"vm-{rng.randrange(SERVERS)}" if kind == "host" else f"vol-{rng.randrange(SERVERS)}")
+            target = (
+                f"node-{rng.randrange(HOSTS)}"
+                if kind == "stack"
+                else f"vm-{rng.randrange(SERVERS)}"
+                if kind == "host"
+                else f"vol-{rng.randrange(SERVERS)}"
+            )
             started = created + timedelta(seconds=3 * k)
-            batch_steps.append(dict(run_id=run_id, attempt=1, name="work", target=subject if k == 0 else target,
-                                    status="succeeded", started_at=started, finished_at=started + timedelta(seconds=2),
-                                    detail="{}", error=None))
+            batch_steps.append(
+                {
+                    "run_id": run_id,
+                    "attempt": 1,
+                    "name": "work",
+                    "target": subject if k == 0 else target,
+                    "status": "succeeded",
+                    "started_at": started,
+                    "finished_at": started + timedelta(seconds=2),
+                    "detail": "{}",
+                    "error": None,
+                }
+            )
         samples.setdefault(kind, subject)
         samples["correlation"] = envelope_id
         if len(batch_steps) >= 50000:
@@ -103,7 +148,7 @@ def fill(audit: AuditLog, steps: int, seed: int = 7) -> dict:
 
 
 def queries(samples: dict) -> dict:
-    week = datetime.now(timezone.utc) - timedelta(days=7)
+    week = datetime.now(UTC) - timedelta(days=7)
     return {
         "stack timeline": lambda a: timeline(a, Scope(stack=samples["stack"])),
         "host history": lambda a: timeline(a, Scope(host=samples["host"])),
@@ -168,8 +213,15 @@ def cli_timeline(label: str, url: str, stack: str, query_ms: float) -> tuple:
     env = {**os.environ, "STACKREFLEX_DATABASE_URL": url, "COLUMNS": "160"}
     wall, cpu = timed_command([sys.executable, "-m", "stackreflex", "audit", "timeline", "--stack", stack], env)
     verdict = "met" if wall <= CLI_GOAL_S else "MISSED"
-    return (label, "stackreflex audit timeline --stack (whole command)", f"{query_ms:.1f} (query)",
-            f"{wall * 1000:.0f} wall, {cpu * 1000:.0f} CPU", f"<= {CLI_GOAL_S * 1000:.0f} wall", verdict, "")
+    return (
+        label,
+        "stackreflex audit timeline --stack (whole command)",
+        f"{query_ms:.1f} (query)",
+        f"{wall * 1000:.0f} wall, {cpu * 1000:.0f} CPU",
+        f"<= {CLI_GOAL_S * 1000:.0f} wall",
+        verdict,
+        "",
+    )
 
 
 def bench(label: str, url: str, steps: int, repeat: int) -> list[tuple]:
@@ -190,20 +242,31 @@ def bench(label: str, url: str, steps: int, repeat: int) -> list[tuple]:
         verdict = ("met" if ours < GOAL_MS else "MISSED") if goal else ""
         rows.append((label, name, f"{baseline:.1f}", f"{ours:.1f}", goal, verdict, plan))
     audit.engine.dispose()
-    return rows + [command]
+    return [*rows, command]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=15)
-    parser.add_argument("--pg", default=os.environ.get("STACKREFLEX_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
+    parser.add_argument(
+        "--pg", default=os.environ.get("STACKREFLEX_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    )
     parser.add_argument("--skip-pg", action="store_true")
     args = parser.parse_args()
     _, interpreter = timed_command([sys.executable, "-c", "pass"])
     _, helped = timed_command([sys.executable, "-m", "stackreflex", "--help"])
-    rows = [("-", "stackreflex --help (CPU)", f"{interpreter * 1000:.0f} (python -c pass)", f"{helped * 1000:.0f}",
-             f"<= {HELP_GOAL_S * 1000:.0f}", "met" if helped <= HELP_GOAL_S else "MISSED", "")]
+    rows = [
+        (
+            "-",
+            "stackreflex --help (CPU)",
+            f"{interpreter * 1000:.0f} (python -c pass)",
+            f"{helped * 1000:.0f}",
+            f"<= {HELP_GOAL_S * 1000:.0f}",
+            "met" if helped <= HELP_GOAL_S else "MISSED",
+            "",
+        )
+    ]
     with tempfile.TemporaryDirectory() as work:
         rows += bench("SQLite", f"sqlite:///{work}/audit.db", args.steps, args.repeat)
     if not args.skip_pg:
@@ -215,8 +278,10 @@ def main() -> None:
         finally:
             with psycopg.connect(args.pg, autocommit=True) as admin:
                 admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    print(f"\n{args.steps:,} steps; median of {args.repeat} warm runs; baseline = the same query without the "
-          "history indexes")
+    print(
+        f"\n{args.steps:,} steps; median of {args.repeat} warm runs; baseline = the same query without the "
+        "history indexes"
+    )
     print_table(("database", "query", "baseline ms", "ours ms", "goal ms", "verdict", "plan (ours)"), rows)
 
 

@@ -57,7 +57,7 @@ from stackreflex.models.tables import Run
 from stackreflex.runtime import Runtime
 
 sys.path.insert(0, str(Path(__file__).parent))
-from brokers import remove_namespace  # noqa: E402
+from brokers import remove_namespace
 
 THREADS = 8
 #: Longest one drain may take before the bench gives up (seconds).
@@ -68,10 +68,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 # -- baselines -----------------------------------------------------------------------------
+
 
 def raw_kombu_round_trip(url: str, samples: int) -> list[float]:
     """Publish one persistent message (confirmed) to a durable queue and consume it, one at a
@@ -97,8 +98,9 @@ def raw_kombu_round_trip(url: str, samples: int) -> list[float]:
 
 
 def _raw_broker(url: str) -> RabbitmqBroker:
-    return RabbitmqBroker(url=url, confirm_delivery=True,
-                          middleware=[m() for m in default_middleware] + [CurrentMessage()])
+    return RabbitmqBroker(
+        url=url, confirm_delivery=True, middleware=[m() for m in default_middleware] + [CurrentMessage()]
+    )
 
 
 def raw_dramatiq_drain(url: str, messages: int) -> float:
@@ -107,8 +109,9 @@ def raw_dramatiq_drain(url: str, messages: int) -> float:
     broker = _raw_broker(url)
     queue = f"bench-raw-{uuid.uuid4().hex[:8]}"
     done = threading.Semaphore(0)
-    actor = dramatiq.Actor(lambda: done.release(), broker=broker, actor_name=queue, queue_name=queue,
-                           priority=0, options={})
+    actor = dramatiq.Actor(
+        lambda: done.release(), broker=broker, actor_name=queue, queue_name=queue, priority=0, options={}
+    )
     broker.declare_queue(queue)
     try:
         for _ in range(messages):
@@ -131,6 +134,7 @@ def raw_dramatiq_drain(url: str, messages: int) -> float:
 
 # -- stackreflex ---------------------------------------------------------------------------
 
+
 class Bench:
     """A namespace with a no-op handler that notes when each envelope reached it."""
 
@@ -148,8 +152,13 @@ class Bench:
                 self.seen.notify_all()
 
     def settings(self, database_url: str) -> Settings:
-        return Settings(broker_url=self.url, database_url=database_url, namespace=self.namespace,
-                        worker_threads=THREADS, log_level="WARNING")
+        return Settings(
+            broker_url=self.url,
+            database_url=database_url,
+            namespace=self.namespace,
+            worker_threads=THREADS,
+            log_level="WARNING",
+        )
 
     def runtime(self, database_url: str) -> Runtime:
         return Runtime(self.settings(database_url), self.registry).start()
@@ -243,11 +252,19 @@ def worker_rss(url: str, messages: int) -> tuple[float, float]:
     bench = Bench(url)
     with tempfile.TemporaryDirectory() as tmp:
         database_url = f"sqlite:///{tmp}/audit.db"
-        env = {**os.environ, "STACKREFLEX_BROKER_URL": url, "STACKREFLEX_DATABASE_URL": database_url,
-               "STACKREFLEX_NAMESPACE": bench.namespace, "STACKREFLEX_WORKER_THREADS": str(THREADS),
-               "STACKREFLEX_LOG_LEVEL": "WARNING", "XDG_STATE_HOME": tmp}
-        worker = subprocess.Popen([sys.executable, "-m", "stackreflex", "worker", "-H",
-                                   str(Path(__file__).with_name("noop_handlers.py"))], env=env)
+        env = {
+            **os.environ,
+            "STACKREFLEX_BROKER_URL": url,
+            "STACKREFLEX_DATABASE_URL": database_url,
+            "STACKREFLEX_NAMESPACE": bench.namespace,
+            "STACKREFLEX_WORKER_THREADS": str(THREADS),
+            "STACKREFLEX_LOG_LEVEL": "WARNING",
+            "XDG_STATE_HOME": tmp,
+        }
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "stackreflex", "worker", "-H", str(Path(__file__).with_name("noop_handlers.py"))],
+            env=env,
+        )
         try:
             publisher = Publisher(bench.settings(database_url))
             _until(lambda: _first(publisher), worker)  # the worker has bound its queue
@@ -289,6 +306,7 @@ def _rss_mb(pid: int) -> float:
 
 # -- PostgreSQL ------------------------------------------------------------------------------
 
+
 def postgres_admin_url() -> str:
     """The test suite's PostgreSQL, started by scripts/services when nothing listens."""
     url = os.environ.get("STACKREFLEX_TEST_PG_URL", PG_DEFAULT)
@@ -297,8 +315,12 @@ def postgres_admin_url() -> str:
         return url
     except psycopg.OperationalError:
         print("bench: PostgreSQL not reachable; starting it with scripts/services", file=sys.stderr)
-    out = subprocess.run(["bash", "-c", f'. "{ROOT}/scripts/services" >&2 && echo "$STACKREFLEX_TEST_PG_URL"'],
-                         check=True, capture_output=True, text=True).stdout.strip()
+    out = subprocess.run(
+        ["bash", "-c", f'. "{ROOT}/scripts/services" >&2 && echo "$STACKREFLEX_TEST_PG_URL"'],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     return out
 
 
@@ -320,6 +342,7 @@ class PostgresDatabase:
 
 # -- the round and the table -------------------------------------------------------------------
 
+
 def one_round(url: str, pg_admin: str, args) -> dict:
     load = os.getloadavg()[0]
     raw = raw_dramatiq_drain(url, args.messages)
@@ -334,14 +357,22 @@ def one_round(url: str, pg_admin: str, args) -> dict:
         latency, sustained = ours_latency(bench, args.latency_samples, rate, args.sustained_seconds)
     finally:
         bench.clean_up()
-    return {"raw_drain": raw, "sqlite_drain": sqlite, "postgresql_drain": postgresql,
-            "capacity_ratio_sqlite": sqlite / raw, "capacity_ratio_postgresql": postgresql / raw,
-            "kombu_p50_ms": percentile(kombu, 0.5) * 1000, "kombu_p99_ms": percentile(kombu, 0.99) * 1000,
-            "latency_p50_ms": percentile(latency, 0.5) * 1000, "latency_p99_ms": percentile(latency, 0.99) * 1000,
-            "latency_p50_ratio": percentile(latency, 0.5) / percentile(kombu, 0.5),
-            "sustained_rate": rate, "sustained_p50_ms": percentile(sustained, 0.5) * 1000,
-            "sustained_p99_ms": percentile(sustained, 0.99) * 1000,
-            "load_average": (load + os.getloadavg()[0]) / 2}
+    return {
+        "raw_drain": raw,
+        "sqlite_drain": sqlite,
+        "postgresql_drain": postgresql,
+        "capacity_ratio_sqlite": sqlite / raw,
+        "capacity_ratio_postgresql": postgresql / raw,
+        "kombu_p50_ms": percentile(kombu, 0.5) * 1000,
+        "kombu_p99_ms": percentile(kombu, 0.99) * 1000,
+        "latency_p50_ms": percentile(latency, 0.5) * 1000,
+        "latency_p99_ms": percentile(latency, 0.99) * 1000,
+        "latency_p50_ratio": percentile(latency, 0.5) / percentile(kombu, 0.5),
+        "sustained_rate": rate,
+        "sustained_p50_ms": percentile(sustained, 0.5) * 1000,
+        "sustained_p99_ms": percentile(sustained, 0.99) * 1000,
+        "load_average": (load + os.getloadavg()[0]) / 2,
+    }
 
 
 def summary(rounds: list[dict]) -> dict:
@@ -354,8 +385,12 @@ def summary(rounds: list[dict]) -> dict:
     return out
 
 
-TARGETS = {"capacity_ratio_sqlite": (">=", 0.6), "capacity_ratio_postgresql": (">=", 0.5),
-           "latency_p50_ratio": ("<=", 2.5), "sustained_p99_ms": ("<=", 25.0)}
+TARGETS = {
+    "capacity_ratio_sqlite": (">=", 0.6),
+    "capacity_ratio_postgresql": (">=", 0.5),
+    "latency_p50_ratio": ("<=", 2.5),
+    "sustained_p99_ms": ("<=", 25.0),
+}
 
 
 def table(s: dict, args) -> str:
@@ -369,34 +404,59 @@ def table(s: dict, args) -> str:
         return f"{op} {goal:g}: {'yes' if ok else 'no'}"
 
     rows = [
-        ("capacity, SQLite (envelopes/s)", f"{s['raw_drain']:.0f}", f"{s['sqlite_drain']:.0f}",
-         fig("capacity_ratio_sqlite", "x"), met("capacity_ratio_sqlite")),
-        ("capacity, PostgreSQL (envelopes/s)", f"{s['raw_drain']:.0f}", f"{s['postgresql_drain']:.0f}",
-         fig("capacity_ratio_postgresql", "x"), met("capacity_ratio_postgresql")),
-        ("latency p50, one at a time (ms)", f"{s['kombu_p50_ms']:.2f}", f"{s['latency_p50_ms']:.2f}",
-         fig("latency_p50_ratio", "x"), met("latency_p50_ratio")),
+        (
+            "capacity, SQLite (envelopes/s)",
+            f"{s['raw_drain']:.0f}",
+            f"{s['sqlite_drain']:.0f}",
+            fig("capacity_ratio_sqlite", "x"),
+            met("capacity_ratio_sqlite"),
+        ),
+        (
+            "capacity, PostgreSQL (envelopes/s)",
+            f"{s['raw_drain']:.0f}",
+            f"{s['postgresql_drain']:.0f}",
+            fig("capacity_ratio_postgresql", "x"),
+            met("capacity_ratio_postgresql"),
+        ),
+        (
+            "latency p50, one at a time (ms)",
+            f"{s['kombu_p50_ms']:.2f}",
+            f"{s['latency_p50_ms']:.2f}",
+            fig("latency_p50_ratio", "x"),
+            met("latency_p50_ratio"),
+        ),
         ("latency p99, one at a time (ms)", f"{s['kombu_p99_ms']:.2f}", fig("latency_p99_ms"), "", ""),
         (f"latency p50 at {s['sustained_rate']:.0f}/s (ms)", "", fig("sustained_p50_ms"), "", ""),
-        (f"latency p99 at {s['sustained_rate']:.0f}/s (ms)", "", fig("sustained_p99_ms"), "",
-         met("sustained_p99_ms")),
+        (f"latency p99 at {s['sustained_rate']:.0f}/s (ms)", "", fig("sustained_p99_ms"), "", met("sustained_p99_ms")),
     ]
-    rows.append((f"worker RSS after {args.messages} envelopes (MB)", f"{s['worker_rss_start_mb']:.0f} (at start)",
-                 f"{s['worker_rss_mb']:.0f}", "", f"<= 100: {'yes' if s['worker_rss_mb'] <= 100 else 'no'}"))
+    rows.append(
+        (
+            f"worker RSS after {args.messages} envelopes (MB)",
+            f"{s['worker_rss_start_mb']:.0f} (at start)",
+            f"{s['worker_rss_mb']:.0f}",
+            "",
+            f"<= 100: {'yes' if s['worker_rss_mb'] <= 100 else 'no'}",
+        )
+    )
     header = ("measure", "baseline", "stackreflex", "ratio (range)", "target")
-    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
-    lines = [f"baselines: raw dramatiq draining {args.messages} queued no-op messages (same broker, durable queue, "
-             f"persistent messages, confirms, {THREADS} threads); raw kombu publish->consume of one persistent "
-             f"message on a durable queue. Median of {args.rounds} rounds "
-             f"(range in brackets); load average {s['load_average']:.2f} "
-             f"({s['load_average_range'][0]:.2f}-{s['load_average_range'][1]:.2f}); {os.cpu_count()} CPUs.", ""]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in [header] + rows]
+    widths = [max(len(r[i]) for r in [*rows, header]) for i in range(len(header))]
+    lines = [
+        f"baselines: raw dramatiq draining {args.messages} queued no-op messages (same broker, durable queue, "
+        f"persistent messages, confirms, {THREADS} threads); raw kombu publish->consume of one persistent "
+        f"message on a durable queue. Median of {args.rounds} rounds "
+        f"(range in brackets); load average {s['load_average']:.2f} "
+        f"({s['load_average_range'][0]:.2f}-{s['load_average_range'][1]:.2f}); {os.cpu_count()} CPUs.",
+        "",
+    ]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) for row in [header, *rows]]
     return "\n".join(lines)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--broker-url", default=os.environ.get("STACKREFLEX_BROKER_URL",
-                                                               "amqp://guest:guest@127.0.0.1:5672/"))
+    parser.add_argument(
+        "--broker-url", default=os.environ.get("STACKREFLEX_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/")
+    )
     parser.add_argument("--messages", type=int, default=10000, help="envelopes queued for each drain")
     parser.add_argument("--latency-samples", type=int, default=300)
     parser.add_argument("--sustained-seconds", type=float, default=10.0)
@@ -411,10 +471,13 @@ def main() -> int:
     for n in range(args.rounds):
         figures = one_round(url, pg_admin, args)
         rounds.append(figures)
-        print(f"round {n + 1}: drain raw {figures['raw_drain']:.0f}, SQLite {figures['sqlite_drain']:.0f}, "
-              f"PostgreSQL {figures['postgresql_drain']:.0f}/s; latency p50 {figures['kombu_p50_ms']:.2f} / "
-              f"{figures['latency_p50_ms']:.2f} ms; at {figures['sustained_rate']:.0f}/s p99 "
-              f"{figures['sustained_p99_ms']:.1f} ms; load {figures['load_average']:.2f}", file=sys.stderr)
+        print(
+            f"round {n + 1}: drain raw {figures['raw_drain']:.0f}, SQLite {figures['sqlite_drain']:.0f}, "
+            f"PostgreSQL {figures['postgresql_drain']:.0f}/s; latency p50 {figures['kombu_p50_ms']:.2f} / "
+            f"{figures['latency_p50_ms']:.2f} ms; at {figures['sustained_rate']:.0f}/s p99 "
+            f"{figures['sustained_p99_ms']:.1f} ms; load {figures['load_average']:.2f}",
+            file=sys.stderr,
+        )
     s = summary(rounds)
     s["worker_rss_start_mb"], s["worker_rss_mb"] = worker_rss(url, args.messages)
     print(json.dumps(s, indent=2) if args.json else table(s, args))

@@ -20,10 +20,29 @@ class SimProcess:
         scenario.write_text(yaml.safe_dump(scenario_data))
         env_file = work / "simrc"
         env_file.unlink(missing_ok=True)
-        self.proc = subprocess.Popen([sys.executable, "-m", "stackreflex", "sim", "serve", "--port", "0",
-                                      "--ssh-port", "0", "--scenario", str(scenario), "--state-dir", str(work / "sim"),
-                                      "--authorized-key", str(public_key), "--env-file", str(env_file)],
-                                     stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "stackreflex",
+                "sim",
+                "serve",
+                "--port",
+                "0",
+                "--ssh-port",
+                "0",
+                "--scenario",
+                str(scenario),
+                "--state-dir",
+                str(work / "sim"),
+                "--authorized-key",
+                str(public_key),
+                "--env-file",
+                str(env_file),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         self.nodes: dict[str, int] = {}
         for line in self.proc.stdout:
             found = re.search(r"ssh -p (\d+) \S+@(\S+)", line)
@@ -38,7 +57,9 @@ class SimProcess:
                 self.stop()
                 raise RuntimeError("the simulator did not start")
             time.sleep(0.1)
-        self.environment = dict(l.removeprefix("export ").split("=", 1) for l in env_file.read_text().splitlines())
+        self.environment = dict(
+            line.removeprefix("export ").split("=", 1) for line in env_file.read_text().splitlines()
+        )
         self.environment = {k: v.strip("'") for k, v in self.environment.items()}
 
     def stop(self) -> None:
@@ -55,6 +76,6 @@ class SimProcess:
 
 def print_table(header: tuple, rows: list[tuple]) -> None:
     """A plain aligned table on stdout: the benchmarks' output."""
-    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
-    for row in [header] + rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
+    widths = [max(len(str(r[i])) for r in [*rows, header]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)))

@@ -18,7 +18,7 @@ from .core.logs import install_record_redaction
 install_record_redaction()
 
 __version__ = "0.1.0"
-__all__ = ["Envelope", "RunContext", "handler", "__version__"]
+__all__ = ["Envelope", "RunContext", "__version__", "handler"]
 
 #: What ``from stackreflex import X`` gives, imported on first use (so that the CLI's
 #: ``--help`` does not import the SDKs a run context needs).

@@ -16,8 +16,9 @@ from .bus.backend import open_bus
 from .bus.connections import bus_identity
 from .bus.router import Router
 from .core.errors import BrokerUnavailable
-from .handlers.context import RunContext
 from .core.registry import Registry
+from .core.settings import Settings
+from .handlers.context import RunContext
 from .models.audit import AuditLog
 from .runs.execution import Execution
 from .runs.keeper import Keeper
@@ -26,7 +27,6 @@ from .runs.middleware import RunLifecycle, declare_actor
 from .runs.policy import policy_for
 from .runs.reconciler import Reconciler
 from .runs.subscribers import Subscribers, served_by
-from .core.settings import Settings
 from .tasks.cloud import cloud_identity, connect_cloud
 from .tasks.ssh import open_ssh
 
@@ -53,20 +53,42 @@ class Runtime:
         self.cloud = cloud_identity(settings)
         self._clouds = threading.local()
         self.lifecycle = Lifecycle(
-            audit=self.audit, owner=self.owner, lease_seconds=settings.lease_seconds, dispatch=self._dispatch,
-            context_factory=self._context, notify=self._notify, announces=settings.announces)
+            audit=self.audit,
+            owner=self.owner,
+            lease_seconds=settings.lease_seconds,
+            dispatch=self._dispatch,
+            context_factory=self._context,
+            notify=self._notify,
+            announces=settings.announces,
+        )
         key = self.audit.dispatch_key(settings.dispatch_key)
         self.middleware = RunLifecycle(self.lifecycle, dispatch_key=key)
         self.bus = open_bus(settings, [self.middleware], dispatch_key=key)
-        self.actors = {h.name: declare_actor(self.bus.broker, settings, h, policy_for(h, settings.handler_overrides),
-                                             self.middleware) for h in self.registry}
-        self.reconciler = Reconciler(self.audit, self._dispatch, self.actors, grace=settings.reconcile_grace,
-                                     cloud=self.cloud)
-        self.middleware.keeper = Keeper(self.lifecycle, self.reconciler, self.audit,
-                                        served_by(self.registry), bus=self.bus_id,
-                                        reconcile_interval=settings.reconcile_interval)
-        self.router = Router(settings, self.registry, Subscribers(self.registry, self.audit, self.bus_id), self.bus,
-                             self.audit, cloud=self.cloud)
+        self.actors = {
+            h.name: declare_actor(
+                self.bus.broker, settings, h, policy_for(h, settings.handler_overrides), self.middleware
+            )
+            for h in self.registry
+        }
+        self.reconciler = Reconciler(
+            self.audit, self._dispatch, self.actors, grace=settings.reconcile_grace, cloud=self.cloud
+        )
+        self.middleware.keeper = Keeper(
+            self.lifecycle,
+            self.reconciler,
+            self.audit,
+            served_by(self.registry),
+            bus=self.bus_id,
+            reconcile_interval=settings.reconcile_interval,
+        )
+        self.router = Router(
+            settings,
+            self.registry,
+            Subscribers(self.registry, self.audit, self.bus_id),
+            self.bus,
+            self.audit,
+            cloud=self.cloud,
+        )
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.worker = None
@@ -85,10 +107,15 @@ class Runtime:
             self._threads.append(thread)
         if not self.router.ready.wait(STARTUP_TIMEOUT):
             self.stop()
-            raise BrokerUnavailable("the router could not start consuming within "
-                                    f"{STARTUP_TIMEOUT:.0f}s; is the broker reachable?")
-        log.info("worker ready: %d handlers (%s), owner %s", len(self.registry),
-                 ", ".join(h.name for h in self.registry) or "none", self.owner)
+            raise BrokerUnavailable(
+                f"the router could not start consuming within {STARTUP_TIMEOUT:.0f}s; is the broker reachable?"
+            )
+        log.info(
+            "worker ready: %d handlers (%s), owner %s",
+            len(self.registry),
+            ", ".join(h.name for h in self.registry) or "none",
+            self.owner,
+        )
         return self
 
     def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
@@ -110,9 +137,14 @@ class Runtime:
 
     def _context(self, execution: Execution) -> RunContext:
         notify = self.bus.notify if self.settings.announces(execution.envelope) else _unheard
-        return RunContext(execution, publish=self.bus.publish, notify=_never_failing(notify),
-                          cloud_factory=self._cloud, ssh_factory=partial(open_ssh, self.settings),
-                          settings=self.settings)
+        return RunContext(
+            execution,
+            publish=self.bus.publish,
+            notify=_never_failing(notify),
+            cloud_factory=self._cloud,
+            ssh_factory=partial(open_ssh, self.settings),
+            settings=self.settings,
+        )
 
     def _cloud(self):
         """One openstacksdk connection per worker thread, kept across runs: a new one per run

@@ -32,8 +32,7 @@ class BrokerProxy:
 
     def _run(self, ready: threading.Event) -> None:
         asyncio.set_event_loop(self._loop)
-        self._server = self._loop.run_until_complete(
-            asyncio.start_server(self._relay, "127.0.0.1", 0, ssl=self._tls))
+        self._server = self._loop.run_until_complete(asyncio.start_server(self._relay, "127.0.0.1", 0, ssl=self._tls))
         self.port = self._server.sockets[0].getsockname()[1]
         ready.set()
         self._loop.run_forever()
@@ -61,8 +60,9 @@ class BrokerProxy:
                     w.close()
                     self._writers.discard(w)
 
-        await asyncio.gather(pump(client_reader, broker_writer), pump(broker_reader, client_writer),
-                             return_exceptions=True)
+        await asyncio.gather(
+            pump(client_reader, broker_writer), pump(broker_reader, client_writer), return_exceptions=True
+        )
 
     def cut(self) -> None:
         """Close every connection relayed now (new ones are still accepted)."""
@@ -102,30 +102,36 @@ class BrokerProxy:
 def make_certificates(directory: Path, hostname: str = "localhost") -> tuple[Path, ssl.SSLContext]:
     """A private CA (its certificate in ``ca.pem``) and a server context whose certificate it
     signed for ``hostname`` only, as an internal CA issues one for a broker."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
 
     def certificate(subject: str, key, issuer: str, issuer_key, *, ca: bool, names: list | None = None):
-        builder = (x509.CertificateBuilder()
-                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-                   .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
-                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                   .not_valid_before(now - datetime.timedelta(minutes=5))
-                   .not_valid_after(now + datetime.timedelta(days=1))
-                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
         if names:
             builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
         return builder.sign(issuer_key, hashes.SHA256())
 
     ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     ca_cert = certificate("stackreflex test CA", ca_key, "stackreflex test CA", ca_key, ca=True)
-    server_cert = certificate(hostname, server_key, "stackreflex test CA", ca_key, ca=False,
-                              names=[x509.DNSName(hostname)])
+    server_cert = certificate(
+        hostname, server_key, "stackreflex test CA", ca_key, ca=False, names=[x509.DNSName(hostname)]
+    )
     ca_file, cert_file, key_file = directory / "ca.pem", directory / "server.pem", directory / "server.key"
     ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     cert_file.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(server_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                  serialization.NoEncryption()))
+    key_file.write_bytes(
+        server_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server.load_cert_chain(cert_file, key_file)
     return ca_file, server
-

@@ -5,8 +5,8 @@ everything is deleted afterwards.
 """
 
 import json
-import re
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -29,8 +29,19 @@ BROKER_URL = os.environ.get("STACKREFLEX_TEST_BROKER_URL", "amqp://guest:guest@1
 PG_ADMIN_URL = os.environ.get("STACKREFLEX_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 HANDLERS = str(Path(__file__).with_name("sample_handlers.py"))
 OTHER_HANDLERS = str(Path(__file__).with_name("other_handlers.py"))
-HANDLER_NAMES = ["note", "fail_always", "block_until_released", "wait_for_file", "only_when_go", "do_command",
-                 "too_slow", "wait_in_step", "fail_after_each_wake", "elsewhere", "elsewhere_filtered"]
+HANDLER_NAMES = [
+    "note",
+    "fail_always",
+    "block_until_released",
+    "wait_for_file",
+    "only_when_go",
+    "do_command",
+    "too_slow",
+    "wait_in_step",
+    "fail_after_each_wake",
+    "elsewhere",
+    "elsewhere_filtered",
+]
 
 
 @pytest.fixture(scope="session")
@@ -49,8 +60,9 @@ def namespace(broker_url):
     yield ns
     with Connection(normalise_amqp_url(broker_url)) as c:
         names = HANDLER_NAMES + [h.name for h in load_all_handlers()]
-        queues = [f"{ns}.router", f"{ns}.dlq", f"{ns}.unrouted"] + [f"{ns}.{h}{suffix}" for h in names
-                                                  for suffix in ("", ".DQ", ".XQ")]
+        queues = [f"{ns}.router", f"{ns}.dlq", f"{ns}.unrouted"] + [
+            f"{ns}.{h}{suffix}" for h in names for suffix in ("", ".DQ", ".XQ")
+        ]
         for q in queues:
             channel = c.channel()
             try:
@@ -107,8 +119,12 @@ def sqlite_url(tmp_path):
 
 
 def make_settings(broker_url, database_url, namespace, **extra) -> Settings:
-    return Settings(broker_url=broker_url, database_url=database_url, namespace=namespace,
-                    **{"lease_seconds": 2.0, "worker_threads": 4, **extra})
+    return Settings(
+        broker_url=broker_url,
+        database_url=database_url,
+        namespace=namespace,
+        **{"lease_seconds": 2.0, "worker_threads": 4, **extra},
+    )
 
 
 def overcloud_with_nodes(tmp_path: Path, scenario, inventory, settings: Settings):
@@ -120,8 +136,9 @@ def overcloud_with_nodes(tmp_path: Path, scenario, inventory, settings: Settings
     oc = Overcloud.start(scenario, state_dir=tmp_path / "hostkeys", authorized_keys=[key])
     inventory_file = tmp_path / "inventory.yaml"
     inventory_file.write_text(json.dumps(inventory(oc)))
-    settings = settings.model_copy(update={"inventory": inventory_file, "ssh_key_file": key_file,
-                                           "ssh_known_hosts": tmp_path / "known_hosts"})
+    settings = settings.model_copy(
+        update={"inventory": inventory_file, "ssh_key_file": key_file, "ssh_known_hosts": tmp_path / "known_hosts"}
+    )
     for node in oc.nodes.values():
         trust_host(settings, node.address, node.port)
     return oc, settings
@@ -129,15 +146,17 @@ def overcloud_with_nodes(tmp_path: Path, scenario, inventory, settings: Settings
 
 def env_for(settings: Settings, tmp_path: Path, extra: dict | None = None) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STACKREFLEX_")}
-    env.update({
-        "STACKREFLEX_NAMESPACE": settings.namespace,
-        "STACKREFLEX_LEASE_SECONDS": str(settings.lease_seconds),
-        "STACKREFLEX_WORKER_THREADS": str(settings.worker_threads),
-        "STACKREFLEX_LOG_FORMAT": settings.log_format,
-        "XDG_STATE_HOME": str(tmp_path / "state"),
-        "HOME": str(tmp_path / "home"),
-        "COLUMNS": "200",
-    })
+    env.update(
+        {
+            "STACKREFLEX_NAMESPACE": settings.namespace,
+            "STACKREFLEX_LEASE_SECONDS": str(settings.lease_seconds),
+            "STACKREFLEX_WORKER_THREADS": str(settings.worker_threads),
+            "STACKREFLEX_LOG_FORMAT": settings.log_format,
+            "XDG_STATE_HOME": str(tmp_path / "state"),
+            "HOME": str(tmp_path / "home"),
+            "COLUMNS": "200",
+        }
+    )
     if settings.database_url is not None:
         env["STACKREFLEX_DATABASE_URL"] = settings.database_url.get_secret_value()
     if settings.broker_url is not None:
@@ -145,11 +164,24 @@ def env_for(settings: Settings, tmp_path: Path, extra: dict | None = None) -> di
     if settings.signing_key is not None:
         env["STACKREFLEX_SIGNING_KEY"] = settings.signing_key.get_secret_value()
     if settings.signing_keys:
-        env["STACKREFLEX_SIGNING_KEYS"] = json.dumps({k: v.get_secret_value() for k, v in settings.signing_keys.items()})
+        env["STACKREFLEX_SIGNING_KEYS"] = json.dumps(
+            {k: v.get_secret_value() for k, v in settings.signing_keys.items()}
+        )
     if settings.signing_key_id:
         env["STACKREFLEX_SIGNING_KEY_ID"] = settings.signing_key_id
-    for name in ("log_level", "inventory", "ssh_key_file", "ssh_known_hosts", "ssh_user", "agent_layout", "reconcile_grace",
-                 "reconcile_interval", "database_outage_limit", "agent_polling_interval", "deployments_deadline"):
+    for name in (
+        "log_level",
+        "inventory",
+        "ssh_key_file",
+        "ssh_known_hosts",
+        "ssh_user",
+        "agent_layout",
+        "reconcile_grace",
+        "reconcile_interval",
+        "database_outage_limit",
+        "agent_polling_interval",
+        "deployments_deadline",
+    ):
         value = getattr(settings, name)
         if value is not None and value != Settings.model_fields[name].default:
             env[f"STACKREFLEX_{name.upper()}"] = str(value)
@@ -167,9 +199,13 @@ class WorkerProcess:
         self.log = open(log_path, "ab")
         self.ready_text = "worker ready" if command == "worker" else "watching"
         argv = ["worker", "--handlers", handlers, *args] if command == "worker" else [command, *args]
-        self.proc = subprocess.Popen([sys.executable, "-m", "stackreflex", *argv],
-                                     env=env, stdout=self.log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "stackreflex", *argv],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def wait_ready(self, count: int = 1, timeout: float = 30) -> "WorkerProcess":
         deadline = time.monotonic() + timeout
@@ -200,10 +236,21 @@ def workers(tmp_path):
     """Start workers with ``start(settings, *args)``; all are stopped at the end of the test."""
     started: list[WorkerProcess] = []
 
-    def start(settings: Settings, *args: str, ready: int = 1, command: str = "worker",
-              env: dict | None = None, handlers: str = HANDLERS) -> WorkerProcess:
-        w = WorkerProcess(env_for(settings, tmp_path, env), tmp_path / f"{command}{len(started)}.log", *args,
-                          command=command, handlers=handlers)
+    def start(
+        settings: Settings,
+        *args: str,
+        ready: int = 1,
+        command: str = "worker",
+        env: dict | None = None,
+        handlers: str = HANDLERS,
+    ) -> WorkerProcess:
+        w = WorkerProcess(
+            env_for(settings, tmp_path, env),
+            tmp_path / f"{command}{len(started)}.log",
+            *args,
+            command=command,
+            handlers=handlers,
+        )
         started.append(w)
         return w.wait_ready(ready)
 
@@ -216,33 +263,54 @@ def workers(tmp_path):
                 w.kill()
 
 
-def run_cli(settings: Settings, tmp_path: Path, *args: str, timeout: float = 60,
-            env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stackreflex", *args], env=env_for(settings, tmp_path, env),
-                          capture_output=True, text=True, timeout=timeout)
+def run_cli(
+    settings: Settings, tmp_path: Path, *args: str, timeout: float = 60, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "stackreflex", *args],
+        env=env_for(settings, tmp_path, env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def listed_queues(namespace: str) -> list[dict]:
     """Every queue of ``namespace`` as RabbitMQ lists it: name, messages ready, messages held
     unacknowledged by a consumer."""
-    argv = ["rabbitmqctl", "-q", "list_queues", "--formatter", "json", "name", "messages_ready",
-            "messages_unacknowledged"]
-    listed = subprocess.run(argv if os.getuid() == 0 else ["sudo", "-n", *argv], capture_output=True, text=True,
-                            timeout=60, check=True).stdout
+    argv = [
+        "rabbitmqctl",
+        "-q",
+        "list_queues",
+        "--formatter",
+        "json",
+        "name",
+        "messages_ready",
+        "messages_unacknowledged",
+    ]
+    listed = subprocess.run(
+        argv if os.getuid() == 0 else ["sudo", "-n", *argv], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
     return [q for q in json.loads(listed or "[]") if q["name"].startswith(f"{namespace}.")]
 
 
 def queues_drained(namespace: str) -> bool:
     """No queue of ``namespace`` holds a message, ready or held unacknowledged by a consumer
     (dead letters and the CLI's follow queues aside): every delivery has been handled."""
-    mine = [q for q in listed_queues(namespace) if not q["name"].endswith((".XQ", ".dlq")) and ".follow." not in q["name"]]
+    mine = [
+        q for q in listed_queues(namespace) if not q["name"].endswith((".XQ", ".dlq")) and ".follow." not in q["name"]
+    ]
     return all(q["messages_ready"] == 0 and q["messages_unacknowledged"] == 0 for q in mine)
 
 
 def wait_drained(namespace: str, timeout: float = 30) -> None:
     """For negative checks ("no second run"): wait until the broker has nothing left to deliver."""
-    wait_for(lambda: queues_drained(namespace) and queues_drained(namespace), timeout, interval=0.2,
-             message=f"every queue of {namespace} drained")
+    wait_for(
+        lambda: queues_drained(namespace) and queues_drained(namespace),
+        timeout,
+        interval=0.2,
+        message=f"every queue of {namespace} drained",
+    )
 
 
 def wait_for(predicate, timeout: float = 30, interval: float = 0.1, message: str = "condition"):
@@ -258,6 +326,7 @@ def wait_for(predicate, timeout: float = 30, interval: float = 0.1, message: str
 def assert_no_word_split(lines: list[str], values: list[str]) -> None:
     """Every word of ``values`` (a run of letters and digits; CamelCase is words) shows whole in
     ``lines``; one split at the edge of a cell would show as two shorter runs instead."""
+
     def words(text: str) -> set[str]:
         return {w for run in re.findall(r"[A-Za-z0-9]+", text) for w in re.split(r"(?<=[a-z])(?=[A-Z])", run)}
 

@@ -52,8 +52,11 @@ def wait_for_file(event: Envelope, ctx: RunContext) -> None:
     mark(event, "check")
     path = Path(event.data["path"])
     if not path.exists():
-        ctx.recheck(float(event.data.get("every", 0.3)), waiting_for=f"{path.name} to appear",
-                    deadline=float(event.data.get("deadline", 60)))
+        ctx.recheck(
+            float(event.data.get("every", 0.3)),
+            waiting_for=f"{path.name} to appear",
+            deadline=float(event.data.get("deadline", 60)),
+        )
     with ctx.step("found", target=path.name) as detail:
         detail["checks"] = ctx.state["checks"]
     mark(event, "found")

@@ -8,23 +8,23 @@ import threading
 import time
 from datetime import timedelta
 
-from sqlalchemy import insert, inspect, select, text
 from pydantic import SecretStr
+from sqlalchemy import insert, inspect, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from stackreflex.core.envelope import Envelope
 from stackreflex.core.clock import utcnow
+from stackreflex.core.envelope import Envelope
+from stackreflex.core.records import ClaimRefusal, RunRecord
 from stackreflex.core.registry import Registry
+from stackreflex.core.settings import Settings
 from stackreflex.models.audit import AuditLog
 from stackreflex.models.database import make_engine, migrate
 from stackreflex.models.group_commit import GroupCommit
 from stackreflex.models.outage import AFTERSHOCK, OutageGuard
 from stackreflex.models.prepared import Prepared
-from stackreflex.core.records import ClaimRefusal, RunRecord
-from stackreflex.models.tables import EnvelopeRecord, Run, RunStatus, StepStatus, WatcherCursor
 from stackreflex.models.queries import RunFilter, list_envelopes, list_runs, parse_since, run_with_steps
+from stackreflex.models.tables import EnvelopeRecord, Run, RunStatus, StepStatus, WatcherCursor
 from stackreflex.runtime import Runtime
-from stackreflex.core.settings import Settings
 from stackreflex.testing import FakeClock
 
 from .conftest import wait_for
@@ -38,8 +38,9 @@ def new_run(audit: AuditLog, envelope: Envelope, handler: str) -> RunRecord:
 
 def end_run(audit: AuditLog, envelope: Envelope, handler: str, status: RunStatus, error: str | None = None) -> None:
     """Claim the run and end it, as an execution does."""
-    claim = audit.claim(envelope.id, handler, wake=audit.find_run(envelope.id, handler).wake, token="ender",
-                        lease_seconds=5)
+    claim = audit.claim(
+        envelope.id, handler, wake=audit.find_run(envelope.id, handler).wake, token="ender", lease_seconds=5
+    )
     assert claim.granted and audit.finish(claim.run.id, "ender", status, error)
 
 
@@ -48,14 +49,24 @@ def test_migrations_create_the_schema_and_are_idempotent(database_url):
     migrate(engine)
     migrate(engine)
     tables = set(inspect(engine).get_table_names())
-    assert {"envelope", "run", "step", "watcher_cursor", "subscription", "installation_secret",
-            "alembic_version"} <= tables
+    assert {
+        "envelope",
+        "run",
+        "step",
+        "watcher_cursor",
+        "subscription",
+        "installation_secret",
+        "alembic_version",
+    } <= tables
     with engine.connect() as c:
         assert c.execute(text("select version_num from alembic_version")).scalar() == "0007"
     assert "ix_run_subject_created" in {i["name"] for i in inspect(engine).get_indexes("run")}
     assert {i["name"] for i in inspect(engine).get_indexes("envelope")} == {
-        "ix_envelope_envelope_id", "ix_envelope_correlation", "ix_envelope_subject_received",
-        "ix_envelope_rejected_digest"}
+        "ix_envelope_envelope_id",
+        "ix_envelope_correlation",
+        "ix_envelope_subject_received",
+        "ix_envelope_rejected_digest",
+    }
 
 
 def test_a_run_is_unique_per_envelope_and_handler(database_url):
@@ -118,8 +129,16 @@ def test_wake_ups_only_claim_their_own_generation_and_wakes_are_not_attempts(dat
     run = new_run(audit, envelope, "wait")
     audit.claim(envelope.id, "wait", wake=0, token="w1", lease_seconds=5)
     assert audit.claim(envelope.id, "wait", wake=1, token="w1", lease_seconds=5).refused is ClaimRefusal.AHEAD
-    assert audit.suspend(run.id, "w1", wake=1, wake_at=utcnow() + timedelta(hours=1), deadline=None, wait_key="k",
-                         waiting_for="node to poll", state={"checked": 1})
+    assert audit.suspend(
+        run.id,
+        "w1",
+        wake=1,
+        wake_at=utcnow() + timedelta(hours=1),
+        deadline=None,
+        wait_key="k",
+        waiting_for="node to poll",
+        state={"checked": 1},
+    )
     assert audit.claim(envelope.id, "wait", wake=0, token="w2", lease_seconds=5).refused is ClaimRefusal.STALE
     assert audit.claim(envelope.id, "wait", wake=1, token="w2", lease_seconds=5).refused is ClaimRefusal.NOT_DUE
     audit.wake_now(run.id)
@@ -130,21 +149,31 @@ def test_wake_ups_only_claim_their_own_generation_and_wakes_are_not_attempts(dat
 
 def test_every_write_is_redacted(database_url):
     audit = AuditLog.open(database_url)
-    envelope = Envelope.new("test.record", data={"password": "hunter2",
-                                                 "url": "https://s/v1/o?temp_url_sig=SIGSECRET&temp_url_expires=1"})
+    envelope = Envelope.new(
+        "test.record", data={"password": "hunter2", "url": "https://s/v1/o?temp_url_sig=SIGSECRET&temp_url_expires=1"}
+    )
     audit.record_envelope(envelope, status="accepted")
     audit.record_rejection(b'{"password": "hunter2"', "test.record", "bad token=TOKSECRET")
     run = new_run(audit, envelope, "note")
     audit.claim(envelope.id, "note", wake=0, token="w", lease_seconds=5)
     step = audit.start_step(run.id, 1, "fetch", "node")
     audit.finish_step(step, StepStatus.FAILED, {"X-Auth-Token": "TOKSECRET"}, "GET ?temp_url_sig=SIGSECRET failed")
-    audit.suspend(run.id, "w", wake=1, wake_at=utcnow(), deadline=None, wait_key="x", waiting_for="x",
-                  state={"token": "TOKSECRET"})
+    audit.suspend(
+        run.id,
+        "w",
+        wake=1,
+        wake_at=utcnow(),
+        deadline=None,
+        wait_key="x",
+        waiting_for="x",
+        state={"token": "TOKSECRET"},
+    )
     audit.request_cancel(run.id, "the password=hunter2 expired")
     end_run(audit, envelope, "note", RunStatus.FAILED, "password=hunter2 refused")
     with audit.engine.connect() as c:
-        dump = " ".join(str(row) for table in ("envelope", "run", "step")
-                        for row in c.execute(text(f"select * from {table}")))
+        dump = " ".join(
+            str(row) for table in ("envelope", "run", "step") for row in c.execute(text(f"select * from {table}"))
+        )
     for secret in ("hunter2", "SIGSECRET", "TOKSECRET"):
         assert secret not in dump
     assert "temp_url_sig=***" in dump
@@ -161,7 +190,8 @@ def test_run_queries_filter_by_status_handler_subject_and_time(database_url):
     assert {r["id"] for r in list_runs(audit, RunFilter(subject="compute-1", handler="note"))} == {rb.id}
     assert len(list_runs(audit, RunFilter(correlation_id=b.correlationid))) == 2
     assert list_runs(audit, RunFilter(since=parse_since("1h"))) and not list_runs(
-        audit, RunFilter(since=utcnow() + timedelta(minutes=1)))
+        audit, RunFilter(since=utcnow() + timedelta(minutes=1))
+    )
     assert run_with_steps(audit, ra.id[:8])["error"] == "boom"
 
 
@@ -169,9 +199,12 @@ def test_many_processes_migrating_one_new_database_at_once_all_succeed(database_
     """Workers start together; every one of them migrates, and none may trip over another."""
     import subprocess
     import sys
+
     code = "import sys; from stackreflex.models.audit import AuditLog; AuditLog.open(sys.argv[1])"
-    procs = [subprocess.Popen([sys.executable, "-c", code, database_url], stderr=subprocess.PIPE, text=True)
-             for _ in range(4)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, database_url], stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
     results = [(p.wait(60), p.stderr.read()) for p in procs]
     assert all(status == 0 for status, _ in results), [err for _, err in results if err]
 
@@ -197,6 +230,7 @@ def test_writes_that_wait_share_one_transaction_and_a_failing_write_fails_alone(
             if wait:
                 release.wait(10)
             return stack
+
         return lambda: commits.run(work)
 
     def in_threads(*calls):
@@ -238,8 +272,9 @@ def test_prepared_statements_store_and_return_what_core_does_and_raise_what_core
     dialect = audit.engine.dialect
     envelope = Envelope.new("test.prepared", subject="node-1", data={"password": "hunter2"})
     duplicate = Envelope.model_validate({**envelope.to_dict()})
-    batch = [(envelope, ["a", "b"]), (duplicate, ["a", "b"])] + [(Envelope.new("test.prepared"), ["a"])
-                                                                   for _ in range(4)]
+    batch = [(envelope, ["a", "b"]), (duplicate, ["a", "b"])] + [
+        (Envelope.new("test.prepared"), ["a"]) for _ in range(4)
+    ]
     first, second, *others = audit.accept_many(batch)  # 6 ids: the id lists are padded to 8
     assert not first.duplicate and second.duplicate and second.runs == first.runs
     assert len({run.id for answer in others for run in answer.runs.values()}) == 4
@@ -249,8 +284,11 @@ def test_prepared_statements_store_and_return_what_core_does_and_raise_what_core
     claimed = audit.claim(envelope.id, "a", wake=0, token="w1", lease_seconds=30).run
     with audit.engine.connect() as c:
         core_run = c.execute(select(Run.__table__).where(Run.id == claimed.id)).one()
-        stored = c.execute(select(EnvelopeRecord.status, EnvelopeRecord.payload, EnvelopeRecord.received_at)
-                           .where(EnvelopeRecord.envelope_id == envelope.id).order_by(EnvelopeRecord.pk)).all()
+        stored = c.execute(
+            select(EnvelopeRecord.status, EnvelopeRecord.payload, EnvelopeRecord.received_at)
+            .where(EnvelopeRecord.envelope_id == envelope.id)
+            .order_by(EnvelopeRecord.pk)
+        ).all()
     assert {name: getattr(claimed, name) for name in core_run._fields} == core_run._asdict()
     assert claimed.status == "running" and claimed.lease_until.utcoffset() == timedelta(0)
     assert [s for s, _, _ in stored] == ["accepted", "duplicate", "duplicate"]
@@ -311,8 +349,10 @@ def test_sqlite_checkpoints_leave_the_writes_for_a_thread_of_their_own(tmp_path,
 def test_an_sqlite_audit_log_is_readable_by_its_owner_only(tmp_path):
     audit = AuditLog.open(f"sqlite:///{tmp_path}/state/stackreflex/audit.db")
     audit.record_envelope(Envelope.new("test.modes"), status="accepted")
-    files = {f: os.stat(tmp_path / "state" / "stackreflex" / f).st_mode & 0o777
-             for f in os.listdir(tmp_path / "state" / "stackreflex")}
+    files = {
+        f: os.stat(tmp_path / "state" / "stackreflex" / f).st_mode & 0o777
+        for f in os.listdir(tmp_path / "state" / "stackreflex")
+    }
     assert {"audit.db", "audit.db-wal", "audit.db-shm"} <= set(files)
     assert set(files.values()) == {0o600}
     assert os.stat(tmp_path / "state" / "stackreflex").st_mode & 0o777 == 0o700
@@ -320,9 +360,16 @@ def test_an_sqlite_audit_log_is_readable_by_its_owner_only(tmp_path):
 
 def test_secrets_in_rejected_messages_are_redacted_by_key_and_in_their_text(database_url):
     audit = AuditLog.open(database_url)
-    planted = {"temp_url_key": "S1secret", "api_key": "S2secret", "credential": "S3secret", "signing_key": "S4secret",
-               "private_key": "S5secret", "password": "S6secret", "nested": [{"adminPass": "S7secret"}],
-               "credentials": {"blob": "S10secret"}}  # a secret that is an object: masked whole
+    planted = {
+        "temp_url_key": "S1secret",
+        "api_key": "S2secret",
+        "credential": "S3secret",
+        "signing_key": "S4secret",
+        "private_key": "S5secret",
+        "password": "S6secret",
+        "nested": [{"adminPass": "S7secret"}],
+        "credentials": {"blob": "S10secret"},
+    }  # a secret that is an object: masked whole
     audit.record_rejection(json.dumps({"id": "e1", "data": planted}).encode(), "a.b", "field 'type': Field required")
     audit.record_rejection(b"{broken temp_url_key=S8secret api_key: S9secret", "a.b", "not JSON")
     with audit.engine.connect() as c:
@@ -343,7 +390,7 @@ def test_a_rejection_is_recorded_once_and_parked_once_whatever_the_database_take
     assert audit.record_rejection(b"not json", "test.other", "not JSON") not in (None, digest)  # another message
     refused = audit.record_rejection(b"\x00" * 10, "test.x", "a NUL\x00in the reason", envelope_id="id\x00")
     assert refused is not None
-    rows = [r for r in list_envelopes(audit, status="rejected", limit=10)]
+    rows = list(list_envelopes(audit, status="rejected", limit=10))
     assert len(rows) == 3 and all("\x00" not in json.dumps(r) for r in rows)
     audit.unpark(digest)  # `dlq replay` took it out: refused again, it is parked again
     assert audit.record_rejection(b"not json", "test.x", "not JSON") == digest
@@ -372,8 +419,10 @@ def test_a_rejection_the_database_refuses_whole_is_recorded_by_digest_size_and_f
     with audit.engine.begin() as c:  # the database refuses any payload holding the word (staged)
         c.exec_driver_sql("""CREATE FUNCTION refuse() RETURNS trigger AS $$
                              BEGIN RAISE EXCEPTION 'value refused (staged by the test)'; END $$ LANGUAGE plpgsql""")
-        c.exec_driver_sql("CREATE TRIGGER refuse BEFORE INSERT ON envelope FOR EACH ROW "
-                          "WHEN (strpos(NEW.payload, 'poison') > 0) EXECUTE FUNCTION refuse()")
+        c.exec_driver_sql(
+            "CREATE TRIGGER refuse BEFORE INSERT ON envelope FOR EACH ROW "
+            "WHEN (strpos(NEW.payload, 'poison') > 0) EXECUTE FUNCTION refuse()"
+        )
     body = b"\x01" * 70 + b"poison"
     digest = audit.record_rejection(body, "test.x", "not JSON")
     [row] = list_envelopes(audit, status="rejected")
@@ -450,5 +499,9 @@ def test_an_outage_is_said_once_even_when_a_late_write_fails_just_after_it_ended
             return "written"
 
         assert guard.run(flaky) == "written"
-    assert said() == ["audit database unreachable", "audit database reachable again",
-                      "audit database unreachable", "audit database reachable again"]
+    assert said() == [
+        "audit database unreachable",
+        "audit database reachable again",
+        "audit database unreachable",
+        "audit database reachable again",
+    ]

@@ -61,8 +61,17 @@ def on_a_bus(request, tmp_path):
 def test_publish_runs_the_handler_and_the_audit_log_shows_it(tmp_path, on_a_bus):
     settings, options = on_a_bus
     mark = tmp_path / "marks"
-    done = run_cli(settings, tmp_path, "publish", "test.record", "-s", "node-1", *options,
-                   "-d", json.dumps({"value": "x", "mark": str(mark)}))
+    done = run_cli(
+        settings,
+        tmp_path,
+        "publish",
+        "test.record",
+        "-s",
+        "node-1",
+        *options,
+        "-d",
+        json.dumps({"value": "x", "mark": str(mark)}),
+    )
     assert done.returncode == 0, done.stderr
     assert len(mark.read_text().splitlines()) == 1
     [run] = json.loads(run_cli(settings, tmp_path, "audit", "runs", "--json").stdout)
@@ -93,8 +102,9 @@ def test_demo_runs_on_the_embedded_default_and_leaves_an_audit_trail(tmp_path):
         again = run_cli(settings, tmp_path, "demo", "--transport", transport, timeout=180)
         assert again.returncode == 0, again.stderr + again.stdout
         assert "ERROR" not in again.stdout + again.stderr
-        runs = json.loads(run_cli(demo_log, tmp_path, "audit", "runs", "--handler", "configure_new_node",
-                                  "--json").stdout)
+        runs = json.loads(
+            run_cli(demo_log, tmp_path, "audit", "runs", "--handler", "configure_new_node", "--json").stdout
+        )
         assert len(runs) == 7 and {r["status"] for r in runs} == {"succeeded"}, "each demo has a new log of its own"
         shown = json.loads(run_cli(demo_log, tmp_path, "audit", "show", runs[0]["id"], "--json").stdout)
         [configured] = [s for s in shown["steps"] if s["name"] == "configure os-collect-config"]
@@ -109,7 +119,10 @@ def test_errors_are_one_clear_line(tmp_path):
     kept = run_cli(settings, tmp_path, "audit", "prune", "--older-than", "1y")
     assert kept.returncode == 0 and kept.stdout.startswith("deleted 0 run(s)"), kept.stdout + kept.stderr  # a year
     cases = [
-        (("publish", "test.record", "-H", HANDLERS, "-d", "{oops"), "error: --data is not JSON: Expecting property name"),
+        (
+            ("publish", "test.record", "-H", HANDLERS, "-d", "{oops"),
+            "error: --data is not JSON: Expecting property name",
+        ),
         (("publish", "nothing.here"), "error: no handler subscribes to nothing.here"),
         (("worker",), "error: stackreflex worker serves a broker, and none is configured"),
         (("audit", "show", "feedface"), "error: no run with id 'feedface'"),
@@ -140,8 +153,19 @@ def test_bad_settings_name_the_setting(tmp_path):
 
 
 def test_json_logs_are_one_object_per_line(tmp_path):
-    result = run_cli(embedded(tmp_path), tmp_path, "--log-format", "json", "-v", "publish", "test.record", "-H", HANDLERS,
-                     "-d", json.dumps({"password": "hunter2"}))
+    result = run_cli(
+        embedded(tmp_path),
+        tmp_path,
+        "--log-format",
+        "json",
+        "-v",
+        "publish",
+        "test.record",
+        "-H",
+        HANDLERS,
+        "-d",
+        json.dumps({"password": "hunter2"}),
+    )
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     assert all(line.startswith("{") for line in result.stderr.splitlines())
@@ -156,6 +180,7 @@ def test_json_logs_are_one_object_per_line(tmp_path):
 
 def test_handler_overrides_come_from_the_environment_as_json(tmp_path, monkeypatch):
     from stackreflex.core.settings import load_settings
+
     monkeypatch.setenv("STACKREFLEX_HANDLER_OVERRIDES", '{"configure_new_node": {"max_retries": 1}}')
     assert load_settings().handler_overrides == {"configure_new_node": {"max_retries": 1.0}}
     result = run_cli(embedded(tmp_path), tmp_path, "audit", "runs", env={"STACKREFLEX_HANDLER_OVERRIDES": "{oops"})

@@ -13,27 +13,33 @@ import time
 
 import pika
 import pytest
-from kombu.utils.url import parse_url
-
 from kombu import Connection, Queue
+from kombu.utils.url import parse_url
 
 from stackreflex.bus.connections import display_url, kombu_connection, normalise_amqp_url
 from stackreflex.bus.dispatch import build_broker
-from stackreflex.core.envelope import Envelope
 from stackreflex.bus.publisher import Publisher, topic_exchange
+from stackreflex.core.envelope import Envelope
 from stackreflex.core.errors import BrokerUnavailable, ConfigError
+from stackreflex.core.settings import Settings
 from stackreflex.models.audit import AuditLog
 from stackreflex.models.queries import RunFilter, list_runs
-from stackreflex.core.settings import Settings
 
 from .broker_proxy import BrokerProxy, make_certificates
 from .conftest import make_settings, run_cli
 
 
-@pytest.mark.parametrize("url, vhost", [
-    ("amqp://u:p@h:5672", "/"), ("amqp://u:p@h:5672/", "/"), ("amqp://u:p@h:5672//", "/"),
-    ("amqp://u:p@h:5672/%2F", "/"), ("amqp://u:p@h:5672/prod", "prod"), ("amqp://u:p@h/a%2Fb", "a/b"),
-])
+@pytest.mark.parametrize(
+    "url, vhost",
+    [
+        ("amqp://u:p@h:5672", "/"),
+        ("amqp://u:p@h:5672/", "/"),
+        ("amqp://u:p@h:5672//", "/"),
+        ("amqp://u:p@h:5672/%2F", "/"),
+        ("amqp://u:p@h:5672/prod", "prod"),
+        ("amqp://u:p@h/a%2Fb", "a/b"),
+    ],
+)
 def test_both_clients_read_the_same_virtual_host(url, vhost):
     normalised = normalise_amqp_url(url)
     assert parse_url(normalised)["virtual_host"] == vhost
@@ -64,8 +70,9 @@ def _upstream(broker_url: str) -> tuple[str, int]:
     return parts["hostname"], parts["port"] or 5672
 
 
-def test_amqps_verifies_the_brokers_certificate_against_the_ca_file_and_its_name(broker_url, sqlite_url,
-                                                                                 namespace, workers, tmp_path):
+def test_amqps_verifies_the_brokers_certificate_against_the_ca_file_and_its_name(
+    broker_url, sqlite_url, namespace, workers, tmp_path
+):
     """A worker and the CLI over amqps://, kombu's side and pika's: a command runs end to end.
     Without the private CA, or reached by a name its certificate does not carry, the broker
     is refused with the reason in one line."""
@@ -75,15 +82,24 @@ def test_amqps_verifies_the_brokers_certificate_against_the_ca_file_and_its_name
         settings = make_settings(f"amqps://guest:guest@localhost:{proxy.port}/", sqlite_url, namespace)
         with_ca = {"STACKREFLEX_BROKER_CA_FILE": str(ca_file)}
         workers(settings, env=with_ca)
-        done = run_cli(settings, tmp_path, "publish", "test.record", "-s", "over-tls", "--wait", "--timeout", "30",
-                       env=with_ca)
+        done = run_cli(
+            settings, tmp_path, "publish", "test.record", "-s", "over-tls", "--wait", "--timeout", "30", env=with_ca
+        )
         assert done.returncode == 0, done.stderr + done.stdout
         [run] = list_runs(AuditLog.open(sqlite_url), RunFilter(subject="over-tls"))
         assert run["status"] == "succeeded"
 
         unknown_ca = run_cli(settings, tmp_path, "publish", "test.record", "-s", "no-ca", timeout=90)
-        by_ip = run_cli(make_settings(f"amqps://guest:guest@127.0.0.1:{proxy.port}/", sqlite_url, namespace),
-                        tmp_path, "publish", "test.record", "-s", "by-ip", env=with_ca, timeout=90)
+        by_ip = run_cli(
+            make_settings(f"amqps://guest:guest@127.0.0.1:{proxy.port}/", sqlite_url, namespace),
+            tmp_path,
+            "publish",
+            "test.record",
+            "-s",
+            "by-ip",
+            env=with_ca,
+            timeout=90,
+        )
         for refused, reason in ((unknown_ca, "certificate verify failed"), (by_ip, "mismatch")):
             assert refused.returncode == 2, refused.stdout
             assert refused.stderr.count("\n") == 1 and reason in refused.stderr, refused.stderr
@@ -95,7 +111,8 @@ def test_amqps_verifies_the_brokers_certificate_against_the_ca_file_and_its_name
 
 
 def test_a_publisher_whose_connection_broke_reconnects_and_an_unreachable_broker_is_a_clear_error(
-        broker_url, namespace):
+    broker_url, namespace
+):
     proxy = BrokerProxy(_upstream(broker_url))
     exchange = topic_exchange(Settings(namespace=namespace))
     inbox = Queue(f"{namespace}.inbox", exchange, routing_key="test.#", exclusive=True, auto_delete=True)

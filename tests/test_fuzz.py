@@ -5,8 +5,9 @@ each rejected one once, and keeps running (on RabbitMQ, on SQLite and PostgreSQL
 import json
 import string
 
-from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
-
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from kombu import Connection
 
 from stackreflex.bus.connections import normalise_amqp_url
@@ -27,25 +28,45 @@ BOUND = ["test.route", "test.other", "heat.resource.CREATE_IN_PROGRESS", "heat.s
 unicode_text = st.text(st.characters(codec="utf-8"), max_size=40)
 json_trees = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | unicode_text,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(unicode_text, inner, max_size=4), max_leaves=25)
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(unicode_text, inner, max_size=4),
+    max_leaves=25,
+)
 #: Nesting well past the limit, written out as text (a tree that deep would not survive json.dumps).
 deep = st.integers(60, 5000).map(lambda n: "[" * n + "]" * n)
 envelope_like = st.fixed_dictionaries(
-    {"type": st.sampled_from(BOUND + ["Test.Route", "HEAT.resource.create_in_progress", "heat.*", "x", ""])},
-    optional={"subject": st.text(max_size=300), "source": st.text(max_size=3), "data": json_trees,
-              "time": st.sampled_from(["2026-01-01T00:00:00Z", "1999-01-01T00:00:00Z", "9999-12-31T23:59:59-23:59",
-                                       "0001-01-01T00:00:00+01:00", "2026-01-01T00:00:00", "yesterday"]),
-              "correlationid": st.text(max_size=200), "notify": st.booleans(), "colour": st.integers()})
+    {"type": st.sampled_from([*BOUND, "Test.Route", "HEAT.resource.create_in_progress", "heat.*", "x", ""])},
+    optional={
+        "subject": st.text(max_size=300),
+        "source": st.text(max_size=3),
+        "data": json_trees,
+        "time": st.sampled_from(
+            [
+                "2026-01-01T00:00:00Z",
+                "1999-01-01T00:00:00Z",
+                "9999-12-31T23:59:59-23:59",
+                "0001-01-01T00:00:00+01:00",
+                "2026-01-01T00:00:00",
+                "yesterday",
+            ]
+        ),
+        "correlationid": st.text(max_size=200),
+        "notify": st.booleans(),
+        "colour": st.integers(),
+    },
+)
 #: One message: its shape (arbitrary bytes, text, an envelope-like object, one with a bad id,
 #: a deep body, NUL bytes) and the routing key it is published with.
 messages = st.tuples(
-    st.one_of(st.binary(max_size=300).map(lambda b: ("bytes", b)),
-              unicode_text.map(lambda t: ("text", t)),
-              envelope_like.map(lambda e: ("envelope", e)),
-              st.tuples(envelope_like, st.sampled_from([None, "", 7, "x" * 200])).map(lambda p: ("bad-id", p)),
-              deep.map(lambda d: ("deep", d)),
-              st.binary(max_size=40).map(lambda b: ("nul", b))),
-    st.sampled_from(BOUND))
+    st.one_of(
+        st.binary(max_size=300).map(lambda b: ("bytes", b)),
+        unicode_text.map(lambda t: ("text", t)),
+        envelope_like.map(lambda e: ("envelope", e)),
+        st.tuples(envelope_like, st.sampled_from([None, "", 7, "x" * 200])).map(lambda p: ("bad-id", p)),
+        deep.map(lambda d: ("deep", d)),
+        st.binary(max_size=40).map(lambda b: ("nul", b)),
+    ),
+    st.sampled_from(BOUND),
+)
 
 
 def _body(shape: tuple, n: int) -> bytes:
@@ -55,7 +76,7 @@ def _body(shape: tuple, n: int) -> bytes:
     if kind == "bytes":
         return b"%d:" % n + value
     if kind == "text":
-        return f"{n}:{value}".encode("utf-8")
+        return f"{n}:{value}".encode()
     if kind == "envelope":
         return json.dumps({**value, "id": f"fz-{n}"}).encode()
     if kind == "bad-id":
@@ -90,20 +111,24 @@ def test_the_parser_answers_any_json_with_an_envelope_or_one_line(text):
 
 
 def test_the_router_records_each_fuzzed_message_once_parks_each_rejection_once_and_keeps_running(
-        broker_url, namespace, database_url):
+    broker_url, namespace, database_url
+):
     """1,000 generated messages: each leaves one audit row (accepted or rejected), the
     dead-letter queue holds one copy of each rejected one, a redelivered rejection adds
     neither, ``dlq list`` reads every parked message, and the router is still consuming."""
-    settings = Settings(broker_url=broker_url, database_url=database_url, namespace=namespace,
-                        envelope_max_bytes=16384)
+    settings = Settings(broker_url=broker_url, database_url=database_url, namespace=namespace, envelope_max_bytes=16384)
     routing = RouterUnderTest(settings, AuditLog.open(database_url))
     routing.start()
     published: list[tuple[bytes, str]] = []
     connection = Connection(normalise_amqp_url(broker_url), transport_options={"confirm_publish": True})
     producer = connection.Producer(exchange=topic_exchange(settings))
 
-    @hypothesis_settings(max_examples=5, deadline=None, database=None,
-                         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @hypothesis_settings(
+        max_examples=5,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
     @given(st.lists(messages, min_size=200, max_size=200))
     def publish(batch):
         for shape, routing_key in batch:
@@ -114,8 +139,11 @@ def test_the_router_records_each_fuzzed_message_once_parks_each_rejection_once_a
     try:
         publish()
         count = len(published)
-        rows = wait_for(lambda: len(r := list_envelopes(routing.audit, limit=count + 10)) >= count and r,
-                        timeout=120, message=f"{count} messages recorded")
+        rows = wait_for(
+            lambda: len(r := list_envelopes(routing.audit, limit=count + 10)) >= count and r,
+            timeout=120,
+            message=f"{count} messages recorded",
+        )
         statuses = [r["status"] for r in rows]
         assert len(rows) == count and set(statuses) <= {"accepted", "rejected"}
         rejected = statuses.count("rejected")
@@ -134,8 +162,10 @@ def test_the_router_records_each_fuzzed_message_once_parks_each_rejection_once_a
         routing.start()  # it stopped only because it was asked to: it consumes again
         valid = json.dumps({"type": "test.route", "id": "after-the-fuzz", "specversion": "1.0"}).encode()
         routing.publish_raw(valid, "test.route")
-        wait_for(lambda: any(r["envelope_id"] == "after-the-fuzz" for r in list_envelopes(routing.audit, limit=5)),
-                 message="the router still routes")
+        wait_for(
+            lambda: any(r["envelope_id"] == "after-the-fuzz" for r in list_envelopes(routing.audit, limit=5)),
+            message="the router still routes",
+        )
         routing.settle()
     finally:
         routing.bus.close()
@@ -161,10 +191,19 @@ def _delete_handler_queues(connection, namespace: str) -> None:
                 channel.close()
 
 
-@given(st.binary(max_size=500) | deep.map(str.encode) | json_trees.map(lambda t: json.dumps(
-    {"message_id": t, "actor_name": t, "args": [t], "options": {"traceback": t}}).encode()),
-    st.none() | st.dictionaries(st.sampled_from(["x-stackreflex-reason", "x-stackreflex-routing-key"]),
-                                json_trees | st.text(string.printable + "\x1b\x00")) | st.text())
+@given(
+    st.binary(max_size=500)
+    | deep.map(str.encode)
+    | json_trees.map(
+        lambda t: json.dumps({"message_id": t, "actor_name": t, "args": [t], "options": {"traceback": t}}).encode()
+    ),
+    st.none()
+    | st.dictionaries(
+        st.sampled_from(["x-stackreflex-reason", "x-stackreflex-routing-key"]),
+        json_trees | st.text(string.printable + "\x1b\x00"),
+    )
+    | st.text(),
+)
 @hypothesis_settings(max_examples=300, deadline=None)
 def test_what_dlq_list_shows_survives_any_parked_content(body, headers):
     """Built from whatever was parked, under headers of any shape: one line, no control characters."""

@@ -21,14 +21,23 @@ def start_cloud(tmp_path, broker_url, sqlite_url, namespace, servers=20, migrati
     """Three compute hosts with SSH nodes; ``servers`` on compute-a (nova_limit 0: Nova runs every
     accepted migration at once, so the window seen is the orchestrator's own)."""
     hosts = (HOST, *OTHERS)
-    scenario = Scenario(compute_hosts={HOST: servers, OTHERS[0]: 0, OTHERS[1]: 0},
-                        compute_addresses={h: f"127.0.0.{41 + i}" for i, h in enumerate(hosts)},
-                        live_migration_time=migration_time, cold_migration_time=0.3, power_time=0.1,
-                        reboot_time=1.0, max_concurrent_live_migrations=nova_limit)
+    scenario = Scenario(
+        compute_hosts={HOST: servers, OTHERS[0]: 0, OTHERS[1]: 0},
+        compute_addresses={h: f"127.0.0.{41 + i}" for i, h in enumerate(hosts)},
+        live_migration_time=migration_time,
+        cold_migration_time=0.3,
+        power_time=0.1,
+        reboot_time=1.0,
+        max_concurrent_live_migrations=nova_limit,
+    )
     return overcloud_with_nodes(
-        tmp_path, scenario, lambda oc: {"hostnames": {h.split(".")[0]: f"{a}:{oc.nodes[a].port}"
-                                                      for h, a in scenario.compute_addresses.items()}},
-        make_settings(broker_url, sqlite_url, namespace))
+        tmp_path,
+        scenario,
+        lambda oc: {
+            "hostnames": {h.split(".")[0]: f"{a}:{oc.nodes[a].port}" for h, a in scenario.compute_addresses.items()}
+        },
+        make_settings(broker_url, sqlite_url, namespace),
+    )
 
 
 @pytest.fixture
@@ -64,8 +73,21 @@ def test_twenty_servers_three_at_a_time_then_reboot_and_back_in_service(cloud, w
     oc, settings = cloud(servers=20)
     workers(settings, env=oc.environment())
     boot_before = node_of(oc, HOST).files[BOOT_ID]
-    result = run_cli(settings, tmp_path, "host", "evacuate", HOST, "--max-parallel", "3", "--reboot",
-                     "--reason", "kernel update CHG-42", "--wait", env=oc.environment(), timeout=120)
+    result = run_cli(
+        settings,
+        tmp_path,
+        "host",
+        "evacuate",
+        HOST,
+        "--max-parallel",
+        "3",
+        "--reboot",
+        "--reason",
+        "kernel update CHG-42",
+        "--wait",
+        env=oc.environment(),
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "20/20 migrated, 0 failed" in result.stdout
 
@@ -77,13 +99,19 @@ def test_twenty_servers_three_at_a_time_then_reboot_and_back_in_service(cloud, w
     assert (service.status, service.state, service.disabled_reason) == ("enabled", "up", None)
     assert node_of(oc, HOST).files[BOOT_ID] != boot_before, "the node really rebooted"
 
-    run, = evacuations(settings)
+    (run,) = evacuations(settings)
     assert run["status"] == "succeeded"
     steps = steps_of(settings, run["id"])
     names = [s["name"] for s in steps]
     assert names[0] == "disable nova-compute" and steps[0]["detail"]["reason"] == "kernel update CHG-42"
-    assert names[-6:] == ["host empty", "reboot issued", "waiting for boot", "node back", "service up",
-                          "enable nova-compute"]
+    assert names[-6:] == [
+        "host empty",
+        "reboot issued",
+        "waiting for boot",
+        "node back",
+        "service up",
+        "enable nova-compute",
+    ]
     waited = next(s for s in steps if s["name"] == "waiting for boot")
     assert waited["duration_s"] >= 0.5 * oc.scenario.reboot_time / oc.scenario.speed  # the node's time away
     moves = [s for s in steps if s["name"] == "live-migrate"]
@@ -92,7 +120,9 @@ def test_twenty_servers_three_at_a_time_then_reboot_and_back_in_service(cloud, w
     for step in moves:  # a post-mortem can tell which instance moved where, when and how long it took
         detail, migration = step["detail"], by_id[step["detail"]["migration_id"]]
         assert (detail["source"], detail["destination"]) == (HOST, migration.dest)
-        assert detail["server_id"] == migration.server.id and oc.nova.servers[detail["server_id"]].host == migration.dest
+        assert (
+            detail["server_id"] == migration.server.id and oc.nova.servers[detail["server_id"]].host == migration.dest
+        )
         assert 0.3 < detail["duration_s"] < 5 and step["finished_at"] > step["started_at"]
     assert "migrations" in result.stdout and result.stdout.count(HOST) >= 20
 
@@ -103,10 +133,21 @@ def test_a_server_that_fails_twice_blocks_the_host_which_stays_disabled_and_up(c
     oc.faults.add(Fault("migration_failure", stuck.name))
     workers(settings, env=oc.environment())
     boot_before = node_of(oc, HOST).files[BOOT_ID]
-    result = run_cli(settings, tmp_path, "host", "evacuate", HOST, "--max-parallel", "2", "--reboot", "--wait",
-                     env=oc.environment(), timeout=120)
+    result = run_cli(
+        settings,
+        tmp_path,
+        "host",
+        "evacuate",
+        HOST,
+        "--max-parallel",
+        "2",
+        "--reboot",
+        "--wait",
+        env=oc.environment(),
+        timeout=120,
+    )
     assert result.returncode == 1
-    run, = evacuations(settings)
+    (run,) = evacuations(settings)
     assert run["status"] == "failed"
     assert f"{stuck.name} ({stuck.id}): migration failed 2 time(s)" in run["error"]
     assert "nothing was rebooted" in run["error"]
@@ -127,7 +168,7 @@ def test_no_valid_host_fails_clearly_naming_the_server_without_a_retry_storm(clo
     workers(settings, env=oc.environment())
     result = run_cli(settings, tmp_path, "host", "evacuate", HOST, "--wait", env=oc.environment(), timeout=60)
     assert result.returncode == 1
-    run, = evacuations(settings)
+    (run,) = evacuations(settings)
     assert run["status"] == "failed" and run["attempts"] == 1
     assert f"{lonely.name} ({lonely.id})" in run["error"] and "No valid host was found" in run["error"]
     assert fault.hits == 1, "asked Nova once for this server"
@@ -139,8 +180,11 @@ def test_a_worker_killed_mid_evacuation_is_finished_by_another_without_migrating
     first = workers(settings, env=oc.environment())
     result = run_cli(settings, tmp_path, "host", "evacuate", HOST, "--max-parallel", "2", env=oc.environment())
     assert result.returncode == 0, result.stderr
-    wait_for(lambda: sum(m.status == "completed" for m in oc.nova.migrations) >= 3, timeout=30,
-             message="a few migrations done")
+    wait_for(
+        lambda: sum(m.status == "completed" for m in oc.nova.migrations) >= 3,
+        timeout=30,
+        message="a few migrations done",
+    )
     first.kill()
     assert sum(s.host == HOST for s in oc.nova.servers.values()) > 0, "killed mid-way"
     workers(settings, env=oc.environment())
@@ -169,7 +213,7 @@ def test_dry_run_prints_the_plan_and_changes_nothing(cloud, tmp_path):
 
 def test_shutoff_servers_block_the_host_unless_moved_cold(cloud, workers, tmp_path):
     oc, settings = cloud(servers=3)
-    off = list(oc.nova.servers.values())[0]
+    off = next(iter(oc.nova.servers.values()))
     off.status = "SHUTOFF"
     workers(settings, env=oc.environment())
     left = run_cli(settings, tmp_path, "host", "evacuate", HOST, "--wait", env=oc.environment(), timeout=60)
@@ -178,8 +222,17 @@ def test_shutoff_servers_block_the_host_unless_moved_cold(cloud, workers, tmp_pa
     assert off.host == HOST and off.status == "SHUTOFF"
 
     oc.nova.services[HOST].status = "enabled"
-    moved = run_cli(settings, tmp_path, "host", "evacuate", HOST, "--cold-migrate-stopped", "--wait",
-                    env=oc.environment(), timeout=60)
+    moved = run_cli(
+        settings,
+        tmp_path,
+        "host",
+        "evacuate",
+        HOST,
+        "--cold-migrate-stopped",
+        "--wait",
+        env=oc.environment(),
+        timeout=60,
+    )
     assert moved.returncode == 0, moved.stdout + moved.stderr
     assert off.host in OTHERS and off.status == "SHUTOFF", "moved cold, resize confirmed, still stopped"
     assert [m.status for m in oc.nova.migrations if m.server is off] == ["confirmed"]
@@ -192,15 +245,27 @@ def test_a_second_evacuation_of_the_same_host_is_refused_with_the_running_run(cl
     oc, settings = cloud(servers=4, migration_time=3.0, nova_limit=1)
     workers(settings, env=oc.environment())
     assert run_cli(settings, tmp_path, "host", "evacuate", HOST, env=oc.environment()).returncode == 0
-    wait_for(lambda: evacuations(settings) and evacuations(settings)[0]["status"] in ("running", "waiting"),
-             message="first evacuation running")
+    wait_for(
+        lambda: evacuations(settings) and evacuations(settings)[0]["status"] in ("running", "waiting"),
+        message="first evacuation running",
+    )
     running = evacuations(settings)[0]
     again = run_cli(settings, tmp_path, "host", "evacuate", HOST, env=oc.environment())
     assert again.returncode == 2
     assert f"already being evacuated by run {running['id']}" in again.stderr
     # the handler refuses too, for a command that did not come through this CLI
-    forced = run_cli(settings, tmp_path, "publish", "command.host.evacuate", "-s", HOST, "-d",
-                     json.dumps({"host": HOST}), "--wait", env=oc.environment())
+    forced = run_cli(
+        settings,
+        tmp_path,
+        "publish",
+        "command.host.evacuate",
+        "-s",
+        HOST,
+        "-d",
+        json.dumps({"host": HOST}),
+        "--wait",
+        env=oc.environment(),
+    )
     assert forced.returncode == 1
     second = next(r for r in evacuations(settings) if r["id"] != running["id"])
     assert second["status"] == "failed" and running["id"] in second["error"]
@@ -208,13 +273,14 @@ def test_a_second_evacuation_of_the_same_host_is_refused_with_the_running_run(cl
 
 def test_rolling_drain_reboot_takes_one_host_at_a_time_and_stops_at_the_first_failure(cloud, workers, tmp_path):
     oc, settings = cloud(servers=4)
-    for i, server in enumerate(list(oc.nova.servers.values())[:2]):
+    for _i, server in enumerate(list(oc.nova.servers.values())[:2]):
         server.host = OTHERS[0]  # two servers on compute-b as well
     workers(settings, env=oc.environment())
     first, second = HOST, OTHERS[0]
     boots = {h: node_of(oc, h).files[BOOT_ID] for h in (first, second)}
-    result = run_cli(settings, tmp_path, "hosts", "drain-reboot", first, second, "--wait",
-                     env=oc.environment(), timeout=120)
+    result = run_cli(
+        settings, tmp_path, "hosts", "drain-reboot", first, second, "--wait", env=oc.environment(), timeout=120
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     runs = sorted(evacuations(settings), key=lambda r: r["created_at"])
     assert [r["subject"] for r in runs] == [first, second] and all(r["status"] == "succeeded" for r in runs)
@@ -227,11 +293,15 @@ def test_rolling_drain_reboot_takes_one_host_at_a_time_and_stops_at_the_first_fa
     stuck = next(s for s in oc.nova.servers.values() if s.host == OTHERS[1])
     oc.faults.add(Fault("migration_failure", stuck.id))
     moved_before = len(oc.nova.migrations)
-    result = run_cli(settings, tmp_path, "hosts", "drain-reboot", OTHERS[1], first, "--wait",
-                     env=oc.environment(), timeout=120)
+    result = run_cli(
+        settings, tmp_path, "hosts", "drain-reboot", OTHERS[1], first, "--wait", env=oc.environment(), timeout=120
+    )
     assert result.returncode == 1
-    rolling = [r for r in list_runs(AuditLog.open(settings.database()),
-                                    RunFilter(handler="drain_reboot_hosts", limit=10)) if r["status"] == "failed"]
+    rolling = [
+        r
+        for r in list_runs(AuditLog.open(settings.database()), RunFilter(handler="drain_reboot_hosts", limit=10))
+        if r["status"] == "failed"
+    ]
     assert len(rolling) == 1 and f"stopped at {OTHERS[1]}" in rolling[0]["error"]
     assert f"hosts not touched: {first}" in rolling[0]["error"]
     assert oc.nova.services[first].status == "enabled"

@@ -9,13 +9,21 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_import_contracts_are_kept():
-    done = subprocess.run([str(Path(sys.executable).with_name("lint-imports")), "--no-cache"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("lint-imports")), "--no-cache"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "3 kept, 0 broken" in done.stdout
 
 
 def test_only_the_bus_asks_whether_it_is_embedded():
-    askers = [str(p.relative_to(ROOT)) for p in (ROOT / "stackreflex").rglob("*.py")
-              if "settings.embedded" in p.read_text() and "bus" not in p.relative_to(ROOT / "stackreflex").parts]
+    askers = [
+        str(p.relative_to(ROOT))
+        for p in (ROOT / "stackreflex").rglob("*.py")
+        if "settings.embedded" in p.read_text() and "bus" not in p.relative_to(ROOT / "stackreflex").parts
+    ]
     assert askers == []

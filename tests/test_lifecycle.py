@@ -204,7 +204,10 @@ def test_an_inline_wait_advances_the_clock_and_parks_when_it_takes_longer(kit):
 def test_a_step_the_handler_never_comes_back_to_ends_interrupted(kit):
     result = kit.run(h(leaves_a_waiting_step_behind), Envelope.new("test.life.abandons"))
     assert result.status == "succeeded"
-    assert [(s["name"], s["status"]) for s in result.steps] == [("first try", "interrupted"), ("another way", "succeeded")]
+    assert [(s["name"], s["status"]) for s in result.steps] == [
+        ("first try", "interrupted"),
+        ("another way", "succeeded"),
+    ]
     assert "without coming back to this step" in result.steps[0]["error"]
 
 
@@ -256,7 +259,7 @@ def test_the_reconciler_sends_on_a_waiting_run_whose_wake_up_was_lost(kit):
 def test_a_run_whose_worker_died_is_taken_over_as_a_new_attempt_and_the_old_execution_is_fenced(kit):
     event = Envelope.new("test.life.block", subject="node-3")
     served = kit.serve(h(starts_a_step))
-    [accepted] = kit.audit.accept_many([(event, [served.name])])
+    [_accepted] = kit.audit.accept_many([(event, [served.name])])
     policy = policy_for(served, {})
     stalled = kit.lifecycle.begin(served, policy, event.to_dict(), 0)  # claims, then its worker stalls
     stalled.start_step("long call", "node-3")

@@ -24,24 +24,35 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: What an overcloud deployment sends and gets back: a dozen heat parameters among them.
 HEAT_SECRETS = {
-    "HeatPassword": "hEat-pw-0001", "HeatStackDomainAdminPassword": "hEat-dom-0002",
-    "HeatAuthEncryptionKey": "hEat-aek-0003", "KeystoneCredential0": "ks-cred-0004",
-    "CephClusterFSID": "4b5c8c0a-ff60-454b-a1b4-9747aa737d19", "RabbitCookie": "rAbbit-ck-0006",
-    "MysqlRootPassword": "mYsql-root-0007", "BarbicanSimpleCryptoKek": "bArbican-kek-0008",
-    "PacemakerRemoteAuthkey": "pCmk-ak-0009", "SwiftHashSuffix": "sWift-hs-0010",
-    "OctaviaHeartbeatKey": "oCtavia-hb-0011", "CephClientKey": "AQBcephclientkey0012==",
+    "HeatPassword": "hEat-pw-0001",
+    "HeatStackDomainAdminPassword": "hEat-dom-0002",
+    "HeatAuthEncryptionKey": "hEat-aek-0003",
+    "KeystoneCredential0": "ks-cred-0004",
+    "CephClusterFSID": "4b5c8c0a-ff60-454b-a1b4-9747aa737d19",
+    "RabbitCookie": "rAbbit-ck-0006",
+    "MysqlRootPassword": "mYsql-root-0007",
+    "BarbicanSimpleCryptoKek": "bArbican-kek-0008",
+    "PacemakerRemoteAuthkey": "pCmk-ak-0009",
+    "SwiftHashSuffix": "sWift-hs-0010",
+    "OctaviaHeartbeatKey": "oCtavia-hb-0011",
+    "CephClientKey": "AQBcephclientkey0012==",
 }
 SECRETS = {
-    "admin_password": "aDmin-s3cr3t-0013", "new_user_password": "nEw-user-pw-0014",
-    "fernet_token": "gAAAAABmFernetToken0015xyz", "temp_url_key": "tEmp-url-key-0016",
-    "temp_url_sig": "5f3a9cdeadbeef0017", "private_key_body": "MIIEowIBAAKCAQEAprivatekeybody0018",
-    "signing_key": "sIgning-key-0019", "credential": "cRedential-0020", "amqp_password": "aMqp-pw-0021",
+    "admin_password": "aDmin-s3cr3t-0013",
+    "new_user_password": "nEw-user-pw-0014",
+    "fernet_token": "gAAAAABmFernetToken0015xyz",
+    "temp_url_key": "tEmp-url-key-0016",
+    "temp_url_sig": "5f3a9cdeadbeef0017",
+    "private_key_body": "MIIEowIBAAKCAQEAprivatekeybody0018",
+    "signing_key": "sIgning-key-0019",
+    "credential": "cRedential-0020",
+    "amqp_password": "aMqp-pw-0021",
     **HEAT_SECRETS,
 }
 
 #: An application embedding stackreflex: its own record factory, basicConfig, a handler added
 #: later, and keystoneauth's debug logging of the requests it makes to a local "cloud".
-LIBRARY_APP = r'''
+LIBRARY_APP = r"""
 import json, logging, sys, threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -151,14 +162,26 @@ logging.getLogger("kombu.connection").info("Connecting to %s",
                                            "amqp://stackreflex:%s@rabbit:5672//" % secrets["amqp_password"])
 server.shutdown()
 later_handler.close()
-'''
+"""
 
 
 def test_an_embedding_application_with_basic_config_logs_none_of_the_secrets_keystoneauth_sees(tmp_path):
     out, later = tmp_path / "basic.log", tmp_path / "later.log"
-    result = subprocess.run([sys.executable, "-c", LIBRARY_APP, str(out), str(later), json.dumps(SECRETS),
-                             json.dumps(sorted(HEAT_SECRETS))],
-                            cwd=ROOT, timeout=60, capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            LIBRARY_APP,
+            str(out),
+            str(later),
+            json.dumps(SECRETS),
+            json.dumps(sorted(HEAT_SECRETS)),
+        ],
+        cwd=ROOT,
+        timeout=60,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     text, later_text = out.read_text(), later.read_text()
 
@@ -177,7 +200,7 @@ def test_an_embedding_application_with_basic_config_logs_none_of_the_secrets_key
     assert '-H "X-Auth-Token: {SHA256}' in text and "X-Subject-Token: {SHA256}" in text  # keystoneauth's hashes
     assert f"X-Account-Meta-Temp-URL-Key: {MASK}" in text and "X-Account-Object-Count: 3" in text
     assert f"temp_url_sig={MASK}&temp_url_expires=1999999999" in text
-    assert 'GET /swift/v1/AUTH_p1/images/ipa.kernel?temp_url_sig=' in text  # urllib3's line
+    assert "GET /swift/v1/AUTH_p1/images/ipa.kernel?temp_url_sig=" in text  # urllib3's line
     assert f"req-42 INFO stackreflex.run: signing the envelope with signing_key={MASK}" in text
     assert f"WARNING dramatiq.worker.WorkerThread: Failed to process message {{'credential': '{MASK}'}}" in text
     assert f"INFO kombu.connection: Connecting to amqp://stackreflex:{MASK}@rabbit:5672//" in text
@@ -200,7 +223,7 @@ def test_a_secret_in_an_exception_logged_from_a_child_logger_is_masked_in_its_tr
             return super().format(record) + raw
 
     handlers = {}
-    for parent, child in (("openstack", "openstack.compute"), ("paramiko", "paramiko.transport")):
+    for parent, _child in (("openstack", "openstack.compute"), ("paramiko", "paramiko.transport")):
         handler = Collect()
         handler.setFormatter(RawTracebacks("%(levelname)s %(name)s %(message)s"))
         parent_logger = logging.getLogger(parent)
@@ -213,7 +236,8 @@ def test_a_secret_in_an_exception_logged_from_a_child_logger_is_masked_in_its_tr
                 raise paramiko.AuthenticationException("Authentication failed: password=pAramiko-0031")
             except paramiko.AuthenticationException as exc:
                 raise openstack.exceptions.SDKException(
-                    "Failed to rebuild server overcloud-controller-0 with adminPass=oPenstack-0032") from exc
+                    "Failed to rebuild server overcloud-controller-0 with adminPass=oPenstack-0032"
+                ) from exc
         except openstack.exceptions.SDKException as exc:
             logging.getLogger("openstack.compute").exception("rebuild of %s failed: %s", "controller-0", exc)
         try:
@@ -229,8 +253,10 @@ def test_a_secret_in_an_exception_logged_from_a_child_logger_is_masked_in_its_tr
     text = "\n".join(lines)
     for secret in ("pAramiko-0031", "oPenstack-0032", "pRivate-0033", "tOken-0034"):
         assert secret not in text, text
-    assert lines[0].startswith(f"ERROR openstack.compute rebuild of controller-0 failed: Failed to rebuild server "
-                               f"overcloud-controller-0 with adminPass={MASK}\nTraceback (most recent call last):")
+    assert lines[0].startswith(
+        f"ERROR openstack.compute rebuild of controller-0 failed: Failed to rebuild server "
+        f"overcloud-controller-0 with adminPass={MASK}\nTraceback (most recent call last):"
+    )
     assert f"paramiko.ssh_exception.AuthenticationException: Authentication failed: password={MASK}" in lines[0]
     assert "The above exception was the direct cause of the following exception" in lines[0]
     assert lines[1].startswith("ERROR paramiko.transport Socket exception on 192.0.2.10\nTraceback")
@@ -252,7 +278,7 @@ def test_records_of_other_loggers_are_left_as_they_are_and_installing_twice_chan
 
 def test_setup_logging_redacts_every_record_once_our_libraries_at_creation_the_others_in_its_filter(tmp_path):
     out = tmp_path / "product.log"
-    script = r'''
+    script = r"""
 import logging, sys
 from stackreflex.core import logs
 calls = []
@@ -267,9 +293,10 @@ except ValueError:
     logging.getLogger("myapp.jobs").exception("job failed")
 logging.getLogger("myapp").warning("bad %s %s", "password=aRgs-0044")  # does not format
 print(len(calls))
-'''
-    result = subprocess.run([sys.executable, "-c", script, str(out)], cwd=ROOT, timeout=60,
-                            capture_output=True, text=True)
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(out)], cwd=ROOT, timeout=60, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
     text = out.read_text()
     for secret in ("kA-0041", "aPp-0042", "eXc-0043", "aRgs-0044"):
@@ -290,8 +317,14 @@ def test_every_name_oslo_utils_masks_is_masked_here_as_a_key_and_in_text():
     names = strutils._SANITIZE_KEYS  # what every OpenStack service masks in its own logs
     assert len(names) > 30
     assert [name for name in names if not redaction.is_secret_key(name)] == []
-    for text in ("{name}=v4lue", "{name}: v4lue", '{{"{name}": "v4lue"}}', "{{'{name}1': 'v4lue'}}", "--{name} v4lue",
-                 "<{name}>v4lue</{name}>"):
+    for text in (
+        "{name}=v4lue",
+        "{name}: v4lue",
+        '{{"{name}": "v4lue"}}',
+        "{{'{name}1': 'v4lue'}}",
+        "--{name} v4lue",
+        "<{name}>v4lue</{name}>",
+    ):
         assert [name for name in names if "v4lue" in redaction.redact_text(text.format(name=name))] == [], text
 
 
@@ -301,9 +334,17 @@ def test_the_examples_in_the_docstrings_hold():
 
 
 def test_json_lines_are_redacted_once_with_their_context_fields():
-    record = logging.makeLogRecord({"name": "myapp", "levelno": logging.ERROR, "levelname": "ERROR",
-                                    "msg": "login with password=%s", "args": ("jS-0051",),
-                                    "target": "amqp://guest:jS-0052@rabbit//", "step": "connect"})
+    record = logging.makeLogRecord(
+        {
+            "name": "myapp",
+            "levelno": logging.ERROR,
+            "levelname": "ERROR",
+            "msg": "login with password=%s",
+            "args": ("jS-0051",),
+            "target": "amqp://guest:jS-0052@rabbit//",
+            "step": "connect",
+        }
+    )
     line = json.loads(logs.JsonFormatter().format(record))
     assert line["message"] == f"login with password={MASK}" and line["logger"] == "myapp"
     assert line["target"] == f"amqp://guest:{MASK}@rabbit//" and line["step"] == "connect"

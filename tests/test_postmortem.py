@@ -16,13 +16,13 @@ import pytest
 import yaml
 from sqlmodel import select
 
+from stackreflex.cli.report import lanes_of
 from stackreflex.core.envelope import Envelope
 from stackreflex.models.audit import AuditLog
 from stackreflex.models.retention import prune
 from stackreflex.models.stats import handler_stats, percentile, slowest_steps, waiting_runs
 from stackreflex.models.tables import Run, Step
 from stackreflex.models.timeline import Scope, timeline
-from stackreflex.cli.report import lanes_of
 from stackreflex.tasks.inventory import Host, Inventory
 
 from .conftest import assert_no_word_split, env_for, make_settings, run_cli
@@ -61,9 +61,14 @@ def test_a_scripted_history_comes_back_in_time_order(history):
     window = timeline(audit, Scope(since=at(-10), until=at(3600)))
     assert [e["time"] for e in window.entries] == sorted(e["time"] for e in window.entries)
     kinds = [(e["kind"], e["what"]) for e in window.entries if e["kind"] != "step"]
-    assert kinds == [("envelope", "heat.resource.CREATE_IN_PROGRESS"), ("run", "configure_new_node"),
-                     ("envelope", "command.host.evacuate"), ("run", "evacuate_host"),
-                     ("envelope", "command.volume.snapshot"), ("run", "snapshot_volumes")]
+    assert kinds == [
+        ("envelope", "heat.resource.CREATE_IN_PROGRESS"),
+        ("run", "configure_new_node"),
+        ("envelope", "command.host.evacuate"),
+        ("run", "evacuate_host"),
+        ("envelope", "command.volume.snapshot"),
+        ("run", "snapshot_volumes"),
+    ]
     assert not window.truncated and len(window.entries) == 6 + sum(LANES.values())
     assert timeline(audit, Scope(since=at(-10), until=at(3600), limit=5)).truncated
 
@@ -74,9 +79,11 @@ def test_scopes_and_filters_combine(history):
     assert {e["correlation_id"] for e in host.entries} == {h.correlations["evacuate"]}
     assert len(host.entries) == 6  # the run about the host brings all its steps
     failed = timeline(audit, Scope(host="compute-1.localdomain", status=("failed",)))
-    assert shape(failed.entries) == [("run", "evacuate_host", "compute-1.localdomain", "failed"),
-                                     ("step", "live-migrate", "vm-b", "failed"),
-                                     ("step", "live-migrate", "vm-b", "failed")]
+    assert shape(failed.entries) == [
+        ("run", "evacuate_host", "compute-1.localdomain", "failed"),
+        ("step", "live-migrate", "vm-b", "failed"),
+        ("step", "live-migrate", "vm-b", "failed"),
+    ]
     server = timeline(audit, Scope(server="vm-b"))
     assert [e["what"] for e in server.entries if e["kind"] == "step"] == ["live-migrate", "live-migrate"]
     later = timeline(audit, Scope(server="vm-b", since=at(125)))
@@ -87,19 +94,32 @@ def test_scopes_and_filters_combine(history):
 
 
 def test_the_cli_shows_utc_by_default_and_local_time_when_asked(history, database_url, tmp_path):
-    audit, h = history
+    _audit, h = history
     as_json = cli(database_url, tmp_path, "timeline", "--correlation-id", h.correlations["snapshot"], "-f", "json")
     assert as_json.returncode == 0, as_json.stderr
     entries = json.loads(as_json.stdout)
     assert entries[0]["time"] == "2026-11-20T22:03:20.000Z"
-    kolkata = cli(database_url, tmp_path, "timeline", "--correlation-id", h.correlations["snapshot"], "-f", "yaml",
-                  "--tz", "Asia/Kolkata")
+    kolkata = cli(
+        database_url,
+        tmp_path,
+        "timeline",
+        "--correlation-id",
+        h.correlations["snapshot"],
+        "-f",
+        "yaml",
+        "--tz",
+        "Asia/Kolkata",
+    )
     assert yaml.safe_load(kolkata.stdout)[0]["time"] == "2026-11-21T03:33:20.000+05:30"
     as_csv = cli(database_url, tmp_path, "timeline", "--server", "vm-c", "-f", "csv")
     rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
     assert [(r["kind"], r["what"]) for r in rows] == [  # the run about vm-c, with all it did
-        ("envelope", "command.volume.snapshot"), ("run", "snapshot_volumes"), ("step", "stop server"),
-        ("step", "snapshot volume"), ("step", "start server")]
+        ("envelope", "command.volume.snapshot"),
+        ("run", "snapshot_volumes"),
+        ("step", "stop server"),
+        ("step", "snapshot volume"),
+        ("step", "start server"),
+    ]
     bad = cli(database_url, tmp_path, "timeline", "--tz", "Mars/Olympus")
     assert bad.returncode == 3 and "unknown time zone" in bad.stderr
 
@@ -122,10 +142,12 @@ def test_searches_stats_waiting_and_slowest(history, database_url, tmp_path):
 
 
 def test_secrets_stay_redacted_in_every_output(history, database_url, tmp_path):
-    audit, h = history
+    _audit, h = history
     scope = ("--correlation-id", h.correlations["deploy"])
-    outputs = [cli(database_url, tmp_path, "timeline", *scope, "--json").stdout,
-               cli(database_url, tmp_path, "timeline", *scope, "--csv").stdout]
+    outputs = [
+        cli(database_url, tmp_path, "timeline", *scope, "--json").stdout,
+        cli(database_url, tmp_path, "timeline", *scope, "--csv").stdout,
+    ]
     cli(database_url, tmp_path, "report", *scope, "--html", str(tmp_path / "r.html"))
     cli(database_url, tmp_path, "export", *scope, "-o", str(tmp_path / "e.json"))
     outputs += [(tmp_path / "r.html").read_text(), (tmp_path / "e.json").read_text()]
@@ -160,10 +182,17 @@ def browser():
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
+
     options = Options()
     options.binary_location = shutil.which("chromium")
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--force-device-scale-factor=1",
-                     "--window-size=1400,1000", "--disable-dev-shm-usage"):
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--force-device-scale-factor=1",
+        "--window-size=1400,1000",
+        "--disable-dev-shm-usage",
+    ):
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
     yield driver
@@ -177,6 +206,7 @@ def bars_per_lane(png: bytes) -> list[list[tuple]]:
     """From a screenshot of the chart: the bands of rows holding bar colours (lanes), and in the
     middle row of each, the runs of bar-coloured pixels (bars) as their colours."""
     from PIL import Image
+
     image = Image.open(io.BytesIO(png)).convert("RGB")
     width, height = image.size
     pixels = image.load()
@@ -204,6 +234,7 @@ def bars_per_lane(png: bytes) -> list[list[tuple]]:
 def test_the_html_report_renders_one_lane_per_node_and_a_bar_per_step(history, database_url, tmp_path, browser):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
+
     report = tmp_path / "postmortem.html"
     made = cli(database_url, tmp_path, "report", *WINDOW, "--html", str(report), "--title", "Night of 20 November")
     assert made.returncode == 0, made.stderr
@@ -212,7 +243,7 @@ def test_the_html_report_renders_one_lane_per_node_and_a_bar_per_step(history, d
     browser.get(report.as_uri())
     lanes = bars_per_lane(browser.find_element(By.ID, "gantt").screenshot_as_png)
     assert [len(bars) for bars in lanes] == list(LANES.values())
-    lane_of = dict(zip(LANES, lanes))
+    lane_of = dict(zip(LANES, lanes, strict=False))
     assert lane_of["vm-b"] == [RED, RED] and lane_of["vm-a"] == [GREEN]
     assert all(colour == GREEN for name, bars in lane_of.items() if name != "vm-b" for colour in bars)
     text = browser.find_element(By.TAG_NAME, "body").text
@@ -235,8 +266,9 @@ def test_the_html_report_renders_one_lane_per_node_and_a_bar_per_step(history, d
     rows = [r for r in browser.find_elements(By.CSS_SELECTOR, "#entries tr[data-status]") if r.is_displayed()]
     assert {r.get_attribute("data-status") for r in rows} == {"failed"}
     width = int(browser.find_element(By.ID, "gantt").get_attribute("width"))
-    browser.execute_script("var z = document.getElementById('f-zoom'); z.value = 4; "
-                           "z.dispatchEvent(new Event('input'));")
+    browser.execute_script(
+        "var z = document.getElementById('f-zoom'); z.value = 4; z.dispatchEvent(new Event('input'));"
+    )
     assert int(float(browser.find_element(By.ID, "gantt").get_attribute("width"))) > 3 * width - 3 * 260
 
 
@@ -249,10 +281,19 @@ def test_a_node_named_four_ways_is_one_lane(database_url):
     run_id = accepted.runs["lanes"].id
     heat = "overcloud-ControllerDeployedServer-sigq8jtgev49-0-5vpuemopj82f-ControllerDeployedServer-s2f/deployed-server"
     for n, target in enumerate(("ControllerDeployedServer[0]", heat, "127.0.0.11:39629", "127.0.0.11", "vm-a")):
-        audit.record_step(run_id, 1, f"step {n}", target, status="succeeded", started_at=T0 + timedelta(seconds=n),
-                          finished_at=T0 + timedelta(seconds=n + 1))
-    inventory = Inventory(roles={"ControllerDeployedServer": [Host.parse("127.0.0.11:39629")]},
-                          hostnames={"overcloud-controller-0": Host.parse("127.0.0.11:39629")})
+        audit.record_step(
+            run_id,
+            1,
+            f"step {n}",
+            target,
+            status="succeeded",
+            started_at=T0 + timedelta(seconds=n),
+            finished_at=T0 + timedelta(seconds=n + 1),
+        )
+    inventory = Inventory(
+        roles={"ControllerDeployedServer": [Host.parse("127.0.0.11:39629")]},
+        hostnames={"overcloud-controller-0": Host.parse("127.0.0.11:39629")},
+    )
     found = timeline(audit, Scope(correlation_id=envelope.id))
     lanes = lanes_of(found, inventory)
     assert {lane: len(steps) for lane, steps in lanes.items()} == {"overcloud-controller-0": 4, "vm-a": 1}
@@ -269,22 +310,31 @@ def test_a_long_timeline_prints_every_entry_whole_and_fits_an_80_column_terminal
     run_id = accepted.runs["bulk"].id
     nodes = [f"overcloud-novacompute-{i}.localdomain" for i in range(300)]
     for i, node in enumerate(nodes):
-        audit.record_step(run_id, 1, f"configure the agent of node number {i}", node, status="succeeded",
-                          started_at=T0 + timedelta(seconds=i), finished_at=T0 + timedelta(seconds=i + 2))
+        audit.record_step(
+            run_id,
+            1,
+            f"configure the agent of node number {i}",
+            node,
+            status="succeeded",
+            started_at=T0 + timedelta(seconds=i),
+            finished_at=T0 + timedelta(seconds=i + 2),
+        )
     scope = ("--correlation-id", envelope.id)
     lines = cli(database_url, tmp_path, "timeline", *scope).stdout.splitlines()
     header = next(line for line in lines if "time (UTC)" in line)
     rows = [line for line in lines if "overcloud-novacompute-" in line]
     assert len(rows) == len(nodes)
     for column in ("target", "status"):
-        assert {row.index("overcloud-novacompute-" if column == "target" else "succeeded") for row in rows} == \
-            {header.index(column)}
+        assert {row.index("overcloud-novacompute-" if column == "target" else "succeeded") for row in rows} == {
+            header.index(column)
+        }
     assert all(node in " ".join(rows) for node in nodes)  # piped: nothing cut
 
     primary, replica = pty.openpty()
     env = env_for(make_settings(None, database_url, "unused"), tmp_path, {"COLUMNS": "80", "LINES": "24"})
-    process = subprocess.Popen([sys.executable, "-m", "stackreflex", "audit", "timeline", *scope],
-                               stdout=replica, stderr=replica, env=env)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stackreflex", "audit", "timeline", *scope], stdout=replica, stderr=replica, env=env
+    )
     os.close(replica)
     screen = b""
     while chunk := _read(primary):

@@ -36,8 +36,11 @@ def _registry() -> Registry:
 
 def _router_idle(namespace: str) -> bool:
     """RabbitMQ holds nothing for the router: every delivery acknowledged."""
-    return all(q["messages_ready"] == 0 and q["messages_unacknowledged"] == 0 for q in listed_queues(namespace)
-               if q["name"] == f"{namespace}.router")
+    return all(
+        q["messages_ready"] == 0 and q["messages_unacknowledged"] == 0
+        for q in listed_queues(namespace)
+        if q["name"] == f"{namespace}.router"
+    )
 
 
 class RouterUnderTest:
@@ -76,14 +79,16 @@ class RouterUnderTest:
     def publish_raw(self, body: bytes, routing_key: str) -> None:
         with self.bus.connection() as connection:
             producer = connection.Producer()
-            producer.publish(body, exchange=self.settings.namespace, routing_key=routing_key,
-                             content_type="application/json")
+            producer.publish(
+                body, exchange=self.settings.namespace, routing_key=routing_key, content_type="application/json"
+            )
 
 
 @pytest.fixture(params=["amqp", "embedded"])
 def routing(request, broker_url, namespace, database_url):
-    settings = Settings(broker_url=broker_url if request.param == "amqp" else None, database_url=database_url,
-                        namespace=namespace)
+    settings = Settings(
+        broker_url=broker_url if request.param == "amqp" else None, database_url=database_url, namespace=namespace
+    )
     under_test = RouterUnderTest(settings, AuditLog.open(database_url))
     yield under_test
     under_test.bus.close()
@@ -116,7 +121,8 @@ def test_each_new_run_gets_one_message_a_copy_restarts_only_unstarted_runs_and_g
     routing.settle()
     assert routing.queued() == {"first": 2, "second": 3}
     assert sorted(e["status"] for e in list_envelopes(routing.audit)) == (
-        ["accepted", "accepted"] + ["duplicate"] * 2 + ["rejected"])
+        ["accepted", "accepted"] + ["duplicate"] * 2 + ["rejected"]
+    )
 
 
 def test_copies_of_an_envelope_in_one_batch_share_a_dispatch(namespace, sqlite_url):

@@ -10,11 +10,10 @@ from .conftest import OTHER_HANDLERS, make_settings, run_cli, wait_drained, wait
 from .test_runtime import publish_all
 
 
-def test_every_envelope_reaches_the_handler_another_worker_serves(broker_url, sqlite_url, namespace, workers,
-                                                                  tmp_path):
+def test_every_envelope_reaches_the_handler_another_worker_serves(broker_url, sqlite_url, namespace, workers, tmp_path):
     settings = make_settings(broker_url, sqlite_url, namespace)
-    first = workers(settings)                              # the sample handlers, not "elsewhere"
-    second = workers(settings, handlers=OTHER_HANDLERS)    # "elsewhere" and "elsewhere_filtered"
+    first = workers(settings)  # the sample handlers, not "elsewhere"
+    second = workers(settings, handlers=OTHER_HANDLERS)  # "elsewhere" and "elsewhere_filtered"
     audit = AuditLog.open(sqlite_url)
 
     pings = [Envelope.new("test.elsewhere.ping", subject=f"p{i}") for i in range(100)]
@@ -26,8 +25,11 @@ def test_every_envelope_reaches_the_handler_another_worker_serves(broker_url, sq
         outcomes = audit.outcomes([e.id for e in envelopes])
         return all(len(runs) == 1 and runs[0].handler == handler and runs[0].finished for runs in outcomes.values())
 
-    wait_for(lambda: ended(pings, "elsewhere") and ended(wanted, "elsewhere_filtered"), timeout=60,
-             message="every ping and wanted envelope handled")
+    wait_for(
+        lambda: ended(pings, "elsewhere") and ended(wanted, "elsewhere_filtered"),
+        timeout=60,
+        message="every ping and wanted envelope handled",
+    )
     wait_drained(namespace)
     outcomes = audit.outcomes([e.id for e in pings + wanted + declined])
     assert {runs[0].status.value for e in pings + wanted for runs in [outcomes[e.id]]} == {"succeeded"}

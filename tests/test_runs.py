@@ -2,22 +2,20 @@
 interrupted and resumed or cancelled against the simulated overcloud, a database outage."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from kombu.utils.url import parse_url
 
 from stackreflex.core.envelope import Envelope
+from stackreflex.core.settings import Settings
 from stackreflex.models.audit import AuditLog
 from stackreflex.models.queries import RunFilter, list_envelopes, list_runs
 from stackreflex.sim.faults import Fault
-from stackreflex.core.settings import Settings
 from stackreflex.sim.nodes import BOOT_ID
 
 from .broker_proxy import BrokerProxy
@@ -27,12 +25,24 @@ from .test_runtime import marks, publish, publish_all, run_ends, runs_of
 
 
 def test_a_run_that_waits_inside_a_step_twice_shows_one_attempt_two_wakes_and_no_failure(
-        broker_url, database_url, namespace, workers, tmp_path):
+    broker_url, database_url, namespace, workers, tmp_path
+):
     settings = make_settings(broker_url, database_url, namespace)
     workers(settings)
     mark = tmp_path / "marks"
-    done = run_cli(settings, tmp_path, "publish", "test.stepwait", "-s", "node-4", "-d",
-                   json.dumps({"mark": str(mark)}), "--wait", "--timeout", "30")
+    done = run_cli(
+        settings,
+        tmp_path,
+        "publish",
+        "test.stepwait",
+        "-s",
+        "node-4",
+        "-d",
+        json.dumps({"mark": str(mark)}),
+        "--wait",
+        "--timeout",
+        "30",
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     [run] = list_runs(AuditLog.open(database_url), RunFilter(handler="wait_in_step"))
     shown = json.loads(run_cli(settings, tmp_path, "audit", "show", run["id"], "--json").stdout)
@@ -41,8 +51,9 @@ def test_a_run_that_waits_inside_a_step_twice_shows_one_attempt_two_wakes_and_no
     assert (step["name"], step["status"], step["error"], step["detail"]) == ("look", "succeeded", None, {"looks": 3})
     assert step["duration_s"] >= 0.4, "the step spans both waits"
     report = tmp_path / "report.html"
-    written = run_cli(settings, tmp_path, "audit", "report", "--correlation-id", run["correlation_id"],
-                      "--html", str(report))
+    written = run_cli(
+        settings, tmp_path, "audit", "report", "--correlation-id", run["correlation_id"], "--html", str(report)
+    )
     assert written.returncode == 0, written.stderr
     assert "<h2>Failures (0)</h2>\n<p>None.</p>" in report.read_text()
     assert marks(mark) == [line for line in marks(mark) if line.startswith("done")] and len(marks(mark)) == 1
@@ -67,8 +78,20 @@ def test_the_retry_budget_of_a_run_holds_across_its_wakes(broker_url, sqlite_url
 def test_an_embedded_command_that_times_out_says_what_it_left_and_runs_resume_goes_on_with_it(tmp_path):
     settings = Settings(database_url=f"sqlite:///{tmp_path}/audit.db")
     path, mark = tmp_path / "appears-later", tmp_path / "marks"
-    given_up = run_cli(settings, tmp_path, "publish", "test.wait", "-s", "upload", "-H", HANDLERS, "--timeout", "2",
-                       "-d", json.dumps({"path": str(path), "mark": str(mark), "every": 0.3}))
+    given_up = run_cli(
+        settings,
+        tmp_path,
+        "publish",
+        "test.wait",
+        "-s",
+        "upload",
+        "-H",
+        HANDLERS,
+        "--timeout",
+        "2",
+        "-d",
+        json.dumps({"path": str(path), "mark": str(mark), "every": 0.3}),
+    )
     assert given_up.returncode == 2 and given_up.stderr.strip().splitlines()[-1] == "error: gave up waiting after 2s"
     [run] = json.loads(run_cli(settings, tmp_path, "audit", "runs", "--json").stdout)
     assert run["status"] == "waiting" and run["attempts"] == 1 and run["wakes"] >= 1
@@ -95,13 +118,21 @@ def embedded_cloud(tmp_path, **options):
 
 
 def start_embedded(settings, tmp_path, oc, *args) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "stackreflex", *args], env=env_for(settings, tmp_path, oc.environment()),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "stackreflex", *args],
+        env=env_for(settings, tmp_path, oc.environment()),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def evacuation_run(settings, run_id: str) -> dict:
-    return next(r for r in list_runs(AuditLog.open(settings.database()), RunFilter(handler="evacuate_host"))
-                if r["id"] == run_id)
+    return next(
+        r
+        for r in list_runs(AuditLog.open(settings.database()), RunFilter(handler="evacuate_host"))
+        if r["id"] == run_id
+    )
 
 
 def evacuation(settings) -> dict:
@@ -113,9 +144,14 @@ def test_an_interrupted_embedded_evacuation_says_what_it_left_and_runs_resume_fi
     oc, settings = embedded_cloud(tmp_path, servers=10, migration_time=0.6)
     try:
         boot_before = node_of(oc, HOST).files[BOOT_ID]
-        cli = start_embedded(settings, tmp_path, oc, "host", "evacuate", HOST, "--max-parallel", "2", "--reboot", "--wait")
-        wait_for(lambda: sum(m.status == "completed" for m in oc.nova.migrations) >= 3, timeout=60,
-                 message="a few migrations done")
+        cli = start_embedded(
+            settings, tmp_path, oc, "host", "evacuate", HOST, "--max-parallel", "2", "--reboot", "--wait"
+        )
+        wait_for(
+            lambda: sum(m.status == "completed" for m in oc.nova.migrations) >= 3,
+            timeout=60,
+            message="a few migrations done",
+        )
         cli.send_signal(signal.SIGINT)
         out, err = cli.communicate(timeout=60)
         assert cli.returncode == 130, out + err
@@ -128,7 +164,9 @@ def test_an_interrupted_embedded_evacuation_says_what_it_left_and_runs_resume_fi
         again = run_cli(settings, tmp_path, "host", "evacuate", HOST, env=oc.environment())
         assert again.returncode == 2 and f"stackreflex runs resume {run['id']} --wait" in again.stderr
 
-        resumed = run_cli(settings, tmp_path, "runs", "resume", run["id"][:8], "--wait", env=oc.environment(), timeout=120)
+        resumed = run_cli(
+            settings, tmp_path, "runs", "resume", run["id"][:8], "--wait", env=oc.environment(), timeout=120
+        )
         assert resumed.returncode == 0, resumed.stdout + resumed.stderr
         finished = evacuation(settings)
         assert finished["status"] == "succeeded" and finished["attempts"] == 1 and finished["wakes"] >= 1
@@ -147,15 +185,27 @@ def test_a_cancelled_evacuation_re_enables_the_service_when_nothing_moved_and_sa
     try:
         actions = oc.faults.add(Fault("api_error", r"/servers/[^/]+/action$", status=503))
         cli = start_embedded(settings, tmp_path, oc, "host", "evacuate", HOST, "--wait")
-        wait_for(lambda: actions.hits >= 2 and evacuation(settings)["status"] == "pending", timeout=60,
-                 message="the migrations refused and the run retrying")
+        wait_for(
+            lambda: actions.hits >= 2 and evacuation(settings)["status"] == "pending",
+            timeout=60,
+            message="the migrations refused and the run retrying",
+        )
         cli.send_signal(signal.SIGINT)
         out, err = cli.communicate(timeout=60)
         assert cli.returncode == 130, out + err
         assert oc.nova.services[HOST].status == "disabled" and not oc.nova.migrations
         run = evacuation(settings)
-        cancelled = run_cli(settings, tmp_path, "runs", "cancel", run["id"], "--reason", "Nova API down",
-                            env=oc.environment(), timeout=120)
+        cancelled = run_cli(
+            settings,
+            tmp_path,
+            "runs",
+            "cancel",
+            run["id"],
+            "--reason",
+            "Nova API down",
+            env=oc.environment(),
+            timeout=120,
+        )
         assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
         assert f"nova-compute on {HOST} enabled again; no server had been moved" in cancelled.stdout
         assert oc.nova.services[HOST].status == "enabled"
@@ -165,14 +215,29 @@ def test_a_cancelled_evacuation_re_enables_the_service_when_nothing_moved_and_sa
         # this time servers move before the cancel: the service stays disabled, and the CLI says why
         oc.faults.clear()
         cli = start_embedded(settings, tmp_path, oc, "host", "evacuate", HOST, "--wait")
-        wait_for(lambda: sum(m.status == "completed" for m in oc.nova.migrations) >= 2, timeout=60,
-                 message="two servers moved")
+        wait_for(
+            lambda: sum(m.status == "completed" for m in oc.nova.migrations) >= 2,
+            timeout=60,
+            message="two servers moved",
+        )
         cli.send_signal(signal.SIGINT)
         assert cli.wait(60) == 130
-        run = next(r for r in list_runs(AuditLog.open(settings.database()), RunFilter(handler="evacuate_host"))
-                   if r["status"] != "cancelled")
-        cancelled = run_cli(settings, tmp_path, "runs", "cancel", run["id"], "--reason", "window closed",
-                            env=oc.environment(), timeout=120)
+        run = next(
+            r
+            for r in list_runs(AuditLog.open(settings.database()), RunFilter(handler="evacuate_host"))
+            if r["status"] != "cancelled"
+        )
+        cancelled = run_cli(
+            settings,
+            tmp_path,
+            "runs",
+            "cancel",
+            run["id"],
+            "--reason",
+            "window closed",
+            env=oc.environment(),
+            timeout=120,
+        )
         assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
         said = " ".join(cancelled.stdout.split())
         assert f"server(s) migrated off {HOST} or on their way" in said and "still on it" in said
@@ -186,7 +251,8 @@ def test_a_cancelled_evacuation_re_enables_the_service_when_nothing_moved_and_sa
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_a_75_second_database_outage_under_load_loses_nothing_and_misstates_nothing(
-        broker_url, postgres_url, namespace, workers, tmp_path):
+    broker_url, postgres_url, namespace, workers, tmp_path
+):
     """PostgreSQL becomes unreachable for 75 s while 3,000 envelopes are published: the router and
     the worker wait it out; every envelope ends in exactly one run, succeeded; none is parked
     in the dead-letter queue or recorded as rejected; none is left running or pending."""
@@ -194,22 +260,31 @@ def test_a_75_second_database_outage_under_load_loses_nothing_and_misstates_noth
     relay = BrokerProxy((parts["hostname"], parts["port"] or 5432))
     try:
         through_relay = postgres_url.replace(f":{parts['port'] or 5432}/", f":{relay.port}/")
-        settings = make_settings(broker_url, through_relay, namespace, worker_threads=8, reconcile_grace=20.0,
-                                 reconcile_interval=5.0)
+        settings = make_settings(
+            broker_url, through_relay, namespace, worker_threads=8, reconcile_grace=20.0, reconcile_interval=5.0
+        )
         worker = workers(settings)
         envelopes = [Envelope.new("test.share", subject=f"o{i}") for i in range(3000)]
-        publisher = threading.Thread(target=publish_all, args=(make_settings(broker_url, postgres_url, namespace),
-                                                               envelopes))
+        publisher = threading.Thread(
+            target=publish_all, args=(make_settings(broker_url, postgres_url, namespace), envelopes)
+        )
         publisher.start()
         audit = AuditLog.open(postgres_url)
-        wait_for(lambda: len(list_runs(audit, RunFilter(status=["succeeded"], limit=5000))) >= 300, timeout=60,
-                 message="the load under way")
+        wait_for(
+            lambda: len(list_runs(audit, RunFilter(status=["succeeded"], limit=5000))) >= 300,
+            timeout=60,
+            message="the load under way",
+        )
         relay.go_down()
         time.sleep(75)  # the outage itself: what is measured is what happens across it
         relay.come_back()
         publisher.join(120)
-        wait_for(lambda: len(list_runs(audit, RunFilter(status=["succeeded"], limit=5000))) == 3000, timeout=240,
-                 interval=1, message="every envelope's run succeeded")
+        wait_for(
+            lambda: len(list_runs(audit, RunFilter(status=["succeeded"], limit=5000))) == 3000,
+            timeout=240,
+            interval=1,
+            message="every envelope's run succeeded",
+        )
         wait_drained(namespace, timeout=60)
         runs = list_runs(audit, RunFilter(limit=5000))
         assert len(runs) == 3000 and {r["status"] for r in runs} == {"succeeded"}
@@ -219,6 +294,8 @@ def test_a_75_second_database_outage_under_load_loses_nothing_and_misstates_noth
         listed = run_cli(settings, tmp_path, "dlq", "list", "--json")
         assert listed.returncode == 0 and json.loads(listed.stdout or "[]") == []
         log = worker.log_path.read_text()
-        assert log.count("audit database unreachable") == 1 and "audit database reachable again after" in log, [l for l in log.splitlines() if "audit database" in l]
+        assert log.count("audit database unreachable") == 1 and "audit database reachable again after" in log, [
+            l for l in log.splitlines() if "audit database" in l
+        ]
     finally:
         relay.close()

@@ -7,19 +7,19 @@ import signal
 import threading
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from kombu.utils.url import parse_url
 from kombu import Connection, Producer, Queue, binding
+from kombu.utils.url import parse_url
 
 from stackreflex.bus.connections import normalise_amqp_url
-from stackreflex.core.envelope import Envelope
 from stackreflex.bus.follow import NOTICE_PATTERNS
 from stackreflex.bus.publisher import Publisher, topic_exchange
-from stackreflex.core.signing import Signer
+from stackreflex.core.envelope import Envelope
 from stackreflex.core.errors import UnroutableError
+from stackreflex.core.signing import Signer
 from stackreflex.models.audit import AuditLog
 from stackreflex.models.queries import RunFilter, list_envelopes, list_runs, run_with_steps
 
@@ -33,8 +33,11 @@ def runs_of(audit: AuditLog, envelope: Envelope) -> dict[str, dict]:
 
 def run_ends(audit: AuditLog, envelope: Envelope, handler: str, status: str, timeout: float = 30) -> dict:
     """Wait until ``handler``'s run of ``envelope`` has ``status``; returns the run."""
-    wait_for(lambda: runs_of(audit, envelope).get(handler, {}).get("status") == status, timeout=timeout,
-             message=f"{handler}'s run {status}")
+    wait_for(
+        lambda: runs_of(audit, envelope).get(handler, {}).get("status") == status,
+        timeout=timeout,
+        message=f"{handler}'s run {status}",
+    )
     return runs_of(audit, envelope)[handler]
 
 
@@ -60,19 +63,33 @@ def publish_all(settings, envelopes: list[Envelope]) -> None:
 
 
 def publish_raw(settings, body: bytes, routing_key: str) -> None:
-    with Connection(normalise_amqp_url(settings.broker_url.get_secret_value()),
-                    transport_options={"confirm_publish": True}) as c:
-        Producer(c).publish(body, exchange=topic_exchange(settings),
-                            routing_key=routing_key, content_type="application/json")
+    with Connection(
+        normalise_amqp_url(settings.broker_url.get_secret_value()), transport_options={"confirm_publish": True}
+    ) as c:
+        Producer(c).publish(
+            body, exchange=topic_exchange(settings), routing_key=routing_key, content_type="application/json"
+        )
 
 
-def test_cli_publish_reaches_its_handler_and_the_audit_log_records_it(broker_url, database_url, namespace,
-                                                                      workers, tmp_path):
+def test_cli_publish_reaches_its_handler_and_the_audit_log_records_it(
+    broker_url, database_url, namespace, workers, tmp_path
+):
     settings = make_settings(broker_url, database_url, namespace)
     workers(settings)
     mark = tmp_path / "marks"
-    done = run_cli(settings, tmp_path, "publish", "test.record", "--subject", "node-7",
-                   "--data", json.dumps({"value": 42, "mark": str(mark)}), "--wait", "--timeout", "30")
+    done = run_cli(
+        settings,
+        tmp_path,
+        "publish",
+        "test.record",
+        "--subject",
+        "node-7",
+        "--data",
+        json.dumps({"value": 42, "mark": str(mark)}),
+        "--wait",
+        "--timeout",
+        "30",
+    )
     assert done.returncode == 0, done.stderr + done.stdout
     assert "succeeded" in done.stdout
     runs = list_runs(AuditLog.open(database_url), RunFilter(handler="note"))
@@ -80,7 +97,12 @@ def test_cli_publish_reaches_its_handler_and_the_audit_log_records_it(broker_url
     shown = json.loads(run_cli(settings, tmp_path, "audit", "show", runs[0]["id"][:8], "--json").stdout)
     assert shown["started_at"] <= shown["finished_at"] and shown["duration_s"] >= 0
     [step] = shown["steps"]
-    assert (step["name"], step["target"], step["status"], step["detail"]) == ("note", "node-7", "succeeded", {"seen": 42})
+    assert (step["name"], step["target"], step["status"], step["detail"]) == (
+        "note",
+        "node-7",
+        "succeeded",
+        {"seen": 42},
+    )
     assert shown["started_at"] <= step["started_at"] <= step["finished_at"] <= shown["finished_at"]
     assert len(marks(mark)) == 1
     listed = run_cli(settings, tmp_path, "audit", "runs", "--status", "succeeded", "--subject", "node-7")
@@ -103,8 +125,9 @@ def test_the_same_envelope_published_twice_runs_once(broker_url, sqlite_url, nam
     assert len(marks(mark)) == 1
 
 
-def test_two_handlers_on_one_type_run_independently_and_dead_runs_replay(broker_url, sqlite_url, namespace,
-                                                                          workers, tmp_path):
+def test_two_handlers_on_one_type_run_independently_and_dead_runs_replay(
+    broker_url, sqlite_url, namespace, workers, tmp_path
+):
     settings = make_settings(broker_url, sqlite_url, namespace)
     worker = workers(settings)
     mark, fix = tmp_path / "marks", tmp_path / "fixed"
@@ -121,8 +144,10 @@ def test_two_handlers_on_one_type_run_independently_and_dead_runs_replay(broker_
     attempt_times = [s["started_at"] for s in run_with_steps(audit, dead["id"])["steps"]]
     assert attempt_times == sorted(attempt_times) and len(attempt_times) == 3
 
-    listed = wait_for(lambda: (r := run_cli(settings, tmp_path, "dlq", "list", "--json")).returncode == 0
-                      and json.loads(r.stdout), message="dead letter listed")
+    listed = wait_for(
+        lambda: (r := run_cli(settings, tmp_path, "dlq", "list", "--json")).returncode == 0 and json.loads(r.stdout),
+        message="dead letter listed",
+    )
     [item] = [i for i in listed if i["kind"] == "dead"]
     assert item["handler"] == "fail_always" and item["envelope_id"] == envelope.id and item["run_id"] == dead["id"]
     said = worker.log_path.read_text()  # each failed attempt one line with its reason; no traceback
@@ -135,19 +160,25 @@ def test_two_handlers_on_one_type_run_independently_and_dead_runs_replay(broker_
     assert json.loads(run_cli(settings, tmp_path, "dlq", "list", "--json").stdout or "[]") == []
 
 
-def test_malformed_messages_are_rejected_with_reasons_and_the_worker_keeps_serving(broker_url, database_url,
-                                                                                    namespace, workers, tmp_path):
+def test_malformed_messages_are_rejected_with_reasons_and_the_worker_keeps_serving(
+    broker_url, database_url, namespace, workers, tmp_path
+):
     settings = make_settings(broker_url, database_url, namespace)
     workers(settings)
     bad = [
         (b"this is not json", "not JSON"),
-        (json.dumps({"specversion": "1.0", "id": str(uuid.uuid4()), "data": {}}).encode(), "field 'type': Field required"),
+        (
+            json.dumps({"specversion": "1.0", "id": str(uuid.uuid4()), "data": {}}).encode(),
+            "field 'type': Field required",
+        ),
         (json.dumps({"type": "test.record", "id": "i", "time": 12, "subject": ["a"]}).encode(), "field 'subject'"),
         (json.dumps({"type": "test.record", "subject": "no id"}).encode(), "field 'id': Field required"),
         # NUL bytes, which a PostgreSQL text column refuses: refused before anything stores them, parked once
         (b"\x00garbage\x00", "contains a NUL byte"),
-        (json.dumps({"specversion": "1.0", "id": "nul\u0000id", "data": {"x": "a\u0000b"}}).encode(),
-         "contains a NUL character"),
+        (
+            json.dumps({"specversion": "1.0", "id": "nul\u0000id", "data": {"x": "a\u0000b"}}).encode(),
+            "contains a NUL character",
+        ),
     ]
     for body, _ in bad:
         publish_raw(settings, body, "test.record")
@@ -155,8 +186,9 @@ def test_malformed_messages_are_rejected_with_reasons_and_the_worker_keeps_servi
     publish(settings, good)
     audit = AuditLog.open(database_url)
     wait_for(lambda: runs_of(audit, good).get("note", {}).get("status") == "succeeded", message="valid envelope served")
-    rejected = wait_for(lambda: len(r := list_envelopes(audit, status="rejected")) == len(bad) and r,
-                        message="rejections")
+    rejected = wait_for(
+        lambda: len(r := list_envelopes(audit, status="rejected")) == len(bad) and r, message="rejections"
+    )
     wait_drained(namespace)  # nothing left looping through the router: each rejection was final
     reasons = " | ".join(r["reason"] for r in rejected)
     for _, reason in bad:
@@ -167,8 +199,9 @@ def test_malformed_messages_are_rejected_with_reasons_and_the_worker_keeps_servi
     assert unknown.returncode == 2 and unknown.stderr.startswith("error: no parked message has the key nosuchkey")
 
 
-def test_a_worker_killed_mid_handler_hands_the_run_to_a_new_worker_exactly_once(broker_url, sqlite_url, namespace,
-                                                                               workers, tmp_path):
+def test_a_worker_killed_mid_handler_hands_the_run_to_a_new_worker_exactly_once(
+    broker_url, sqlite_url, namespace, workers, tmp_path
+):
     settings = make_settings(broker_url, sqlite_url, namespace)
     first = workers(settings)
     mark, release = tmp_path / "marks", tmp_path / "release"
@@ -179,8 +212,11 @@ def test_a_worker_killed_mid_handler_hands_the_run_to_a_new_worker_exactly_once(
     workers(settings)
     release.write_text("go")
     audit = AuditLog.open(sqlite_url)
-    wait_for(lambda: runs_of(audit, envelope).get("block_until_released", {}).get("status") == "succeeded",
-             timeout=40, message="run finished by the second worker")
+    wait_for(
+        lambda: runs_of(audit, envelope).get("block_until_released", {}).get("status") == "succeeded",
+        timeout=40,
+        message="run finished by the second worker",
+    )
     wait_drained(settings.namespace)
     run = runs_of(audit, envelope)["block_until_released"]
     assert run["attempts"] == 2
@@ -203,26 +239,34 @@ def test_a_continuation_survives_its_worker_being_killed_mid_wait(broker_url, sq
     first.kill()
     path.write_text("here")
     workers(settings)
-    wait_for(lambda: runs_of(audit, envelope)["wait_for_file"]["status"] == "succeeded", timeout=40,
-             message="run resumed by the new worker")
+    wait_for(
+        lambda: runs_of(audit, envelope)["wait_for_file"]["status"] == "succeeded",
+        timeout=40,
+        message="run resumed by the new worker",
+    )
     assert [line.split()[0] for line in marks(mark)][-1] == "found"
     assert marks(mark).count(next(line for line in marks(mark) if line.startswith("found"))) == 1
 
 
-def test_two_worker_processes_share_a_stream_without_loss_or_doubles(broker_url, sqlite_url, namespace, workers,
-                                                                     tmp_path):
+def test_two_worker_processes_share_a_stream_without_loss_or_doubles(
+    broker_url, sqlite_url, namespace, workers, tmp_path
+):
     settings = make_settings(broker_url, sqlite_url, namespace)
     workers(settings, "--processes", "2", ready=2)
     mark = tmp_path / "marks"
-    envelopes = [Envelope.new("test.share", subject=f"n{i}", data={"mark": str(mark), "sleep": 0.05})
-                 for i in range(60)]
+    envelopes = [
+        Envelope.new("test.share", subject=f"n{i}", data={"mark": str(mark), "sleep": 0.05}) for i in range(60)
+    ]
     publisher = Publisher(settings)
     for e in envelopes:
         publisher.publish(e)
     publisher.close()
     audit = AuditLog.open(sqlite_url)
-    wait_for(lambda: len(list_runs(audit, RunFilter(status=["succeeded"], limit=1000))) == 60, timeout=60,
-             message="all runs succeeded")
+    wait_for(
+        lambda: len(list_runs(audit, RunFilter(status=["succeeded"], limit=1000))) == 60,
+        timeout=60,
+        message="all runs succeeded",
+    )
     lines = marks(mark)
     assert sorted(line.split()[1] for line in lines) == sorted(e.id for e in envelopes)
     assert len({line.split()[2] for line in lines}) == 2, "both worker processes did work"
@@ -231,17 +275,28 @@ def test_two_worker_processes_share_a_stream_without_loss_or_doubles(broker_url,
 def test_secrets_never_reach_the_audit_tables_or_the_logs(broker_url, sqlite_url, namespace, workers, tmp_path):
     settings = make_settings(broker_url, sqlite_url, namespace, log_level="DEBUG")
     worker = workers(settings)
-    envelope = Envelope.new("test.mixed", subject="secrets", data={
-        "password": "hunter2-PW", "token": "gAAAA-TOKEN",
-        "metadata_url": "http://192.0.2.5:8080/v1/AUTH_x/c/o?temp_url_sig=deadbeefSIG&temp_url_expires=2000000000"})
+    envelope = Envelope.new(
+        "test.mixed",
+        subject="secrets",
+        data={
+            "password": "hunter2-PW",
+            "token": "gAAAA-TOKEN",
+            "metadata_url": "http://192.0.2.5:8080/v1/AUTH_x/c/o?temp_url_sig=deadbeefSIG&temp_url_expires=2000000000",
+        },
+    )
     publish(settings, envelope)
     audit = AuditLog.open(sqlite_url)
     wait_for(lambda: runs_of(audit, envelope).get("fail_always", {}).get("status") == "dead", message="dead run")
     from sqlalchemy import text
+
     with audit.engine.connect() as c:
-        tables = " ".join(str(row) for t in ("envelope", "run", "step") for row in c.execute(text(f"select * from {t}")))
-    cli = run_cli(settings, tmp_path, "audit", "runs", "--json").stdout + \
-        run_cli(settings, tmp_path, "audit", "envelopes", "--json").stdout
+        tables = " ".join(
+            str(row) for t in ("envelope", "run", "step") for row in c.execute(text(f"select * from {t}"))
+        )
+    cli = (
+        run_cli(settings, tmp_path, "audit", "runs", "--json").stdout
+        + run_cli(settings, tmp_path, "audit", "envelopes", "--json").stdout
+    )
     worker.terminate()
     log = worker.log_path.read_text()
     assert "backend said no" in tables and "backend said no" in log
@@ -254,16 +309,30 @@ def test_secrets_never_reach_the_audit_tables_or_the_logs(broker_url, sqlite_url
 def _dispatch_straight_to(settings, handler: str, envelope: dict) -> None:
     """What an attacker who can publish does to skip the router: a dramatiq message on the
     handler's own queue, through the default exchange."""
-    message = {"queue_name": f"{settings.namespace}.{handler}", "actor_name": handler, "args": [envelope, 0],
-               "kwargs": {}, "options": {}, "message_id": str(uuid.uuid4()), "message_timestamp": int(time.time() * 1000)}
-    with Connection(normalise_amqp_url(settings.broker_url.get_secret_value()),
-                    transport_options={"confirm_publish": True}) as c:
-        Producer(c).publish(json.dumps(message).encode(), exchange="", routing_key=message["queue_name"],
-                            content_type="application/json", content_encoding="utf-8")
+    message = {
+        "queue_name": f"{settings.namespace}.{handler}",
+        "actor_name": handler,
+        "args": [envelope, 0],
+        "kwargs": {},
+        "options": {},
+        "message_id": str(uuid.uuid4()),
+        "message_timestamp": int(time.time() * 1000),
+    }
+    with Connection(
+        normalise_amqp_url(settings.broker_url.get_secret_value()), transport_options={"confirm_publish": True}
+    ) as c:
+        Producer(c).publish(
+            json.dumps(message).encode(),
+            exchange="",
+            routing_key=message["queue_name"],
+            content_type="application/json",
+            content_encoding="utf-8",
+        )
 
 
-def test_with_a_signing_key_only_envelopes_signed_inside_the_window_act(broker_url, sqlite_url, namespace,
-                                                                         workers, tmp_path):
+def test_with_a_signing_key_only_envelopes_signed_inside_the_window_act(
+    broker_url, sqlite_url, namespace, workers, tmp_path
+):
     """The campaign of #18: with a key set, a forged unsigned Heat event, an unsigned
     ``Command.*``, a message straight onto a handler's queue (new, or naming a real run with
     its data altered), a replay after ``audit prune`` and an envelope signed 400 days ago
@@ -279,20 +348,25 @@ def test_with_a_signing_key_only_envelopes_signed_inside_the_window_act(broker_u
     publish(rotated, Envelope.new("command.test.do", subject="old-key"))
 
     unsigned = settings.model_copy(update={"signing_keys": {}, "signing_key_id": None})
-    forged_heat = Envelope.new("heat.resource.CREATE_IN_PROGRESS", subject="overcloud",
-                               data={"resource_type": "OS::Heat::DeployedServer", "role": "ControllerDeployedServer"})
+    forged_heat = Envelope.new(
+        "heat.resource.CREATE_IN_PROGRESS",
+        subject="overcloud",
+        data={"resource_type": "OS::Heat::DeployedServer", "role": "ControllerDeployedServer"},
+    )
     capital = {**Envelope.new("command.test.do", subject="capital").to_dict(), "type": "Command.test.do"}
     publish_raw(settings, forged_heat.to_json().encode(), forged_heat.type)
     publish_raw(settings, json.dumps(capital).encode(), "command.test.do")
     signer = Signer({k: v.encode() for k, v in ring.items()}, "new")
-    stale = signer.sign(Envelope.new("command.test.do", subject="stale"),
-                        now=datetime.now(timezone.utc) - timedelta(days=400))
+    stale = signer.sign(Envelope.new("command.test.do", subject="stale"), now=datetime.now(UTC) - timedelta(days=400))
     publish_raw(settings, stale.to_json().encode(), stale.type)
-    cli_unsigned = run_cli(unsigned, tmp_path, "publish", "command.test.do", "--subject", "cli-unsigned", "--wait",
-                           "--timeout", "30")
+    cli_unsigned = run_cli(
+        unsigned, tmp_path, "publish", "command.test.do", "--subject", "cli-unsigned", "--wait", "--timeout", "30"
+    )
     assert cli_unsigned.returncode == 2 and "unsigned command.test.do" in cli_unsigned.stderr
-    signed_run = wait_for(lambda: {r["subject"]: r for r in list_runs(audit, RunFilter(handler="do_command"))}
-                          .get("old-key"), message="the old key's command ran")
+    signed_run = wait_for(
+        lambda: {r["subject"]: r for r in list_runs(audit, RunFilter(handler="do_command"))}.get("old-key"),
+        message="the old key's command ran",
+    )
     # straight onto the handler's queue: a new envelope, and the signed run's envelope altered
     straight = Envelope.new("command.test.do", subject="straight").to_dict()
     _dispatch_straight_to(settings, "do_command", straight)
@@ -321,15 +395,21 @@ def test_with_a_signing_key_only_envelopes_signed_inside_the_window_act(broker_u
     assert "team-secret-key" not in stored and "previous-team-key" not in stored
 
 
-def test_runs_are_announced_on_the_bus_when_followed_or_when_every_run_is(broker_url, sqlite_url, namespace,
-                                                                        workers, tmp_path):
+def test_runs_are_announced_on_the_bus_when_followed_or_when_every_run_is(
+    broker_url, sqlite_url, namespace, workers, tmp_path
+):
     """Notices cost a message per run: by default only an envelope published with ``notify``
     (what --wait does) gets them; with run_notices=all, every run is announced."""
     settings = make_settings(broker_url, sqlite_url, namespace)
     audit = AuditLog.open(sqlite_url)
     exchange = topic_exchange(settings)
-    listener = Queue(f"{namespace}.listener", exchange, exclusive=True, auto_delete=True,
-                     bindings=[binding(exchange, routing_key=p) for p in NOTICE_PATTERNS])
+    listener = Queue(
+        f"{namespace}.listener",
+        exchange,
+        exclusive=True,
+        auto_delete=True,
+        bindings=[binding(exchange, routing_key=p) for p in NOTICE_PATTERNS],
+    )
     with Connection(normalise_amqp_url(broker_url)) as c:
         channel = c.channel()
         listener(channel).declare()
@@ -347,8 +427,10 @@ def test_runs_are_announced_on_the_bus_when_followed_or_when_every_run_is(broker
             quiet = Envelope.new("test.record", subject=f"quiet-{run_notices}")
             followed = Envelope.new("test.record", subject=f"followed-{run_notices}", notify=True)
             publish_all(settings, [quiet, followed])
-            wait_for(lambda: all(runs_of(audit, e).get("note", {}).get("status") == "succeeded"
-                                 for e in (quiet, followed)), message="both runs done")
+            wait_for(
+                lambda: all(runs_of(audit, e).get("note", {}).get("status") == "succeeded" for e in (quiet, followed)),
+                message="both runs done",
+            )
             time.sleep(0.5)  # notices are not confirmed: give the last ones time to arrive
             notices = heard()
             assert notices[followed.id] == {"envelope.routed", "run.progress", "run.finished"}
@@ -359,8 +441,9 @@ def test_runs_are_announced_on_the_bus_when_followed_or_when_every_run_is(broker
             assert worker.terminate() == 0
 
 
-def test_a_worker_whose_broker_connections_break_reconnects_and_loses_nothing(broker_url, sqlite_url, namespace,
-                                                                              workers, tmp_path):
+def test_a_worker_whose_broker_connections_break_reconnects_and_loses_nothing(
+    broker_url, sqlite_url, namespace, workers, tmp_path
+):
     """The relay between the worker and the broker cuts every connection (the router's and
     dramatiq's) twice: the worker reconnects by itself, and every envelope published
     meanwhile, straight to the broker, runs exactly once."""
@@ -376,8 +459,11 @@ def test_a_worker_whose_broker_connections_break_reconnects_and_loses_nothing(br
             if n:
                 proxy.cut()
             publish_all(settings, batch)
-            wait_for(lambda: all(runs_of(audit, e).get("note", {}).get("status") == "succeeded" for e in batch),
-                     timeout=40, message=f"batch {n} served")
+            wait_for(
+                lambda: all(runs_of(audit, e).get("note", {}).get("status") == "succeeded" for e in batch),
+                timeout=40,
+                message=f"batch {n} served",
+            )
         assert len(list_runs(audit, RunFilter(limit=1000))) == 15
         assert worker.log_path.read_text().count("router lost the broker connection") >= 2
     finally:
@@ -396,13 +482,14 @@ def test_predicates_filter_envelopes_within_a_pattern(broker_url, sqlite_url, na
     assert runs_of(audit, stay) == {} and len(marks(mark)) == 1
 
 
-def test_a_type_nobody_subscribes_to_is_recorded_and_reported_not_dropped(broker_url, sqlite_url, namespace,
-                                                                           workers, tmp_path):
+def test_a_type_nobody_subscribes_to_is_recorded_and_reported_not_dropped(
+    broker_url, sqlite_url, namespace, workers, tmp_path
+):
     """Before any router declared where such envelopes go, the broker returns them to the
     publisher; after, the exchange's alternate takes them to the router, which records and parks
     them, whoever published them, and tells a CLI that follows."""
     settings = make_settings(broker_url, sqlite_url, namespace)
-    with pytest.raises(UnroutableError, match="no queue is bound to receive nobody.listens"):
+    with pytest.raises(UnroutableError, match=r"no queue is bound to receive nobody\.listens"):
         publish(settings, Envelope.new("nobody.listens"))
     workers(settings)
     stray = Envelope.new("nobody.listens", subject="a third party's")
@@ -421,8 +508,9 @@ def test_a_type_nobody_subscribes_to_is_recorded_and_reported_not_dropped(broker
     assert len(list_envelopes(audit, status="rejected")) == 2
 
 
-def test_sigterm_lets_the_running_handler_finish_then_exits_cleanly(broker_url, sqlite_url, namespace, workers,
-                                                                    tmp_path):
+def test_sigterm_lets_the_running_handler_finish_then_exits_cleanly(
+    broker_url, sqlite_url, namespace, workers, tmp_path
+):
     settings = make_settings(broker_url, sqlite_url, namespace)
     worker = workers(settings)
     mark, release = tmp_path / "marks", tmp_path / "release"
@@ -453,7 +541,8 @@ def test_a_handler_past_its_time_limit_is_interrupted_and_retried(broker_url, sq
 
 
 def test_a_backlog_is_routed_in_batches_with_nothing_lost_doubled_or_left_unacknowledged(
-        broker_url, database_url, namespace, workers, tmp_path):
+    broker_url, database_url, namespace, workers, tmp_path
+):
     """Envelopes that pile up while no worker runs arrive together: the router takes them in
     batches (one audit transaction, one wait for the broker's confirms), and a batch mixes
     valid envelopes, a copy of one of them and garbage."""
@@ -461,21 +550,27 @@ def test_a_backlog_is_routed_in_batches_with_nothing_lost_doubled_or_left_unackn
     workers(settings).terminate()  # the router's queue now exists and keeps what comes
     mark = tmp_path / "marks"
     envelopes = [Envelope.new("test.record", subject=f"b{i}", data={"mark": str(mark)}) for i in range(150)]
-    publish_all(settings, envelopes[:75] + [envelopes[10]])  # and the same envelope again
+    publish_all(settings, [*envelopes[:75], envelopes[10]])  # and the same envelope again
     publish_raw(settings, b"not an envelope", "test.record")
     publish_all(settings, envelopes[75:])
 
     worker = workers(settings)
     audit = AuditLog.open(database_url)
     # A batch whose confirms went astray would hold its envelopes for the 30 s confirm timeout.
-    wait_for(lambda: len(list_runs(audit, RunFilter(status=["succeeded"], limit=1000))) == 150, timeout=20,
-             message="every envelope's run succeeded")
+    wait_for(
+        lambda: len(list_runs(audit, RunFilter(status=["succeeded"], limit=1000))) == 150,
+        timeout=20,
+        message="every envelope's run succeeded",
+    )
     wait_drained(settings.namespace)  # a doubled run or execution would show now
     assert sorted(line.split()[1] for line in marks(mark)) == sorted(e.id for e in envelopes)
     statuses = [e["status"] for e in list_envelopes(audit, limit=1000)]
     assert (statuses.count("accepted"), statuses.count("duplicate"), statuses.count("rejected")) == (150, 1, 1)
-    batches = [int(line.rsplit(" ", 2)[-2]) for line in worker.log_path.read_text().splitlines()
-               if "routing a batch of" in line]
+    batches = [
+        int(line.rsplit(" ", 2)[-2])
+        for line in worker.log_path.read_text().splitlines()
+        if "routing a batch of" in line
+    ]
     assert max(batches) > 1 and sum(batches) == 152
 
     # A stream from three publishers while the worker runs: batches form and are confirmed
@@ -486,8 +581,11 @@ def test_a_backlog_is_routed_in_batches_with_nothing_lost_doubled_or_left_unackn
         thread.start()
     for thread in threads:
         thread.join()
-    wait_for(lambda: len(list_runs(audit, RunFilter(status=["succeeded"], limit=1000))) == 750, timeout=25,
-             message="every streamed envelope's run succeeded")
+    wait_for(
+        lambda: len(list_runs(audit, RunFilter(status=["succeeded"], limit=1000))) == 750,
+        timeout=25,
+        message="every streamed envelope's run succeeded",
+    )
     wait_drained(settings.namespace)
     assert sorted(line.split()[1] for line in marks(mark)) == sorted(e.id for e in envelopes + stream)
     worker.terminate()  # what the router left unacknowledged would now be back in its queue
@@ -497,7 +595,8 @@ def test_a_backlog_is_routed_in_batches_with_nothing_lost_doubled_or_left_unackn
 
 
 def test_a_batch_the_audit_log_refuses_parks_each_valid_envelope_once_and_the_garbage_only_once(
-        broker_url, postgres_url, namespace, workers, tmp_path):
+    broker_url, postgres_url, namespace, workers, tmp_path
+):
     """The database refuses to record accepted envelopes (a trigger raises): the batch falls
     back to one message at a time, each valid envelope is tried twice and parked with the
     error, and the garbage that validation parked is not parked a second time."""
@@ -506,8 +605,10 @@ def test_a_batch_the_audit_log_refuses_parks_each_valid_envelope_once_and_the_ga
     with psycopg.connect(postgres_url, autocommit=True) as db:
         db.execute("""CREATE FUNCTION refuse() RETURNS trigger AS $$
                       BEGIN RAISE EXCEPTION 'disk quota exceeded (staged by the test)'; END $$ LANGUAGE plpgsql""")
-        db.execute("CREATE TRIGGER refuse BEFORE INSERT ON envelope FOR EACH ROW "
-                   "WHEN (NEW.status <> 'rejected') EXECUTE FUNCTION refuse()")
+        db.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON envelope FOR EACH ROW "
+            "WHEN (NEW.status <> 'rejected') EXECUTE FUNCTION refuse()"
+        )
     envelopes = [Envelope.new("test.record", subject=f"q{i}") for i in range(3)]
     publish_raw(settings, b"garbage, not JSON", "test.record")
     publish_all(settings, envelopes)
@@ -517,7 +618,7 @@ def test_a_batch_the_audit_log_refuses_parks_each_valid_envelope_once_and_the_ga
         listed = run_cli(settings, tmp_path, "dlq", "list", "--json")
         return listed.returncode == 0 and json.loads(listed.stdout or "[]")
 
-    items = wait_for(lambda: len(p := parked() or []) >= 4 and p, timeout=40, message="four parked messages")
+    wait_for(lambda: len(p := parked() or []) >= 4 and p, timeout=40, message="four parked messages")
     wait_drained(settings.namespace)  # nothing left to route: a second parking of the garbage would show now
     reasons = sorted(i["reason"] for i in parked())
     assert len(reasons) == 4, reasons

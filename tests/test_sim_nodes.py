@@ -21,8 +21,11 @@ def client_key():
 
 
 def scenario() -> Scenario:
-    return Scenario(deployment_time=0.2, reboot_time=1.5, roles=[
-        Role("ComputeDeployedServer", 2, ["127.0.0.21", "127.0.0.22", "127.0.0.23"])])
+    return Scenario(
+        deployment_time=0.2,
+        reboot_time=1.5,
+        roles=[Role("ComputeDeployedServer", 2, ["127.0.0.21", "127.0.0.22", "127.0.0.23"])],
+    )
 
 
 @pytest.fixture
@@ -38,8 +41,15 @@ def ssh(oc: Overcloud, address: str, key: paramiko.PKey, known: list[str] | None
         host, kind, b64 = line.split()
         client.get_host_keys().add(host, kind, paramiko.PKey.from_type_string(kind, base64.b64decode(b64)))
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    client.connect(address, port=oc.nodes[address].port, username="stack", pkey=key, timeout=5,
-                   allow_agent=False, look_for_keys=False)
+    client.connect(
+        address,
+        port=oc.nodes[address].port,
+        username="stack",
+        pkey=key,
+        timeout=5,
+        allow_agent=False,
+        look_for_keys=False,
+    )
     return client
 
 
@@ -52,8 +62,10 @@ def run(client: paramiko.SSHClient, command: str, stdin: bytes | None = None) ->
 
 
 def agent_config(url: str) -> bytes:
-    return (f"[DEFAULT]\ncollectors=request\ncommand=os-refresh-config\npolling_interval=0.3\n\n"
-            f"[request]\nmetadata_url={url}\n").encode()
+    return (
+        f"[DEFAULT]\ncollectors=request\ncommand=os-refresh-config\npolling_interval=0.3\n\n"
+        f"[request]\nmetadata_url={url}\n"
+    ).encode()
 
 
 def test_key_auth_works_and_a_wrong_key_is_refused(overcloud, client_key):
@@ -92,13 +104,18 @@ def test_reboot_drops_the_node_then_it_comes_back_with_its_enabled_services(over
 def test_a_configured_agent_polls_its_own_url_runs_its_deployments_and_its_member_completes(overcloud, client_key):
     first, second = overcloud.heat.members
     with ssh(overcloud, first.host, client_key) as client:
-        status, _, _ = run(client, f"sudo rm -f {OAC_TEMPLATE} && sudo install -m 0600 /dev/stdin "
-                                   "/etc/os-collect-config.conf && sudo systemctl restart os-collect-config",
-                           agent_config(first.metadata_url))
+        status, _, _ = run(
+            client,
+            f"sudo rm -f {OAC_TEMPLATE} && sudo install -m 0600 /dev/stdin "
+            "/etc/os-collect-config.conf && sudo systemctl restart os-collect-config",
+            agent_config(first.metadata_url),
+        )
         assert status == 0
         assert run(client, "stat -c %a /etc/os-collect-config.conf") == (0, "600\n", "")
-        wait_for(lambda: run(client, "test -f /var/lib/os-collect-config/request.json")[0] == 0,
-                 message="collector cache written")
+        wait_for(
+            lambda: run(client, "test -f /var/lib/os-collect-config/request.json")[0] == 0,
+            message="collector cache written",
+        )
         cached = json.loads(run(client, "cat /var/lib/os-collect-config/request.json")[1])
         assert cached["os-collect-config"]["request"]["metadata_url"] == first.metadata_url
     polls = overcloud.metadata.polls_of(first.metadata_url)
@@ -106,23 +123,36 @@ def test_a_configured_agent_polls_its_own_url_runs_its_deployments_and_its_membe
     wait_for(lambda: first.member.status == "CREATE_COMPLETE", timeout=10, message="member complete")
     assert {d.name: d.status for d in first.deployments} == dict.fromkeys(
         ["InstanceIdDeployment", "HostsEntryDeployment", "NetworkDeployment", "ComputeDeployedServerDeployment"],
-        "COMPLETE")
+        "COMPLETE",
+    )
     assert second.member.status == "CREATE_IN_PROGRESS"
     # the other layout: a JSON file in local-data, a directory os-collect-config does not make
-    local = json.dumps({"os-collect-config": {"collectors": ["request", "local"], "polling_interval": 0.3,
-                                              "request": {"metadata_url": second.metadata_url}}}).encode()
+    local = json.dumps(
+        {
+            "os-collect-config": {
+                "collectors": ["request", "local"],
+                "polling_interval": 0.3,
+                "request": {"metadata_url": second.metadata_url},
+            }
+        }
+    ).encode()
     with ssh(overcloud, second.host, client_key) as client:
         target = "/var/lib/os-collect-config/local-data/deployed-server.json"
         status, _, err = run(client, f"sudo install -m 0600 /dev/stdin {target}", local)
         assert status == 1 and "No such file or directory" in err
-        run(client, f"sudo install -d -m 0700 /var/lib/os-collect-config/local-data && sudo install -m 0600 "
-                    f"/dev/stdin {target} && sudo systemctl restart os-collect-config", local)
+        run(
+            client,
+            f"sudo install -d -m 0700 /var/lib/os-collect-config/local-data && sudo install -m 0600 "
+            f"/dev/stdin {target} && sudo systemctl restart os-collect-config",
+            local,
+        )
     wait_for(lambda: overcloud.heat.root.status == "CREATE_COMPLETE", timeout=10, message="stack complete")
     assert {p.client for p in overcloud.metadata.polls_of(second.metadata_url)} == {second.host}
 
 
 def test_ssh_faults_strike_as_a_broken_node_would(overcloud, client_key):
     from stackreflex.sim.faults import Fault
+
     overcloud.faults.add(Fault("node_unreachable", "127.0.0.21", count=1))
     with pytest.raises((paramiko.SSHException, OSError, EOFError)):
         ssh(overcloud, "127.0.0.21", client_key)

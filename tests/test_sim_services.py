@@ -63,8 +63,11 @@ def test_the_sdk_calls_stackreflex_uses_work_without_discovery_warnings(overclou
         volume = next(v for v in conn.block_storage.volumes(all_projects=True) if v.attachments)
         assert volume.attachments[0]["server_id"] in {s.id for s in conn.compute.servers(all_projects=True)}
         snapshot = conn.block_storage.create_snapshot(volume_id=volume.id, name="pre", force=True)
-        wait_for(lambda: conn.block_storage.get_snapshot(snapshot.id).status == "available", timeout=5,
-                 message="snapshot available")
+        wait_for(
+            lambda: conn.block_storage.get_snapshot(snapshot.id).status == "available",
+            timeout=5,
+            message="snapshot available",
+        )
         assert [s.id for s in conn.block_storage.snapshots(volume_id=volume.id)] == [snapshot.id]
         assert [s.id for s in conn.image.stores()] == ["central", "dcn0", "dcn1"]
     discovery = [w for w in caught if "discover" in str(w.message).lower() or "version" in str(w.message).lower()]
@@ -77,7 +80,11 @@ def test_a_live_migration_goes_through_its_states_and_lands_on_another_host(over
     server = on_host(conn, "compute-11.localdomain")[0]
     conn.compute.live_migrate_server(server, host=None, block_migration="auto")
     moving = conn.compute.get_server(server.id)
-    assert (moving.status, moving.task_state, moving.compute_host) == ("MIGRATING", "migrating", "compute-11.localdomain")
+    assert (moving.status, moving.task_state, moving.compute_host) == (
+        "MIGRATING",
+        "migrating",
+        "compute-11.localdomain",
+    )
     seen = set()
     while conn.compute.get_server(server.id).status == "MIGRATING":
         seen |= {m.status for m in conn.compute.migrations(instance_uuid=server.id, migration_type="live-migration")}
@@ -86,7 +93,10 @@ def test_a_live_migration_goes_through_its_states_and_lands_on_another_host(over
     assert landed.status == "ACTIVE" and landed.compute_host != "compute-11.localdomain"
     [migration] = conn.compute.migrations(instance_uuid=server.id)
     assert (migration.status, migration.source_compute, migration.dest_compute) == (
-        "completed", "compute-11.localdomain", landed.compute_host)
+        "completed",
+        "compute-11.localdomain",
+        landed.compute_host,
+    )
     assert {"preparing", "running"} <= seen
 
 
@@ -102,8 +112,10 @@ def test_injected_migration_failures_and_refusals_have_the_real_shapes(overcloud
     with pytest.raises(exceptions.BadRequestException, match="No valid host was found"):
         conn.compute.live_migrate_server(second, host=None, block_migration="auto")
     conn.compute.live_migrate_server(third, host=None, block_migration="auto")
-    with pytest.raises(exceptions.ConflictException, match=f"Cannot 'os-migrateLive' instance {third.id} "
-                                                           "while it is in task_state migrating"):
+    with pytest.raises(
+        exceptions.ConflictException,
+        match=f"Cannot 'os-migrateLive' instance {third.id} while it is in task_state migrating",
+    ):
         conn.compute.live_migrate_server(third, host=None, block_migration="auto")
     with pytest.raises(exceptions.BadRequestException, match="Compute host nowhere could not be found"):
         conn.compute.live_migrate_server(second, host="nowhere", block_migration="auto")
@@ -115,8 +127,11 @@ def test_nova_runs_one_live_migration_at_a_time_per_source_host(overcloud):
         conn.compute.live_migrate_server(server, host=None, block_migration="auto")
     statuses = [m.status for m in conn.compute.migrations(source_compute="compute-10.localdomain")]
     assert statuses.count("queued") == 2
-    wait_for(lambda: all(m.status == "completed" for m in conn.compute.migrations()), timeout=10,
-             message="all migrations done")
+    wait_for(
+        lambda: all(m.status == "completed" for m in conn.compute.migrations()),
+        timeout=10,
+        message="all migrations done",
+    )
     assert overcloud.nova.max_in_flight_total == 1
 
 
@@ -132,8 +147,11 @@ def test_snapshot_and_copy_faults_and_the_import_lock(overcloud):
     importing = conn.image.get_image(image.id).properties
     assert importing["os_glance_importing_to_stores"] == "dcn0,dcn1"
     assert conn.image.import_image(image, method="copy-image", stores=["dcn1"]).status_code == 409
-    wait_for(lambda: not conn.image.get_image(image.id).properties["os_glance_importing_to_stores"], timeout=5,
-             message="copies settled")
+    wait_for(
+        lambda: not conn.image.get_image(image.id).properties["os_glance_importing_to_stores"],
+        timeout=5,
+        message="copies settled",
+    )
     done = conn.image.get_image(image.id).properties
     assert (done["stores"], done["os_glance_failed_import"]) == ("central,dcn0", "dcn1")
     assert conn.image.import_image(image, method="copy-image", stores=["dcn0"]).status_code == 400
@@ -160,7 +178,10 @@ def openstack_cli(overcloud, tmp_path, *args, program: str = OPENSTACK) -> subpr
 
 def test_heats_own_client_shows_the_deployments_events_and_metadata_of_seed_004(overcloud, tmp_path):
     """The commands of the deployed-server guide (seed 004), through python-heatclient."""
-    cli = lambda *args: openstack_cli(overcloud, tmp_path, *args)
+
+    def cli(*args):
+        return openstack_cli(overcloud, tmp_path, *args)
+
     events = cli("stack", "event", "list", "--nested-depth", "5", "overcloud", "-f", "json")
     assert events.returncode == 0, events.stderr
     listed = json.loads(events.stdout)
@@ -172,8 +193,9 @@ def test_heats_own_client_shows_the_deployments_events_and_metadata_of_seed_004(
     server = next(r for r in resources if r["resource_name"] == "deployed-server")
     metadata = json.loads(cli("stack", "resource", "metadata", server["stack_name"], "deployed-server").stdout)
     assert [d["name"] for d in metadata["deployments"]] == ["HostsEntryDeployment", "InstanceIdDeployment"]
-    deployments = json.loads(cli("software", "deployment", "list", "--server", server["physical_resource_id"],
-                                 "-f", "json").stdout)
+    deployments = json.loads(
+        cli("software", "deployment", "list", "--server", server["physical_resource_id"], "-f", "json").stdout
+    )
     assert len(deployments) == 2 and {d["status"] for d in deployments} == {"IN_PROGRESS"}
     shown = json.loads(cli("software", "deployment", "show", deployments[0]["id"], "-f", "json").stdout)
     assert shown["status"] == "IN_PROGRESS" and shown["status_reason"] == "Deploy data available"
@@ -182,7 +204,10 @@ def test_heats_own_client_shows_the_deployments_events_and_metadata_of_seed_004(
 
 def test_glances_own_client_lists_stores_copies_an_image_and_shows_where_it_is(overcloud, tmp_path):
     """The commands of the edge storage validation (seed 003), through python-glanceclient."""
-    glance = lambda *args: openstack_cli(overcloud, tmp_path, *args, program=GLANCE)
+
+    def glance(*args):
+        return openstack_cli(overcloud, tmp_path, *args, program=GLANCE)
+
     stores = glance("stores-info")
     assert stores.returncode == 0, stores.stderr
     assert all(f'"{s}"' in stores.stdout for s in ("central", "dcn0", "dcn1"))
@@ -197,20 +222,47 @@ def test_glances_own_client_lists_stores_copies_an_image_and_shows_where_it_is(o
 def test_the_openstack_cli_runs_the_operators_commands(overcloud, tmp_path):
     stacks = json.loads(openstack_cli(overcloud, tmp_path, "stack", "list", "-f", "json").stdout)
     assert [(s["Stack Name"], s["Stack Status"]) for s in stacks] == [("overcloud", "CREATE_IN_PROGRESS")]
-    listed = openstack_cli(overcloud, tmp_path, "stack", "resource", "list", "-n5", "--filter", "name=deployed-server",
-                           "overcloud", "-f", "json")
+    listed = openstack_cli(
+        overcloud,
+        tmp_path,
+        "stack",
+        "resource",
+        "list",
+        "-n5",
+        "--filter",
+        "name=deployed-server",
+        "overcloud",
+        "-f",
+        "json",
+    )
     servers = json.loads(listed.stdout)
     assert len(servers) == 5 and {s["resource_type"] for s in servers} == {"OS::Heat::DeployedServer"}
-    metadata = json.loads(openstack_cli(overcloud, tmp_path, "stack", "resource", "metadata", servers[0]["stack_name"],
-                                        "deployed-server").stdout)
+    metadata = json.loads(
+        openstack_cli(
+            overcloud, tmp_path, "stack", "resource", "metadata", servers[0]["stack_name"], "deployed-server"
+        ).stdout
+    )
     url = metadata["os-collect-config"]["request"]["metadata_url"]
     assert url in {m.metadata_url for m in overcloud.heat.members}
-    disabled = openstack_cli(overcloud, tmp_path, "compute", "service", "set", "--disable", "--disable-reason",
-                             "reboot", "compute-11.localdomain", "nova-compute")
+    disabled = openstack_cli(
+        overcloud,
+        tmp_path,
+        "compute",
+        "service",
+        "set",
+        "--disable",
+        "--disable-reason",
+        "reboot",
+        "compute-11.localdomain",
+        "nova-compute",
+    )
     assert disabled.returncode == 0, disabled.stderr
     assert overcloud.nova.services["compute-11.localdomain"].status == "disabled"
-    on_host = json.loads(openstack_cli(overcloud, tmp_path, "server", "list", "--host", "compute-11.localdomain",
-                                       "--all-projects", "-f", "json").stdout)
+    on_host = json.loads(
+        openstack_cli(
+            overcloud, tmp_path, "server", "list", "--host", "compute-11.localdomain", "--all-projects", "-f", "json"
+        ).stdout
+    )
     assert len(on_host) == 10
 
 
@@ -226,8 +278,19 @@ def test_volume_snapshot_create_force_behaves_as_on_a_real_cloud(tmp_path, cinde
         volume = next(v for v in overcloud.cinder.volumes.values() if v.server_id)
         refused = openstack_cli(overcloud, tmp_path, "volume", "snapshot", "create", "--volume", volume.id, "plain")
         assert refused.returncode != 0 and "must be available, but current status is: in-use" in refused.stderr
-        forced = openstack_cli(overcloud, tmp_path, "volume", "snapshot", "create", "--volume", volume.id, "--force",
-                               "forced", "-f", "json")
+        forced = openstack_cli(
+            overcloud,
+            tmp_path,
+            "volume",
+            "snapshot",
+            "create",
+            "--volume",
+            volume.id,
+            "--force",
+            "forced",
+            "-f",
+            "json",
+        )
         assert (forced.returncode == 0) is force_works, forced.stderr
         if force_works:
             assert json.loads(forced.stdout)["status"] == "creating"
@@ -239,18 +302,25 @@ def test_volume_snapshot_create_force_behaves_as_on_a_real_cloud(tmp_path, cinde
 
 def test_older_service_endpoints_answer_below_microversion_2_53(overcloud):
     conn = overcloud.connect()
-    legacy = conn.compute.put("/os-services/disable-log-reason", microversion="2.1",
-                              json={"host": "compute-12.localdomain", "binary": "nova-compute",
-                                    "disabled_reason": "old client"})
+    legacy = conn.compute.put(
+        "/os-services/disable-log-reason",
+        microversion="2.1",
+        json={"host": "compute-12.localdomain", "binary": "nova-compute", "disabled_reason": "old client"},
+    )
     assert legacy.status_code == 200
-    assert legacy.json()["service"] == {"host": "compute-12.localdomain", "binary": "nova-compute",
-                                        "status": "disabled", "disabled_reason": "old client"}
+    assert legacy.json()["service"] == {
+        "host": "compute-12.localdomain",
+        "binary": "nova-compute",
+        "status": "disabled",
+        "disabled_reason": "old client",
+    }
     listed = conn.compute.get("/os-services", microversion="2.1", params={"host": "compute-12.localdomain"}).json()
     assert isinstance(listed["services"][0]["id"], int)
     new = conn.compute.get("/os-services", microversion="2.53", params={"host": "compute-12.localdomain"}).json()
     service_id = new["services"][0]["id"]
-    refused = conn.compute.put(f"/os-services/{service_id}", microversion="2.53",
-                               json={"status": "enabled", "disabled_reason": "nope"})
+    refused = conn.compute.put(
+        f"/os-services/{service_id}", microversion="2.53", json={"status": "enabled", "disabled_reason": "nope"}
+    )
     assert refused.status_code == 400 and "badRequest" in refused.json()
 
 
@@ -265,8 +335,11 @@ def test_in_progress_migrations_of_a_server_and_cold_migration_with_confirm(over
     conn.compute.confirm_server_resize(cold)
     confirmed = conn.compute.get_server(cold.id)
     assert confirmed.status == "ACTIVE" and confirmed.compute_host != "compute-10.localdomain"
-    wait_for(lambda: not conn.compute.get(f"/servers/{moving.id}/migrations").json()["migrations"], timeout=5,
-             message="live migration finished")
+    wait_for(
+        lambda: not conn.compute.get(f"/servers/{moving.id}/migrations").json()["migrations"],
+        timeout=5,
+        message="live migration finished",
+    )
 
 
 def test_scenario_faults_are_active_from_the_start():
@@ -294,8 +367,9 @@ def test_volumes_from_images_in_a_zone_snapshots_and_uploads_follow_the_site_sto
     wait_for(lambda: status(at_dcn0) != "creating" and status(at_central) != "creating", timeout=5)
     # the image is only in central: the edge site cannot clone it
     assert (status(at_dcn0), status(at_central)) == ("error", "available")
-    answer = conn.block_storage.upload_volume_to_image(at_central.id, "from-volume", disk_format="raw",
-                                                       container_format="bare")
+    answer = conn.block_storage.upload_volume_to_image(
+        at_central.id, "from-volume", disk_format="raw", container_format="bare"
+    )
     assert conn.block_storage.get_volume(at_central.id).status == "uploading"
     uploaded = overcloud.glance.images[answer["image_id"]]
     wait_for(lambda: uploaded.status == "active", timeout=5, message="upload")

@@ -56,8 +56,13 @@ def test_the_sdk_lists_agents_services_and_nodes_without_discovery_warnings(conn
         by_host = {}
         for agent in agents:
             by_host.setdefault(agent.host, set()).add(agent.agent_type)
-        assert by_host == {**{f"{c}.localdomain": {"Open vSwitch agent", "DHCP agent", "L3 agent", "Metadata agent"}
-                              for c in CONTROLLERS}, **{c: {"Open vSwitch agent"} for c in COMPUTES}}
+        assert by_host == {
+            **{
+                f"{c}.localdomain": {"Open vSwitch agent", "DHCP agent", "L3 agent", "Metadata agent"}
+                for c in CONTROLLERS
+            },
+            **{c: {"Open vSwitch agent"} for c in COMPUTES},
+        }
         assert all(a.is_alive and a.is_admin_state_up for a in agents)
         [l3] = conn.network.agents(host="overcloud-controller-1.localdomain", agent_type="L3 agent")
         assert (l3.binary, l3.topic, l3.availability_zone) == ("neutron-l3-agent", "l3_agent", "nova")
@@ -65,18 +70,20 @@ def test_the_sdk_lists_agents_services_and_nodes_without_discovery_warnings(conn
         assert len(list(conn.network.agents(binary="neutron-openvswitch-agent"))) == 6
 
         volume = {(s.binary, s.host): s for s in conn.block_storage.services()}
-        assert set(volume) == {("cinder-scheduler", c) for c in CONTROLLERS} | {("cinder-volume",
-                                                                                "hostgroup@tripleo_ceph")}
-        assert {(s.availability_zone, s.status, s.state)
-                for s in volume.values()} == {("nova", "enabled", "up")}
-        assert [s.host for s in conn.block_storage.services(binary="cinder-volume", host="hostgroup")] == \
-            ["hostgroup@tripleo_ceph"]
+        assert set(volume) == {("cinder-scheduler", c) for c in CONTROLLERS} | {
+            ("cinder-volume", "hostgroup@tripleo_ceph")
+        }
+        assert {(s.availability_zone, s.status, s.state) for s in volume.values()} == {("nova", "enabled", "up")}
+        assert [s.host for s in conn.block_storage.services(binary="cinder-volume", host="hostgroup")] == [
+            "hostgroup@tripleo_ceph"
+        ]
         assert sorted(s.host for s in conn.compute.services()) == COMPUTES
 
         nodes = list(conn.baremetal.nodes(details=True))
         assert [n.name for n in nodes] == ["compute-10", "compute-11", "compute-12"]
-        assert {(n.provision_state, n.power_state, n.is_maintenance, n.fault) for n in nodes} == \
-            {("active", "power on", False, None)}
+        assert {(n.provision_state, n.power_state, n.is_maintenance, n.fault) for n in nodes} == {
+            ("active", "power on", False, None)
+        }
         assert all(n.instance_id for n in nodes)
         assert conn.baremetal.get_node("compute-11").id == nodes[1].id
     discovery = [w for w in caught if "discover" in str(w.message).lower() or "version" in str(w.message).lower()]
@@ -98,8 +105,11 @@ def test_the_ironic_maintenance_fault_puts_exactly_that_node_in_maintenance(over
     overcloud.faults.add(Fault("ironic_maintenance", "compute-11"))
     overcloud.faults.add(Fault("ironic_maintenance", nodes["compute-12"].id))  # by uuid too
     shown = {n.name: (n.is_maintenance, n.maintenance_reason, n.fault) for n in conn.baremetal.nodes(details=True)}
-    assert shown == {"compute-10": (False, None, None), "compute-11": (True, "simulated maintenance", None),
-                     "compute-12": (True, "simulated maintenance", None)}
+    assert shown == {
+        "compute-10": (False, None, None),
+        "compute-11": (True, "simulated maintenance", None),
+        "compute-12": (True, "simulated maintenance", None),
+    }
     assert sorted(n.name for n in conn.baremetal.nodes(maintenance=True)) == ["compute-11", "compute-12"]
     overcloud.faults.clear()
     assert not any(n.is_maintenance for n in conn.baremetal.nodes())
@@ -108,21 +118,26 @@ def test_the_ironic_maintenance_fault_puts_exactly_that_node_in_maintenance(over
 def test_errors_and_version_documents_are_the_real_ones(overcloud, conn):
     missing = conn.network.get("/agents/nope")
     assert missing.status_code == 404
-    assert missing.json() == {"NeutronError": {"type": "AgentNotFound", "message": "Agent nope could not be found.",
-                                               "detail": ""}}
+    assert missing.json() == {
+        "NeutronError": {"type": "AgentNotFound", "message": "Agent nope could not be found.", "detail": ""}
+    }
     refused = conn.network.get("/agents?colour=red").json()["NeutronError"]
     assert refused["message"] == "['colour'] is invalid attribute for filtering"
     with pytest.raises(exceptions.NotFoundException) as caught:
         conn.baremetal.get_node("nope")
     assert caught.value.details == "Node nope could not be found."
     body = conn.baremetal.get("/nodes/nope", microversion="1.50").json()
-    assert json.loads(body["error_message"]) == {"faultcode": "Client", "faultstring": "Node nope could not be found.",
-                                                 "debuginfo": None}
+    assert json.loads(body["error_message"]) == {
+        "faultcode": "Client",
+        "faultstring": "Node nope could not be found.",
+        "debuginfo": None,
+    }
     status, headers, body = get(overcloud, "/baremetal/v1/", **{"X-OpenStack-Ironic-API-Version": "1.200"})
     assert status == 406 and headers["X-OpenStack-Ironic-API-Maximum-Version"] == "1.87"
     assert json.loads(body["error_message"])["description"] == (
         "Version 1.200 was requested but the minor version is not supported by this service. "
-        "The supported version range is: [1.1, 1.87].")
+        "The supported version range is: [1.1, 1.87]."
+    )
     status, headers, body = get(overcloud, "/baremetal/", **{"OpenStack-API-Version": "baremetal 1.50"})
     assert status == 200 and headers["X-OpenStack-Ironic-API-Version"] == "1.50"
     assert body["default_version"]["version"] == "1.87" and body["default_version"]["min_version"] == "1.1"
@@ -132,21 +147,37 @@ def test_errors_and_version_documents_are_the_real_ones(overcloud, conn):
 def test_the_operators_cli_lists_agents_services_and_nodes(overcloud, conn, tmp_path):
     overcloud.faults.add(Fault("ironic_maintenance", "compute-10"))
     env = {**os.environ, **overcloud.environment(), "HOME": str(tmp_path)}
-    commands = {"agents": ["network", "agent", "list"], "volume": ["volume", "service", "list"],
-                "compute": ["compute", "service", "list"], "nodes": ["baremetal", "node", "list"],
-                "missing": ["baremetal", "node", "show", "nope"]}
-    running = {k: subprocess.Popen([OPENSTACK, *args, *(["-f", "json"] if k != "missing" else [])], env=env,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-               for k, args in commands.items()}
+    commands = {
+        "agents": ["network", "agent", "list"],
+        "volume": ["volume", "service", "list"],
+        "compute": ["compute", "service", "list"],
+        "nodes": ["baremetal", "node", "list"],
+        "missing": ["baremetal", "node", "show", "nope"],
+    }
+    running = {
+        k: subprocess.Popen(
+            [OPENSTACK, *args, *(["-f", "json"] if k != "missing" else [])],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for k, args in commands.items()
+    }
     done = {k: (p.communicate(timeout=120), p.returncode) for k, p in running.items()}
     for key in ("agents", "volume", "compute", "nodes"):
         assert done[key][1] == 0, done[key][0][1]
     out = {k: json.loads(done[k][0][0]) for k in ("agents", "volume", "compute", "nodes")}
     assert len(out["agents"]) == 15 and {a["Alive"] for a in out["agents"]} == {True}
-    assert {(s["Binary"], s["Host"]) for s in out["volume"]} >= {("cinder-volume", "hostgroup@tripleo_ceph"),
-                                                                  ("cinder-scheduler", "overcloud-controller-0")}
+    assert {(s["Binary"], s["Host"]) for s in out["volume"]} >= {
+        ("cinder-volume", "hostgroup@tripleo_ceph"),
+        ("cinder-scheduler", "overcloud-controller-0"),
+    }
     assert sorted(s["Host"] for s in out["compute"]) == COMPUTES
-    assert {n["name"]: n["maintenance"] for n in out["nodes"]} == {"compute-10": True, "compute-11": False,
-                                                                   "compute-12": False}
+    assert {n["name"]: n["maintenance"] for n in out["nodes"]} == {
+        "compute-10": True,
+        "compute-11": False,
+        "compute-12": False,
+    }
     (_, stderr), code = done["missing"]
     assert code != 0 and "Node nope could not be found. (HTTP 404)" in stderr

@@ -26,10 +26,16 @@ def cloud(tmp_path, broker_url, sqlite_url, namespace, workers):
     made = []
 
     def start(**options):
-        fast = dict(power_time=0.2, snapshot_time=0.3, image_copy_time=0.4, volume_create_time=0.2,
-                    image_upload_time=0.2)
-        scenario = Scenario(compute_hosts={"compute-a.localdomain": 2}, volume_every=2, volumes_per_server=2,
-                            **{**fast, **options})
+        fast = {
+            "power_time": 0.2,
+            "snapshot_time": 0.3,
+            "image_copy_time": 0.4,
+            "volume_create_time": 0.2,
+            "image_upload_time": 0.2,
+        }
+        scenario = Scenario(
+            compute_hosts={"compute-a.localdomain": 2}, volume_every=2, volumes_per_server=2, **{**fast, **options}
+        )
         oc = Overcloud.start(scenario)
         made.append(oc)
         settings = make_settings(broker_url, sqlite_url, namespace)
@@ -130,10 +136,12 @@ def test_dry_run_and_bad_input_change_nothing(cloud, tmp_path):
     edge = cli(oc, settings, tmp_path, "edge", "check", "dcn0", "--dry-run")
     assert edge.returncode == 0 and "copy image to dcn0" in edge.stdout
     # checked before publishing: an error there and then, no run
-    for args, said in ((("image", "copy", "cirros", "--stores", "dcn9"), "unknown Glance store(s) dcn9"),
-                       (("volume", "snapshot", "--server", "nosuch"), "no server named or with id 'nosuch'"),
-                       (("edge", "check", "dcn7"), "unknown Glance store(s) dcn7"),
-                       (("server", "image", "nosuch", "--name", "x"), "no server named or with id 'nosuch'")):
+    for args, said in (
+        (("image", "copy", "cirros", "--stores", "dcn9"), "unknown Glance store(s) dcn9"),
+        (("volume", "snapshot", "--server", "nosuch"), "no server named or with id 'nosuch'"),
+        (("edge", "check", "dcn7"), "unknown Glance store(s) dcn7"),
+        (("server", "image", "nosuch", "--name", "x"), "no server named or with id 'nosuch'"),
+    ):
         refused = cli(oc, settings, tmp_path, *args)
         assert refused.returncode == 2 and said in refused.stderr, (args, refused.stderr)
     assert not oc.cinder.snapshots and server_of(oc, SERVER).status == "ACTIVE"
@@ -146,8 +154,13 @@ def test_a_server_image_is_made_stopped_and_copied_to_a_store(cloud, tmp_path):
     result = cli(oc, settings, tmp_path, "server", "image", SERVER, "--name", "before", "--copy-to", "dcn1", "--wait")
     assert result.returncode == 0, result.stdout + result.stderr
     run = only_run(settings, "image_server")
-    assert [s["name"] for s in run["steps"]] == ["stop server", "create image", "start server", "copy image",
-                                                 "central copy kept"]
+    assert [s["name"] for s in run["steps"]] == [
+        "stop server",
+        "create image",
+        "start server",
+        "copy image",
+        "central copy kept",
+    ]
     image = next(i for i in oc.glance.images.values() if i.name == "before")
     assert image.status == "active" and image.stores == {"central", "dcn1"}
     assert image.properties["instance_uuid"] == server_of(oc, SERVER).id
@@ -188,9 +201,16 @@ def test_the_edge_check_passes_on_a_healthy_site(cloud, tmp_path):
     result = cli(oc, settings, tmp_path, "edge", "check", "dcn0", "--wait")
     assert result.returncode == 0, result.stdout + result.stderr
     run = only_run(settings, "check_edge")
-    assert [s["name"] for s in run["steps"]] == ["image in central", "copy image", "central copy kept",
-                                                 "volume from image", "snapshot volume", "volume from snapshot",
-                                                 "image from volume", "copy image"]
+    assert [s["name"] for s in run["steps"]] == [
+        "image in central",
+        "copy image",
+        "central copy kept",
+        "volume from image",
+        "snapshot volume",
+        "volume from snapshot",
+        "image from volume",
+        "copy image",
+    ]
     assert all(s["status"] == "succeeded" for s in run["steps"])
     made = [i for i in oc.glance.images.values() if i.name.startswith("stackreflex-edge-dcn0")]
     assert len(made) == 1 and made[0].stores == {"dcn0", "central"}
@@ -228,23 +248,35 @@ def test_an_edge_check_with_cleanup_leaves_nothing_behind_pass_or_fail(cloud, tm
     # with everything made before it, and cleans all of it up all the same
     failed = cli(oc, settings, tmp_path, "edge", "check", "dcn0", "--store", "dcn1", "--cleanup", "--wait")
     assert failed.returncode == 1
-    [run] = [r for r in list_runs(AuditLog.open(settings.database()), RunFilter(handler="check_edge", limit=10))
-             if r["status"] == "failed"]
+    [run] = [
+        r
+        for r in list_runs(AuditLog.open(settings.database()), RunFilter(handler="check_edge", limit=10))
+        if r["status"] == "failed"
+    ]
     assert "failed at step 'image from volume'" in run["error"] and "expected active in dcn1" in run["error"]
     steps = run_with_steps(AuditLog.open(settings.database()), run["id"])["steps"]
-    assert [s["name"] for s in steps if s["name"].startswith("delete ")] == \
-        ["delete image", "delete volume", "delete snapshot", "delete volume"]
+    assert [s["name"] for s in steps if s["name"].startswith("delete ")] == [
+        "delete image",
+        "delete volume",
+        "delete snapshot",
+        "delete volume",
+    ]
     assert not [v for v in oc.cinder.volumes.values() if v.name.startswith("stackreflex-edge")]
     assert not [i for i in oc.glance.images.values() if i.name.startswith("stackreflex-edge")]
 
 
 def test_cinder_refuses_to_delete_an_attached_volume_in_its_own_words(cloud, tmp_path):
     """The operator's own `openstack volume delete` against the simulated Cinder: refused as Cinder refuses it."""
-    oc, settings = cloud()
+    oc, _settings = cloud()
     [volume] = [v for v in oc.cinder.volumes.values() if v.name == f"{SERVER}-data"]
     openstack = Path(sys.executable).parent / "openstack"
-    refused = subprocess.run([str(openstack), "volume", "delete", volume.id], capture_output=True, text=True,
-                             env={**os.environ, **oc.environment()}, timeout=60)
+    refused = subprocess.run(
+        [str(openstack), "volume", "delete", volume.id],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **oc.environment()},
+        timeout=60,
+    )
     assert refused.returncode == 1
     assert "Invalid volume: Volume status must be available or error" in refused.stderr
     assert "must not be migrating, attached, belong to a group, have snapshots" in refused.stderr

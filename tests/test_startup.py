@@ -36,23 +36,34 @@ print(json.dumps({"code": code, "loaded": sorted(m for m in sys.modules if m.spl
 
 def loaded_by(tmp_path, database_url: str, *args: str, among=HEAVY) -> dict:
     """Run one command in a fresh interpreter; its exit code and which of ``among`` it imported."""
-    done = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args), json.dumps(among)],
-                          env=env_for(Settings(database_url=database_url), tmp_path), capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(args), json.dumps(among)],
+        env=env_for(Settings(database_url=database_url), tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     return json.loads(done.stderr.strip().splitlines()[-1])
 
 
 def test_help_and_version_load_no_sdk_and_no_database_library(tmp_path):
     url = f"sqlite:///{tmp_path}/audit.db"
     for args in (["--help"], ["--version"]):
-        probe = loaded_by(tmp_path, url, *args, among=(*HEAVY, "sqlalchemy", "sqlmodel", "click"))  # click: not ours to import (typer carries its own)
+        probe = loaded_by(
+            tmp_path, url, *args, among=(*HEAVY, "sqlalchemy", "sqlmodel", "click")
+        )  # click: not ours to import (typer carries its own)
         assert probe == {"code": 0, "loaded": []}, args
 
 
 def test_audit_queries_load_no_broker_cloud_or_ssh_library(tmp_path, database_url):
     AuditLog.open(database_url)  # migrated: what a worker leaves
-    for args in (["audit", "runs"], ["audit", "timeline", "--stack", "overcloud"], ["audit", "stats"], ["audit", "envelopes"],
-                 ["audit", "--help"]):
+    for args in (
+        ["audit", "runs"],
+        ["audit", "timeline", "--stack", "overcloud"],
+        ["audit", "stats"],
+        ["audit", "envelopes"],
+        ["audit", "--help"],
+    ):
         probe = loaded_by(tmp_path, database_url, *args)
         assert probe == {"code": 0, "loaded": []}, args
 

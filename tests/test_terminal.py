@@ -27,9 +27,13 @@ def in_terminal(settings: Settings, tmp_path, *args: str, env: dict, timeout: fl
     scrollback first."""
     primary, replica = pty.openpty()
     fcntl.ioctl(replica, termios.TIOCSWINSZ, struct.pack("HHHH", LINES, COLUMNS, 0, 0))
-    process = subprocess.Popen([sys.executable, "-m", "stackreflex", *args], stdin=replica, stdout=replica,
-                               stderr=replica, env=env_for(settings, tmp_path, {**env, "COLUMNS": str(COLUMNS),
-                                                                                "LINES": str(LINES), "TERM": "xterm"}))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stackreflex", *args],
+        stdin=replica,
+        stdout=replica,
+        stderr=replica,
+        env=env_for(settings, tmp_path, {**env, "COLUMNS": str(COLUMNS), "LINES": str(LINES), "TERM": "xterm"}),
+    )
     os.close(replica)
     screen = pyte.HistoryScreen(COLUMNS, LINES, history=10_000, ratio=0.5)
     stream = pyte.ByteStream(screen)
@@ -75,24 +79,43 @@ def assert_one_clean_table(lines: list[str], header: str, rows: list[str]) -> No
 
 
 def test_a_snapshot_followed_live_leaves_one_clean_table(cloud, tmp_path):
-    oc, settings = cloud(compute_hosts={"compute-a.localdomain": 2}, volume_every=2, volumes_per_server=2,
-                         power_time=0.3, snapshot_time=1.5)
-    status, lines = in_terminal(settings, tmp_path, "volume", "snapshot", "--server", "vm-compute-a-0", "--wait",
-                                env=oc.environment())
+    oc, settings = cloud(
+        compute_hosts={"compute-a.localdomain": 2},
+        volume_every=2,
+        volumes_per_server=2,
+        power_time=0.3,
+        snapshot_time=1.5,
+    )
+    status, lines = in_terminal(
+        settings, tmp_path, "volume", "snapshot", "--server", "vm-compute-a-0", "--wait", env=oc.environment()
+    )
     assert status == 0, "\n".join(lines)
     assert_one_clean_table(lines, "| volume", ["vm-compute-a-0-data ", "vm-compute-a-0-data-1"])
     assert any(line.startswith("published command.volume.snapshot id=") for line in lines)
 
 
 def test_an_evacuation_followed_live_leaves_one_clean_table(cloud, tmp_path):
-    oc, settings = cloud(compute_hosts={"compute-a.localdomain": 6, "compute-b.localdomain": 0},
-                         live_migration_time=0.5, max_concurrent_live_migrations=1)
-    status, lines = in_terminal(settings, tmp_path, "host", "evacuate", "compute-a.localdomain", "--max-parallel",
-                                "3", "--wait", env=oc.environment())
+    oc, settings = cloud(
+        compute_hosts={"compute-a.localdomain": 6, "compute-b.localdomain": 0},
+        live_migration_time=0.5,
+        max_concurrent_live_migrations=1,
+    )
+    status, lines = in_terminal(
+        settings,
+        tmp_path,
+        "host",
+        "evacuate",
+        "compute-a.localdomain",
+        "--max-parallel",
+        "3",
+        "--wait",
+        env=oc.environment(),
+    )
     assert status == 0, "\n".join(lines)
     assert_one_clean_table(lines, "| server", [f"vm-compute-a-{i} " for i in range(6)])
     # the same result for a script: JSON with stable keys, and values for a shell loop
-    as_json = run_cli(settings, tmp_path, "audit", "runs", "--handler", "evacuate_host", "-f", "json",
-                      env=oc.environment())
+    as_json = run_cli(
+        settings, tmp_path, "audit", "runs", "--handler", "evacuate_host", "-f", "json", env=oc.environment()
+    )
     [run] = json.loads(as_json.stdout)
     assert run["status"] == "succeeded" and run["subject"] == "compute-a.localdomain"

@@ -7,7 +7,6 @@ import re
 import sqlite3
 import tarfile
 import textwrap
-from pathlib import Path
 
 import paramiko
 import pytest
@@ -33,15 +32,24 @@ def cloud(tmp_path_factory):
     base = tmp_path_factory.mktemp("upgrade")
     key = paramiko.ECDSAKey.generate()
     key.write_private_key_file(str(base / "id_ecdsa"))
-    scenario = Scenario(signal_transport="NO_SIGNAL", speed=20,
-                        roles=[Role("ControllerDeployedServer", 3, ["127.0.0.11", "127.0.0.12", "127.0.0.13"]),
-                               Role("ComputeDeployedServer", 2, ["127.0.0.21", "127.0.0.22"])],
-                        compute_hosts={"compute-10.localdomain": 2})
+    scenario = Scenario(
+        signal_transport="NO_SIGNAL",
+        speed=20,
+        roles=[
+            Role("ControllerDeployedServer", 3, ["127.0.0.11", "127.0.0.12", "127.0.0.13"]),
+            Role("ComputeDeployedServer", 2, ["127.0.0.21", "127.0.0.22"]),
+        ],
+        compute_hosts={"compute-10.localdomain": 2},
+    )
     oc = Overcloud.start(scenario, state_dir=base / "hostkeys", authorized_keys=[key])
     (base / "inventory.yaml").write_text(json.dumps(oc.inventory()))
     (base / "clouds.yaml").write_text(oc.clouds_yaml("overcloud"))  # the overcloud's own cloud (its overcloudrc)
-    settings = Settings(database_url=f"sqlite:///{base}/audit.db", inventory=base / "inventory.yaml",
-                        ssh_key_file=base / "id_ecdsa", ssh_known_hosts=base / "known_hosts")
+    settings = Settings(
+        database_url=f"sqlite:///{base}/audit.db",
+        inventory=base / "inventory.yaml",
+        ssh_key_file=base / "id_ecdsa",
+        ssh_known_hosts=base / "known_hosts",
+    )
     for node in oc.nodes.values():
         trust_host(settings, node.address, node.port)
     wait_for(lambda: oc.heat.root.status == "CREATE_COMPLETE", timeout=60, message="the stack to complete")
@@ -58,8 +66,11 @@ def faults(cloud):
 
 def environment(cloud) -> dict:
     oc, _, base = cloud
-    return {**oc.environment(), "OS_CLIENT_CONFIG_FILE": str(base / "clouds.yaml"),
-            "STACKREFLEX_OVERCLOUD_CLOUD": "overcloud"}
+    return {
+        **oc.environment(),
+        "OS_CLIENT_CONFIG_FILE": str(base / "clouds.yaml"),
+        "STACKREFLEX_OVERCLOUD_CLOUD": "overcloud",
+    }
 
 
 def cli(cloud, tmp_path, *args, timeout=120):
@@ -76,6 +87,7 @@ def not_passing(rows: list[dict]) -> list[tuple]:
 
 
 # -- validations --------------------------------------------------------------------------------
+
 
 def test_the_default_overcloud_passes_every_check_on_every_node(cloud, tmp_path):
     done = cli(cloud, tmp_path, "validate", "overcloud", "--wait", "-f", "json")
@@ -95,18 +107,34 @@ def test_the_default_overcloud_passes_every_check_on_every_node(cloud, tmp_path)
 
 
 FAULTS = [  # fault, its check, the node it names, what the verdict shows it saw
-    (Fault("unit_failed", "overcloud-compute-1", args=["tripleo_nova_libvirt.service"]), "failed-units",
-     "overcloud-compute-1", "tripleo_nova_libvirt.service"),
+    (
+        Fault("unit_failed", "overcloud-compute-1", args=["tripleo_nova_libvirt.service"]),
+        "failed-units",
+        "overcloud-compute-1",
+        "tripleo_nova_libvirt.service",
+    ),
     (Fault("disk_full", "127.0.0.12"), "disk-space", "overcloud-controller-1", "% free"),
     (Fault("clock_unsynced", "overcloud-compute-0"), "clock-sync", "overcloud-compute-0", "Not synchronised"),
     (Fault("galera_desynced", "overcloud-controller-2"), "galera-synced", "overcloud-controller-2", "Donor/Desynced"),
     (Fault("rabbit_partition", ""), "rabbitmq-cluster", "overcloud-controller-0", "partition"),
-    (Fault("pacemaker_resource_failed", "openstack-cinder-volume"), "pacemaker-status", "overcloud-controller-0",
-     "not started"),
-    (Fault("ceph_health", "HEALTH_ERR", args=["1", "full", "osd(s)"]), "ceph-health", "overcloud-controller-0",
-     "HEALTH_ERR"),
-    (Fault("package_mismatch", "overcloud-compute-0", args=["openvswitch", "2.15.0-1.el9fdp"]),
-     "packages-consistent", "overcloud-compute-0", "2.15.0-1.el9fdp"),
+    (
+        Fault("pacemaker_resource_failed", "openstack-cinder-volume"),
+        "pacemaker-status",
+        "overcloud-controller-0",
+        "not started",
+    ),
+    (
+        Fault("ceph_health", "HEALTH_ERR", args=["1", "full", "osd(s)"]),
+        "ceph-health",
+        "overcloud-controller-0",
+        "HEALTH_ERR",
+    ),
+    (
+        Fault("package_mismatch", "overcloud-compute-0", args=["openvswitch", "2.15.0-1.el9fdp"]),
+        "packages-consistent",
+        "overcloud-compute-0",
+        "2.15.0-1.el9fdp",
+    ),
     (Fault("haproxy_backend_down", "glance_api"), "haproxy-backends", "overcloud-controller-0", "backends UP"),
 ]
 
@@ -133,15 +161,33 @@ def test_an_unreachable_node_fails_each_of_its_checks_and_only_those(cloud, faul
     rows = verdicts(done)
     failed = [r for r in rows if r["verdict"] != "pass"]
     assert {r["target"] for r in failed} == {"ComputeDeployedServer[1]"}
-    assert sorted(r["check"] for r in failed) == ["clock-sync", "disk-space", "failed-units", "ovs-running-version",
-                                                  "packages-consistent"]
+    assert sorted(r["check"] for r in failed) == [
+        "clock-sync",
+        "disk-space",
+        "failed-units",
+        "ovs-running-version",
+        "packages-consistent",
+    ]
     assert all(r["seen"] == "unreachable" and "127.0.0.22" in r["reason"] for r in failed), failed
 
 
 def test_without_the_overcloud_s_own_cloud_its_service_checks_fail_rather_than_read_the_undercloud(cloud, tmp_path):
     oc, settings, _ = cloud
-    done = run_cli(settings, tmp_path, "validate", "overcloud", "--only", "compute-services", "--only",
-                   "stack-status", "--wait", "-f", "json", env=oc.environment(), timeout=120)
+    done = run_cli(
+        settings,
+        tmp_path,
+        "validate",
+        "overcloud",
+        "--only",
+        "compute-services",
+        "--only",
+        "stack-status",
+        "--wait",
+        "-f",
+        "json",
+        env=oc.environment(),
+        timeout=120,
+    )
     assert done.returncode == 1
     rows = {r["check"]: r for r in verdicts(done)}
     assert rows["stack-status"]["verdict"] == "pass"  # Heat is the undercloud's
@@ -150,8 +196,19 @@ def test_without_the_overcloud_s_own_cloud_its_service_checks_fail_rather_than_r
 
 def test_ceph_health_warn_is_a_warning_with_its_reason_not_a_failure(cloud, faults, tmp_path):
     faults.add(Fault("ceph_health", "HEALTH_WARN", args=["noout", "flag(s)", "set"]))
-    done = cli(cloud, tmp_path, "validate", "overcloud", "--only", "ceph-health", "--only", "ceph-osd-space",
-               "--wait", "-f", "json")
+    done = cli(
+        cloud,
+        tmp_path,
+        "validate",
+        "overcloud",
+        "--only",
+        "ceph-health",
+        "--only",
+        "ceph-osd-space",
+        "--wait",
+        "-f",
+        "json",
+    )
     assert done.returncode == 0, done.stderr
     [row] = [r for r in verdicts(done) if r["check"] == "ceph-health"]
     assert row["verdict"] == "warn" and "noout flag(s) set" in row["reason"]
@@ -161,8 +218,14 @@ def test_the_undercloud_checks_pass_and_an_ironic_node_in_maintenance_fails_them
     done = cli(cloud, tmp_path, "validate", "undercloud", "--wait", "-f", "json")
     assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-2000:])
     rows = verdicts(done)
-    assert {r["check"] for r in rows} >= {"undercloud-failed-units", "undercloud-disk-space", "undercloud-clock",
-                                          "undercloud-network-agents", "undercloud-compute-services", "ironic-nodes"}
+    assert {r["check"] for r in rows} >= {
+        "undercloud-failed-units",
+        "undercloud-disk-space",
+        "undercloud-clock",
+        "undercloud-network-agents",
+        "undercloud-compute-services",
+        "ironic-nodes",
+    }
     assert not_passing(rows) == []
     faults.add(Fault("ironic_maintenance", "compute-10"))
     done = cli(cloud, tmp_path, "validate", "undercloud", "--wait", "-f", "json")
@@ -175,7 +238,8 @@ def test_the_undercloud_checks_pass_and_an_ironic_node_in_maintenance_fails_them
 
 def test_checks_are_data_a_user_file_adds_one_and_a_bad_name_is_refused(cloud, tmp_path):
     extra = tmp_path / "site_checks.py"
-    extra.write_text(textwrap.dedent('''
+    extra.write_text(
+        textwrap.dedent("""
         from stackreflex.validations import Check, Verdict
 
         def judge(seen, limits):
@@ -184,21 +248,26 @@ def test_checks_are_data_a_user_file_adds_one_and_a_bad_name_is_refused(cloud, t
 
         site_hostname = Check("site-hostname", "the node answers with its host name", "overcloud", "each-node",
                               judge, command="hostname", groups=("site",))
-    '''))
+    """)
+    )
     listed = cli(cloud, tmp_path, "validate", "--list", "--checks", str(extra), "-f", "json")
     assert listed.returncode == 0, listed.stderr
     assert {"name": "site-hostname", "groups": "site"}.items() <= next(
-        c for c in json.loads(listed.stdout) if c["name"] == "site-hostname").items()
-    done = cli(cloud, tmp_path, "validate", "overcloud", "--group", "site", "--checks", str(extra), "--wait",
-               "-f", "json")
+        c for c in json.loads(listed.stdout) if c["name"] == "site-hostname"
+    ).items()
+    done = cli(
+        cloud, tmp_path, "validate", "overcloud", "--group", "site", "--checks", str(extra), "--wait", "-f", "json"
+    )
     assert done.returncode == 0, done.stderr
-    assert sorted(r["seen"] for r in verdicts(done)) == sorted([*CONTROLLERS, "overcloud-compute-0",
-                                                                "overcloud-compute-1"])
+    assert sorted(r["seen"] for r in verdicts(done)) == sorted(
+        [*CONTROLLERS, "overcloud-compute-0", "overcloud-compute-1"]
+    )
     wrong = cli(cloud, tmp_path, "validate", "overcloud", "--only", "no-such-check")
     assert wrong.returncode == 2 and "unknown check no-such-check" in wrong.stderr
 
 
 # -- backups --------------------------------------------------------------------------------------
+
 
 def left_on_nodes(oc: Overcloud) -> list[str]:
     return [f"{n.hostname}:{p}" for n in oc.nodes.values() for p in list(n.files) if p.startswith(WORK_PREFIX)]
@@ -213,17 +282,25 @@ def steps_of(settings: Settings, handler: str) -> list[dict]:
 def test_a_control_plane_backup_leaves_verified_artefacts_a_manifest_and_nothing_on_the_nodes(cloud, tmp_path):
     oc, settings, _ = cloud
     dest = tmp_path / "backups"
-    done = cli(cloud, tmp_path, "backup", "controlplane", "--stack", "overcloud", "--dest", str(dest), "--wait",
-               "-f", "json")
+    done = cli(
+        cloud, tmp_path, "backup", "controlplane", "--stack", "overcloud", "--dest", str(dest), "--wait", "-f", "json"
+    )
     assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
     listed = json.loads(done.stdout)
-    fetched = {s["detail"]["file"]: s["detail"] for s in steps_of(settings, "backup_controlplane")
-               if s["name"].startswith("fetch ")}
+    fetched = {
+        s["detail"]["file"]: s["detail"]
+        for s in steps_of(settings, "backup_controlplane")
+        if s["name"].startswith("fetch ")
+    }
     files = sorted(p.name for p in dest.iterdir() if not p.name.endswith(".manifest.json"))
     assert files == sorted(fetched) == sorted(r["file"] for r in listed)
     stamp = r"\d{4}-\d\d-\d\d-\d\d-\d\d-\d\d"
-    expected = [rf"openstack_databases-{stamp}\.sql", rf"openstack_databases_grants-{stamp}\.sql",
-                *(rf"{c}-filesystem-{stamp}\.tar\.gz" for c in CONTROLLERS), rf"redis-{stamp}\.rdb"]
+    expected = [
+        rf"openstack_databases-{stamp}\.sql",
+        rf"openstack_databases_grants-{stamp}\.sql",
+        *(rf"{c}-filesystem-{stamp}\.tar\.gz" for c in CONTROLLERS),
+        rf"redis-{stamp}\.rdb",
+    ]
     assert len(files) == len(expected)
     assert all(any(re.fullmatch(e, f) for f in files) for e in expected), files
     assert {oct((dest / name).stat().st_mode & 0o777) for name in fetched} == {"0o600"}  # they hold secrets
@@ -252,7 +329,7 @@ def test_a_control_plane_backup_leaves_verified_artefacts_a_manifest_and_nothing
 
 
 def test_an_undercloud_backup_is_one_verified_archive_holding_the_dump(cloud, tmp_path):
-    oc, settings, _ = cloud
+    oc, _settings, _ = cloud
     dest = tmp_path / "uc"
     done = cli(cloud, tmp_path, "backup", "undercloud", "--dest", str(dest), "--wait", "-f", "json")
     assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
@@ -265,7 +342,7 @@ def test_an_undercloud_backup_is_one_verified_archive_holding_the_dump(cloud, tm
 
 
 def test_an_undercloud_without_the_space_fails_at_the_space_check_before_writing_anything(cloud, faults, tmp_path):
-    oc, settings, _ = cloud
+    oc, _settings, _ = cloud
     faults.add(Fault("disk_full", "undercloud"))
     commands_before = len(oc.nodes["127.0.0.2"].commands)
     dest = tmp_path / "full"
@@ -279,7 +356,7 @@ def test_an_undercloud_without_the_space_fails_at_the_space_check_before_writing
 
 
 def test_a_dry_run_shows_each_node_s_plan_with_its_estimate_and_changes_nothing(cloud, tmp_path):
-    oc, settings, _ = cloud
+    oc, _settings, _ = cloud
     dest = tmp_path / "dry"
     before = {a: len(n.commands) for a, n in oc.nodes.items()}
     done = cli(cloud, tmp_path, "backup", "controlplane", "--dest", str(dest), "--dry-run", "-f", "json")
@@ -290,24 +367,42 @@ def test_a_dry_run_shows_each_node_s_plan_with_its_estimate_and_changes_nothing(
     assert len(estimates) == 3 and all(re.fullmatch(r"\d+\.\d (KB|MB|GB)", e) for e in estimates), estimates
     assert any("--defaults-extra-file=/dev/stdin" in r["command"] for r in rows)
     assert not dest.exists()
-    ran = [c for a, n in oc.nodes.items() for c in n.commands[before[a]:]]
+    ran = [c for a, n in oc.nodes.items() for c in n.commands[before[a] :]]
     assert ran and all(c.split()[0] == "hostname" or c.split()[2] == "du" for c in ran), ran
 
 
 def test_a_backup_that_fails_midway_on_a_worker_keeps_what_it_verified_and_leaves_nothing_half_done(
-        cloud, faults, tmp_path, broker_url, namespace, workers):
+    cloud, faults, tmp_path, broker_url, namespace, workers
+):
     """Through RabbitMQ and a worker process: the second controller's archive fails; the run fails
     naming it, the artefacts already verified stay (listed in a manifest that says the backup
     failed), no .partial file is left, every node's directory is gone, and no password is logged."""
     oc, embedded, _ = cloud
-    settings = make_settings(broker_url, embedded.database(), namespace, inventory=embedded.inventory,
-                             ssh_key_file=embedded.ssh_key_file, ssh_known_hosts=embedded.ssh_known_hosts,
-                             log_level="DEBUG")
+    settings = make_settings(
+        broker_url,
+        embedded.database(),
+        namespace,
+        inventory=embedded.inventory,
+        ssh_key_file=embedded.ssh_key_file,
+        ssh_known_hosts=embedded.ssh_known_hosts,
+        log_level="DEBUG",
+    )
     worker = workers(settings, env=environment(cloud))
     faults.add(Fault("command_failure", "127.0.0.12", match="tar --ignore-failed-read", code=2))
     dest = tmp_path / "failing"
-    done = run_cli(settings, tmp_path, "backup", "controlplane", "--dest", str(dest), "--wait", "-f", "json",
-                   env=environment(cloud), timeout=180)
+    done = run_cli(
+        settings,
+        tmp_path,
+        "backup",
+        "controlplane",
+        "--dest",
+        str(dest),
+        "--wait",
+        "-f",
+        "json",
+        env=environment(cloud),
+        timeout=180,
+    )
     assert done.returncode == 1, (done.stdout[-2000:], done.stderr[-2000:])
     assert "archive on overcloud-controller-1 failed" in done.stderr, done.stderr
     [manifest] = [json.loads(p.read_text()) for p in dest.glob("*.manifest.json")]
@@ -319,7 +414,8 @@ def test_a_backup_that_fails_midway_on_a_worker_keeps_what_it_verified_and_leave
     assert not list(dest.glob("*.partial"))
     assert left_on_nodes(oc) == []
     password = json.loads(oc.nodes["127.0.0.11"].files["/etc/puppet/hieradata/service_configs.json"])[
-        "mysql::server::root_password"]
+        "mysql::server::root_password"
+    ]
     worker.terminate()
     log = worker.log_path.read_text()
     assert "backup_controlplane" in log and password not in log
@@ -328,38 +424,64 @@ def test_a_backup_that_fails_midway_on_a_worker_keeps_what_it_verified_and_leave
 def test_a_deployment_with_telemetry_mongodb_has_its_dump_backed_up_too(tmp_path):
     key = paramiko.ECDSAKey.generate()
     key.write_private_key_file(str(tmp_path / "id_ecdsa"))
-    scenario = Scenario(signal_transport="NO_SIGNAL", telemetry_mongodb=True, undercloud="", compute_hosts={},
-                        roles=[Role("ControllerDeployedServer", 1, ["127.0.0.41"])])
+    scenario = Scenario(
+        signal_transport="NO_SIGNAL",
+        telemetry_mongodb=True,
+        undercloud="",
+        compute_hosts={},
+        roles=[Role("ControllerDeployedServer", 1, ["127.0.0.41"])],
+    )
     oc = Overcloud.start(scenario, state_dir=tmp_path / "hostkeys", authorized_keys=[key])
     try:
         (tmp_path / "inventory.yaml").write_text(json.dumps(oc.inventory()))
-        settings = Settings(database_url=f"sqlite:///{tmp_path}/audit.db", inventory=tmp_path / "inventory.yaml",
-                            ssh_key_file=tmp_path / "id_ecdsa", ssh_known_hosts=tmp_path / "known_hosts")
+        settings = Settings(
+            database_url=f"sqlite:///{tmp_path}/audit.db",
+            inventory=tmp_path / "inventory.yaml",
+            ssh_key_file=tmp_path / "id_ecdsa",
+            ssh_known_hosts=tmp_path / "known_hosts",
+        )
         for node in oc.nodes.values():
             trust_host(settings, node.address, node.port)
         wait_for(lambda: oc.heat.root.status == "CREATE_COMPLETE", timeout=60, message="the stack to complete")
         dest = tmp_path / "with-mongo"
-        done = run_cli(settings, tmp_path, "backup", "controlplane", "--dest", str(dest), "--wait",
-                       env=oc.environment(), timeout=120)
+        done = run_cli(
+            settings,
+            tmp_path,
+            "backup",
+            "controlplane",
+            "--dest",
+            str(dest),
+            "--wait",
+            env=oc.environment(),
+            timeout=120,
+        )
         assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-2000:])
         [mongo] = list(dest.glob("mongo-*.tar"))
         with tarfile.open(mongo) as tar:
             names = tar.getnames()
         assert "mongo/oplog.bson" in names and any(n.endswith(".bson") and "/" in n[6:] for n in names), names
-        assert [s["status"] for s in steps_of(settings, "backup_controlplane") if s["name"] == "mongodb"] == \
-            ["succeeded"]
+        assert [s["status"] for s in steps_of(settings, "backup_controlplane") if s["name"] == "mongodb"] == [
+            "succeeded"
+        ]
     finally:
         oc.stop()
 
 
 def test_a_cancelled_backup_removes_its_node_directories_and_half_written_files_and_says_so(
-        cloud, faults, tmp_path, broker_url, namespace, workers):
+    cloud, faults, tmp_path, broker_url, namespace, workers
+):
     """Cancelled while the second controller's archive runs: the run ends cancelled after its
     compensation; the first controller's verified artefacts stay, listed in a 'cancelled' manifest;
     nothing is left on the nodes or half-written here."""
     oc, embedded, _ = cloud
-    settings = make_settings(broker_url, embedded.database(), namespace, inventory=embedded.inventory,
-                             ssh_key_file=embedded.ssh_key_file, ssh_known_hosts=embedded.ssh_known_hosts)
+    settings = make_settings(
+        broker_url,
+        embedded.database(),
+        namespace,
+        inventory=embedded.inventory,
+        ssh_key_file=embedded.ssh_key_file,
+        ssh_known_hosts=embedded.ssh_known_hosts,
+    )
     workers(settings, env=environment(cloud))
     faults.add(Fault("command_slow", "127.0.0.12", match="tar --ignore-failed-read", seconds=4))
     dest = tmp_path / "cancelled"
@@ -370,12 +492,19 @@ def test_a_cancelled_backup_removes_its_node_directories_and_half_written_files_
     def archiving():
         runs = list_runs(audit, RunFilter(handler="backup_controlplane", limit=1, status=["running"]))
         steps = run_with_steps(audit, runs[0]["id"])["steps"] if runs else []
-        return runs[0]["id"] if any(s["name"] == "archive" and s["target"] == "overcloud-controller-1"
-                                    and s["status"] == "running" for s in steps) else None
+        return (
+            runs[0]["id"]
+            if any(
+                s["name"] == "archive" and s["target"] == "overcloud-controller-1" and s["status"] == "running"
+                for s in steps
+            )
+            else None
+        )
 
     run_id = wait_for(archiving, timeout=60, message="the second controller's archive to start")
-    cancelled = run_cli(settings, tmp_path, "runs", "cancel", run_id, "--reason", "window closed",
-                        env=environment(cloud), timeout=120)
+    cancelled = run_cli(
+        settings, tmp_path, "runs", "cancel", run_id, "--reason", "window closed", env=environment(cloud), timeout=120
+    )
     assert cancelled.returncode == 0, (cancelled.stdout, cancelled.stderr)
     said = cancelled.stdout + cancelled.stderr
     assert "node directories removed" in said and "verified artefacts kept: openstack_databases-" in said, said

@@ -2,8 +2,7 @@
 
 import json
 
-from stackreflex.validations import Limits, Seen
-from stackreflex.validations import builtin, parsers
+from stackreflex.validations import Limits, Seen, builtin, parsers
 
 PCS_1_1 = """Cluster name: tripleo_cluster
 Stack: corosync
@@ -66,8 +65,9 @@ def test_pacemaker_1_1_a_clone_stopped_on_an_online_node_and_a_failed_action_fai
     status = parsers.pcs_status(PCS_1_1)
     assert status.online == ["overcloud-controller-0", "overcloud-controller-1", "overcloud-controller-2"]
     assert status.not_started == ["Stopped: [ overcloud-controller-2 ]"]
-    assert status.failed_actions == ["haproxy_start_0 on overcloud-controller-2 'unknown error' (1): call=55, "
-                                     "status=complete, exitreason='none',"]
+    assert status.failed_actions == [
+        "haproxy_start_0 on overcloud-controller-2 'unknown error' (1): call=55, status=complete, exitreason='none',"
+    ]
     verdict = builtin.judge_pacemaker(seen(PCS_1_1), Limits(controllers=3))
     assert verdict.verdict == "fail" and "haproxy_start_0" in verdict.reason
 
@@ -90,8 +90,9 @@ def test_sudo_s_command_not_found_is_a_missing_tool_and_ceph_is_skipped():
 
 
 def test_df_still_judges_the_mounts_it_listed_when_one_cannot_be_read():
-    out = ("Filesystem 1-blocks Used Available Capacity Mounted on\n"
-           "/dev/vda2 100000000000 95000000000 5000000000 95% /\n")
+    out = (
+        "Filesystem 1-blocks Used Available Capacity Mounted on\n/dev/vda2 100000000000 95000000000 5000000000 95% /\n"
+    )
     verdict = builtin.judge_disk_space(seen(out, 1, "df: /mnt/nfs: Stale file handle\n"), Limits())
     assert verdict.verdict == "fail" and "/ 5% free" in verdict.seen
 

@@ -28,9 +28,28 @@ def serve(tmp_path, *options: str):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STACKREFLEX_", "OS_"))}
     home.mkdir(exist_ok=True)  # the shell's working directory: what examples write lands there
     env.update(HOME=str(home), XDG_STATE_HOME=str(tmp_path / "state"), PATH=f"{HERE}:{env['PATH']}")
-    served = subprocess.Popen([sys.executable, "-m", "stackreflex", "sim", "serve", "--port", "0", "--ssh-port", "0",
-                               "--state-dir", str(tmp_path / "sim"), "--env-file", str(env_file), *options],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    served = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "stackreflex",
+            "sim",
+            "serve",
+            "--port",
+            "0",
+            "--ssh-port",
+            "0",
+            "--state-dir",
+            str(tmp_path / "sim"),
+            "--env-file",
+            str(env_file),
+            *options,
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 30
     while not env_file.exists():
         assert served.poll() is None, served.stderr.read()
@@ -47,14 +66,23 @@ def simulator(tmp_path):
 
 
 def shell(env_file: Path, env: dict, script: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", "-c", f". {env_file} && {script}"], env=env, capture_output=True, text=True,
-                          timeout=timeout, cwd=env["HOME"])
+    return subprocess.run(
+        ["bash", "-c", f". {env_file} && {script}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=env["HOME"],
+    )
 
 
 def test_the_simulator_walkthrough_works_as_written(simulator):
     env_file, env = simulator
-    listed = shell(env_file, env, "openstack stack resource list -n5 --filter name=deployed-server overcloud -f value "
-                                  "-c resource_status")
+    listed = shell(
+        env_file,
+        env,
+        "openstack stack resource list -n5 --filter name=deployed-server overcloud -f value -c resource_status",
+    )
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.split() == ["CREATE_COMPLETE"] * 5
     status = shell(env_file, env, "stackreflex agents status --stack overcloud -f value -c host -c agent")
@@ -120,19 +148,29 @@ def every_listing_in_every_format(env_file: Path, env: dict) -> None:
     exports = dict(line.removeprefix("export ").split("=", 1) for line in env_file.read_text().splitlines())
     sim_url = exports["OS_AUTH_URL"].strip("'").removesuffix("/identity/v3")
     node = yaml.safe_load(Path(exports["STACKREFLEX_INVENTORY"].strip("'")).read_text())["roles"][
-        "ControllerDeployedServer"][0]
+        "ControllerDeployedServer"
+    ][0]
     run_id = json.loads(shell(env_file, env, "stackreflex audit runs -f json").stdout)[0]["id"]
     listings = [
-        ("audit runs", "handler"), (f"audit show {run_id[:8]}", "handler"), ("audit envelopes", "type"),
-        ("audit timeline --stack overcloud", "target"), ("audit stats --since 1d", "handler"),
-        ("audit waiting", "handler"), ("audit slowest", "step"), ("agents status --stack overcloud", "host"),
-        ("agents configure --stack overcloud --dry-run", "host"), ("doctor --stack overcloud", "verdict"),
-        (f"sim nodes --url {sim_url}", "host"), (f"nodes trust {node} --known-hosts trusted_hosts", "node"),
+        ("audit runs", "handler"),
+        (f"audit show {run_id[:8]}", "handler"),
+        ("audit envelopes", "type"),
+        ("audit timeline --stack overcloud", "target"),
+        ("audit stats --since 1d", "handler"),
+        ("audit waiting", "handler"),
+        ("audit slowest", "step"),
+        ("agents status --stack overcloud", "host"),
+        ("agents configure --stack overcloud --dry-run", "host"),
+        ("doctor --stack overcloud", "verdict"),
+        (f"sim nodes --url {sim_url}", "host"),
+        (f"nodes trust {node} --known-hosts trusted_hosts", "node"),
         ("host evacuate compute-11.localdomain --dry-run", "server"),
         ("volume snapshot --server vm-compute-10-0 --dry-run", "volume"),
-        ("image copy cirros --stores dcn0 --dry-run", "store"), ("edge check dcn1 --dry-run", "step"),
+        ("image copy cirros --stores dcn0 --dry-run", "store"),
+        ("edge check dcn1 --dry-run", "step"),
         ("image copy cirros --stores dcn1 --wait", "store"),
-        ("runs resume", "id")]
+        ("runs resume", "id"),
+    ]
     for command, key in listings:
         as_json = shell(env_file, env, f"stackreflex {command} -f json")
         assert as_json.returncode == 0, (command, as_json.stdout, as_json.stderr)

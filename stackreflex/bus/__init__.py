@@ -22,5 +22,7 @@ def in_process(settings: Settings) -> bool:
 def require_broker(settings: Settings, what: str, instead: str) -> None:
     """Refuse what only a shared broker can do: ``what`` needs it, ``instead`` says what works without."""
     if settings.embedded:
-        raise ConfigError(f"{what}, and none is configured: set STACKREFLEX_BROKER_URL "
-                          f"(e.g. amqp://USER@rabbit.example:5672/); {instead}")
+        raise ConfigError(
+            f"{what}, and none is configured: set STACKREFLEX_BROKER_URL "
+            f"(e.g. amqp://USER@rabbit.example:5672/); {instead}"
+        )

@@ -5,7 +5,7 @@ interface and never ask which it is, except through :func:`stackreflex.bus.in_pr
 embedded bus has no worker elsewhere, so a command must serve its handlers itself).
 """
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import dramatiq
 from dramatiq.middleware import Middleware
@@ -54,8 +54,12 @@ class Bus:
     def park(self, body: bytes, routing_key: str, reason: str, key: str) -> None:
         """A message that cannot be accepted, with why, in the dead-letter queue (``key``, the
         digest its record holds, is its message id there)."""
-        self.publisher.send_to_queue(body, dead_letter_queue(self.settings),
-                                     {REASON_HEADER: reason, ROUTING_KEY_HEADER: routing_key[:255]}, message_id=key)
+        self.publisher.send_to_queue(
+            body,
+            dead_letter_queue(self.settings),
+            {REASON_HEADER: reason, ROUTING_KEY_HEADER: routing_key[:255]},
+            message_id=key,
+        )
 
     def connection(self, *, consumer: bool = False, confirm: bool = True) -> Connection:
         """A connection to consume on (the router's, a follower's)."""

@@ -52,8 +52,7 @@ class ConfirmedChannel:
         if confirmation.unconfirmed:
             self._open.append(confirmation)
         for queue, body in messages:
-            self.channel.basic_publish(Message(body, delivery_mode=2), exchange="", routing_key=queue,
-                                       mandatory=True)
+            self.channel.basic_publish(Message(body, delivery_mode=2), exchange="", routing_key=queue, mandatory=True)
         return confirmation
 
     def _settle(self, tag: int, multiple: bool, refusal: str | None = None) -> None:

@@ -5,7 +5,6 @@ virtual host (which RabbitMQ refuses). Both read ``/%2F`` as ``/``, so every URL
 rewritten to name its virtual host explicitly and percent-encoded.
 """
 
-import socket
 import ssl
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
@@ -86,8 +85,12 @@ def kombu_connection(settings: Settings, *, consumer: bool = False, confirm: boo
         return Connection(EMBEDDED_URL, transport_options={"polling_interval": 0.01})
     url = normalise_amqp_url(settings.broker_url.get_secret_value())
     tls = amqp_ssl_options(settings, urlsplit(url).hostname) if url.startswith("amqps://") else False
-    return Connection(url, ssl=tls, heartbeat=CONSUMER_HEARTBEAT if consumer else 0,
-                      transport_options={"confirm_publish": confirm, **RETRY_POLICY})
+    return Connection(
+        url,
+        ssl=tls,
+        heartbeat=CONSUMER_HEARTBEAT if consumer else 0,
+        transport_options={"confirm_publish": confirm, **RETRY_POLICY},
+    )
 
 
 def memory_routed(channel, exchange: str, routing_key: str) -> bool:
@@ -112,9 +115,11 @@ def connect(connection: Connection, settings: Settings) -> None:
     try:
         connection.ensure_connection(errback=give_up_on_certificates, **RETRY_POLICY)
     except OperationalError as exc:
-        hint = ("; if a private CA signed the broker's certificate, set STACKREFLEX_BROKER_CA_FILE to it"
-                if isinstance(exc.__cause__, ssl.SSLCertVerificationError) and settings.broker_ca_file is None
-                else "")
+        hint = (
+            "; if a private CA signed the broker's certificate, set STACKREFLEX_BROKER_CA_FILE to it"
+            if isinstance(exc.__cause__, ssl.SSLCertVerificationError) and settings.broker_ca_file is None
+            else ""
+        )
         raise BrokerUnavailable(f"cannot reach the broker at {display_url(settings)}: {exc}{hint}") from None
 
 
@@ -132,7 +137,7 @@ def drain(connection: Connection, timeout: float) -> bool:
     try:
         connection.drain_events(timeout=timeout)
         received = True
-    except (socket.timeout, TimeoutError):
+    except TimeoutError:
         received = False
     if connection.heartbeat:
         connection.heartbeat_check()

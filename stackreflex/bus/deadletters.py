@@ -5,21 +5,21 @@ replay sends a message where it came from, then removes it.
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from amqp.exceptions import NotFound
 from kombu import Queue
 
-from ..core.redaction import redact, redact_text
 from ..core.envelope import parse_envelope
 from ..core.errors import InvalidEnvelope
+from ..core.redaction import redact, redact_text
 from ..core.settings import Settings
 from ..core.signing import Signer
-from .connections import kombu_connection
-from .publisher import CONTENT_TYPE, topic_exchange
 from .backend import REASON_HEADER, ROUTING_KEY_HEADER, dead_letter_queue
+from .connections import kombu_connection
 from .dispatch import AUTH_OPTION
+from .publisher import CONTENT_TYPE, topic_exchange
 from .router import raw_body
 
 #: Most messages looked at per queue in one pass.
@@ -30,9 +30,9 @@ PEEK_LIMIT = 1000
 class DeadLetter:
     """One parked message, described without secrets."""
 
-    key: str                 # what to pass to ``dlq replay``
+    key: str  # what to pass to ``dlq replay``
     queue: str
-    kind: str                # ``rejected`` (by the router) or ``dead`` (handler retries exhausted)
+    kind: str  # ``rejected`` (by the router) or ``dead`` (handler retries exhausted)
     reason: str
     type: str | None
     handler: str | None
@@ -47,18 +47,25 @@ def describe(queue_name: str, body: bytes, headers: dict | None, message_id: str
     message_id = message_id if isinstance(message_id, str) else None
     try:
         return _describe(queue_name, body, headers if isinstance(headers, dict) else {}, message_id)
-    except Exception as exc:  # noqa: BLE001 - a parked message is whatever somebody sent
-        return DeadLetter(key=(message_id or hashlib.sha256(body).hexdigest())[:12], queue=queue_name,
-                          kind="dead" if queue_name.endswith(".XQ") else "rejected",
-                          reason=f"unreadable parked message ({type(exc).__name__})", type=None, handler=None,
-                          envelope_id=None, excerpt=_excerpt(body), message_id=message_id)
+    except Exception as exc:
+        return DeadLetter(
+            key=(message_id or hashlib.sha256(body).hexdigest())[:12],
+            queue=queue_name,
+            kind="dead" if queue_name.endswith(".XQ") else "rejected",
+            reason=f"unreadable parked message ({type(exc).__name__})",
+            type=None,
+            handler=None,
+            envelope_id=None,
+            excerpt=_excerpt(body),
+            message_id=message_id,
+        )
 
 
 def _shown(text: str | None, limit: int = 200) -> str | None:
     """Text as an operator's terminal is shown it: redacted, every control character escaped."""
     if text is None:
         return None
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in redact_text(text[:4 * limit]))[:limit]
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in redact_text(text[: 4 * limit]))[:limit]
 
 
 def _excerpt(body: bytes) -> str:
@@ -75,21 +82,33 @@ def _describe(queue_name: str, body: bytes, headers: dict, message_id: str | Non
         envelope = (decoded.get("args") or [{}])[0]
         envelope = envelope if isinstance(envelope, dict) else {}
         traceback = (_text(decoded.get("options", {}).get("traceback"), 100_000) or "").strip().splitlines()
-        return DeadLetter(key=_shown(_text(decoded.get("message_id"), 64)) or hashlib.sha256(body).hexdigest()[:12], queue=queue_name, kind="dead",
-                          reason=_shown(traceback[-1] if traceback else "retries exhausted"),
-                          type=_shown(_text(envelope.get("type"))), handler=_shown(_text(decoded.get("actor_name"))),
-                          envelope_id=_shown(_text(envelope.get("id"), 128)),
-                          excerpt=_shown(json.dumps(redact(envelope))))
+        return DeadLetter(
+            key=_shown(_text(decoded.get("message_id"), 64)) or hashlib.sha256(body).hexdigest()[:12],
+            queue=queue_name,
+            kind="dead",
+            reason=_shown(traceback[-1] if traceback else "retries exhausted"),
+            type=_shown(_text(envelope.get("type"))),
+            handler=_shown(_text(decoded.get("actor_name"))),
+            envelope_id=_shown(_text(envelope.get("id"), 128)),
+            excerpt=_shown(json.dumps(redact(envelope))),
+        )
     try:
         parsed = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):
         parsed = None
     parsed = parsed if isinstance(parsed, dict) else {}
     envelope_id = _shown(_text(parsed.get("id"), 128), 128)
-    return DeadLetter(key=envelope_id or (message_id or hashlib.sha256(body).hexdigest())[:12], queue=queue_name,
-                      kind="rejected", reason=_shown(_text(headers.get(REASON_HEADER), 2000), 2000) or "?",
-                      type=_shown(_text(parsed.get("type")) or _text(headers.get(ROUTING_KEY_HEADER))),
-                      handler=None, envelope_id=envelope_id, excerpt=_excerpt(body), message_id=message_id)
+    return DeadLetter(
+        key=envelope_id or (message_id or hashlib.sha256(body).hexdigest())[:12],
+        queue=queue_name,
+        kind="rejected",
+        reason=_shown(_text(headers.get(REASON_HEADER), 2000), 2000) or "?",
+        type=_shown(_text(parsed.get("type")) or _text(headers.get(ROUTING_KEY_HEADER))),
+        handler=None,
+        envelope_id=envelope_id,
+        excerpt=_excerpt(body),
+        message_id=message_id,
+    )
 
 
 def _queue_names(settings: Settings, handlers: list[str]) -> list[str]:
@@ -125,8 +144,12 @@ def _resigned(signer: Signer | None, body: bytes) -> bytes:
     return signer.sign(envelope).to_json().encode("utf-8")
 
 
-def visit(settings: Settings, handlers: list[str],
-          choose: Callable[[DeadLetter], bool], before_send: Callable[[DeadLetter], None]) -> list[DeadLetter]:
+def visit(
+    settings: Settings,
+    handlers: list[str],
+    choose: Callable[[DeadLetter], bool],
+    before_send: Callable[[DeadLetter], None],
+) -> list[DeadLetter]:
     """Look at every parked message; send back the chosen ones, put the rest back.
 
     Returns every message seen, chosen or not. Listing is ``choose=lambda item: False``.
@@ -139,8 +162,7 @@ def visit(settings: Settings, handlers: list[str],
         for queue_name in _queue_names(settings, handlers):
             channel = connection.channel()
             for message in _take_all(channel, queue_name):
-                item = describe(queue_name, raw_body(message), message.headers,
-                                message.properties.get("message_id"))
+                item = describe(queue_name, raw_body(message), message.headers, message.properties.get("message_id"))
                 seen.append(item)
                 if not choose(item):
                     message.requeue()
@@ -150,13 +172,24 @@ def visit(settings: Settings, handlers: list[str],
                     decoded = json.loads(raw_body(message))
                     # a fresh set of retries; the router's authentication stays
                     decoded["options"] = {k: v for k, v in decoded.get("options", {}).items() if k == AUTH_OPTION}
-                    producer.publish(json.dumps(decoded).encode(), exchange="",
-                                     routing_key=decoded["queue_name"], delivery_mode=2,
-                                     content_type="application/json", content_encoding="utf-8")
+                    producer.publish(
+                        json.dumps(decoded).encode(),
+                        exchange="",
+                        routing_key=decoded["queue_name"],
+                        delivery_mode=2,
+                        content_type="application/json",
+                        content_encoding="utf-8",
+                    )
                 else:
-                    producer.publish(_resigned(signer, raw_body(message)), exchange=exchange, declare=[exchange],
-                                     routing_key=(message.headers or {}).get(ROUTING_KEY_HEADER, ""),
-                                     delivery_mode=2, content_type=CONTENT_TYPE, content_encoding="utf-8")
+                    producer.publish(
+                        _resigned(signer, raw_body(message)),
+                        exchange=exchange,
+                        declare=[exchange],
+                        routing_key=(message.headers or {}).get(ROUTING_KEY_HEADER, ""),
+                        delivery_mode=2,
+                        content_type=CONTENT_TYPE,
+                        content_encoding="utf-8",
+                    )
                 message.ack()
             channel.close()
     return seen

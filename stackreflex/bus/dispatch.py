@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import json
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import dramatiq
 import pika
@@ -102,14 +102,20 @@ class Dispatcher:
 
     def message(self, handler_name: str, envelope: Envelope | dict, wake: int = 0) -> dramatiq.Message:
         body = envelope.to_dict() if isinstance(envelope, Envelope) else envelope
-        message = dramatiq.Message(queue_name=handler_queue(self.settings, handler_name), actor_name=handler_name,
-                                   args=(body, wake), kwargs={}, options={})
+        message = dramatiq.Message(
+            queue_name=handler_queue(self.settings, handler_name),
+            actor_name=handler_name,
+            args=(body, wake),
+            kwargs={},
+            options={},
+        )
         return message.copy(options={AUTH_OPTION: _authenticator(self.key, message)})
 
     def dispatch(self, handler_name: str, envelope: Envelope | dict, wake: int = 0, delay: float | None = None) -> None:
         """Enqueue one message (``delay`` seconds from now); returns once the broker confirmed it."""
-        self.broker.enqueue(self.message(handler_name, envelope, wake),
-                            delay=None if delay is None else int(delay * 1000))
+        self.broker.enqueue(
+            self.message(handler_name, envelope, wake), delay=None if delay is None else int(delay * 1000)
+        )
 
     def channel(self, connection) -> "DispatchChannel":
         """Where the router sends its batches: a confirming channel of its own consuming

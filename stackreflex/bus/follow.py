@@ -8,17 +8,17 @@ import queue
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from kombu import Queue, binding
 
+from ..core.envelope import Envelope, parse_envelope
 from ..core.errors import InvalidEnvelope, StackreflexError, UnroutableError
 from ..core.records import FINAL_STATUSES
 from ..core.settings import Settings
 from ..core.signing import Signer
 from .connections import drain, kombu_connection
-from ..core.envelope import Envelope, parse_envelope
 from .publisher import declare_exchange, topic_exchange
 
 log = logging.getLogger(__name__)
@@ -90,9 +90,13 @@ class Follower:
 
     def _listen(self) -> None:
         exchange = topic_exchange(self.settings)
-        q = Queue(f"{self.settings.namespace}.follow.{uuid.uuid4().hex[:12]}", exclusive=True,
-                  auto_delete=True, durable=False,
-                  bindings=[binding(exchange, routing_key=p) for p in NOTICE_PATTERNS])
+        q = Queue(
+            f"{self.settings.namespace}.follow.{uuid.uuid4().hex[:12]}",
+            exclusive=True,
+            auto_delete=True,
+            durable=False,
+            bindings=[binding(exchange, routing_key=p) for p in NOTICE_PATTERNS],
+        )
         try:
             with kombu_connection(self.settings, consumer=True) as connection:
                 declare_exchange(connection.default_channel, self.settings)
@@ -120,8 +124,9 @@ class Follower:
         self._inbox.put(message.body)
         message.ack()
 
-    def follow(self, envelope: Envelope, *, timeout: float,
-               on_update: Callable[[Progress], None] = lambda p: None) -> Progress:
+    def follow(
+        self, envelope: Envelope, *, timeout: float, on_update: Callable[[Progress], None] = lambda p: None
+    ) -> Progress:
         """Collect notices for ``envelope`` until all its runs are final, or time out."""
         progress = Progress(envelope.id)
         early: dict[str, RunState] = {}
@@ -129,8 +134,10 @@ class Follower:
         while not progress.finished:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise FollowTimeout(f"gave up waiting after {timeout:.0f}s; the runs go on: "
-                                    f"stackreflex audit runs --correlation-id {envelope.correlationid}")
+                raise FollowTimeout(
+                    f"gave up waiting after {timeout:.0f}s; the runs go on: "
+                    f"stackreflex audit runs --correlation-id {envelope.correlationid}"
+                )
             try:
                 notice = self._notice(self._inbox.get(timeout=min(remaining, 0.5)))
             except queue.Empty:

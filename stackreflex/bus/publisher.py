@@ -2,18 +2,18 @@
 
 import logging
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 from amqp.exceptions import PreconditionFailed
 from kombu import Exchange, Producer, Queue
 from kombu.exceptions import OperationalError
 
+from ..core.envelope import Envelope
 from ..core.errors import BrokerUnavailable, ConfigError, UnroutableError
 from ..core.settings import Settings
 from ..core.signing import Signer
 from .connections import RETRY_POLICY, connect, display_url, kombu_connection, memory_routed
-from ..core.envelope import Envelope
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +28,12 @@ def topic_exchange(settings: Settings) -> Exchange:
     """The exchange every envelope is published on. What no queue is bound to receive goes to
     its alternate exchange, and from there to the router, which records it as having no
     subscriber: nobody's message vanishes without a record."""
-    return Exchange(settings.namespace, type="topic", durable=True,
-                    arguments={"alternate-exchange": unrouted_exchange(settings).name})
+    return Exchange(
+        settings.namespace,
+        type="topic",
+        durable=True,
+        arguments={"alternate-exchange": unrouted_exchange(settings).name},
+    )
 
 
 def unrouted_exchange(settings: Settings) -> Exchange:
@@ -50,7 +54,8 @@ def declare_exchange(channel, settings: Settings) -> None:
         raise ConfigError(
             f"the exchange {settings.namespace} exists without the alternate exchange this version declares "
             f"({settings.namespace}.unrouted): with every stackreflex process stopped, delete it once "
-            f"(rabbitmqctl delete_exchange {settings.namespace}) and start them again") from None
+            f"(rabbitmqctl delete_exchange {settings.namespace}) and start them again"
+        ) from None
 
 
 class Publisher:
@@ -89,13 +94,16 @@ class Publisher:
             connection = kombu_connection(self.settings, confirm=confirm)
             with self._lock:
                 self._opened.append(connection)
-            self._local.connections = getattr(self._local, "connections", []) + [connection]
+            self._local.connections = [*getattr(self._local, "connections", []), connection]
             connect(connection, self.settings)
             if not hasattr(self._local, "returned"):
                 self._local.returned = []
-            producer = Producer(connection, exchange=self.exchange, auto_declare=False,
-                                on_return=lambda exc, exchange, routing_key, message:
-                                self._local.returned.append(routing_key))
+            producer = Producer(
+                connection,
+                exchange=self.exchange,
+                auto_declare=False,
+                on_return=lambda exc, exchange, routing_key, message: self._local.returned.append(routing_key),
+            )
             declare_exchange(producer.channel, self.settings)
 
             def send(envelope: Envelope, *, persistent: bool, mandatory: bool) -> None:
@@ -116,10 +124,16 @@ class Publisher:
             envelope = self.signer.sign(envelope)
         channel = producer.channel
         message = channel.prepare_message(
-            envelope.to_json().encode("utf-8"), 0, CONTENT_TYPE, "utf-8", {},
-            {"delivery_mode": 2 if persistent else 1, "message_id": envelope.id})
-        channel.basic_publish(message, exchange=self.exchange.name, routing_key=envelope.routing_key,
-                              mandatory=mandatory)
+            envelope.to_json().encode("utf-8"),
+            0,
+            CONTENT_TYPE,
+            "utf-8",
+            {},
+            {"delivery_mode": 2 if persistent else 1, "message_id": envelope.id},
+        )
+        channel.basic_publish(
+            message, exchange=self.exchange.name, routing_key=envelope.routing_key, mandatory=mandatory
+        )
 
     @contextmanager
     def _publishing(self) -> Iterator[None]:
@@ -137,11 +151,13 @@ class Publisher:
         self._local.returned.clear()
         with self._publishing():
             send(envelope, persistent=True, mandatory=mandatory)
-        if mandatory and (self._local.returned or not self._routed(producer.channel, self.exchange.name,
-                                                                    envelope.routing_key)):
+        if mandatory and (
+            self._local.returned or not self._routed(producer.channel, self.exchange.name, envelope.routing_key)
+        ):
             raise UnroutableError(
                 f"no queue is bound to receive {envelope.type} on exchange {self.exchange.name}: "
-                "start a worker whose handlers subscribe to it (stackreflex worker), or check the type")
+                "start a worker whose handlers subscribe to it (stackreflex worker), or check the type"
+            )
         log.debug("published %s id=%s", envelope.type, envelope.id)
 
     def notify(self, envelope: Envelope) -> None:
@@ -159,10 +175,19 @@ class Publisher:
         producer, _ = self._link()
         with self._publishing():
             # an Exchange object: kombu reads a plain "" as "use the producer's exchange"
-            producer.publish(body, exchange=DEFAULT_EXCHANGE, routing_key=queue.name, declare=[queue],
-                             delivery_mode=2, content_type="application/octet-stream",
-                             content_encoding="binary", headers=headers, message_id=message_id,
-                             retry=True, retry_policy=RETRY_POLICY)
+            producer.publish(
+                body,
+                exchange=DEFAULT_EXCHANGE,
+                routing_key=queue.name,
+                declare=[queue],
+                delivery_mode=2,
+                content_type="application/octet-stream",
+                content_encoding="binary",
+                headers=headers,
+                message_id=message_id,
+                retry=True,
+                retry_policy=RETRY_POLICY,
+            )
 
     def send_message(self, queue: str, body: bytes) -> None:
         """A handler's message (dramatiq-encoded) to its queue, persistent and confirmed; a queue
@@ -170,9 +195,17 @@ class Publisher:
         producer, _ = self._link()
         self._local.returned.clear()
         with self._publishing():
-            producer.publish(body, exchange=DEFAULT_EXCHANGE, routing_key=queue, delivery_mode=2, mandatory=True,
-                             content_type="application/json", content_encoding="utf-8",
-                             retry=True, retry_policy=RETRY_POLICY)
+            producer.publish(
+                body,
+                exchange=DEFAULT_EXCHANGE,
+                routing_key=queue,
+                delivery_mode=2,
+                mandatory=True,
+                content_type="application/json",
+                content_encoding="utf-8",
+                retry=True,
+                retry_policy=RETRY_POLICY,
+            )
         if self._local.returned:
             raise UnroutableError(f"no queue {queue} to receive the message: no worker has served its handler yet")
 
@@ -203,5 +236,5 @@ def _returned_if_not(channel, exchange: str, routing_key: str) -> bool:
 def _release(connection) -> None:
     try:
         connection.release()
-    except Exception as exc:  # noqa: BLE001 - closing what may already be broken
+    except Exception as exc:
         log.debug("closing a publisher connection: %s", exc)

@@ -11,8 +11,9 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 from amqp.exceptions import AMQPError
 from kombu import Queue, binding
@@ -24,11 +25,11 @@ from ..core.records import Accepted
 from ..core.redaction import redact_text
 from ..core.registry import Registry
 from ..core.settings import Settings
+from ..core.topics import topic_matches
 from .backend import Bus
 from .confirms import Confirmation
 from .connections import drain
 from .dispatch import DispatchChannel
-from ..core.topics import topic_matches
 from .follow import NOTICE_PATTERNS
 from .publisher import declare_exchange, topic_exchange, unrouted_queue
 
@@ -65,19 +66,35 @@ def _dispatches(accepted: list[tuple[int, Envelope, Accepted]]) -> list[tuple[st
     """The first messages to send: for runs created now, and for runs never started (a
     redelivered envelope whose dispatch may have been lost); one per run, though two copies
     of an envelope in one batch share their runs."""
-    due = {run.id: (name, envelope) for _, envelope, answer in accepted for name, run in answer.runs.items()
-           if run.created or (run.status == "pending" and run.attempts == 0)}
+    due = {
+        run.id: (name, envelope)
+        for _, envelope, answer in accepted
+        for name, run in answer.runs.items()
+        if run.created or (run.status == "pending" and run.attempts == 0)
+    }
     return list(due.values())
 
 
 class EnvelopeLog(Protocol):
     """What the router records in: the audit log (:class:`~stackreflex.models.audit.AuditLog`)."""
 
-    def accept_many(self, accepted: list[tuple[Envelope, list[str]]], *, cloud: str | None,
-                    wait: Callable[[float], None] | None = None) -> list[Accepted]: ...
+    def accept_many(
+        self,
+        accepted: list[tuple[Envelope, list[str]]],
+        *,
+        cloud: str | None,
+        wait: Callable[[float], None] | None = None,
+    ) -> list[Accepted]: ...
 
-    def record_rejection(self, raw: bytes, routing_key: str, reason: str, *, envelope_id: str | None = None,
-                         wait: Callable[[float], None] | None = None) -> str | None: ...
+    def record_rejection(
+        self,
+        raw: bytes,
+        routing_key: str,
+        reason: str,
+        *,
+        envelope_id: str | None = None,
+        wait: Callable[[float], None] | None = None,
+    ) -> str | None: ...
 
     def parked(self, digest: str) -> None: ...
 
@@ -112,15 +129,26 @@ RECORDED_ALWAYS = ("heat.#",)
 
 def router_queue(settings: Settings, registry: Registry) -> Queue:
     exchange = topic_exchange(settings)
-    return Queue(router_queue_name(settings), durable=True,
-                 bindings=[binding(exchange, routing_key=p) for p in sorted(registry.patterns() | set(RECORDED_ALWAYS))])
+    return Queue(
+        router_queue_name(settings),
+        durable=True,
+        bindings=[binding(exchange, routing_key=p) for p in sorted(registry.patterns() | set(RECORDED_ALWAYS))],
+    )
 
 
 class Router:
     """Consumes envelopes and turns each into one dramatiq message per matching handler."""
 
-    def __init__(self, settings: Settings, registry: Registry, subscribers, bus: Bus, audit: EnvelopeLog, *,
-                 cloud: str | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        subscribers,
+        bus: Bus,
+        audit: EnvelopeLog,
+        *,
+        cloud: str | None = None,
+    ):
         self.settings = settings
         #: the handlers this process serves: the router queue's bindings
         self.registry = registry
@@ -143,14 +171,20 @@ class Router:
     def _messages(self, accepted: list[tuple[int, Envelope, Accepted]]) -> list:
         return [self.bus.dispatcher.message(name, envelope) for name, envelope in _dispatches(accepted)]
 
-    def _record(self, valid: list[tuple[int, Envelope, list[str]]],
-                messages: list[tuple[bytes, str]]) -> list[tuple[int, Envelope, Accepted]]:
+    def _record(
+        self, valid: list[tuple[int, Envelope, list[str]]], messages: list[tuple[bytes, str]]
+    ) -> list[tuple[int, Envelope, Accepted]]:
         """Record the valid envelopes and their runs; one whose id was accepted before with
         other content is rejected as a conflict."""
-        answers = self.audit.accept_many([(envelope, matching) for _, envelope, matching in valid], cloud=self.cloud,
-                                         wait=self._pause) if valid else []
+        answers = (
+            self.audit.accept_many(
+                [(envelope, matching) for _, envelope, matching in valid], cloud=self.cloud, wait=self._pause
+            )
+            if valid
+            else []
+        )
         accepted = []
-        for (index, envelope, _), answer in zip(valid, answers):
+        for (index, envelope, _), answer in zip(valid, answers, strict=False):
             if answer.conflict:
                 self._reject(*messages[index], InvalidEnvelope(answer.conflict, envelope_id=envelope.id))
             else:
@@ -171,11 +205,14 @@ class Router:
         return valid
 
     def _envelope(self, body: bytes, routing_key: str) -> Envelope:
-        envelope = parse_envelope(body, max_bytes=self.settings.envelope_max_bytes,
-                                  max_depth=self.settings.envelope_max_depth)
+        envelope = parse_envelope(
+            body, max_bytes=self.settings.envelope_max_bytes, max_depth=self.settings.envelope_max_depth
+        )
         if routing_key and normalise_type(routing_key) != envelope.type:
-            raise InvalidEnvelope(f"published with routing key {routing_key[:255]!r}, which is not its type "
-                                  f"{envelope.type}", envelope_id=envelope.id)
+            raise InvalidEnvelope(
+                f"published with routing key {routing_key[:255]!r}, which is not its type {envelope.type}",
+                envelope_id=envelope.id,
+            )
         if self.signer is not None:
             self.signer.verify(envelope)
         return envelope
@@ -183,12 +220,24 @@ class Router:
     def _routed(self, envelope: Envelope, answer: Accepted) -> str:
         runs = [{"handler": name, "run_id": run.id, "status": run.status} for name, run in answer.runs.items()]
         outcome = "duplicate" if answer.duplicate else "routed"
-        log.info("envelope %s: %s %s subject=%s to %s", outcome, envelope.type, envelope.id,
-                 envelope.subject, ", ".join(r["handler"] for r in runs) or "no handler",
-                 extra={"envelope_id": envelope.id, "type": envelope.type})
+        log.info(
+            "envelope %s: %s %s subject=%s to %s",
+            outcome,
+            envelope.type,
+            envelope.id,
+            envelope.subject,
+            ", ".join(r["handler"] for r in runs) or "no handler",
+            extra={"envelope_id": envelope.id, "type": envelope.type},
+        )
         if self.settings.announces(envelope):
-            self._notify(Envelope.new("envelope.routed", subject=envelope.subject, cause=envelope,
-                                      data={"envelope_id": envelope.id, "duplicate": answer.duplicate, "runs": runs}))
+            self._notify(
+                Envelope.new(
+                    "envelope.routed",
+                    subject=envelope.subject,
+                    cause=envelope,
+                    data={"envelope_id": envelope.id, "duplicate": answer.duplicate, "runs": runs},
+                )
+            )
         return outcome
 
     def _no_subscriber(self, messages: list) -> None:
@@ -205,29 +254,45 @@ class Router:
             except InvalidEnvelope as exc:
                 self._reject(body, routing_key, exc)
             else:
-                self._reject(body, routing_key, InvalidEnvelope(
-                    f"no queue is bound to receive {envelope.type}: no worker subscribes to it (parked: "
-                    "replay it with `stackreflex dlq replay` once one does)", envelope_id=envelope.id), unrouted=True)
+                self._reject(
+                    body,
+                    routing_key,
+                    InvalidEnvelope(
+                        f"no queue is bound to receive {envelope.type}: no worker subscribes to it (parked: "
+                        "replay it with `stackreflex dlq replay` once one does)",
+                        envelope_id=envelope.id,
+                    ),
+                    unrouted=True,
+                )
             message.ack()
 
     def _reject(self, body: bytes, routing_key: str, error: InvalidEnvelope, *, unrouted: bool = False) -> None:
         reason = redact_text(str(error))
         # Recorded first, parked second, once: a message whose record fails goes back to the
         # broker unparked, and a redelivery of one recorded and parked before is acknowledged.
-        digest = self.audit.record_rejection(body, routing_key, reason, envelope_id=error.envelope_id,
-                                             wait=self._pause)
+        digest = self.audit.record_rejection(body, routing_key, reason, envelope_id=error.envelope_id, wait=self._pause)
         if digest is None:
             log.info("envelope rejected and parked before (routing key %s): acknowledged again", routing_key[:255])
             return
         self.bus.park(body, routing_key, reason, digest)
         self.audit.parked(digest)
-        log.warning("envelope rejected (routing key %s): %s", routing_key, reason,
-                    extra={"envelope_id": error.envelope_id})
+        log.warning(
+            "envelope rejected (routing key %s): %s", routing_key, reason, extra={"envelope_id": error.envelope_id}
+        )
         if error.envelope_id:
-            self._notify(Envelope.new("envelope.rejected", subject=None, correlationid=error.envelope_id,
-                                      causationid=error.envelope_id,
-                                      data={"envelope_id": error.envelope_id, "reason": reason,
-                                            **({"unrouted": True} if unrouted else {})}))
+            self._notify(
+                Envelope.new(
+                    "envelope.rejected",
+                    subject=None,
+                    correlationid=error.envelope_id,
+                    causationid=error.envelope_id,
+                    data={
+                        "envelope_id": error.envelope_id,
+                        "reason": reason,
+                        **({"unrouted": True} if unrouted else {}),
+                    },
+                )
+            )
 
     def _notify(self, envelope: Envelope) -> None:
         try:
@@ -259,9 +324,12 @@ class Router:
             unrouted: list = []
             declare_exchange(connection.default_channel, self.settings)
             prefetch = self.settings.router_prefetch
-            with connection.Consumer([queue], on_message=received.append, prefetch_count=prefetch), \
-                    connection.Consumer([unrouted_queue(self.settings)], on_message=unrouted.append,
-                                        prefetch_count=prefetch):
+            with (
+                connection.Consumer([queue], on_message=received.append, prefetch_count=prefetch),
+                connection.Consumer(
+                    [unrouted_queue(self.settings)], on_message=unrouted.append, prefetch_count=prefetch
+                ),
+            ):
                 self._channel = self.bus.dispatch_channel(connection)
                 self._pause = lambda seconds: drain(connection, seconds)
                 in_flight: deque[InFlight] = deque()
@@ -304,8 +372,11 @@ class Router:
         while in_flight and in_flight[0].confirmation.settled:
             done = in_flight.popleft()
             if done.confirmation.refused:
-                log.warning("broker refused dispatches (%s); routing those %d messages one by one",
-                            done.confirmation.refused[0], len(done.deliveries))
+                log.warning(
+                    "broker refused dispatches (%s); routing those %d messages one by one",
+                    done.confirmation.refused[0],
+                    len(done.deliveries),
+                )
                 self._one_by_one(done.deliveries, done.rejected)
                 continue
             self._channel.confirmed(done.sent)

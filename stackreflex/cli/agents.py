@@ -6,9 +6,8 @@ from typing import Annotated
 import typer
 
 from ..core.errors import StackreflexError
-
-from ..models.queries import RunFilter, list_runs, run_with_steps
 from ..core.redaction import redact_text
+from ..models.queries import RunFilter, list_runs, run_with_steps
 from ..tasks.agents import AgentLayout, agent_fetched, agent_state
 from ..tasks.cloud import connect_cloud
 from ..tasks.heat import agent_source, deployed_servers, deployments_of
@@ -31,12 +30,27 @@ def _plan(stack: str, role: str | None):
     return conn, [(s, inventory.host_for(s.role, s.index, path=s.path)) for s in servers]
 
 
-PLAN_COLUMNS = [Column("role"), Column("index", "number"), Column("host"), Column("resource_status", header="resource"),
-                Column("metadata_url", "text", header="metadata URL")]
-RESULT_COLUMNS = [Column("node"), Column("host"), Column("status", "status", header="result"),
-                  Column("run_id", "id", long=True), Column("detail", "text")]
-STATUS_COLUMNS = [Column("role"), Column("index", "number"), Column("host"),
-                  Column("deployments", "text", header="software deployments"), Column("agent", "text")]
+PLAN_COLUMNS = [
+    Column("role"),
+    Column("index", "number"),
+    Column("host"),
+    Column("resource_status", header="resource"),
+    Column("metadata_url", "text", header="metadata URL"),
+]
+RESULT_COLUMNS = [
+    Column("node"),
+    Column("host"),
+    Column("status", "status", header="result"),
+    Column("run_id", "id", long=True),
+    Column("detail", "text"),
+]
+STATUS_COLUMNS = [
+    Column("role"),
+    Column("index", "number"),
+    Column("host"),
+    Column("deployments", "text", header="software deployments"),
+    Column("agent", "text"),
+]
 
 
 @app.command()
@@ -44,9 +58,14 @@ STATUS_COLUMNS = [Column("role"), Column("index", "number"), Column("host"),
 def configure(
     stack: Annotated[str, typer.Option(help="The Heat stack, e.g. overcloud.")],
     role: Annotated[str | None, typer.Option(help="Only this role's nodes.")] = None,
-    concurrency: Annotated[int | None, typer.Option(
-        min=1, help="Nodes configured over SSH at once; a node whose agent has fetched waits for Heat's "
-                    "deployments outside this window (default: setting).")] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Nodes configured over SSH at once; a node whose agent has fetched waits for Heat's "
+            "deployments outside this window (default: setting).",
+        ),
+    ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan (URLs redacted); touch nothing.")] = False,
     wait: Annotated[bool, typer.Option("--wait", "-w", help="Follow progress; exit 1 if any node failed.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds --wait follows before giving up.")] = DEFAULT_WAIT_TIMEOUT,
@@ -58,26 +77,49 @@ def configure(
     settings = invocation.settings
     if dry_run:
         conn, plan = _plan(stack, role)
-        emit(Listing(PLAN_COLUMNS, [{"role": s.role, "index": s.index, "host": str(h), "resource_status": s.status,
-                                     "metadata_url": _source_text(agent_source(conn, s))} for s, h in plan],
-                     title=f"plan for {stack} (nothing will be changed)"))
+        emit(
+            Listing(
+                PLAN_COLUMNS,
+                [
+                    {
+                        "role": s.role,
+                        "index": s.index,
+                        "host": str(h),
+                        "resource_status": s.status,
+                        "metadata_url": _source_text(agent_source(conn, s)),
+                    }
+                    for s, h in plan
+                ],
+                title=f"plan for {stack} (nothing will be changed)",
+            )
+        )
         return
-    envelope = prepare(settings, "command.agents.configure", stack,
-                       {"stack": stack, "role": role, "concurrency": concurrency}, None, wait=wait)
+    envelope = prepare(
+        settings,
+        "command.agents.configure",
+        stack,
+        {"stack": stack, "role": role, "concurrency": concurrency},
+        None,
+        wait=wait,
+    )
     progress = send(settings, envelope, wait=wait, timeout=timeout)
     say(f"published command.agents.configure id={envelope.id}")
     if progress is None:
         return
     audit = invocation.audit()
     rows = []
-    for run in reversed(list_runs(audit, RunFilter(correlation_id=envelope.correlationid, handler="configure_node_command",
-                                                   limit=10000))):
+    for run in reversed(
+        list_runs(
+            audit, RunFilter(correlation_id=envelope.correlationid, handler="configure_node_command", limit=10000)
+        )
+    ):
         steps = run_with_steps(audit, run["id"])["steps"]
         host = next((s["target"] for s in steps if s["name"] == "configure os-collect-config"), "")
         action = next((s["detail"].get("action") for s in steps if s["name"] == "configure os-collect-config"), "")
         node = steps[0]["target"] if steps else ""
-        rows.append({"node": node, "host": host, "status": run["status"], "run_id": run["id"],
-                     "detail": action or run["error"]})
+        rows.append(
+            {"node": node, "host": host, "status": run["status"], "run_id": run["id"], "detail": action or run["error"]}
+        )
     emit(Listing(RESULT_COLUMNS, sorted(rows, key=lambda r: r["node"]), title="nodes"))
     if not progress.succeeded:
         raise typer.Exit(1)
@@ -111,12 +153,16 @@ def status(
 
     with ThreadPoolExecutor(max_workers=settings.agent_concurrency) as pool:
         results = list(pool.map(check, plan))
-    emit(Listing(STATUS_COLUMNS, [{"role": s.role, "index": s.index, "host": str(h), "deployments": deployments,
-                                   "agent": agent} for s, h, deployments, agent in results],
-                 title=f"{stack}: deployed servers"))
-
-
-
+    emit(
+        Listing(
+            STATUS_COLUMNS,
+            [
+                {"role": s.role, "index": s.index, "host": str(h), "deployments": deployments, "agent": agent}
+                for s, h, deployments, agent in results
+            ],
+            title=f"{stack}: deployed servers",
+        )
+    )
 
 
 def _source_text(source) -> str:

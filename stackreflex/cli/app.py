@@ -7,7 +7,7 @@ Each command's module is imported only when that command runs: ``stackreflex --h
 import importlib
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from typer.core import TyperCommand, TyperGroup
@@ -20,15 +20,24 @@ from .common import Invocation, errors
 #: name → (module in stackreflex.cli, its command or Typer app, the first paragraph of its help:
 #: what ``stackreflex --help`` lists without importing it; a test checks each against the command).
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "demo": ("demo", "demo",
-             "Watch a simulated TripleO deployment on pre-provisioned nodes get configured by stackreflex."),
+    "demo": (
+        "demo",
+        "demo",
+        "Watch a simulated TripleO deployment on pre-provisioned nodes get configured by stackreflex.",
+    ),
     "worker": ("worker", "worker", "Serve handlers: route envelopes from RabbitMQ into dramatiq and run them."),
     "publish": ("publish", "publish", "Publish an envelope (an event or a command) on the bus."),
-    "watch": ("watch", "watch",
-              "Poll Heat's events for the stacks and publish them (heat.resource.<STATUS>, heat.stack.<STATUS>)."),
+    "watch": (
+        "watch",
+        "watch",
+        "Poll Heat's events for the stacks and publish them (heat.resource.<STATUS>, heat.stack.<STATUS>).",
+    ),
     "doctor": ("doctor", "doctor", "Check connectivity before a deployment. Exits 1 if any check fails."),
-    "audit": ("audit", "app",
-              "Query the audit log: runs, their steps, their errors; timelines and reports for post-mortems."),
+    "audit": (
+        "audit",
+        "app",
+        "Query the audit log: runs, their steps, their errors; timelines and reports for post-mortems.",
+    ),
     "runs": ("runs", "app", "Runs left unfinished: send them on, or cancel them (their handler's compensation runs)."),
     "dlq": ("dlq", "app", "Dead-letter queues: rejected envelopes and runs that ran out of retries."),
     "sim": ("sim", "app", "The simulated overcloud (Keystone, Heat, Swift temp URLs) for trying stackreflex."),
@@ -41,9 +50,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "image": ("storage", "image_app", "Copies of Glance images to other stores (edge sites)."),
     "edge": ("edge", "app", "Edge (DCN) site validations."),
     "backup": ("backup", "app", "Backups before an upgrade: the undercloud, the overcloud's control plane."),
-    "validate": ("validate", "validate",
-                 "Run the pre-upgrade validations of the upgrade guide (§2.10–2.12) and print a verdict per check and "
-                 "node."),
+    "validate": (
+        "validate",
+        "validate",
+        "Run the pre-upgrade validations of the upgrade guide (§2.10–2.12) and print a verdict per check and node.",
+    ),
 }
 
 
@@ -128,11 +139,16 @@ class LazyGroup(TyperGroup):
 
 
 app = typer.Typer(
-    name="stackreflex", cls=LazyGroup,
-    help=("Event-driven runbooks for OpenStack/TripleO clouds: Heat events and operator commands go on "
-          "RabbitMQ, handlers react, every step lands in an SQL audit log.\n\n"
-          "Without STACKREFLEX_BROKER_URL everything runs embedded in one process (try `stackreflex demo`)."),
-    no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode="rich",
+    name="stackreflex",
+    cls=LazyGroup,
+    help=(
+        "Event-driven runbooks for OpenStack/TripleO clouds: Heat events and operator commands go on "
+        "RabbitMQ, handlers react, every step lands in an SQL audit log.\n\n"
+        "Without STACKREFLEX_BROKER_URL everything runs embedded in one process (try `stackreflex demo`)."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
 )
 
 
@@ -145,22 +161,40 @@ def _version(value: bool) -> None:
 @app.callback()
 def root(
     context: typer.Context,
-    config: Annotated[Optional[Path], typer.Option(help="TOML settings file (default ~/.config/stackreflex/config.toml).")] = None,
-    log_format: Annotated[Optional[str], typer.Option(help="text (default) or json.")] = None,
-    log_level: Annotated[Optional[str], typer.Option(help=(
-        "DEBUG, INFO, WARNING, ERROR. Default: INFO for `worker` and `watch` (the log_level setting), "
-        "WARNING for the other commands (the handlers they run embedded included)."))] = None,
-    inventory: Annotated[Optional[Path], typer.Option(help=(
-        "The node inventory (YAML: roles, hostnames, servers); the inventory setting, STACKREFLEX_INVENTORY.")
-    )] = None,
-    known_hosts: Annotated[Optional[Path], typer.Option(help=(
-        "The known_hosts file nodes' host keys are checked against (the ssh_known_hosts setting)."))] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO: every envelope, run and step.")] = False,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+    config: Annotated[
+        Path | None, typer.Option(help="TOML settings file (default ~/.config/stackreflex/config.toml).")
+    ] = None,
+    log_format: Annotated[str | None, typer.Option(help="text (default) or json.")] = None,
+    log_level: Annotated[
+        str | None,
+        typer.Option(
+            help=(
+                "DEBUG, INFO, WARNING, ERROR. Default: INFO for `worker` and `watch` (the log_level setting), "
+                "WARNING for the other commands (the handlers they run embedded included)."
+            )
+        ),
+    ] = None,
+    inventory: Annotated[
+        Path | None,
+        typer.Option(
+            help=("The node inventory (YAML: roles, hostnames, servers); the inventory setting, STACKREFLEX_INVENTORY.")
+        ),
+    ] = None,
+    known_hosts: Annotated[
+        Path | None,
+        typer.Option(help=("The known_hosts file nodes' host keys are checked against (the ssh_known_hosts setting).")),
+    ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log at INFO: every envelope, run and step.")
+    ] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
 ) -> None:
     chosen = {"log_format": log_format, "log_level": log_level, "inventory": inventory, "ssh_known_hosts": known_hosts}
-    context.obj = Invocation(config, {k: v for k, v in chosen.items() if v},
-                             service=context.invoked_subcommand in SERVICES, verbose=verbose)
+    context.obj = Invocation(
+        config, {k: v for k, v in chosen.items() if v}, service=context.invoked_subcommand in SERVICES, verbose=verbose
+    )
 
 
 def _unreachable(exc: Exception) -> str | None:
@@ -168,10 +202,12 @@ def _unreachable(exc: Exception) -> str | None:
     library is imported to ask: an error of one that was never imported cannot be one.)"""
     if "kombu" in sys.modules:
         from ..bus import BROKER_TROUBLE
+
         if isinstance(exc, BROKER_TROUBLE):
             return f"the message broker is unreachable: {redact_text(str(exc))}"
     if "sqlalchemy" in sys.modules:
         from sqlalchemy.exc import OperationalError
+
         if isinstance(exc, OperationalError):
             return f"the audit database is unreachable: {redact_text(str(exc.orig))}"
     return None

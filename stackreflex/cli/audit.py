@@ -2,7 +2,7 @@
 
 import csv
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -11,56 +11,96 @@ import typer
 
 from ..core.clock import utcnow
 from ..core.errors import StackreflexError
+from ..core.records import RUN_STATUSES
 from ..models.queries import RunFilter, find_run, list_envelopes, list_runs, parse_age, parse_since, run_with_steps
 from ..models.retention import prune
 from ..models.stats import handler_stats, slowest_steps, waiting_runs
 from ..models.timeline import DEFAULT_LIMIT, Scope, timeline
-from .report import lanes_of, render_report
-from ..core.records import RUN_STATUSES
 from .common import console, emit, invocation, say, writing
 from .output import Column, Listing, Record, lists
+from .report import lanes_of, render_report
 
-app = typer.Typer(help="Query the audit log: runs, their steps, their errors; timelines and reports for post-mortems.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Query the audit log: runs, their steps, their errors; timelines and reports for post-mortems.",
+    no_args_is_help=True,
+)
 
 
 #: A run as `audit runs`, `audit show` and `audit waiting` print it (keys as in JSON).
-RUN_COLUMNS = [Column("id", "id"), Column("handler"), Column("status", "status"), Column("type", spare=True),
-               Column("subject"), Column("attempts", "number", spare=True), Column("wakes", "number", long=True),
-               Column("envelope_id", "id", long=True), Column("correlation_id", "id", long=True),
-               Column("created_at", "time", header="created"), Column("started_at", "time", long=True),
-               Column("finished_at", "time", long=True), Column("duration_s", "number", header="seconds"),
-               Column("waiting_for", "text", long=True), Column("wake_at", "time", long=True),
-               Column("deadline", "time", long=True), Column("progress", long=True),
-               Column("cancel_reason", "text", long=True), Column("error", "text")]
+RUN_COLUMNS = [
+    Column("id", "id"),
+    Column("handler"),
+    Column("status", "status"),
+    Column("type", spare=True),
+    Column("subject"),
+    Column("attempts", "number", spare=True),
+    Column("wakes", "number", long=True),
+    Column("envelope_id", "id", long=True),
+    Column("correlation_id", "id", long=True),
+    Column("created_at", "time", header="created"),
+    Column("started_at", "time", long=True),
+    Column("finished_at", "time", long=True),
+    Column("duration_s", "number", header="seconds"),
+    Column("waiting_for", "text", long=True),
+    Column("wake_at", "time", long=True),
+    Column("deadline", "time", long=True),
+    Column("progress", long=True),
+    Column("cancel_reason", "text", long=True),
+    Column("error", "text"),
+]
 
-STEP_COLUMNS = [Column("id", "number", header="#", spare=True), Column("attempt", "number", spare=True),
-                Column("name", header="step"),
-                Column("target"), Column("status", "status"), Column("started_at", "time", header="started"),
-                Column("finished_at", "time", long=True), Column("duration_s", "number", header="seconds"),
-                Column("detail", "text"), Column("error", "text")]
+STEP_COLUMNS = [
+    Column("id", "number", header="#", spare=True),
+    Column("attempt", "number", spare=True),
+    Column("name", header="step"),
+    Column("target"),
+    Column("status", "status"),
+    Column("started_at", "time", header="started"),
+    Column("finished_at", "time", long=True),
+    Column("duration_s", "number", header="seconds"),
+    Column("detail", "text"),
+    Column("error", "text"),
+]
 
 
 @app.command("runs")
 @lists
 def runs(
-    status: Annotated[list[str], typer.Option("--status", help=f"One of {', '.join(RUN_STATUSES)}; repeatable.")] = [],
+    status: Annotated[
+        list[str] | None, typer.Option("--status", help=f"One of {', '.join(RUN_STATUSES)}; repeatable.")
+    ] = None,
     handler: Annotated[str | None, typer.Option(help="Only this handler's runs.")] = None,
-    since: Annotated[str | None, typer.Option(help="Created since: 30m, 2h, 7d or an ISO time (UTC unless zoned).")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Created since: 30m, 2h, 7d or an ISO time (UTC unless zoned).")
+    ] = None,
     subject: Annotated[str | None, typer.Option(help="Only runs about this subject (stack, host, server…).")] = None,
-    correlation_id: Annotated[str | None, typer.Option("--correlation-id", help="Everything caused by one root envelope.")] = None,
+    correlation_id: Annotated[
+        str | None, typer.Option("--correlation-id", help="Everything caused by one root envelope.")
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, max=100000)] = 50,
 ) -> None:
     """List runs, newest first. Times are UTC.
 
     Example: stackreflex audit runs --status failed --since 2h -f value -c id -c error
     """
+    if status is None:
+        status = []
     bad = [s for s in status if s not in RUN_STATUSES]
     if bad:
-        raise typer.BadParameter(f"unknown status {', '.join(bad)}; use {', '.join(RUN_STATUSES)}", param_hint="--status")
-    found = list_runs(invocation.audit(), RunFilter(status=status or None, handler=handler,
-                                                    since=parse_since(since) if since else None,
-                                                    subject=subject, correlation_id=correlation_id, limit=limit))
+        raise typer.BadParameter(
+            f"unknown status {', '.join(bad)}; use {', '.join(RUN_STATUSES)}", param_hint="--status"
+        )
+    found = list_runs(
+        invocation.audit(),
+        RunFilter(
+            status=status or None,
+            handler=handler,
+            since=parse_since(since) if since else None,
+            subject=subject,
+            correlation_id=correlation_id,
+            limit=limit,
+        ),
+    )
     emit(Listing(RUN_COLUMNS, [{**r, "error": r["error"] or _waiting(r)} for r in found], empty="no runs match"))
 
 
@@ -84,10 +124,17 @@ def show(
         emit(Listing(STEP_COLUMNS, found["steps"], title="steps"))
 
 
-ENVELOPE_COLUMNS = [Column("received_at", "time", header="received"), Column("status", "status"),
-                    Column("type"), Column("subject"), Column("envelope_id", "id", header="envelope"),
-                    Column("actor", long=True), Column("correlation_id", "id", long=True),
-                    Column("reason", "text"), Column("payload", "text", long=True)]
+ENVELOPE_COLUMNS = [
+    Column("received_at", "time", header="received"),
+    Column("status", "status"),
+    Column("type"),
+    Column("subject"),
+    Column("envelope_id", "id", header="envelope"),
+    Column("actor", long=True),
+    Column("correlation_id", "id", long=True),
+    Column("reason", "text"),
+    Column("payload", "text", long=True),
+]
 
 
 @app.command("envelopes")
@@ -104,40 +151,66 @@ def envelopes(
 
 # -- post-mortems ---------------------------------------------------------------------------
 
-CSV_COLUMNS = ["time", "end", "duration_s", "kind", "what", "target", "status", "error", "run_id", "handler",
-               "correlation_id"]
+CSV_COLUMNS = [
+    "time",
+    "end",
+    "duration_s",
+    "kind",
+    "what",
+    "target",
+    "status",
+    "error",
+    "run_id",
+    "handler",
+    "correlation_id",
+]
 
 CorrelationOpt = Annotated[str | None, typer.Option("--correlation-id", help="One command or event and all it caused.")]
 StackOpt = Annotated[str | None, typer.Option(help="A Heat stack: runs about it and everything in their correlations.")]
 HostOpt = Annotated[str | None, typer.Option(help="A node or compute host: steps aimed at it and runs about it.")]
-ServerOpt = Annotated[str | None, typer.Option(help="A server (as steps name it): steps aimed at it and runs about it.")]
+ServerOpt = Annotated[
+    str | None, typer.Option(help="A server (as steps name it): steps aimed at it and runs about it.")
+]
 SinceOpt = Annotated[str | None, typer.Option(help="From: 30m, 2h, 7d ago or an ISO time (UTC unless zoned).")]
 UntilOpt = Annotated[str | None, typer.Option(help="Until (exclusive): same forms as --since.")]
 LimitOpt = Annotated[int, typer.Option(min=1, max=1_000_000, help="At most this many entries (the newest).")]
-TzOpt = Annotated[str, typer.Option("--tz", help="Show times in this zone: UTC (default), local, or e.g. Europe/Paris. Stored times are UTC.")]
+TzOpt = Annotated[
+    str,
+    typer.Option(
+        "--tz", help="Show times in this zone: UTC (default), local, or e.g. Europe/Paris. Stored times are UTC."
+    ),
+]
 
 
 def _scope(correlation_id, stack, host, server, since, until, status=(), limit=DEFAULT_LIMIT) -> Scope:
-    return Scope(correlation_id=correlation_id, stack=stack, host=host, server=server,
-                 since=parse_since(since) if since else None, until=parse_since(until) if until else None,
-                 status=tuple(status), limit=limit)
+    return Scope(
+        correlation_id=correlation_id,
+        stack=stack,
+        host=host,
+        server=server,
+        since=parse_since(since) if since else None,
+        until=parse_since(until) if until else None,
+        status=tuple(status),
+        limit=limit,
+    )
 
 
 def _zone(name: str):
     if name.upper() == "UTC":
-        return timezone.utc
+        return UTC
     if name == "local":
         return datetime.now().astimezone().tzinfo
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise typer.BadParameter(f"unknown time zone {name!r}: use UTC, local or a name like Europe/Paris",
-                                 param_hint="--tz") from None
+        raise typer.BadParameter(
+            f"unknown time zone {name!r}: use UTC, local or a name like Europe/Paris", param_hint="--tz"
+        ) from None
 
 
 def _in_zone(text: str | None, zone) -> str | None:
     """An ISO UTC time shown in ``zone``, with its offset: nothing is ambiguous."""
-    if not text or zone is timezone.utc:
+    if not text or zone is UTC:
         return text
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(zone).isoformat(timespec="milliseconds")
 
@@ -146,20 +219,36 @@ def _shown(entries: list[dict], zone) -> list[dict]:
     return [{**e, "time": _in_zone(e["time"], zone), "end": _in_zone(e["end"], zone)} for e in entries]
 
 
-TIMELINE_COLUMNS = [Column("time", "time"), Column("end", "time", long=True),
-                    Column("duration_s", "number", header="seconds", spare=True), Column("kind", spare=True),
-                    Column("what", "text"), Column("target"), Column("status", "status"), Column("error", "text"),
-                    Column("run_id", "id", header="run", spare=True),
-                    Column("handler", long=True), Column("correlation_id", "id", long=True)]
+TIMELINE_COLUMNS = [
+    Column("time", "time"),
+    Column("end", "time", long=True),
+    Column("duration_s", "number", header="seconds", spare=True),
+    Column("kind", spare=True),
+    Column("what", "text"),
+    Column("target"),
+    Column("status", "status"),
+    Column("error", "text"),
+    Column("run_id", "id", header="run", spare=True),
+    Column("handler", long=True),
+    Column("correlation_id", "id", long=True),
+]
 
 
 @app.command("timeline")
 @lists
 def timeline_command(
-    correlation_id: CorrelationOpt = None, stack: StackOpt = None, host: HostOpt = None, server: ServerOpt = None,
-    since: SinceOpt = None, until: UntilOpt = None,
-    status: Annotated[list[str], typer.Option("--status", help="Only entries with this status (failed, rejected…); repeatable.")] = [],
-    limit: LimitOpt = DEFAULT_LIMIT, tz: TzOpt = "UTC",
+    correlation_id: CorrelationOpt = None,
+    stack: StackOpt = None,
+    host: HostOpt = None,
+    server: ServerOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    status: Annotated[
+        list[str] | None,
+        typer.Option("--status", help="Only entries with this status (failed, rejected…); repeatable."),
+    ] = None,
+    limit: LimitOpt = DEFAULT_LIMIT,
+    tz: TzOpt = "UTC",
     as_csv: Annotated[bool, typer.Option("--csv", hidden=True, help="The same as -f csv.")] = False,
 ) -> None:
     """Every envelope, run and step of a scope in time order, with durations, targets, outcomes and errors.
@@ -169,6 +258,8 @@ def timeline_command(
     Examples: stackreflex audit timeline --host compute-10.localdomain --since 12h
               stackreflex audit timeline --stack overcloud --status failed -f csv > failures.csv
     """
+    if status is None:
+        status = []
     zone = _zone(tz)
     if as_csv:
         invocation.output.format = "csv"
@@ -180,26 +271,42 @@ def timeline_command(
         say(f"only the newest {len(entries)} entries are shown: narrow with --since/--until or raise --limit")
 
 
-STATS_COLUMNS = [Column("handler"), *(Column(k, "number") for k in ("runs", "succeeded", "failed")),
-                 *(Column(k, "number", spare=True) for k in ("cancelled", "unfinished")), Column("success_rate", "percent"),
-                 Column("p50_s", "number", header="p50 s"), Column("p95_s", "number", header="p95 s")]
+STATS_COLUMNS = [
+    Column("handler"),
+    *(Column(k, "number") for k in ("runs", "succeeded", "failed")),
+    *(Column(k, "number", spare=True) for k in ("cancelled", "unfinished")),
+    Column("success_rate", "percent"),
+    Column("p50_s", "number", header="p50 s"),
+    Column("p95_s", "number", header="p95 s"),
+]
 
 
 @app.command("stats")
 @lists
 def stats(since: SinceOpt = "7d", until: UntilOpt = None) -> None:
     """Runs per handler: how many, how they ended, success rate (of the finished ones, 0 to 1), p50/p95 duration."""
-    rows = handler_stats(invocation.audit(), parse_since(since) if since else None,
-                         parse_since(until) if until else None)
+    rows = handler_stats(
+        invocation.audit(), parse_since(since) if since else None, parse_since(until) if until else None
+    )
     emit(Listing(STATS_COLUMNS, rows, title=f"runs per handler since {since}", empty="no runs in this window"))
 
 
-WAITING_COLUMNS = [Column("id", "id"), Column("handler"), Column("status", "status"), Column("subject"),
-                   Column("waiting_for", "text"), Column("since", "time", long=True),
-                   Column("wake_at", "time", header="next look"), Column("deadline", "time"),
-                   Column("attempts", "number", long=True), Column("wakes", "number", long=True),
-                   Column("progress", "text", long=True), Column("cancel_requested", "text", long=True),
-                   Column("served_by", "number", long=True), Column("served", "text", header="served by")]
+WAITING_COLUMNS = [
+    Column("id", "id"),
+    Column("handler"),
+    Column("status", "status"),
+    Column("subject"),
+    Column("waiting_for", "text"),
+    Column("since", "time", long=True),
+    Column("wake_at", "time", header="next look"),
+    Column("deadline", "time"),
+    Column("attempts", "number", long=True),
+    Column("wakes", "number", long=True),
+    Column("progress", "text", long=True),
+    Column("cancel_requested", "text", long=True),
+    Column("served_by", "number", long=True),
+    Column("served", "text", header="served by"),
+]
 
 
 @app.command("waiting")
@@ -209,8 +316,14 @@ def waiting() -> None:
     whether a live process serves its handler. Unfinished runs whose handler no live process
     serves are listed too: nothing moves them on until one does."""
     rows = waiting_runs(invocation.audit())
-    emit(Listing(WAITING_COLUMNS, [{**r, "served": _served(r)} for r in rows], title="waiting runs",
-                 empty="no run is waiting"))
+    emit(
+        Listing(
+            WAITING_COLUMNS,
+            [{**r, "served": _served(r)} for r in rows],
+            title="waiting runs",
+            empty="no run is waiting",
+        )
+    )
 
 
 def _served(row: dict) -> str:
@@ -219,9 +332,16 @@ def _served(row: dict) -> str:
     return "no live process: start a worker serving it, or `stackreflex runs resume`"
 
 
-SLOWEST_COLUMNS = [Column("duration_s", "number", header="seconds"), Column("step"), Column("target"),
-                   Column("status", "status"), Column("handler", spare=True), Column("run_id", "id", header="run"),
-                   Column("started_at", "time", header="started", spare=True), Column("error", "text", long=True)]
+SLOWEST_COLUMNS = [
+    Column("duration_s", "number", header="seconds"),
+    Column("step"),
+    Column("target"),
+    Column("status", "status"),
+    Column("handler", spare=True),
+    Column("run_id", "id", header="run"),
+    Column("started_at", "time", header="started", spare=True),
+    Column("error", "text", long=True),
+]
 
 
 @app.command("slowest")
@@ -241,8 +361,13 @@ def slowest(
 @app.command("report")
 def report(
     html_file: Annotated[Path, typer.Option("--html", help="Write the report here (one self-contained file).")],
-    correlation_id: CorrelationOpt = None, stack: StackOpt = None, host: HostOpt = None, server: ServerOpt = None,
-    since: SinceOpt = None, until: UntilOpt = None, limit: LimitOpt = DEFAULT_LIMIT,
+    correlation_id: CorrelationOpt = None,
+    stack: StackOpt = None,
+    host: HostOpt = None,
+    server: ServerOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    limit: LimitOpt = DEFAULT_LIMIT,
     title: Annotated[str | None, typer.Option(help="The report's title.")] = None,
 ) -> None:
     """A post-mortem report as one HTML file that opens anywhere, offline: failures first with their reasons, the counts, and a Gantt chart of every step (one lane per node or host, bars coloured by outcome).
@@ -273,13 +398,20 @@ EXPORT_FORMATS = {"": "json", ".json": "json", ".csv": "csv"}
 @app.command("export")
 def export(
     output: Annotated[Path, typer.Option("--output", "-o", help="File to write: .json (default) or .csv.")],
-    correlation_id: CorrelationOpt = None, stack: StackOpt = None, host: HostOpt = None, server: ServerOpt = None,
-    since: SinceOpt = None, until: UntilOpt = None, limit: LimitOpt = 100_000,
+    correlation_id: CorrelationOpt = None,
+    stack: StackOpt = None,
+    host: HostOpt = None,
+    server: ServerOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    limit: LimitOpt = 100_000,
 ) -> None:
     """Export a scope's timeline (redacted) to attach to a ticket: JSON with the scope and every entry, or CSV."""
     if output.suffix not in EXPORT_FORMATS:
-        raise StackreflexError(f"cannot export to {output}: the file's extension picks the format, "
-                               f"one of {', '.join(sorted(f for f in EXPORT_FORMATS if f))}")
+        raise StackreflexError(
+            f"cannot export to {output}: the file's extension picks the format, "
+            f"one of {', '.join(sorted(f for f in EXPORT_FORMATS if f))}"
+        )
     found = timeline(invocation.audit(), _scope(correlation_id, stack, host, server, since, until, (), limit))
     with writing(output) as out:
         if output.suffix == ".csv":
@@ -287,9 +419,20 @@ def export(
             writer.writeheader()
             writer.writerows(found.entries)
         else:
-            out.write(json.dumps({"format": "stackreflex-timeline/1", "exported_at": utcnow().isoformat(),
-                                  "scope": found.scope.describe(), "truncated": found.truncated,
-                                  "entries": found.entries}, indent=2, default=str) + "\n")
+            out.write(
+                json.dumps(
+                    {
+                        "format": "stackreflex-timeline/1",
+                        "exported_at": utcnow().isoformat(),
+                        "scope": found.scope.describe(),
+                        "truncated": found.truncated,
+                        "entries": found.entries,
+                    },
+                    indent=2,
+                    default=str,
+                )
+                + "\n"
+            )
     console.print(f"wrote {output} ({len(found.entries)} entries)")
 
 
@@ -304,5 +447,7 @@ def prune_command(
     before = min(parse_age(older_than), utcnow() - window)
     done = prune(invocation.audit(), before, dry_run=dry_run, replay_window=window)
     verb = "would delete" if dry_run else "deleted"
-    console.print(f"{verb} {done.runs} run(s), {done.steps} step(s), {done.envelopes} envelope(s) "
-                  f"from before {before:%Y-%m-%dT%H:%M:%SZ}")
+    console.print(
+        f"{verb} {done.runs} run(s), {done.steps} step(s), {done.envelopes} envelope(s) "
+        f"from before {before:%Y-%m-%dT%H:%M:%SZ}"
+    )

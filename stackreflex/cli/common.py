@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import typer
 from rich.console import Console
@@ -26,13 +26,15 @@ if TYPE_CHECKING:
     from ..models.audit import AuditLog
 
 #: Handler modules every worker serves, whatever --handlers adds.
-BUILTIN_HANDLER_MODULES: list[str] = ["stackreflex.handlers.deployed_servers",
-                                       "stackreflex.handlers.host_maintenance",
-                                       "stackreflex.handlers.snapshots",
-                                       "stackreflex.handlers.image_copies",
-                                       "stackreflex.handlers.edge_check",
-                                       "stackreflex.handlers.validations",
-                                       "stackreflex.handlers.backups"]
+BUILTIN_HANDLER_MODULES: list[str] = [
+    "stackreflex.handlers.deployed_servers",
+    "stackreflex.handlers.host_maintenance",
+    "stackreflex.handlers.snapshots",
+    "stackreflex.handlers.image_copies",
+    "stackreflex.handlers.edge_check",
+    "stackreflex.handlers.validations",
+    "stackreflex.handlers.backups",
+]
 
 #: How long a command's write waits for an unreachable audit database (seconds).
 CLI_OUTAGE_LIMIT = 15.0
@@ -151,8 +153,9 @@ def live_display(title_key: str) -> Iterator[Callable[[Listing], None]]:
 
         def line(listing: Listing) -> None:
             for row in listing.rows:
-                text = "  ".join(_short(output.shown(row.get(c.key), c.kind), c.kind) for c in listing.columns
-                                 if not c.long)
+                text = "  ".join(
+                    _short(output.shown(row.get(c.key), c.kind), c.kind) for c in listing.columns if not c.long
+                )
                 if said.get(row.get(title_key)) != text:
                     said[row.get(title_key)] = text
                     target.print(text, highlight=False, soft_wrap=True, markup=False)
@@ -165,15 +168,16 @@ def live_display(title_key: str) -> Iterator[Callable[[Listing], None]]:
     kept = root.handlers[:]
     root.handlers[:] = [_OnConsole(handler, target) for handler in kept]
     try:
-        with Live(console=target, refresh_per_second=8, transient=True, redirect_stdout=False,
-                  redirect_stderr=False) as display:
+        with Live(
+            console=target, refresh_per_second=8, transient=True, redirect_stdout=False, redirect_stderr=False
+        ) as display:
             yield lambda listing: display.update(output.live(listing, target))
     finally:
         root.handlers[:] = kept
 
 
 def _short(cell: str, kind: str) -> str:
-    return cell[:output.SHORT_ID] if kind == "id" else cell
+    return cell[: output.SHORT_ID] if kind == "id" else cell
 
 
 class _OnConsole(logging.Handler):

@@ -11,7 +11,6 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-
 from typing import Annotated
 
 import paramiko
@@ -19,14 +18,14 @@ import typer
 import yaml
 from pydantic import SecretStr
 
-from ..sources.heat import HeatWatcher
 from ..core.errors import StackreflexError
+from ..core.settings import default_state_dir
 from ..models.queries import RunFilter, list_runs, run_with_steps
 from ..runtime import Runtime
-from ..core.settings import default_state_dir
 from ..sim.heat import POLL_TRANSPORTS
 from ..sim.overcloud import Overcloud
 from ..sim.scenario import load_scenario
+from ..sources.heat import HeatWatcher
 from ..tasks.cloud import connect_cloud
 from ..tasks.ssh import trust_host
 from .common import console, emit, invocation, live_display, load_all_handlers
@@ -43,10 +42,15 @@ PHASE_TIMEOUT = 90.0
 
 
 def demo(
-    transport: Annotated[str, typer.Option(help=(
-        "How the nodes' agents poll Heat: POLL_TEMP_URL (a Swift temp URL, TripleO's), POLL_SERVER_HEAT (the heat "
-        "collector, a Keystone user per node) or POLL_SERVER_CFN (the cfn collector, an EC2 key pair per node)."))]
-        = "POLL_TEMP_URL",
+    transport: Annotated[
+        str,
+        typer.Option(
+            help=(
+                "How the nodes' agents poll Heat: POLL_TEMP_URL (a Swift temp URL, TripleO's), POLL_SERVER_HEAT (the heat "
+                "collector, a Keystone user per node) or POLL_SERVER_CFN (the cfn collector, an EC2 key pair per node)."
+            )
+        ),
+    ] = "POLL_TEMP_URL",
 ) -> None:
     """Watch a simulated TripleO deployment on pre-provisioned nodes get configured by stackreflex.
 
@@ -75,15 +79,23 @@ def _run(overcloud: Overcloud, work: Path, client_key: Path) -> None:
     roles = {r.name: [f"{h}:{overcloud.nodes[h].port}" for h in r.hosts] for r in overcloud.scenario.roles}
     inventory.write_text(yaml.safe_dump({"roles": roles}))
     os.environ.update(overcloud.environment())
-    settings = invocation.settings.model_copy(update={
-        "broker_url": None, "database_url": SecretStr(_fresh_demo_database()), "inventory": inventory,
-        "ssh_user": overcloud.scenario.ssh_user, "ssh_key_file": client_key, "ssh_known_hosts": work / "known_hosts",
-        "cloud": None, "agent_polling_interval": DEMO_POLLING_INTERVAL})
+    settings = invocation.settings.model_copy(
+        update={
+            "broker_url": None,
+            "database_url": SecretStr(_fresh_demo_database()),
+            "inventory": inventory,
+            "ssh_user": overcloud.scenario.ssh_user,
+            "ssh_key_file": client_key,
+            "ssh_known_hosts": work / "known_hosts",
+            "cloud": None,
+            "agent_polling_interval": DEMO_POLLING_INTERVAL,
+        }
+    )
 
     console.rule("1. trust the pre-provisioned nodes (an explicit act: their host keys go to known_hosts)")
     trusted = []
     for role, hosts in roles.items():
-        for host in hosts[:2 if "Compute" in role else None]:
+        for host in hosts[: 2 if "Compute" in role else None]:
             address, port = host.split(":")
             kind, fingerprint, _ = trust_host(settings, address, int(port))
             trusted.append({"node": _node_name(overcloud, host), "key": kind, "fingerprint": fingerprint})
@@ -92,8 +104,9 @@ def _run(overcloud: Overcloud, work: Path, client_key: Path) -> None:
     conn = connect_cloud(settings)
     with Runtime(settings, registry) as runtime:
         stop = threading.Event()
-        watcher = HeatWatcher(["overcloud"], runtime.audit, runtime.bus.publisher, lambda: connect_cloud(settings),
-                              interval=0.5)
+        watcher = HeatWatcher(
+            ["overcloud"], runtime.audit, runtime.bus.publisher, lambda: connect_cloud(settings), interval=0.5
+        )
         threading.Thread(target=watcher.run, args=(stop,), daemon=True).start()
         try:
             console.rule("2. the deployment pauses with every server CREATE_IN_PROGRESS; stackreflex reacts")
@@ -127,8 +140,13 @@ def _node_name(overcloud: Overcloud, host: str) -> str:
     return node.hostname if node is not None else host
 
 
-NODE_COLUMNS = [Column("node"), Column("address"), Column("member_status", "status", header="Heat member"),
-                Column("polled", header="agent polled"), Column("deployments", header="software deployments")]
+NODE_COLUMNS = [
+    Column("node"),
+    Column("address"),
+    Column("member_status", "status", header="Heat member"),
+    Column("polled", header="agent polled"),
+    Column("deployments", header="software deployments"),
+]
 
 
 def _nodes_table(overcloud: Overcloud, stack_status: str) -> Listing:
@@ -136,9 +154,15 @@ def _nodes_table(overcloud: Overcloud, stack_status: str) -> Listing:
     with overcloud.heat.lock:
         for m in overcloud.heat.members:
             done = sum(d.status == "COMPLETE" for d in m.deployments)
-            rows.append({"node": _node_name(overcloud, m.host), "address": m.host, "member_status": m.member.status,
-                         "polled": "yes" if m.polled_at else "", "deployments": f"{done}/{len(m.deployments)} done"
-                         if m.deployments else ""})
+            rows.append(
+                {
+                    "node": _node_name(overcloud, m.host),
+                    "address": m.host,
+                    "member_status": m.member.status,
+                    "polled": "yes" if m.polled_at else "",
+                    "deployments": f"{done}/{len(m.deployments)} done" if m.deployments else "",
+                }
+            )
     return Listing(NODE_COLUMNS, rows, title=f"stack overcloud: {stack_status}")
 
 
@@ -151,8 +175,10 @@ def _follow(overcloud: Overcloud, conn, goal: str) -> None:
             if status == goal:
                 break
             if status.endswith("FAILED") or time.monotonic() > deadline:
-                raise StackreflexError(f"the demo stack did not reach {goal} (it is {status}); "
-                                       "see `stackreflex audit runs --status failed`")
+                raise StackreflexError(
+                    f"the demo stack did not reach {goal} (it is {status}); "
+                    "see `stackreflex audit runs --status failed`"
+                )
             time.sleep(0.25)
     emit(_nodes_table(overcloud, status))
 
@@ -174,17 +200,39 @@ def _timeline(runtime: Runtime, overcloud: Overcloud) -> None:
         steps = run_with_steps(runtime.audit, run["id"])["steps"]
         host = next((s["target"] for s in steps if s["name"] == "configure os-collect-config"), "")
         action = next((s["detail"].get("action") for s in steps if s["name"] == "configure os-collect-config"), "")
-        example = example or next((s["detail"].get("metadata_url") for s in steps if "metadata_url" in s["detail"]), None)
-        rows.append({"started": run["created_at"], "node": _node_name(overcloud, host), "action": action,
-                     "steps": len(steps), "status": run["status"], "duration_s": run["duration_s"]})
-    emit(Listing([Column("started", "time"), Column("node"), Column("action", header="agent config"),
-                  Column("steps", "number"), Column("status", "status", header="run"),
-                  Column("duration_s", "number", header="seconds")], rows))
+        example = example or next(
+            (s["detail"].get("metadata_url") for s in steps if "metadata_url" in s["detail"]), None
+        )
+        rows.append(
+            {
+                "started": run["created_at"],
+                "node": _node_name(overcloud, host),
+                "action": action,
+                "steps": len(steps),
+                "status": run["status"],
+                "duration_s": run["duration_s"],
+            }
+        )
+    emit(
+        Listing(
+            [
+                Column("started", "time"),
+                Column("node"),
+                Column("action", header="agent config"),
+                Column("steps", "number"),
+                Column("status", "status", header="run"),
+                Column("duration_s", "number", header="seconds"),
+            ],
+            rows,
+        )
+    )
     if example:
         # soft wrap: a URL or a command cut at the console's width would not paste back whole
         console.print(f"a metadata URL as the audit log holds it: [dim]{example}[/]", soft_wrap=True)
     url = runtime.settings.database()
-    console.print(f"\nthe demo's audit log (new at every demo): {url}\n"
-                  f"next: `STACKREFLEX_DATABASE_URL={url} stackreflex audit timeline --stack overcloud`, "
-                  "then `audit report --stack overcloud --html demo.html` or `audit show RUN` the same way",
-                  soft_wrap=True)
+    console.print(
+        f"\nthe demo's audit log (new at every demo): {url}\n"
+        f"next: `STACKREFLEX_DATABASE_URL={url} stackreflex audit timeline --stack overcloud`, "
+        "then `audit report --stack overcloud --html demo.html` or `audit show RUN` the same way",
+        soft_wrap=True,
+    )

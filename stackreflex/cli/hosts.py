@@ -9,8 +9,8 @@ from ..handlers.host_maintenance import DEFAULT_REASON, DrainRebootOrder, Evacua
 from ..tasks.cloud import connect_cloud
 from ..tasks.compute import action_for, compute_service, servers_on
 from .common import emit, invocation, say
-from .output import Column, Listing, lists
 from .options import DryRun, Timeout, Wait, order_from
+from .output import Column, Listing, lists
 from .publish import DEFAULT_WAIT_TIMEOUT, check_first, command_steps, send_command
 
 host_app = typer.Typer(help="Maintenance of one compute host.", no_args_is_help=True)
@@ -19,13 +19,26 @@ hosts_app = typer.Typer(help="Rolling maintenance of several compute hosts.", no
 EVACUATE_HANDLER = "evacuate_host"
 
 Target = Annotated[str | None, typer.Option(help="Move servers to this host (default: the scheduler chooses).")]
-MaxParallel = Annotated[int, typer.Option(min=1, max=50, help=(
-    "Migrations in flight at once from the host. Nova runs max_concurrent_live_migrations per host "
-    "(default 1) and queues the rest."))]
+MaxParallel = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        max=50,
+        help=(
+            "Migrations in flight at once from the host. Nova runs max_concurrent_live_migrations per host "
+            "(default 1) and queues the rest."
+        ),
+    ),
+]
 Reason = Annotated[str, typer.Option(help="Recorded as nova-compute's disabled reason.")]
 KeepDisabled = Annotated[bool, typer.Option("--keep-disabled", help="Leave nova-compute disabled after the reboot.")]
-ColdMigrate = Annotated[bool, typer.Option("--cold-migrate-stopped", help=(
-    "Move SHUTOFF servers by cold migration (and confirm it); without it they block the host."))]
+ColdMigrate = Annotated[
+    bool,
+    typer.Option(
+        "--cold-migrate-stopped",
+        help=("Move SHUTOFF servers by cold migration (and confirm it); without it they block the host."),
+    ),
+]
 MaxAttempts = Annotated[int, typer.Option(min=1, max=10, help="Migration attempts per server before it is reported.")]
 
 
@@ -36,9 +49,16 @@ def evacuate(
     target: Target = None,
     max_parallel: MaxParallel = 1,
     reason: Reason = DEFAULT_REASON,
-    reboot: Annotated[bool, typer.Option("--reboot", help=(
-        "Once empty, reboot the host over SSH, wait for its new boot and for nova-compute to report up, "
-        "then re-enable the service."))] = False,
+    reboot: Annotated[
+        bool,
+        typer.Option(
+            "--reboot",
+            help=(
+                "Once empty, reboot the host over SSH, wait for its new boot and for nova-compute to report up, "
+                "then re-enable the service."
+            ),
+        ),
+    ] = False,
     keep_disabled: KeepDisabled = False,
     cold_migrate_stopped: ColdMigrate = False,
     max_attempts: MaxAttempts = 2,
@@ -52,16 +72,23 @@ def evacuate(
 
     Example: stackreflex host evacuate compute-10.localdomain --max-parallel 3 --reboot --wait
     """
-    order = order_from(EvacuateOrder, host=host, target=target, max_parallel=max_parallel, reason=reason,
-                       reboot=reboot, keep_disabled=keep_disabled, cold_migrate_stopped=cold_migrate_stopped,
-                       max_attempts=max_attempts)
+    order = order_from(
+        EvacuateOrder,
+        host=host,
+        target=target,
+        max_parallel=max_parallel,
+        reason=reason,
+        reboot=reboot,
+        keep_disabled=keep_disabled,
+        cold_migrate_stopped=cold_migrate_stopped,
+        max_attempts=max_attempts,
+    )
     if dry_run:
         _show_plan(order)
         return
     _refuse_if_running(host)
     check_first(lambda conn: compute_service(conn, host))
-    send_command("command.host.evacuate", host, order.model_dump(), wait=wait, timeout=timeout,
-                 report=_show_migrations)
+    send_command("command.host.evacuate", host, order.model_dump(), wait=wait, timeout=timeout, report=_show_migrations)
 
 
 @hosts_app.command("drain-reboot")
@@ -82,9 +109,16 @@ def drain_reboot(
 
     Example: stackreflex hosts drain-reboot compute-11.localdomain compute-12.localdomain --max-parallel 2 --wait
     """
-    order = order_from(DrainRebootOrder, hosts=hosts, target=target, max_parallel=max_parallel, reason=reason,
-                       keep_disabled=keep_disabled, cold_migrate_stopped=cold_migrate_stopped,
-                       max_attempts=max_attempts)
+    order = order_from(
+        DrainRebootOrder,
+        hosts=hosts,
+        target=target,
+        max_parallel=max_parallel,
+        reason=reason,
+        keep_disabled=keep_disabled,
+        cold_migrate_stopped=cold_migrate_stopped,
+        max_attempts=max_attempts,
+    )
     if len(set(hosts)) != len(hosts):
         raise typer.BadParameter("a host is listed twice", param_hint="HOSTS")
     if dry_run:
@@ -94,17 +128,25 @@ def drain_reboot(
     for host in hosts:
         _refuse_if_running(host)
     check_first(lambda conn: [compute_service(conn, host) for host in hosts])
-    send_command("command.hosts.drain_reboot", ",".join(hosts), order.model_dump(), wait=wait, timeout=timeout,
-                 report=_show_migrations)
+    send_command(
+        "command.hosts.drain_reboot",
+        ",".join(hosts),
+        order.model_dump(),
+        wait=wait,
+        timeout=timeout,
+        report=_show_migrations,
+    )
 
 
 def _refuse_if_running(host: str) -> None:
     running = invocation.audit().active_runs(EVACUATE_HANDLER, host)
     if running:
         run = running[0]
-        raise StackreflexError(f"{host} is already being evacuated by run {run.id} ({run.status.value}); see "
-                               f"`stackreflex audit show {run.id}`; go on with it with `stackreflex runs resume {run.id} "
-                               f"--wait`, or end it with `stackreflex runs cancel {run.id} --reason TEXT`")
+        raise StackreflexError(
+            f"{host} is already being evacuated by run {run.id} ({run.status.value}); see "
+            f"`stackreflex audit show {run.id}`; go on with it with `stackreflex runs resume {run.id} "
+            f"--wait`, or end it with `stackreflex runs cancel {run.id} --reason TEXT`"
+        )
 
 
 def _show_plan(order: EvacuateOrder) -> None:
@@ -114,28 +156,68 @@ def _show_plan(order: EvacuateOrder) -> None:
     rows = []
     for server in servers:
         action, why = action_for(server, cold_migrate_stopped=order.cold_migrate_stopped)
-        rows.append({"host": order.host, "server": server.name, "id": server.id, "project_id": server.project_id,
-                     "status": server.status, "task_state": server.task_state, "action": action, "why": why})
-    emit(Listing(PLAN_COLUMNS, rows, title=f"plan for {order.host} (nothing will be changed)",
-                 empty=f"{order.host}: no server to move"))
+        rows.append(
+            {
+                "host": order.host,
+                "server": server.name,
+                "id": server.id,
+                "project_id": server.project_id,
+                "status": server.status,
+                "task_state": server.task_state,
+                "action": action,
+                "why": why,
+            }
+        )
+    emit(
+        Listing(
+            PLAN_COLUMNS,
+            rows,
+            title=f"plan for {order.host} (nothing will be changed)",
+            empty=f"{order.host}: no server to move",
+        )
+    )
     blocking = sum(1 for row in rows if row["action"] == "leave")
-    disable = ("disable nova-compute" if service.status == "enabled"
-               else f"nova-compute already disabled ({service.disabled_reason or 'no reason given'})")
-    after = ("reboot over SSH, wait for the new boot and nova-compute up, "
-             + ("leave the service disabled" if order.keep_disabled else "re-enable the service")
-             if order.reboot else "leave the service disabled")
-    say(f"{order.host}: {disable}; move {len(rows) - blocking} server(s), {order.max_parallel} at a time"
-                  + (f"; {blocking} server(s) would block the host: no reboot" if blocking else f"; then {after}"))
+    disable = (
+        "disable nova-compute"
+        if service.status == "enabled"
+        else f"nova-compute already disabled ({service.disabled_reason or 'no reason given'})"
+    )
+    after = (
+        "reboot over SSH, wait for the new boot and nova-compute up, "
+        + ("leave the service disabled" if order.keep_disabled else "re-enable the service")
+        if order.reboot
+        else "leave the service disabled"
+    )
+    say(
+        f"{order.host}: {disable}; move {len(rows) - blocking} server(s), {order.max_parallel} at a time"
+        + (f"; {blocking} server(s) would block the host: no reboot" if blocking else f"; then {after}")
+    )
 
 
-PLAN_COLUMNS = [Column("host", long=True), Column("server"), Column("id", "id"), Column("project_id", "id", long=True),
-                Column("status"), Column("task_state", header="task"), Column("action"), Column("why", "text")]
+PLAN_COLUMNS = [
+    Column("host", long=True),
+    Column("server"),
+    Column("id", "id"),
+    Column("project_id", "id", long=True),
+    Column("status"),
+    Column("task_state", header="task"),
+    Column("action"),
+    Column("why", "text"),
+]
 
-MIGRATION_COLUMNS = [Column("server"), Column("status", "status", header="result"), Column("kind", long=True),
-                     Column("attempt", "number", long=True), Column("source", header="from", spare=True),
-                     Column("destination", header="to"), Column("queued_s", "number", header="queued s"),
-                     Column("moving_s", "number", header="moving s"), Column("duration_s", "number", header="total s", spare=True),
-                     Column("migration_id", "number", header="migration", long=True), Column("note", "text")]
+MIGRATION_COLUMNS = [
+    Column("server"),
+    Column("status", "status", header="result"),
+    Column("kind", long=True),
+    Column("attempt", "number", long=True),
+    Column("source", header="from", spare=True),
+    Column("destination", header="to"),
+    Column("queued_s", "number", header="queued s"),
+    Column("moving_s", "number", header="moving s"),
+    Column("duration_s", "number", header="total s", spare=True),
+    Column("migration_id", "number", header="migration", long=True),
+    Column("note", "text"),
+]
 
 
 def _show_migrations(correlation_id: str) -> bool:
@@ -144,10 +226,21 @@ def _show_migrations(correlation_id: str) -> bool:
     rows = []
     for step in command_steps(correlation_id, EVACUATE_HANDLER, ("live-migrate", "cold-migrate")):
         d = step["detail"]
-        rows.append({"server": step["target"], "status": step["status"], "kind": step["name"],
-                     "attempt": d.get("attempt"), "source": d.get("source"), "destination": d.get("destination"),
-                     "queued_s": d.get("queued_s"), "moving_s": d.get("moving_s"), "duration_s": d.get("duration_s"),
-                     "migration_id": d.get("migration_id"), "note": step["error"] or d.get("note")})
+        rows.append(
+            {
+                "server": step["target"],
+                "status": step["status"],
+                "kind": step["name"],
+                "attempt": d.get("attempt"),
+                "source": d.get("source"),
+                "destination": d.get("destination"),
+                "queued_s": d.get("queued_s"),
+                "moving_s": d.get("moving_s"),
+                "duration_s": d.get("duration_s"),
+                "migration_id": d.get("migration_id"),
+                "note": step["error"] or d.get("note"),
+            }
+        )
     if rows:
         emit(Listing(MIGRATION_COLUMNS, rows, title="migrations"))
     return bool(rows)

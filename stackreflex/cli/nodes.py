@@ -19,7 +19,9 @@ app = typer.Typer(help="Pre-provisioned nodes: record their SSH host keys.", no_
 @lists
 def trust(
     hosts: Annotated[list[str], typer.Argument(help="Nodes to trust: ADDRESS or ADDRESS:PORT.")],
-    known_hosts: Annotated[Path | None, typer.Option(help="known_hosts file (default: the ssh_known_hosts setting).")] = None,
+    known_hosts: Annotated[
+        Path | None, typer.Option(help="known_hosts file (default: the ssh_known_hosts setting).")
+    ] = None,
 ) -> None:
     """Record the host key each node presents now (replacing a changed one): an explicit act,
     after checking the fingerprints shown against the nodes' consoles."""

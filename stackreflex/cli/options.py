@@ -9,12 +9,25 @@ from ..core.errors import StackreflexError
 
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Show the plan; change nothing.")]
 Wait = Annotated[bool, typer.Option("--wait", "-w", help="Follow live progress; exit 1 unless it succeeded.")]
-Timeout = Annotated[float, typer.Option(help=(
-    "Seconds --wait follows before giving up (with a broker the run goes on in the workers; embedded, "
-    "what is left is listed with the command that resumes it)."))]
-Deadline = Annotated[float, typer.Option(min=1, help=(
-    "Seconds the run waits for each long operation (stop, snapshot, image, copy) before failing "
-    "with a timeout error."))]
+Timeout = Annotated[
+    float,
+    typer.Option(
+        help=(
+            "Seconds --wait follows before giving up (with a broker the run goes on in the workers; embedded, "
+            "what is left is listed with the command that resumes it)."
+        )
+    ),
+]
+Deadline = Annotated[
+    float,
+    typer.Option(
+        min=1,
+        help=(
+            "Seconds the run waits for each long operation (stop, snapshot, image, copy) before failing "
+            "with a timeout error."
+        ),
+    ),
+]
 
 
 def order_from(model: type[BaseModel], **fields) -> BaseModel:

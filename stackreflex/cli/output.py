@@ -22,9 +22,10 @@ import os
 import re
 import sys
 import textwrap
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
-from typing import Annotated, Any, Callable, Iterable, Literal
+from datetime import UTC, date, datetime
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -39,10 +40,25 @@ FORMATS = ("table", "json", "yaml", "csv", "value")
 #: ``percent`` a fraction (0..1) shown as a percentage.
 Kind = Literal["word", "text", "id", "time", "status", "number", "percent"]
 
-STATUS_STYLE = {"succeeded": "green", "failed": "red", "dead": "bold red", "running": "cyan",
-                "waiting": "yellow", "pending": "white", "skipped": "dim", "interrupted": "magenta",
-                "cancelled": "dark_orange", "rejected": "red", "duplicate": "yellow", "accepted": "green",
-                "ok": "green", "FAIL": "red", "warn": "yellow", "pass": "green", "fail": "red"}
+STATUS_STYLE = {
+    "succeeded": "green",
+    "failed": "red",
+    "dead": "bold red",
+    "running": "cyan",
+    "waiting": "yellow",
+    "pending": "white",
+    "skipped": "dim",
+    "interrupted": "magenta",
+    "cancelled": "dark_orange",
+    "rejected": "red",
+    "duplicate": "yellow",
+    "accepted": "green",
+    "ok": "green",
+    "FAIL": "red",
+    "warn": "yellow",
+    "pass": "green",
+    "fail": "red",
+}
 
 #: An id shown in a table is at least this long (git's short ids are 7).
 SHORT_ID = 8
@@ -103,23 +119,71 @@ class OutputOptions:
 # -- the options, added to a command by @lists ---------------------------------------------
 
 _OPTIONS = {
-    "format_": (Annotated[str, typer.Option("--format", "-f", help=(
-        "Output format: table, json, yaml, csv or value (values only, space-separated: for scripts)."),
-        rich_help_panel="Output")], "table"),
-    "column": (Annotated[list[str], typer.Option("--column", "-c", metavar="COLUMN", help=(
-        "A column to include (repeatable), by its key as in JSON or its header."), rich_help_panel="Output")], []),
-    "sort_column": (Annotated[list[str], typer.Option("--sort-column", metavar="COLUMN", help=(
-        "Sort by this column (repeatable, the first counts most)."), rich_help_panel="Output")], []),
-    "sort_descending": (Annotated[bool, typer.Option("--sort-descending", help="Sort the other way round.",
-                                                     rich_help_panel="Output")], False),
-    "max_width": (Annotated[int, typer.Option("--max-width", metavar="N", help=(
-        "Fit tables into N columns (0: the terminal's, when it is one; also CLIFF_MAX_TERM_WIDTH)."),
-        rich_help_panel="Output")], int(os.environ.get("CLIFF_MAX_TERM_WIDTH", 0) or 0)),
-    "fit_width": (Annotated[bool, typer.Option("--fit-width", help=(
-        "Fit tables to the terminal's width even when piped (also CLIFF_FIT_WIDTH=1)."),
-        rich_help_panel="Output")], bool(int(os.environ.get("CLIFF_FIT_WIDTH", 0) or 0))),
-    "long": (Annotated[bool, typer.Option("--long", help="Every column, ids whole.", rich_help_panel="Output")],
-             False),
+    "format_": (
+        Annotated[
+            str,
+            typer.Option(
+                "--format",
+                "-f",
+                help=("Output format: table, json, yaml, csv or value (values only, space-separated: for scripts)."),
+                rich_help_panel="Output",
+            ),
+        ],
+        "table",
+    ),
+    "column": (
+        Annotated[
+            list[str],
+            typer.Option(
+                "--column",
+                "-c",
+                metavar="COLUMN",
+                help=("A column to include (repeatable), by its key as in JSON or its header."),
+                rich_help_panel="Output",
+            ),
+        ],
+        [],
+    ),
+    "sort_column": (
+        Annotated[
+            list[str],
+            typer.Option(
+                "--sort-column",
+                metavar="COLUMN",
+                help=("Sort by this column (repeatable, the first counts most)."),
+                rich_help_panel="Output",
+            ),
+        ],
+        [],
+    ),
+    "sort_descending": (
+        Annotated[bool, typer.Option("--sort-descending", help="Sort the other way round.", rich_help_panel="Output")],
+        False,
+    ),
+    "max_width": (
+        Annotated[
+            int,
+            typer.Option(
+                "--max-width",
+                metavar="N",
+                help=("Fit tables into N columns (0: the terminal's, when it is one; also CLIFF_MAX_TERM_WIDTH)."),
+                rich_help_panel="Output",
+            ),
+        ],
+        int(os.environ.get("CLIFF_MAX_TERM_WIDTH", 0) or 0),
+    ),
+    "fit_width": (
+        Annotated[
+            bool,
+            typer.Option(
+                "--fit-width",
+                help=("Fit tables to the terminal's width even when piped (also CLIFF_FIT_WIDTH=1)."),
+                rich_help_panel="Output",
+            ),
+        ],
+        bool(int(os.environ.get("CLIFF_FIT_WIDTH", 0) or 0)),
+    ),
+    "long": (Annotated[bool, typer.Option("--long", help="Every column, ids whole.", rich_help_panel="Output")], False),
     "as_json": (Annotated[bool, typer.Option("--json", hidden=True, help="The same as -f json.")], False),
 }
 
@@ -128,8 +192,10 @@ def lists(command: Callable) -> Callable:
     """Give a command the output options; it prints through :func:`emit`. (Put it under
     ``@app.command()``.)"""
     signature = inspect.signature(command)
-    added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
-             for name, (annotation, default) in _OPTIONS.items()]
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+        for name, (annotation, default) in _OPTIONS.items()
+    ]
 
     @functools.wraps(command)
     def with_output(**kwargs):
@@ -139,9 +205,15 @@ def lists(command: Callable) -> Callable:
             raise typer.BadParameter(f"{fmt!r} is not one of {', '.join(FORMATS)}", param_hint="--format")
         from .common import current_invocation
 
-        current_invocation().output = OutputOptions(fmt, chosen["column"], chosen["sort_column"],
-                                                    chosen["sort_descending"], chosen["max_width"],
-                                                    chosen["fit_width"], chosen["long"])
+        current_invocation().output = OutputOptions(
+            fmt,
+            chosen["column"],
+            chosen["sort_column"],
+            chosen["sort_descending"],
+            chosen["max_width"],
+            chosen["fit_width"],
+            chosen["long"],
+        )
         return command(**kwargs)
 
     with_output.__signature__ = signature.replace(parameters=[*signature.parameters.values(), *added])
@@ -150,6 +222,7 @@ def lists(command: Callable) -> Callable:
 
 
 # -- choosing columns and rows -------------------------------------------------------------
+
 
 def _normal(name: str) -> str:
     return name.lower().strip().replace(" ", "_").replace("-", "_")
@@ -162,24 +235,33 @@ def chosen_columns(columns: list[Column], options: OutputOptions) -> list[Column
         wanted = {_normal(c) for c in options.columns}
         picked = [c for c in columns if _normal(c.key) in wanted or _normal(c.title) in wanted]
         if not picked:
-            raise typer.BadParameter(f"no recognized column names in {options.columns}; the columns are "
-                                     f"{', '.join(c.key for c in columns)}", param_hint="--column")
+            raise typer.BadParameter(
+                f"no recognized column names in {options.columns}; the columns are {', '.join(c.key for c in columns)}",
+                param_hint="--column",
+            )
         return picked
     return [c for c in columns if options.machine or options.long or not c.long]
 
 
 def sorted_rows(rows: list[dict], columns: list[Column], options: OutputOptions) -> list[dict]:
-    keys = [c.key for name in options.sort_columns for c in columns
-            if _normal(name) in (_normal(c.key), _normal(c.title))]
+    keys = [
+        c.key for name in options.sort_columns for c in columns if _normal(name) in (_normal(c.key), _normal(c.title))
+    ]
     if not keys:
         return rows
     # None sorts last whichever way; numbers as numbers, the rest as text
-    return sorted(rows, key=lambda row: [(row.get(k) is None, row.get(k) if isinstance(row.get(k), (int, float))
-                                          else str(row.get(k) or "")) for k in keys],
-                  reverse=options.sort_descending)
+    return sorted(
+        rows,
+        key=lambda row: [
+            (row.get(k) is None, row.get(k) if isinstance(row.get(k), (int, float)) else str(row.get(k) or ""))
+            for k in keys
+        ],
+        reverse=options.sort_descending,
+    )
 
 
 # -- emitting ------------------------------------------------------------------------------
+
 
 def emit(result: Listing | Record, options: OutputOptions, out: Console, say: Console) -> None:
     """Print ``result`` on ``out`` as ``options`` ask; notes (the empty message) on ``say``."""
@@ -213,21 +295,28 @@ def emit(result: Listing | Record, options: OutputOptions, out: Console, say: Co
 def _emit_record(record: Record, options: OutputOptions, out: Console) -> None:
     fields = chosen_columns(record.fields, options)
     if options.format == "table":
-        rows = [{"field": c.title, "value": record.values.get(c.key), "_kind": c.kind} for c in fields
-                if record.values.get(c.key) is not None]
+        rows = [
+            {"field": c.title, "value": record.values.get(c.key), "_kind": c.kind}
+            for c in fields
+            if record.values.get(c.key) is not None
+        ]
         if record.title:
             out.print(record.title, style="italic", highlight=False)
-        out.print(draw([Column("field"), Column("value", "text")], rows, options, out, kinds_of_rows=True),
-                  soft_wrap=True, crop=False)
+        out.print(
+            draw([Column("field"), Column("value", "text")], rows, options, out, kinds_of_rows=True),
+            soft_wrap=True,
+            crop=False,
+        )
         return
-    values = redact({c.key: _plain(record.values.get(c.key)) for c in fields}
-                    | ({} if options.columns else record.nested))
+    values = redact(
+        {c.key: _plain(record.values.get(c.key)) for c in fields} | ({} if options.columns else record.nested)
+    )
     if options.format == "json":
         _write(json.dumps(values, indent=2, default=str) + "\n")
     elif options.format == "yaml":
         _write(_yaml(values))
     elif options.format == "csv":
-        _write(_csv([list(values), [v for v in values.values()]]))
+        _write(_csv([list(values), list(values.values())]))
     else:
         _write("".join(_value(v) + "\n" for v in values.values()))
 
@@ -239,7 +328,7 @@ def _write(text: str) -> None:
 
 def _plain(value: Any) -> Any:
     if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat(timespec="milliseconds")
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat(timespec="milliseconds")
     return value
 
 
@@ -303,7 +392,7 @@ def compact_time(value: Any, today: date | None = None) -> str:
             return value
     if not isinstance(value, datetime):
         return str(value)
-    moment = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    moment = value if value.tzinfo else value.replace(tzinfo=UTC)
     now = datetime.now(moment.tzinfo)
     return moment.strftime("%H:%M:%S" if moment.date() == (today or now.date()) else "%Y-%m-%d %H:%M:%S")
 
@@ -338,8 +427,15 @@ def _unique_prefixes(values: list[str]) -> list[str]:
     return [v[:length] if _HEXISH.match(v) else v for v in values]
 
 
-def draw(columns: list[Column], rows: list[dict], options: OutputOptions, console: Console, *,
-         kinds_of_rows: bool = False, width: int | None = None) -> Text:
+def draw(
+    columns: list[Column],
+    rows: list[dict],
+    options: OutputOptions,
+    console: Console,
+    *,
+    kinds_of_rows: bool = False,
+    width: int | None = None,
+) -> Text:
     """``rows`` as a boxed table (``+---+`` as the openstack CLI draws it), fitted to ``width``
     (or as ``--max-width``/``--fit-width`` and the terminal say): free-text cells wrap at spaces,
     nothing else is ever broken."""
@@ -349,27 +445,31 @@ def draw(columns: list[Column], rows: list[dict], options: OutputOptions, consol
     cells = []
     for row in rows:
         line = []
-        for i, c in enumerate(columns):
+        for c in columns:
             kind = row.get("_kind", "text") if kinds_of_rows and c.key == "value" else c.kind
             line.append(shown(row.get(c.key), kind))
         cells.append(line)
     for i, c in enumerate(columns):
         if c.kind == "id" and not options.long:
-            for row, cut in zip(cells, _unique_prefixes([r[i] for r in cells])):
+            for row, cut in zip(cells, _unique_prefixes([r[i] for r in cells]), strict=False):
                 row[i] = cut
     headers = [c.title for c in columns]
     for i, c in enumerate(columns):
         if c.kind == "time" and (day := _one_day([row.get(c.key) for row in rows])):
             headers[i] = f"{headers[i]} {day}" if "(" not in headers[i] else headers[i].replace(")", f", {day})")
-            for line, row in zip(cells, rows):
+            for line, row in zip(cells, rows, strict=False):
                 line[i] = compact_time(row.get(c.key), today=_day_of(row.get(c.key)))
     target = width or _target_width(options, console)
     widths = fit(headers, cells, kinds, target, names=False)
     left_out = []
     # too wide with every word whole: the spare columns go (the last first, and a line says
     # which) before names are wrapped
-    while target and sum(widths) + 3 * len(widths) + 1 > target and not options.columns and \
-            (spare := [i for i, c in enumerate(columns) if c.spare]):
+    while (
+        target
+        and sum(widths) + 3 * len(widths) + 1 > target
+        and not options.columns
+        and (spare := [i for i, c in enumerate(columns) if c.spare])
+    ):
         i = spare[-1]
         left_out.insert(0, columns[i].key)
         for seq in (columns, kinds, headers, *cells):
@@ -379,12 +479,18 @@ def draw(columns: list[Column], rows: list[dict], options: OutputOptions, consol
     text = Text(no_wrap=True, overflow="ignore")
     border = "+" + "+".join("-" * (w + 2) for w in widths) + "+\n"
     text.append(border)
-    _append_row(text, [_wrap(h, w, "text") or [""] for h, w in zip(headers, widths)], widths, kinds,
-                [None] * len(widths), header=True)
+    _append_row(
+        text,
+        [_wrap(h, w, "text") or [""] for h, w in zip(headers, widths, strict=False)],
+        widths,
+        kinds,
+        [None] * len(widths),
+        header=True,
+    )
     text.append(border)
     for row in cells:
-        wrapped = [_wrap(cell, w, kind) for cell, w, kind in zip(row, widths, kinds)]
-        styles = [STATUS_STYLE.get(cell) if kind == "status" else None for cell, kind in zip(row, kinds)]
+        wrapped = [_wrap(cell, w, kind) for cell, w, kind in zip(row, widths, kinds, strict=False)]
+        styles = [STATUS_STYLE.get(cell) if kind == "status" else None for cell, kind in zip(row, kinds, strict=False)]
         _append_row(text, [w or [""] for w in wrapped], widths, kinds, styles)
     text.append(border.rstrip("\n"))
     if left_out:
@@ -399,8 +505,9 @@ def live(result: Listing, console: Console) -> Text:
         text.append(result.title + "\n", style="italic")
     if result.rows:
         options = OutputOptions()
-        text.append_text(draw(chosen_columns(result.columns, options), result.rows, options, console,
-                              width=console.width))
+        text.append_text(
+            draw(chosen_columns(result.columns, options), result.rows, options, console, width=console.width)
+        )
     elif result.empty:
         text.append(result.empty)
     return text
@@ -441,11 +548,12 @@ def _wrap(cell: str, width: int, kind: str) -> list[str]:
     return lines
 
 
-def _append_row(text: Text, lines: list[list[str]], widths: list[int], kinds: list[str], styles: list,
-                header: bool = False) -> None:
+def _append_row(
+    text: Text, lines: list[list[str]], widths: list[int], kinds: list[str], styles: list, header: bool = False
+) -> None:
     for n in range(max(len(cell) for cell in lines)):
         text.append("|")
-        for cell, width, kind, style in zip(lines, widths, kinds, styles):
+        for cell, width, kind, style in zip(lines, widths, kinds, styles, strict=False):
             piece = cell[n] if n < len(cell) else ""
             padded = piece.rjust(width) if kind in ("number", "percent") and not header else piece.ljust(width)
             text.append(" ")
@@ -464,8 +572,9 @@ def _target_width(options: OutputOptions, console: Console) -> int | None:
     return None
 
 
-def fit(headers: list[str], cells: list[list[str]], kinds: list[str], target: int | None, *,
-        names: bool = True) -> list[int]:
+def fit(
+    headers: list[str], cells: list[list[str]], kinds: list[str], target: int | None, *, names: bool = True
+) -> list[int]:
     """Column widths: each column's widest cell, narrowed to fit ``target`` (with the borders)
     first in free-text columns down to their longest word, then in headers down to theirs,
     then (with ``names``) names down to their longest piece between separators (see :func:`_pieces`)."""
@@ -478,16 +587,28 @@ def fit(headers: list[str], cells: list[list[str]], kinds: list[str], target: in
     header_word = [max(len(w) for w in (headers[i].split() or [""])) for i in range(n)]
     cell_widest = [max([0, *(max(len(p) for p in row[i].split("\n")) for row in cells)]) for i in range(n)]
     text_floor = [max(longest_word[i], header_word[i]) if kinds[i] == "text" else widest[i] for i in range(n)]
+
     def longest_piece(i: int, camel: bool = False) -> int:
         return max([0, *(len(p) for row in cells for w in row[i].split() for p in _pieces(w, camel))])
 
     widths = list(widest)
     headers_floor = [max(cell_widest[i] if kinds[i] != "text" else text_floor[i], header_word[i]) for i in range(n)]
     header_piece = [max(len(p) for w in (headers[i].split() or [""]) for p in (_pieces(w) or [""])) for i in range(n)]
-    names_floor = [max(longest_piece(i) if kinds[i] in ("word", "text") else longest_word[i] if kinds[i] == "time"
-                       else cell_widest[i], header_piece[i]) for i in range(n)]
-    words_floor = [max(longest_piece(i, True) if kinds[i] in ("word", "text") else names_floor[i], header_piece[i])
-                   for i in range(n)]
+    names_floor = [
+        max(
+            longest_piece(i)
+            if kinds[i] in ("word", "text")
+            else longest_word[i]
+            if kinds[i] == "time"
+            else cell_widest[i],
+            header_piece[i],
+        )
+        for i in range(n)
+    ]
+    words_floor = [
+        max(longest_piece(i, True) if kinds[i] in ("word", "text") else names_floor[i], header_piece[i])
+        for i in range(n)
+    ]
     for floor in (text_floor, headers_floor, *((names_floor, words_floor) if names else ())):
         while sum(widths) > room:
             over = [i for i in range(n) if widths[i] > floor[i]]

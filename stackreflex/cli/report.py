@@ -20,9 +20,17 @@ from ..models.timeline import Timeline
 from ..tasks.inventory import Inventory
 
 #: Bar colours by outcome (also the legend's); a migration's queued time is drawn in QUEUED.
-COLOURS = {"succeeded": "#2e7d32", "failed": "#c62828", "dead": "#c62828", "interrupted": "#8e24aa",
-           "running": "#1565c0", "waiting": "#f9a825", "pending": "#78909c", "skipped": "#b0bec5",
-           "cancelled": "#6d4c41"}
+COLOURS = {
+    "succeeded": "#2e7d32",
+    "failed": "#c62828",
+    "dead": "#c62828",
+    "interrupted": "#8e24aa",
+    "running": "#1565c0",
+    "waiting": "#f9a825",
+    "pending": "#78909c",
+    "skipped": "#b0bec5",
+    "cancelled": "#6d4c41",
+}
 QUEUED = "#c5cae9"
 LANE_HEIGHT, BAR_HEIGHT, LABEL_WIDTH, CHART_WIDTH, MIN_BAR = 30, 18, 260, 1000, 3
 #: Axis tick spacings to choose from (seconds): the first giving at most ~10 ticks.
@@ -111,7 +119,7 @@ class LaneNames:
             return m["address"]
         if _IP.match(target):
             return target
-        for role, hosts in self.roles.items():  # a member's Heat resource path
+        for role, _hosts in self.roles.items():  # a member's Heat resource path
             if m := re.search(rf"-{re.escape(role)}-\w+?-(\d+)-", target):
                 return self._member(role, int(m[1]))
         return None
@@ -137,11 +145,11 @@ def lanes_of(timeline: Timeline, inventory: Inventory | None = None) -> dict[str
     steps = [e for e in timeline.entries if e["kind"] == "step"]
     addresses = [names.node(s["target"]) if s["target"] else None for s in steps]
     nodes_of_run: dict[str, set[str]] = {}
-    for s, address in zip(steps, addresses):
+    for s, address in zip(steps, addresses, strict=False):
         if address:
             nodes_of_run.setdefault(s["run_id"], set()).add(address)
     lanes: dict[str, list[dict]] = {}
-    for s, address in zip(steps, addresses):
+    for s, address in zip(steps, addresses, strict=False):
         target = s["target"] or ""
         if address is None and _names_a_node(target) and len(nodes_of_run.get(s["run_id"], ())) == 1:
             [address] = nodes_of_run[s["run_id"]]
@@ -177,29 +185,37 @@ def gantt(timeline: Timeline, lanes: dict[str, list[dict]], anchors: dict[int, s
     rows = []
     for n, (lane, entries) in enumerate(lanes.items()):
         y = n * LANE_HEIGHT
-        rows.append(f'<g class="lane" data-y="{y}" data-lane="{_e(lane)}">'
-                    f'<rect x="0" y="{y}" width="100%" height="{LANE_HEIGHT}" '
-                    f'fill="{"#ffffff" if n % 2 == 0 else "#eef1f5"}"/>'
-                    f'<text x="6" y="{y + LANE_HEIGHT * 0.65:.0f}" font-size="12">{_e(lane[:40])}'
-                    f'<title>{_e(lane)}</title></text>')
+        rows.append(
+            f'<g class="lane" data-y="{y}" data-lane="{_e(lane)}">'
+            f'<rect x="0" y="{y}" width="100%" height="{LANE_HEIGHT}" '
+            f'fill="{"#ffffff" if n % 2 == 0 else "#eef1f5"}"/>'
+            f'<text x="6" y="{y + LANE_HEIGHT * 0.65:.0f}" font-size="12">{_e(lane[:40])}'
+            f"<title>{_e(lane)}</title></text>"
+        )
         top = y + (LANE_HEIGHT - BAR_HEIGHT) / 2
         for s in entries:
             offset = (_when(s["time"]) - start).total_seconds()
             duration = s["duration_s"] or 0
             queued = min((s.get("detail") or {}).get("queued_s") or 0, duration)
             anchor, colour = anchors[id(s)], COLOURS.get(s["status"], "#78909c")
-            data = (f'data-status="{_e(s["status"])}" data-lane="{_e(lane)}" '
-                    f'data-text="{_e(" ".join(str(v) for v in (s["what"], s["target"], s["error"]) if v))}"')
+            data = (
+                f'data-status="{_e(s["status"])}" data-lane="{_e(lane)}" '
+                f'data-text="{_e(" ".join(str(v) for v in (s["what"], s["target"], s["error"]) if v))}"'
+            )
             if queued:  # Nova's queue first, in its own colour, then the move
-                rows.append(f'<rect class="bar queued" x="{LABEL_WIDTH + offset * scale:.1f}" y="{top:.0f}" '
-                            f'width="{max(1.0, queued * scale):.1f}" height="{BAR_HEIGHT}" fill="{QUEUED}" '
-                            f'stroke="#fff" data-start="{offset:.3f}" data-dur="{queued:.3f}" {data}>'
-                            f'<title>{_e(f"queued in Nova {queued} s before moving")}</title></rect>')
-            rows.append(f'<a href="#{anchor}"><rect class="bar" id="bar-{anchor}" '
-                        f'x="{LABEL_WIDTH + (offset + queued) * scale:.1f}" y="{top:.0f}" '
-                        f'width="{max(MIN_BAR, (duration - queued) * scale):.1f}" height="{BAR_HEIGHT}" '
-                        f'fill="{colour}" stroke="#fff" data-start="{offset + queued:.3f}" '
-                        f'data-dur="{duration - queued:.3f}" {data}><title>{_e(_tip(s, lane))}</title></rect></a>')
+                rows.append(
+                    f'<rect class="bar queued" x="{LABEL_WIDTH + offset * scale:.1f}" y="{top:.0f}" '
+                    f'width="{max(1.0, queued * scale):.1f}" height="{BAR_HEIGHT}" fill="{QUEUED}" '
+                    f'stroke="#fff" data-start="{offset:.3f}" data-dur="{queued:.3f}" {data}>'
+                    f"<title>{_e(f'queued in Nova {queued} s before moving')}</title></rect>"
+                )
+            rows.append(
+                f'<a href="#{anchor}"><rect class="bar" id="bar-{anchor}" '
+                f'x="{LABEL_WIDTH + (offset + queued) * scale:.1f}" y="{top:.0f}" '
+                f'width="{max(MIN_BAR, (duration - queued) * scale):.1f}" height="{BAR_HEIGHT}" '
+                f'fill="{colour}" stroke="#fff" data-start="{offset + queued:.3f}" '
+                f'data-dur="{duration - queued:.3f}" {data}><title>{_e(_tip(s, lane))}</title></rect></a>'
+            )
         rows.append("</g>")
     height = len(lanes) * LANE_HEIGHT
     every = _tick_every(span)
@@ -207,16 +223,28 @@ def gantt(timeline: Timeline, lanes: dict[str, list[dict]], anchors: dict[int, s
     while moment <= end:
         t = (moment - start).total_seconds()
         x = LABEL_WIDTH + t * scale
-        ticks.append(f'<g class="tick" data-t="{t:.3f}" data-x0="{t * scale:.1f}">'
-                     f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{height}" y2="{height + 5}" stroke="#555"/>'
-                     f'<text x="{x:.1f}" y="{height + 16}" font-size="11" text-anchor="middle">'
-                     f'{moment:%H:%M:%S}</text></g>')
+        ticks.append(
+            f'<g class="tick" data-t="{t:.3f}" data-x0="{t * scale:.1f}">'
+            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{height}" y2="{height + 5}" stroke="#555"/>'
+            f'<text x="{x:.1f}" y="{height + 16}" font-size="11" text-anchor="middle">'
+            f"{moment:%H:%M:%S}</text></g>"
+        )
         moment += timedelta(seconds=every)
-    chart = json.dumps({"span": span, "width": CHART_WIDTH, "label": LABEL_WIDTH, "min": MIN_BAR,
-                        "lane": LANE_HEIGHT, "lanes": len(lanes)})
-    return (f'<div class="chart"><svg id="gantt" xmlns="http://www.w3.org/2000/svg" '
-            f'width="{LABEL_WIDTH + CHART_WIDTH}" height="{height + 22}" shape-rendering="crispEdges" '
-            f"data-chart='{_e(chart)}'>{''.join(rows)}{''.join(ticks)}</svg></div>")
+    chart = json.dumps(
+        {
+            "span": span,
+            "width": CHART_WIDTH,
+            "label": LABEL_WIDTH,
+            "min": MIN_BAR,
+            "lane": LANE_HEIGHT,
+            "lanes": len(lanes),
+        }
+    )
+    return (
+        f'<div class="chart"><svg id="gantt" xmlns="http://www.w3.org/2000/svg" '
+        f'width="{LABEL_WIDTH + CHART_WIDTH}" height="{height + 22}" shape-rendering="crispEdges" '
+        f"data-chart='{_e(chart)}'>{''.join(rows)}{''.join(ticks)}</svg></div>"
+    )
 
 
 def _window(timeline: Timeline) -> str:
@@ -231,8 +259,13 @@ def _outcome(counts: dict[str, Counter]) -> str:
     runs = counts["run"]
     bad = sum(runs[s] for s in ("failed", "dead", "interrupted", "cancelled"))
     parts = ", ".join(f"{n} {s}" for s, n in sorted(runs.items()))
-    verdict = "every run succeeded" if runs and bad == 0 and set(runs) <= {"succeeded", "skipped"} else \
-        f"{bad} of {sum(runs.values())} run(s) did not succeed" if bad else "runs not over yet"
+    verdict = (
+        "every run succeeded"
+        if runs and bad == 0 and set(runs) <= {"succeeded", "skipped"}
+        else f"{bad} of {sum(runs.values())} run(s) did not succeed"
+        if bad
+        else "runs not over yet"
+    )
     return f"{verdict} ({parts or 'no runs'})"
 
 
@@ -247,24 +280,35 @@ def render_report(timeline: Timeline, title: str, inventory: Inventory | None = 
     lane_of = {id(s): lane for lane, steps in lanes.items() for s in steps}
     failures = [e for e in entries if e["status"] in FAILED]
     counts = {kind: Counter(e["status"] for e in entries if e["kind"] == kind) for kind in ("envelope", "run", "step")}
-    legend = "".join(f'<span><i class="swatch" style="background:{c}"></i>{s}</span>'
-                     for s, c in COLOURS.items() if s != "dead")
+    legend = "".join(
+        f'<span><i class="swatch" style="background:{c}"></i>{s}</span>' for s, c in COLOURS.items() if s != "dead"
+    )
     legend += f'<span><i class="swatch" style="background:{QUEUED}"></i>queued in Nova</span>'
     failure_rows = "".join(
         f"<tr><td><a href='#{anchors[id(e)]}'>{_e(e['time'])}</a></td><td>{_e(e['kind'])}</td><td>{_e(e['what'])}</td>"
         f"<td>{_e(e['target'])}</td><td class='failure'>{_e(e['status'])}</td><td>{_e(e['error'])}</td>"
-        f"<td>{_bar_link(anchors[id(e)]) if id(e) in lane_of else ''}</td></tr>" for e in failures)
-    count_rows = "".join(f"<tr><td>{kind}s</td><td>{sum(c.values())}</td><td>"
-                         + ", ".join(f"{n} {s}" for s, n in sorted(c.items())) + "</td></tr>"
-                         for kind, c in counts.items())
+        f"<td>{_bar_link(anchors[id(e)]) if id(e) in lane_of else ''}</td></tr>"
+        for e in failures
+    )
+    count_rows = "".join(
+        f"<tr><td>{kind}s</td><td>{sum(c.values())}</td><td>"
+        + ", ".join(f"{n} {s}" for s, n in sorted(c.items()))
+        + "</td></tr>"
+        for kind, c in counts.items()
+    )
     timeline_rows = "".join(
         f"<tr id='{anchors[id(e)]}' data-status='{_e(e['status'])}' data-lane='{_e(lane_of.get(id(e), ''))}' "
         f"data-text='{_e(' '.join(str(v) for v in (e['what'], e['target'], e['error'], e['run_id']) if v))}'>"
         f"<td>{_e(e['time'])}</td><td>{_e(e['duration_s'])}</td><td>{_e(e['kind'])}</td><td>{_e(e['what'])}</td>"
         f"<td>{_e(e['target'])}</td><td>{_e(e['status'])}</td><td>{_e(e['error'])}</td><td>{_e((e['run_id'] or '')[:8])}</td>"
-        f"<td>{_e(e['handler'])}</td><td>{_e((e['correlation_id'] or '')[:8])}</td></tr>" for e in entries)
-    note = (f"<p>Only the newest {len(entries)} entries are shown; narrow the scope or raise --limit.</p>"
-            if timeline.truncated else "")
+        f"<td>{_e(e['handler'])}</td><td>{_e((e['correlation_id'] or '')[:8])}</td></tr>"
+        for e in entries
+    )
+    note = (
+        f"<p>Only the newest {len(entries)} entries are shown; narrow the scope or raise --limit.</p>"
+        if timeline.truncated
+        else ""
+    )
     statuses = "".join(f"<option>{_e(s)}</option>" for s in sorted({e["status"] for e in entries if e["status"]}))
     lane_options = "".join(f"<option>{_e(lane)}</option>" for lane in lanes)
     return f"""<!DOCTYPE html>
@@ -274,8 +318,13 @@ def render_report(timeline: Timeline, title: str, inventory: Inventory | None = 
 <p>Scope: {_e(timeline.scope.describe())}.<br>Window: {_e(_window(timeline))}.<br>
 Outcome: {_e(_outcome(counts))}. Times are UTC.</p>{note}
 <h2>Failures ({len(failures)})</h2>
-{"<table><tr><th>time</th><th>kind</th><th>what</th><th>target</th><th>status</th><th>reason</th><th></th></tr>"
- + failure_rows + "</table>" if failures else "<p>None.</p>"}
+{
+        "<table><tr><th>time</th><th>kind</th><th>what</th><th>target</th><th>status</th><th>reason</th><th></th></tr>"
+        + failure_rows
+        + "</table>"
+        if failures
+        else "<p>None.</p>"
+    }
 <h2>Counts</h2>
 <table><tr><th>what</th><th>total</th><th>by status</th></tr>{count_rows}</table>
 <h2>Timeline</h2>

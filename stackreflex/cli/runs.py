@@ -7,32 +7,41 @@ takes it up, in this process.
 """
 
 import time
+from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import Annotated, Callable, Iterable
+from typing import Annotated
 
 import typer
 
 from ..bus import in_process
 from ..core.errors import StackreflexError
+from ..core.records import RunRecord, RunStatus
 from ..models.audit import AuditLog
 from ..models.queries import find_run, iso_utc
 from ..models.stats import SERVED_WITHIN
-from ..core.records import RunRecord
-from ..core.records import RunStatus
 from .common import emit, invocation, live_display, load_all_handlers, say
-from .output import Column, Listing, lists
 from .options import Timeout
+from .output import Column, Listing, lists
 
-app = typer.Typer(help="Runs left unfinished: send them on, or cancel them (their handler's compensation runs).",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Runs left unfinished: send them on, or cancel them (their handler's compensation runs).", no_args_is_help=True
+)
 
 #: How often a followed run is looked up in the audit log (seconds).
 POLL = 0.25
 #: Default time `runs cancel` waits for the run to end (seconds).
 CANCEL_TIMEOUT = 300.0
 
-Handlers = Annotated[list[str], typer.Option("--handlers", "-H", help=(
-    "Embedded mode: a handler module or file to load besides the built-in ones (the runs' handlers must be loaded)."))]
+Handlers = Annotated[
+    list[str],
+    typer.Option(
+        "--handlers",
+        "-H",
+        help=(
+            "Embedded mode: a handler module or file to load besides the built-in ones (the runs' handlers must be loaded)."
+        ),
+    ),
+]
 
 
 def _record(audit: AuditLog, given: str) -> RunRecord:
@@ -48,14 +57,34 @@ def describe(run: RunRecord) -> str:
     return run.error or run.progress_note or ""
 
 
-RUN_COLUMNS = [Column("id", "id", header="run"), Column("handler"), Column("subject"), Column("status", "status"),
-               Column("attempts", "number"), Column("wakes", "number"), Column("where", "text", header="where it stands")]
+RUN_COLUMNS = [
+    Column("id", "id", header="run"),
+    Column("handler"),
+    Column("subject"),
+    Column("status", "status"),
+    Column("attempts", "number"),
+    Column("wakes", "number"),
+    Column("where", "text", header="where it stands"),
+]
 
 
 def _runs_table(title: str, runs: Iterable[RunRecord]) -> Listing:
-    return Listing(RUN_COLUMNS, [{"id": r.id, "handler": r.handler, "subject": r.subject, "status": r.status.value,
-                                  "attempts": r.attempts, "wakes": r.wakes, "where": describe(r)} for r in runs],
-                   title=title)
+    return Listing(
+        RUN_COLUMNS,
+        [
+            {
+                "id": r.id,
+                "handler": r.handler,
+                "subject": r.subject,
+                "status": r.status.value,
+                "attempts": r.attempts,
+                "wakes": r.wakes,
+                "where": describe(r),
+            }
+            for r in runs
+        ],
+        title=title,
+    )
 
 
 def report_left(runs: list[RunRecord], *, stopped: str) -> None:
@@ -66,8 +95,10 @@ def report_left(runs: list[RunRecord], *, stopped: str) -> None:
         return
     emit(_runs_table(f"{stopped}: {len(runs)} run(s) left, and nothing runs them in the background", runs))
     say(f"to go on:  stackreflex runs resume {' '.join(r.id for r in runs)} --wait")
-    say(f"to end:    stackreflex runs cancel {runs[0].id if len(runs) == 1 else 'RUN'} --reason TEXT"
-                  "   (the handler's compensation runs)")
+    say(
+        f"to end:    stackreflex runs cancel {runs[0].id if len(runs) == 1 else 'RUN'} --reason TEXT"
+        "   (the handler's compensation runs)"
+    )
     if any(r.status is RunStatus.RUNNING for r in runs):
         say("a run still shown running is taken up once its lease lapses")
 
@@ -79,30 +110,42 @@ def _movable(runs: list[RunRecord], now, cloud: str | None, embedded: bool) -> l
         if run.finished:
             say(f"run {run.id} ({run.handler}) already ended {run.status.value}")
         elif run.status is RunStatus.RUNNING and run.lease_until is not None and run.lease_until > now:
-            say(f"run {run.id} ({run.handler}) is running in another process (lease until "
-                          f"{iso_utc(run.lease_until)}); it goes on there")
+            say(
+                f"run {run.id} ({run.handler}) is running in another process (lease until "
+                f"{iso_utc(run.lease_until)}); it goes on there"
+            )
         elif embedded and run.cloud and run.cloud != cloud:
-            say(f"[red]run {run.id} ({run.handler}) acts on the cloud at {run.cloud}, and this shell is set "
-                          f"up for {cloud or 'no cloud'}:[/] source that cloud's credentials (or set OS_CLOUD) and try again")
+            say(
+                f"[red]run {run.id} ({run.handler}) acts on the cloud at {run.cloud}, and this shell is set "
+                f"up for {cloud or 'no cloud'}:[/] source that cloud's credentials (or set OS_CLOUD) and try again"
+            )
         else:
             movable.append(run)
     return movable
 
 
-def _send_on(audit: AuditLog, dispatch: Callable[[str, dict, int, float | None], None], runs: list[RunRecord],
-             served: Iterable[str]) -> list[RunRecord]:
+def _send_on(
+    audit: AuditLog,
+    dispatch: Callable[[str, dict, int, float | None], None],
+    runs: list[RunRecord],
+    served: Iterable[str],
+) -> list[RunRecord]:
     """Wake the waiting ones now and send each its message; returns those sent."""
     served, sent = set(served), []
     for run in runs:
         if run.handler not in served:
-            say(f"[red]run {run.id}: handler {run.handler} is not loaded here:[/] pass --handlers with the "
-                          "module or file that defines it")
+            say(
+                f"[red]run {run.id}: handler {run.handler} is not loaded here:[/] pass --handlers with the "
+                "module or file that defines it"
+            )
             continue
         body = audit.kept_envelope(run.envelope_id)
         if body is None:
-            say(f"[red]run {run.id} cannot be sent on:[/] its envelope {run.envelope_id} carried secrets, "
-                          "which the audit log does not keep; publish it again, or end the run with "
-                          f"`stackreflex runs cancel {run.id} --no-compensation`")
+            say(
+                f"[red]run {run.id} cannot be sent on:[/] its envelope {run.envelope_id} carried secrets, "
+                "which the audit log does not keep; publish it again, or end the run with "
+                f"`stackreflex runs cancel {run.id} --no-compensation`"
+            )
             continue
         if run.status is RunStatus.WAITING:
             audit.wake_now(run.id)
@@ -144,8 +187,10 @@ def _in_process(handlers: list[str], work: Callable, *, stopped_early: str):
     except (KeyboardInterrupt, TimeoutError) as exc:
         runtime.stop()
         runtime = None
-        report_left(invocation.audit().unfinished_runs(ids=sent),
-                    stopped="interrupted" if isinstance(exc, KeyboardInterrupt) else stopped_early)
+        report_left(
+            invocation.audit().unfinished_runs(ids=sent),
+            stopped="interrupted" if isinstance(exc, KeyboardInterrupt) else stopped_early,
+        )
         raise typer.Exit(130 if isinstance(exc, KeyboardInterrupt) else 2) from None
     finally:
         if runtime is not None:
@@ -155,13 +200,27 @@ def _in_process(handlers: list[str], work: Callable, *, stopped_early: str):
 @app.command()
 @lists
 def resume(
-    runs: Annotated[list[str], typer.Argument(help=(
-        "Run ids or their first characters (as `stackreflex audit runs` lists them); "
-        "none: every unfinished run."))] = [],
-    wait: Annotated[bool, typer.Option("--wait", "-w", help=(
-        "Follow them until they end (embedded: this process runs them until then); exit 1 unless all succeed."))] = False,
+    runs: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help=(
+                "Run ids or their first characters (as `stackreflex audit runs` lists them); "
+                "none: every unfinished run."
+            )
+        ),
+    ] = None,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait",
+            "-w",
+            help=(
+                "Follow them until they end (embedded: this process runs them until then); exit 1 unless all succeed."
+            ),
+        ),
+    ] = False,
     timeout: Timeout = 3600.0,
-    handlers: Handlers = [],
+    handlers: Handlers = None,
 ) -> None:
     """Send unfinished runs on: a waiting run is woken now, a pending one (or one whose worker died) is sent its message again.
 
@@ -169,6 +228,10 @@ def resume(
 
     Example: stackreflex runs resume 3f2a9c1e --wait
     """
+    if handlers is None:
+        handlers = []
+    if runs is None:
+        runs = []
     settings = invocation.settings
     audit = invocation.audit()
     chosen = [_record(audit, r) for r in runs] if runs else audit.unfinished_runs()
@@ -178,6 +241,7 @@ def resume(
         return
     now = audit.clock.now()
     if in_process(settings):
+
         def work(runtime, touched: set):
             movable = _movable(chosen, now, runtime.cloud, True)
             sent = _send_on(runtime.audit, runtime.bus.dispatch, movable, runtime.actors)
@@ -206,8 +270,10 @@ def _through_broker(audit: AuditLog, runs: list[RunRecord], *, wait: bool, timeo
     try:
         return follow(audit, sent, timeout=timeout, to_the_end=True)
     except TimeoutError:
-        raise StackreflexError(f"gave up following after {timeout:.0f}s; the workers go on with the runs: "
-                               f"stackreflex audit show {sent[0].id}") from None
+        raise StackreflexError(
+            f"gave up following after {timeout:.0f}s; the workers go on with the runs: "
+            f"stackreflex audit show {sent[0].id}"
+        ) from None
 
 
 def _say_unserved(audit: AuditLog, runs: list[RunRecord]) -> None:
@@ -222,10 +288,15 @@ def _conclude(runs: list[RunRecord], *, embedded: bool, followed: bool) -> None:
     emit(_runs_table("runs", runs))
     waiting = [r for r in runs if not r.finished]
     if waiting and followed:
-        say(f"{len(waiting)} run(s) wait again"
-                      + (": nothing runs them in the background in embedded mode; "
-                         f"`stackreflex runs resume {' '.join(r.id for r in waiting)} --wait` follows them to the end"
-                         if embedded else ""))
+        say(
+            f"{len(waiting)} run(s) wait again"
+            + (
+                ": nothing runs them in the background in embedded mode; "
+                f"`stackreflex runs resume {' '.join(r.id for r in waiting)} --wait` follows them to the end"
+                if embedded
+                else ""
+            )
+        )
     if any(r.finished and r.status is not RunStatus.SUCCEEDED for r in runs):
         raise typer.Exit(1)
 
@@ -234,11 +305,18 @@ def _conclude(runs: list[RunRecord], *, embedded: bool, followed: bool) -> None:
 def cancel(
     run: Annotated[str, typer.Argument(help="The run's id, or its first characters.")],
     reason: Annotated[str, typer.Option("--reason", "-r", help="Why: recorded with the run.")],
-    no_compensation: Annotated[bool, typer.Option("--no-compensation", help=(
-        "End it at once without running its handler's compensation (for a run whose handler is gone). "
-        "What it had done stays as it is."))] = False,
+    no_compensation: Annotated[
+        bool,
+        typer.Option(
+            "--no-compensation",
+            help=(
+                "End it at once without running its handler's compensation (for a run whose handler is gone). "
+                "What it had done stays as it is."
+            ),
+        ),
+    ] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the run to end.")] = CANCEL_TIMEOUT,
-    handlers: Handlers = [],
+    handlers: Handlers = None,
 ) -> None:
     """End an unfinished run `cancelled`. Its handler's compensation runs first: an evacuation cancelled before any migration re-enables nova-compute; otherwise it says exactly what was left and how to bring it back.
 
@@ -246,6 +324,8 @@ def cancel(
 
     Example: stackreflex runs cancel 3f2a9c1e --reason "maintenance window closed"
     """
+    if handlers is None:
+        handlers = []
     settings = invocation.settings
     audit = invocation.audit()
     found = _record(audit, run)
@@ -253,10 +333,15 @@ def cancel(
         say(f"run {found.id} ({found.handler}) already ended {found.status.value}; nothing to cancel")
         raise typer.Exit(1)
     if no_compensation:
-        if not audit.end_unserved(found.id, RunStatus.CANCELLED, f"cancelled: {reason}; no compensation ran "
-                                  "(--no-compensation): what it had done stays as it is"):
-            raise StackreflexError(f"run {found.id} is running in another process: cancel it without "
-                                   "--no-compensation, and it stops at its next safe point")
+        if not audit.end_unserved(
+            found.id,
+            RunStatus.CANCELLED,
+            f"cancelled: {reason}; no compensation ran (--no-compensation): what it had done stays as it is",
+        ):
+            raise StackreflexError(
+                f"run {found.id} is running in another process: cancel it without "
+                "--no-compensation, and it stops at its next safe point"
+            )
         say(f"run {found.id} cancelled; no compensation ran: what it had done stays as it is")
         return
     requested = audit.request_cancel(found.id, reason)
@@ -267,6 +352,7 @@ def cancel(
     if running:
         say(f"run {found.id} is running: it stops at its next safe point")
     if in_process(settings):
+
         def work(runtime, touched: set):
             todo = [] if running else _movable([requested], now, runtime.cloud, True)
             sent = _send_on(runtime.audit, runtime.bus.dispatch, todo, runtime.actors)
@@ -282,11 +368,15 @@ def cancel(
         try:
             [ended] = follow(audit, [requested], timeout=timeout, to_the_end=True)
         except TimeoutError:
-            raise StackreflexError(f"the cancel is asked for and takes effect when a worker serving {found.handler} "
-                                   f"takes the run up; see `stackreflex audit show {found.id}`") from None
+            raise StackreflexError(
+                f"the cancel is asked for and takes effect when a worker serving {found.handler} "
+                f"takes the run up; see `stackreflex audit show {found.id}`"
+            ) from None
     if ended.status is RunStatus.CANCELLED:
         say(f"run {ended.id} ({ended.handler}) {ended.error}")
         return
-    say(f"run {ended.id} ({ended.handler}) ended {ended.status.value} before the cancel took effect"
-                  + (f": {ended.error}" if ended.error else ""))
+    say(
+        f"run {ended.id} ({ended.handler}) ended {ended.status.value} before the cancel took effect"
+        + (f": {ended.error}" if ended.error else "")
+    )
     raise typer.Exit(1)

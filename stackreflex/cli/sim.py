@@ -22,11 +22,18 @@ from ..sim.scenario import load_scenario
 from .common import console, emit, say
 from .output import Column, Listing, lists
 
-NODE_COLUMNS = [Column("role"), Column("index", "number"), Column("host"), Column("status"),
-                Column("polled_at", "time", header="first poll"), Column("deployments", "text")]
+NODE_COLUMNS = [
+    Column("role"),
+    Column("index", "number"),
+    Column("host"),
+    Column("status"),
+    Column("polled_at", "time", header="first poll"),
+    Column("deployments", "text"),
+]
 
-app = typer.Typer(help="The simulated overcloud (Keystone, Heat, Swift temp URLs) for trying stackreflex.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="The simulated overcloud (Keystone, Heat, Swift temp URLs) for trying stackreflex.", no_args_is_help=True
+)
 
 DEFAULT_URL = "http://127.0.0.1:5800"
 
@@ -36,14 +43,30 @@ def serve(
     scenario: Annotated[Path | None, typer.Option(help="Scenario YAML (default: the shipped 3+2 overcloud).")] = None,
     host: Annotated[str, typer.Option(help="Address to listen on (keep it on loopback).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 5800,
-    env_file: Annotated[Path | None, typer.Option(help=(
-        "Also write the export lines here once serving: the cloud's OS_* variables and every stackreflex "
-        "setting that reaches the nodes (inventory, SSH user, key and known_hosts), so `. FILE` is all a "
-        "shell needs."))] = None,
-    state_dir: Annotated[Path, typer.Option(help="Where node host keys (and a generated client key) are kept.")] = (
-        default_state_dir() / "sim"),
-    authorized_key: Annotated[list[Path], typer.Option(help=(
-        "Public key file allowed to log in to the nodes; repeatable. Default: a key generated in --state-dir."))] = [],
+    env_file: Annotated[
+        Path | None,
+        typer.Option(
+            help=(
+                "Also write the export lines here once serving: the cloud's OS_* variables and every stackreflex "
+                "setting that reaches the nodes (inventory, SSH user, key and known_hosts), so `. FILE` is all a "
+                "shell needs."
+            )
+        ),
+    ] = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where node host keys (and a generated client key) are kept. Default: the state directory's sim/."
+        ),
+    ] = None,
+    authorized_key: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help=(
+                "Public key file allowed to log in to the nodes; repeatable. Default: a key generated in --state-dir."
+            )
+        ),
+    ] = None,
     ssh_port: Annotated[int, typer.Option(help="SSH port of every node, each on its own 127.0.0.x address.")] = 2222,
 ) -> None:
     """Serve the simulated overcloud until interrupted; the deployment starts at once.
@@ -55,6 +78,9 @@ def serve(
 
     Example: stackreflex sim serve --env-file sim.env & sleep 2; . sim.env; stackreflex agents status --stack overcloud
     """
+    if authorized_key is None:
+        authorized_key = []
+    state_dir = state_dir or default_state_dir() / "sim"
     keys, client_key = _authorized_keys(state_dir, authorized_key)
     chosen = load_scenario(scenario)
     chosen.ssh_port = ssh_port
@@ -66,21 +92,29 @@ def serve(
     clouds = state_dir / "clouds.yaml"
     clouds.touch(mode=0o600)
     clouds.write_text(overcloud.clouds_yaml("overcloud"))
-    settings = {"STACKREFLEX_INVENTORY": str(inventory), "STACKREFLEX_SSH_KNOWN_HOSTS": str(known_hosts),
-                "STACKREFLEX_SSH_USER": chosen.ssh_user, "STACKREFLEX_SSH_PORT": str(ssh_port or 22),
-                "OS_CLIENT_CONFIG_FILE": str(clouds), "STACKREFLEX_OVERCLOUD_CLOUD": "overcloud"}
+    settings = {
+        "STACKREFLEX_INVENTORY": str(inventory),
+        "STACKREFLEX_SSH_KNOWN_HOSTS": str(known_hosts),
+        "STACKREFLEX_SSH_USER": chosen.ssh_user,
+        "STACKREFLEX_SSH_PORT": str(ssh_port or 22),
+        "OS_CLIENT_CONFIG_FILE": str(clouds),
+        "STACKREFLEX_OVERCLOUD_CLOUD": "overcloud",
+    }
     if client_key:
         settings["STACKREFLEX_SSH_KEY_FILE"] = str(client_key)
     exports = "\n".join(f"export {k}={shlex.quote(v)}" for k, v in {**overcloud.environment(), **settings}.items())
     print(exports, flush=True)
-    print("# clouds.yaml entry:\n" + "\n".join("# " + line for line in overcloud.clouds_yaml().splitlines()),
-          flush=True)
+    print(
+        "# clouds.yaml entry:\n" + "\n".join("# " + line for line in overcloud.clouds_yaml().splitlines()), flush=True
+    )
     for node in overcloud.nodes.values():
         print(f"# node {node.hostname}: ssh -p {node.port} {node.user}@{node.address}", flush=True)
     if client_key:
         print(f"# client key for the nodes: {client_key}  (STACKREFLEX_SSH_KEY_FILE)", flush=True)
-    print(f"# simulator admin API: {overcloud.base_url}/sim  (stackreflex sim scale --url {overcloud.base_url} ...)",
-          flush=True)
+    print(
+        f"# simulator admin API: {overcloud.base_url}/sim  (stackreflex sim scale --url {overcloud.base_url} ...)",
+        flush=True,
+    )
     if env_file:
         partial = env_file.with_name(env_file.name + ".partial")
         partial.write_text(exports + "\n")
@@ -109,9 +143,12 @@ def _authorized_keys(state_dir: Path, files: list[Path]) -> tuple[list[paramiko.
 
 
 def _call(url: str, path: str, body: dict | None = None, method: str | None = None) -> dict:
-    request = urllib.request.Request(url.rstrip("/") + path, method=method or ("POST" if body is not None else "GET"),
-                                     data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url.rstrip("/") + path,
+        method=method or ("POST" if body is not None else "GET"),
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read())
@@ -148,17 +185,33 @@ def nodes(url: Annotated[str, typer.Option(help="The running simulator.")] = DEF
 @app.command()
 def fault(
     kind: Annotated[str, typer.Argument(help=f"One of: {', '.join(FAULT_KINDS)}.")],
-    target: Annotated[str, typer.Argument(help=(
-        "What it strikes: a node (address or host name), server, volume, store, resource or path regex."))] = "",
-    args: Annotated[list[str] | None, typer.Argument(help=(
-        "What else the fault names: unit_failed NODE UNIT, package_mismatch NODE PKG VERSION, "
-        "ceph_health HEALTH_WARN REASON…"))] = None,
+    target: Annotated[
+        str,
+        typer.Argument(
+            help=("What it strikes: a node (address or host name), server, volume, store, resource or path regex.")
+        ),
+    ] = "",
+    args: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help=(
+                "What else the fault names: unit_failed NODE UNIT, package_mismatch NODE PKG VERSION, "
+                "ceph_health HEALTH_WARN REASON…"
+            )
+        ),
+    ] = None,
     count: Annotated[int, typer.Option(help="Strike this many times (0: until cleared).")] = 0,
     status: Annotated[int, typer.Option(help="api_error: the HTTP status to answer.")] = 500,
     seconds: Annotated[float, typer.Option(help="api_slow: the delay.")] = 0.0,
-    match: Annotated[str, typer.Option(help=(
-        "command_failure: only commands containing this text; deployment_failure: only deployments whose name "
-        "contains it."))] = "",
+    match: Annotated[
+        str,
+        typer.Option(
+            help=(
+                "command_failure: only commands containing this text; deployment_failure: only deployments whose name "
+                "contains it."
+            )
+        ),
+    ] = "",
     code: Annotated[int, typer.Option(help="deployment_failure: the exit status the deployment ends with.")] = 1,
     url: Annotated[str, typer.Option(help="The running simulator.")] = DEFAULT_URL,
 ) -> None:
@@ -169,9 +222,22 @@ def fault(
         return
     if kind not in FAULT_KINDS:
         raise typer.BadParameter(f"unknown fault {kind}; known: {', '.join(FAULT_KINDS)}", param_hint="KIND")
-    added = _call(url, "/sim/faults", {"kind": kind, "target": target, "count": count, "status": status,
-                                       "seconds": seconds, "match": match, "code": code,
-                                       "args": list(args or [])})["fault"]
-    console.print(f"fault injected: {added['kind']} on {added['target']}"
-                  + (f" {' '.join(added['args'])}" if added.get("args") else "")
-                  + (f" ({added['count']} times)" if added["count"] else " (until cleared)"))
+    added = _call(
+        url,
+        "/sim/faults",
+        {
+            "kind": kind,
+            "target": target,
+            "count": count,
+            "status": status,
+            "seconds": seconds,
+            "match": match,
+            "code": code,
+            "args": list(args or []),
+        },
+    )["fault"]
+    console.print(
+        f"fault injected: {added['kind']} on {added['target']}"
+        + (f" {' '.join(added['args'])}" if added.get("args") else "")
+        + (f" ({added['count']} times)" if added["count"] else " (until cleared)")
+    )

@@ -5,35 +5,66 @@ from typing import Annotated, Literal
 import typer
 
 from ..core.errors import StackreflexError
-from ..tasks.heat import find_stack
 from ..handlers.validations import DEFAULT_WINDOW, ValidationOrder, verdict_counts
+from ..tasks.heat import find_stack
 from ..validations import load_checks
 from .common import current_invocation, emit, say
 from .options import Timeout, Wait, order_from
 from .output import Column, Listing, lists
 from .publish import DEFAULT_WAIT_TIMEOUT, check_first, command_steps, send_command
 
-CHECK_COLUMNS = [Column("name"), Column("target"), Column("where"), Column("groups"), Column("source", long=True),
-                 Column("description", "text")]
-VERDICT_COLUMNS = [Column("check"), Column("target"), Column("verdict", "status"), Column("seen", "text"),
-                   Column("threshold", "text", spare=True), Column("reason", "text"),
-                   Column("node", long=True), Column("command", "text", long=True)]
+CHECK_COLUMNS = [
+    Column("name"),
+    Column("target"),
+    Column("where"),
+    Column("groups"),
+    Column("source", long=True),
+    Column("description", "text"),
+]
+VERDICT_COLUMNS = [
+    Column("check"),
+    Column("target"),
+    Column("verdict", "status"),
+    Column("seen", "text"),
+    Column("threshold", "text", spare=True),
+    Column("reason", "text"),
+    Column("node", long=True),
+    Column("command", "text", long=True),
+]
 
 
 @lists
 def validate(
-    target: Annotated[Literal["undercloud", "overcloud"] | None, typer.Argument(
-        help="undercloud or overcloud (omit with --list to list every check).")] = None,
+    target: Annotated[
+        Literal["undercloud", "overcloud"] | None,
+        typer.Argument(help="undercloud or overcloud (omit with --list to list every check)."),
+    ] = None,
     stack: Annotated[str, typer.Option(help="The overcloud stack.")] = "overcloud",
-    group: Annotated[str | None, typer.Option(help=(
-        "Run the checks of this group ('all': every group; default pre-upgrade, with --list every group)."))] = None,
-    only: Annotated[list[str], typer.Option("--only", help="Run only this check (repeatable).")] = [],
+    group: Annotated[
+        str | None,
+        typer.Option(
+            help=("Run the checks of this group ('all': every group; default pre-upgrade, with --list every group).")
+        ),
+    ] = None,
+    only: Annotated[list[str] | None, typer.Option("--only", help="Run only this check (repeatable).")] = None,
     list_: Annotated[bool, typer.Option("--list", help="List the checks (of TARGET and --group) and exit.")] = False,
-    checks: Annotated[list[str], typer.Option("--checks", help=(
-        "A module or file of extra checks (repeatable); workers load theirs from the 'validations' setting."))] = [],
-    os_cloud: Annotated[str | None, typer.Option("--os-cloud", help=(
-        "The overcloud's cloud in clouds.yaml (its overcloudrc), for the overcloud API checks "
-        "(default: the overcloud_cloud setting, else the same cloud)."))] = None,
+    checks: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--checks",
+            help=("A module or file of extra checks (repeatable); workers load theirs from the 'validations' setting."),
+        ),
+    ] = None,
+    os_cloud: Annotated[
+        str | None,
+        typer.Option(
+            "--os-cloud",
+            help=(
+                "The overcloud's cloud in clouds.yaml (its overcloudrc), for the overcloud API checks "
+                "(default: the overcloud_cloud setting, else the same cloud)."
+            ),
+        ),
+    ] = None,
     window: Annotated[int, typer.Option(min=1, max=256, help="Nodes checked at once.")] = DEFAULT_WINDOW,
     wait: Wait = False,
     timeout: Timeout = DEFAULT_WAIT_TIMEOUT,
@@ -46,31 +77,58 @@ def validate(
 
     Example: stackreflex validate --list
     """
+    if checks is None:
+        checks = []
+    if only is None:
+        only = []
     invocation = current_invocation()
-    settings = invocation.amend(validations=[*invocation.settings.validations, *checks]) if checks \
-        else invocation.settings
+    settings = (
+        invocation.amend(validations=[*invocation.settings.validations, *checks]) if checks else invocation.settings
+    )
     known = load_checks(settings.validations)
     chosen_group = None if group == "all" or (group is None and list_) else (group or "pre-upgrade")
     if list_ or target is None:
         if target is None and not list_:
             raise typer.BadParameter("name undercloud or overcloud (or pass --list)", param_hint="TARGET")
-        rows = [{"name": c.name, "target": c.target, "where": c.where, "groups": ",".join(c.groups),
-                 "source": c.source, "description": c.description}
-                for c in known if (target is None or c.target == target)
-                and (chosen_group is None or chosen_group in c.groups or only)
-                and (not only or c.name in only)]
+        rows = [
+            {
+                "name": c.name,
+                "target": c.target,
+                "where": c.where,
+                "groups": ",".join(c.groups),
+                "source": c.source,
+                "description": c.description,
+            }
+            for c in known
+            if (target is None or c.target == target)
+            and (chosen_group is None or chosen_group in c.groups or only)
+            and (not only or c.name in only)
+        ]
         emit(Listing(CHECK_COLUMNS, rows, title="checks", empty="no check matches"))
         return
-    order = order_from(ValidationOrder, target=target, stack=stack, group=chosen_group, only=only, window=window,
-                       overcloud_cloud=os_cloud)
+    order = order_from(
+        ValidationOrder,
+        target=target,
+        stack=stack,
+        group=chosen_group,
+        only=only,
+        window=window,
+        overcloud_cloud=os_cloud,
+    )
     selected = known.select(order.target, order.group, order.only)
     if not selected:
         raise StackreflexError(f"no {target} check in group {chosen_group!r}: see `stackreflex validate --list`")
     if target == "overcloud":
         check_first(lambda conn: find_stack(conn, stack))
     say(f"{len(selected)} {target} check(s): {', '.join(c.name for c in selected)}")
-    send_command("command.validations.run", stack if target == "overcloud" else "undercloud", order.model_dump(),
-                 wait=wait, timeout=timeout, report=lambda correlation: _verdicts(correlation, selected))
+    send_command(
+        "command.validations.run",
+        stack if target == "overcloud" else "undercloud",
+        order.model_dump(),
+        wait=wait,
+        timeout=timeout,
+        report=lambda correlation: _verdicts(correlation, selected),
+    )
 
 
 def _verdicts(correlation_id: str, selected: list) -> bool:
@@ -79,11 +137,20 @@ def _verdicts(correlation_id: str, selected: list) -> bool:
     if not steps:
         return False
     last = max(s["attempt"] for s in steps)
-    rows = [{"check": s["name"], "target": s["target"], "verdict": s["detail"].get("verdict"),
-             "seen": s["detail"].get("seen"), "threshold": s["detail"].get("threshold"),
-             "reason": s["detail"].get("reason"), "node": s["detail"].get("node"),
-             "command": s["detail"].get("command")}
-            for s in steps if s["attempt"] == last and "verdict" in s["detail"]]
+    rows = [
+        {
+            "check": s["name"],
+            "target": s["target"],
+            "verdict": s["detail"].get("verdict"),
+            "seen": s["detail"].get("seen"),
+            "threshold": s["detail"].get("threshold"),
+            "reason": s["detail"].get("reason"),
+            "node": s["detail"].get("node"),
+            "command": s["detail"].get("command"),
+        }
+        for s in steps
+        if s["attempt"] == last and "verdict" in s["detail"]
+    ]
     position = {check.name: n for n, check in enumerate(selected)}
     rows.sort(key=lambda r: (position.get(r["check"], len(position)), r["target"] or ""))
     emit(Listing(VERDICT_COLUMNS, rows, title="verdicts"))

@@ -7,19 +7,28 @@ from typing import Annotated
 import typer
 
 from ..bus import require_broker
-from ..sources.heat import DEFAULT_INTERVAL, HeatWatcher
 from ..bus.publisher import Publisher
+from ..sources.heat import DEFAULT_INTERVAL, HeatWatcher
 from ..tasks.cloud import connect_cloud
 from .common import invocation
 
 
 def watch(
     stacks: Annotated[list[str], typer.Argument(help="Heat stacks to watch, e.g. overcloud.")],
-    interval: Annotated[float, typer.Option(min=0.1, help="Seconds between polls of a quiet stack.")] = DEFAULT_INTERVAL,
-    start_from: Annotated[str, typer.Option("--from", help=(
-        "For a stack never watched: `now` publishes only what happens from now on; `beginning` publishes "
-        "its whole event history first (its handlers react to it all). A stack watched before goes on from "
-        "its last event either way."))] = "now",
+    interval: Annotated[
+        float, typer.Option(min=0.1, help="Seconds between polls of a quiet stack.")
+    ] = DEFAULT_INTERVAL,
+    start_from: Annotated[
+        str,
+        typer.Option(
+            "--from",
+            help=(
+                "For a stack never watched: `now` publishes only what happens from now on; `beginning` publishes "
+                "its whole event history first (its handlers react to it all). A stack watched before goes on from "
+                "its last event either way."
+            ),
+        ),
+    ] = "now",
 ) -> None:
     """Poll Heat's events for the stacks and publish them (heat.resource.<STATUS>, heat.stack.<STATUS>).
 
@@ -34,8 +43,9 @@ def watch(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     publisher = Publisher(settings)
-    watcher = HeatWatcher(stacks, invocation.audit(), publisher, lambda: connect_cloud(settings), interval,
-                          start_from=start_from)
+    watcher = HeatWatcher(
+        stacks, invocation.audit(), publisher, lambda: connect_cloud(settings), interval, start_from=start_from
+    )
     try:
         watcher.run(stop)
     finally:

@@ -9,32 +9,56 @@ from typing import Annotated
 import typer
 
 from ..bus import require_broker
-from ..sources.heat import DEFAULT_INTERVAL, HeatWatcher
 from ..bus.publisher import Publisher
 from ..runtime import Runtime
+from ..sources.heat import DEFAULT_INTERVAL, HeatWatcher
 from ..tasks.cloud import connect_cloud
 from .common import invocation, load_all_handlers
 
 
 def worker(
-    handlers: Annotated[list[str], typer.Option("--handlers", "-H", help=(
-        "A module (my_pkg.handlers) or file (./my_handlers.py) whose @handler functions this worker "
-        "serves, besides the built-in ones. Repeat for several."))] = [],
+    handlers: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--handlers",
+            "-H",
+            help=(
+                "A module (my_pkg.handlers) or file (./my_handlers.py) whose @handler functions this worker "
+                "serves, besides the built-in ones. Repeat for several."
+            ),
+        ),
+    ] = None,
     processes: Annotated[int, typer.Option(min=1, max=64, help="Worker processes to run.")] = 1,
     threads: Annotated[int | None, typer.Option(min=1, max=256, help="Handler threads per process.")] = None,
-    watch: Annotated[list[str], typer.Option("--watch", help=(
-        "Also watch this Heat stack's events, as `stackreflex watch` does (in the first process only; a stack "
-        "never watched from now). "
-        "Repeat for several."))] = [],
-    watch_interval: Annotated[float, typer.Option(min=0.1, help="Seconds between polls of a quiet stack.")] = DEFAULT_INTERVAL,
+    watch: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--watch",
+            help=(
+                "Also watch this Heat stack's events, as `stackreflex watch` does (in the first process only; a stack "
+                "never watched from now). "
+                "Repeat for several."
+            ),
+        ),
+    ] = None,
+    watch_interval: Annotated[
+        float, typer.Option(min=0.1, help="Seconds between polls of a quiet stack.")
+    ] = DEFAULT_INTERVAL,
 ) -> None:
     """Serve handlers: route envelopes from RabbitMQ into dramatiq and run them.
 
     Needs a broker (STACKREFLEX_BROKER_URL). Stops cleanly on SIGTERM or Ctrl-C: it stops taking envelopes and lets running handlers finish. With --watch it also publishes the stacks' Heat events, so one process does the whole deployed-server flow.
     """
+    if watch is None:
+        watch = []
+    if handlers is None:
+        handlers = []
     settings = invocation.settings
-    require_broker(settings, "stackreflex worker serves a broker",
-                   "without one, `stackreflex publish` and `stackreflex demo` run handlers in-process")
+    require_broker(
+        settings,
+        "stackreflex worker serves a broker",
+        "without one, `stackreflex publish` and `stackreflex demo` run handlers in-process",
+    )
     if threads:
         settings = settings.model_copy(update={"worker_threads": threads})
     if processes > 1:
@@ -54,8 +78,9 @@ def worker(
         runtime.stop()
 
 
-def _start_watcher(settings, runtime: Runtime, stacks: list[str], interval: float,
-                   stop: threading.Event) -> threading.Thread:
+def _start_watcher(
+    settings, runtime: Runtime, stacks: list[str], interval: float, stop: threading.Event
+) -> threading.Thread:
     """The Heat watcher in a thread of this worker, with its own publisher (connections are per thread)."""
 
     def watch_stacks() -> None:
@@ -70,8 +95,9 @@ def _start_watcher(settings, runtime: Runtime, stacks: list[str], interval: floa
     return thread
 
 
-def _supervise(processes: int, handlers: list[str], threads: int | None, watch: list[str],
-               watch_interval: float) -> None:
+def _supervise(
+    processes: int, handlers: list[str], threads: int | None, watch: list[str], watch_interval: float
+) -> None:
     """Run N single-process workers (the first also watching) and pass SIGTERM/SIGINT on to them."""
     argv = [sys.executable, "-m", "stackreflex"]
     if invocation.config:

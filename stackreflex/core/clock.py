@@ -6,11 +6,11 @@ test kit (:mod:`stackreflex.testing`) can run time forward instead of sleeping.
 
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Clock:

@@ -18,7 +18,7 @@ sees it, and it is the hook the standard library offers for this (chained, not r
 import json
 import logging
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from .redaction import MASK, redact, redact_text
 
@@ -26,13 +26,28 @@ from .redaction import MASK, redact, redact_text
 CONTEXT_FIELDS = ("envelope_id", "run_id", "handler", "type", "step", "target", "status")
 
 #: The loggers (and all their children) whose records are redacted wherever they go.
-REDACTED_LOGGERS = frozenset({
-    "stackreflex", "keystoneauth", "keystoneauth1", "openstack", "paramiko", "urllib3", "dramatiq", "kombu",
-    "amqp",
-    # what logs the same HTTP requests and commands when used beside us
-    "requests", "keystoneclient", "heatclient", "novaclient", "swiftclient", "glanceclient", "osc_lib",
-    "openstackclient",
-})
+REDACTED_LOGGERS = frozenset(
+    {
+        "stackreflex",
+        "keystoneauth",
+        "keystoneauth1",
+        "openstack",
+        "paramiko",
+        "urllib3",
+        "dramatiq",
+        "kombu",
+        "amqp",
+        # what logs the same HTTP requests and commands when used beside us
+        "requests",
+        "keystoneclient",
+        "heatclient",
+        "novaclient",
+        "swiftclient",
+        "glanceclient",
+        "osc_lib",
+        "openstackclient",
+    }
+)
 
 #: Set on a record once redacted, so that it is not redacted twice (see :class:`RedactingFilter`).
 _REDACTED = "_stackreflex_redacted"
@@ -54,8 +69,11 @@ def redact_record(record: logging.LogRecord) -> logging.LogRecord:
             # (alone, an argument does not say whether it is a secret).
             args = record.args
             record.msg = redact_text(str(record.msg))
-            record.args = ({k: MASK for k in args} if isinstance(args, dict) else
-                           tuple(MASK for _ in (args if isinstance(args, tuple) else (args,))))
+            record.args = (
+                dict.fromkeys(args, MASK)
+                if isinstance(args, dict)
+                else tuple(MASK for _ in (args if isinstance(args, tuple) else (args,)))
+            )
         if record.exc_info:
             if not record.exc_text:
                 record.exc_text = _formatter.formatException(record.exc_info)
@@ -102,8 +120,7 @@ class RedactingFilter(logging.Filter):
 
 def utc_time(record: logging.LogRecord) -> str:
     """``2026-12-02T18:33:23.519Z``: UTC, milliseconds, the zone said (as the audit log stores times)."""
-    return datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
+    return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class TextFormatter(logging.Formatter):
@@ -117,8 +134,12 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         if not getattr(record, _REDACTED, False):
             redact_record(record)
-        line = {"time": utc_time(record), "level": record.levelname,
-                "logger": record.name, "message": record.getMessage()}
+        line = {
+            "time": utc_time(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
         # the context fields come from ``extra=``, set on the record after it is made: redacted here
         line.update(redact({k: getattr(record, k) for k in CONTEXT_FIELDS if getattr(record, k, None) is not None}))
         if record.exc_text:
@@ -130,11 +151,11 @@ def setup_logging(fmt: str = "text", level: str = "INFO", stream=None) -> None:
     install_record_redaction()
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.addFilter(RedactingFilter())
-    handler.setFormatter(JsonFormatter() if fmt == "json" else
-                         TextFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.setFormatter(
+        JsonFormatter() if fmt == "json" else TextFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("pika", "amqp", "kombu", "paramiko.transport", "alembic",
-                  "keystoneauth", "openstack", "urllib3"):
+    for noisy in ("pika", "amqp", "kombu", "paramiko.transport", "alembic", "keystoneauth", "openstack", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -7,7 +7,6 @@ from enum import StrEnum
 from typing import Any
 
 
-
 class RunStatus(StrEnum):
     """Where a run stands. ``pending`` also covers a run whose next retry is due later."""
 
@@ -37,8 +36,13 @@ class StepStatus(StrEnum):
 
 RUN_STATUSES = tuple(s.value for s in RunStatus)
 #: Statuses after which a run never acts again (unless a dead one is replayed from the dead-letter queue).
-FINAL_STATUSES = (RunStatus.SUCCEEDED.value, RunStatus.FAILED.value, RunStatus.DEAD.value,
-                  RunStatus.SKIPPED.value, RunStatus.CANCELLED.value)
+FINAL_STATUSES = (
+    RunStatus.SUCCEEDED.value,
+    RunStatus.FAILED.value,
+    RunStatus.DEAD.value,
+    RunStatus.SKIPPED.value,
+    RunStatus.CANCELLED.value,
+)
 
 
 @dataclass(frozen=True, slots=True)

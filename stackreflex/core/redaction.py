@@ -30,11 +30,38 @@ MASK = "***"
 #: already covered by a shorter name here (``auth_password`` by ``password``, ``chapsecret`` by
 #: ``secret``); the rest are the names of Swift, Keystone, EC2/S3 and our own settings.
 _NAMES = (
-    "password", "passwd", "pswd", "passphrase", "adminpass", "newpass", "secret", "secretuuid", "token",
-    "configdrive", "encryptedkey", "privatekey", "fernetkeys?", "sslkey", "cephclusterfsid", "ceph[a-z]*key",
-    "heartbeatkey", "cookie", "authkey", "rndckey", "encryptionkey", "credentials?", "cryptokek",
-    "hash(?:path)?(?:suffix|prefix)", "migrationsshkey",
-    "tempurlsig", "tempurlkey", "apikey", "signingkeys?", "secretkey", "secretaccesskey", "keyring",
+    "password",
+    "passwd",
+    "pswd",
+    "passphrase",
+    "adminpass",
+    "newpass",
+    "secret",
+    "secretuuid",
+    "token",
+    "configdrive",
+    "encryptedkey",
+    "privatekey",
+    "fernetkeys?",
+    "sslkey",
+    "cephclusterfsid",
+    "ceph[a-z]*key",
+    "heartbeatkey",
+    "cookie",
+    "authkey",
+    "rndckey",
+    "encryptionkey",
+    "credentials?",
+    "cryptokek",
+    "hash(?:path)?(?:suffix|prefix)",
+    "migrationsshkey",
+    "tempurlsig",
+    "tempurlkey",
+    "apikey",
+    "signingkeys?",
+    "secretkey",
+    "secretaccesskey",
+    "keyring",
     "storagepass",
 )
 
@@ -45,14 +72,28 @@ SECRET_KEYS = re.compile(r"^.*(?:" + "|".join(_NAMES) + r")\d*$")
 #: each under a word every match of it contains: a pattern is made of the names whose word is in
 #: the text, and text with none of these words (most log lines) is not scanned at all.
 _TEXT_NAMES = {
-    "pass": r"pass(?:word|wd|phrase)|(?:admin|new|storage)[-_]?pass", "pswd": "pswd",
-    "secret": r"secret(?:[-_]?uuid|[-_]?(?:access[-_]?)?key)?", "token": "token", "credential": "credentials?",
-    "cookie": "cookie", "drive": r"config[-_]?drive", "privat": r"private[-_]?key", "api": r"api[-_]?key",
-    "signing": r"signing[-_]?keys?", "encrypt": r"encrypt(?:ion|ed)[-_]?key", "fernet": r"fernet[-_]?keys?",
-    "ssl": r"ssl[-_]?key", "keyring": "keyring", "temp": r"temp[-_]?url[-_]?(?:sig|key)",
-    "ceph": r"ceph[-_]?cluster[-_]?fsid|ceph[-_]?(?:[a-z]+[-_]?)?key", "heartbeat": r"heartbeat[-_]?key",
-    "auth": r"auth[-_]?key", "rndc": r"rndc[-_]?key", "kek": r"crypto[-_]?kek",
-    "hash": r"hash[-_]?(?:path[-_]?)?(?:suffix|prefix)", "migration": r"migration[-_]?ssh[-_]?key",
+    "pass": r"pass(?:word|wd|phrase)|(?:admin|new|storage)[-_]?pass",
+    "pswd": "pswd",
+    "secret": r"secret(?:[-_]?uuid|[-_]?(?:access[-_]?)?key)?",
+    "token": "token",
+    "credential": "credentials?",
+    "cookie": "cookie",
+    "drive": r"config[-_]?drive",
+    "privat": r"private[-_]?key",
+    "api": r"api[-_]?key",
+    "signing": r"signing[-_]?keys?",
+    "encrypt": r"encrypt(?:ion|ed)[-_]?key",
+    "fernet": r"fernet[-_]?keys?",
+    "ssl": r"ssl[-_]?key",
+    "keyring": "keyring",
+    "temp": r"temp[-_]?url[-_]?(?:sig|key)",
+    "ceph": r"ceph[-_]?cluster[-_]?fsid|ceph[-_]?(?:[a-z]+[-_]?)?key",
+    "heartbeat": r"heartbeat[-_]?key",
+    "auth": r"auth[-_]?key",
+    "rndc": r"rndc[-_]?key",
+    "kek": r"crypto[-_]?kek",
+    "hash": r"hash[-_]?(?:path[-_]?)?(?:suffix|prefix)",
+    "migration": r"migration[-_]?ssh[-_]?key",
 }
 
 #: A value after a secret name: quoted (JSON, a Python repr, JSON inside a JSON string; a quote
@@ -60,9 +101,11 @@ _TEXT_NAMES = {
 #: separator. An unquoted value is not one that opens a structure (``"password": {"user": …}``
 #: in a Keystone request: the secret is inside it), nor a hash keystoneauth logs in place of a
 #: token (``X-Auth-Token: {SHA256}9f2c…``), which is no secret.
-_VALUE = (r"""(\\"(?:[^"\\]|\\[^"])*\\"|[bu]?"(?:[^"\\]|\\.)*"|[bu]?'(?:[^'\\]|\\.)*'|"""
-          r"""[bu]?\\?["'][^\r\n]*|"""
-          r"""(?!\{SHA256\})(?![\[{]\s*[\]}"'\[{\s])[^\s"'&,}]+)""")
+_VALUE = (
+    r"""(\\"(?:[^"\\]|\\[^"])*\\"|[bu]?"(?:[^"\\]|\\.)*"|[bu]?'(?:[^'\\]|\\.)*'|"""
+    r"""[bu]?\\?["'][^\r\n]*|"""
+    r"""(?!\{SHA256\})(?![\[{]\s*[\]}"'\[{\s])[^\s"'&,}]+)"""
+)
 
 
 def _mask_value(match: re.Match) -> str:
@@ -72,7 +115,7 @@ def _mask_value(match: re.Match) -> str:
         return match.group(1) + '\\"' + MASK + '\\"'
     quote = value.lstrip("bu")[:1]
     if quote in ("'", '"'):
-        return match.group(1) + value[:value.index(quote) + 1] + MASK + quote
+        return match.group(1) + value[: value.index(quote) + 1] + MASK + quote
     return match.group(1) + MASK
 
 
@@ -94,17 +137,30 @@ def _name_patterns(words: frozenset) -> list:
 _TEXT_PATTERNS = [
     # PEM private keys, first: masked whole, before the private_key=… rule sees their header
     # (up to a quote when the end is missing: a key cut short in a log line or a JSON string).
-    (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----(?:.*?-----END [A-Z ]*PRIVATE KEY-----|[^\"']*)", re.S), MASK,
-     "private key"),
+    (
+        re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----(?:.*?-----END [A-Z ]*PRIVATE KEY-----|[^\"']*)", re.S),
+        MASK,
+        "private key",
+    ),
     # Authorization: Bearer <t>, Basic <b64>... (the scheme stays, the rest of the value goes)
-    (re.compile(r"((?:proxy-)?authorization\\?[\"']?\s*[:=]\s*\\?[\"']?"
-                r"(?:(?:basic|bearer|digest|negotiate|token|oauth|hmac|aws4-hmac-sha256)\s+)?)"
-                r"(?!\{SHA256\})[^\"'\s][^\"'\r\n]*", re.I), r"\1" + MASK, "authorization"),
+    (
+        re.compile(
+            r"((?:proxy-)?authorization\\?[\"']?\s*[:=]\s*\\?[\"']?"
+            r"(?:(?:basic|bearer|digest|negotiate|token|oauth|hmac|aws4-hmac-sha256)\s+)?)"
+            r"(?!\{SHA256\})[^\"'\s][^\"'\r\n]*",
+            re.I,
+        ),
+        r"\1" + MASK,
+        "authorization",
+    ),
     # user:password@ in URLs
     (re.compile(r"(://[^:/\s@]+:)[^@\s/]+(@)"), r"\1" + MASK + r"\2", "@"),
     # TripleO's KeystoneFernetKeys: {"/etc/keystone/fernet-keys/0": {"content": "…"}}
-    (re.compile(r"(fernet[-_]keys/\d+\\?[\"']?\s*:\s*\{\s*\\?[\"']content\\?[\"']\s*:\s*)" + _VALUE, re.I),
-     _mask_value, "content"),
+    (
+        re.compile(r"(fernet[-_]keys/\d+\\?[\"']?\s*:\s*\{\s*\\?[\"']content\\?[\"']\s*:\s*)" + _VALUE, re.I),
+        _mask_value,
+        "content",
+    ),
 ]
 
 #: Text (lowercased) with none of these cannot match a pattern above.
@@ -154,8 +210,9 @@ def redact_text(text: str) -> str:
     if not _MAYBE_SECRET.search(lowered):
         return text
     words = frozenset(word for word in _TEXT_NAMES if word in lowered)
-    for pattern, replacement, fragment in (_TEXT_PATTERNS[:2] + (_name_patterns(words) if words else [])
-                                           + _TEXT_PATTERNS[2:]):
+    for pattern, replacement, fragment in (
+        _TEXT_PATTERNS[:2] + (_name_patterns(words) if words else []) + _TEXT_PATTERNS[2:]
+    ):
         if fragment in lowered:
             text = pattern.sub(replacement, text)
     return text
@@ -164,8 +221,10 @@ def redact_text(text: str) -> str:
 def redact(value: Any) -> Any:
     """Return a copy of ``value`` (JSON-like) with every secret masked."""
     if isinstance(value, dict):
-        return {k: (MASK if isinstance(k, str) and is_secret_key(k) and v is not None else redact(v))
-                for k, v in value.items()}
+        return {
+            k: (MASK if isinstance(k, str) and is_secret_key(k) and v is not None else redact(v))
+            for k, v in value.items()
+        }
     if isinstance(value, (list, tuple)):
         return [redact(v) for v in value]
     if isinstance(value, str):

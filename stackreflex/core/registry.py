@@ -14,13 +14,13 @@ import importlib
 import importlib.util
 import inspect
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 from .envelope import Envelope
-from .topics import topic_matches, validate_pattern
 from .errors import HandlerLoadError
+from .topics import topic_matches, validate_pattern
 
 #: Retries after the first attempt before a run is declared dead.
 DEFAULT_MAX_RETRIES = 5
@@ -70,8 +70,10 @@ class Registry:
     def add(self, new: Handler) -> Handler:
         existing = self._handlers.get(new.name)
         if existing is not None and existing.fn is not new.fn and _origin(existing.fn) != _origin(new.fn):
-            raise HandlerLoadError(f"handler name {new.name!r} is used twice: by {_origin(existing.fn)} "
-                                   f"and {_origin(new.fn)}; pass name=... to one of them")
+            raise HandlerLoadError(
+                f"handler name {new.name!r} is used twice: by {_origin(existing.fn)} "
+                f"and {_origin(new.fn)}; pass name=... to one of them"
+            )
         self._handlers[new.name] = new
         return new
 
@@ -102,10 +104,17 @@ def handler_of(fn: Callable) -> Handler | None:
     return found if isinstance(found, Handler) else None
 
 
-def handler(*patterns: str, when: Predicate | None = None, name: str | None = None,
-            max_retries: int = DEFAULT_MAX_RETRIES, min_backoff: float = DEFAULT_MIN_BACKOFF,
-            max_backoff: float = DEFAULT_MAX_BACKOFF, time_limit: float = DEFAULT_TIME_LIMIT,
-            compensate: Compensation | None = None, into: Registry | None = None) -> Callable:
+def handler(
+    *patterns: str,
+    when: Predicate | None = None,
+    name: str | None = None,
+    max_retries: int = DEFAULT_MAX_RETRIES,
+    min_backoff: float = DEFAULT_MIN_BACKOFF,
+    max_backoff: float = DEFAULT_MAX_BACKOFF,
+    time_limit: float = DEFAULT_TIME_LIMIT,
+    compensate: Compensation | None = None,
+    into: Registry | None = None,
+) -> Callable:
     """Subscribe a function ``f(event: Envelope, ctx: RunContext) -> None`` to envelope types.
 
     ``patterns`` are AMQP topic patterns (``*`` one word, ``#`` any); ``when`` further
@@ -128,8 +137,9 @@ def handler(*patterns: str, when: Predicate | None = None, name: str | None = No
             raise HandlerLoadError(f"handler name {handler_name!r} must be letters, digits, '_' or '-'")
         if len(inspect.signature(fn).parameters) != 2:
             raise HandlerLoadError(f"handler {handler_name!r} must take (event, ctx)")
-        made = Handler(handler_name, tuple(patterns), fn, when, max_retries, min_backoff, max_backoff, time_limit,
-                       compensate)
+        made = Handler(
+            handler_name, tuple(patterns), fn, when, max_retries, min_backoff, max_backoff, time_limit, compensate
+        )
         setattr(fn, MARK, made)
         if into is not None:
             into.add(made)

@@ -18,7 +18,7 @@ replay inside the window is a duplicate and one outside it is refused.
 import hashlib
 import hmac
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from .envelope import Envelope
 from .errors import ConfigError, SignatureError
@@ -44,7 +44,7 @@ def _digest(envelope: Envelope, key: bytes) -> str:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Signer:
@@ -67,8 +67,10 @@ class Signer:
         current = settings.signing_key_id or (DEFAULT_KEY_ID if settings.signing_key is not None else None)
         if current is None:
             if len(keys) > 1:
-                raise ConfigError("the key ring (STACKREFLEX_SIGNING_KEYS) holds several keys: name the one that "
-                                  "signs with STACKREFLEX_SIGNING_KEY_ID")
+                raise ConfigError(
+                    "the key ring (STACKREFLEX_SIGNING_KEYS) holds several keys: name the one that "
+                    "signs with STACKREFLEX_SIGNING_KEY_ID"
+                )
             current = next(iter(keys))
         return cls(keys, current, max_age=settings.signature_max_age, max_skew=settings.signature_max_skew)
 
@@ -87,25 +89,36 @@ class Signer:
         (and, with ``fresh``, inside the window around now)."""
         kind = envelope.type
         if not envelope.signature:
-            raise SignatureError(f"unsigned {kind}: a signing key is configured, so every envelope must be signed "
-                                 "(publish with a key of this installation's ring)", envelope_id=envelope.id)
+            raise SignatureError(
+                f"unsigned {kind}: a signing key is configured, so every envelope must be signed "
+                "(publish with a key of this installation's ring)",
+                envelope_id=envelope.id,
+            )
         key = self.keys.get(envelope.keyid or "")
         if key is None:
-            raise SignatureError(f"{kind} is signed with key id {envelope.keyid!r}, which is not in this "
-                                 "installation's key ring", envelope_id=envelope.id)
+            raise SignatureError(
+                f"{kind} is signed with key id {envelope.keyid!r}, which is not in this installation's key ring",
+                envelope_id=envelope.id,
+            )
         if envelope.signedat is None:
             raise SignatureError(f"{kind} is signed without a signing time (signedat)", envelope_id=envelope.id)
         if not hmac.compare_digest(_digest(envelope, key), envelope.signature):
-            raise SignatureError(f"forged or altered {kind}: its signature does not match its content under key "
-                                 f"{envelope.keyid!r}", envelope_id=envelope.id)
+            raise SignatureError(
+                f"forged or altered {kind}: its signature does not match its content under key {envelope.keyid!r}",
+                envelope_id=envelope.id,
+            )
         if not fresh:
             return
         now = now or _now()
         if envelope.signedat < now - self.max_age:
-            raise SignatureError(f"stale {kind}: signed at {envelope.signedat:%Y-%m-%dT%H:%M:%SZ}, more than "
-                                 f"{self.max_age.total_seconds():.0f}s ago (a replay, or held back too long)",
-                                 envelope_id=envelope.id)
+            raise SignatureError(
+                f"stale {kind}: signed at {envelope.signedat:%Y-%m-%dT%H:%M:%SZ}, more than "
+                f"{self.max_age.total_seconds():.0f}s ago (a replay, or held back too long)",
+                envelope_id=envelope.id,
+            )
         if envelope.signedat > now + self.max_skew:
-            raise SignatureError(f"{kind} is signed at {envelope.signedat:%Y-%m-%dT%H:%M:%SZ}, ahead of this "
-                                 f"clock by more than {self.max_skew.total_seconds():.0f}s (check the clocks)",
-                                 envelope_id=envelope.id)
+            raise SignatureError(
+                f"{kind} is signed at {envelope.signedat:%Y-%m-%dT%H:%M:%SZ}, ahead of this "
+                f"clock by more than {self.max_skew.total_seconds():.0f}s (check the clocks)",
+                envelope_id=envelope.id,
+            )

@@ -13,10 +13,10 @@ import json
 import secrets
 import shlex
 import shutil
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -25,7 +25,7 @@ from ..core.envelope import Envelope
 from ..core.errors import HandlerFailed, StackreflexError
 from ..core.registry import handler
 from ..tasks import ssh as remote
-from ..tasks.artefacts import Artefact, discard_partials, fetch, free_name, write_manifest
+from ..tasks.artefacts import discard_partials, fetch, free_name, write_manifest
 from ..tasks.heat import deployed_servers
 from ..tasks.inventory import Host, load_inventory
 from ..validations.builtin import HAPROXY_CONFIG
@@ -34,21 +34,48 @@ from .context import RunContext
 from .orders import read_order
 
 #: The seed's archive lists (§2.1 step 3, §2.2 step 4); missing ones are skipped (--ignore-failed-read).
-UNDERCLOUD_PATHS = ("/etc", "/var/log", "/var/lib/glance", "/var/lib/certmonger", "/var/lib/docker",
-                    "/var/lib/registry", "/srv/node", "/root", "/home/stack")
-CONTROLLER_PATHS = ("/etc", "/srv/node", "/var/log", "/var/lib/nova", "/var/lib/glance", "/var/lib/keystone",
-                    "/var/lib/cinder", "/var/lib/heat", "/var/lib/heat-config", "/var/lib/heat-cfntools",
-                    "/var/lib/rabbitmq", "/var/lib/neutron", "/var/lib/haproxy", "/var/lib/openvswitch",
-                    "/var/lib/redis", "/usr/libexec/os-apply-config", "/home/heat-admin")
+UNDERCLOUD_PATHS = (
+    "/etc",
+    "/var/log",
+    "/var/lib/glance",
+    "/var/lib/certmonger",
+    "/var/lib/docker",
+    "/var/lib/registry",
+    "/srv/node",
+    "/root",
+    "/home/stack",
+)
+CONTROLLER_PATHS = (
+    "/etc",
+    "/srv/node",
+    "/var/log",
+    "/var/lib/nova",
+    "/var/lib/glance",
+    "/var/lib/keystone",
+    "/var/lib/cinder",
+    "/var/lib/heat",
+    "/var/lib/heat-config",
+    "/var/lib/heat-cfntools",
+    "/var/lib/rabbitmq",
+    "/var/lib/neutron",
+    "/var/lib/haproxy",
+    "/var/lib/openvswitch",
+    "/var/lib/redis",
+    "/usr/libexec/os-apply-config",
+    "/home/heat-admin",
+)
 CONTROLLER_EXCLUDES = ("/var/lib/nova/instances",)
 HIERADATA = "/etc/puppet/hieradata/service_configs.json"
 #: The databases' size is part of the estimate where they are dumped.
 MYSQL_DATA = "/var/lib/mysql"
 #: The SQL that lists what to dump and whose grants to keep (§2.2 steps 1.5–1.6).
-DATABASES_SQL = ("select distinct table_schema from information_schema.tables where engine='innodb' "
-                 "and table_schema != 'mysql';")
-USERS_SQL = ("SELECT CONCAT('SHOW GRANTS FOR ''',user,'''@''',host,''';') FROM mysql.user "
-             "where (length(user) > 0 and user NOT LIKE 'root')")
+DATABASES_SQL = (
+    "select distinct table_schema from information_schema.tables where engine='innodb' and table_schema != 'mysql';"
+)
+USERS_SQL = (
+    "SELECT CONCAT('SHOW GRANTS FOR ''',user,'''@''',host,''';') FROM mysql.user "
+    "where (length(user) > 0 and user NOT LIKE 'root')"
+)
 #: mysql and mysqldump read the root password from an option file on stdin.
 OPTIONS_ON_STDIN = "--defaults-extra-file=/dev/stdin"
 
@@ -99,34 +126,62 @@ def undercloud_plan(node: Node, work: str, stamp: str, dest: str) -> Plan:
     dump = f"{work}/undercloud-all-databases.sql"
     archive = f"undercloud-backup-{stamp}.tar"
     exclude = f"--exclude {shlex.quote(dest)} " if any(dest.startswith(p + "/") for p in UNDERCLOUD_PATHS) else ""
-    return Plan(node, [
-        ("dump databases", f"mysqldump --opt --all-databases --result-file={dump}"),
-        ("archive", f"tar --xattrs --ignore-failed-read -cf {work}/{archive} {exclude}{dump} "
-                    f"{' '.join(UNDERCLOUD_PATHS)}"),
-    ], (*UNDERCLOUD_PATHS, MYSQL_DATA), [(f"{work}/{archive}", archive)])
+    return Plan(
+        node,
+        [
+            ("dump databases", f"mysqldump --opt --all-databases --result-file={dump}"),
+            (
+                "archive",
+                f"tar --xattrs --ignore-failed-read -cf {work}/{archive} {exclude}{dump} {' '.join(UNDERCLOUD_PATHS)}",
+            ),
+        ],
+        (*UNDERCLOUD_PATHS, MYSQL_DATA),
+        [(f"{work}/{archive}", archive)],
+    )
 
 
 def controller_plan(node: Node, work: str, stamp: str, *, bootstrap: bool) -> Plan:
     """The bootstrap controller dumps the databases and Redis as well as archiving its files."""
     archive = f"{node.name}-filesystem-{stamp}.tar.gz"
-    steps = [("archive", f"tar --ignore-failed-read --xattrs -zcf {work}/{archive} "
-                         + " ".join(f"--exclude {p}" for p in CONTROLLER_EXCLUDES) + " " + " ".join(CONTROLLER_PATHS))]
+    steps = [
+        (
+            "archive",
+            f"tar --ignore-failed-read --xattrs -zcf {work}/{archive} "
+            + " ".join(f"--exclude {p}" for p in CONTROLLER_EXCLUDES)
+            + " "
+            + " ".join(CONTROLLER_PATHS),
+        )
+    ]
     fetches = [(f"{work}/{archive}", archive)]
     if bootstrap:
         databases, grants = f"openstack_databases-{stamp}.sql", f"openstack_databases_grants-{stamp}.sql"
         steps = [
             ("read database password", f"cat {HIERADATA}"),
             ("list databases", f"mysql {OPTIONS_ON_STDIN} -s -N -e {_quoted(DATABASES_SQL)}"),
-            ("dump databases", f"mysqldump {OPTIONS_ON_STDIN} --single-transaction --databases DATABASE… "
-                               f"--result-file={work}/{databases}"),
-            ("dump grants", f"bash -o pipefail -c 'mysql {OPTIONS_ON_STDIN} -s -N -e \"SHOW GRANTS FOR …\" | "
-                            f"sed \"s/$/;/\" > {work}/{grants}'"),
-            ("redis", f"redis-cli --askpass -h REDIS_VIP ping; redis-cli --askpass -h REDIS_VIP --rdb "
-                      f"{work}/redis-{stamp}.rdb"),
+            (
+                "dump databases",
+                f"mysqldump {OPTIONS_ON_STDIN} --single-transaction --databases DATABASE… "
+                f"--result-file={work}/{databases}",
+            ),
+            (
+                "dump grants",
+                f'bash -o pipefail -c \'mysql {OPTIONS_ON_STDIN} -s -N -e "SHOW GRANTS FOR …" | '
+                f'sed "s/$/;/" > {work}/{grants}\'',
+            ),
+            (
+                "redis",
+                f"redis-cli --askpass -h REDIS_VIP ping; redis-cli --askpass -h REDIS_VIP --rdb "
+                f"{work}/redis-{stamp}.rdb",
+            ),
             ("mongodb", f"mongodump --oplog --host MONGODB_IP --out {work}/mongo (when hieradata has one)"),
-            *steps]
-        fetches = [(f"{work}/{databases}", databases), (f"{work}/{grants}", grants),
-                   (f"{work}/redis-{stamp}.rdb", f"redis-{stamp}.rdb"), *fetches]
+            *steps,
+        ]
+        fetches = [
+            (f"{work}/{databases}", databases),
+            (f"{work}/{grants}", grants),
+            (f"{work}/redis-{stamp}.rdb", f"redis-{stamp}.rdb"),
+            *fetches,
+        ]
     return Plan(node, steps, (*CONTROLLER_PATHS, MYSQL_DATA) if bootstrap else CONTROLLER_PATHS, fetches)
 
 
@@ -153,6 +208,7 @@ def _nodes(ctx: RunContext, find):
 
 # -- the handlers ---------------------------------------------------------------------------
 
+
 def _cancelled_backup(event: Envelope, ctx: RunContext, reason: str) -> str:
     """A cancelled backup removes its directories on the nodes and its half-written files."""
     order = BackupOrder.model_validate(event.data or {})
@@ -161,31 +217,51 @@ def _cancelled_backup(event: Envelope, ctx: RunContext, reason: str) -> str:
     removed = discard_partials(Path(order.dest), ctx.state.get("fetching", []))
     kept = [a["file"] for a in ctx.state.get("artefacts", [])]
     backup.manifest(f"cancelled: {reason}")
-    return (f"removed {', '.join(removed) or 'no partial file'} from {order.dest}; node directories "
-            f"{'left on ' + ', '.join(left) if left else 'removed'}; verified artefacts kept: {', '.join(kept) or 'none'}")
+    return (
+        f"removed {', '.join(removed) or 'no partial file'} from {order.dest}; node directories "
+        f"{'left on ' + ', '.join(left) if left else 'removed'}; verified artefacts kept: {', '.join(kept) or 'none'}"
+    )
 
 
-@handler("command.backup.undercloud", max_retries=1, min_backoff=10, max_backoff=60, time_limit=6 * 3600,
-         compensate=_cancelled_backup)
+@handler(
+    "command.backup.undercloud",
+    max_retries=1,
+    min_backoff=10,
+    max_backoff=60,
+    time_limit=6 * 3600,
+    compensate=_cancelled_backup,
+)
 def backup_undercloud(event: Envelope, ctx: RunContext) -> None:
     """Back up the undercloud (§2.1): space check, database dump, archive, fetched and verified."""
     order = read_order(BackupOrder, event, ctx)
     backup = Backup(ctx, order, "undercloud")
     node = _nodes(ctx, lambda: undercloud_node(ctx.settings))
-    backup.run([node], lambda node, first: undercloud_plan(node, backup.work, backup.stamp, order.dest),
-               backup.undercloud_steps)
+    backup.run(
+        [node],
+        lambda node, first: undercloud_plan(node, backup.work, backup.stamp, order.dest),
+        backup.undercloud_steps,
+    )
 
 
-@handler("command.backup.controlplane", max_retries=1, min_backoff=10, max_backoff=60, time_limit=6 * 3600,
-         compensate=_cancelled_backup)
+@handler(
+    "command.backup.controlplane",
+    max_retries=1,
+    min_backoff=10,
+    max_backoff=60,
+    time_limit=6 * 3600,
+    compensate=_cancelled_backup,
+)
 def backup_controlplane(event: Envelope, ctx: RunContext) -> None:
     """Back up the overcloud's control plane (§2.2): databases, grants, Redis (and MongoDB) from the
     bootstrap controller, then each controller's filesystem archive."""
     order = read_order(BackupOrder, event, ctx)
     backup = Backup(ctx, order, "controlplane")
     controllers = _nodes(ctx, lambda: controller_nodes(ctx.cloud, ctx.settings, order.stack))
-    backup.run(controllers, lambda node, first: controller_plan(node, backup.work, backup.stamp, bootstrap=first),
-               backup.controller_steps)
+    backup.run(
+        controllers,
+        lambda node, first: controller_plan(node, backup.work, backup.stamp, bootstrap=first),
+        backup.controller_steps,
+    )
 
 
 @dataclass
@@ -233,8 +309,9 @@ class Backup:
         discard_partials(self.dest, state["fetching"])
         for earlier in state["artefacts"]:
             (self.dest / earlier["file"]).unlink(missing_ok=True)
-        state.update(artefacts=[], fetching=[], nodes=[str(n.host) for n in nodes],
-                     workdirs=[*state["workdirs"], self.work])
+        state.update(
+            artefacts=[], fetching=[], nodes=[str(n.host) for n in nodes], workdirs=[*state["workdirs"], self.work]
+        )
         state.setdefault("manifest", free_name(self.dest, f"{self.kind}-backup-{self.stamp}.manifest.json"))
         ctx.checkpoint()  # from here on, every node's directory is known to the clean-up (and the cancel)
         try:
@@ -279,7 +356,9 @@ class Backup:
         finally:
             session.ssh.close()
 
-    def sh(self, session: Session, command: str, *, stdin: bytes | None = None, check: bool = True) -> tuple[int, str, str]:
+    def sh(
+        self, session: Session, command: str, *, stdin: bytes | None = None, check: bool = True
+    ) -> tuple[int, str, str]:
         try:
             return remote.run(session.ssh, command, stdin=stdin, sudo=self.sudo, check=check, host=session.node.name)
         except remote.CommandFailed as exc:
@@ -299,12 +378,16 @@ class Backup:
             here = shutil.disk_usage(self.dest).free
             detail.update(estimate_bytes=estimate, needed_bytes=needed, node_free_bytes=there, dest_free_bytes=here)
             if there < needed:
-                raise HandlerFailed(f"{session.node.name} has {there / 1e9:.1f} GB free in /var/tmp but the backup "
-                                    f"needs {needed / 1e9:.1f} GB (estimate {estimate / 1e9:.1f} GB; setting "
-                                    "backup_min_free_gb): free space first; nothing was written")
+                raise HandlerFailed(
+                    f"{session.node.name} has {there / 1e9:.1f} GB free in /var/tmp but the backup "
+                    f"needs {needed / 1e9:.1f} GB (estimate {estimate / 1e9:.1f} GB; setting "
+                    "backup_min_free_gb): free space first; nothing was written"
+                )
             if here < needed:
-                raise HandlerFailed(f"{self.dest} has {here / 1e9:.1f} GB free but the backup needs "
-                                    f"{needed / 1e9:.1f} GB: nothing was written")
+                raise HandlerFailed(
+                    f"{self.dest} has {here / 1e9:.1f} GB free but the backup needs "
+                    f"{needed / 1e9:.1f} GB: nothing was written"
+                )
         user = self.ctx.settings.ssh_user
         self.sh(session, f"install -d -m 700 -o {user} {self.work}")
 
@@ -324,33 +407,44 @@ class Backup:
             secrets = self.hieradata(session)
             options = _options_file(secrets.get("mysql::server::root_password"), name)
             with self.ctx.step("list databases", target=name) as detail:
-                _, out, _ = self.sh(session, f"mysql {OPTIONS_ON_STDIN} -s -N -e {_quoted(DATABASES_SQL)}",
-                                    stdin=options)
+                _, out, _ = self.sh(
+                    session, f"mysql {OPTIONS_ON_STDIN} -s -N -e {_quoted(DATABASES_SQL)}", stdin=options
+                )
                 databases = [line.strip() for line in out.splitlines() if line.strip()]
                 detail["databases"] = databases
                 if not databases:
                     raise HandlerFailed(f"{name}: MariaDB lists no InnoDB database to dump")
             with self.ctx.step("dump databases", target=name) as detail:
                 dump = f"{work}/openstack_databases-{stamp}.sql"
-                self.sh(session, f"mysqldump {OPTIONS_ON_STDIN} --single-transaction --databases "
-                                 f"{' '.join(map(shlex.quote, databases))} --result-file={dump}", stdin=options)
+                self.sh(
+                    session,
+                    f"mysqldump {OPTIONS_ON_STDIN} --single-transaction --databases "
+                    f"{' '.join(map(shlex.quote, databases))} --result-file={dump}",
+                    stdin=options,
+                )
                 detail.update(databases=len(databases), **self.completed(session, dump))
             with self.ctx.step("dump grants", target=name) as detail:
-                _, out, _ = self.sh(session, f"mysql {OPTIONS_ON_STDIN} -s -N -e {_quoted(USERS_SQL)}",
-                                    stdin=options)
+                _, out, _ = self.sh(session, f"mysql {OPTIONS_ON_STDIN} -s -N -e {_quoted(USERS_SQL)}", stdin=options)
                 shows = " ".join(line.strip() for line in out.splitlines() if line.strip().startswith("SHOW GRANTS"))
                 detail["users"] = len(shows.split(";")) - 1 if shows else 0
                 grants = f"{work}/openstack_databases_grants-{stamp}.sql"
-                inner = f"mysql {OPTIONS_ON_STDIN} -s -N -e {shlex.quote(shows)} | sed 's/$/;/' > {grants}" if shows \
+                inner = (
+                    f"mysql {OPTIONS_ON_STDIN} -s -N -e {shlex.quote(shows)} | sed 's/$/;/' > {grants}"
+                    if shows
                     else f"true > {grants}"
+                )
                 self.sh(session, f"bash -o pipefail -c {shlex.quote(inner)}", stdin=options)
                 self.ctx.state["grant_users"] = detail["users"]
             self.redis(session, secrets.get("redis::masterauth"))
             if secrets.get("mongodb::server::bind_ip"):
                 self.mongodb(session, secrets["mongodb::server::bind_ip"])
             else:
-                self.ctx.record("mongodb", target=name, started_at=utcnow(),
-                                detail={"skipped": "hieradata has no mongodb::server::bind_ip: no telemetry MongoDB"})
+                self.ctx.record(
+                    "mongodb",
+                    target=name,
+                    started_at=utcnow(),
+                    detail={"skipped": "hieradata has no mongodb::server::bind_ip: no telemetry MongoDB"},
+                )
         self.archive(session, next(c for s, c in session.plan.steps if s == "archive"))
 
     def archive(self, session: Session, command: str) -> None:
@@ -360,8 +454,9 @@ class Backup:
             status, _, err = self.sh(session, command, check=False)
             detail.update(command=command, exit=status, warnings=_tar_warnings(err))
             if status not in (0, 1):
-                raise HandlerFailed(f"{session.node.name}: tar exited {status}: "
-                                    f"{(err.strip().splitlines() or ['no output'])[-1][:300]}")
+                raise HandlerFailed(
+                    f"{session.node.name}: tar exited {status}: {(err.strip().splitlines() or ['no output'])[-1][:300]}"
+                )
 
     def hieradata(self, session: Session) -> dict:
         """The passwords of hieradata, kept in memory for this execution only."""
@@ -373,8 +468,11 @@ class Backup:
                 raise HandlerFailed(f"{session.node.name}: {HIERADATA} is not JSON") from None
             if not data.get("mysql::server::root_password"):
                 raise HandlerFailed(f"{session.node.name}: {HIERADATA} has no mysql::server::root_password")
-            detail["found"] = sorted(k for k in ("mysql::server::root_password", "redis::masterauth",
-                                                 "mongodb::server::bind_ip") if data.get(k))
+            detail["found"] = sorted(
+                k
+                for k in ("mysql::server::root_password", "redis::masterauth", "mongodb::server::bind_ip")
+                if data.get(k)
+            )
         return data
 
     def completed(self, session: Session, dump: str) -> dict:
@@ -423,8 +521,13 @@ class Backup:
                 artefact = fetch(session.ssh, source, self.dest, final, node=session.node.name, sudo=self.sudo)
             except StackreflexError as exc:
                 raise HandlerFailed(str(exc)) from None
-            detail.update(file=artefact.file, size=artefact.size, sha256=artefact.sha256, verified=artefact.verified,
-                          source=source)
+            detail.update(
+                file=artefact.file,
+                size=artefact.size,
+                sha256=artefact.sha256,
+                verified=artefact.verified,
+                source=source,
+            )
             if name.startswith("openstack_databases_grants"):
                 _check_grants(self.dest / artefact.file, state.get("grant_users", 0))
         state["artefacts"].append(asdict(artefact))
@@ -442,25 +545,33 @@ class Backup:
                     dirs = self.ctx.state.get("workdirs", [])
                     try:
                         remote.run(ssh, f"rm -rf {' '.join(dirs)}", sudo=self.sudo, host=name)
-                        still = [d for d in dirs if remote.run(ssh, f"test -e {d}", sudo=self.sudo, check=False,
-                                                               host=name)[0] == 0]
+                        still = [
+                            d
+                            for d in dirs
+                            if remote.run(ssh, f"test -e {d}", sudo=self.sudo, check=False, host=name)[0] == 0
+                        ]
                     finally:
                         ssh.close()
                     detail.update(removed=dirs)
                     if still:
                         raise HandlerFailed(f"{', '.join(still)} still on {name} after rm -rf")
-            except Exception:  # noqa: BLE001 - recorded as the step's failure; the others are still cleaned
+            except Exception:
                 left.append(name)
         return left
 
     def manifest(self, error: str | None) -> None:
         state = self.ctx.state
-        manifest = {"backup": self.kind, "stack": self.order.stack if self.kind == "controlplane" else None,
-                    "run_id": self.ctx.run_id, "started_at": state["started"], "finished_at": utcnow().isoformat(),
-                    "status": "complete" if error is None else ("cancelled" if error.startswith("cancelled")
-                                                                else "failed"),
-                    "error": None if error is None else error[:2000],
-                    "nodes": state["nodes"], "artefacts": state["artefacts"]}
+        manifest = {
+            "backup": self.kind,
+            "stack": self.order.stack if self.kind == "controlplane" else None,
+            "run_id": self.ctx.run_id,
+            "started_at": state["started"],
+            "finished_at": utcnow().isoformat(),
+            "status": "complete" if error is None else ("cancelled" if error.startswith("cancelled") else "failed"),
+            "error": None if error is None else error[:2000],
+            "nodes": state["nodes"],
+            "artefacts": state["artefacts"],
+        }
         name = state.get("manifest") or free_name(self.dest, f"{self.kind}-backup-{self.stamp}.manifest.json")
         try:
             write_manifest(self.dest, name, manifest)

@@ -3,16 +3,16 @@
 import logging
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from functools import cached_property
-from typing import Any, Callable, Iterator, NoReturn
+from typing import Any, NoReturn
 
-from ..core.envelope import Envelope
 from ..core.clock import Clock
+from ..core.envelope import Envelope
 from ..core.errors import HandlerFailed
-from ..core.records import RunRecord
-from ..core.records import StepStatus
+from ..core.records import RunRecord, StepStatus
 from ..runs.execution import Execution
 from ..runs.waits import call_site_key
 
@@ -47,8 +47,16 @@ class RunContext:
     audit value: keep secrets out of it and read them again when needed).
     """
 
-    def __init__(self, execution: Execution, *, publish: Callable[..., None], notify: Callable[[Envelope], None],
-                 cloud_factory: Callable[[], Any], ssh_factory: Callable[..., Any], settings=None):
+    def __init__(
+        self,
+        execution: Execution,
+        *,
+        publish: Callable[..., None],
+        notify: Callable[[Envelope], None],
+        cloud_factory: Callable[[], Any],
+        ssh_factory: Callable[..., Any],
+        settings=None,
+    ):
         self._execution = execution
         #: The process's settings (inventory, agent layout, SSH options…), read-only.
         self.settings = settings
@@ -113,25 +121,52 @@ class RunContext:
         except BaseException as exc:
             status = execution.end_step(step_id, detail, exc)
             if status is not None:
-                log.info("step %s: %s target=%s%s", status.value, name, target,
-                         "" if status is StepStatus.WAITING else f" error={exc}",
-                         extra={"run_id": self.run.id, "step": name, "target": target})
+                log.info(
+                    "step %s: %s target=%s%s",
+                    status.value,
+                    name,
+                    target,
+                    "" if status is StepStatus.WAITING else f" error={exc}",
+                    extra={"run_id": self.run.id, "step": name, "target": target},
+                )
             raise
         execution.end_step(step_id, detail, None)
-        log.info("step succeeded: %s target=%s in %.3fs", name, target, time.monotonic() - started,
-                 extra={"run_id": self.run.id, "step": name, "target": target})
+        log.info(
+            "step succeeded: %s target=%s in %.3fs",
+            name,
+            target,
+            time.monotonic() - started,
+            extra={"run_id": self.run.id, "step": name, "target": target},
+        )
 
-    def record(self, name: str, *, target: str | None = None, started_at, finished_at=None,
-               status: str = "succeeded", detail: dict | None = None, error: str | None = None) -> None:
+    def record(
+        self,
+        name: str,
+        *,
+        target: str | None = None,
+        started_at,
+        finished_at=None,
+        status: str = "succeeded",
+        detail: dict | None = None,
+        error: str | None = None,
+    ) -> None:
         """Record a step that began before this execution (``started_at``, UTC) and is over
         (at ``finished_at``, default now)."""
-        self._execution.record_step(name, target=target, started_at=started_at, finished_at=finished_at,
-                                    status=status, detail=detail, error=error)
+        self._execution.record_step(
+            name,
+            target=target,
+            started_at=started_at,
+            finished_at=finished_at,
+            status=status,
+            detail=detail,
+            error=error,
+        )
         self._log_step(status, name, target)
 
     def _log_step(self, status: str, name: str, target: str | None) -> None:
-        log.info("step %s: %s target=%s", status, name, target,
-                 extra={"run_id": self.run.id, "step": name, "target": target})
+        log.info(
+            "step %s: %s target=%s", status, name, target, extra={"run_id": self.run.id, "step": name, "target": target}
+        )
 
     def checkpoint(self, steps: list[dict] = ()) -> None:
         """Save ``ctx.state`` now, before an action that must not be repeated if this worker dies,
@@ -190,8 +225,17 @@ class RunContext:
         execution = self._execution
         execution.suspend(after, waiting_for=waiting_for, key=key, give_up_at=execution.give_up_at(key, deadline))
 
-    def wait(self, check: Callable[[], Any], *, waiting_for: str, key: str | None = None, deadline: float = 3600.0,
-             inline: float = 5.0, every: float = 0.25, recheck_after: float = 2.0) -> Any:
+    def wait(
+        self,
+        check: Callable[[], Any],
+        *,
+        waiting_for: str,
+        key: str | None = None,
+        deadline: float = 3600.0,
+        inline: float = 5.0,
+        every: float = 0.25,
+        recheck_after: float = 2.0,
+    ) -> Any:
         """Call ``check`` every ``every`` seconds for up to ``inline`` seconds; if it is still not
         true, :meth:`recheck` later (holding no message). Returns ``check``'s true answer."""
         key = key or call_site_key()
@@ -223,6 +267,9 @@ class RunContext:
         return self._ssh_factory(host, **options)
 
     def _event(self, type: str, **data) -> Envelope:
-        return Envelope.new(type, subject=self.envelope.subject, cause=self.envelope,
-                            data={"run_id": self.run.id, "handler": self.run.handler,
-                                  "envelope_id": self.envelope.id, **data})
+        return Envelope.new(
+            type,
+            subject=self.envelope.subject,
+            cause=self.envelope,
+            data={"run_id": self.run.id, "handler": self.run.handler, "envelope_id": self.envelope.id, **data},
+        )

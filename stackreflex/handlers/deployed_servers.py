@@ -6,14 +6,21 @@ import re
 
 from ..core.envelope import Envelope
 from ..core.records import FINAL_STATUSES
+from ..core.registry import handler
 from ..tasks.agents import AgentLayout, AgentSource, UnsafeValue, agent_fetched, configure_agent
-from ..tasks.heat import (DEPLOYED_SERVER_TYPE, DeployedServer, NotADeployedServer, NotInHeat, agent_source,
-                          deployed_server, deployed_servers, deployments_of)
+from ..tasks.heat import (
+    DEPLOYED_SERVER_TYPE,
+    DeployedServer,
+    NotADeployedServer,
+    NotInHeat,
+    agent_source,
+    deployed_server,
+    deployed_servers,
+    deployments_of,
+)
 from ..tasks.inventory import load_inventory
 from ..tasks.waiting import wait_until
 from .context import RunContext
-from ..core.registry import handler
-
 
 #: How long to wait for the metadata URL to appear in Heat (seconds); the waits for the agent and
 #: for Heat's deployments are settings (agent_fetch_deadline, deployments_deadline).
@@ -38,13 +45,25 @@ def is_deployed_server(event: Envelope) -> bool:
 
 def server_data(server: DeployedServer) -> dict:
     """The envelope data naming a deployed server (the watcher's field names)."""
-    return {"owner_stack": server.stack_name, "owner_stack_id": server.stack_id,
-            "resource_name": server.resource_name, "physical_resource_id": server.physical_id,
-            "status": server.status, "role": server.role, "index": server.index}
+    return {
+        "owner_stack": server.stack_name,
+        "owner_stack_id": server.stack_id,
+        "resource_name": server.resource_name,
+        "physical_resource_id": server.physical_id,
+        "status": server.status,
+        "role": server.role,
+        "index": server.index,
+    }
 
 
-@handler("heat.resource.CREATE_IN_PROGRESS", when=is_deployed_server, max_retries=4, min_backoff=5,
-         max_backoff=60, time_limit=180)
+@handler(
+    "heat.resource.CREATE_IN_PROGRESS",
+    when=is_deployed_server,
+    max_retries=4,
+    min_backoff=5,
+    max_backoff=60,
+    time_limit=180,
+)
 def configure_new_node(event: Envelope, ctx: RunContext) -> None:
     """A deployed server is being created: configure its node's agent (first deployment and scale-up)."""
     configure_node(event.data or {}, ctx)
@@ -67,12 +86,19 @@ def _where_the_nodes_stand(event: Envelope, ctx: RunContext, reason: str) -> str
     configured = sum(s == "succeeded" for s in status.values())
     going = sorted(label for label, s in status.items() if s not in FINAL_STATUSES)
     failed = len(status) - configured - len(going)
-    return (f"{configured} of {len(nodes)} node(s) configured, {failed} failed, {len(nodes) - len(sent)} not started"
-            + (f"; the runs of {', '.join(going)} go on (cancel each with `stackreflex runs cancel`)" if going else ""))
+    return f"{configured} of {len(nodes)} node(s) configured, {failed} failed, {len(nodes) - len(sent)} not started" + (
+        f"; the runs of {', '.join(going)} go on (cancel each with `stackreflex runs cancel`)" if going else ""
+    )
 
 
-@handler("command.agents.configure", max_retries=3, min_backoff=5, max_backoff=60, time_limit=120,
-         compensate=_where_the_nodes_stand)
+@handler(
+    "command.agents.configure",
+    max_retries=3,
+    min_backoff=5,
+    max_backoff=60,
+    time_limit=120,
+    compensate=_where_the_nodes_stand,
+)
 def configure_stack_agents(event: Envelope, ctx: RunContext) -> None:
     """`stackreflex agents configure`: every node of a stack (or role), a window of N at a time."""
     stack, role = event.data["stack"], event.data.get("role")
@@ -87,12 +113,15 @@ def configure_stack_agents(event: Envelope, ctx: RunContext) -> None:
     nodes, sent, done = ctx.state["nodes"], ctx.state["sent"], ctx.state.setdefault("done", {})
     _window_step(ctx, stack, nodes, sent, done, window)
     if len(done) < len(nodes):
-        ctx.recheck(LOOK_AGAIN, waiting_for=f"{len(nodes) - len(done)} of {len(nodes)} node(s)", key="nodes",
-                    deadline=3600)
+        ctx.recheck(
+            LOOK_AGAIN, waiting_for=f"{len(nodes) - len(done)} of {len(nodes)} node(s)", key="nodes", deadline=3600
+        )
     failed = {label: error for label, (status, error) in done.items() if status != "succeeded"}
     if failed:
-        ctx.fail(f"{len(failed)} of {len(nodes)} node(s) failed: " +
-                 "; ".join(f"{label}: {error}" for label, error in sorted(failed.items())))
+        ctx.fail(
+            f"{len(failed)} of {len(nodes)} node(s) failed: "
+            + "; ".join(f"{label}: {error}" for label, error in sorted(failed.items()))
+        )
 
 
 def _window_step(ctx: RunContext, stack: str, nodes: list[dict], sent: dict, done: dict, window: int) -> None:
@@ -110,7 +139,7 @@ def _window_step(ctx: RunContext, stack: str, nodes: list[dict], sent: dict, don
         elif not _fetched(rows):
             busy += 1
     # Nodes are sent in their listed order: the first len(sent) of them are out.
-    unsent = nodes[len(sent):len(sent) + max(window - busy, 0)]
+    unsent = nodes[len(sent) : len(sent) + max(window - busy, 0)]
     for data in unsent:
         label = server_of_data(data).label
         sent[label] = ctx.publish("command.agent.configure", subject=stack, data=data, key=label).id
@@ -129,8 +158,15 @@ def _fetched(rows: list) -> bool:
 
 
 def server_of_data(data: dict) -> DeployedServer:
-    return DeployedServer(data["owner_stack"], data["owner_stack_id"], data["resource_name"],
-                          data["physical_resource_id"], data.get("status", ""), data.get("role"), data.get("index"))
+    return DeployedServer(
+        data["owner_stack"],
+        data["owner_stack_id"],
+        data["resource_name"],
+        data["physical_resource_id"],
+        data.get("status", ""),
+        data.get("role"),
+        data.get("index"),
+    )
 
 
 def server_heat_has(data: dict, ctx: RunContext) -> DeployedServer:
@@ -150,12 +186,16 @@ def server_heat_has(data: dict, ctx: RunContext) -> DeployedServer:
             server = deployed_server(ctx.cloud, *(data[k] for k in NAMING_FIELDS))
         except NotInHeat as exc:
             detail["heat"] = exc.explanation
-            ctx.fail(f"refused: Heat has no resource {_shown(data['resource_name'])} in stack "
-                     f"{_shown(data['owner_stack'])} (id {_shown(data['owner_stack_id'])}): {exc.explanation}")
+            ctx.fail(
+                f"refused: Heat has no resource {_shown(data['resource_name'])} in stack "
+                f"{_shown(data['owner_stack'])} (id {_shown(data['owner_stack_id'])}): {exc.explanation}"
+            )
         except NotADeployedServer as exc:
             detail["heat"] = {"resource_type": exc.resource_type}
-            ctx.fail(f"refused: the envelope disagrees with Heat about {target}: resource_type "
-                     f"{_shown(data.get('resource_type'))} (Heat: {exc.resource_type})")
+            ctx.fail(
+                f"refused: the envelope disagrees with Heat about {target}: resource_type "
+                f"{_shown(data.get('resource_type'))} (Heat: {exc.resource_type})"
+            )
         detail["heat"] = {**server_data(server), "resource_type": DEPLOYED_SERVER_TYPE}
         disagreements = _disagreements(data, server)
         if disagreements:
@@ -218,8 +258,9 @@ def configure_node(data: dict, ctx: RunContext) -> None:
             if source is not None:
                 detail["collector"] = source.collector
         if source is None:
-            ctx.recheck(10, waiting_for=f"the metadata URL of {server.label}", key="metadata URL",
-                        deadline=URL_DEADLINE)
+            ctx.recheck(
+                10, waiting_for=f"the metadata URL of {server.label}", key="metadata URL", deadline=URL_DEADLINE
+            )
         ctx.state["url_read"] = True
     # after a continuation, read it again: it carries a credential and is not kept in state
     source = source or _agent_source(ctx, server)
@@ -232,15 +273,24 @@ def configure_node(data: dict, ctx: RunContext) -> None:
                     done = configure_agent(ssh, source, layout, host=str(host))
                 except UnsafeValue as exc:
                     ctx.fail(f"refused: the agent configuration of {server.label}: {exc}")
-                detail.update(done, node=server.label,
-                              **({"metadata_url": source.settings["metadata_url"]} if source.collector == "request"
-                                 else {source.collector: source.describe()}))
+                detail.update(
+                    done,
+                    node=server.label,
+                    **(
+                        {"metadata_url": source.settings["metadata_url"]}
+                        if source.collector == "request"
+                        else {source.collector: source.describe()}
+                    ),
+                )
             ctx.state["configured"] = True
         if "fetched" not in ctx.state:
-            if not wait_until(lambda: agent_fetched(ssh, layout, source, host=str(host)), INLINE_WAIT,
-                              clock=ctx.clock):
-                ctx.recheck(2, waiting_for=f"{host} to fetch its metadata", key="fetch",
-                            deadline=ctx.settings.agent_fetch_deadline)
+            if not wait_until(lambda: agent_fetched(ssh, layout, source, host=str(host)), INLINE_WAIT, clock=ctx.clock):
+                ctx.recheck(
+                    2,
+                    waiting_for=f"{host} to fetch its metadata",
+                    key="fetch",
+                    deadline=ctx.settings.agent_fetch_deadline,
+                )
             with ctx.step("agent fetched its metadata", target=str(host)) as detail:
                 detail["cache"] = layout.cache_path(source.collector)
             ctx.state["fetched"] = True
@@ -259,10 +309,16 @@ def deployments_complete(ctx: RunContext, server: DeployedServer, host) -> None:
     deployments = wait_until(settled, INLINE_WAIT, clock=ctx.clock)
     if deployments is None:
         waiting = ", ".join(d.name for d in looked[0].pending)
-        ctx.recheck(2, waiting_for=f"Heat to complete the deployments of {server.label}: {waiting}", key="heat",
-                    deadline=ctx.settings.deployments_deadline)
+        ctx.recheck(
+            2,
+            waiting_for=f"Heat to complete the deployments of {server.label}: {waiting}",
+            key="heat",
+            deadline=ctx.settings.deployments_deadline,
+        )
     with ctx.step("Heat deployments", target=server.label) as detail:
-        detail.update(summary=deployments.summary(), deployments={d.name: d.resource_status for d in deployments.states})
+        detail.update(
+            summary=deployments.summary(), deployments={d.name: d.resource_status for d in deployments.states}
+        )
         if deployments.failed:
             failed = deployments.failed[0]
             detail.update(failed=failed.name, reason=failed.reason, deploy_stderr=failed.stderr)

@@ -10,22 +10,33 @@ deleted at the end, pass or fail, each deletion a step verified with Cinder and 
 check's verdict stays what it was).
 """
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..core.envelope import Envelope
 from ..core.clock import utcnow
+from ..core.envelope import Envelope
 from ..core.errors import HandlerFailed, StackreflexError
+from ..core.registry import handler
 from ..tasks.images import CENTRAL, IMAGE_SETTLED, ImageNotFound, ImageStores, delete_image, find_image, image_now
-from ..tasks.volumes import (CinderRefused, VolumeInfo, create_snapshot, create_volume, delete_snapshot,
-                             delete_volume, deletion, find_snapshot, find_volume_named, snapshot_status,
-                             upload_to_image, volume_now)
+from ..tasks.volumes import (
+    CinderRefused,
+    VolumeInfo,
+    create_snapshot,
+    create_volume,
+    delete_snapshot,
+    delete_volume,
+    deletion,
+    find_snapshot,
+    find_volume_named,
+    snapshot_status,
+    upload_to_image,
+    volume_now,
+)
 from .context import RunContext
 from .image_copies import copy_to_stores
 from .orders import read_order
-from ..core.registry import handler
 
 #: Default give-up time for each wait of the check (seconds).
 STEP_DEADLINE = 1800.0
@@ -70,14 +81,18 @@ def edge_steps(order: EdgeCheckOrder) -> list[tuple[str, str]]:
 
 def _what_the_check_made(event: Envelope, ctx: RunContext, reason: str) -> str:
     """A cancelled edge check deletes nothing, like a finished one: it names what it made."""
-    made = [f"{slot} {ctx.state[slot]['id']}" for slot in ("volume", "snapshot", "restored", "site_image")
-            if slot in ctx.state]
+    made = [
+        f"{slot} {ctx.state[slot]['id']}"
+        for slot in ("volume", "snapshot", "restored", "site_image")
+        if slot in ctx.state
+    ]
     done = ctx.state.get("done", [])
-    return (f"steps done: {', '.join(done) or 'none'}; left in place for inspection: {', '.join(made) or 'nothing'}")
+    return f"steps done: {', '.join(done) or 'none'}; left in place for inspection: {', '.join(made) or 'nothing'}"
 
 
-@handler("command.edge.check", max_retries=3, min_backoff=2, max_backoff=30, time_limit=60,
-         compensate=_what_the_check_made)
+@handler(
+    "command.edge.check", max_retries=3, min_backoff=2, max_backoff=30, time_limit=60, compensate=_what_the_check_made
+)
 def check_edge(event: Envelope, ctx: RunContext) -> None:
     """Run the edge storage check of one site, step by step, stopping at the first failure."""
     order = read_order(EdgeCheckOrder, event, ctx)
@@ -87,14 +102,17 @@ def check_edge(event: Envelope, ctx: RunContext) -> None:
     actions: dict[str, Callable[[], None]] = {
         "image in central": lambda: _image_in_central(ctx, order),
         f"copy image to {order.site_store}": lambda: copy_to_stores(
-            ctx, state["image"], [order.site_store], deadline=order.deadline, slot="copy_to_site"),
+            ctx, state["image"], [order.site_store], deadline=order.deadline, slot="copy_to_site"
+        ),
         "volume from image": lambda: _volume(ctx, order, "volume", f"{prefix}-volume", image_id=state["image"]),
         "snapshot volume": lambda: _snapshot(ctx, order, f"{prefix}-snapshot"),
-        "volume from snapshot": lambda: _volume(ctx, order, "restored", f"{prefix}-restored",
-                                                snapshot_id=state["snapshot"]["id"]),
+        "volume from snapshot": lambda: _volume(
+            ctx, order, "restored", f"{prefix}-restored", snapshot_id=state["snapshot"]["id"]
+        ),
         "image from volume": lambda: _image_from_volume(ctx, order, f"{prefix}-image"),
         f"copy image to {CENTRAL}": lambda: copy_to_stores(
-            ctx, state["site_image"]["id"], [CENTRAL], deadline=order.deadline, slot="copy_back"),
+            ctx, state["site_image"]["id"], [CENTRAL], deadline=order.deadline, slot="copy_back"
+        ),
     }
     steps = edge_steps(order)
     for position, (name, _) in enumerate(steps):
@@ -137,8 +155,12 @@ def _clean_up(ctx: RunContext, order: EdgeCheckOrder) -> None:
                     delete_image(conn, item)
                 else:
                     (delete_volume if kind == "volume" else delete_snapshot)(conn, item)
-                    ended = ctx.wait(lambda: deletion(conn, kind, item), key=f"delete {slot}",
-                                     waiting_for=f"{kind} {item} to be deleted", deadline=order.deadline)
+                    ended = ctx.wait(
+                        lambda kind=kind, item=item: deletion(conn, kind, item),
+                        key=f"delete {slot}",
+                        waiting_for=f"{kind} {item} to be deleted",
+                        deadline=order.deadline,
+                    )
                     if ended != "gone":
                         raise HandlerFailed(f"{kind} {item} ended {ended}: delete it by hand")
                 if kind == "image" and not _image_gone(conn, item):
@@ -157,48 +179,90 @@ def _image_in_central(ctx: RunContext, order: EdgeCheckOrder) -> None:
             raise HandlerFailed(str(exc)) from None
         detail.update(image_id=image.id, status=image.status, stores=sorted(image.stores))
         if image.status != "active" or CENTRAL not in image.stores:
-            raise HandlerFailed(f"{image.label} is {image.status} in stores "
-                                f"{', '.join(sorted(image.stores)) or 'none'}: it must be active in {CENTRAL}")
+            raise HandlerFailed(
+                f"{image.label} is {image.status} in stores "
+                f"{', '.join(sorted(image.stores)) or 'none'}: it must be active in {CENTRAL}"
+            )
     ctx.state["image"] = image.id
 
 
 def _volume(ctx: RunContext, order: EdgeCheckOrder, slot: str, name: str, **source) -> None:
     """Create a volume in the site's zone (once), wait until it is available."""
     conn = ctx.cloud
-    made = _made_once(ctx, slot, lambda: (find_volume_named(conn, name) or create_volume(
-        conn, name, zone=order.site_zone, size=order.size, **source)).id)
-    volume: VolumeInfo = ctx.wait(lambda: _settled(volume_now(conn, made["id"])), key=slot,
-                                  waiting_for=f"volume {name} to become available", deadline=order.deadline)
-    _record(ctx, "volume from image" if "image_id" in source else "volume from snapshot", name, made,
-            ok=volume.status == "available", detail={"volume_id": volume.id, "zone": volume.zone, **source},
-            error=f"volume {name} ({volume.id}) in zone {volume.zone} ended {volume.status}"
-                  + (f": Cinder could not clone the image at the site (is it in store {order.site_store}?)"
-                     if "image_id" in source else ""))
+    made = _made_once(
+        ctx,
+        slot,
+        lambda: (
+            (
+                find_volume_named(conn, name)
+                or create_volume(conn, name, zone=order.site_zone, size=order.size, **source)
+            ).id
+        ),
+    )
+    volume: VolumeInfo = ctx.wait(
+        lambda: _settled(volume_now(conn, made["id"])),
+        key=slot,
+        waiting_for=f"volume {name} to become available",
+        deadline=order.deadline,
+    )
+    _record(
+        ctx,
+        "volume from image" if "image_id" in source else "volume from snapshot",
+        name,
+        made,
+        ok=volume.status == "available",
+        detail={"volume_id": volume.id, "zone": volume.zone, **source},
+        error=f"volume {name} ({volume.id}) in zone {volume.zone} ended {volume.status}"
+        + (
+            f": Cinder could not clone the image at the site (is it in store {order.site_store}?)"
+            if "image_id" in source
+            else ""
+        ),
+    )
 
 
 def _snapshot(ctx: RunContext, order: EdgeCheckOrder, name: str) -> None:
     conn = ctx.cloud
     volume = volume_now(conn, ctx.state["volume"]["id"])
-    made = _made_once(ctx, "snapshot", lambda: find_snapshot(conn, volume.id, name)
-                      or create_snapshot(conn, volume, name, force=True))
-    status = ctx.wait(lambda: _settled_status(snapshot_status(conn, made["id"])[0]),
-                      waiting_for=f"snapshot {name} to become available", deadline=order.deadline)
-    _record(ctx, "snapshot volume", name, made, ok=status == "available",
-            detail={"snapshot_id": made["id"], "volume_id": volume.id, "force": True},
-            error=f"snapshot {name} ({made['id']}) of volume {volume.label} ended {status}")
+    made = _made_once(
+        ctx, "snapshot", lambda: find_snapshot(conn, volume.id, name) or create_snapshot(conn, volume, name, force=True)
+    )
+    status = ctx.wait(
+        lambda: _settled_status(snapshot_status(conn, made["id"])[0]),
+        waiting_for=f"snapshot {name} to become available",
+        deadline=order.deadline,
+    )
+    _record(
+        ctx,
+        "snapshot volume",
+        name,
+        made,
+        ok=status == "available",
+        detail={"snapshot_id": made["id"], "volume_id": volume.id, "force": True},
+        error=f"snapshot {name} ({made['id']}) of volume {volume.label} ended {status}",
+    )
 
 
 def _image_from_volume(ctx: RunContext, order: EdgeCheckOrder, name: str) -> None:
     conn = ctx.cloud
     volume = volume_now(conn, ctx.state["restored"]["id"])
     made = _made_once(ctx, "site_image", lambda: upload_to_image(conn, volume, name))
-    image = ctx.wait(lambda: _settled_image(image_now(conn, made["id"])),
-                     waiting_for=f"image {name} to become active", deadline=order.deadline)
+    image = ctx.wait(
+        lambda: _settled_image(image_now(conn, made["id"])),
+        waiting_for=f"image {name} to become active",
+        deadline=order.deadline,
+    )
     in_site = order.site_store in image.stores
-    _record(ctx, "image from volume", name, made, ok=image.status == "active" and in_site,
-            detail={"image_id": image.id, "volume_id": volume.id, "stores": sorted(image.stores)},
-            error=f"image {name} ({image.id}) is {image.status} in stores "
-                  f"{', '.join(sorted(image.stores)) or 'none'}, expected active in {order.site_store}")
+    _record(
+        ctx,
+        "image from volume",
+        name,
+        made,
+        ok=image.status == "active" and in_site,
+        detail={"image_id": image.id, "volume_id": volume.id, "stores": sorted(image.stores)},
+        error=f"image {name} ({image.id}) is {image.status} in stores "
+        f"{', '.join(sorted(image.stores)) or 'none'}, expected active in {order.site_store}",
+    )
 
 
 def _image_gone(conn, image_id: str) -> bool:
@@ -238,7 +302,13 @@ def _settled_status(status: str) -> str | None:
 def _record(ctx: RunContext, step: str, target: str, made: dict, *, ok: bool, detail: dict, error: str) -> None:
     started = datetime.fromisoformat(made["started"])
     detail = {**detail, "duration_s": round((utcnow() - started).total_seconds(), 3)}
-    ctx.record(step, target=target, started_at=started, status="succeeded" if ok else "failed", detail=detail,
-               error=None if ok else error)
+    ctx.record(
+        step,
+        target=target,
+        started_at=started,
+        status="succeeded" if ok else "failed",
+        detail=detail,
+        error=None if ok else error,
+    )
     if not ok:
         raise HandlerFailed(error)

@@ -11,17 +11,30 @@ from datetime import datetime, timedelta
 from openstack import exceptions
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..core.envelope import Envelope
 from ..core.clock import utcnow
+from ..core.envelope import Envelope
 from ..core.records import FINAL_STATUSES
-from ..tasks.compute import (MIGRATION_FAILED, MIGRATION_WAITING, HostServer, MigrationRecord, MigrationRefused, action_for, compute_service, nova_time,
-                             migrations_from, server_now, servers_on, set_service_enabled, start_migration)
+from ..core.registry import handler
+from ..tasks.compute import (
+    MIGRATION_FAILED,
+    MIGRATION_WAITING,
+    HostServer,
+    MigrationRecord,
+    MigrationRefused,
+    action_for,
+    compute_service,
+    migrations_from,
+    nova_time,
+    server_now,
+    servers_on,
+    set_service_enabled,
+    start_migration,
+)
 from ..tasks.inventory import node_of_host
 from ..tasks.reboot import boot_id, boot_id_now, reboot
 from ..tasks.waiting import wait_until
 from .context import RunContext
 from .orders import read_order
-from ..core.registry import handler
 
 #: Give-up times (seconds): the whole drain, the node's return from its reboot.
 DRAIN_DEADLINE, REBOOT_DEADLINE = 6 * 3600.0, 1800.0
@@ -65,8 +78,11 @@ def _after_cancelled_evacuation(event: Envelope, ctx: RunContext, reason: str) -
     issued = {sid for sid, records in migrations_from(ctx.cloud, host, since).items() if records}
     on_host = servers_on(ctx.cloud, host)
     moving = sorted(s.name for s in on_host.values() if s.busy)
-    we_disabled = (service.status == "disabled" and service.disabled_reason == ours
-                   and state.get("service_was", "enabled") == "enabled")
+    we_disabled = (
+        service.status == "disabled"
+        and service.disabled_reason == ours
+        and state.get("service_was", "enabled") == "enabled"
+    )
     if not issued and not moving and state.get("phase", "drain") == "drain":
         if we_disabled:
             with ctx.step("enable nova-compute", target=host) as detail:
@@ -83,30 +99,43 @@ def _after_cancelled_evacuation(event: Envelope, ctx: RunContext, reason: str) -
     elif state.get("phase") == "return":
         left.append(f"{host} rebooted and is back")
     if service.status == "disabled":
-        left.append(f"nova-compute left disabled ({service.disabled_reason or 'no reason given'}); once the host is "
-                    f"ready: openstack compute service set --enable {host} nova-compute")
+        left.append(
+            f"nova-compute left disabled ({service.disabled_reason or 'no reason given'}); once the host is "
+            f"ready: openstack compute service set --enable {host} nova-compute"
+        )
     else:
         left.append("nova-compute is enabled")
     return "; ".join(left)
 
 
-@handler("command.host.evacuate", max_retries=5, min_backoff=2, max_backoff=60, time_limit=INLINE_FOLLOW + 100,
-         compensate=_after_cancelled_evacuation)
+@handler(
+    "command.host.evacuate",
+    max_retries=5,
+    min_backoff=2,
+    max_backoff=60,
+    time_limit=INLINE_FOLLOW + 100,
+    compensate=_after_cancelled_evacuation,
+)
 def evacuate_host(event: Envelope, ctx: RunContext) -> None:
     """Disable nova-compute, move every server away in a window, verify the host is empty;
     with ``reboot``, reboot it over SSH and re-enable the service once it is back."""
     order = read_order(EvacuateOrder, event, ctx)
     if event.subject != order.host:
-        ctx.fail(f"command.host.evacuate must have the host as its subject (subject {event.subject!r}, "
-                 f"host {order.host!r}): the audit log and the one-evacuation-per-host rule go by it")
+        ctx.fail(
+            f"command.host.evacuate must have the host as its subject (subject {event.subject!r}, "
+            f"host {order.host!r}): the audit log and the one-evacuation-per-host rule go by it"
+        )
     state = ctx.state
     if not state:
         ahead = ctx.others_running()
         if ahead:
-            ctx.fail(f"{order.host} is already being evacuated by run {ahead[0].id} ({ahead[0].status}); "
-                     "wait for it to end, or see `stackreflex audit show` for where it stands")
-        state.update(phase="drain", started=utcnow().isoformat(), servers={}, done={}, blocked={}, issued={},
-                     failures_seen=[])
+            ctx.fail(
+                f"{order.host} is already being evacuated by run {ahead[0].id} ({ahead[0].status}); "
+                "wait for it to end, or see `stackreflex audit show` for where it stands"
+            )
+        state.update(
+            phase="drain", started=utcnow().isoformat(), servers={}, done={}, blocked={}, issued={}, failures_seen=[]
+        )
     if state["phase"] == "drain":
         disable_service(ctx, order)
         drain(ctx, order)
@@ -155,9 +184,11 @@ def drain(ctx: RunContext, order: EvacuateOrder) -> None:
         ctx.sleep(pause)
     blocked = ctx.state["blocked"]
     if blocked:
-        ctx.fail(f"{order.host} is not empty: {len(blocked)} server(s) could not be moved: " +
-                 "; ".join(f"{server}: {why}" for server, why in sorted(blocked.values())) +
-                 ". The service stays disabled; nothing was rebooted.")
+        ctx.fail(
+            f"{order.host} is not empty: {len(blocked)} server(s) could not be moved: "
+            + "; ".join(f"{server}: {why}" for server, why in sorted(blocked.values()))
+            + ". The service stays disabled; nothing was rebooted."
+        )
     with ctx.step("host empty", target=order.host) as detail:
         left = servers_on(ctx.cloud, order.host)
         detail["servers"] = len(left)
@@ -182,8 +213,9 @@ class HostLook:
 
     @property
     def remaining(self) -> list[str]:
-        return [sid for sid in self.state["servers"] if sid not in self.state["done"]
-                and sid not in self.state["blocked"]]
+        return [
+            sid for sid in self.state["servers"] if sid not in self.state["done"] and sid not in self.state["blocked"]
+        ]
 
     def settle(self) -> None:
         """Sort each server: moved (record it), in flight, ready to move, or blocking the host."""
@@ -203,8 +235,11 @@ class HostLook:
                     self._block(sid, why)
                 elif len(failures) >= self.order.max_attempts:
                     last = failures[-1]
-                    self._block(sid, f"migration failed {len(failures)} time(s), last {last.id} to "
-                                     f"{last.dest or 'no host'} ended {last.status}")
+                    self._block(
+                        sid,
+                        f"migration failed {len(failures)} time(s), last {last.id} to "
+                        f"{last.dest or 'no host'} ended {last.status}",
+                    )
                 else:
                     self.ready.append((server, action))
 
@@ -215,8 +250,14 @@ class HostLook:
             try:
                 start_migration(self.ctx.cloud, server, live=action == "live-migrate", target=self.order.target)
             except MigrationRefused as exc:
-                self._step(action, target=server.name, started_at=utcnow(), status="failed",
-                           detail={"server_id": server.id, "source": self.order.host}, error=str(exc))
+                self._step(
+                    action,
+                    target=server.name,
+                    started_at=utcnow(),
+                    status="failed",
+                    detail={"server_id": server.id, "source": self.order.host},
+                    error=str(exc),
+                )
                 self._block(server.id, str(exc))
                 continue
             except exceptions.ConflictException:
@@ -241,8 +282,9 @@ class HostLook:
         """Until the next look: just before the earliest migration should end, judging by the
         fastest one seen (the fastest, because every observed time carries some lag of our looks)."""
         fastest = self.state.get("fastest")
-        starts = [datetime.fromisoformat(self.state["issued"][sid]) for sid in self.in_flight
-                  if sid in self.state["issued"]]
+        starts = [
+            datetime.fromisoformat(self.state["issued"][sid]) for sid in self.in_flight if sid in self.state["issued"]
+        ]
         if not starts:
             return MAX_POLL if not self.ready else MIN_POLL
         elapsed = (utcnow() - min(starts)).total_seconds()
@@ -266,16 +308,24 @@ class HostLook:
                     self.ctx.cloud.compute.confirm_server_resize(sid)
         started = self.state["issued"].get(sid) or (last.created_at.isoformat() if last else None)
         finished = utcnow()
-        detail = {"server_id": sid, "source": self.order.host, "destination": last.dest if last else None,
-                  "migration_id": last.id if last else None, "attempt": len(records)}
+        detail = {
+            "server_id": sid,
+            "source": self.order.host,
+            "destination": last.dest if last else None,
+            "migration_id": last.id if last else None,
+            "attempt": len(records),
+        }
         if started:
             duration = (finished - datetime.fromisoformat(started)).total_seconds()
             detail["duration_s"] = round(duration, 3)
             moving = self.state.get("moving", {}).get(sid) or self.state.get("waiting_seen", {}).get(sid)
             if moving and sid in self.state["issued"]:
                 began = datetime.fromisoformat(moving)
-                detail.update(queued_s=round((began - datetime.fromisoformat(started)).total_seconds(), 3),
-                              moving_s=round((finished - began).total_seconds(), 3), moving_since=began.isoformat())
+                detail.update(
+                    queued_s=round((began - datetime.fromisoformat(started)).total_seconds(), 3),
+                    moving_s=round((finished - began).total_seconds(), 3),
+                    moving_since=began.isoformat(),
+                )
             if last is not None and last.kind == "live-migration":
                 self.state["fastest"] = min(duration, self.state.get("fastest") or duration)
         now = server_now(self.ctx.cloud, sid)  # verify where and how it ended up
@@ -287,13 +337,24 @@ class HostLook:
             if last is None:
                 detail["note"] = "moved by someone else"
             elif now.status not in ("ACTIVE", "PAUSED", "SHUTOFF") or now.host == self.order.host:
-                self._step(kind, target=name, started_at=datetime.fromisoformat(started) if started else finished,
-                           finished_at=finished, status="failed", detail=detail,
-                           error=f"ended {now.status} on {now.host}")
+                self._step(
+                    kind,
+                    target=name,
+                    started_at=datetime.fromisoformat(started) if started else finished,
+                    finished_at=finished,
+                    status="failed",
+                    detail=detail,
+                    error=f"ended {now.status} on {now.host}",
+                )
                 self._block(sid, f"migration {last.id} ended with the server {now.status} on {now.host}")
                 return
-        self._step(kind, target=name, started_at=datetime.fromisoformat(started) if started else finished,
-                   finished_at=finished, detail=detail)
+        self._step(
+            kind,
+            target=name,
+            started_at=datetime.fromisoformat(started) if started else finished,
+            finished_at=finished,
+            detail=detail,
+        )
         self.state["done"][sid] = detail["destination"]
 
     def _watch_queue(self, sid: str, records: list[MigrationRecord]) -> None:
@@ -302,8 +363,12 @@ class HostLook:
         that saw it still waiting. Queued and moving time are then told apart, not summed."""
         issued, last = self.state["issued"].get(sid), records[-1] if records else None
         moving = self.state.setdefault("moving", {})
-        if issued is None or last is None or sid in moving or last.created_at < \
-                datetime.fromisoformat(issued).replace(microsecond=0):
+        if (
+            issued is None
+            or last is None
+            or sid in moving
+            or last.created_at < datetime.fromisoformat(issued).replace(microsecond=0)
+        ):
             return
         waiting = self.state.setdefault("waiting_seen", {})
         if last.status in MIGRATION_WAITING:
@@ -321,12 +386,19 @@ class HostLook:
                 self.state["issued"].pop(sid, None)
                 self.state.setdefault("moving", {}).pop(sid, None)
                 self.state.setdefault("waiting_seen", {}).pop(sid, None)
-                self._step("live-migrate" if record.kind == "live-migration" else "cold-migrate",
-                           target=self.state["servers"][sid], started_at=record.created_at, status="failed",
-                           detail={"server_id": sid, "source": record.source, "destination": record.dest,
-                                   "migration_id": record.id},
-                           error=f"migration {record.id} ended {record.status}; the server stayed on "
-                                 f"{self.order.host}")
+                self._step(
+                    "live-migrate" if record.kind == "live-migration" else "cold-migrate",
+                    target=self.state["servers"][sid],
+                    started_at=record.created_at,
+                    status="failed",
+                    detail={
+                        "server_id": sid,
+                        "source": record.source,
+                        "destination": record.dest,
+                        "migration_id": record.id,
+                    },
+                    error=f"migration {record.id} ended {record.status}; the server stayed on {self.order.host}",
+                )
 
     def _block(self, sid: str, why: str) -> None:
         self.state["blocked"][sid] = [f"{self.state['servers'][sid]} ({sid})", why]
@@ -348,12 +420,16 @@ def reboot_node(ctx: RunContext, order: EvacuateOrder) -> None:
         current = wait_until(lambda: _new_boot(ctx, node), INLINE_WAIT, interval=0.5, clock=ctx.clock)
         if not current:
             sent = datetime.fromisoformat(state["reboot_at"])
-            if boot_id_now(ctx.settings, node) == state["boot_id"] and \
-                    utcnow() - sent > timedelta(seconds=REBOOT_GRACE):
-                ctx.fail(f"{order.host} did not reboot: still on boot {state['boot_id']} "
-                         f"{REBOOT_GRACE:.0f}s after the reboot was sent")
-            ctx.recheck(2, waiting_for=f"{order.host} to come back from its reboot", key="reboot",
-                        deadline=REBOOT_DEADLINE)
+            if boot_id_now(ctx.settings, node) == state["boot_id"] and utcnow() - sent > timedelta(
+                seconds=REBOOT_GRACE
+            ):
+                ctx.fail(
+                    f"{order.host} did not reboot: still on boot {state['boot_id']} "
+                    f"{REBOOT_GRACE:.0f}s after the reboot was sent"
+                )
+            ctx.recheck(
+                2, waiting_for=f"{order.host} to come back from its reboot", key="reboot", deadline=REBOOT_DEADLINE
+            )
         detail["reboot_sent_at"] = state["reboot_at"]
     with ctx.step("node back", target=order.host) as detail:
         detail.update(boot_id_before=state["boot_id"], boot_id_after=current, node=str(node))
@@ -368,11 +444,13 @@ def return_to_service(ctx: RunContext, order: EvacuateOrder) -> None:
     """Once nova-compute reports in from the new boot, enable it (unless asked not to)."""
     since = datetime.fromisoformat(ctx.state["reboot_at"]).replace(microsecond=0)
     with ctx.step("service up", target=order.host) as detail:  # until nova-compute reports from the new boot
-        service = wait_until(lambda: _service_up_since(ctx, order.host, since), INLINE_WAIT, interval=0.5,
-                             clock=ctx.clock)
+        service = wait_until(
+            lambda: _service_up_since(ctx, order.host, since), INLINE_WAIT, interval=0.5, clock=ctx.clock
+        )
         if not service:
-            ctx.recheck(2, waiting_for=f"nova-compute on {order.host} to report up", key="service up",
-                        deadline=REBOOT_DEADLINE)
+            ctx.recheck(
+                2, waiting_for=f"nova-compute on {order.host} to report up", key="service up", deadline=REBOOT_DEADLINE
+            )
         detail.update(state=service.state, updated_at=service.updated_at)
     with ctx.step("enable nova-compute", target=order.host) as detail:
         detail.update(state=service.state, updated_at=service.updated_at)
@@ -417,22 +495,30 @@ def _where_the_hosts_stand(event: Envelope, ctx: RunContext, reason: str) -> str
         elif runs:
             current = (host, runs[0])
             break
-    untouched = order.hosts[len(done) + (current is not None):]
+    untouched = order.hosts[len(done) + (current is not None) :]
     said = [f"done: {', '.join(done) or 'none'}"]
     if current is not None:
         host, run = current
         if run.status not in FINAL_STATUSES:
             ctx.cancel_run(run.id, f"{reason} (its rolling maintenance was cancelled)")
-            said.append(f"{host}: its evacuation (run {run.id}) is cancelled too; `stackreflex audit show {run.id}` "
-                        "says where it stands")
+            said.append(
+                f"{host}: its evacuation (run {run.id}) is cancelled too; `stackreflex audit show {run.id}` "
+                "says where it stands"
+            )
         else:
             said.append(f"{host}: its evacuation ended {run.status}")
     said.append(f"not touched: {', '.join(untouched) or 'none'}")
     return "; ".join(said)
 
 
-@handler("command.hosts.drain_reboot", max_retries=3, min_backoff=5, max_backoff=60, time_limit=60,
-         compensate=_where_the_hosts_stand)
+@handler(
+    "command.hosts.drain_reboot",
+    max_retries=3,
+    min_backoff=5,
+    max_backoff=60,
+    time_limit=60,
+    compensate=_where_the_hosts_stand,
+)
 def drain_reboot_hosts(event: Envelope, ctx: RunContext) -> None:
     """Rolling maintenance: evacuate and reboot the hosts one at a time, never two at once,
     stopping at the first host that cannot be emptied or does not come back."""
@@ -449,9 +535,13 @@ def drain_reboot_hosts(event: Envelope, ctx: RunContext) -> None:
         if run is None or run.status not in FINAL_STATUSES:
             note = run.progress_note if run is not None and run.progress_note else "starting"
             ctx.progress(position, len(order.hosts), f"{host}: {note}")
-            ctx.recheck(2, waiting_for=f"{host} to be drained and rebooted", key=f"host {host}",
-                        deadline=DRAIN_DEADLINE + REBOOT_DEADLINE)
+            ctx.recheck(
+                2,
+                waiting_for=f"{host} to be drained and rebooted",
+                key=f"host {host}",
+                deadline=DRAIN_DEADLINE + REBOOT_DEADLINE,
+            )
         if run.status != "succeeded":
-            untouched = ", ".join(order.hosts[position + 1:]) or "none"
+            untouched = ", ".join(order.hosts[position + 1 :]) or "none"
             ctx.fail(f"stopped at {host} (run {run.id} {run.status}: {run.error}); hosts not touched: {untouched}")
     ctx.progress(len(order.hosts), len(order.hosts), "every host drained, rebooted and back")

@@ -9,13 +9,13 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..core.envelope import Envelope
 from ..core.clock import utcnow
+from ..core.envelope import Envelope
 from ..core.errors import StackreflexError
+from ..core.registry import handler
 from ..tasks.images import CENTRAL, CopyRefused, ImageLocked, check_stores, find_image, image_now, start_copy
 from .context import RunContext
 from .orders import read_order
-from ..core.registry import handler
 
 #: Default give-up time for a copy (seconds), and the pause before asking again for a held lock.
 COPY_DEADLINE, LOCK_RETRY = 3600.0, 2.0
@@ -48,12 +48,12 @@ def copy_image(event: Envelope, ctx: RunContext) -> None:
         except StackreflexError as exc:
             ctx.fail(str(exc))
         ctx.state["image"] = {"id": image.id, "name": image.name}
-    copy_to_stores(ctx, ctx.state["image"]["id"], None if order.all_stores else order.stores,
-                   deadline=order.deadline)
+    copy_to_stores(ctx, ctx.state["image"]["id"], None if order.all_stores else order.stores, deadline=order.deadline)
 
 
-def copy_to_stores(ctx: RunContext, image_id: str, stores: list[str] | None, *, deadline: float,
-                   slot: str = "copy") -> None:
+def copy_to_stores(
+    ctx: RunContext, image_id: str, stores: list[str] | None, *, deadline: float, slot: str = "copy"
+) -> None:
     """Copy ``image_id`` to ``stores`` (None: every store it is not in yet) and wait for the outcome
     of each; fails naming the stores Glance reports failed. Its state lives in ``ctx.state[slot]``."""
     state = ctx.state.setdefault(slot, {})
@@ -67,8 +67,12 @@ def copy_to_stores(ctx: RunContext, image_id: str, stores: list[str] | None, *, 
             start_copy(conn, image_now(conn, image_id), targets)
         except ImageLocked:
             state["lock_waits"] = state.get("lock_waits", 0) + 1
-            ctx.recheck(LOCK_RETRY, waiting_for=f"the import lock of {label} (another import is running)",
-                        key=f"{slot}: import lock", deadline=deadline)
+            ctx.recheck(
+                LOCK_RETRY,
+                waiting_for=f"the import lock of {label} (another import is running)",
+                key=f"{slot}: import lock",
+                deadline=deadline,
+            )
         except CopyRefused as exc:
             ctx.fail(str(exc))
         state["sent"] = utcnow().isoformat()
@@ -93,8 +97,9 @@ def copy_to_stores(ctx: RunContext, image_id: str, stores: list[str] | None, *, 
             ctx.checkpoint()
         return now if len(results) == len(targets) else None
 
-    now = ctx.wait(settled, waiting_for=f"{label} to be copied to {', '.join(targets)}", key=f"{slot}: copy",
-                   deadline=deadline)
+    now = ctx.wait(
+        settled, waiting_for=f"{label} to be copied to {', '.join(targets)}", key=f"{slot}: copy", deadline=deadline
+    )
     if state["had_central"]:
         with ctx.step("central copy kept", target=CENTRAL) as detail:
             detail.update(image_id=image_id, stores=sorted(now.stores))
@@ -103,8 +108,10 @@ def copy_to_stores(ctx: RunContext, image_id: str, stores: list[str] | None, *, 
     failed = sorted(s for s, r in results.items() if r == "failed")
     if failed:
         copied = sorted(s for s, r in results.items() if r == "copied")
-        ctx.fail(f"copy of {label} failed to {', '.join(failed)} (Glance lists them in os_glance_failed_import); "
-                 f"copied to: {', '.join(copied) or 'none'}")
+        ctx.fail(
+            f"copy of {label} failed to {', '.join(failed)} (Glance lists them in os_glance_failed_import); "
+            f"copied to: {', '.join(copied) or 'none'}"
+        )
 
 
 def _plan(ctx: RunContext, state: dict, image_id: str, stores: list[str] | None) -> None:
@@ -116,16 +123,31 @@ def _plan(ctx: RunContext, state: dict, image_id: str, stores: list[str] | None)
     image = image_now(ctx.cloud, image_id)
     if image.status != "active":
         ctx.fail(f"{image.label} is {image.status}, not active: only an active image is copied")
-    state.update(label=image.label, targets=sorted(set(asked) - image.stores), results={},
-                 had_central=CENTRAL in image.stores)
+    state.update(
+        label=image.label, targets=sorted(set(asked) - image.stores), results={}, had_central=CENTRAL in image.stores
+    )
     for store in sorted(set(asked) & image.stores):
-        ctx.record("copy image", target=store, started_at=utcnow(),
-                   detail={"image_id": image_id, "store": store, "note": "already in this store"})
+        ctx.record(
+            "copy image",
+            target=store,
+            started_at=utcnow(),
+            detail={"image_id": image_id, "store": store, "note": "already in this store"},
+        )
     ctx.checkpoint()
 
 
 def _record(ctx: RunContext, state: dict, image_id: str, store: str, error: str | None = None) -> None:
     started = datetime.fromisoformat(state["sent"])
-    ctx.record("copy image", target=store, started_at=started, status="failed" if error else "succeeded",
-               detail={"image_id": image_id, "store": store, "lock_waits": state.get("lock_waits", 0),
-                       "duration_s": round((utcnow() - started).total_seconds(), 3)}, error=error)
+    ctx.record(
+        "copy image",
+        target=store,
+        started_at=started,
+        status="failed" if error else "succeeded",
+        detail={
+            "image_id": image_id,
+            "store": store,
+            "lock_waits": state.get("lock_waits", 0),
+            "duration_s": round((utcnow() - started).total_seconds(), 3),
+        },
+        error=error,
+    )

@@ -4,8 +4,8 @@ The restart is compensation: it happens whether the work succeeded, failed or ti
 and is recorded as its own step. A server that was already SHUTOFF is left SHUTOFF.
 """
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Callable
 
 from ..core.clock import utcnow
 from ..core.errors import HandlerFailed
@@ -26,7 +26,7 @@ def with_server_stopped(ctx: RunContext, server: dict | None, stop: bool, work: 
                 _stop(ctx, server)
             work()
             state["work_done"] = True
-        except Exception as exc:  # noqa: BLE001 - whatever went wrong, the server comes back (a wait is no Exception)
+        except Exception as exc:
             state["failure"] = str(exc) if isinstance(exc, HandlerFailed) else f"{type(exc).__name__}: {exc}"
             ctx.checkpoint()
     if stop and server:
@@ -54,20 +54,31 @@ def _stop(ctx: RunContext, server: dict) -> None:
         now = power_state(ctx.cloud, server["id"])
         if now.status == "SHUTOFF" and not now.task_state:
             power["stopped"] = utcnow().isoformat()
-            ctx.record("stop server", target=server["name"], started_at=utcnow(),
-                       detail={"server_id": server["id"], "note": "already SHUTOFF: it stays stopped"})
+            ctx.record(
+                "stop server",
+                target=server["name"],
+                started_at=utcnow(),
+                detail={"server_id": server["id"], "note": "already SHUTOFF: it stays stopped"},
+            )
             ctx.checkpoint()
             return
         if now.status != "ACTIVE" or now.task_state:
-            ctx.fail(f"{server['name']} is {now.status}" + (f" ({now.task_state})" if now.task_state else "") +
-                     ": only an ACTIVE server is stopped for a consistent snapshot")
+            ctx.fail(
+                f"{server['name']} is {now.status}"
+                + (f" ({now.task_state})" if now.task_state else "")
+                + ": only an ACTIVE server is stopped for a consistent snapshot"
+            )
         power["stop_sent"] = utcnow().isoformat()
         ctx.checkpoint()  # a resumed run waits for this stop and starts the server afterwards
         stop_server(ctx.cloud, server["id"])
     ctx.wait(lambda: _is(ctx, server, "SHUTOFF"), waiting_for=f"{server['name']} to stop", deadline=POWER_DEADLINE)
     power["stopped"] = utcnow().isoformat()
-    ctx.record("stop server", target=server["name"], started_at=datetime.fromisoformat(power["stop_sent"]),
-               detail={"server_id": server["id"], "status": "SHUTOFF"})
+    ctx.record(
+        "stop server",
+        target=server["name"],
+        started_at=datetime.fromisoformat(power["stop_sent"]),
+        detail={"server_id": server["id"], "status": "SHUTOFF"},
+    )
     ctx.checkpoint()
 
 
@@ -84,17 +95,26 @@ def _start_again(ctx: RunContext, server: dict) -> None:
             start_server(ctx.cloud, server["id"])
             return False
         if now.status == "ERROR":
-            raise HandlerFailed(f"{server['name']} went to ERROR; it could not be started again"
-                                + (f" (after: {ctx.state['failure']})" if "failure" in ctx.state else ""))
+            raise HandlerFailed(
+                f"{server['name']} went to ERROR; it could not be started again"
+                + (f" (after: {ctx.state['failure']})" if "failure" in ctx.state else "")
+            )
         return now.status == "ACTIVE" and not now.task_state
 
     ctx.wait(started, waiting_for=f"{server['name']} to start again", deadline=POWER_DEADLINE)
     power["started"] = utcnow().isoformat()
     compensating = "failure" in ctx.state
-    ctx.record("start server", target=server["name"],
-               started_at=datetime.fromisoformat(power.get("start_sent", power["started"])),
-               detail={"server_id": server["id"], "status": "ACTIVE", "compensation": compensating,
-                       **({"after_failure": ctx.state["failure"]} if compensating else {})})
+    ctx.record(
+        "start server",
+        target=server["name"],
+        started_at=datetime.fromisoformat(power.get("start_sent", power["started"])),
+        detail={
+            "server_id": server["id"],
+            "status": "ACTIVE",
+            "compensation": compensating,
+            **({"after_failure": ctx.state["failure"]} if compensating else {}),
+        },
+    )
     ctx.checkpoint()
 
 

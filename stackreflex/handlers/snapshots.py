@@ -9,19 +9,18 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..core.envelope import Envelope
 from ..core.clock import utcnow
+from ..core.envelope import Envelope
 from ..core.errors import HandlerFailed, StackreflexError
+from ..core.registry import handler
 from ..tasks.compute import HostServer
 from ..tasks.images import IMAGE_SETTLED, ImageNotFound, find_image, image_now
 from ..tasks.servers import create_image, find_server
-from ..tasks.volumes import (CinderRefused, VolumeInfo, create_snapshot, find_snapshot, find_volume,
-                             snapshot_status)
+from ..tasks.volumes import CinderRefused, VolumeInfo, create_snapshot, find_snapshot, find_volume, snapshot_status
 from .context import RunContext
 from .image_copies import copy_to_stores
 from .orders import read_order
 from .quiesce import start_again_after_cancel, with_server_stopped
-from ..core.registry import handler
 
 #: Default give-up time for the snapshots or the image (seconds).
 COPY_DEADLINE = 3600.0
@@ -61,15 +60,19 @@ def plan_snapshots(conn, order: SnapshotOrder, stamp: datetime) -> SnapshotPlan:
     if order.server:
         found = find_server(conn, order.server)
         if not found.volume_ids:
-            raise StackreflexError(f"{found.server.label} has no volumes attached: nothing to snapshot "
-                                   "(to keep its disk, use `stackreflex server image`)")
+            raise StackreflexError(
+                f"{found.server.label} has no volumes attached: nothing to snapshot "
+                "(to keep its disk, use `stackreflex server image`)"
+            )
         server, volumes = found.server, [find_volume(conn, v) for v in found.volume_ids]
     else:
         volumes = [find_volume(conn, v) for v in dict.fromkeys(order.volumes)]
         owners = sorted({s for v in volumes for s in v.server_ids})
         if order.stop and len(owners) > 1:
-            raise StackreflexError(f"the volumes are attached to {len(owners)} servers ({', '.join(owners)}): "
-                                   "snapshot each server's volumes with --server, or pass --no-stop")
+            raise StackreflexError(
+                f"the volumes are attached to {len(owners)} servers ({', '.join(owners)}): "
+                "snapshot each server's volumes with --server, or pass --no-stop"
+            )
         server = find_server(conn, owners[0]).server if order.stop and owners else None
     names = {v.id: _snapshot_name(order, v, len(volumes), stamp) for v in volumes}
     force = {v.id: order.force if order.force is not None else v.status == "in-use" for v in volumes}
@@ -90,8 +93,14 @@ def _after_cancelled_snapshots(event: Envelope, ctx: RunContext, reason: str) ->
     return "; ".join([start_again_after_cancel(ctx), f"snapshots asked for: {names or 'none'}"])
 
 
-@handler("command.volume.snapshot", max_retries=3, min_backoff=2, max_backoff=30, time_limit=60,
-         compensate=_after_cancelled_snapshots)
+@handler(
+    "command.volume.snapshot",
+    max_retries=3,
+    min_backoff=2,
+    max_backoff=30,
+    time_limit=60,
+    compensate=_after_cancelled_snapshots,
+)
 def snapshot_volumes(event: Envelope, ctx: RunContext) -> None:
     """Stop the server, snapshot each volume (force when in use), follow them to ``available``,
     start the server again — also when a snapshot failed."""
@@ -102,8 +111,13 @@ def snapshot_volumes(event: Envelope, ctx: RunContext) -> None:
             plan = plan_snapshots(ctx.cloud, order, utcnow())
         except StackreflexError as exc:
             ctx.fail(str(exc))
-        state.update(server={"id": plan.server.id, "name": plan.server.name} if plan.server else None,
-                     volumes=[asdict(v) for v in plan.volumes], names=plan.names, force=plan.force, snapshots={})
+        state.update(
+            server={"id": plan.server.id, "name": plan.server.name} if plan.server else None,
+            volumes=[asdict(v) for v in plan.volumes],
+            names=plan.names,
+            force=plan.force,
+            snapshots={},
+        )
         ctx.checkpoint()
     with_server_stopped(ctx, state["server"], order.stop, lambda: _take_snapshots(ctx, order))
 
@@ -119,8 +133,14 @@ def _take_snapshots(ctx: RunContext, order: SnapshotOrder) -> None:
         try:
             snapshot_id = find_snapshot(conn, volume.id, name) or create_snapshot(conn, volume, name, force=force)
         except CinderRefused as exc:
-            ctx.record("snapshot volume", target=volume.name or volume.id, started_at=started, status="failed",
-                       detail={"volume_id": volume.id, "force": force}, error=str(exc))
+            ctx.record(
+                "snapshot volume",
+                target=volume.name or volume.id,
+                started_at=started,
+                status="failed",
+                detail={"volume_id": volume.id, "force": force},
+                error=str(exc),
+            )
             raise HandlerFailed(str(exc)) from None
         snapshots[volume.id] = {"id": snapshot_id, "started": started.isoformat(), "force": force}
         ctx.checkpoint()  # started: a resumed run follows it instead of taking another
@@ -135,12 +155,21 @@ def _take_snapshots(ctx: RunContext, order: SnapshotOrder) -> None:
                 continue
             taken.update(status=status, size=size)
             started = datetime.fromisoformat(taken["started"])
-            ctx.record("snapshot volume", target=volume.name or volume.id, started_at=started,
-                       status="succeeded" if status == "available" else "failed",
-                       detail={"volume_id": volume.id, "snapshot_id": taken["id"], "size_gb": size,
-                               "force": taken["force"], "status": status,
-                               "duration_s": round((utcnow() - started).total_seconds(), 3)},
-                       error=None if status == "available" else f"Cinder reports snapshot {taken['id']} {status}")
+            ctx.record(
+                "snapshot volume",
+                target=volume.name or volume.id,
+                started_at=started,
+                status="succeeded" if status == "available" else "failed",
+                detail={
+                    "volume_id": volume.id,
+                    "snapshot_id": taken["id"],
+                    "size_gb": size,
+                    "force": taken["force"],
+                    "status": status,
+                    "duration_s": round((utcnow() - started).total_seconds(), 3),
+                },
+                error=None if status == "available" else f"Cinder reports snapshot {taken['id']} {status}",
+            )
             ctx.checkpoint()
         done = sum("status" in t for t in snapshots.values())
         note = f"{done}/{len(volumes)} snapshots settled"
@@ -152,8 +181,12 @@ def _take_snapshots(ctx: RunContext, order: SnapshotOrder) -> None:
     ctx.wait(settled, waiting_for=f"{len(volumes)} snapshot(s) to become available", deadline=order.deadline)
     failed = [v for v in volumes if snapshots[v.id]["status"] != "available"]
     if failed:
-        raise HandlerFailed("snapshot failed for " + "; ".join(
-            f"volume {v.label}: snapshot {snapshots[v.id]['id']} ended {snapshots[v.id]['status']}" for v in failed))
+        raise HandlerFailed(
+            "snapshot failed for "
+            + "; ".join(
+                f"volume {v.label}: snapshot {snapshots[v.id]['id']} ended {snapshots[v.id]['status']}" for v in failed
+            )
+        )
 
 
 class ServerImageOrder(BaseModel):
@@ -174,8 +207,14 @@ def _after_cancelled_image(event: Envelope, ctx: RunContext, reason: str) -> str
     return "; ".join([start_again_after_cancel(ctx), f"image asked for: {image['id'] if image else 'none'}"])
 
 
-@handler("command.server.image", max_retries=3, min_backoff=2, max_backoff=30, time_limit=60,
-         compensate=_after_cancelled_image)
+@handler(
+    "command.server.image",
+    max_retries=3,
+    min_backoff=2,
+    max_backoff=30,
+    time_limit=60,
+    compensate=_after_cancelled_image,
+)
 def image_server(event: Envelope, ctx: RunContext) -> None:
     """Stop the server, create its image and wait until it is active, start the server again;
     then copy the image to the stores asked for."""
@@ -214,13 +253,23 @@ def _make_image(ctx: RunContext, order: ServerImageOrder) -> None:
         now = image_now(conn, image["id"])
         return now if now.status in IMAGE_SETTLED else None
 
-    now = ctx.wait(settled, waiting_for=f"image {order.name} of {server['name']} to become active",
-                   deadline=order.deadline)
+    now = ctx.wait(
+        settled, waiting_for=f"image {order.name} of {server['name']} to become active", deadline=order.deadline
+    )
     started = datetime.fromisoformat(image["started"])
-    ctx.record("create image", target=server["name"], started_at=started,
-               status="succeeded" if now.status == "active" else "failed",
-               detail={"server_id": server["id"], "image_id": image["id"], "status": now.status,
-                       "stores": sorted(now.stores), "duration_s": round((utcnow() - started).total_seconds(), 3)},
-               error=None if now.status == "active" else f"Glance reports image {image['id']} {now.status}")
+    ctx.record(
+        "create image",
+        target=server["name"],
+        started_at=started,
+        status="succeeded" if now.status == "active" else "failed",
+        detail={
+            "server_id": server["id"],
+            "image_id": image["id"],
+            "status": now.status,
+            "stores": sorted(now.stores),
+            "duration_s": round((utcnow() - started).total_seconds(), 3),
+        },
+        error=None if now.status == "active" else f"Glance reports image {image['id']} {now.status}",
+    )
     if now.status != "active":
         raise HandlerFailed(f"image {order.name} ({image['id']}) of {server['name']} ended {now.status}")

@@ -86,8 +86,11 @@ def run_validations(event: Envelope, ctx: RunContext) -> None:
     if not checks:
         ctx.fail(f"no {order.target} check in group {order.group!r}: see `stackreflex validate --list`")
     nodes = _nodes(ctx, order) if any(c.on_nodes for c in checks) else []
-    limits = Limits(settings.validation_min_free_percent, settings.validation_osd_max_used_percent,
-                    controllers=sum(n.controller for n in nodes))
+    limits = Limits(
+        settings.validation_min_free_percent,
+        settings.validation_osd_max_used_percent,
+        controllers=sum(n.controller for n in nodes),
+    )
     plan = {node: [c for c in checks if _applies(c, node, nodes)] for node in nodes}
     nowhere = [c for c in checks if c.on_nodes and not any(c in todo for todo in plan.values())]
     total = sum(len(p) for p in plan.values()) + sum(not c.on_nodes for c in checks) + len(nowhere)
@@ -101,9 +104,22 @@ def run_validations(event: Envelope, ctx: RunContext) -> None:
     for check in (c for c in checks if not c.on_nodes):
         recorded(_ask_api(ctx, order, check, limits))
     for check in nowhere:  # e.g. no role named *Controller*: the control plane went unchecked
-        recorded(Result(check, order.stack, Verdict.failed("no node", f"where: {check.where}", (
-            f"no node of stack {order.stack} is one this check runs on ({check.where}; controllers are the "
-            "nodes of a role named *Controller*): it could not run")), utcnow(), {}))
+        recorded(
+            Result(
+                check,
+                order.stack,
+                Verdict.failed(
+                    "no node",
+                    f"where: {check.where}",
+                    (
+                        f"no node of stack {order.stack} is one this check runs on ({check.where}; controllers are the "
+                        "nodes of a role named *Controller*): it could not run"
+                    ),
+                ),
+                utcnow(),
+                {},
+            )
+        )
     across: dict[Check, dict[str, tuple[Seen, datetime, dict]]] = {}
     with ThreadPoolExecutor(max(1, min(order.window, len(plan) or 1)), thread_name_prefix="validate") as pool:
         asked = [pool.submit(_ask_node, ctx, node, todo) for node, todo in plan.items() if todo]
@@ -112,20 +128,24 @@ def run_validations(event: Envelope, ctx: RunContext) -> None:
                 if check.across and seen is not None:
                     across.setdefault(check, {})[target] = (seen, started, detail)
                     continue
-                verdict = _judged(check, seen, limits) if seen is not None else Verdict.failed(
-                    "unreachable", "", detail.pop("unreachable"))
+                verdict = (
+                    _judged(check, seen, limits)
+                    if seen is not None
+                    else Verdict.failed("unreachable", "", detail.pop("unreachable"))
+                )
                 recorded(Result(check, target, verdict, started, detail))
     for check, answers in across.items():
         verdicts = _judged_across(check, {t: a[0] for t, a in answers.items()}, limits)
-        for target, (seen, started, detail) in answers.items():
+        for target, (_seen, started, detail) in answers.items():
             recorded(Result(check, target, verdicts[target], started, detail))
     counts = verdict_counts(r.verdict.verdict for r in results)
     summary = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
     failed = [r for r in results if r.verdict.verdict == "fail"]
     if failed:
         named = "; ".join(f"{r.check.name} on {r.target}: {r.verdict.reason}" for r in failed[:5])
-        ctx.fail(f"{len(failed)} of {len(results)} checks failed ({summary}): {named}"
-                 + (" …" if len(failed) > 5 else ""))
+        ctx.fail(
+            f"{len(failed)} of {len(results)} checks failed ({summary}): {named}" + (" …" if len(failed) > 5 else "")
+        )
     ctx.progress(len(results), total, f"{order.target} ready for the upgrade: {summary}")
 
 
@@ -151,8 +171,9 @@ def _nodes(ctx: RunContext, order: ValidationOrder) -> list[Node]:
         if order.target == "undercloud":
             return [Node(inventory.undercloud_host(), "undercloud", "undercloud")]
         for server in deployed_servers(ctx.cloud, order.stack):
-            nodes.append(Node(inventory.host_for(server.role, server.index, path=server.path),
-                              server.role or "", server.label))
+            nodes.append(
+                Node(inventory.host_for(server.role, server.index, path=server.path), server.role or "", server.label)
+            )
     except StackreflexError as exc:
         ctx.fail(str(exc))
     if not nodes:
@@ -172,8 +193,10 @@ def _ask_node(ctx: RunContext, node: Node, checks: list[Check]) -> list[tuple]:
         try:
             _, out, _ = remote.run(ssh, "hostname", check=False)
         except (OSError, paramiko.SSHException) as exc:
-            return [(c, node.label, None, started, {"node": str(node.host), "unreachable": f"node {node.host}: {exc}"})
-                    for c in checks]
+            return [
+                (c, node.label, None, started, {"node": str(node.host), "unreachable": f"node {node.host}: {exc}"})
+                for c in checks
+            ]
         name = out.strip() or node.label
         for check in checks:
             started = utcnow()
@@ -199,21 +222,31 @@ def _ask_api(ctx: RunContext, order: ValidationOrder, check: Check, limits: Limi
     target = order.stack if check.target == "overcloud" else "undercloud"
     detail = {"api": check.api, **({"cloud": cloud} if check.api == "overcloud" and cloud else {})}
     if check.api == "overcloud" and not cloud:
-        return Result(check, target, Verdict.failed("no overcloud cloud", "the overcloud's own API", (
-            "the overcloud's services are read from its own API: pass --os-cloud NAME (its overcloudrc as a "
-            "clouds.yaml entry) or set overcloud_cloud")), started, detail)
+        return Result(
+            check,
+            target,
+            Verdict.failed(
+                "no overcloud cloud",
+                "the overcloud's own API",
+                (
+                    "the overcloud's services are read from its own API: pass --os-cloud NAME (its overcloudrc as a "
+                    "clouds.yaml entry) or set overcloud_cloud"
+                ),
+            ),
+            started,
+            detail,
+        )
     try:
         conn = ctx.cloud if check.api == "undercloud" else _overcloud(ctx, cloud)
         answer = check.query(conn, order.stack)
-    except Exception as exc:  # noqa: BLE001 - an API that cannot answer is the check's failure
-        return Result(check, target, Verdict.failed("no answer", "", f"{check.api} API: {_said(exc)}"), started,
-                      detail)
-    return Result(check, target, _judged(check, Seen(target, check.api, "", 0, answer=answer), limits), started,
-                  detail)
+    except Exception as exc:
+        return Result(check, target, Verdict.failed("no answer", "", f"{check.api} API: {_said(exc)}"), started, detail)
+    return Result(check, target, _judged(check, Seen(target, check.api, "", 0, answer=answer), limits), started, detail)
 
 
 def _overcloud(ctx: RunContext, cloud: str):
     from ..tasks.cloud import connect_cloud
+
     return connect_cloud(ctx.settings.model_copy(update={"cloud": cloud}))
 
 
@@ -227,7 +260,7 @@ def _judged(check: Check, seen: Seen, limits: Limits) -> Verdict:
     with that said, not the whole validation."""
     try:
         verdict = check.judge(seen, limits)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return Verdict.failed("unreadable", "", f"could not judge the answer: {_said(exc)}")
     return verdict
 
@@ -235,17 +268,30 @@ def _judged(check: Check, seen: Seen, limits: Limits) -> Verdict:
 def _judged_across(check: Check, seen: dict[str, Seen], limits: Limits) -> dict[str, Verdict]:
     try:
         verdicts = check.judge(seen, limits)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         reason = f"could not judge the answers: {_said(exc)}"
         return {target: Verdict.failed("unreadable", "", reason) for target in seen}
-    return {target: verdicts.get(target, Verdict.failed("no verdict", "", "the check judged no verdict here"))
-            for target in seen}
+    return {
+        target: verdicts.get(target, Verdict.failed("no verdict", "", "the check judged no verdict here"))
+        for target in seen
+    }
 
 
 def _record(ctx: RunContext, result: Result) -> None:
     verdict = result.verdict
-    detail = {**result.detail, "verdict": verdict.verdict, "seen": verdict.seen, "threshold": verdict.threshold,
-              "reason": verdict.reason, "description": result.check.description}
-    ctx.record(result.check.name, target=result.target, started_at=result.started,
-               status="failed" if verdict.verdict == "fail" else "succeeded", detail=detail,
-               error=verdict.reason if verdict.verdict == "fail" else None)
+    detail = {
+        **result.detail,
+        "verdict": verdict.verdict,
+        "seen": verdict.seen,
+        "threshold": verdict.threshold,
+        "reason": verdict.reason,
+        "description": result.check.description,
+    }
+    ctx.record(
+        result.check.name,
+        target=result.target,
+        started_at=result.started,
+        status="failed" if verdict.verdict == "fail" else "succeeded",
+        detail=detail,
+        error=verdict.reason if verdict.verdict == "fail" else None,
+    )

@@ -18,28 +18,38 @@ import hashlib
 import json
 import secrets
 import uuid
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any, Callable, Hashable, Iterable, Iterator
+from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from ..core.envelope import Envelope
 from ..core.clock import SYSTEM_CLOCK, Clock
+from ..core.envelope import Envelope
 from ..core.errors import DatabaseUnavailable
+from ..core.records import Accepted, Claim, ClaimRefusal, Fence, RunRecord, RunRef, Served
 from ..core.redaction import MASK, redact, redact_text
 from .database import make_engine, migrate
 from .group_commit import GroupCommit, T, Write
 from .outage import DEFAULT_OUTAGE_LIMIT, OutageGuard
 from .prepared import Prepared
-from ..core.records import Accepted, Claim, ClaimRefusal, Fence, RunRecord, RunRef, Served
-from .tables import (FINAL_STATUSES, EnvelopeRecord, InstallationSecret, Run, RunStatus, Step, StepStatus,
-                     Subscription, WatcherCursor)
+from .tables import (
+    FINAL_STATUSES,
+    EnvelopeRecord,
+    InstallationSecret,
+    Run,
+    RunStatus,
+    Step,
+    StepStatus,
+    Subscription,
+    WatcherCursor,
+)
 
 #: Transactions a process runs at once on PostgreSQL: while one waits for its commit to reach
 #: the disk, the next can be under way (SQLite has one writer: one lane).
@@ -95,49 +105,137 @@ def _storable(text: str) -> str:
 #: Claim a run for one execution: pending (new, or its retry is here), waiting for this wake-up
 #: and due (or asked to cancel), or running under a lease that lapsed (its worker died). A
 #: takeover is a new attempt; a wake is not.
-_CLAIM = update(RUN).where(
-    RUN.c.envelope_id == bindparam("b_envelope"), RUN.c.handler == bindparam("b_handler"),
-    RUN.c.wake == bindparam("b_wake"),
-    or_(RUN.c.status == PENDING,
-        and_(RUN.c.status == WAITING, or_(RUN.c.wake_at <= bindparam("b_now"), RUN.c.cancel_reason.is_not(None))),
-        and_(RUN.c.status == RUNNING, RUN.c.lease_until < bindparam("b_now"))),
-).values(status=RUNNING,
-         attempts=case((RUN.c.attempts == 0, 1), (RUN.c.status == RUNNING, RUN.c.attempts + 1),
-                       else_=RUN.c.attempts),
-         wakes=case((RUN.c.status == WAITING, RUN.c.wakes + 1), else_=RUN.c.wakes),
-         lease_owner=bindparam("b_owner"), lease_until=bindparam("b_lease_until"), updated_at=bindparam("b_now"),
-         started_at=func.coalesce(RUN.c.started_at, bindparam("b_now"))).returning(*RUN.c)
+_CLAIM = (
+    update(RUN)
+    .where(
+        RUN.c.envelope_id == bindparam("b_envelope"),
+        RUN.c.handler == bindparam("b_handler"),
+        RUN.c.wake == bindparam("b_wake"),
+        or_(
+            RUN.c.status == PENDING,
+            and_(RUN.c.status == WAITING, or_(RUN.c.wake_at <= bindparam("b_now"), RUN.c.cancel_reason.is_not(None))),
+            and_(RUN.c.status == RUNNING, RUN.c.lease_until < bindparam("b_now")),
+        ),
+    )
+    .values(
+        status=RUNNING,
+        attempts=case((RUN.c.attempts == 0, 1), (RUN.c.status == RUNNING, RUN.c.attempts + 1), else_=RUN.c.attempts),
+        wakes=case((RUN.c.status == WAITING, RUN.c.wakes + 1), else_=RUN.c.wakes),
+        lease_owner=bindparam("b_owner"),
+        lease_until=bindparam("b_lease_until"),
+        updated_at=bindparam("b_now"),
+        started_at=func.coalesce(RUN.c.started_at, bindparam("b_now")),
+    )
+    .returning(*RUN.c)
+)
 _RUN_BY_KEY = select(RUN).where(RUN.c.envelope_id == bindparam("b_envelope"), RUN.c.handler == bindparam("b_handler"))
 _FENCE = and_(RUN.c.id == bindparam("b_id"), RUN.c.lease_owner == bindparam("b_token"))
 #: An execution's last write: the run ends, its lease and next due time cleared.
-_FINISH = update(RUN).where(_FENCE).values(
-    status=bindparam("b_status"), error=bindparam("b_error"), finished_at=bindparam("b_now"),
-    updated_at=bindparam("b_now"), lease_until=None, lease_owner=None, wake_at=None, progress_note=None,
-).returning(RUN.c.id)
+_FINISH = (
+    update(RUN)
+    .where(_FENCE)
+    .values(
+        status=bindparam("b_status"),
+        error=bindparam("b_error"),
+        finished_at=bindparam("b_now"),
+        updated_at=bindparam("b_now"),
+        lease_until=None,
+        lease_owner=None,
+        wake_at=None,
+        progress_note=None,
+    )
+    .returning(RUN.c.id)
+)
 #: An execution failed and will be tried again: one more attempt, due once the retry's backoff ends.
-_RELEASE = update(RUN).where(_FENCE).values(
-    status=PENDING, error=bindparam("b_error"), attempts=RUN.c.attempts + 1, wake_at=bindparam("b_due"),
-    updated_at=bindparam("b_now"), lease_until=None, lease_owner=None,
-).returning(RUN.c.id)
+_RELEASE = (
+    update(RUN)
+    .where(_FENCE)
+    .values(
+        status=PENDING,
+        error=bindparam("b_error"),
+        attempts=RUN.c.attempts + 1,
+        wake_at=bindparam("b_due"),
+        updated_at=bindparam("b_now"),
+        lease_until=None,
+        lease_owner=None,
+    )
+    .returning(RUN.c.id)
+)
 #: An execution suspended: the run waits for wake-up ``b_wake`` at ``b_wake_at``.
-_SUSPEND = update(RUN).where(_FENCE).values(
-    status=WAITING, wake=bindparam("b_wake"), wake_at=bindparam("b_wake_at"), deadline=bindparam("b_deadline"),
-    wait_key=bindparam("b_wait_key"), waiting_for=bindparam("b_waiting_for"), state=bindparam("b_state"),
-    updated_at=bindparam("b_now"), lease_until=None, lease_owner=None,
-).returning(RUN.c.id)
-_INTERRUPT_STEPS = update(STEP).where(
-    STEP.c.run_id == bindparam("b_run"), STEP.c.status == StepStatus.RUNNING.value,
-    STEP.c.attempt < bindparam("b_attempt"),
-).values(status=StepStatus.INTERRUPTED.value, finished_at=bindparam("b_now"),
-         error="the worker running this step stopped before it finished")
-_FINISH_STEP = update(STEP).where(STEP.c.id == bindparam("b_id")).values(
-    status=bindparam("b_status"), finished_at=bindparam("b_now"), detail=bindparam("b_detail"),
-    error=bindparam("b_error"))
+_SUSPEND = (
+    update(RUN)
+    .where(_FENCE)
+    .values(
+        status=WAITING,
+        wake=bindparam("b_wake"),
+        wake_at=bindparam("b_wake_at"),
+        deadline=bindparam("b_deadline"),
+        wait_key=bindparam("b_wait_key"),
+        waiting_for=bindparam("b_waiting_for"),
+        state=bindparam("b_state"),
+        updated_at=bindparam("b_now"),
+        lease_until=None,
+        lease_owner=None,
+    )
+    .returning(RUN.c.id)
+)
+_INTERRUPT_STEPS = (
+    update(STEP)
+    .where(
+        STEP.c.run_id == bindparam("b_run"),
+        STEP.c.status == StepStatus.RUNNING.value,
+        STEP.c.attempt < bindparam("b_attempt"),
+    )
+    .values(
+        status=StepStatus.INTERRUPTED.value,
+        finished_at=bindparam("b_now"),
+        error="the worker running this step stopped before it finished",
+    )
+)
+_FINISH_STEP = (
+    update(STEP)
+    .where(STEP.c.id == bindparam("b_id"))
+    .values(
+        status=bindparam("b_status"),
+        finished_at=bindparam("b_now"),
+        detail=bindparam("b_detail"),
+        error=bindparam("b_error"),
+    )
+)
 #: The columns an accepted envelope and a new run are inserted with.
-_ENVELOPE_COLUMNS = ("envelope_id", "status", "digest", "reason", "type", "subject", "source", "correlation_id",
-                     "causation_id", "actor", "time", "received_at", "payload")
-_NEW_RUN_COLUMNS = ("id", "envelope_id", "handler", "type", "subject", "correlation_id", "status", "attempts",
-                    "wakes", "retry_base", "wake", "wake_at", "state", "cloud", "created_at", "updated_at")
+_ENVELOPE_COLUMNS = (
+    "envelope_id",
+    "status",
+    "digest",
+    "reason",
+    "type",
+    "subject",
+    "source",
+    "correlation_id",
+    "causation_id",
+    "actor",
+    "time",
+    "received_at",
+    "payload",
+)
+_NEW_RUN_COLUMNS = (
+    "id",
+    "envelope_id",
+    "handler",
+    "type",
+    "subject",
+    "correlation_id",
+    "status",
+    "attempts",
+    "wakes",
+    "retry_base",
+    "wake",
+    "wake_at",
+    "state",
+    "cloud",
+    "created_at",
+    "updated_at",
+)
 
 
 class _BusyStatements:
@@ -189,8 +287,15 @@ class _BusyStatements:
     def fenced_update(self, columns: tuple[str, ...]) -> Prepared:
         """``UPDATE run SET <columns> WHERE id = :b_id AND lease_owner = :b_token RETURNING
         cancel_reason``, one per set of columns."""
-        return self._get(("fenced", columns), lambda: update(RUN).where(_FENCE).values(
-            {name: bindparam(f"b_{name}") for name in columns}).returning(RUN.c.cancel_reason))
+        return self._get(
+            ("fenced", columns),
+            lambda: (
+                update(RUN)
+                .where(_FENCE)
+                .values({name: bindparam(f"b_{name}") for name in columns})
+                .returning(RUN.c.cancel_reason)
+            ),
+        )
 
     def _rows_for_ids(self, c: Connection, name: str, build: Callable[[list], Any], ids: list[str]) -> list:
         """Rows of a statement over a list of ids, padded to a power of two so that a few
@@ -203,17 +308,32 @@ class _BusyStatements:
     def accepted_among(self, c: Connection, ids: list[str]) -> dict[str, tuple[datetime, str | None]]:
         """Which of ``ids`` were accepted before: when (the first time), and the digest of
         what they said (None for envelopes recorded before digests were kept)."""
-        rows = self._rows_for_ids(c, "accepted_among", lambda binds: select(
-            ENVELOPE.c.envelope_id, func.min(ENVELOPE.c.received_at).label("received_at"),
-            func.min(ENVELOPE.c.digest).label("digest")).where(
-            ENVELOPE.c.envelope_id.in_(binds), ENVELOPE.c.status == "accepted").group_by(ENVELOPE.c.envelope_id), ids)
+        rows = self._rows_for_ids(
+            c,
+            "accepted_among",
+            lambda binds: (
+                select(
+                    ENVELOPE.c.envelope_id,
+                    func.min(ENVELOPE.c.received_at).label("received_at"),
+                    func.min(ENVELOPE.c.digest).label("digest"),
+                )
+                .where(ENVELOPE.c.envelope_id.in_(binds), ENVELOPE.c.status == "accepted")
+                .group_by(ENVELOPE.c.envelope_id)
+            ),
+            ids,
+        )
         return {row.envelope_id: (row.received_at, row.digest) for row in rows}
 
     def runs_of(self, c: Connection, ids: list[str]) -> list:
         """The runs of the envelopes ``ids``: envelope_id, id, handler, status, attempts."""
-        return self._rows_for_ids(c, "runs_of", lambda binds: select(
-            RUN.c.envelope_id, RUN.c.id, RUN.c.handler, RUN.c.status, RUN.c.attempts
-        ).where(RUN.c.envelope_id.in_(binds)), ids)
+        return self._rows_for_ids(
+            c,
+            "runs_of",
+            lambda binds: select(RUN.c.envelope_id, RUN.c.id, RUN.c.handler, RUN.c.status, RUN.c.attempts).where(
+                RUN.c.envelope_id.in_(binds)
+            ),
+            ids,
+        )
 
 
 @dataclass(frozen=True)
@@ -331,20 +451,39 @@ class AuditLog:
 
     @staticmethod
     def _envelope_values(envelope: Envelope, status: str, now: datetime) -> dict:
-        return dict(status=status, reason=None, received_at=now, payload=_json(envelope.to_dict()),
-                    digest=envelope.content_digest(), envelope_id=envelope.id, type=envelope.type, subject=envelope.subject,
-                    source=envelope.source, correlation_id=envelope.correlationid,
-                    causation_id=envelope.causationid, actor=envelope.actor, time=envelope.time)
+        return {
+            "status": status,
+            "reason": None,
+            "received_at": now,
+            "payload": _json(envelope.to_dict()),
+            "digest": envelope.content_digest(),
+            "envelope_id": envelope.id,
+            "type": envelope.type,
+            "subject": envelope.subject,
+            "source": envelope.source,
+            "correlation_id": envelope.correlationid,
+            "causation_id": envelope.causationid,
+            "actor": envelope.actor,
+            "time": envelope.time,
+        }
 
-    def record_envelope(self, envelope: Envelope, *, status: str, reason: str | None = None,
-                        wait: Callable[[float], None] | None = None) -> None:
+    def record_envelope(
+        self, envelope: Envelope, *, status: str, reason: str | None = None, wait: Callable[[float], None] | None = None
+    ) -> None:
         """Record a valid envelope as ``accepted`` or ``duplicate`` (a refused message is
         :meth:`record_rejection`'s)."""
         values = self._envelope_values(envelope, status, self.clock.now())
         self._write(lambda c: c.execute(insert(ENVELOPE), [{**values, "reason": _text(reason)}]), wait)
 
-    def record_rejection(self, raw: bytes, routing_key: str, reason: str, *, envelope_id: str | None = None,
-                         wait: Callable[[float], None] | None = None) -> str | None:
+    def record_rejection(
+        self,
+        raw: bytes,
+        routing_key: str,
+        reason: str,
+        *,
+        envelope_id: str | None = None,
+        wait: Callable[[float], None] | None = None,
+    ) -> str | None:
         """Record a message the router refuses, once: returns its digest if it still has to be
         parked (then :meth:`parked`), None if it was recorded and parked on an earlier delivery.
 
@@ -353,42 +492,71 @@ class AuditLog:
         """
         digest = rejection_digest(raw, routing_key)
         now = self.clock.now()
-        full = dict(status="rejected", digest=digest, received_at=now, reason=_text(reason),
-                    envelope_id=_storable(envelope_id[:128]) if envelope_id else None,
-                    payload=_storable(_redacted_excerpt(raw)))
+        full = {
+            "status": "rejected",
+            "digest": digest,
+            "received_at": now,
+            "reason": _text(reason),
+            "envelope_id": _storable(envelope_id[:128]) if envelope_id else None,
+            "payload": _storable(_redacted_excerpt(raw)),
+        }
 
         def record(values: dict) -> Callable[[Connection], bool]:
             def write(c: Connection) -> bool:
-                earlier = c.execute(select(ENVELOPE.c.parked_at).where(
-                    ENVELOPE.c.status == "rejected", ENVELOPE.c.digest == digest).limit(1)).first()
+                earlier = c.execute(
+                    select(ENVELOPE.c.parked_at)
+                    .where(ENVELOPE.c.status == "rejected", ENVELOPE.c.digest == digest)
+                    .limit(1)
+                ).first()
                 if earlier is None:
                     c.execute(insert(ENVELOPE), [values])
                     return True
                 return earlier.parked_at is None
+
             return write
 
         try:
             due = self._write(record(full), wait)
         except DatabaseUnavailable:
             raise
-        except Exception as exc:  # noqa: BLE001 - what the database refuses is recorded as it can be
+        except Exception as exc:
             excerpt = repr(bytes(raw[:64]))[2:-1]  # every byte that is not printable ASCII escaped
-            due = self._write(record({**full, "envelope_id": None, "payload": json.dumps(
-                {"sha256": digest, "bytes": len(raw), "first_bytes": excerpt}), "reason": _text(
-                f"{reason} (recorded in part: the database refused the whole: {type(exc).__name__})")}), wait)
+            due = self._write(
+                record(
+                    {
+                        **full,
+                        "envelope_id": None,
+                        "payload": json.dumps({"sha256": digest, "bytes": len(raw), "first_bytes": excerpt}),
+                        "reason": _text(
+                            f"{reason} (recorded in part: the database refused the whole: {type(exc).__name__})"
+                        ),
+                    }
+                ),
+                wait,
+            )
         return digest if due else None
 
     def parked(self, digest: str) -> None:
         """The rejected message ``digest`` is in the dead-letter queue: a redelivery is not parked again."""
         now = self.clock.now()
-        self._write(lambda c: c.execute(update(ENVELOPE).where(
-            ENVELOPE.c.status == "rejected", ENVELOPE.c.digest == digest).values(parked_at=now)))
+        self._write(
+            lambda c: c.execute(
+                update(ENVELOPE)
+                .where(ENVELOPE.c.status == "rejected", ENVELOPE.c.digest == digest)
+                .values(parked_at=now)
+            )
+        )
 
     def unpark(self, digest: str) -> None:
         """The rejected message ``digest`` left the dead-letter queue (``dlq replay``): refused
         again, it is parked again."""
-        self._write(lambda c: c.execute(update(ENVELOPE).where(
-            ENVELOPE.c.status == "rejected", ENVELOPE.c.digest == digest).values(parked_at=None)))
+        self._write(
+            lambda c: c.execute(
+                update(ENVELOPE)
+                .where(ENVELOPE.c.status == "rejected", ENVELOPE.c.digest == digest)
+                .values(parked_at=None)
+            )
+        )
 
     def dispatch_key(self, configured=None) -> bytes:
         """This installation's key for the router's messages to handlers: ``configured`` (the
@@ -414,8 +582,13 @@ class AuditLog:
                 value = self._read(read)
         return bytes.fromhex(value)
 
-    def accept_many(self, batch: list[tuple[Envelope, list[str]]], *, cloud: str | None = None,
-                    wait: Callable[[float], None] | None = None) -> list[Accepted]:
+    def accept_many(
+        self,
+        batch: list[tuple[Envelope, list[str]]],
+        *,
+        cloud: str | None = None,
+        wait: Callable[[float], None] | None = None,
+    ) -> list[Accepted]:
         """Record valid envelopes and make sure each handler has its run, in one transaction
         (the router's busy path: one commit for a batch, not one per envelope). New runs are
         due at once, and act on ``cloud``.
@@ -424,8 +597,9 @@ class AuditLog:
         second publish); its runs are then the existing ones.
         """
         now = self.clock.now()
-        prepared = [(envelope, handlers, self._envelope_values(envelope, "accepted", now))
-                    for envelope, handlers in batch]
+        prepared = [
+            (envelope, handlers, self._envelope_values(envelope, "accepted", now)) for envelope, handlers in batch
+        ]
         for attempt in range(3):  # another router may insert the same runs at the same time
             try:
                 return self._write(lambda c: self._accept(c, prepared, now, cloud), wait)
@@ -433,8 +607,9 @@ class AuditLog:
                 if attempt == 2:
                     raise
 
-    def _accept(self, c: Connection, prepared: list[tuple[Envelope, list[str], dict]], now: datetime,
-                cloud: str | None) -> list[Accepted]:
+    def _accept(
+        self, c: Connection, prepared: list[tuple[Envelope, list[str], dict]], now: datetime, cloud: str | None
+    ) -> list[Accepted]:
         ids = list({envelope.id: None for envelope, _, _ in prepared})
         earlier = self._busy.accepted_among(c, ids)
         # Accepted at ``now``: by this very batch, whose commit an outage hid; it is being made again.
@@ -447,9 +622,16 @@ class AuditLog:
         envelopes, new_runs, answers = [], [], []
         for envelope, handlers, values in prepared:
             if said.get(envelope.id) not in (None, values["digest"]):
-                answers.append(Accepted(False, {}, conflict=(
-                    f"conflict: envelope id {envelope.id} was accepted before with other content; "
-                    "an id names one envelope (publish a changed envelope under a new id)")))
+                answers.append(
+                    Accepted(
+                        False,
+                        {},
+                        conflict=(
+                            f"conflict: envelope id {envelope.id} was accepted before with other content; "
+                            "an id names one envelope (publish a changed envelope under a new id)"
+                        ),
+                    )
+                )
                 continue
             said.setdefault(envelope.id, values["digest"])
             duplicate = envelope.id in seen  # also the second copy of one envelope in this batch
@@ -471,17 +653,36 @@ class AuditLog:
 
     @staticmethod
     def _run_values(envelope: Envelope, handler: str, now: datetime, cloud: str | None) -> dict:
-        return dict(id=str(uuid.uuid4()), envelope_id=envelope.id, handler=handler, type=envelope.type,
-                    subject=envelope.subject, correlation_id=envelope.correlationid, status=PENDING,
-                    attempts=0, wakes=0, retry_base=0, wake=0, wake_at=now, state="{}", cloud=cloud,
-                    created_at=now, updated_at=now)
+        return {
+            "id": str(uuid.uuid4()),
+            "envelope_id": envelope.id,
+            "handler": handler,
+            "type": envelope.type,
+            "subject": envelope.subject,
+            "correlation_id": envelope.correlationid,
+            "status": PENDING,
+            "attempts": 0,
+            "wakes": 0,
+            "retry_base": 0,
+            "wake": 0,
+            "wake_at": now,
+            "state": "{}",
+            "cloud": cloud,
+            "created_at": now,
+            "updated_at": now,
+        }
 
     def kept_envelope(self, envelope_id: str) -> dict | None:
         """The envelope as received, when the log holds it whole: None when redaction masked a
         part of it (its secrets are not kept, so it cannot be handed to a handler again)."""
-        payload = self._read(lambda c: c.execute(
-            select(ENVELOPE.c.payload).where(ENVELOPE.c.envelope_id == envelope_id, ENVELOPE.c.status == "accepted")
-            .order_by(ENVELOPE.c.pk).limit(1)).scalar())
+        payload = self._read(
+            lambda c: c.execute(
+                select(ENVELOPE.c.payload)
+                .where(ENVELOPE.c.envelope_id == envelope_id, ENVELOPE.c.status == "accepted")
+                .order_by(ENVELOPE.c.pk)
+                .limit(1)
+            ).scalar()
+        )
         return None if payload is None or MASK in payload else json.loads(payload)
 
     # -- runs: what an execution does ----------------------------------------------------
@@ -496,8 +697,13 @@ class AuditLog:
         """
         now = self.clock.now()
         key = {"b_envelope": envelope_id, "b_handler": handler}
-        claiming = {**key, "b_wake": wake, "b_now": now, "b_owner": token,
-                    "b_lease_until": now + timedelta(seconds=lease_seconds)}
+        claiming = {
+            **key,
+            "b_wake": wake,
+            "b_now": now,
+            "b_owner": token,
+            "b_lease_until": now + timedelta(seconds=lease_seconds),
+        }
         busy = self._busy
 
         def take(c: Connection) -> tuple[Any, bool]:
@@ -505,8 +711,9 @@ class AuditLog:
             if run is None:
                 found = busy.run_by_key.first(c, key)
                 # taken by this very claim, whose commit an outage hid (it is being made again)
-                return found, (found is not None and found.lease_owner == token and found.status == RUNNING
-                               and found.wake == wake)
+                return found, (
+                    found is not None and found.lease_owner == token and found.status == RUNNING and found.wake == wake
+                )
             if run.attempts > 1:
                 busy.interrupt_steps.execute(c, {"b_run": run.id, "b_attempt": run.attempts, "b_now": now})
             return run, True
@@ -544,13 +751,13 @@ class AuditLog:
 
         return self._write(renew)
 
-    def finish(self, run_id: str, token: str, status: RunStatus, error: str | None = None, *,
-               close_steps: str | None = None) -> bool:
+    def finish(
+        self, run_id: str, token: str, status: RunStatus, error: str | None = None, *, close_steps: str | None = None
+    ) -> bool:
         """End a run, if ``token`` still holds its lease. With ``close_steps``, steps left running
         or waiting are ended ``interrupted`` with that reason. False if the lease was lost."""
         now = self.clock.now()
-        parameters = {"b_id": run_id, "b_token": token, "b_status": status.value, "b_error": _text(error),
-                      "b_now": now}
+        parameters = {"b_id": run_id, "b_token": token, "b_status": status.value, "b_error": _text(error), "b_now": now}
 
         def end(c: Connection) -> bool:
             if not self._busy.finish.rows(c, parameters):
@@ -563,16 +770,52 @@ class AuditLog:
 
     def release_for_retry(self, run_id: str, token: str, error: str, due_at: datetime) -> bool:
         """An execution failed and will be tried again: ``pending``, one more attempt, due at ``due_at``."""
-        return bool(self._write(lambda c: self._busy.release.rows(c, {
-            "b_id": run_id, "b_token": token, "b_error": _text(error), "b_due": due_at, "b_now": self.clock.now()})))
+        return bool(
+            self._write(
+                lambda c: self._busy.release.rows(
+                    c,
+                    {
+                        "b_id": run_id,
+                        "b_token": token,
+                        "b_error": _text(error),
+                        "b_due": due_at,
+                        "b_now": self.clock.now(),
+                    },
+                )
+            )
+        )
 
-    def suspend(self, run_id: str, token: str, *, wake: int, wake_at: datetime, deadline: datetime | None,
-                wait_key: str | None, waiting_for: str, state: dict) -> bool:
+    def suspend(
+        self,
+        run_id: str,
+        token: str,
+        *,
+        wake: int,
+        wake_at: datetime,
+        deadline: datetime | None,
+        wait_key: str | None,
+        waiting_for: str,
+        state: dict,
+    ) -> bool:
         """Park a run as ``waiting`` until ``wake_at``, answering only wake-up ``wake``."""
-        return bool(self._write(lambda c: self._busy.suspend.rows(c, {
-            "b_id": run_id, "b_token": token, "b_wake": wake, "b_wake_at": wake_at, "b_deadline": deadline,
-            "b_wait_key": wait_key, "b_waiting_for": _text(waiting_for), "b_state": _json(state),
-            "b_now": self.clock.now()})))
+        return bool(
+            self._write(
+                lambda c: self._busy.suspend.rows(
+                    c,
+                    {
+                        "b_id": run_id,
+                        "b_token": token,
+                        "b_wake": wake,
+                        "b_wake_at": wake_at,
+                        "b_deadline": deadline,
+                        "b_wait_key": wait_key,
+                        "b_waiting_for": _text(waiting_for),
+                        "b_state": _json(state),
+                        "b_now": self.clock.now(),
+                    },
+                )
+            )
+        )
 
     def _fenced(self, run_id: str, token: str, values: dict, steps: list[dict] = ()) -> Fence:
         values["updated_at"] = self.clock.now()
@@ -590,30 +833,49 @@ class AuditLog:
     def save_state(self, run_id: str, token: str, state: dict, steps: Iterable[dict] = ()) -> Fence:
         """Save a handler's state, with the steps (over already) that it accounts for, in one
         transaction: a worker dying in between must not leave steps the state does not know."""
-        return self._fenced(run_id, token, {"state": _json(state)},
-                            [self._step_values(run_id, **step) for step in steps])
+        return self._fenced(
+            run_id, token, {"state": _json(state)}, [self._step_values(run_id, **step) for step in steps]
+        )
 
     def set_progress(self, run_id: str, token: str, done: int, total: int | None, note: str | None) -> Fence:
-        return self._fenced(run_id, token, {"progress_done": done, "progress_total": total,
-                                            "progress_note": _text(note)})
+        return self._fenced(
+            run_id, token, {"progress_done": done, "progress_total": total, "progress_note": _text(note)}
+        )
 
     # -- runs: what operators and reconcilers do ------------------------------------------
 
     def request_cancel(self, run_id: str, reason: str) -> RunRecord | None:
         """Ask for an unfinished run to be cancelled; its next execution ends it (after the
         handler's compensation). Returns the run as it stands, or None if it is over."""
-        statement = update(RUN).where(RUN.c.id == run_id, RUN.c.status.not_in(FINAL_STATUSES)).values(
-            cancel_reason=_text(reason), updated_at=self.clock.now()).returning(*RUN.c)
+        statement = (
+            update(RUN)
+            .where(RUN.c.id == run_id, RUN.c.status.not_in(FINAL_STATUSES))
+            .values(cancel_reason=_text(reason), updated_at=self.clock.now())
+            .returning(*RUN.c)
+        )
         row = self._write(lambda c: c.execute(statement).first())
         return RunRecord.from_row(row) if row is not None else None
 
     def end_unserved(self, run_id: str, status: RunStatus, error: str) -> bool:
         """End an unfinished run that no execution holds (``runs cancel --no-compensation``)."""
         now = self.clock.now()
-        statement = update(RUN).where(RUN.c.id == run_id, or_(
-            RUN.c.status.in_((PENDING, WAITING)), and_(RUN.c.status == RUNNING, RUN.c.lease_until < now))).values(
-            status=status.value, error=_text(error), finished_at=now, updated_at=now, lease_until=None,
-            lease_owner=None, wake_at=None, progress_note=None)
+        statement = (
+            update(RUN)
+            .where(
+                RUN.c.id == run_id,
+                or_(RUN.c.status.in_((PENDING, WAITING)), and_(RUN.c.status == RUNNING, RUN.c.lease_until < now)),
+            )
+            .values(
+                status=status.value,
+                error=_text(error),
+                finished_at=now,
+                updated_at=now,
+                lease_until=None,
+                lease_owner=None,
+                wake_at=None,
+                progress_note=None,
+            )
+        )
 
         def end(c: Connection) -> bool:
             if not c.execute(statement).rowcount:
@@ -626,26 +888,47 @@ class AuditLog:
     def wake_now(self, run_id: str) -> None:
         """A waiting run is due now (``runs resume``)."""
         now = self.clock.now()
-        self._write(lambda c: c.execute(update(RUN).where(RUN.c.id == run_id, RUN.c.status == WAITING).values(
-            wake_at=now, updated_at=now)))
+        self._write(
+            lambda c: c.execute(
+                update(RUN).where(RUN.c.id == run_id, RUN.c.status == WAITING).values(wake_at=now, updated_at=now)
+            )
+        )
 
     def wake_publisher(self, envelope_id: str) -> list[RunRecord]:
         """The waiting runs of ``envelope_id``, made due now: one of the envelopes they published
         has a run that moved on (a coordinator waits for its children this way, not by polling)."""
         now = self.clock.now()
-        statement = update(RUN).where(RUN.c.envelope_id == envelope_id, RUN.c.status == WAITING,
-                                      RUN.c.wake_at > now).values(wake_at=now, updated_at=now).returning(*RUN.c)
+        statement = (
+            update(RUN)
+            .where(RUN.c.envelope_id == envelope_id, RUN.c.status == WAITING, RUN.c.wake_at > now)
+            .values(wake_at=now, updated_at=now)
+            .returning(*RUN.c)
+        )
         return [RunRecord.from_row(row) for row in self._write(lambda c: c.execute(statement).all())]
 
     def requeue(self, run_id: str) -> None:
         """A dead run replayed from the dead-letter queue runs again, with a fresh retry budget."""
         now = self.clock.now()
-        self._write(lambda c: c.execute(update(RUN).where(RUN.c.id == run_id, RUN.c.status == RunStatus.DEAD.value).values(
-            status=PENDING, attempts=RUN.c.attempts + 1, retry_base=RUN.c.attempts, finished_at=None,
-            wake_at=now, updated_at=now, lease_until=None, lease_owner=None)))
+        self._write(
+            lambda c: c.execute(
+                update(RUN)
+                .where(RUN.c.id == run_id, RUN.c.status == RunStatus.DEAD.value)
+                .values(
+                    status=PENDING,
+                    attempts=RUN.c.attempts + 1,
+                    retry_base=RUN.c.attempts,
+                    finished_at=None,
+                    wake_at=now,
+                    updated_at=now,
+                    lease_until=None,
+                    lease_owner=None,
+                )
+            )
+        )
 
-    def overdue_runs(self, handlers: Iterable[str], cutoff: datetime, cloud: str | None,
-                     limit: int = 500) -> list[RunRecord]:
+    def overdue_runs(
+        self, handlers: Iterable[str], cutoff: datetime, cloud: str | None, limit: int = 500
+    ) -> list[RunRecord]:
         """Unfinished runs of ``handlers`` that nothing has moved since ``cutoff``: pending or
         waiting runs due before it, running runs whose lease lapsed before it. Runs of another
         cloud are left alone."""
@@ -653,12 +936,20 @@ class AuditLog:
         if not names:
             return []
         due = func.coalesce(RUN.c.wake_at, RUN.c.created_at)
-        query = select(RUN).where(
-            RUN.c.handler.in_(names), or_(RUN.c.cloud.is_(None), RUN.c.cloud == cloud),
-            or_(RUN.c.redispatched_at.is_(None), RUN.c.redispatched_at < cutoff),
-            or_(and_(RUN.c.status.in_((PENDING, WAITING)), due < cutoff),
-                and_(RUN.c.status == RUNNING, RUN.c.lease_until < cutoff)),
-        ).order_by(due).limit(limit)
+        query = (
+            select(RUN)
+            .where(
+                RUN.c.handler.in_(names),
+                or_(RUN.c.cloud.is_(None), RUN.c.cloud == cloud),
+                or_(RUN.c.redispatched_at.is_(None), RUN.c.redispatched_at < cutoff),
+                or_(
+                    and_(RUN.c.status.in_((PENDING, WAITING)), due < cutoff),
+                    and_(RUN.c.status == RUNNING, RUN.c.lease_until < cutoff),
+                ),
+            )
+            .order_by(due)
+            .limit(limit)
+        )
         return self._read(lambda c: [RunRecord.from_row(row) for row in c.execute(query)])
 
     def settled(self, seconds: float) -> bool:
@@ -667,17 +958,30 @@ class AuditLog:
 
     def mark_redispatched(self, run: RunRecord, cutoff: datetime) -> bool:
         """Take the right to send ``run`` a message (one reconciler wins); False if it moved meanwhile."""
-        statement = update(RUN).where(
-            RUN.c.id == run.id, RUN.c.status == run.status.value, RUN.c.wake == run.wake,
-            or_(RUN.c.redispatched_at.is_(None), RUN.c.redispatched_at < cutoff),
-        ).values(redispatched_at=self.clock.now())
+        statement = (
+            update(RUN)
+            .where(
+                RUN.c.id == run.id,
+                RUN.c.status == run.status.value,
+                RUN.c.wake == run.wake,
+                or_(RUN.c.redispatched_at.is_(None), RUN.c.redispatched_at < cutoff),
+            )
+            .values(redispatched_at=self.clock.now())
+        )
         return bool(self._write(lambda c: c.execute(statement).rowcount))
 
     # -- steps -----------------------------------------------------------------------
 
     def start_step(self, run_id: str, attempt: int, name: str, target: str | None) -> int:
-        statement = insert(STEP).values(run_id=run_id, attempt=attempt, name=name, target=target,
-                                        status=StepStatus.RUNNING.value, started_at=self.clock.now(), detail="{}")
+        statement = insert(STEP).values(
+            run_id=run_id,
+            attempt=attempt,
+            name=name,
+            target=target,
+            status=StepStatus.RUNNING.value,
+            started_at=self.clock.now(),
+            detail="{}",
+        )
         return self._write(lambda c: c.execute(statement).inserted_primary_key[0])
 
     def resume_step(self, step_id: int) -> None:
@@ -687,46 +991,99 @@ class AuditLog:
 
     def park_step(self, step_id: int, detail: dict) -> None:
         """Its run suspended inside the step: ``waiting``, with what it saw so far; not over."""
-        statement = update(STEP).where(STEP.c.id == step_id).values(status=StepStatus.WAITING.value,
-                                                                    detail=_json(detail))
+        statement = (
+            update(STEP).where(STEP.c.id == step_id).values(status=StepStatus.WAITING.value, detail=_json(detail))
+        )
         self._write(lambda c: c.execute(statement))
 
-    def finish_step(self, step_id: int, status: StepStatus, detail: dict | None = None,
-                    error: str | None = None) -> None:
-        parameters = {"b_id": step_id, "b_status": status.value, "b_now": self.clock.now(),
-                      "b_detail": _json(detail or {}), "b_error": _text(error)}
+    def finish_step(
+        self, step_id: int, status: StepStatus, detail: dict | None = None, error: str | None = None
+    ) -> None:
+        parameters = {
+            "b_id": step_id,
+            "b_status": status.value,
+            "b_now": self.clock.now(),
+            "b_detail": _json(detail or {}),
+            "b_error": _text(error),
+        }
         self._write(lambda c: c.execute(_FINISH_STEP, parameters))
 
-    def record_step(self, run_id: str, attempt: int, name: str, target: str | None, *, status: str,
-                    started_at: datetime, finished_at: datetime | None = None, detail: dict | None = None,
-                    error: str | None = None) -> int:
+    def record_step(
+        self,
+        run_id: str,
+        attempt: int,
+        name: str,
+        target: str | None,
+        *,
+        status: str,
+        started_at: datetime,
+        finished_at: datetime | None = None,
+        detail: dict | None = None,
+        error: str | None = None,
+    ) -> int:
         """A step already over, whose start an earlier attempt saw (e.g. a migration followed
         through continuations): one write, with its real start and duration."""
-        statement = insert(STEP).values(self._step_values(
-            run_id, attempt, name, target, status=status, started_at=started_at, finished_at=finished_at,
-            detail=detail, error=error))
+        statement = insert(STEP).values(
+            self._step_values(
+                run_id,
+                attempt,
+                name,
+                target,
+                status=status,
+                started_at=started_at,
+                finished_at=finished_at,
+                detail=detail,
+                error=error,
+            )
+        )
         return self._write(lambda c: c.execute(statement).inserted_primary_key[0])
 
-    def _step_values(self, run_id: str, attempt: int, name: str, target: str | None = None, *,
-                     status: str = StepStatus.SUCCEEDED.value, started_at: datetime,
-                     finished_at: datetime | None = None, detail: dict | None = None,
-                     error: str | None = None) -> dict:
-        return dict(run_id=run_id, attempt=attempt, name=name, target=target, status=str(status),
-                    started_at=started_at, finished_at=finished_at or self.clock.now(), detail=_json(detail or {}),
-                    error=_text(error))
+    def _step_values(
+        self,
+        run_id: str,
+        attempt: int,
+        name: str,
+        target: str | None = None,
+        *,
+        status: str = StepStatus.SUCCEEDED.value,
+        started_at: datetime,
+        finished_at: datetime | None = None,
+        detail: dict | None = None,
+        error: str | None = None,
+    ) -> dict:
+        return {
+            "run_id": run_id,
+            "attempt": attempt,
+            "name": name,
+            "target": target,
+            "status": str(status),
+            "started_at": started_at,
+            "finished_at": finished_at or self.clock.now(),
+            "detail": _json(detail or {}),
+            "error": _text(error),
+        }
 
     def waiting_steps(self, run_id: str) -> list[WaitingStep]:
         """The steps a run suspended inside, oldest first."""
-        query = select(STEP.c.id, STEP.c.name, STEP.c.target, STEP.c.started_at, STEP.c.detail).where(
-            STEP.c.run_id == run_id, STEP.c.status == StepStatus.WAITING.value).order_by(STEP.c.id)
-        return self._read(lambda c: [WaitingStep(r.id, r.name, r.target, r.started_at, json.loads(r.detail or "{}"))
-                                     for r in c.execute(query)])
+        query = (
+            select(STEP.c.id, STEP.c.name, STEP.c.target, STEP.c.started_at, STEP.c.detail)
+            .where(STEP.c.run_id == run_id, STEP.c.status == StepStatus.WAITING.value)
+            .order_by(STEP.c.id)
+        )
+        return self._read(
+            lambda c: [
+                WaitingStep(r.id, r.name, r.target, r.started_at, json.loads(r.detail or "{}"))
+                for r in c.execute(query)
+            ]
+        )
 
     @staticmethod
     def _close_steps(c: Connection, run_id: str, why: str, now: datetime) -> None:
-        c.execute(update(STEP).where(
-            STEP.c.run_id == run_id, STEP.c.status.in_((StepStatus.RUNNING.value, StepStatus.WAITING.value))
-        ).values(status=StepStatus.INTERRUPTED.value, finished_at=now, error=_text(why)))
+        c.execute(
+            update(STEP)
+            .where(STEP.c.run_id == run_id, STEP.c.status.in_((StepStatus.RUNNING.value, StepStatus.WAITING.value)))
+            .values(status=StepStatus.INTERRUPTED.value, finished_at=now, error=_text(why))
+        )
 
     # -- reading runs ------------------------------------------------------------------
 
@@ -738,7 +1095,9 @@ class AuditLog:
         row = self._read(lambda c: c.execute(select(RUN).where(RUN.c.id == run_id)).first())
         return RunRecord.from_row(row) if row is not None else None
 
-    def unfinished_runs(self, *, correlation_id: str | None = None, ids: Iterable[str] | None = None) -> list[RunRecord]:
+    def unfinished_runs(
+        self, *, correlation_id: str | None = None, ids: Iterable[str] | None = None
+    ) -> list[RunRecord]:
         """Runs not over yet (of one correlation, or among ``ids``, or all), oldest first."""
         query = select(RUN).where(RUN.c.status.not_in(FINAL_STATUSES))
         if correlation_id is not None:
@@ -749,8 +1108,11 @@ class AuditLog:
 
     def active_runs(self, handler: str, subject: str) -> list[RunRecord]:
         """Runs of ``handler`` about ``subject`` not yet finished, oldest first."""
-        query = select(RUN).where(RUN.c.handler == handler, RUN.c.subject == subject,
-                                  RUN.c.status.not_in(FINAL_STATUSES)).order_by(RUN.c.created_at, RUN.c.id)
+        query = (
+            select(RUN)
+            .where(RUN.c.handler == handler, RUN.c.subject == subject, RUN.c.status.not_in(FINAL_STATUSES))
+            .order_by(RUN.c.created_at, RUN.c.id)
+        )
         return self._read(lambda c: [RunRecord.from_row(row) for row in c.execute(query)])
 
     def outcomes(self, envelope_ids: list[str]) -> dict[str, list[RunRecord]]:
@@ -773,8 +1135,18 @@ class AuditLog:
     def register_subscriptions(self, owner: str, served: list[Served], bus: str = "") -> None:
         """This process serves these handlers on ``bus`` (see :func:`~stackreflex.bus.connections.bus_identity`)."""
         now = self.clock.now()
-        rows = [{"owner": owner, "bus": bus, "handler": s.handler, "patterns": json.dumps(list(s.patterns)),
-                 "filtered": s.filtered, "started_at": now, "heartbeat_at": now} for s in served]
+        rows = [
+            {
+                "owner": owner,
+                "bus": bus,
+                "handler": s.handler,
+                "patterns": json.dumps(list(s.patterns)),
+                "filtered": s.filtered,
+                "started_at": now,
+                "heartbeat_at": now,
+            }
+            for s in served
+        ]
 
         def register(c: Connection) -> None:
             c.execute(delete(SUBSCRIPTION).where(SUBSCRIPTION.c.owner == owner))
@@ -785,8 +1157,9 @@ class AuditLog:
 
     def renew_subscriptions(self, owner: str) -> None:
         now = self.clock.now()
-        self._write(lambda c: c.execute(update(SUBSCRIPTION).where(SUBSCRIPTION.c.owner == owner).values(
-            heartbeat_at=now)))
+        self._write(
+            lambda c: c.execute(update(SUBSCRIPTION).where(SUBSCRIPTION.c.owner == owner).values(heartbeat_at=now))
+        )
 
     def drop_subscriptions(self, owner: str) -> None:
         """A stopping process: it waits for the database briefly (its subscriptions lapse anyway)."""
@@ -794,16 +1167,21 @@ class AuditLog:
 
     def served_handlers(self, since: datetime) -> dict[str, int]:
         """Handler → how many processes that heartbeat since ``since`` serve it."""
-        query = select(SUBSCRIPTION.c.handler, func.count()).where(SUBSCRIPTION.c.heartbeat_at >= since).group_by(
-            SUBSCRIPTION.c.handler)
-        return self._read(lambda c: {handler: count for handler, count in c.execute(query)})
+        query = (
+            select(SUBSCRIPTION.c.handler, func.count())
+            .where(SUBSCRIPTION.c.heartbeat_at >= since)
+            .group_by(SUBSCRIPTION.c.handler)
+        )
+        return self._read(lambda c: dict(c.execute(query)))
 
     def live_subscriptions(self, bus: str, since: datetime) -> list[Served]:
         """The handlers served on ``bus`` by processes that heartbeat since ``since``, one entry
         per handler (processes serving one name serve the same patterns, or the newest one's count)."""
-        query = (select(SUBSCRIPTION.c.handler, SUBSCRIPTION.c.patterns, SUBSCRIPTION.c.filtered)
-                 .where(SUBSCRIPTION.c.bus == bus, SUBSCRIPTION.c.heartbeat_at >= since)
-                 .order_by(SUBSCRIPTION.c.started_at))
+        query = (
+            select(SUBSCRIPTION.c.handler, SUBSCRIPTION.c.patterns, SUBSCRIPTION.c.filtered)
+            .where(SUBSCRIPTION.c.bus == bus, SUBSCRIPTION.c.heartbeat_at >= since)
+            .order_by(SUBSCRIPTION.c.started_at)
+        )
         # One try: a router keeps what it last read rather than wait out an outage here (its
         # accept waits, and keeps its broker connection alive meanwhile).
         rows = self._read(lambda c: list(c.execute(query)), limit=0)
@@ -819,8 +1197,9 @@ class AuditLog:
         now = self.clock.now()
 
         def save(c: Connection) -> None:
-            if not c.execute(update(CURSOR).where(CURSOR.c.stack == stack).values(
-                    last_event_id=event_id, updated_at=now)).rowcount:
+            if not c.execute(
+                update(CURSOR).where(CURSOR.c.stack == stack).values(last_event_id=event_id, updated_at=now)
+            ).rowcount:
                 c.execute(insert(CURSOR), [{"stack": stack, "last_event_id": event_id, "updated_at": now}])
 
         self._write(save)

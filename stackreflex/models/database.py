@@ -5,9 +5,9 @@ schema already current is told by one query."""
 
 import fcntl
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine, make_url
@@ -73,8 +73,11 @@ def make_engine(url: str) -> Engine:
         if not in_memory:
             _private_file(Path(parsed.database).expanduser())
         # In memory (the handler test kit's audit log): one database, so one connection for all.
-        engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 30},
-                               **({"poolclass": StaticPool} if in_memory else {}))
+        engine = create_engine(
+            parsed,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            **({"poolclass": StaticPool} if in_memory else {}),
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     engine = create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20)
@@ -132,7 +135,7 @@ def current_revision(engine: Engine) -> str | None:
     try:
         with engine.connect() as connection:
             return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
-    except Exception:  # noqa: BLE001 - no such table (or unreadable): let alembic see to it
+    except Exception:
         return None
 
 

@@ -11,8 +11,9 @@ the list, never across the database's I/O).
 """
 
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection
 
@@ -23,7 +24,7 @@ Write = Callable[[Connection], T]
 
 
 class _Pending:
-    __slots__ = ("work", "done", "result", "error")
+    __slots__ = ("done", "error", "result", "work")
 
     def __init__(self, work: Write):
         self.work = work
@@ -99,5 +100,5 @@ class GroupCommit:
             for pending in batch:
                 self._commit([pending])
             return
-        for pending, result in zip(batch, results):
+        for pending, result in zip(batch, results, strict=False):
             pending.result, pending.done = result, True

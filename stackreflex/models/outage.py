@@ -9,7 +9,8 @@ database (a constraint, a bad value) pass through at once.
 
 import logging
 import threading
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from sqlalchemy import exc as sa
 
@@ -60,8 +61,9 @@ class OutageGuard:
         #: when the last outage ended (monotonic seconds), for work that must let the system settle first
         self.ended_at: float | None = None
 
-    def run(self, work: Callable[[], T], *, wait: Callable[[float], None] | None = None,
-            limit: float | None = None) -> T:
+    def run(
+        self, work: Callable[[], T], *, wait: Callable[[float], None] | None = None, limit: float | None = None
+    ) -> T:
         """``work()``, tried again through an outage (for up to ``limit`` seconds, default the
         guard's); ``wait(seconds)`` pauses between tries (a consumer passes one that keeps its
         broker connection's heartbeats going)."""
@@ -80,7 +82,8 @@ class OutageGuard:
                 if now - started >= limit:
                     raise DatabaseUnavailable(
                         f"the audit database has been unreachable for {now - started:.0f}s: "
-                        f"{redact_text(str(getattr(error, 'orig', error)))}") from None
+                        f"{redact_text(str(getattr(error, 'orig', error)))}"
+                    ) from None
                 (wait or self.clock.sleep)(BACKOFF[min(tries, len(BACKOFF) - 1)])
                 tries += 1
                 continue
@@ -103,8 +106,11 @@ class OutageGuard:
                 if self._quiet:
                     return
         reason = redact_text(str(getattr(error, "orig", error))).strip().splitlines()
-        log.warning("audit database unreachable (%s); writes wait for it, for up to %.0fs",
-                    reason[0] if reason else type(error).__name__, self.limit)
+        log.warning(
+            "audit database unreachable (%s); writes wait for it, for up to %.0fs",
+            reason[0] if reason else type(error).__name__,
+            self.limit,
+        )
 
     def _ended(self) -> None:
         now = self.clock.monotonic()

@@ -11,7 +11,8 @@ same), and hands the SQL to the driver's cursor inside the caller's transaction.
 """
 
 from collections import namedtuple
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
@@ -43,10 +44,12 @@ class Prepared:
         # Column defaults computed in Python are Core's to fill in: here they must be given.
         defaulted = {column.key for column in (*compiled.insert_prefetch, *compiled.update_prefetch)}
         #: values the statement carries itself, e.g. ``status='running'`` in an UPDATE
-        self._fixed = {name: bind.value for name, bind in binds.items()
-                       if not bind.required and name not in defaulted}
-        self._bind = {name: processor for name, bind in binds.items()
-                      if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None}
+        self._fixed = {name: bind.value for name, bind in binds.items() if not bind.required and name not in defaulted}
+        self._bind = {
+            name: processor
+            for name, bind in binds.items()
+            if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None
+        }
         returned = list(statement.exported_columns)  # what a SELECT or a RETURNING gives back
         self._row = _row_type(tuple(c.key for c in returned)) if returned else None
         self._results = [c.type.dialect_impl(dialect).result_processor(dialect, None) for c in returned]
@@ -73,8 +76,9 @@ class Prepared:
             if self._dialect.is_disconnect(exc, connection.connection.dbapi_connection, cursor):
                 connection.invalidate(exc)
             # the error Core would raise (IntegrityError and its kin), so callers catch one kind
-            raise DBAPIError.instance(self.sql, None, exc, self._dialect.loaded_dbapi.Error,
-                                      dialect=self._dialect) from exc
+            raise DBAPIError.instance(
+                self.sql, None, exc, self._dialect.loaded_dbapi.Error, dialect=self._dialect
+            ) from exc
         return cursor
 
     def execute(self, connection: Connection, values: dict | list[dict]) -> int:
@@ -93,7 +97,10 @@ class Prepared:
         finally:
             cursor.close()
         processors = self._results
-        return [self._row(*[value if p is None else p(value) for p, value in zip(processors, row)]) for row in raw]
+        return [
+            self._row(*[value if p is None else p(value) for p, value in zip(processors, row, strict=False)])
+            for row in raw
+        ]
 
     def first(self, connection: Connection, values: dict):
         found = self.rows(connection, values)

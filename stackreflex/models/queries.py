@@ -3,7 +3,7 @@
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlmodel import col, select
 
@@ -29,15 +29,15 @@ def parse_since(text: str) -> datetime:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except (ValueError, OverflowError):
         raise StackreflexError(f"cannot read time {text!r}: use e.g. 30m, 2h, 7d or 2026-11-22T08:00:00Z") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def iso_utc(moment: datetime | None) -> str | None:
     """``2026-11-22T08:00:00.000Z``; a naive time is taken as UTC (SQLite returns them so)."""
     if moment is None:
         return None
-    moment = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def seconds_between(start: datetime | None, end: datetime | None) -> float | None:
@@ -63,15 +63,25 @@ class RunFilter:
 
 def run_summary(run: Run) -> dict:
     return {
-        "id": run.id, "handler": run.handler, "status": run.status, "type": run.type,
-        "subject": run.subject, "envelope_id": run.envelope_id, "correlation_id": run.correlation_id,
-        "attempts": run.attempts, "wakes": run.wakes, "created_at": iso_utc(run.created_at), "started_at": iso_utc(run.started_at),
-        "finished_at": iso_utc(run.finished_at), "duration_s": seconds_between(run.started_at, run.finished_at),
+        "id": run.id,
+        "handler": run.handler,
+        "status": run.status,
+        "type": run.type,
+        "subject": run.subject,
+        "envelope_id": run.envelope_id,
+        "correlation_id": run.correlation_id,
+        "attempts": run.attempts,
+        "wakes": run.wakes,
+        "created_at": iso_utc(run.created_at),
+        "started_at": iso_utc(run.started_at),
+        "finished_at": iso_utc(run.finished_at),
+        "duration_s": seconds_between(run.started_at, run.finished_at),
         "waiting_for": run.waiting_for if run.status == "waiting" else None,
         "wake_at": iso_utc(run.wake_at) if run.status == "waiting" else None,
         "deadline": iso_utc(run.deadline) if run.status == "waiting" else None,
         "progress": {"done": run.progress_done, "total": run.progress_total, "note": run.progress_note}
-        if run.progress_done is not None else None,
+        if run.progress_done is not None
+        else None,
         "error": run.error,
         "cancel_reason": run.cancel_reason,
     }
@@ -114,12 +124,24 @@ def run_with_steps(audit: AuditLog, run_id: str) -> dict:
     run = find_run(audit, run_id)
     with audit.session() as s:
         steps = list(s.exec(select(Step).where(Step.run_id == run.id).order_by(Step.started_at, Step.id)))
-    return {**run_summary(run), "steps": [{
-        "id": st.id, "attempt": st.attempt, "name": st.name, "target": st.target, "status": st.status,
-        "started_at": iso_utc(st.started_at), "finished_at": iso_utc(st.finished_at),
-        "duration_s": seconds_between(st.started_at, st.finished_at), "detail": json.loads(st.detail or "{}"),
-        "error": st.error,
-    } for st in steps]}
+    return {
+        **run_summary(run),
+        "steps": [
+            {
+                "id": st.id,
+                "attempt": st.attempt,
+                "name": st.name,
+                "target": st.target,
+                "status": st.status,
+                "started_at": iso_utc(st.started_at),
+                "finished_at": iso_utc(st.finished_at),
+                "duration_s": seconds_between(st.started_at, st.finished_at),
+                "detail": json.loads(st.detail or "{}"),
+                "error": st.error,
+            }
+            for st in steps
+        ],
+    }
 
 
 def known_handlers(audit: AuditLog) -> list[str]:
@@ -127,8 +149,9 @@ def known_handlers(audit: AuditLog) -> list[str]:
         return sorted(set(s.exec(select(Run.handler).distinct())))
 
 
-def list_envelopes(audit: AuditLog, *, status: str | None = None, since: datetime | None = None,
-                   limit: int = 50) -> list[dict]:
+def list_envelopes(
+    audit: AuditLog, *, status: str | None = None, since: datetime | None = None, limit: int = 50
+) -> list[dict]:
     """Envelopes as received (newest first), with the reason of each rejection."""
     query = select(EnvelopeRecord)
     if status:
@@ -137,6 +160,17 @@ def list_envelopes(audit: AuditLog, *, status: str | None = None, since: datetim
         query = query.where(EnvelopeRecord.received_at >= since)
     with audit.session() as s:
         rows = s.exec(query.order_by(col(EnvelopeRecord.pk).desc()).limit(limit))
-        return [{"envelope_id": e.envelope_id, "status": e.status, "reason": e.reason, "type": e.type,
-                 "subject": e.subject, "actor": e.actor, "correlation_id": e.correlation_id,
-                 "received_at": iso_utc(e.received_at), "payload": e.payload} for e in rows]
+        return [
+            {
+                "envelope_id": e.envelope_id,
+                "status": e.status,
+                "reason": e.reason,
+                "type": e.type,
+                "subject": e.subject,
+                "actor": e.actor,
+                "correlation_id": e.correlation_id,
+                "received_at": iso_utc(e.received_at),
+                "payload": e.payload,
+            }
+            for e in rows
+        ]

@@ -6,8 +6,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 
 from .audit import AuditLog
-from .tables import FINAL_STATUSES, Run, Step
 from .queries import iso_utc, seconds_between
+from .tables import FINAL_STATUSES, Run, Step
 
 RUN, STEP = Run.__table__, Step.__table__
 
@@ -41,12 +41,18 @@ def handler_stats(audit: AuditLog, since: datetime | None = None, until: datetim
         entry = per[handler]
         statuses, durations = entry.pop("statuses"), entry.pop("durations")
         finished = sum(n for s, n in statuses.items() if s in FINAL_STATUSES)
-        rows.append({**entry, "succeeded": statuses.get("succeeded", 0),
-                     "failed": statuses.get("failed", 0) + statuses.get("dead", 0),
-                     "cancelled": statuses.get("cancelled", 0),
-                     "unfinished": entry["runs"] - finished,
-                     "success_rate": round(statuses.get("succeeded", 0) / finished, 4) if finished else None,
-                     "p50_s": _round(percentile(durations, 0.5)), "p95_s": _round(percentile(durations, 0.95))})
+        rows.append(
+            {
+                **entry,
+                "succeeded": statuses.get("succeeded", 0),
+                "failed": statuses.get("failed", 0) + statuses.get("dead", 0),
+                "cancelled": statuses.get("cancelled", 0),
+                "unfinished": entry["runs"] - finished,
+                "success_rate": round(statuses.get("succeeded", 0) / finished, 4) if finished else None,
+                "p50_s": _round(percentile(durations, 0.5)),
+                "p95_s": _round(percentile(durations, 0.95)),
+            }
+        )
     return rows
 
 
@@ -66,15 +72,29 @@ def waiting_runs(audit: AuditLog) -> list[dict]:
     query = select(RUN).where(RUN.c.status.in_(("waiting", "pending", "running"))).order_by(RUN.c.created_at)
     with audit.engine.connect() as db:
         rows = [r for r in db.execute(query) if r.status == "waiting" or r.handler not in served]
-    return [{"id": r.id, "handler": r.handler, "subject": r.subject, "status": r.status,
-             "waiting_for": r.waiting_for if r.status == "waiting" else None,
-             "since": iso_utc(r.created_at), "wake_at": iso_utc(r.wake_at), "deadline": iso_utc(r.deadline),
-             "attempts": r.attempts, "wakes": r.wakes, "progress": r.progress_note,
-             "served_by": served.get(r.handler, 0), "cancel_requested": r.cancel_reason} for r in rows]
+    return [
+        {
+            "id": r.id,
+            "handler": r.handler,
+            "subject": r.subject,
+            "status": r.status,
+            "waiting_for": r.waiting_for if r.status == "waiting" else None,
+            "since": iso_utc(r.created_at),
+            "wake_at": iso_utc(r.wake_at),
+            "deadline": iso_utc(r.deadline),
+            "attempts": r.attempts,
+            "wakes": r.wakes,
+            "progress": r.progress_note,
+            "served_by": served.get(r.handler, 0),
+            "cancel_requested": r.cancel_reason,
+        }
+        for r in rows
+    ]
 
 
-def slowest_steps(audit: AuditLog, run_id: str | None = None, since: datetime | None = None,
-                  limit: int = 10) -> list[dict]:
+def slowest_steps(
+    audit: AuditLog, run_id: str | None = None, since: datetime | None = None, limit: int = 10
+) -> list[dict]:
     """The longest finished steps, of one run or of every run since ``since``."""
     query = select(STEP, RUN.c.handler).join(RUN, RUN.c.id == STEP.c.run_id).where(STEP.c.finished_at.is_not(None))
     if run_id:
@@ -82,7 +102,17 @@ def slowest_steps(audit: AuditLog, run_id: str | None = None, since: datetime | 
     if since:
         query = query.where(STEP.c.started_at >= since)
     with audit.engine.connect() as db:
-        rows = [{"run_id": s.run_id, "handler": s.handler, "step": s.name, "target": s.target, "status": s.status,
-                 "started_at": iso_utc(s.started_at), "duration_s": seconds_between(s.started_at, s.finished_at),
-                 "error": s.error} for s in db.execute(query)]
+        rows = [
+            {
+                "run_id": s.run_id,
+                "handler": s.handler,
+                "step": s.name,
+                "target": s.target,
+                "status": s.status,
+                "started_at": iso_utc(s.started_at),
+                "duration_s": seconds_between(s.started_at, s.finished_at),
+                "error": s.error,
+            }
+            for s in db.execute(query)
+        ]
     return sorted(rows, key=lambda r: r["duration_s"], reverse=True)[:limit]

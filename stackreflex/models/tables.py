@@ -5,7 +5,6 @@ every value before it is written.
 """
 
 from datetime import datetime
-from typing import Optional
 
 from sqlalchemy import Boolean, Column, Index, Text, UniqueConstraint, false, text
 from sqlmodel import Field, SQLModel
@@ -17,32 +16,38 @@ class EnvelopeRecord(SQLModel, table=True):
     """Every envelope the router received, accepted or rejected."""
 
     __tablename__ = "envelope"
-    __table_args__ = (Index("ix_envelope_correlation", "correlation_id", "received_at"),
-                      #: a stack's own envelopes (Heat's events), newest first
-                      Index("ix_envelope_subject_received", "subject", "received_at"),
-                      #: a rejected message's record, found again when it is redelivered
-                      Index("ix_envelope_rejected_digest", "digest", sqlite_where=text("status = 'rejected'"),
-                            postgresql_where=text("status = 'rejected'")))
+    __table_args__ = (
+        Index("ix_envelope_correlation", "correlation_id", "received_at"),
+        #: a stack's own envelopes (Heat's events), newest first
+        Index("ix_envelope_subject_received", "subject", "received_at"),
+        #: a rejected message's record, found again when it is redelivered
+        Index(
+            "ix_envelope_rejected_digest",
+            "digest",
+            sqlite_where=text("status = 'rejected'"),
+            postgresql_where=text("status = 'rejected'"),
+        ),
+    )
 
-    pk: Optional[int] = Field(default=None, primary_key=True)
-    envelope_id: Optional[str] = Field(default=None, index=True, max_length=128)
+    pk: int | None = Field(default=None, primary_key=True)
+    envelope_id: str | None = Field(default=None, index=True, max_length=128)
     #: ``accepted``, ``duplicate`` or ``rejected``
     status: str = Field(max_length=16)
     #: SHA-256 of what an accepted envelope says (an id seen again with another digest is a
     #: conflict), or of a rejected message's routing key and bytes (one record, one parked copy)
-    digest: Optional[str] = Field(default=None, max_length=64)
+    digest: str | None = Field(default=None, max_length=64)
     #: When a rejected message was put in the dead-letter queue (None: recorded, not yet parked)
-    parked_at: Optional[datetime] = None
-    reason: Optional[str] = Field(default=None, sa_column=Column(Text))
+    parked_at: datetime | None = None
+    reason: str | None = Field(default=None, sa_column=Column(Text))
     #: type is not indexed (each index is one more write for every envelope accepted); subject
     #: is, with the time, for a stack's timeline
-    type: Optional[str] = Field(default=None, max_length=255)
-    subject: Optional[str] = Field(default=None, max_length=255)
-    source: Optional[str] = Field(default=None, max_length=255)
-    correlation_id: Optional[str] = Field(default=None, max_length=128)
-    causation_id: Optional[str] = Field(default=None, max_length=128)
-    actor: Optional[str] = Field(default=None, max_length=255)
-    time: Optional[datetime] = None
+    type: str | None = Field(default=None, max_length=255)
+    subject: str | None = Field(default=None, max_length=255)
+    source: str | None = Field(default=None, max_length=255)
+    correlation_id: str | None = Field(default=None, max_length=128)
+    causation_id: str | None = Field(default=None, max_length=128)
+    actor: str | None = Field(default=None, max_length=255)
+    time: datetime | None = None
     received_at: datetime
     payload: str = Field(sa_column=Column(Text, nullable=False))
 
@@ -64,7 +69,7 @@ class Run(SQLModel, table=True):
     envelope_id: str = Field(max_length=128)
     handler: str = Field(max_length=255, index=True)
     type: str = Field(max_length=255)
-    subject: Optional[str] = Field(default=None, max_length=255)
+    subject: str | None = Field(default=None, max_length=255)
     correlation_id: str = Field(max_length=128)
     status: str = Field(default="pending", max_length=16)
     #: The attempt under way or last made: 1 for a run that never failed, one more for every
@@ -74,33 +79,33 @@ class Run(SQLModel, table=True):
     wakes: int = 0
     #: ``attempts`` when the current retry budget began (a dead run replayed gets a fresh one).
     retry_base: int = 0
-    error: Optional[str] = Field(default=None, sa_column=Column(Text))
+    error: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime
-    started_at: Optional[datetime] = None
-    finished_at: Optional[datetime] = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
     updated_at: datetime
     #: A running run belongs to one execution until this time; heartbeats push it forward. The
     #: owner is that execution's token: writes of an execution that lost its lease change nothing.
-    lease_until: Optional[datetime] = None
-    lease_owner: Optional[str] = Field(default=None, max_length=128)
+    lease_until: datetime | None = None
+    lease_owner: str | None = Field(default=None, max_length=128)
     #: Continuations: generation number, when a message is next due (the wake-up, or a retry),
     #: give-up time and the key of the wait it belongs to, what is awaited, handler state.
     wake: int = 0
-    wake_at: Optional[datetime] = None
-    deadline: Optional[datetime] = None
-    wait_key: Optional[str] = Field(default=None, max_length=255)
-    waiting_for: Optional[str] = Field(default=None, sa_column=Column(Text))
+    wake_at: datetime | None = None
+    deadline: datetime | None = None
+    wait_key: str | None = Field(default=None, max_length=255)
+    waiting_for: str | None = Field(default=None, sa_column=Column(Text))
     state: str = Field(default="{}", sa_column=Column(Text, nullable=False))
-    progress_done: Optional[int] = None
-    progress_total: Optional[int] = None
-    progress_note: Optional[str] = Field(default=None, sa_column=Column(Text))
+    progress_done: int | None = None
+    progress_total: int | None = None
+    progress_note: str | None = Field(default=None, sa_column=Column(Text))
     #: Set by ``stackreflex runs cancel``: the run ends ``cancelled`` at its next safe point.
-    cancel_reason: Optional[str] = Field(default=None, sa_column=Column(Text))
+    cancel_reason: str | None = Field(default=None, sa_column=Column(Text))
     #: When a reconciler last sent this run a message because none was live (so it sends one per grace).
-    redispatched_at: Optional[datetime] = None
+    redispatched_at: datetime | None = None
     #: The cloud the run acts on (auth URL and project), so a process configured for another
     #: cloud never resumes it.
-    cloud: Optional[str] = Field(default=None, max_length=255)
+    cloud: str | None = Field(default=None, max_length=255)
 
 
 class Step(SQLModel, table=True):
@@ -109,17 +114,17 @@ class Step(SQLModel, table=True):
     __tablename__ = "step"
     __table_args__ = (Index("ix_step_target_started", "target", "started_at"),)
 
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     run_id: str = Field(foreign_key="run.id", index=True, max_length=36)
     attempt: int
     name: str = Field(max_length=255)
-    target: Optional[str] = Field(default=None, max_length=255)
+    target: str | None = Field(default=None, max_length=255)
     #: a :class:`StepStatus`
     status: str = Field(max_length=16)
     started_at: datetime
-    finished_at: Optional[datetime] = None
+    finished_at: datetime | None = None
     detail: str = Field(default="{}", sa_column=Column(Text, nullable=False))
-    error: Optional[str] = Field(default=None, sa_column=Column(Text))
+    error: str | None = Field(default=None, sa_column=Column(Text))
 
 
 class WatcherCursor(SQLModel, table=True):
@@ -128,7 +133,7 @@ class WatcherCursor(SQLModel, table=True):
     __tablename__ = "watcher_cursor"
 
     stack: str = Field(primary_key=True, max_length=255)
-    last_event_id: Optional[str] = Field(default=None, max_length=64)
+    last_event_id: str | None = Field(default=None, max_length=64)
     updated_at: datetime
 
 

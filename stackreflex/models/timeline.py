@@ -8,9 +8,9 @@ millions of steps answers as fast as a small one.
 """
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Iterable
 
 from sqlalchemy import Select, or_, select
 
@@ -41,8 +41,16 @@ class Scope:
         return [s for s in (self.stack, self.host, self.server) if s]
 
     def describe(self) -> str:
-        parts = [f"{k} {v}" for k, v in (("correlation", self.correlation_id), ("stack", self.stack),
-                                          ("host", self.host), ("server", self.server)) if v]
+        parts = [
+            f"{k} {v}"
+            for k, v in (
+                ("correlation", self.correlation_id),
+                ("stack", self.stack),
+                ("host", self.host),
+                ("server", self.server),
+            )
+            if v
+        ]
         if self.since or self.until:
             parts.append(f"from {iso_utc(self.since) or 'the start'} to {iso_utc(self.until) or 'now'}")
         return ", ".join(parts) or "everything"
@@ -71,11 +79,14 @@ def timeline(audit: AuditLog, scope: Scope) -> Timeline:
         steps = _steps(db, scope, runs)
         envelopes = _envelopes(db, scope, runs)
     shown_runs = [r for r in runs.values() if not scope.status or r.status in scope.status]
-    entries = [*(_envelope_entry(e) for e in envelopes), *(_run_entry(r) for r in shown_runs),
-               *(_step_entry(s, runs.get(s.run_id)) for s in steps)]
+    entries = [
+        *(_envelope_entry(e) for e in envelopes),
+        *(_run_entry(r) for r in shown_runs),
+        *(_step_entry(s, runs.get(s.run_id)) for s in steps),
+    ]
     entries.sort(key=lambda e: (e["time"], _KIND_ORDER[e["kind"]], 0 if e["kind"] == "run" else int(e["id"][1:])))
     truncated = len(entries) > scope.limit
-    return Timeline(scope, redact(entries[-scope.limit:]), truncated)
+    return Timeline(scope, redact(entries[-scope.limit :]), truncated)
 
 
 _KIND_ORDER = {"envelope": 0, "run": 1, "step": 2}
@@ -92,24 +103,40 @@ def _scoped_runs(db, scope: Scope) -> dict:
 
     limit = scope.limit
     if scope.correlation_id:
-        narrow(db.execute(_window(select(RUN).where(RUN.c.correlation_id == scope.correlation_id),
-                                  RUN.c.created_at, scope)))
+        narrow(
+            db.execute(
+                _window(select(RUN).where(RUN.c.correlation_id == scope.correlation_id), RUN.c.created_at, scope)
+            )
+        )
     if scope.stack:
-        about = db.execute(_window(select(RUN.c.correlation_id).where(RUN.c.subject == scope.stack),
-                                   RUN.c.created_at, scope).order_by(RUN.c.created_at.desc()).limit(limit))
+        about = db.execute(
+            _window(select(RUN.c.correlation_id).where(RUN.c.subject == scope.stack), RUN.c.created_at, scope)
+            .order_by(RUN.c.created_at.desc())
+            .limit(limit)
+        )
         correlations = sorted({r.correlation_id for r in about})
         narrow(_in(db, select(RUN), RUN.c.correlation_id, correlations))
     for target in (scope.host, scope.server):
         if not target:
             continue
-        about = db.execute(_window(select(RUN).where(RUN.c.subject == target), RUN.c.created_at, scope)
-                           .order_by(RUN.c.created_at.desc()).limit(limit)).all()
-        aimed = db.execute(_window(select(STEP.c.run_id).where(STEP.c.target == target), STEP.c.started_at, scope)
-                           .order_by(STEP.c.started_at.desc()).limit(limit))
+        about = db.execute(
+            _window(select(RUN).where(RUN.c.subject == target), RUN.c.created_at, scope)
+            .order_by(RUN.c.created_at.desc())
+            .limit(limit)
+        ).all()
+        aimed = db.execute(
+            _window(select(STEP.c.run_id).where(STEP.c.target == target), STEP.c.started_at, scope)
+            .order_by(STEP.c.started_at.desc())
+            .limit(limit)
+        )
         narrow([*about, *_in(db, select(RUN), RUN.c.id, sorted({r.run_id for r in aimed} - {r.id for r in about}))])
     if chosen is None:  # only a window
-        chosen = {r.id: r for r in db.execute(_window(select(RUN), RUN.c.created_at, scope)
-                                              .order_by(RUN.c.created_at.desc()).limit(limit))}
+        chosen = {
+            r.id: r
+            for r in db.execute(
+                _window(select(RUN), RUN.c.created_at, scope).order_by(RUN.c.created_at.desc()).limit(limit)
+            )
+        }
     return chosen
 
 
@@ -122,7 +149,7 @@ def _in(db, query: Select, column, values: list, *, newest=None, limit: int | No
     ``limit`` rows by that column."""
     rows = []
     for start in range(0, len(values), CHUNK):
-        chunk = query.where(column.in_(values[start:start + CHUNK]))
+        chunk = query.where(column.in_(values[start : start + CHUNK]))
         if newest is not None:
             chunk = chunk.order_by(newest.desc()).limit(limit)
         rows.extend(db.execute(chunk))
@@ -167,22 +194,56 @@ def _envelopes(db, scope: Scope, runs: dict) -> list:
 
 
 def _envelope_entry(e) -> dict:
-    return {"kind": "envelope", "id": f"e{e.pk}", "time": iso_utc(e.received_at), "end": None, "duration_s": None,
-            "what": e.type or "(unreadable)", "target": e.subject, "status": e.status, "error": e.reason,
-            "run_id": None, "handler": None, "correlation_id": e.correlation_id, "actor": e.actor}
+    return {
+        "kind": "envelope",
+        "id": f"e{e.pk}",
+        "time": iso_utc(e.received_at),
+        "end": None,
+        "duration_s": None,
+        "what": e.type or "(unreadable)",
+        "target": e.subject,
+        "status": e.status,
+        "error": e.reason,
+        "run_id": None,
+        "handler": None,
+        "correlation_id": e.correlation_id,
+        "actor": e.actor,
+    }
 
 
 def _run_entry(r) -> dict:
-    return {"kind": "run", "id": r.id, "time": iso_utc(r.started_at or r.created_at), "end": iso_utc(r.finished_at),
-            "duration_s": seconds_between(r.started_at, r.finished_at), "what": r.handler, "target": r.subject,
-            "status": r.status, "error": r.error or (f"waiting for {r.waiting_for}" if r.status == "waiting" else None),
-            "run_id": r.id, "handler": r.handler, "correlation_id": r.correlation_id, "attempts": r.attempts,
-            "wakes": r.wakes}
+    return {
+        "kind": "run",
+        "id": r.id,
+        "time": iso_utc(r.started_at or r.created_at),
+        "end": iso_utc(r.finished_at),
+        "duration_s": seconds_between(r.started_at, r.finished_at),
+        "what": r.handler,
+        "target": r.subject,
+        "status": r.status,
+        "error": r.error or (f"waiting for {r.waiting_for}" if r.status == "waiting" else None),
+        "run_id": r.id,
+        "handler": r.handler,
+        "correlation_id": r.correlation_id,
+        "attempts": r.attempts,
+        "wakes": r.wakes,
+    }
 
 
 def _step_entry(s, run) -> dict:
-    return {"kind": "step", "id": f"s{s.id}", "time": iso_utc(s.started_at), "end": iso_utc(s.finished_at),
-            "duration_s": seconds_between(s.started_at, s.finished_at), "what": s.name, "target": s.target,
-            "status": s.status, "error": s.error, "run_id": s.run_id, "handler": run.handler if run else None,
-            "correlation_id": run.correlation_id if run else None, "attempt": s.attempt,
-            "detail": json.loads(s.detail or "{}")}
+    return {
+        "kind": "step",
+        "id": f"s{s.id}",
+        "time": iso_utc(s.started_at),
+        "end": iso_utc(s.finished_at),
+        "duration_s": seconds_between(s.started_at, s.finished_at),
+        "what": s.name,
+        "target": s.target,
+        "status": s.status,
+        "error": s.error,
+        "run_id": s.run_id,
+        "handler": run.handler if run else None,
+        "correlation_id": run.correlation_id if run else None,
+        "attempt": s.attempt,
+        "detail": json.loads(s.detail or "{}"),
+    }

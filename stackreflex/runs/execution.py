@@ -11,16 +11,16 @@ and raised at the next safe point: a step's start, a checkpoint, a wait.
 import json
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Callable, NoReturn
+from typing import Any, NoReturn
 
-from ..core.envelope import Envelope
 from ..core.clock import Clock
+from ..core.envelope import Envelope
 from ..core.errors import WaitTimedOut
+from ..core.records import Fence, RunRecord, StepStatus
 from ..models.audit import AuditLog, WaitingStep
-from ..core.records import Fence, RunRecord
-from ..core.records import StepStatus
 from .policy import RetryPolicy
 from .waits import LeaseLost, RunCancelled, Suspend
 
@@ -61,9 +61,21 @@ Outcome = Succeeded | Failed | Skipped | Suspended | Cancelled
 class Execution:
     """A run claimed for one execution of ``handler`` under the lease ``token``."""
 
-    def __init__(self, *, run: RunRecord, envelope: Envelope, body: dict, handler: Any, policy: RetryPolicy,
-                 token: str, audit: AuditLog, clock: Clock, stopping: threading.Event,
-                 waiting_steps: list[WaitingStep] = (), moved_on: Callable[["Execution"], None] = lambda e: None):
+    def __init__(
+        self,
+        *,
+        run: RunRecord,
+        envelope: Envelope,
+        body: dict,
+        handler: Any,
+        policy: RetryPolicy,
+        token: str,
+        audit: AuditLog,
+        clock: Clock,
+        stopping: threading.Event,
+        waiting_steps: list[WaitingStep] = (),
+        moved_on: Callable[["Execution"], None] = lambda e: None,
+    ):
         self.run, self.envelope, self.body = run, envelope, body
         #: called once the run saved progress (a checkpoint): whoever waits on it may look again
         self.moved_on = moved_on
@@ -140,15 +152,36 @@ class Execution:
         """Steps of this run left running or waiting (the run ends them when it ends)."""
         return bool(self._open or self._waiting)
 
-    def record_step(self, name: str, *, target: str | None, started_at: datetime, finished_at: datetime | None,
-                    status: str, detail: dict | None, error: str | None) -> None:
-        self.audit.record_step(self.run.id, self.run.attempts, name, target, status=status,
-                               started_at=started_at, finished_at=finished_at, detail=detail, error=error)
+    def record_step(
+        self,
+        name: str,
+        *,
+        target: str | None,
+        started_at: datetime,
+        finished_at: datetime | None,
+        status: str,
+        detail: dict | None,
+        error: str | None,
+    ) -> None:
+        self.audit.record_step(
+            self.run.id,
+            self.run.attempts,
+            name,
+            target,
+            status=status,
+            started_at=started_at,
+            finished_at=finished_at,
+            detail=detail,
+            error=error,
+        )
 
     def checkpoint(self, steps: list[dict] = ()) -> None:
         """Save the state (with the steps it accounts for); a safe point afterwards."""
-        self.fenced(self.audit.save_state(self.run.id, self.token, self.state,
-                                          [{"attempt": self.run.attempts, **s} for s in steps]))
+        self.fenced(
+            self.audit.save_state(
+                self.run.id, self.token, self.state, [{"attempt": self.run.attempts, **s} for s in steps]
+            )
+        )
         self.moved_on(self)
         self.safe_point()
 

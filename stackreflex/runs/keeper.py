@@ -4,8 +4,8 @@ say which handlers it serves, and reconcile runs nothing else accounts for."""
 import logging
 import threading
 
-from ..models.audit import AuditLog
 from ..core.records import Served
+from ..models.audit import AuditLog
 from .lifecycle import Lifecycle
 from .reconciler import Reconciler
 
@@ -16,16 +16,26 @@ class Keeper:
     """A thread of the process: heartbeats every third of a lease, a reconcile pass at start and
     every ``reconcile_interval`` seconds."""
 
-    def __init__(self, lifecycle: Lifecycle, reconciler: Reconciler, audit: AuditLog,
-                 served: list[Served], *, bus: str, reconcile_interval: float):
+    def __init__(
+        self,
+        lifecycle: Lifecycle,
+        reconciler: Reconciler,
+        audit: AuditLog,
+        served: list[Served],
+        *,
+        bus: str,
+        reconcile_interval: float,
+    ):
         self.lifecycle, self.reconciler, self.audit = lifecycle, reconciler, audit
         self.served, self.bus, self.reconcile_interval = served, bus, reconcile_interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._guarded("register this process's handlers",
-                      lambda: self.audit.register_subscriptions(self.lifecycle.owner, self.served, self.bus))
+        self._guarded(
+            "register this process's handlers",
+            lambda: self.audit.register_subscriptions(self.lifecycle.owner, self.served, self.bus),
+        )
         self._thread = threading.Thread(target=self._loop, name="stackreflex-keeper", daemon=True)
         self._thread.start()
 
@@ -51,5 +61,5 @@ class Keeper:
     def _guarded(what: str, work) -> None:
         try:
             work()
-        except Exception as exc:  # noqa: BLE001 - a missed beat is caught up at the next one
+        except Exception as exc:
             log.warning("could not %s: %s", what, exc)

@@ -16,15 +16,15 @@ delayed message unacknowledged and RabbitMQ closes consumers that hold one past
 import logging
 import secrets
 import threading
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, Callable
+from typing import Any
 
-from ..core.envelope import Envelope
 from ..core.clock import SYSTEM_CLOCK, Clock
+from ..core.envelope import Envelope
 from ..core.errors import DatabaseUnavailable, HandlerFailed
+from ..core.records import ClaimRefusal, RunStatus
 from ..models.audit import AuditLog
-from ..core.records import ClaimRefusal
-from ..core.records import RunStatus
 from .execution import Cancelled, Execution, Failed, Skipped, Succeeded, Suspended
 from .policy import RetryPolicy
 from .waits import LeaseLost, RunCancelled, Suspend
@@ -50,9 +50,18 @@ class Lifecycle:
     to whoever follows the envelope (``--wait``), when ``announces(envelope)`` says so.
     """
 
-    def __init__(self, *, audit: AuditLog, owner: str, lease_seconds: float, dispatch: Dispatch,
-                 context_factory: Callable[[Execution], Any], notify: Callable[[Envelope], None],
-                 announces: Callable[[Envelope], bool], clock: Clock = SYSTEM_CLOCK):
+    def __init__(
+        self,
+        *,
+        audit: AuditLog,
+        owner: str,
+        lease_seconds: float,
+        dispatch: Dispatch,
+        context_factory: Callable[[Execution], Any],
+        notify: Callable[[Envelope], None],
+        announces: Callable[[Envelope], bool],
+        clock: Clock = SYSTEM_CLOCK,
+    ):
         self.audit, self.owner, self.lease_seconds = audit, owner, lease_seconds
         self.dispatch, self.context_factory = dispatch, context_factory
         self.notify, self.announces, self.clock = notify, announces, clock
@@ -74,25 +83,43 @@ class Lifecycle:
             return claim.refused
         run = claim.run
         waiting = self.audit.waiting_steps(run.id) if run.wake else []
-        execution = Execution(run=run, envelope=envelope, body=body, handler=handler, policy=policy, token=token,
-                              audit=self.audit, clock=self.clock, stopping=self.stopping, waiting_steps=waiting,
-                              moved_on=self._wake_publisher)
+        execution = Execution(
+            run=run,
+            envelope=envelope,
+            body=body,
+            handler=handler,
+            policy=policy,
+            token=token,
+            audit=self.audit,
+            clock=self.clock,
+            stopping=self.stopping,
+            waiting_steps=waiting,
+            moved_on=self._wake_publisher,
+        )
         with self._lock:
             self._active[run.id] = execution
-        log.info("run started: %s for %s %s (attempt %d%s)", handler.name, envelope.type, envelope.subject or "",
-                 run.attempts, f", wake {run.wakes}" if run.wakes else "",
-                 extra={"run_id": run.id, "handler": handler.name, "envelope_id": envelope.id})
+        log.info(
+            "run started: %s for %s %s (attempt %d%s)",
+            handler.name,
+            envelope.type,
+            envelope.subject or "",
+            run.attempts,
+            f", wake {run.wakes}" if run.wakes else "",
+            extra={"run_id": run.id, "handler": handler.name, "envelope_id": envelope.id},
+        )
         return execution
 
     def refuse(self, handler: str, raw: bytes, body) -> None:
         """A message to ``handler`` that this installation did not send (its HMAC is missing or
         wrong: published straight to the handler's queue, or altered): recorded, never run."""
         envelope_id = body.get("id") if isinstance(body, dict) and isinstance(body.get("id"), str) else None
-        reason = (f"a message to handler {handler} was refused: it is not authenticated as sent by this "
-                  "installation's router (published straight to the handler's queue, or altered)")
+        reason = (
+            f"a message to handler {handler} was refused: it is not authenticated as sent by this "
+            "installation's router (published straight to the handler's queue, or altered)"
+        )
         try:
             self.audit.record_rejection(raw, f"dispatch:{handler}", reason, envelope_id=envelope_id)
-        except Exception as exc:  # noqa: BLE001 - refused whether or not the record is made
+        except Exception as exc:
             log.error("could not record a refused message to %s: %s", handler, exc)
         log.warning("%s (envelope %s)", reason, envelope_id, extra={"handler": handler, "envelope_id": envelope_id})
 
@@ -100,8 +127,13 @@ class Lifecycle:
         """Log why this message does not run its run, and send the message again where it is
         still the run's way forward."""
         if why is ClaimRefusal.MISSING:
-            log.warning("no run exists for a message to %s about envelope %s: only the router creates runs; "
-                        "the message is dropped", handler.name, envelope.id, extra={"handler": handler.name})
+            log.warning(
+                "no run exists for a message to %s about envelope %s: only the router creates runs; "
+                "the message is dropped",
+                handler.name,
+                envelope.id,
+                extra={"handler": handler.name},
+            )
             return
         if why is ClaimRefusal.NOT_DUE:  # a long wait's next hop
             self._send(handler.name, body, wake, _until(run.wake_at, self.clock, MAX_DELAY_HOP), run.id)
@@ -109,13 +141,21 @@ class Lifecycle:
         if why is ClaimRefusal.BUSY:
             # A redelivered message (its worker's connection broke): if that worker died, this
             # message is what takes the run over once the lease lapses; if it lives, a skip then.
-            self._send(handler.name, body, wake, _until(run.lease_until, self.clock, MAX_DELAY_HOP) + LEASE_SLACK,
-                       run.id)
+            self._send(
+                handler.name, body, wake, _until(run.lease_until, self.clock, MAX_DELAY_HOP) + LEASE_SLACK, run.id
+            )
         elif why is ClaimRefusal.AHEAD:  # sent just before its run was parked
             self._send(handler.name, body, wake, EARLY_RETRY, run.id)
         level = logging.DEBUG if why is ClaimRefusal.STALE else logging.INFO
-        log.log(level, "run %s of %s not started by this message: %s (%s)", run.id, handler.name, why.value,
-                run.status.value, extra={"run_id": run.id, "handler": handler.name})
+        log.log(
+            level,
+            "run %s of %s not started by this message: %s (%s)",
+            run.id,
+            handler.name,
+            why.value,
+            run.status.value,
+            extra={"run_id": run.id, "handler": handler.name},
+        )
 
     def call(self, execution: Execution) -> None:
         """Run the handler (or, for a cancel, its compensation); the outcome is kept on the
@@ -154,12 +194,18 @@ class Lifecycle:
         except LeaseLost:
             execution.lost = True
             return None
-        except Exception as exc:  # noqa: BLE001 - the run ends cancelled whatever the compensation did
+        except Exception as exc:
             failure = f"{type(exc).__name__}: {exc}"
             summary = f"its compensation failed ({failure}); what the run had done stays as it is"
-        execution.record_step("cancel", target=execution.envelope.subject, started_at=self.clock.now(),
-                              finished_at=None, status="failed" if failure else "succeeded",
-                              detail={"reason": reason, "left": summary}, error=failure)
+        execution.record_step(
+            "cancel",
+            target=execution.envelope.subject,
+            started_at=self.clock.now(),
+            finished_at=None,
+            status="failed" if failure else "succeeded",
+            detail={"reason": reason, "left": summary},
+            error=failure,
+        )
         return Cancelled(summary)
 
     def may_retry(self, execution: Execution) -> bool:
@@ -172,8 +218,11 @@ class Lifecycle:
             self._active.pop(execution.run.id, None)
         try:
             if execution.lost or isinstance(exception, LeaseLost) or (exception is None and execution.outcome is None):
-                log.warning("run %s: another execution took it over; this one's outcome is not recorded",
-                            execution.label, extra={"run_id": execution.run.id})
+                log.warning(
+                    "run %s: another execution took it over; this one's outcome is not recorded",
+                    execution.label,
+                    extra={"run_id": execution.run.id},
+                )
             elif exception is not None:
                 self._failed(execution, exception, retry, retries)
             elif isinstance(execution.outcome, Suspended):
@@ -185,11 +234,17 @@ class Lifecycle:
             elif isinstance(execution.outcome, Skipped):
                 self._finish(execution, RunStatus.SKIPPED, execution.outcome.reason)
             else:
-                self._finish(execution, RunStatus.CANCELLED,
-                             f"cancelled: {execution.cancel_reason}; {execution.outcome.summary}")
+                self._finish(
+                    execution, RunStatus.CANCELLED, f"cancelled: {execution.cancel_reason}; {execution.outcome.summary}"
+                )
         except DatabaseUnavailable as exc:
-            log.error("could not record how run %s ended: %s; it stays as it was until a reconciler takes it "
-                      "over once its lease lapses", execution.label, exc, extra={"run_id": execution.run.id})
+            log.error(
+                "could not record how run %s ended: %s; it stays as it was until a reconciler takes it "
+                "over once its lease lapses",
+                execution.label,
+                exc,
+                extra={"run_id": execution.run.id},
+            )
 
     def _failed(self, execution: Execution, exception: BaseException, retry: bool, retries: int) -> None:
         run, error = execution.run, f"{type(exception).__name__}: {exception}"
@@ -197,34 +252,64 @@ class Lifecycle:
             self._finish(execution, RunStatus.DEAD, f"{error} (no retries left after {run.attempts} attempt(s))")
             return
         within = execution.policy.retry_due_within(retries)
-        if not self.audit.release_for_retry(run.id, execution.token, error, self.clock.now() + timedelta(seconds=within)):
+        if not self.audit.release_for_retry(
+            run.id, execution.token, error, self.clock.now() + timedelta(seconds=within)
+        ):
             return self._lost(execution)
-        log.warning("run %s failed (attempt %d); retrying within %.1fs: %s", run.handler, run.attempts, within, error,
-                    extra={"run_id": run.id, "handler": run.handler})
+        log.warning(
+            "run %s failed (attempt %d); retrying within %.1fs: %s",
+            run.handler,
+            run.attempts,
+            within,
+            error,
+            extra={"run_id": run.id, "handler": run.handler},
+        )
 
     def _suspend(self, execution: Execution, wait: Suspend) -> None:
         run = execution.run
         wake_at = self.clock.now() + timedelta(seconds=wait.after)
         self._send(run.handler, execution.body, run.wake + 1, min(wait.after, MAX_DELAY_HOP), run.id)
-        if not self.audit.suspend(run.id, execution.token, wake=run.wake + 1, wake_at=wake_at, deadline=wait.deadline,
-                                  wait_key=wait.key[:255], waiting_for=wait.waiting_for, state=execution.state):
+        if not self.audit.suspend(
+            run.id,
+            execution.token,
+            wake=run.wake + 1,
+            wake_at=wake_at,
+            deadline=wait.deadline,
+            wait_key=wait.key[:255],
+            waiting_for=wait.waiting_for,
+            state=execution.state,
+        ):
             return self._lost(execution)
         self._announce(execution, "run.progress", RunStatus.WAITING, note=f"waiting for {wait.waiting_for}")
-        log.info("run waiting: %s for %s, re-check in %.1fs", run.handler, wait.waiting_for, wait.after,
-                 extra={"run_id": run.id, "handler": run.handler})
+        log.info(
+            "run waiting: %s for %s, re-check in %.1fs",
+            run.handler,
+            wait.waiting_for,
+            wait.after,
+            extra={"run_id": run.id, "handler": run.handler},
+        )
         self._wake_publisher(execution)
 
     def _finish(self, execution: Execution, status: RunStatus, error: str | None) -> None:
         run = execution.run
-        leftover = (f"the run ended {status.value} without coming back to this step"
-                    if execution.unfinished_steps else None)
+        leftover = (
+            f"the run ended {status.value} without coming back to this step" if execution.unfinished_steps else None
+        )
         if not self.audit.finish(run.id, execution.token, status, error, close_steps=leftover):
             return self._lost(execution)
         self._announce(execution, "run.finished", status, error=error)
         self._wake_publisher(execution)
-        level = logging.INFO if status in (RunStatus.SUCCEEDED, RunStatus.CANCELLED, RunStatus.SKIPPED) else logging.ERROR
-        log.log(level, "run %s: %s%s", status.value, run.handler, f": {error}" if error else "",
-                extra={"run_id": run.id, "handler": run.handler, "status": status.value})
+        level = (
+            logging.INFO if status in (RunStatus.SUCCEEDED, RunStatus.CANCELLED, RunStatus.SKIPPED) else logging.ERROR
+        )
+        log.log(
+            level,
+            "run %s: %s%s",
+            status.value,
+            run.handler,
+            f": {error}" if error else "",
+            extra={"run_id": run.id, "handler": run.handler, "status": status.value},
+        )
 
     def _wake_publisher(self, execution: Execution) -> None:
         """This run moved on (it saved progress, waits or ended): the run that published its
@@ -237,30 +322,49 @@ class Lifecycle:
                 body = self.audit.kept_envelope(run.envelope_id)
                 if body is not None:  # else its timed look comes as planned
                     self._send(run.handler, body, run.wake, None, run.id)
-        except Exception as exc:  # noqa: BLE001 - a wake-up is a shortcut: the timed look still comes
+        except Exception as exc:
             log.warning("could not wake the run that published %s: %s", execution.envelope.id, exc)
 
     def _lost(self, execution: Execution) -> None:
         execution.lost = True
-        log.warning("run %s: another execution took it over before this one could record its end",
-                    execution.label, extra={"run_id": execution.run.id})
+        log.warning(
+            "run %s: another execution took it over before this one could record its end",
+            execution.label,
+            extra={"run_id": execution.run.id},
+        )
 
     def _send(self, handler: str, body: dict, wake: int, delay: float | None, run_id: str) -> None:
         try:
             self.dispatch(handler, body, wake, delay)
-        except Exception as exc:  # noqa: BLE001 - the run is recorded; a reconciler sends it later
-            log.warning("could not send run %s its next message (%s); a reconciler sends it once it is overdue",
-                        run_id, exc, extra={"run_id": run_id})
+        except Exception as exc:
+            log.warning(
+                "could not send run %s its next message (%s); a reconciler sends it once it is overdue",
+                run_id,
+                exc,
+                extra={"run_id": run_id},
+            )
 
     def _announce(self, execution: Execution, type: str, status: RunStatus, **data) -> None:
         if not self.announces(execution.envelope):
             return
         run = execution.run
         try:
-            self.notify(Envelope.new(type, subject=execution.envelope.subject, cause=execution.envelope, data={
-                "run_id": run.id, "handler": run.handler, "envelope_id": execution.envelope.id,
-                "status": status.value, "attempts": run.attempts, **data}))
-        except Exception as exc:  # noqa: BLE001 - a notice must never fail a run
+            self.notify(
+                Envelope.new(
+                    type,
+                    subject=execution.envelope.subject,
+                    cause=execution.envelope,
+                    data={
+                        "run_id": run.id,
+                        "handler": run.handler,
+                        "envelope_id": execution.envelope.id,
+                        "status": status.value,
+                        "attempts": run.attempts,
+                        **data,
+                    },
+                )
+            )
+        except Exception as exc:
             log.warning("could not publish %s: %s", type, exc)
 
     # -- what every execution of this process shares ---------------------------------------
@@ -296,7 +400,7 @@ def _declined(execution: Execution) -> str | None:
     try:
         if when(execution.envelope):
             return None
-    except Exception as exc:  # noqa: BLE001 - as the router does: a failing predicate declines
+    except Exception as exc:
         return f"the predicate of {run.handler} failed on this envelope: {type(exc).__name__}: {exc}"
     return f"the predicate of {run.handler} ({getattr(when, '__name__', 'when')}) declined this envelope"
 
@@ -304,5 +408,6 @@ def _declined(execution: Execution) -> str | None:
 def _no_compensation(execution: Execution) -> str:
     run = execution.run
     where = run.progress_note or (f"waiting for {run.waiting_for}" if run.waiting_for else None)
-    return (f"{run.handler} undoes nothing when cancelled; what it had done stays as it is"
-            + (f" (it was at: {where})" if where else ""))
+    return f"{run.handler} undoes nothing when cancelled; what it had done stays as it is" + (
+        f" (it was at: {where})" if where else ""
+    )

@@ -100,8 +100,9 @@ class RunLifecycle(Middleware):
             self.keeper.stop()
 
 
-def declare_actor(broker: dramatiq.Broker, settings: Settings, handler: Any, policy: RetryPolicy,
-                  middleware: RunLifecycle) -> dramatiq.Actor:
+def declare_actor(
+    broker: dramatiq.Broker, settings: Settings, handler: Any, policy: RetryPolicy, middleware: RunLifecycle
+) -> dramatiq.Actor:
     """One dramatiq actor and queue per handler; its body runs the execution the middleware claimed."""
     lifecycle = middleware.lifecycle
 
@@ -110,5 +111,11 @@ def declare_actor(broker: dramatiq.Broker, settings: Settings, handler: Any, pol
 
     run.__name__ = handler.name
     middleware.handlers[handler.name] = (handler, policy)
-    return dramatiq.Actor(run, broker=broker, actor_name=handler.name, queue_name=handler_queue(settings, handler.name),
-                          priority=0, options={**policy.actor_options(), "retry_when": middleware.retry_when})
+    return dramatiq.Actor(
+        run,
+        broker=broker,
+        actor_name=handler.name,
+        queue_name=handler_queue(settings, handler.name),
+        priority=0,
+        options={**policy.actor_options(), "retry_when": middleware.retry_when},
+    )

@@ -36,8 +36,12 @@ class RetryPolicy:
 
     def actor_options(self) -> dict[str, Any]:
         """The policy as dramatiq's actor options (milliseconds)."""
-        return {"max_retries": self.max_retries, "min_backoff": _ms(self.min_backoff),
-                "max_backoff": _ms(self.max_backoff), "time_limit": _ms(self.time_limit)}
+        return {
+            "max_retries": self.max_retries,
+            "min_backoff": _ms(self.min_backoff),
+            "max_backoff": _ms(self.max_backoff),
+            "time_limit": _ms(self.time_limit),
+        }
 
 
 def _ms(seconds: float) -> int:
@@ -51,5 +55,9 @@ def policy_for(handler: Any, overrides: dict[str, dict[str, float]]) -> RetryPol
     if unknown:
         raise ConfigError(f"handler_overrides.{handler.name}: unknown keys {', '.join(sorted(unknown))}")
     values = {key: mine.get(key, getattr(handler, key)) for key in OVERRIDABLE}
-    return RetryPolicy(max_retries=int(values["max_retries"]), min_backoff=float(values["min_backoff"]),
-                       max_backoff=float(values["max_backoff"]), time_limit=float(values["time_limit"]))
+    return RetryPolicy(
+        max_retries=int(values["max_retries"]),
+        min_backoff=float(values["min_backoff"]),
+        max_backoff=float(values["max_backoff"]),
+        time_limit=float(values["time_limit"]),
+    )

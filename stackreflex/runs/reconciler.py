@@ -13,13 +13,12 @@ such a run is reported, to be published anew.
 """
 
 import logging
+from collections.abc import Iterable
 from datetime import timedelta
-from typing import Iterable
 
 from ..core.clock import SYSTEM_CLOCK, Clock
+from ..core.records import RunRecord, RunStatus
 from ..models.audit import AuditLog
-from ..core.records import RunRecord
-from ..core.records import RunStatus
 from .lifecycle import Dispatch
 
 log = logging.getLogger("stackreflex.run")
@@ -31,8 +30,16 @@ BATCH = 500
 class Reconciler:
     """Re-dispatches the overdue runs of ``handlers`` that act on ``cloud``."""
 
-    def __init__(self, audit: AuditLog, dispatch: Dispatch, handlers: Iterable[str], *, grace: float,
-                 cloud: str | None, clock: Clock = SYSTEM_CLOCK):
+    def __init__(
+        self,
+        audit: AuditLog,
+        dispatch: Dispatch,
+        handlers: Iterable[str],
+        *,
+        grace: float,
+        cloud: str | None,
+        clock: Clock = SYSTEM_CLOCK,
+    ):
         self.audit, self.dispatch, self.handlers = audit, dispatch, sorted(handlers)
         self.grace, self.cloud, self.clock = grace, cloud, clock
         #: every run this reconciler sent on, so a short-lived process can say which it took up
@@ -50,15 +57,26 @@ class Reconciler:
                 continue  # it moved meanwhile, or another process took it
             body = self.audit.kept_envelope(run.envelope_id)
             if body is None:
-                log.warning("run %s of %s is %s with nothing to move it on, and cannot be re-dispatched: its "
-                            "envelope %s carried secrets, which the audit log does not keep; publish it again, or "
-                            "end it with `stackreflex runs cancel %s --reason TEXT --no-compensation`",
-                            run.id, run.handler, run.status.value, run.envelope_id, run.id,
-                            extra={"run_id": run.id, "handler": run.handler})
+                log.warning(
+                    "run %s of %s is %s with nothing to move it on, and cannot be re-dispatched: its "
+                    "envelope %s carried secrets, which the audit log does not keep; publish it again, or "
+                    "end it with `stackreflex runs cancel %s --reason TEXT --no-compensation`",
+                    run.id,
+                    run.handler,
+                    run.status.value,
+                    run.envelope_id,
+                    run.id,
+                    extra={"run_id": run.id, "handler": run.handler},
+                )
                 continue
             self.dispatch(run.handler, body, run.wake, None)
-            log.warning("re-dispatched run %s of %s: %s", run.id, run.handler, why_overdue(run),
-                        extra={"run_id": run.id, "handler": run.handler})
+            log.warning(
+                "re-dispatched run %s of %s: %s",
+                run.id,
+                run.handler,
+                why_overdue(run),
+                extra={"run_id": run.id, "handler": run.handler},
+            )
             sent.append(run)
             self.taken_up.add(run.id)
         return sent

@@ -9,14 +9,15 @@ when it declines (:meth:`~.lifecycle.Lifecycle.call`).
 
 import logging
 import threading
+from collections.abc import Iterable
 from datetime import timedelta
-from typing import Any, Iterable
+from typing import Any
 
-from ..core.topics import topic_matches
 from ..core.envelope import Envelope
+from ..core.records import Served
+from ..core.topics import topic_matches
 from ..models.audit import AuditLog
 from ..models.stats import SERVED_WITHIN
-from ..core.records import Served
 
 log = logging.getLogger("stackreflex.router")
 
@@ -55,7 +56,7 @@ class Subscribers:
         clock = self.audit.clock
         try:
             remote = self.audit.live_subscriptions(self.bus, clock.now() - timedelta(seconds=self.served_within))
-        except Exception as exc:  # noqa: BLE001 - routing goes on with what it last knew
+        except Exception as exc:
             log.warning("could not read which handlers other processes serve: %s", exc)
             remote = self._remote
         with self._lock:
@@ -76,6 +77,6 @@ class Subscribers:
 def _accepts(handler: Any, envelope: Envelope) -> bool:
     try:
         return handler.matches(envelope)
-    except Exception as exc:  # noqa: BLE001 - a broken predicate declines; the router goes on
+    except Exception as exc:
         log.error("predicate of handler %s failed on %s %s: %s", handler.name, envelope.type, envelope.id, exc)
         return False

@@ -30,9 +30,11 @@ CACHE_DIR = "/var/lib/os-collect-config/"
 DEPLOYED_DIR = "/var/lib/heat-config/deployed/"
 DEFAULT_POLLING_INTERVAL = 30.0
 #: What each collector needs to run.
-NEEDED = {"request": ("metadata_url",),
-          "heat": ("auth_url", "user_id", "password", "project_id", "stack_id", "resource_name"),
-          "cfn": ("metadata_url", "access_key_id", "secret_access_key", "stack_name", "path")}
+NEEDED = {
+    "request": ("metadata_url",),
+    "heat": ("auth_url", "user_id", "password", "project_id", "stack_id", "resource_name"),
+    "cfn": ("metadata_url", "access_key_id", "secret_access_key", "stack_name", "path"),
+}
 
 
 def agent_settings(files: dict[str, bytes]) -> tuple[str | None, dict, float]:
@@ -65,8 +67,16 @@ def agent_settings(files: dict[str, bytes]) -> tuple[str | None, dict, float]:
 class Agent:
     """The polling loop of one node's os-collect-config service, with its deployments."""
 
-    def __init__(self, node_address: str, files: dict[str, bytes], lock: threading.RLock, clock: SimClock,
-                 faults: Faults | None = None, hostname: str = "", deployment_time: float = 0.0):
+    def __init__(
+        self,
+        node_address: str,
+        files: dict[str, bytes],
+        lock: threading.RLock,
+        clock: SimClock,
+        faults: Faults | None = None,
+        hostname: str = "",
+        deployment_time: float = 0.0,
+    ):
         self.node_address = node_address
         self.files = files
         self.lock = lock
@@ -86,8 +96,12 @@ class Agent:
         if collector is None:
             return  # like the real agent, it idles without a collector to run
         self._stop = threading.Event()
-        threading.Thread(target=self._run, args=(collector, options, interval, self._stop), daemon=True,
-                         name=f"occ-{self.node_address}").start()
+        threading.Thread(
+            target=self._run,
+            args=(collector, options, interval, self._stop),
+            daemon=True,
+            name=f"occ-{self.node_address}",
+        ).start()
 
     def stop(self) -> None:
         if self._stop is not None:
@@ -128,12 +142,15 @@ class Agent:
                 return
             fault = self.faults.strike("deployment_failure", self.node_address, text=deployment.get("name", ""))
             code = fault.code if fault else 0
-            outputs = {"deploy_stdout": f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] ({deployment.get('name')}) "
-                                        f"ran on {self.hostname or self.node_address}\n",
-                       "deploy_stderr": "" if not code else
-                       f"+ {deployment.get('group')} {deployment.get('name')}\nError: the hook exited with status "
-                       f"{code}\n",
-                       "deploy_status_code": code}
+            outputs = {
+                "deploy_stdout": f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] ({deployment.get('name')}) "
+                f"ran on {self.hostname or self.node_address}\n",
+                "deploy_stderr": ""
+                if not code
+                else f"+ {deployment.get('group')} {deployment.get('name')}\nError: the hook exited with status "
+                f"{code}\n",
+                "deploy_status_code": code,
+            }
             with self.lock:
                 self.files[marker] = json.dumps(deployment).encode()
             try:
@@ -149,23 +166,35 @@ class Agent:
         elif transport == "CFN_SIGNAL":
             self._http(inputs.get("deploy_signal_verb") or "POST", inputs["deploy_signal_id"], outputs)
         elif transport == "HEAT_SIGNAL":
-            token, heat = self._login(inputs["deploy_auth_url"], inputs["deploy_user_id"], inputs["deploy_password"],
-                                      inputs["deploy_project_id"])
+            token, heat = self._login(
+                inputs["deploy_auth_url"],
+                inputs["deploy_user_id"],
+                inputs["deploy_password"],
+                inputs["deploy_project_id"],
+            )
             if token:
-                self._http("POST", f"{heat}/stacks/{inputs['deploy_stack_id']}/resources/"
-                                   f"{inputs['deploy_resource_name']}/signal", outputs, {"X-Auth-Token": token})
+                self._http(
+                    "POST",
+                    f"{heat}/stacks/{inputs['deploy_stack_id']}/resources/{inputs['deploy_resource_name']}/signal",
+                    outputs,
+                    {"X-Auth-Token": token},
+                )
 
     # -- the collectors ------------------------------------------------------------------------
 
     def _http(self, method: str, url: str, body: dict | None = None, headers: dict | None = None):
         """One request from the node's address: (status, headers, body)."""
         parts = urlsplit(url)
-        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10,
-                                                source_address=(self.node_address, 0))
+        connection = http.client.HTTPConnection(
+            parts.hostname, parts.port, timeout=10, source_address=(self.node_address, 0)
+        )
         try:
-            connection.request(method, parts.path + ("?" + parts.query if parts.query else ""),
-                               body=json.dumps(body) if body is not None else None,
-                               headers={"Content-Type": "application/json", **(headers or {})})
+            connection.request(
+                method,
+                parts.path + ("?" + parts.query if parts.query else ""),
+                body=json.dumps(body) if body is not None else None,
+                headers={"Content-Type": "application/json", **(headers or {})},
+            )
             response = connection.getresponse()
             self.last_status = response.status
             return response.status, response, response.read()
@@ -178,14 +207,26 @@ class Agent:
 
     def _login(self, auth_url: str, user_id: str, password: str, project_id: str) -> tuple[str | None, str]:
         """A Keystone token for the user, and Heat's endpoint from the catalog."""
-        status, response, body = self._http("POST", auth_url.rstrip("/") + "/auth/tokens", {"auth": {
-            "identity": {"methods": ["password"], "password": {"user": {"id": user_id, "password": password}}},
-            "scope": {"project": {"id": project_id}}}})
+        status, response, body = self._http(
+            "POST",
+            auth_url.rstrip("/") + "/auth/tokens",
+            {
+                "auth": {
+                    "identity": {"methods": ["password"], "password": {"user": {"id": user_id, "password": password}}},
+                    "scope": {"project": {"id": project_id}},
+                }
+            },
+        )
         if status != 201:
             return None, ""
         catalog = json.loads(body)["token"]["catalog"]
-        heat = next(e["url"] for s in catalog if s["type"] == "orchestration" for e in s["endpoints"]
-                    if e["interface"] == "public")
+        heat = next(
+            e["url"]
+            for s in catalog
+            if s["type"] == "orchestration"
+            for e in s["endpoints"]
+            if e["interface"] == "public"
+        )
         return response.getheader("X-Subject-Token"), heat
 
     def _heat(self, options: dict) -> bytes | None:
@@ -193,8 +234,11 @@ class Agent:
         token, heat = self._login(options["auth_url"], options["user_id"], options["password"], options["project_id"])
         if token is None:
             return None
-        status, _, body = self._http("GET", f"{heat}/stacks/{options['stack_id']}/resources/"
-                                            f"{options['resource_name']}/metadata", headers={"X-Auth-Token": token})
+        status, _, body = self._http(
+            "GET",
+            f"{heat}/stacks/{options['stack_id']}/resources/{options['resource_name']}/metadata",
+            headers={"X-Auth-Token": token},
+        )
         return json.dumps(json.loads(body)["metadata"]).encode() if status == 200 else None
 
     def _cfn(self, options: dict) -> bytes | None:
@@ -203,9 +247,14 @@ class Agent:
         parts = urlsplit(options["metadata_url"])
         for path in [p.strip() for p in str(options["path"]).split(",") if p.strip()]:
             resource, field = path.split(".", 1)
-            params = {"Action": "DescribeStackResource", "StackName": options["stack_name"],
-                      "LogicalResourceId": resource, "AWSAccessKeyId": options["access_key_id"],
-                      "SignatureVersion": "2", "SignatureMethod": "HmacSHA256"}
+            params = {
+                "Action": "DescribeStackResource",
+                "StackName": options["stack_name"],
+                "LogicalResourceId": resource,
+                "AWSAccessKeyId": options["access_key_id"],
+                "SignatureVersion": "2",
+                "SignatureMethod": "HmacSHA256",
+            }
             params.update(dict(parse_qsl(parts.query)))
             params["Signature"] = ec2_signature(options["secret_access_key"], "GET", parts.netloc, parts.path, params)
             status, _, body = self._http("GET", f"{parts.scheme}://{parts.netloc}{parts.path}?{urlencode(params)}")

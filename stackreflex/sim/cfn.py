@@ -18,10 +18,10 @@ from .http import HttpError, Request, Response, Router
 
 def ec2_signature(secret: str, verb: str, host: str, path: str, params: dict[str, str]) -> str:
     """The EC2 (version 2) signature of a request: what ``Ec2Signer.generate`` computes."""
-    canonical = "&".join(f"{quote(k, safe='')}={quote(str(params[k]), safe='-_~')}" for k in sorted(params)
-                         if k != "Signature")
-    digest = {"HmacSHA256": hashlib.sha256, "HmacSHA1": hashlib.sha1}.get(params.get("SignatureMethod"),
-                                                                          hashlib.sha256)
+    canonical = "&".join(
+        f"{quote(k, safe='')}={quote(str(params[k]), safe='-_~')}" for k in sorted(params) if k != "Signature"
+    )
+    digest = {"HmacSHA256": hashlib.sha256, "HmacSHA1": hashlib.sha1}.get(params.get("SignatureMethod"), hashlib.sha256)
     mac = hmac.new(secret.encode(), f"{verb}\n{host}\n{path}\n{canonical}".encode(), digest)
     return base64.b64encode(mac.digest()).decode()
 
@@ -29,8 +29,10 @@ def ec2_signature(secret: str, verb: str, host: str, path: str, params: dict[str
 def cfn_error(error: HttpError) -> object:
     """The AWS error document heat-api-cfn answers with."""
     code = error.error_type or error.title.replace(" ", "")
-    return (f'<ErrorResponse><Error><Type>Sender</Type><Code>{escape(code)}</Code><Message>{escape(error.message)}'
-            f'</Message></Error></ErrorResponse>').encode()
+    return (
+        f"<ErrorResponse><Error><Type>Sender</Type><Code>{escape(code)}</Code><Message>{escape(error.message)}"
+        f"</Message></Error></ErrorResponse>"
+    ).encode()
 
 
 class Cfn:
@@ -46,16 +48,18 @@ class Cfn:
     def _authenticate(self, request: Request, verb: str) -> None:
         params = {k: v[-1] for k, v in request.query.items()}
         secret = self.heat.ec2_keys.get(params.get("AWSAccessKeyId", ""))
-        expected = ec2_signature(secret, verb, request.headers.get("host", ""), request.raw_path, params) \
-            if secret else None
+        expected = (
+            ec2_signature(secret, verb, request.headers.get("host", ""), request.raw_path, params) if secret else None
+        )
         if expected is None or not hmac.compare_digest(expected, params.get("Signature", "")):
             raise HttpError(403, "Forbidden", "User is not authorized to perform action", "AccessDenied")
 
     def describe_stack_resource(self, request: Request) -> Response:
         self._authenticate(request, "GET")
         if request.arg("Action") != "DescribeStackResource":
-            raise HttpError(400, "Bad Request", f"Action {request.arg('Action')} is not supported here",
-                            "InvalidAction")
+            raise HttpError(
+                400, "Bad Request", f"Action {request.arg('Action')} is not supported here", "InvalidAction"
+            )
         stack_name, logical = request.arg("StackName", ""), request.arg("LogicalResourceId", "")
         with self.heat.lock:
             node = self.heat.member_of_stack(stack_name)
@@ -67,13 +71,15 @@ class Cfn:
             metadata, status = json.dumps(resource.metadata), resource.status
         if resource is node.deployed_server:
             self.heat.polled(node)
-        body = (f"<DescribeStackResourceResponse><DescribeStackResourceResult><StackResourceDetail>"
-                f"<StackId>{escape(node.server.nested.id)}</StackId><StackName>{escape(stack_name)}</StackName>"
-                f"<LogicalResourceId>{escape(logical)}</LogicalResourceId>"
-                f"<PhysicalResourceId>{escape(resource.physical_id)}</PhysicalResourceId>"
-                f"<ResourceType>{escape(resource.type)}</ResourceType><ResourceStatus>{escape(status)}</ResourceStatus>"
-                f"<Metadata>{escape(metadata)}</Metadata></StackResourceDetail></DescribeStackResourceResult>"
-                f"</DescribeStackResourceResponse>")
+        body = (
+            f"<DescribeStackResourceResponse><DescribeStackResourceResult><StackResourceDetail>"
+            f"<StackId>{escape(node.server.nested.id)}</StackId><StackName>{escape(stack_name)}</StackName>"
+            f"<LogicalResourceId>{escape(logical)}</LogicalResourceId>"
+            f"<PhysicalResourceId>{escape(resource.physical_id)}</PhysicalResourceId>"
+            f"<ResourceType>{escape(resource.type)}</ResourceType><ResourceStatus>{escape(status)}</ResourceStatus>"
+            f"<Metadata>{escape(metadata)}</Metadata></StackResourceDetail></DescribeStackResourceResult>"
+            f"</DescribeStackResourceResponse>"
+        )
         return Response(200, body.encode(), {"Content-Type": "application/xml"})
 
     def signal(self, request: Request) -> Response:

@@ -83,9 +83,15 @@ class Cinder:
             for n, server in enumerate(nova.servers.values()):
                 for k in range(scenario.volumes_per_server if n % scenario.volume_every == 0 else 0):
                     suffix = f"-{k}" if k else ""
-                    volume = Volume(str(uuid.uuid5(uuid.NAMESPACE_DNS, f"vol-{server.id}{suffix}")),
-                                    f"{server.name}-data{suffix}", server.project_id, 10, server.id, server.host,
-                                    status="in-use")
+                    volume = Volume(
+                        str(uuid.uuid5(uuid.NAMESPACE_DNS, f"vol-{server.id}{suffix}")),
+                        f"{server.name}-data{suffix}",
+                        server.project_id,
+                        10,
+                        server.id,
+                        server.host,
+                        status="in-use",
+                    )
                     self.volumes[volume.id] = volume
                     server.volumes.append(volume.id)
 
@@ -111,10 +117,24 @@ class Cinder:
         router.add("DELETE", base + "/snapshots/{snapshot}", self.delete_snapshot, cinder_error)
 
     def versions(self, request: Request) -> Response:
-        return Response(200 if request.path.endswith("v3") else 300, {"versions": [{
-            "id": "v3.0", "status": "CURRENT", "version": self.scenario.cinder_max_version, "min_version": "3.0",
-            "updated": "2023-08-31T00:00:00Z", "links": [{"rel": "self", "href": f"{self.base_url}/volume/v3/"}],
-            "media-types": [{"base": "application/json", "type": "application/vnd.openstack.volume+json;version=3"}]}]})
+        return Response(
+            200 if request.path.endswith("v3") else 300,
+            {
+                "versions": [
+                    {
+                        "id": "v3.0",
+                        "status": "CURRENT",
+                        "version": self.scenario.cinder_max_version,
+                        "min_version": "3.0",
+                        "updated": "2023-08-31T00:00:00Z",
+                        "links": [{"rel": "self", "href": f"{self.base_url}/volume/v3/"}],
+                        "media-types": [
+                            {"base": "application/json", "type": "application/vnd.openstack.volume+json;version=3"}
+                        ],
+                    }
+                ]
+            },
+        )
 
     def _headers(self, request: Request) -> dict:
         major, minor = microversion(request)
@@ -122,20 +142,31 @@ class Cinder:
 
     def _services(self) -> list[tuple[str, str]]:
         """(binary, host): a scheduler on every controller, named by its short host name."""
-        controllers = [f"{self.scenario.stack}-{name}-{i}" for role in self.scenario.roles
-                       for name in [role.name.lower().replace("deployedserver", "")]
-                       if name.startswith("controller") for i in range(role.count)]
+        controllers = [
+            f"{self.scenario.stack}-{name}-{i}"
+            for role in self.scenario.roles
+            for name in [role.name.lower().replace("deployedserver", "")]
+            if name.startswith("controller")
+            for i in range(role.count)
+        ]
         return [("cinder-scheduler", host) for host in controllers] + [("cinder-volume", VOLUME_HOST)]
 
     def list_services(self, request: Request) -> Response:
         version, now = microversion(request), cinder_time(utcnow())
         services = []
         for binary, host in self._services():
-            if request.arg("binary") not in (None, binary) or \
-                    (request.arg("host") is not None and not host_matches(host, request.arg("host"))):
+            if request.arg("binary") not in (None, binary) or (
+                request.arg("host") is not None and not host_matches(host, request.arg("host"))
+            ):
                 continue
-            service = {"binary": binary, "host": host, "zone": "nova", "status": "enabled", "state": "up",
-                       "updated_at": now}
+            service = {
+                "binary": binary,
+                "host": host,
+                "zone": "nova",
+                "status": "enabled",
+                "state": "up",
+                "updated_at": now,
+            }
             if version >= BACKEND_STATE_REPORT and binary == "cinder-volume":
                 service["backend_state"] = "up"
             if version >= CLUSTER_SUPPORT:
@@ -147,17 +178,43 @@ class Cinder:
         return Response(200, {"services": services}, self._headers(request))
 
     def _volume_body(self, volume: Volume) -> dict:
-        attachments = [{"id": volume.id, "attachment_id": str(uuid.uuid5(uuid.NAMESPACE_DNS, f"att-{volume.id}")),
-                        "volume_id": volume.id, "server_id": volume.server_id, "host_name": volume.host,
-                        "device": "/dev/vdb", "attached_at": cinder_time(volume.created)}] if volume.server_id else []
-        return {"id": volume.id, "name": volume.name, "status": volume.status, "size": volume.size,
-                "availability_zone": volume.zone, "attachments": attachments, "bootable": "false",
-                "multiattach": False, "volume_type": "__DEFAULT__", "encrypted": False, "metadata": {},
-                "description": None, "snapshot_id": volume.snapshot_id, "source_volid": None, "user_id": "sim-user",
-                **({"volume_image_metadata": {"image_id": volume.image_id}} if volume.image_id else {}),
-                "os-vol-tenant-attr:tenant_id": volume.project_id, "created_at": cinder_time(volume.created),
-                "updated_at": cinder_time(volume.created),
-                "links": [{"rel": "self", "href": f"{self.endpoint}/volumes/{volume.id}"}]}
+        attachments = (
+            [
+                {
+                    "id": volume.id,
+                    "attachment_id": str(uuid.uuid5(uuid.NAMESPACE_DNS, f"att-{volume.id}")),
+                    "volume_id": volume.id,
+                    "server_id": volume.server_id,
+                    "host_name": volume.host,
+                    "device": "/dev/vdb",
+                    "attached_at": cinder_time(volume.created),
+                }
+            ]
+            if volume.server_id
+            else []
+        )
+        return {
+            "id": volume.id,
+            "name": volume.name,
+            "status": volume.status,
+            "size": volume.size,
+            "availability_zone": volume.zone,
+            "attachments": attachments,
+            "bootable": "false",
+            "multiattach": False,
+            "volume_type": "__DEFAULT__",
+            "encrypted": False,
+            "metadata": {},
+            "description": None,
+            "snapshot_id": volume.snapshot_id,
+            "source_volid": None,
+            "user_id": "sim-user",
+            **({"volume_image_metadata": {"image_id": volume.image_id}} if volume.image_id else {}),
+            "os-vol-tenant-attr:tenant_id": volume.project_id,
+            "created_at": cinder_time(volume.created),
+            "updated_at": cinder_time(volume.created),
+            "links": [{"rel": "self", "href": f"{self.endpoint}/volumes/{volume.id}"}],
+        }
 
     def _volume(self, key: str) -> Volume:
         volume = self.volumes.get(key) or next((v for v in self.volumes.values() if v.name == key), None)
@@ -173,8 +230,9 @@ class Cinder:
 
     def show_volume(self, request: Request) -> Response:
         with self.lock:
-            return Response(200, {"volume": self._volume_body(self._volume(request.match["volume"]))},
-                            self._headers(request))
+            return Response(
+                200, {"volume": self._volume_body(self._volume(request.match["volume"]))}, self._headers(request)
+            )
 
     def create_volume(self, request: Request) -> Response:
         """A new volume, empty, from an image or from a snapshot, in an availability zone.
@@ -193,18 +251,33 @@ class Cinder:
                 if snapshot is None:
                     raise HttpError(404, "Not Found", f"Snapshot {body['snapshot_id']} could not be found.")
                 if snapshot.status != "available":
-                    raise HttpError(400, "Bad Request", "Invalid snapshot: Originating snapshot status must be "
-                                                        f"one of 'available' values, not {snapshot.status}.")
+                    raise HttpError(
+                        400,
+                        "Bad Request",
+                        "Invalid snapshot: Originating snapshot status must be "
+                        f"one of 'available' values, not {snapshot.status}.",
+                    )
             image_id = body.get("imageRef")
             image = self.glance.images.get(image_id) if image_id else None
             if image_id and (image is None or image.status != "active"):
                 raise HttpError(400, "Bad Request", "Invalid image identifier or unable to access requested image.")
             size = body.get("size") or (snapshot.volume.size if snapshot else None)
             if not isinstance(size, int) or size < 1:
-                raise HttpError(400, "Bad Request", f"Invalid input received: Volume size '{size}' must be an "
-                                                    "integer and greater than 0.")
-            volume = Volume(str(uuid.uuid4()), body.get("name") or "", self.project_id, size, zone=zone,
-                            status="creating", image_id=image_id, snapshot_id=snapshot.id if snapshot else None)
+                raise HttpError(
+                    400,
+                    "Bad Request",
+                    f"Invalid input received: Volume size '{size}' must be an integer and greater than 0.",
+                )
+            volume = Volume(
+                str(uuid.uuid4()),
+                body.get("name") or "",
+                self.project_id,
+                size,
+                zone=zone,
+                status="creating",
+                image_id=image_id,
+                snapshot_id=snapshot.id if snapshot else None,
+            )
             self.volumes[volume.id] = volume
         self.clock.later(self.scenario.volume_create_time, self._created, volume)
         return Response(202, {"volume": self._volume_body(volume)}, self._headers(request))
@@ -227,27 +300,52 @@ class Cinder:
             if not args.get("image_name"):
                 raise HttpError(400, "Bad Request", "Invalid input received: image_name is required.")
             if volume.status not in ("available", "in-use") or (volume.status == "in-use" and not force):
-                raise HttpError(400, "Bad Request", f"Invalid volume: Volume {volume.id} status must be "
-                                                    f"available, but current status is: {volume.status}.")
+                raise HttpError(
+                    400,
+                    "Bad Request",
+                    f"Invalid volume: Volume {volume.id} status must be "
+                    f"available, but current status is: {volume.status}.",
+                )
             image = self.glance.uploaded_from_volume(volume, args["image_name"], self.glance.site_store(volume.zone))
             previous, volume.status = volume.status, "uploading"
         self.clock.later(self.scenario.image_upload_time, self._uploaded, volume, previous)
-        return Response(202, {"os-volume_upload_image": {
-            "id": volume.id, "status": "uploading", "size": volume.size, "image_id": image.id,
-            "image_name": image.name, "disk_format": args.get("disk_format") or "raw",
-            "container_format": args.get("container_format") or "bare", "volume_type": None,
-            "display_description": None, "updated_at": cinder_time(utcnow())}}, self._headers(request))
+        return Response(
+            202,
+            {
+                "os-volume_upload_image": {
+                    "id": volume.id,
+                    "status": "uploading",
+                    "size": volume.size,
+                    "image_id": image.id,
+                    "image_name": image.name,
+                    "disk_format": args.get("disk_format") or "raw",
+                    "container_format": args.get("container_format") or "bare",
+                    "volume_type": None,
+                    "display_description": None,
+                    "updated_at": cinder_time(utcnow()),
+                }
+            },
+            self._headers(request),
+        )
 
     def _uploaded(self, volume: Volume, previous: str) -> None:
         with self.lock:
             volume.status = previous
 
     def _snapshot_body(self, snapshot: Snapshot) -> dict:
-        return {"id": snapshot.id, "name": snapshot.name, "status": snapshot.status,
-                "volume_id": snapshot.volume.id, "size": snapshot.volume.size, "description": None,
-                "metadata": {}, "created_at": cinder_time(snapshot.created),
-                "updated_at": cinder_time(snapshot.updated), "progress": "100%" if snapshot.status == "available" else "0%",
-                "os-extended-snapshot-attributes:project_id": snapshot.volume.project_id}
+        return {
+            "id": snapshot.id,
+            "name": snapshot.name,
+            "status": snapshot.status,
+            "volume_id": snapshot.volume.id,
+            "size": snapshot.volume.size,
+            "description": None,
+            "metadata": {},
+            "created_at": cinder_time(snapshot.created),
+            "updated_at": cinder_time(snapshot.updated),
+            "progress": "100%" if snapshot.status == "available" else "0%",
+            "os-extended-snapshot-attributes:project_id": snapshot.volume.project_id,
+        }
 
     def create_snapshot(self, request: Request) -> Response:
         body = request.json().get("snapshot") or {}
@@ -255,11 +353,18 @@ class Cinder:
         with self.lock:
             volume = self._volume(body.get("volume_id", ""))
             if volume.status == "in-use" and not force and microversion(request) < FORCE_OPTIONAL_FROM:
-                raise HttpError(400, "Bad Request", f"Invalid volume: Volume {volume.id} status must be "
-                                                    f"available, but current status is: in-use.")
+                raise HttpError(
+                    400,
+                    "Bad Request",
+                    f"Invalid volume: Volume {volume.id} status must be available, but current status is: in-use.",
+                )
             if volume.status not in ("available", "in-use"):
-                raise HttpError(400, "Bad Request", f"Invalid volume: Volume {volume.id} status must be "
-                                                    f"available or in-use, but current status is: {volume.status}.")
+                raise HttpError(
+                    400,
+                    "Bad Request",
+                    f"Invalid volume: Volume {volume.id} status must be "
+                    f"available or in-use, but current status is: {volume.status}.",
+                )
             snapshot = Snapshot(str(uuid.uuid4()), body.get("name") or "", volume)
             self.snapshots[snapshot.id] = snapshot
         self.clock.later(self.scenario.snapshot_time, self._settle, snapshot)
@@ -282,10 +387,14 @@ class Cinder:
             volume = self._volume(request.match["volume"])
             has_snapshots = any(s.volume is volume for s in self.snapshots.values())
             if volume.status not in DELETABLE or volume.server_id or has_snapshots:
-                raise HttpError(400, "Bad Request", "Invalid volume: Volume status must be available or error or "
-                                "error_restoring or error_extending or error_managing and must not be migrating, "
-                                "attached, belong to a group, have snapshots, awaiting a transfer, or be "
-                                "disassociated from snapshots after volume transfer.")
+                raise HttpError(
+                    400,
+                    "Bad Request",
+                    "Invalid volume: Volume status must be available or error or "
+                    "error_restoring or error_extending or error_managing and must not be migrating, "
+                    "attached, belong to a group, have snapshots, awaiting a transfer, or be "
+                    "disassociated from snapshots after volume transfer.",
+                )
             volume.status = "deleting"
         self.clock.later(self.scenario.volume_create_time, self._forget, self.volumes, volume.id)
         return Response(202, None, self._headers(request))
@@ -296,8 +405,9 @@ class Cinder:
             if snapshot is None:
                 raise HttpError(404, "Not Found", f"Snapshot {request.match['snapshot']} could not be found.")
             if snapshot.status not in ("available", "error"):
-                raise HttpError(400, "Bad Request", "Invalid snapshot: Volume Snapshot status must be available "
-                                                    "or error.")
+                raise HttpError(
+                    400, "Bad Request", "Invalid snapshot: Volume Snapshot status must be available or error."
+                )
             snapshot.status, snapshot.updated = "deleting", utcnow()
         self.clock.later(self.scenario.volume_create_time, self._forget, self.snapshots, snapshot.id)
         return Response(202, None, self._headers(request))

@@ -80,8 +80,9 @@ class MariaDB:
         """None if ``user`` gets in, else MariaDB's reason."""
         if user == "root" and password is None and self.galera is not None:
             return None  # unix_socket
-        known = any(u.name == user and u.password == password for u in self.users) or \
-            (user == "root" and password == self.root_password)
+        known = any(u.name == user and u.password == password for u in self.users) or (
+            user == "root" and password == self.root_password
+        )
         if known:
             return None
         return f"Access denied for user '{user}'@'localhost' (using password: {'NO' if password is None else 'YES'})"
@@ -89,16 +90,27 @@ class MariaDB:
     def query(self, node: SimNode, statement: str) -> tuple[list[str], list[tuple]]:
         """(column names, rows) of the statements the runbooks run."""
         text = " ".join(statement.split())
-        if m := re.fullmatch(r"show (?:global |session )?status (?:where variable_name in \((.*)\)|like '(.*)')",
-                             text, re.I):
+        if m := re.fullmatch(
+            r"show (?:global |session )?status (?:where variable_name in \((.*)\)|like '(.*)')", text, re.I
+        ):
             status = self._status(node)
-            wanted = ({name.strip().strip("'\"").lower() for name in m.group(1).split(",")} if m.group(1) is not None
-                      else None)
+            wanted = (
+                {name.strip().strip("'\"").lower() for name in m.group(1).split(",")}
+                if m.group(1) is not None
+                else None
+            )
             like = re.compile(re.escape(m.group(2) or "").replace("%", ".*").replace("_", "."), re.I)
-            return ["Variable_name", "Value"], [(k, v) for k, v in sorted(status.items(), key=lambda kv: kv[0].lower())
-                                                if (k.lower() in wanted if wanted is not None else like.fullmatch(k))]
-        if re.fullmatch(r"select distinct table_schema from information_schema\.tables where engine ?= ?'innodb' "
-                        r"and table_schema ?!= ?'mysql'", text, re.I):
+            return ["Variable_name", "Value"], [
+                (k, v)
+                for k, v in sorted(status.items(), key=lambda kv: kv[0].lower())
+                if (k.lower() in wanted if wanted is not None else like.fullmatch(k))
+            ]
+        if re.fullmatch(
+            r"select distinct table_schema from information_schema\.tables where engine ?= ?'innodb' "
+            r"and table_schema ?!= ?'mysql'",
+            text,
+            re.I,
+        ):
             return ["table_schema"], [(db,) for db in sorted(self.databases) if db != "mysql"]
         if m := re.fullmatch(r"select (concat\((.*)\)) from mysql\.user(?: where (.*))?", text, re.I):
             parts = _concat_arguments(m.group(2))
@@ -118,19 +130,31 @@ class MariaDB:
             return ["Database"], [(db,) for db in sorted([*self.databases, "information_schema", "performance_schema"])]
         if re.fullmatch(r"select (1|version\(\)|@@version)", text, re.I):
             return [text[7:]], [("1" if text[7:] == "1" else VERSION,)]
-        raise SqlError(1064, "42000", "You have an error in your SQL syntax; check the manual that corresponds to "
-                                      f"your MariaDB server version for the right syntax to use near "
-                                      f"'{statement.strip()[:80]}' at line 1")
+        raise SqlError(
+            1064,
+            "42000",
+            "You have an error in your SQL syntax; check the manual that corresponds to "
+            f"your MariaDB server version for the right syntax to use near "
+            f"'{statement.strip()[:80]}' at line 1",
+        )
 
     def _status(self, node: SimNode) -> dict[str, str]:
         status = {"Uptime": "864000", "Threads_connected": "42"}
         if self.galera is not None:
-            desynced = any(f.target in (node.address, node.hostname, node.hostname.split(".")[0])
-                           for f in node.faults.active("galera_desynced"))
-            status.update({"wsrep_cluster_size": str(sum(1 for n in self.galera if n.reachable)),
-                           "wsrep_cluster_status": "Primary", "wsrep_connected": "ON", "wsrep_ready": "ON",
-                           "wsrep_local_state": "2" if desynced else "4",
-                           "wsrep_local_state_comment": "Donor/Desynced" if desynced else "Synced"})
+            desynced = any(
+                f.target in (node.address, node.hostname, node.hostname.split(".")[0])
+                for f in node.faults.active("galera_desynced")
+            )
+            status.update(
+                {
+                    "wsrep_cluster_size": str(sum(1 for n in self.galera if n.reachable)),
+                    "wsrep_cluster_status": "Primary",
+                    "wsrep_connected": "ON",
+                    "wsrep_ready": "ON",
+                    "wsrep_local_state": "2" if desynced else "4",
+                    "wsrep_local_state_comment": "Donor/Desynced" if desynced else "Synced",
+                }
+            )
         return status
 
 
@@ -143,7 +167,7 @@ def _concat_arguments(text: str) -> list[tuple[str, str]]:
             while i < len(text):
                 if text[i] == "\\" and i + 1 < len(text):
                     value, i = value + text[i + 1], i + 2
-                elif text[i] == "'" and text[i + 1:i + 2] == "'":
+                elif text[i] == "'" and text[i + 1 : i + 2] == "'":
                     value, i = value + "'", i + 2
                 elif text[i] == "'":
                     i += 1
@@ -172,6 +196,7 @@ def _where(condition: str, user: User) -> bool:
 
 # -- the models ----------------------------------------------------------------------------
 
+
 def _id(*parts) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, "/".join(map(str, parts))))
 
@@ -194,79 +219,192 @@ def _control_plane(node: SimNode) -> ControlPlane | None:
 
 def _overcloud_databases(scenario) -> dict[str, dict[str, Table]]:
     computes = list(scenario.compute_hosts) or [f"{scenario.stack}-novacompute-{i}.localdomain" for i in range(2)]
-    servers = [(_id("server", host, n), f"server-{host.split('.')[0]}-{n}", host)
-               for host, count in scenario.compute_hosts.items() for n in range(count)]
+    servers = [
+        (_id("server", host, n), f"server-{host.split('.')[0]}-{n}", host)
+        for host, count in scenario.compute_hosts.items()
+        for n in range(count)
+    ]
     return {
-        "cinder": {"volumes": Table(["id varchar(36)", "display_name varchar(255)", "size int(11)", "status varchar(255)"],
-                                    [(_id("volume", n), f"volume-{n}", 10, "in-use") for n in range(3)]),
-                   "services": Table(["id int(11)", "host varchar(255)", "binary varchar(255)", "disabled tinyint(1)"],
-                                     [(1, "hostgroup", "cinder-scheduler", 0), (2, "hostgroup@tripleo_ceph", "cinder-volume", 0)])},
-        "glance": {"images": Table(["id varchar(36)", "name varchar(255)", "disk_format varchar(20)", "status varchar(30)"],
-                                   [(_id("image", name), name, "qcow2", "active") for name in scenario.images])},
-        "heat": {"stack": Table(["id varchar(36)", "name varchar(255)", "status varchar(255)"],
-                                [(_id("stack", "tenant"), "tenant-app", "CREATE_COMPLETE")])},
-        "keystone": {"project": Table(["id varchar(64)", "name varchar(64)", "domain_id varchar(64)", "enabled tinyint(1)"],
-                                      [(_id("project", p).replace("-", ""), p, "default", 1) for p in scenario.projects]),
-                     "service": Table(["id varchar(64)", "type varchar(255)", "enabled tinyint(1)"],
-                                      [(_id("service", t).replace("-", ""), t, 1)
-                                       for t in ("identity", "compute", "image", "volumev3", "network", "orchestration")])},
-        "neutron": {"networks": Table(["id varchar(36)", "name varchar(255)", "status varchar(16)"],
-                                      [(_id("network", n), n, "ACTIVE") for n in ("public", "private")])},
-        "nova": {"instances": Table(["id int(11)", "uuid varchar(36)", "hostname varchar(255)", "host varchar(255)",
-                                     "vm_state varchar(255)"],
-                                    [(n + 1, u, name, host, "active") for n, (u, name, host) in enumerate(servers)]),
-                 "compute_nodes": Table(["id int(11)", "hypervisor_hostname varchar(255)", "vcpus int(11)", "memory_mb int(11)"],
-                                        [(n + 1, host, 48, 262144) for n, host in enumerate(computes)])},
-        "nova_api": {"cell_mappings": Table(["id int(11)", "uuid varchar(36)", "name varchar(255)"],
-                                            [(1, "00000000-0000-0000-0000-000000000000", "cell0"),
-                                             (2, _id("cell", "default"), "default")])},
-        "nova_cell0": {"instances": Table(["id int(11)", "uuid varchar(36)", "hostname varchar(255)", "host varchar(255)",
-                                           "vm_state varchar(255)"])},
-        "placement": {"resource_providers": Table(["id int(11)", "uuid varchar(36)", "name varchar(200)"],
-                                                  [(n + 1, _id("rp", host), host) for n, host in enumerate(computes)])},
+        "cinder": {
+            "volumes": Table(
+                ["id varchar(36)", "display_name varchar(255)", "size int(11)", "status varchar(255)"],
+                [(_id("volume", n), f"volume-{n}", 10, "in-use") for n in range(3)],
+            ),
+            "services": Table(
+                ["id int(11)", "host varchar(255)", "binary varchar(255)", "disabled tinyint(1)"],
+                [(1, "hostgroup", "cinder-scheduler", 0), (2, "hostgroup@tripleo_ceph", "cinder-volume", 0)],
+            ),
+        },
+        "glance": {
+            "images": Table(
+                ["id varchar(36)", "name varchar(255)", "disk_format varchar(20)", "status varchar(30)"],
+                [(_id("image", name), name, "qcow2", "active") for name in scenario.images],
+            )
+        },
+        "heat": {
+            "stack": Table(
+                ["id varchar(36)", "name varchar(255)", "status varchar(255)"],
+                [(_id("stack", "tenant"), "tenant-app", "CREATE_COMPLETE")],
+            )
+        },
+        "keystone": {
+            "project": Table(
+                ["id varchar(64)", "name varchar(64)", "domain_id varchar(64)", "enabled tinyint(1)"],
+                [(_id("project", p).replace("-", ""), p, "default", 1) for p in scenario.projects],
+            ),
+            "service": Table(
+                ["id varchar(64)", "type varchar(255)", "enabled tinyint(1)"],
+                [
+                    (_id("service", t).replace("-", ""), t, 1)
+                    for t in ("identity", "compute", "image", "volumev3", "network", "orchestration")
+                ],
+            ),
+        },
+        "neutron": {
+            "networks": Table(
+                ["id varchar(36)", "name varchar(255)", "status varchar(16)"],
+                [(_id("network", n), n, "ACTIVE") for n in ("public", "private")],
+            )
+        },
+        "nova": {
+            "instances": Table(
+                [
+                    "id int(11)",
+                    "uuid varchar(36)",
+                    "hostname varchar(255)",
+                    "host varchar(255)",
+                    "vm_state varchar(255)",
+                ],
+                [(n + 1, u, name, host, "active") for n, (u, name, host) in enumerate(servers)],
+            ),
+            "compute_nodes": Table(
+                ["id int(11)", "hypervisor_hostname varchar(255)", "vcpus int(11)", "memory_mb int(11)"],
+                [(n + 1, host, 48, 262144) for n, host in enumerate(computes)],
+            ),
+        },
+        "nova_api": {
+            "cell_mappings": Table(
+                ["id int(11)", "uuid varchar(36)", "name varchar(255)"],
+                [(1, "00000000-0000-0000-0000-000000000000", "cell0"), (2, _id("cell", "default"), "default")],
+            )
+        },
+        "nova_cell0": {
+            "instances": Table(
+                [
+                    "id int(11)",
+                    "uuid varchar(36)",
+                    "hostname varchar(255)",
+                    "host varchar(255)",
+                    "vm_state varchar(255)",
+                ]
+            )
+        },
+        "placement": {
+            "resource_providers": Table(
+                ["id int(11)", "uuid varchar(36)", "name varchar(200)"],
+                [(n + 1, _id("rp", host), host) for n, host in enumerate(computes)],
+            )
+        },
     }
 
 
 def _undercloud_databases(scenario) -> dict[str, dict[str, Table]]:
-    nodes = [f"{scenario.stack}-{r.name.lower().replace('deployedserver', '')}-{i}"
-             for r in scenario.roles for i in range(r.count)]
+    nodes = [
+        f"{scenario.stack}-{r.name.lower().replace('deployedserver', '')}-{i}"
+        for r in scenario.roles
+        for i in range(r.count)
+    ]
     return {
-        "glance": {"images": Table(["id varchar(36)", "name varchar(255)", "disk_format varchar(20)", "status varchar(30)"],
-                                   [(str(uuid.uuid5(uuid.NAMESPACE_DNS, name)), name, fmt, "active")
-                                    for name, fmt in (("overcloud-full.qcow2", "qcow2"), ("overcloud-full.initrd", "ari"),
-                                                      ("overcloud-full.vmlinuz", "aki"))])},
-        "heat": {"stack": Table(["id varchar(36)", "name varchar(255)", "status varchar(255)"],
-                                [(_id("stack", scenario.stack), scenario.stack, "CREATE_COMPLETE")])},
-        "ironic": {"nodes": Table(["id int(11)", "uuid varchar(36)", "name varchar(255)", "provision_state varchar(15)",
-                                   "maintenance tinyint(1)"],
-                                  [(n + 1, _id("ironic", name), name, "active", 0) for n, name in enumerate(nodes)])},
-        "ironic-inspector": {"nodes": Table(["uuid varchar(36)", "state varchar(36)"],
-                                            [(_id("ironic", name), "finished") for name in nodes])},
-        "keystone": {"project": Table(["id varchar(64)", "name varchar(64)", "domain_id varchar(64)", "enabled tinyint(1)"],
-                                      [(_id("project", p).replace("-", ""), p, "default", 1) for p in ("admin", "service")])},
-        "mistral": {"workflow_definitions_v2": Table(["id varchar(36)", "name varchar(255)", "scope varchar(80)"],
-                                                     [(_id("wf", w), w, "public") for w in
-                                                      ("tripleo.deployment.v1.deploy_plan", "tripleo.package_update.v1.update")])},
-        "nova": {"instances": Table(["id int(11)", "uuid varchar(36)", "hostname varchar(255)", "vm_state varchar(255)"],
-                                    [(n + 1, _id("instance", name), name, "active") for n, name in enumerate(nodes)])},
-        "nova_api": {"cell_mappings": Table(["id int(11)", "uuid varchar(36)", "name varchar(255)"],
-                                            [(1, "00000000-0000-0000-0000-000000000000", "cell0")])},
-        "nova_cell0": {"instances": Table(["id int(11)", "uuid varchar(36)", "hostname varchar(255)", "vm_state varchar(255)"])},
-        "nova_placement": {"resource_providers": Table(["id int(11)", "uuid varchar(36)", "name varchar(200)"],
-                                                       [(n + 1, _id("rp", name), _id("ironic", name))
-                                                        for n, name in enumerate(nodes)])},
-        "zaqar": {"Queues": Table(["id int(11)", "name varchar(64)", "project varchar(64)"], [(1, "tripleo", "admin")])},
+        "glance": {
+            "images": Table(
+                ["id varchar(36)", "name varchar(255)", "disk_format varchar(20)", "status varchar(30)"],
+                [
+                    (str(uuid.uuid5(uuid.NAMESPACE_DNS, name)), name, fmt, "active")
+                    for name, fmt in (
+                        ("overcloud-full.qcow2", "qcow2"),
+                        ("overcloud-full.initrd", "ari"),
+                        ("overcloud-full.vmlinuz", "aki"),
+                    )
+                ],
+            )
+        },
+        "heat": {
+            "stack": Table(
+                ["id varchar(36)", "name varchar(255)", "status varchar(255)"],
+                [(_id("stack", scenario.stack), scenario.stack, "CREATE_COMPLETE")],
+            )
+        },
+        "ironic": {
+            "nodes": Table(
+                [
+                    "id int(11)",
+                    "uuid varchar(36)",
+                    "name varchar(255)",
+                    "provision_state varchar(15)",
+                    "maintenance tinyint(1)",
+                ],
+                [(n + 1, _id("ironic", name), name, "active", 0) for n, name in enumerate(nodes)],
+            )
+        },
+        "ironic-inspector": {
+            "nodes": Table(
+                ["uuid varchar(36)", "state varchar(36)"], [(_id("ironic", name), "finished") for name in nodes]
+            )
+        },
+        "keystone": {
+            "project": Table(
+                ["id varchar(64)", "name varchar(64)", "domain_id varchar(64)", "enabled tinyint(1)"],
+                [(_id("project", p).replace("-", ""), p, "default", 1) for p in ("admin", "service")],
+            )
+        },
+        "mistral": {
+            "workflow_definitions_v2": Table(
+                ["id varchar(36)", "name varchar(255)", "scope varchar(80)"],
+                [
+                    (_id("wf", w), w, "public")
+                    for w in ("tripleo.deployment.v1.deploy_plan", "tripleo.package_update.v1.update")
+                ],
+            )
+        },
+        "nova": {
+            "instances": Table(
+                ["id int(11)", "uuid varchar(36)", "hostname varchar(255)", "vm_state varchar(255)"],
+                [(n + 1, _id("instance", name), name, "active") for n, name in enumerate(nodes)],
+            )
+        },
+        "nova_api": {
+            "cell_mappings": Table(
+                ["id int(11)", "uuid varchar(36)", "name varchar(255)"],
+                [(1, "00000000-0000-0000-0000-000000000000", "cell0")],
+            )
+        },
+        "nova_cell0": {
+            "instances": Table(["id int(11)", "uuid varchar(36)", "hostname varchar(255)", "vm_state varchar(255)"])
+        },
+        "nova_placement": {
+            "resource_providers": Table(
+                ["id int(11)", "uuid varchar(36)", "name varchar(200)"],
+                [(n + 1, _id("rp", name), _id("ironic", name)) for n, name in enumerate(nodes)],
+            )
+        },
+        "zaqar": {
+            "Queues": Table(["id int(11)", "name varchar(64)", "project varchar(64)"], [(1, "tripleo", "admin")])
+        },
     }
 
 
 def _users(databases: list[str], hostname: str, root_password: str, galera: bool) -> list[User]:
     owners: dict[str, list[str]] = {}
     for db in databases:
-        owners.setdefault({"nova_cell0": "nova", "nova_placement": "placement",
-                           "ironic-inspector": "ironic-inspector"}.get(db, db), []).append(db)
+        owners.setdefault(
+            {"nova_cell0": "nova", "nova_placement": "placement", "ironic-inspector": "ironic-inspector"}.get(db, db),
+            [],
+        ).append(db)
     users = [User(name, "%", secrets.token_hex(16), dbs) for name, dbs in owners.items()]
-    users += [User("root", host, root_password, privileges="ALL PRIVILEGES")
-              for host in ("localhost", "127.0.0.1", "::1", hostname)]
+    users += [
+        User("root", host, root_password, privileges="ALL PRIVILEGES")
+        for host in ("localhost", "127.0.0.1", "::1", hostname)
+    ]
     if galera:
         users.append(User("clustercheck", "localhost", secrets.token_hex(16), privileges="PROCESS"))
     return users
@@ -274,12 +412,33 @@ def _users(databases: list[str], hostname: str, root_password: str, galera: bool
 
 def _with_mysql(databases: dict[str, dict[str, Table]], users: list[User]) -> dict[str, dict[str, Table]]:
     """The ``mysql`` database as --all-databases dumps it (MariaDB 10.4+ keeps users in global_priv)."""
-    priv = Table(["Host char(60)", "User char(80)", "Priv longtext"],
-                 [(u.host, u.name, json.dumps({"access": 1073741823 if u.privileges.startswith("ALL") else 0,
-                                               "plugin": "mysql_native_password",
-                                               "authentication_string": u.password_hash})) for u in users])
-    return {**databases, "mysql": {"global_priv": priv, "db": Table(["Host char(60)", "Db char(64)", "User char(80)"],
-                                                                    [("%", db, u.name) for u in users for db in u.databases])}}
+    priv = Table(
+        ["Host char(60)", "User char(80)", "Priv longtext"],
+        [
+            (
+                u.host,
+                u.name,
+                json.dumps(
+                    {
+                        "access": 1073741823 if u.privileges.startswith("ALL") else 0,
+                        "plugin": "mysql_native_password",
+                        "authentication_string": u.password_hash,
+                    }
+                ),
+            )
+            for u in users
+        ],
+    )
+    return {
+        **databases,
+        "mysql": {
+            "global_priv": priv,
+            "db": Table(
+                ["Host char(60)", "Db char(64)", "User char(80)"],
+                [("%", db, u.name) for u in users for db in u.databases],
+            ),
+        },
+    }
 
 
 def attach(node: SimNode, scenario) -> None:
@@ -290,26 +449,55 @@ def attach(node: SimNode, scenario) -> None:
             databases = _overcloud_databases(scenario)
             root = secrets.token_hex(16)
             users = _users(list(databases), "localhost", root, galera=True)
-            node.shared["databases"] = ControlPlane(MariaDB(root, _with_mysql(databases, users), users, galera=[]),
-                                                    secrets.token_hex(16), scenario.telemetry_mongodb)
+            node.shared["databases"] = ControlPlane(
+                MariaDB(root, _with_mysql(databases, users), users, galera=[]),
+                secrets.token_hex(16),
+                scenario.telemetry_mongodb,
+            )
         plane = node.shared["databases"]
         plane.galera.galera.append(node)
-        configs = {"mysql::server::root_password": plane.galera.root_password,
-                   "redis::masterauth": plane.redis_password,
-                   "tripleo::profile::base::database::mysql::bind_address": node.address,
-                   "mysql_bind_host": node.address, "redis::bind": node.address}
+        configs = {
+            "mysql::server::root_password": plane.galera.root_password,
+            "redis::masterauth": plane.redis_password,
+            "tripleo::profile::base::database::mysql::bind_address": node.address,
+            "mysql_bind_host": node.address,
+            "redis::bind": node.address,
+        }
         if scenario.telemetry_mongodb:
             configs["mongodb::server::bind_ip"] = node.address
         _put(node, f"{HIERADATA}/service_configs.json", json.dumps(configs, indent=2, sort_keys=True) + "\n", 0o600)
-        _put(node, f"{HIERADATA}/vip_data.json", json.dumps(
-            {"redis_vip": node.address, "mysql_vip": node.address, "internal_api_virtual_ip": node.address,
-             "controller_virtual_ip": node.address, "public_virtual_ip": node.address}, indent=2, sort_keys=True) + "\n",
-            0o600)
-        _put(node, "/etc/my.cnf.d/galera.cnf", f"[mysqld]\nbind-address={node.address}\nwsrep_on=ON\n"
-                                               "wsrep_provider=/usr/lib64/galera/libgalera_smm.so\n"
-                                               "wsrep_cluster_name=galera_cluster\n", 0o644)
-        _put(node, "/var/lib/mysql/grastate.dat", f"# GALERA saved state\nversion: 2.1\nuuid:    {_id('galera')}\n"
-                                                  "seqno:   -1\nsafe_to_bootstrap: 0\n", 0o660, "mysql")
+        _put(
+            node,
+            f"{HIERADATA}/vip_data.json",
+            json.dumps(
+                {
+                    "redis_vip": node.address,
+                    "mysql_vip": node.address,
+                    "internal_api_virtual_ip": node.address,
+                    "controller_virtual_ip": node.address,
+                    "public_virtual_ip": node.address,
+                },
+                indent=2,
+                sort_keys=True,
+            )
+            + "\n",
+            0o600,
+        )
+        _put(
+            node,
+            "/etc/my.cnf.d/galera.cnf",
+            f"[mysqld]\nbind-address={node.address}\nwsrep_on=ON\n"
+            "wsrep_provider=/usr/lib64/galera/libgalera_smm.so\n"
+            "wsrep_cluster_name=galera_cluster\n",
+            0o644,
+        )
+        _put(
+            node,
+            "/var/lib/mysql/grastate.dat",
+            f"# GALERA saved state\nversion: 2.1\nuuid:    {_id('galera')}\nseqno:   -1\nsafe_to_bootstrap: 0\n",
+            0o660,
+            "mysql",
+        )
         node.extra["redis"] = {"lastsave": int(time.time()) - 3600}
         _put(node, REDIS_DUMP, _rdb(node.extra["redis"]["lastsave"]), 0o644, "redis")
     elif node.kind == "undercloud":
@@ -318,8 +506,13 @@ def attach(node: SimNode, scenario) -> None:
         users = _users(list(databases), node.hostname, root, galera=False)
         node.extra["databases"] = MariaDB(root, _with_mysql(databases, users), users)
         _put(node, MY_CNF, f'[client]\nuser=root\npassword="{root}"\n\n[mysql]\nuser=root\npassword="{root}"\n', 0o600)
-        _put(node, "/etc/my.cnf.d/mariadb-server.cnf", "[mysqld]\ndatadir=/var/lib/mysql\n"
-                                                       "socket=/var/lib/mysql/mysql.sock\nlog-error=/var/log/mariadb/mariadb.log\n", 0o644)
+        _put(
+            node,
+            "/etc/my.cnf.d/mariadb-server.cnf",
+            "[mysqld]\ndatadir=/var/lib/mysql\n"
+            "socket=/var/lib/mysql/mysql.sock\nlog-error=/var/log/mariadb/mariadb.log\n",
+            0o644,
+        )
 
 
 def _put(node: SimNode, path: str, content: str | bytes, mode: int, owner: str | None = None) -> None:
@@ -346,6 +539,7 @@ def _not_found(name: str) -> tuple[int, bytes, bytes]:
 
 # -- mysql and mysqldump -------------------------------------------------------------------
 
+
 def _option_file(text: str, program: str) -> dict[str, str]:
     """The [client] and [PROGRAM] groups of a MySQL option file."""
     values, section = {}, None
@@ -353,7 +547,11 @@ def _option_file(text: str, program: str) -> dict[str, str]:
         line = line.strip()
         if line.startswith("[") and line.endswith("]"):
             section = line[1:-1].strip()
-        elif line and not line.startswith(("#", ";")) and section in ("client", "client-server", "client-mariadb", program):
+        elif (
+            line
+            and not line.startswith(("#", ";"))
+            and section in ("client", "client-server", "client-mariadb", program)
+        ):
             key, _, value = line.partition("=")
             value = value.strip()
             if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
@@ -372,7 +570,7 @@ def _client(node: SimNode, program: str, args: list[str], stdin: bytes):
     first = args[0] if args else ""
     for name in ("--defaults-extra-file=", "--defaults-file="):
         if first.startswith(name):
-            files = ([] if name == "--defaults-file=" else files) + [first[len(name):]]
+            files = ([] if name == "--defaults-file=" else files) + [first[len(name) :]]
             args = args[1:]
     for arg in args:
         if arg.startswith(("--defaults-extra-file=", "--defaults-file=")):  # must come first
@@ -385,21 +583,33 @@ def _client(node: SimNode, program: str, args: list[str], stdin: bytes):
         elif path == MY_CNF:
             continue
         else:
-            return 1, b"", (f"Could not open required defaults file: {path}\n"
-                            "Fatal error in defaults handling. Program aborted\n").encode()
+            return (
+                1,
+                b"",
+                (
+                    f"Could not open required defaults file: {path}\n"
+                    "Fatal error in defaults handling. Program aborted\n"
+                ).encode(),
+            )
         options.update(_option_file(text, program))
     takes_value = {"u": "user", "p": "password", "h": "host", "P": "port", "e": "execute", "D": "database"}
     if program == "mysqldump":
         takes_value["r"] = "result-file"
-    flags = {"s": "silent", "N": "skip-column-names", "B": "batch" if program == "mysql" else "databases",
-             "A": "all-databases", "r": "raw"}
+    flags = {
+        "s": "silent",
+        "N": "skip-column-names",
+        "B": "batch" if program == "mysql" else "databases",
+        "A": "all-databases",
+        "r": "raw",
+    }
     positional, rest = [], list(args)
     while rest:
         arg = rest.pop(0)
         if arg.startswith("--"):
             name, eq, value = arg[2:].partition("=")
-            options[name] = value if eq else (rest.pop(0) if name in ("user", "host", "execute", "result-file")
-                                              and rest else True)
+            options[name] = (
+                value if eq else (rest.pop(0) if name in ("user", "host", "execute", "result-file") and rest else True)
+            )
         elif arg.startswith("-") and len(arg) > 1:
             letters = arg[1:]
             while letters:
@@ -431,7 +641,7 @@ def _split_statements(sql: str) -> list[str]:
             current = ""
             continue
         current += char
-    return [s for s in statements + [current] if s.strip()]
+    return [s for s in [*statements, current] if s.strip()]
 
 
 def _escape(value) -> str:
@@ -481,20 +691,32 @@ def _dump_table(name: str, table: Table) -> str:
         auto = " AUTO_INCREMENT" if n == 0 and kind.startswith("int") else ""
         columns.append(f"  `{column_name}` {kind} {'NOT NULL' if n == 0 else 'DEFAULT NULL'}{auto},\n")
     key = table.columns[0].split(" ", 1)[0]
-    increment = f" AUTO_INCREMENT={len(table.rows) + 1}" if table.columns[0].split(" ", 1)[1].startswith("int") \
-        and table.rows else ""
-    inserts = (f"INSERT INTO `{name}` VALUES " + ",".join("(" + ",".join(map(_sql_value, row)) + ")"
-                                                         for row in table.rows) + ";\n") if table.rows else ""
-    return (f"\n--\n-- Table structure for table `{name}`\n--\n\n"
-            f"DROP TABLE IF EXISTS `{name}`;\n"
-            "/*!40101 SET @saved_cs_client     = @@character_set_client */;\n"
-            "/*!40101 SET character_set_client = utf8 */;\n"
-            f"CREATE TABLE `{name}` (\n" + "".join(columns) + f"  PRIMARY KEY (`{key}`)\n"
-            f") ENGINE=InnoDB{increment} DEFAULT CHARSET=utf8;\n"
-            "/*!40101 SET character_set_client = @saved_cs_client */;\n\n"
-            f"--\n-- Dumping data for table `{name}`\n--\n\n"
-            f"LOCK TABLES `{name}` WRITE;\n/*!40000 ALTER TABLE `{name}` DISABLE KEYS */;\n{inserts}"
-            f"/*!40000 ALTER TABLE `{name}` ENABLE KEYS */;\nUNLOCK TABLES;\n")
+    increment = (
+        f" AUTO_INCREMENT={len(table.rows) + 1}"
+        if table.columns[0].split(" ", 1)[1].startswith("int") and table.rows
+        else ""
+    )
+    inserts = (
+        (
+            f"INSERT INTO `{name}` VALUES "
+            + ",".join("(" + ",".join(map(_sql_value, row)) + ")" for row in table.rows)
+            + ";\n"
+        )
+        if table.rows
+        else ""
+    )
+    return (
+        f"\n--\n-- Table structure for table `{name}`\n--\n\n"
+        f"DROP TABLE IF EXISTS `{name}`;\n"
+        "/*!40101 SET @saved_cs_client     = @@character_set_client */;\n"
+        "/*!40101 SET character_set_client = utf8 */;\n"
+        f"CREATE TABLE `{name}` (\n" + "".join(columns) + f"  PRIMARY KEY (`{key}`)\n"
+        f") ENGINE=InnoDB{increment} DEFAULT CHARSET=utf8;\n"
+        "/*!40101 SET character_set_client = @saved_cs_client */;\n\n"
+        f"--\n-- Dumping data for table `{name}`\n--\n\n"
+        f"LOCK TABLES `{name}` WRITE;\n/*!40000 ALTER TABLE `{name}` DISABLE KEYS */;\n{inserts}"
+        f"/*!40000 ALTER TABLE `{name}` ENABLE KEYS */;\nUNLOCK TABLES;\n"
+    )
 
 
 DUMP_HEAD = """/*!40101 SET @OLD_CHARACTER_SET_CLIENT=@@CHARACTER_SET_CLIENT */;
@@ -523,9 +745,26 @@ OR     mysqldump [OPTIONS] --databases DB1 [DB2 DB3...]
 OR     mysqldump [OPTIONS] --all-databases
 For more options, use mysqldump --help
 """
-DUMP_FLAGS = {"opt", "single-transaction", "quick", "routines", "events", "triggers", "flush-privileges",
-              "lock-tables", "skip-lock-tables", "add-drop-database", "hex-blob", "databases", "all-databases",
-              "master-data", "skip-add-locks", "add-locks", "create-options", "extended-insert"}
+DUMP_FLAGS = {
+    "opt",
+    "single-transaction",
+    "quick",
+    "routines",
+    "events",
+    "triggers",
+    "flush-privileges",
+    "lock-tables",
+    "skip-lock-tables",
+    "add-drop-database",
+    "hex-blob",
+    "databases",
+    "all-databases",
+    "master-data",
+    "skip-add-locks",
+    "add-locks",
+    "create-options",
+    "extended-insert",
+}
 
 
 @node_command("mysqldump")
@@ -553,20 +792,32 @@ def mysqldump(node: SimNode, args: list[str], stdin: bytes) -> tuple[int, bytes,
         return 2, b"", f'mysqldump: Got error: 1045: "{denied}" when trying to connect\n'.encode()
     target = options.get("result-file")
     if isinstance(target, str) and not node._dir_exists(posixpath.dirname(_path(node, target))):
-        return 2, b"", f"mysqldump: Can't create/write to file '{target}' (Errcode: 2 \"No such file or directory\")\n".encode()
+        return (
+            2,
+            b"",
+            f"mysqldump: Can't create/write to file '{target}' (Errcode: 2 \"No such file or directory\")\n".encode(),
+        )
     single = not options.get("all-databases") and not options.get("databases")
-    parts = [f"-- MySQL dump 10.19  Distrib {VERSION}, for Linux (x86_64)\n--\n"
-             f"-- Host: localhost    Database: {'' if options.get('all-databases') else names[0]}\n"
-             f"-- ------------------------------------------------------\n-- Server version\t{VERSION}\n\n", DUMP_HEAD]
+    parts = [
+        f"-- MySQL dump 10.19  Distrib {VERSION}, for Linux (x86_64)\n--\n"
+        f"-- Host: localhost    Database: {'' if options.get('all-databases') else names[0]}\n"
+        f"-- ------------------------------------------------------\n-- Server version\t{VERSION}\n\n",
+        DUMP_HEAD,
+    ]
     status, err = 0, b""
     for name in names:
         if name not in db.databases:
-            status, err = 2, f"mysqldump: Got error: 1049: \"Unknown database '{name}'\" when selecting the database\n".encode()
+            status, err = (
+                2,
+                f"mysqldump: Got error: 1049: \"Unknown database '{name}'\" when selecting the database\n".encode(),
+            )
             break
         if not single:
-            parts.append(f"\n--\n-- Current Database: `{name}`\n--\n\n"
-                         f"CREATE DATABASE /*!32312 IF NOT EXISTS*/ `{name}` /*!40100 DEFAULT CHARACTER SET utf8 */;\n\n"
-                         f"USE `{name}`;\n")
+            parts.append(
+                f"\n--\n-- Current Database: `{name}`\n--\n\n"
+                f"CREATE DATABASE /*!32312 IF NOT EXISTS*/ `{name}` /*!40100 DEFAULT CHARACTER SET utf8 */;\n\n"
+                f"USE `{name}`;\n"
+            )
         for table_name, table in sorted(db.databases[name].items()):
             if tables is None or table_name in tables:
                 parts.append(_dump_table(table_name, table))
@@ -582,12 +833,22 @@ def mysqldump(node: SimNode, args: list[str], stdin: bytes) -> tuple[int, bytes,
 
 # -- redis, mongodb, hiera -----------------------------------------------------------------
 
+
 def _rdb(saved: int) -> bytes:
     """An RDB file (version 9): a few aux fields, one empty database, EOF, no checksum."""
+
     def aux(key: bytes, value: bytes) -> bytes:
         return b"\xfa" + bytes([len(key)]) + key + bytes([len(value)]) + value
-    return (b"REDIS0009" + aux(b"redis-ver", b"6.2.7") + aux(b"redis-bits", b"64")
-            + b"\xfa\x05ctime\xc2" + struct.pack("<I", saved) + b"\xfe\x00\xfb\x00\x00\xff" + b"\x00" * 8)
+
+    return (
+        b"REDIS0009"
+        + aux(b"redis-ver", b"6.2.7")
+        + aux(b"redis-bits", b"64")
+        + b"\xfa\x05ctime\xc2"
+        + struct.pack("<I", saved)
+        + b"\xfe\x00\xfb\x00\x00\xff"
+        + b"\x00" * 8
+    )
 
 
 @node_command("redis-cli")
@@ -627,8 +888,15 @@ def redis_cli(node: SimNode, args: list[str], stdin: bytes) -> tuple[int, bytes,
         if not node._dir_exists(rdb.rsplit("/", 1)[0] or "/"):
             return 1, b"", err + f"Error opening '{rdb}': No such file or directory\n".encode()
         node.files[rdb] = data
-        return 0, b"", err + (f"sending REPLCONF capa eof\nSYNC sent to master, writing {len(data)} bytes to "
-                              f"'{rdb}'\nTransfer finished with success.\n").encode()
+        return (
+            0,
+            b"",
+            err
+            + (
+                f"sending REPLCONF capa eof\nSYNC sent to master, writing {len(data)} bytes to "
+                f"'{rdb}'\nTransfer finished with success.\n"
+            ).encode(),
+        )
     command = words[0].lower() if words else ""
     if command == "ping":
         return 0, b"PONG\n", err
@@ -672,18 +940,39 @@ def mongodump(node: SimNode, args: list[str], stdin: bytes) -> tuple[int, bytes,
     if not any(host == n.address and n.reachable for n in plane.galera.galera):
         return 1, b"", f"{stamp()}\tFailed: error connecting to db server: no reachable servers\n".encode()
     out = _path(node, options.get("--out") or "dump")
-    collections = {"ceilometer": {"meter": [{"_id": _id("meter", n), "counter_name": "cpu", "counter_volume": n * 1000,
-                                             "resource_id": _id("server", n)} for n in range(5)],
-                                  "resource": [{"_id": _id("server", n), "project_id": "admin"} for n in range(3)]},
-                   "admin": {"system.version": [{"_id": "featureCompatibilityVersion", "version": "3.6"}]}}
+    collections = {
+        "ceilometer": {
+            "meter": [
+                {
+                    "_id": _id("meter", n),
+                    "counter_name": "cpu",
+                    "counter_volume": n * 1000,
+                    "resource_id": _id("server", n),
+                }
+                for n in range(5)
+            ],
+            "resource": [{"_id": _id("server", n), "project_id": "admin"} for n in range(3)],
+        },
+        "admin": {"system.version": [{"_id": "featureCompatibilityVersion", "version": "3.6"}]},
+    }
     log = []
     for db, tables in collections.items():
         for name, documents in tables.items():
             log.append(f"{stamp()}\twriting {db}.{name} to ")
             _put(node, f"{out}/{db}/{name}.bson", b"".join(map(_bson, documents)), 0o644)
-            _put(node, f"{out}/{db}/{name}.metadata.json", json.dumps(
-                {"options": {}, "indexes": [{"v": 2, "key": {"_id": 1}, "name": "_id_", "ns": f"{db}.{name}"}],
-                 "uuid": uuid.uuid5(uuid.NAMESPACE_URL, f"{db}.{name}").hex, "collectionName": name}), 0o644)
+            _put(
+                node,
+                f"{out}/{db}/{name}.metadata.json",
+                json.dumps(
+                    {
+                        "options": {},
+                        "indexes": [{"v": 2, "key": {"_id": 1}, "name": "_id_", "ns": f"{db}.{name}"}],
+                        "uuid": uuid.uuid5(uuid.NAMESPACE_URL, f"{db}.{name}").hex,
+                        "collectionName": name,
+                    }
+                ),
+                0o644,
+            )
             log.append(f"{stamp()}\tdone dumping {db}.{name} ({len(documents)} document{'s' * (len(documents) != 1)})")
     if "--oplog" in options:
         log += [f"{stamp()}\twriting captured oplog to ", f"{stamp()}\t\tdumped 0 oplog entries"]

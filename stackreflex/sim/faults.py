@@ -71,8 +71,10 @@ class Faults:
         """The fault of this kind aimed at one of ``targets`` (counting the hit), or None."""
         with self._lock:
             for fault in self._faults:
-                aimed = any(t is not None and (re.search(fault.target, t) if kind.startswith("api_")
-                                               else fault.target == t) for t in targets)
+                aimed = any(
+                    t is not None and (re.search(fault.target, t) if kind.startswith("api_") else fault.target == t)
+                    for t in targets
+                )
                 if fault.kind == kind and aimed and (not fault.match or fault.match in text):
                     fault.hits += 1
                     if fault.count and fault.hits >= fault.count:

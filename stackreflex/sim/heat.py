@@ -41,17 +41,18 @@ from .swift import MetadataStore
 
 #: Query parameters Heat accepts when listing resources.
 RESOURCE_FILTERS = ("type", "status", "name", "action", "id", "physical_resource_id")
-RESOURCE_PARAMS = RESOURCE_FILTERS + ("nested_depth", "with_detail")
+RESOURCE_PARAMS = (*RESOURCE_FILTERS, "nested_depth", "with_detail")
 DEPLOYED_SERVER_TYPE = "OS::Heat::DeployedServer"
 #: How a deployed server's agent gets its metadata, and how a deployment is signalled back.
 POLL_TRANSPORTS = ("POLL_TEMP_URL", "POLL_SERVER_HEAT", "POLL_SERVER_CFN")
 SIGNAL_TRANSPORTS = ("TEMP_URL_SIGNAL", "HEAT_SIGNAL", "CFN_SIGNAL", "NO_SIGNAL")
 #: The keys of every collector Heat writes into ``os-collect-config`` (those not in use are null).
-COLLECTOR_KEYS = {"heat": ("user_id", "password", "auth_url", "project_id", "stack_id", "resource_name",
-                           "region_name"),
-                  "zaqar": ("user_id", "password", "auth_url", "project_id", "queue_id", "region_name"),
-                  "cfn": ("metadata_url", "access_key_id", "secret_access_key", "stack_name", "path"),
-                  "request": ("metadata_url",)}
+COLLECTOR_KEYS = {
+    "heat": ("user_id", "password", "auth_url", "project_id", "stack_id", "resource_name", "region_name"),
+    "zaqar": ("user_id", "password", "auth_url", "project_id", "queue_id", "region_name"),
+    "cfn": ("metadata_url", "access_key_id", "secret_access_key", "stack_name", "path"),
+    "request": ("metadata_url",),
+}
 
 
 def heat_time(moment: datetime | None) -> str | None:
@@ -59,9 +60,16 @@ def heat_time(moment: datetime | None) -> str | None:
 
 
 def heat_error(error: HttpError) -> object:
-    return {"code": error.status, "title": error.title, "explanation": error.message,
-            "error": {"type": error.error_type or error.title.replace(" ", ""), "message": error.message,
-                      "traceback": None}}
+    return {
+        "code": error.status,
+        "title": error.title,
+        "explanation": error.message,
+        "error": {
+            "type": error.error_type or error.title.replace(" ", ""),
+            "message": error.message,
+            "traceback": None,
+        },
+    }
 
 
 def _suffix(rng: random.Random) -> str:
@@ -177,8 +185,16 @@ class Member:
 class Heat:
     """The orchestration service and the deployment it is running."""
 
-    def __init__(self, scenario: Scenario, base_url: str, project_id: str, metadata: MetadataStore,
-                 clock: SimClock, seed: int = 0, keystone=None):
+    def __init__(
+        self,
+        scenario: Scenario,
+        base_url: str,
+        project_id: str,
+        metadata: MetadataStore,
+        clock: SimClock,
+        seed: int = 0,
+        keystone=None,
+    ):
         if scenario.transport not in POLL_TRANSPORTS:
             raise ValueError(f"transport {scenario.transport}: use one of {', '.join(POLL_TRANSPORTS)}")
         if scenario.signal_transport not in SIGNAL_TRANSPORTS:
@@ -227,8 +243,9 @@ class Heat:
         return resource
 
     def _event(self, stack: Stack, name: str, physical_id: str, status: str, reason: str) -> None:
-        stack.events.append(Event(str(uuid.uuid4()), next(self._seq), utcnow(), stack, name, physical_id,
-                                  status, reason))
+        stack.events.append(
+            Event(str(uuid.uuid4()), next(self._seq), utcnow(), stack, name, physical_id, status, reason)
+        )
         overflow = len(stack.events) - self.scenario.max_events_per_stack
         if overflow > 0:  # Heat purges the oldest events of a stack past its limit
             del stack.events[:overflow]
@@ -270,11 +287,26 @@ class Heat:
         node = Member(role.name, index, role.hosts[index] if index < len(role.hosts) else "", member, server, deployed)
         self.members.append(node)
         self._create_deployed_server(node)
-        self._create_deployments(node, server_stack, [
-            ("InstanceIdDeployment", "OS::Heat::StructuredDeployment", "apply-config", "InstanceIdConfig",
-             "OS::Heat::StructuredConfig"),
-            ("HostsEntryDeployment", "OS::Heat::SoftwareDeployment", "script", "HostsEntryConfig",
-             "OS::Heat::SoftwareConfig")])
+        self._create_deployments(
+            node,
+            server_stack,
+            [
+                (
+                    "InstanceIdDeployment",
+                    "OS::Heat::StructuredDeployment",
+                    "apply-config",
+                    "InstanceIdConfig",
+                    "OS::Heat::StructuredConfig",
+                ),
+                (
+                    "HostsEntryDeployment",
+                    "OS::Heat::SoftwareDeployment",
+                    "script",
+                    "HostsEntryConfig",
+                    "OS::Heat::SoftwareConfig",
+                ),
+            ],
+        )
         return node
 
     def _create_deployed_server(self, node: Member) -> None:
@@ -285,8 +317,9 @@ class Heat:
         transport = self.scenario.transport
         if transport == "POLL_TEMP_URL":
             container = f"ov-{deployed.stack.name[-14:]}-deployed-server-{_suffix(self.rng)}"
-            node.metadata_url = self.metadata.publish(container, self._uuid(), lambda: deployed.metadata,
-                                                      lambda client: self.polled(node))
+            node.metadata_url = self.metadata.publish(
+                container, self._uuid(), lambda: deployed.metadata, lambda client: self.polled(node)
+            )
         elif transport == "POLL_SERVER_HEAT":
             node.user_id, node.password = self._uuid().replace("-", ""), self._uuid().replace("-", "")
             self.keystone.add_user(node.user_id, node.password)
@@ -303,15 +336,24 @@ class Heat:
         occ: dict = {key: dict.fromkeys(keys) for key, keys in COLLECTOR_KEYS.items()}
         if transport == "POLL_SERVER_HEAT":
             collector = "heat"
-            occ["heat"] = {"user_id": node.user_id, "password": node.password,
-                           "auth_url": f"{self.base_url}/identity/v3", "project_id": self.project_id,
-                           "stack_id": f"{stack.name}/{stack.id}", "resource_name": node.deployed_server.name,
-                           "region_name": self.scenario.region}
+            occ["heat"] = {
+                "user_id": node.user_id,
+                "password": node.password,
+                "auth_url": f"{self.base_url}/identity/v3",
+                "project_id": self.project_id,
+                "stack_id": f"{stack.name}/{stack.id}",
+                "resource_name": node.deployed_server.name,
+                "region_name": self.scenario.region,
+            }
         elif transport == "POLL_SERVER_CFN":
             collector = "cfn"
-            occ["cfn"] = {"metadata_url": self.cfn_endpoint, "access_key_id": node.access_key,
-                          "secret_access_key": node.secret_key, "stack_name": stack.name,
-                          "path": f"{node.deployed_server.name}.Metadata"}
+            occ["cfn"] = {
+                "metadata_url": self.cfn_endpoint,
+                "access_key_id": node.access_key,
+                "secret_access_key": node.secret_key,
+                "stack_name": stack.name,
+                "path": f"{node.deployed_server.name}.Metadata",
+            }
         else:
             collector = "request"
             occ["request"] = {"metadata_url": node.metadata_url}
@@ -320,10 +362,19 @@ class Heat:
 
     def _deployment_configs(self, node: Member) -> list[dict]:
         """What ``metadata_software_deployments`` gives: each deployment's derived config, by name."""
-        return [{"id": d.config_id, "name": d.name, "group": d.group, "creation_time": heat_time(d.created),
-                 "config": {"deployment": d.name, "role": node.role, "index": node.index}, "inputs": d.inputs,
-                 "outputs": [], "options": {}}
-                for d in sorted(node.deployments, key=lambda d: d.name)]
+        return [
+            {
+                "id": d.config_id,
+                "name": d.name,
+                "group": d.group,
+                "creation_time": heat_time(d.created),
+                "config": {"deployment": d.name, "role": node.role, "index": node.index},
+                "inputs": d.inputs,
+                "outputs": [],
+                "options": {},
+            }
+            for d in sorted(node.deployments, key=lambda d: d.name)
+        ]
 
     def _create_deployments(self, node: Member, stack: Stack, specs: list[tuple]) -> None:
         """Deployments of ``node``'s server, each with its config: IN_PROGRESS until signalled."""
@@ -334,8 +385,9 @@ class Heat:
             self._set_resource(config, "CREATE_COMPLETE")
             resource = self._add(stack, name, type)
             self._set_resource(resource, "CREATE_IN_PROGRESS")
-            deployment = Deployment(self._uuid(), node, resource, name, group, self._uuid(),
-                                    self.scenario.signal_transport)
+            deployment = Deployment(
+                self._uuid(), node, resource, name, group, self._uuid(), self.scenario.signal_transport
+            )
             resource.physical_id = deployment.id
             deployment.inputs = self._inputs(deployment, node)
             self.deployments[deployment.id] = deployment
@@ -348,25 +400,37 @@ class Heat:
     def _inputs(self, deployment: Deployment, node: Member) -> list[dict]:
         """The ``deploy_*`` inputs Heat derives for a deployment: where and how to signal it back."""
         stack = deployment.resource.stack
-        values = {"deploy_server_id": node.deployed_server.physical_id, "deploy_action": deployment.action,
-                  "deploy_stack_id": f"{stack.name}/{stack.id}", "deploy_resource_name": deployment.name,
-                  "deploy_signal_transport": deployment.transport}
+        values = {
+            "deploy_server_id": node.deployed_server.physical_id,
+            "deploy_action": deployment.action,
+            "deploy_stack_id": f"{stack.name}/{stack.id}",
+            "deploy_resource_name": deployment.name,
+            "deploy_signal_transport": deployment.transport,
+        }
         if deployment.transport == "TEMP_URL_SIGNAL":
             values["deploy_signal_id"] = self.metadata.signal_url(
-                f"{stack.name[-14:]}-{deployment.name}-{_suffix(self.rng)}", self._uuid(),
-                lambda body, d=deployment: self.signal(d.id, body))
+                f"{stack.name[-14:]}-{deployment.name}-{_suffix(self.rng)}",
+                self._uuid(),
+                lambda body, d=deployment: self.signal(d.id, body),
+            )
             values["deploy_signal_verb"] = "PUT"
         elif deployment.transport == "HEAT_SIGNAL":
             user, password = self._uuid().replace("-", ""), self._uuid().replace("-", "")
             self.keystone.add_user(user, password)
-            values.update(deploy_auth_url=f"{self.base_url}/identity/v3", deploy_user_id=user,
-                          deploy_password=password, deploy_project_id=self.project_id,
-                          deploy_region_name=self.scenario.region)
+            values.update(
+                deploy_auth_url=f"{self.base_url}/identity/v3",
+                deploy_user_id=user,
+                deploy_password=password,
+                deploy_project_id=self.project_id,
+                deploy_region_name=self.scenario.region,
+            )
         elif deployment.transport == "CFN_SIGNAL":
             values["deploy_signal_id"] = self._cfn_signal_url(deployment)
             values["deploy_signal_verb"] = "POST"
-        return [{"name": k, "type": "String", "value": v, "description": _INPUT_DESCRIPTIONS.get(k, "")}
-                for k, v in values.items()]
+        return [
+            {"name": k, "type": "String", "value": v, "description": _INPUT_DESCRIPTIONS.get(k, "")}
+            for k, v in values.items()
+        ]
 
     def _cfn_signal_url(self, deployment: Deployment) -> str:
         """A pre-signed heat-api-cfn URL (EC2 signature version 2) that signals ``deployment``."""
@@ -377,8 +441,12 @@ class Heat:
         stack = deployment.resource.stack
         arn = f"arn:openstack:heat::{self.project_id}:stacks/{stack.name}/{stack.id}/resources/{deployment.name}"
         url = f"{self.cfn_endpoint}signal/{quote(arn, safe='')}"
-        params = {"Timestamp": utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"), "SignatureMethod": "HmacSHA256",
-                  "AWSAccessKeyId": access, "SignatureVersion": "2"}
+        params = {
+            "Timestamp": utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "SignatureMethod": "HmacSHA256",
+            "AWSAccessKeyId": access,
+            "SignatureVersion": "2",
+        }
         parts = urlsplit(url)
         params["Signature"] = ec2_signature(secret, "POST", parts.netloc, parts.path, params)
         return f"{url}?{urlencode(params)}"
@@ -397,16 +465,20 @@ class Heat:
                 return
             code = details.get("deploy_status_code")
             if code is not None and str(code) != "0":
-                self._deployment_done(deployment, "FAILED",
-                                      f"deploy_status_code : Deployment exited with non-zero status code: {code}",
-                                      details)
+                self._deployment_done(
+                    deployment,
+                    "FAILED",
+                    f"deploy_status_code : Deployment exited with non-zero status code: {code}",
+                    details,
+                )
             else:
                 self._deployment_done(deployment, "COMPLETE", "Outputs received", details)
 
     def _deployment_done(self, deployment: Deployment, status: str, reason: str, outputs: dict) -> None:
         deployment.status, deployment.status_reason, deployment.updated = status, reason, utcnow()
-        deployment.output_values = {k: outputs.get(k) for k in ("deploy_stdout", "deploy_stderr",
-                                                                "deploy_status_code")} if outputs else {}
+        deployment.output_values = (
+            {k: outputs.get(k) for k in ("deploy_stdout", "deploy_stderr", "deploy_status_code")} if outputs else {}
+        )
         node = deployment.node
         node.deployed_server.metadata = self._metadata(node)
         if status == "FAILED":
@@ -425,11 +497,26 @@ class Heat:
         if server_stack.status.endswith("IN_PROGRESS"):
             self._set_stack(server_stack, "CREATE_COMPLETE", "Stack CREATE completed successfully")
             self._set_resource(node.server, "CREATE_COMPLETE")
-            self._create_deployments(node, member_stack, [
-                ("NetworkDeployment", "OS::TripleO::SoftwareDeployment", "os-apply-config", "NetworkConfig",
-                 "OS::TripleO::Net::SoftwareConfig"),
-                (f"{node.role}Deployment", "OS::Heat::StructuredDeployment", "hiera", f"{node.role}Config",
-                 "OS::Heat::StructuredConfig")])
+            self._create_deployments(
+                node,
+                member_stack,
+                [
+                    (
+                        "NetworkDeployment",
+                        "OS::TripleO::SoftwareDeployment",
+                        "os-apply-config",
+                        "NetworkConfig",
+                        "OS::TripleO::Net::SoftwareConfig",
+                    ),
+                    (
+                        f"{node.role}Deployment",
+                        "OS::Heat::StructuredDeployment",
+                        "hiera",
+                        f"{node.role}Config",
+                        "OS::Heat::StructuredConfig",
+                    ),
+                ],
+            )
             return
         if _all_complete(member_stack):
             node.completed = True
@@ -459,12 +546,12 @@ class Heat:
         root = self.root
         for group in root.resources.values():
             if group.status.endswith("IN_PROGRESS") and all(
-                    m.status == "CREATE_COMPLETE" for m in group.nested.resources.values()):
+                m.status == "CREATE_COMPLETE" for m in group.nested.resources.values()
+            ):
                 action = group.status.split("_")[0]
                 self._set_stack(group.nested, f"{action}_COMPLETE", f"Stack {action} completed successfully")
                 self._set_resource(group, f"{action}_COMPLETE")
-        if root.status.endswith("IN_PROGRESS") and all(
-                g.status.endswith("COMPLETE") for g in root.resources.values()):
+        if root.status.endswith("IN_PROGRESS") and all(g.status.endswith("COMPLETE") for g in root.resources.values()):
             action = root.status.split("_")[0]
             self._set_stack(root, f"{action}_COMPLETE", f"Stack {action} completed successfully")
 
@@ -504,26 +591,37 @@ class Heat:
         router.add("GET", base + "/stacks/{stack}/{sub}", self.redirect_or_show, heat_error)
         router.add("GET", base + "/stacks/{stack}/{stack_id}/resources", self.list_resources, heat_error)
         router.add("GET", base + "/stacks/{stack}/{stack_id}/resources/{resource}", self.show_resource, heat_error)
-        router.add("GET", base + "/stacks/{stack}/{stack_id}/resources/{resource}/metadata", self.resource_metadata,
-                   heat_error)
-        router.add("POST", base + "/stacks/{stack}/{stack_id}/resources/{resource}/signal", self.resource_signal,
-                   heat_error)
+        router.add(
+            "GET", base + "/stacks/{stack}/{stack_id}/resources/{resource}/metadata", self.resource_metadata, heat_error
+        )
+        router.add(
+            "POST", base + "/stacks/{stack}/{stack_id}/resources/{resource}/signal", self.resource_signal, heat_error
+        )
         router.add("GET", base + "/stacks/{stack}/{stack_id}/events", self.list_events, heat_error)
         router.add("GET", base + "/software_deployments", self.list_deployments, heat_error)
-        router.add("GET", base + "/software_deployments/metadata/{server_id}", self.deployments_metadata,
-                   heat_error)
+        router.add("GET", base + "/software_deployments/metadata/{server_id}", self.deployments_metadata, heat_error)
         router.add("GET", base + "/software_deployments/{deployment_id}", self.show_deployment, heat_error)
         router.add("GET", base + "/software_configs/{config_id}", self.show_config, heat_error)
 
     def versions(self, request: Request) -> Response:
-        return Response(300, {"versions": [{"id": "v1.0", "status": "CURRENT",
-                                            "links": [{"rel": "self", "href": f"{self.base_url}/heat/v1/"}]}]})
+        return Response(
+            300,
+            {
+                "versions": [
+                    {"id": "v1.0", "status": "CURRENT", "links": [{"rel": "self", "href": f"{self.base_url}/heat/v1/"}]}
+                ]
+            },
+        )
 
     def _stack(self, name_or_id: str, stack_id: str | None = None) -> Stack:
         with self.lock:
             # With an id, Heat looks the stack up by it alone: a right name beside a wrong id is not found.
-            stack = self.stacks.get(stack_id) if stack_id else self.stacks.get(name_or_id) or next(
-                (s for s in self.stacks.values() if s.name == name_or_id), None)
+            stack = (
+                self.stacks.get(stack_id)
+                if stack_id
+                else self.stacks.get(name_or_id)
+                or next((s for s in self.stacks.values() if s.name == name_or_id), None)
+            )
         if stack is None or (stack_id and stack.name != name_or_id and stack.id != name_or_id):
             raise HttpError(404, "Not Found", f"The Stack ({name_or_id}) could not be found.", "EntityNotFound")
         return stack
@@ -532,14 +630,28 @@ class Heat:
         return f"{self.endpoint}/stacks/{quote(stack.name, safe='')}/{stack.id}"
 
     def _stack_body(self, stack: Stack) -> dict:
-        return {"id": stack.id, "stack_name": stack.name, "stack_status": stack.status,
-                "stack_status_reason": stack.reason, "creation_time": heat_time(stack.created),
-                "updated_time": heat_time(stack.updated), "deletion_time": None, "description": "",
-                "parent": stack.parent.stack.id if stack.parent else None, "stack_owner": None,
-                "stack_user_project_id": self.project_id, "tags": None, "timeout_mins": None,
-                "disable_rollback": True, "parameters": {"OS::stack_name": stack.name, "OS::stack_id": stack.id},
-                "outputs": [], "capabilities": [], "notification_topics": [], "template_description": "",
-                "links": [{"href": self._stack_url(stack), "rel": "self"}]}
+        return {
+            "id": stack.id,
+            "stack_name": stack.name,
+            "stack_status": stack.status,
+            "stack_status_reason": stack.reason,
+            "creation_time": heat_time(stack.created),
+            "updated_time": heat_time(stack.updated),
+            "deletion_time": None,
+            "description": "",
+            "parent": stack.parent.stack.id if stack.parent else None,
+            "stack_owner": None,
+            "stack_user_project_id": self.project_id,
+            "tags": None,
+            "timeout_mins": None,
+            "disable_rollback": True,
+            "parameters": {"OS::stack_name": stack.name, "OS::stack_id": stack.id},
+            "outputs": [],
+            "capabilities": [],
+            "notification_topics": [],
+            "template_description": "",
+            "links": [{"href": self._stack_url(stack), "rel": "self"}],
+        }
 
     def list_stacks(self, request: Request) -> Response:
         with self.lock:
@@ -563,15 +675,24 @@ class Heat:
 
     def _resource_body(self, resource: Resource, nested_listing: bool) -> dict:
         stack = resource.stack
-        links = [{"href": f"{self._stack_url(stack)}/resources/{quote(resource.name, safe='')}", "rel": "self"},
-                 {"href": self._stack_url(stack), "rel": "stack"}]
+        links = [
+            {"href": f"{self._stack_url(stack)}/resources/{quote(resource.name, safe='')}", "rel": "self"},
+            {"href": self._stack_url(stack), "rel": "stack"},
+        ]
         if resource.nested is not None:
             links.append({"href": self._stack_url(resource.nested), "rel": "nested"})
-        body = {"resource_name": resource.name, "logical_resource_id": resource.name,
-                "physical_resource_id": resource.physical_id, "resource_type": resource.type,
-                "resource_status": resource.status, "resource_status_reason": resource.reason,
-                "required_by": [], "creation_time": heat_time(resource.created),
-                "updated_time": heat_time(resource.updated or resource.created), "links": links}
+        body = {
+            "resource_name": resource.name,
+            "logical_resource_id": resource.name,
+            "physical_resource_id": resource.physical_id,
+            "resource_type": resource.type,
+            "resource_status": resource.status,
+            "resource_status_reason": resource.reason,
+            "required_by": [],
+            "creation_time": heat_time(resource.created),
+            "updated_time": heat_time(resource.updated or resource.created),
+            "links": links,
+        }
         if nested_listing and stack.parent is not None:
             body["parent_resource"] = stack.parent.name
         return body
@@ -598,9 +719,14 @@ class Heat:
             found = []
             for owner, _level in stack.descendants(depth):
                 for resource in owner.resources.values():
-                    values = {"type": resource.type, "status": resource.status.split("_", 1)[-1],
-                              "name": resource.name, "action": resource.status.split("_", 1)[0],
-                              "id": resource.physical_id, "physical_resource_id": resource.physical_id}
+                    values = {
+                        "type": resource.type,
+                        "status": resource.status.split("_", 1)[-1],
+                        "name": resource.name,
+                        "action": resource.status.split("_", 1)[0],
+                        "id": resource.physical_id,
+                        "physical_resource_id": resource.physical_id,
+                    }
                     if all(values[k] in wanted for k, wanted in filters.items()):
                         found.append(self._resource_body(resource, depth > 0))
             return Response(200, {"resources": found})
@@ -609,23 +735,26 @@ class Heat:
         stack = self._stack(request.match["stack"], request.match["stack_id"])
         resource = stack.resources.get(request.match["resource"])
         if resource is None:
-            raise HttpError(404, "Not Found", f"The Resource ({request.match['resource']}) could not be found.",
-                            "ResourceNotFound")
+            raise HttpError(
+                404, "Not Found", f"The Resource ({request.match['resource']}) could not be found.", "ResourceNotFound"
+            )
         return resource
 
     def show_resource(self, request: Request) -> Response:
         with self.lock:
             resource = self._resource(request)
-            return Response(200, {"resource": {**self._resource_body(resource, False),
-                                               "attributes": {}, "description": ""}})
+            return Response(
+                200, {"resource": {**self._resource_body(resource, False), "attributes": {}, "description": ""}}
+            )
 
     def resource_metadata(self, request: Request) -> Response:
         with self.lock:
             resource = self._resource(request)
             metadata = resource.metadata
             caller = self.keystone.token_user(request.headers.get("x-auth-token")) if self.keystone else None
-            node = next((m for m in self.members if m.user_id and m.user_id == caller
-                         and m.deployed_server is resource), None)
+            node = next(
+                (m for m in self.members if m.user_id and m.user_id == caller and m.deployed_server is resource), None
+            )
         if node is not None:  # the node's heat collector polling its own resource
             self.polled(node)
         return Response(200, {"metadata": metadata})
@@ -636,15 +765,27 @@ class Heat:
             resource = self._resource(request)
             deployment = self.deployments.get(resource.physical_id)
         if deployment is None:
-            raise HttpError(400, "Bad Request", f"Signal resource during {resource.status.split('_')[0]} is not "
-                            "supported.", "ResourceFailure")
+            raise HttpError(
+                400,
+                "Bad Request",
+                f"Signal resource during {resource.status.split('_')[0]} is not supported.",
+                "ResourceFailure",
+            )
         self.signal(deployment.id, request.json())
         return Response(200, None)
 
     def _deployment_body(self, d: Deployment) -> dict:
-        body = {"id": d.id, "server_id": d.node.deployed_server.physical_id, "config_id": d.config_id,
-                "input_values": {}, "output_values": d.output_values or None, "action": d.action,
-                "status": d.status, "status_reason": d.status_reason, "creation_time": heat_time(d.created)}
+        body = {
+            "id": d.id,
+            "server_id": d.node.deployed_server.physical_id,
+            "config_id": d.config_id,
+            "input_values": {},
+            "output_values": d.output_values or None,
+            "action": d.action,
+            "status": d.status,
+            "status_reason": d.status_reason,
+            "creation_time": heat_time(d.created),
+        }
         if d.updated:
             body["updated_time"] = heat_time(d.updated)
         return body
@@ -652,16 +793,20 @@ class Heat:
     def list_deployments(self, request: Request) -> Response:
         server_id = request.arg("server_id")
         with self.lock:
-            found = [d for d in self.deployments.values()
-                     if server_id is None or d.node.deployed_server.physical_id == server_id]
+            found = [
+                d
+                for d in self.deployments.values()
+                if server_id is None or d.node.deployed_server.physical_id == server_id
+            ]
             return Response(200, {"software_deployments": [self._deployment_body(d) for d in found]})
 
     def show_deployment(self, request: Request) -> Response:
         with self.lock:
             deployment = self.deployments.get(request.match["deployment_id"])
             if deployment is None:
-                raise HttpError(404, "Not Found", f"Deployment with id {request.match['deployment_id']} not found",
-                                "NotFound")
+                raise HttpError(
+                    404, "Not Found", f"Deployment with id {request.match['deployment_id']} not found", "NotFound"
+                )
             return Response(200, {"software_deployment": self._deployment_body(deployment)})
 
     def deployments_metadata(self, request: Request) -> Response:
@@ -671,25 +816,34 @@ class Heat:
 
     def show_config(self, request: Request) -> Response:
         with self.lock:
-            deployment = next((d for d in self.deployments.values() if d.config_id == request.match["config_id"]),
-                              None)
+            deployment = next((d for d in self.deployments.values() if d.config_id == request.match["config_id"]), None)
             if deployment is None:
-                raise HttpError(404, "Not Found", f"Software config with id {request.match['config_id']} not found",
-                                "NotFound")
+                raise HttpError(
+                    404, "Not Found", f"Software config with id {request.match['config_id']} not found", "NotFound"
+                )
             config = next(c for c in self._deployment_configs(deployment.node) if c["id"] == deployment.config_id)
             return Response(200, {"software_config": config})
 
     def _event_body(self, event: Event, with_root: bool) -> dict:
         stack = event.stack
         stack_url = self._stack_url(stack)
-        links = [{"href": f"{stack_url}/resources/{event.resource_name}/events/{event.id}", "rel": "self"},
-                 {"href": f"{stack_url}/resources/{event.resource_name}", "rel": "resource"},
-                 {"href": stack_url, "rel": "stack"}]
+        links = [
+            {"href": f"{stack_url}/resources/{event.resource_name}/events/{event.id}", "rel": "self"},
+            {"href": f"{stack_url}/resources/{event.resource_name}", "rel": "resource"},
+            {"href": stack_url, "rel": "stack"},
+        ]
         if with_root:
             links.append({"href": self._stack_url(stack.root), "rel": "root_stack"})
-        return {"id": event.id, "event_time": heat_time(event.time), "resource_name": event.resource_name,
-                "logical_resource_id": event.resource_name, "physical_resource_id": event.physical_resource_id,
-                "resource_status": event.status, "resource_status_reason": event.reason, "links": links}
+        return {
+            "id": event.id,
+            "event_time": heat_time(event.time),
+            "resource_name": event.resource_name,
+            "logical_resource_id": event.resource_name,
+            "physical_resource_id": event.physical_resource_id,
+            "resource_status": event.status,
+            "resource_status_reason": event.reason,
+            "links": links,
+        }
 
     def list_events(self, request: Request) -> Response:
         depth = self._depth(request)
@@ -698,16 +852,19 @@ class Heat:
         if sort_dir not in ("asc", "desc"):
             raise HttpError(400, "Bad Request", "Unknown sort direction, must be 'desc' or 'asc'", "Invalid")
         with self.lock:
-            events = sorted((e for s, _ in stack.descendants(depth) for e in s.events), key=lambda e: e.seq,
-                            reverse=sort_dir == "desc")
+            events = sorted(
+                (e for s, _ in stack.descendants(depth) for e in s.events),
+                key=lambda e: e.seq,
+                reverse=sort_dir == "desc",
+            )
             marker = request.arg("marker")
             if marker:
                 position = next((i for i, e in enumerate(events) if e.id == marker), None)
                 if position is not None:  # an unknown (purged) marker lists from the start
-                    events = events[position + 1:]
+                    events = events[position + 1 :]
             limit = request.arg("limit")
             if limit:
-                events = events[:int(limit)]
+                events = events[: int(limit)]
             return Response(200, {"events": [self._event_body(e, depth > 0) for e in events]})
 
 

@@ -4,9 +4,9 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 from urllib.parse import parse_qs, unquote, urlsplit
 
 
@@ -48,11 +48,12 @@ class HttpError(Exception):
         self.status, self.title, self.message, self.error_type = status, title, message, error_type
 
 
-def requested_microversion(request: Request, service: str, default: str, maximum: str,
-                           legacy_header: str | None = None) -> tuple[int, int]:
+def requested_microversion(
+    request: Request, service: str, default: str, maximum: str, legacy_header: str | None = None
+) -> tuple[int, int]:
     """The microversion a request asks for (``OpenStack-API-Version: <service> X.Y``), as a tuple."""
     header = request.headers.get("openstack-api-version", "")
-    raw = header[len(service):].strip() if header.startswith(service) else ""
+    raw = header[len(service) :].strip() if header.startswith(service) else ""
     raw = raw or (request.headers.get(legacy_header, "") if legacy_header else "") or default
     major, minor = (maximum if raw == "latest" else raw).split(".")
     return int(major), int(minor)
@@ -123,17 +124,29 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         parts = urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
-        request = Request(self.command, parts.path.rstrip("/") or "/", parse_qs(parts.query, keep_blank_values=True),
-                          {k.lower(): v for k, v in self.headers.items()}, self.rfile.read(length) if length else b"",
-                          client=self.client_address[0], raw_path=parts.path)
+        request = Request(
+            self.command,
+            parts.path.rstrip("/") or "/",
+            parse_qs(parts.query, keep_blank_values=True),
+            {k.lower(): v for k, v in self.headers.items()},
+            self.rfile.read(length) if length else b"",
+            client=self.client_address[0],
+            raw_path=parts.path,
+        )
         handler, errors, auth, extra = self.server.router.find(request.method, request.path)
         try:
-            if handler is None and self.server.router.guards(request.path + "/") and \
-                    not self.server.authenticate(request):
+            if (
+                handler is None
+                and self.server.router.guards(request.path + "/")
+                and not self.server.authenticate(request)
+            ):
                 raise HttpError(401, "Unauthorized", "The request you have made requires authentication.")
             if handler is None:
-                raise HttpError(405 if extra else 404, "Method Not Allowed" if extra else "Not Found",
-                                f"The resource could not be found: {request.path}")
+                raise HttpError(
+                    405 if extra else 404,
+                    "Method Not Allowed" if extra else "Not Found",
+                    f"The resource could not be found: {request.path}",
+                )
             request.match = extra
             self._inject_faults(request)
             if auth and not self.server.authenticate(request):
@@ -152,14 +165,25 @@ class _RequestHandler(BaseHTTPRequestHandler):
             time.sleep(slow.seconds)
         error = faults.strike("api_error", request.path)
         if error:
-            titles = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
-                      409: "Conflict", 504: "Gateway Timeout"}
-            raise HttpError(error.status, titles.get(error.status, "Error"),
-                            "The server has either erred or is incapable of performing the requested operation.")
+            titles = {
+                500: "Internal Server Error",
+                502: "Bad Gateway",
+                503: "Service Unavailable",
+                409: "Conflict",
+                504: "Gateway Timeout",
+            }
+            raise HttpError(
+                error.status,
+                titles.get(error.status, "Error"),
+                "The server has either erred or is incapable of performing the requested operation.",
+            )
 
     def _send(self, response: Response) -> None:
-        body = b"" if response.body is None else (
-            response.body if isinstance(response.body, bytes) else json.dumps(response.body).encode())
+        body = (
+            b""
+            if response.body is None
+            else (response.body if isinstance(response.body, bytes) else json.dumps(response.body).encode())
+        )
         self.send_response(response.status)
         if body:
             default = "text/plain; charset=UTF-8" if isinstance(response.body, bytes) else "application/json"

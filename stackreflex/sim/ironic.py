@@ -20,11 +20,41 @@ VERSION_HEADER = "X-OpenStack-Ironic-API-Version"
 #: What a node list shows without ``?detail`` or ``?fields`` (``_DEFAULT_RETURN_FIELDS``).
 BRIEF = ("instance_uuid", "maintenance", "power_state", "provision_state", "uuid", "name")
 #: The states a node can be in (a ``?provision_state=`` filter must name one).
-STATES = ("enroll", "verifying", "manageable", "available", "active", "wait call-back", "deploying",
-          "deploy failed", "deploy complete", "deploy hold", "deleting", "deleted", "cleaning", "clean wait",
-          "clean failed", "clean hold", "error", "rebuild", "inspecting", "inspect failed", "inspect wait",
-          "adopting", "adopt failed", "rescue", "rescue failed", "rescue wait", "rescuing", "unrescue failed",
-          "unrescuing", "servicing", "service wait", "service failed", "service hold")
+STATES = (
+    "enroll",
+    "verifying",
+    "manageable",
+    "available",
+    "active",
+    "wait call-back",
+    "deploying",
+    "deploy failed",
+    "deploy complete",
+    "deploy hold",
+    "deleting",
+    "deleted",
+    "cleaning",
+    "clean wait",
+    "clean failed",
+    "clean hold",
+    "error",
+    "rebuild",
+    "inspecting",
+    "inspect failed",
+    "inspect wait",
+    "adopting",
+    "adopt failed",
+    "rescue",
+    "rescue failed",
+    "rescue wait",
+    "rescuing",
+    "unrescue failed",
+    "unrescuing",
+    "servicing",
+    "service wait",
+    "service failed",
+    "service hold",
+)
 TRUE, FALSE = ("1", "t", "true", "on", "y", "yes"), ("0", "f", "false", "off", "n", "no")
 
 
@@ -42,8 +72,11 @@ def ironic_error(error: HttpError) -> object:
     if error.error_type == "pecan":
         inner = {"code": error.status, "title": error.title, "description": error.message}
     else:
-        inner = {"faultcode": "Client" if error.status < 500 else "Server", "faultstring": error.message,
-                 "debuginfo": None}
+        inner = {
+            "faultcode": "Client" if error.status < 500 else "Server",
+            "faultstring": error.message,
+            "debuginfo": None,
+        }
     return {"error_message": json.dumps(inner)}
 
 
@@ -54,8 +87,9 @@ def boolean(name: str, value: str | None) -> bool | None:
     if value.strip().lower() in TRUE + FALSE:
         return value.strip().lower() in TRUE
     acceptable = ", ".join(f"'{s}'" for s in sorted(TRUE + FALSE))
-    raise HttpError(400, "Bad Request", f"Invalid {name}: Unrecognized value '{value}', acceptable values are: "
-                                        f"{acceptable}")
+    raise HttpError(
+        400, "Bad Request", f"Invalid {name}: Unrecognized value '{value}', acceptable values are: {acceptable}"
+    )
 
 
 def requested_version(request: Request) -> tuple[int, int]:
@@ -75,11 +109,21 @@ def requested_version(request: Request) -> tuple[int, int]:
         raise HttpError(406, "Not Acceptable", f"Invalid value for {VERSION_HEADER} header", "pecan") from None
     supported = f"The supported version range is: [{version_string(MIN_VERSION)}, {version_string(MAX_VERSION)}]."
     if major != MAX_VERSION[0]:
-        raise HttpError(406, "Not Acceptable", f"Mutually exclusive versions requested. Version {major}.{minor} "
-                                               f"requested but not supported by this service. {supported}", "pecan")
+        raise HttpError(
+            406,
+            "Not Acceptable",
+            f"Mutually exclusive versions requested. Version {major}.{minor} "
+            f"requested but not supported by this service. {supported}",
+            "pecan",
+        )
     if not MIN_VERSION <= (major, minor) <= MAX_VERSION:
-        raise HttpError(406, "Not Acceptable", f"Version {major}.{minor} was requested but the minor version is "
-                                               f"not supported by this service. {supported}", "pecan")
+        raise HttpError(
+            406,
+            "Not Acceptable",
+            f"Version {major}.{minor} was requested but the minor version is "
+            f"not supported by this service. {supported}",
+            "pecan",
+        )
     return major, minor
 
 
@@ -108,9 +152,12 @@ class Ironic:
         """Every answer, errors too, carries the supported range (what ironicclient negotiates
         from after a 406) and, once accepted, the version served. The root's version check runs
         in its API method (a ``faultstring``); elsewhere pecan's routing refuses it."""
+
         def serve(request: Request) -> Response:
-            headers = {"X-OpenStack-Ironic-API-Minimum-Version": version_string(MIN_VERSION),
-                       "X-OpenStack-Ironic-API-Maximum-Version": version_string(MAX_VERSION)}
+            headers = {
+                "X-OpenStack-Ironic-API-Minimum-Version": version_string(MIN_VERSION),
+                "X-OpenStack-Ironic-API-Maximum-Version": version_string(MAX_VERSION),
+            }
             try:
                 version = requested_version(request)
             except HttpError as error:
@@ -123,31 +170,66 @@ class Ironic:
                 return Response(error.status, ironic_error(error), headers)
             response.headers.update(headers)
             return response
+
         return serve
 
     def _links(self, *path: str, collection: bool = False) -> list[dict]:
         tail = "/".join(path) + ("/" if collection else "")
-        return [{"href": f"{self.endpoint}/v1/{tail}", "rel": "self"},
-                {"href": f"{self.endpoint}/{tail}", "rel": "bookmark"}]
+        return [
+            {"href": f"{self.endpoint}/v1/{tail}", "rel": "self"},
+            {"href": f"{self.endpoint}/{tail}", "rel": "bookmark"},
+        ]
 
     def _version_doc(self) -> dict:
-        return {"id": "v1", "links": [{"href": f"{self.endpoint}/v1/", "rel": "self"}], "status": "CURRENT",
-                "min_version": version_string(MIN_VERSION), "version": version_string(MAX_VERSION)}
+        return {
+            "id": "v1",
+            "links": [{"href": f"{self.endpoint}/v1/", "rel": "self"}],
+            "status": "CURRENT",
+            "min_version": version_string(MIN_VERSION),
+            "version": version_string(MAX_VERSION),
+        }
 
     def root(self, request: Request) -> Response:
-        return Response(200, {"name": "OpenStack Ironic API",
-                              "description": "Ironic is an OpenStack project which enables the provision and "
-                                             "management of baremetal machines.",
-                              "default_version": self._version_doc(), "versions": [self._version_doc()]})
+        return Response(
+            200,
+            {
+                "name": "OpenStack Ironic API",
+                "description": "Ironic is an OpenStack project which enables the provision and "
+                "management of baremetal machines.",
+                "default_version": self._version_doc(),
+                "versions": [self._version_doc()],
+            },
+        )
 
     def v1(self, request: Request) -> Response:
-        body = {"id": "v1", "links": [{"href": f"{self.endpoint}/v1/", "rel": "self"},
-                                      {"href": "https://docs.openstack.org/ironic/latest/contributor/webapi.html",
-                                       "rel": "describedby", "type": "text/html"}],
-                "media_types": {"base": "application/json", "type": "application/vnd.openstack.ironic.v1+json"},
-                "version": self._version_doc()}
-        for name in ("chassis", "nodes", "ports", "drivers", "portgroups", "volume", "lookup", "heartbeat",
-                     "conductors", "allocations", "deploy_templates", "shards", "continue_inspection"):
+        body = {
+            "id": "v1",
+            "links": [
+                {"href": f"{self.endpoint}/v1/", "rel": "self"},
+                {
+                    "href": "https://docs.openstack.org/ironic/latest/contributor/webapi.html",
+                    "rel": "describedby",
+                    "type": "text/html",
+                },
+            ],
+            "media_types": {"base": "application/json", "type": "application/vnd.openstack.ironic.v1+json"},
+            "version": self._version_doc(),
+        }
+        for name in (
+            "chassis",
+            "nodes",
+            "ports",
+            "drivers",
+            "portgroups",
+            "volume",
+            "lookup",
+            "heartbeat",
+            "conductors",
+            "allocations",
+            "deploy_templates",
+            "shards",
+            "continue_inspection",
+        ):
             body[name] = self._links(name, collection=True)
         return Response(200, body)
 
@@ -160,32 +242,82 @@ class Ironic:
 
     def _node_body(self, node_id: str) -> dict:
         name, maintenance = self.nodes[node_id], self._maintenance(node_id)
-        links = lambda sub: self._links("nodes", f"{node_id}/{sub}")
+
+        def links(sub):
+            return self._links("nodes", f"{node_id}/{sub}")
+
         return {
-            "allocation_uuid": None, "automated_clean": None, "bios_interface": "no-bios",
-            "boot_interface": "ipxe", "boot_mode": "uefi", "chassis_uuid": None, "clean_step": {},
-            "conductor": "undercloud.localdomain", "conductor_group": "", "console_enabled": False,
-            "console_interface": "no-console", "created_at": ironic_time(self.created), "deploy_interface": "direct",
-            "deploy_step": {}, "description": None, "driver": "ipmi",
-            "driver_info": {"ipmi_address": f"192.168.24.{100 + list(self.nodes).index(node_id)}",
-                            "ipmi_username": "admin", "ipmi_password": "******"},
-            "driver_internal_info": {}, "extra": {}, "fault": None, "firmware_interface": "no-firmware",
-            "inspect_interface": "inspector", "inspection_finished_at": None, "inspection_started_at": None,
-            "instance_info": {}, "instance_uuid": self._instance(node_id),
-            "last_error": None, "lessee": None, "links": self._links("nodes", node_id), "maintenance": maintenance,
+            "allocation_uuid": None,
+            "automated_clean": None,
+            "bios_interface": "no-bios",
+            "boot_interface": "ipxe",
+            "boot_mode": "uefi",
+            "chassis_uuid": None,
+            "clean_step": {},
+            "conductor": "undercloud.localdomain",
+            "conductor_group": "",
+            "console_enabled": False,
+            "console_interface": "no-console",
+            "created_at": ironic_time(self.created),
+            "deploy_interface": "direct",
+            "deploy_step": {},
+            "description": None,
+            "driver": "ipmi",
+            "driver_info": {
+                "ipmi_address": f"192.168.24.{100 + list(self.nodes).index(node_id)}",
+                "ipmi_username": "admin",
+                "ipmi_password": "******",
+            },
+            "driver_internal_info": {},
+            "extra": {},
+            "fault": None,
+            "firmware_interface": "no-firmware",
+            "inspect_interface": "inspector",
+            "inspection_finished_at": None,
+            "inspection_started_at": None,
+            "instance_info": {},
+            "instance_uuid": self._instance(node_id),
+            "last_error": None,
+            "lessee": None,
+            "links": self._links("nodes", node_id),
+            "maintenance": maintenance,
             "maintenance_reason": "simulated maintenance" if maintenance else None,
-            "management_interface": "ipmitool", "name": name, "network_data": {}, "network_interface": "flat",
-            "owner": None, "parent_node": None, "portgroups": links("portgroups"), "ports": links("ports"),
-            "power_interface": "ipmitool", "power_state": "power on",
+            "management_interface": "ipmitool",
+            "name": name,
+            "network_data": {},
+            "network_interface": "flat",
+            "owner": None,
+            "parent_node": None,
+            "portgroups": links("portgroups"),
+            "ports": links("ports"),
+            "power_interface": "ipmitool",
+            "power_state": "power on",
             "properties": {"cpu_arch": "x86_64", "cpus": 16, "memory_mb": 65536, "local_gb": 500},
-            "protected": False, "protected_reason": None, "provision_state": "active",
-            "provision_updated_at": ironic_time(self.created), "raid_config": {}, "raid_interface": "no-raid",
-            "rescue_interface": "no-rescue", "reservation": None, "resource_class": "baremetal", "retired": False,
-            "retired_reason": None, "secure_boot": None, "service_step": {}, "shard": None,
-            "states": links("states"), "storage_interface": "noop", "target_power_state": None,
-            "target_provision_state": None, "target_raid_config": {}, "traits": [],
-            "updated_at": ironic_time(self.created), "uuid": node_id, "vendor_interface": "ipmitool",
-            "volume": links("volume")}
+            "protected": False,
+            "protected_reason": None,
+            "provision_state": "active",
+            "provision_updated_at": ironic_time(self.created),
+            "raid_config": {},
+            "raid_interface": "no-raid",
+            "rescue_interface": "no-rescue",
+            "reservation": None,
+            "resource_class": "baremetal",
+            "retired": False,
+            "retired_reason": None,
+            "secure_boot": None,
+            "service_step": {},
+            "shard": None,
+            "states": links("states"),
+            "storage_interface": "noop",
+            "target_power_state": None,
+            "target_provision_state": None,
+            "target_raid_config": {},
+            "traits": [],
+            "updated_at": ironic_time(self.created),
+            "uuid": node_id,
+            "vendor_interface": "ipmitool",
+            "volume": links("volume"),
+        }
 
     @staticmethod
     def _fields(request: Request) -> list[str] | None:
@@ -207,10 +339,13 @@ class Ironic:
         state = request.arg("provision_state")
         if state is not None and state not in STATES:
             raise HttpError(400, "Bad Request", f'Provision state "{state}" is not valid')
-        found = [n for n in self.nodes
-                 if maintenance in (None, self._maintenance(n))
-                 and state in (None, "active")
-                 and request.arg("instance_uuid") in (None, self._instance(n))]
+        found = [
+            n
+            for n in self.nodes
+            if maintenance in (None, self._maintenance(n))
+            and state in (None, "active")
+            and request.arg("instance_uuid") in (None, self._instance(n))
+        ]
         return Response(200, {"nodes": [self._shown(n, fields) for n in found]})
 
     def list_nodes(self, request: Request) -> Response:

@@ -49,10 +49,13 @@ class Keystone:
         router.add("GET", "/identity/v3/auth/tokens", self.validate_token, keystone_error)
 
     def _version_doc(self) -> dict:
-        return {"id": "v3.14", "status": "stable", "updated": "2020-04-07T00:00:00Z",
-                "links": [{"rel": "self", "href": f"{self.base_url}/identity/v3/"}],
-                "media-types": [{"base": "application/json",
-                                 "type": "application/vnd.openstack.identity-v3+json"}]}
+        return {
+            "id": "v3.14",
+            "status": "stable",
+            "updated": "2020-04-07T00:00:00Z",
+            "links": [{"rel": "self", "href": f"{self.base_url}/identity/v3/"}],
+            "media-types": [{"base": "application/json", "type": "application/vnd.openstack.identity-v3+json"}],
+        }
 
     def versions(self, request: Request) -> Response:
         return Response(300, {"versions": {"values": [self._version_doc()]}})
@@ -80,8 +83,10 @@ class Keystone:
         if "password" not in identity.get("methods", []):
             raise HttpError(401, "Unauthorized", "The request you have made requires authentication.")
         user = identity.get("password", {}).get("user", {})
-        operator = user.get("name", user.get("id")) in (self.scenario.user, self.user_id) \
+        operator = (
+            user.get("name", user.get("id")) in (self.scenario.user, self.user_id)
             and user.get("password") == self.scenario.password
+        )
         with self._lock:
             own = user.get("id") in self.users and user.get("password") == self.users[user["id"]]
         if not (operator or own):
@@ -91,21 +96,39 @@ class Keystone:
         with self._lock:
             self.tokens[token] = (now + TOKEN_LIFETIME, user_id)
         domain = {"id": "default", "name": "Default"}
-        body = {"token": {
-            "methods": ["password"], "issued_at": iso(now), "expires_at": iso(now + TOKEN_LIFETIME),
-            "user": {"id": user_id, "name": user_name, "domain": domain, "password_expires_at": None},
-            "project": {"id": self.project_id, "name": self.scenario.project, "domain": domain},
-            "roles": [{"id": uuid.uuid5(uuid.NAMESPACE_DNS, "role-admin").hex, "name": "admin"}],
-            "catalog": [{"type": kind, "name": name, "id": uuid.uuid5(uuid.NAMESPACE_DNS, kind).hex,
-                         "endpoints": [{"id": uuid.uuid5(uuid.NAMESPACE_DNS, f"{kind}-{interface}").hex,
-                                        "interface": interface, "region_id": self.scenario.region,
-                                        "region": self.scenario.region, "url": url}
-                                       for interface in ("public", "internal", "admin")]}
-                        for kind, (name, url) in self.services.items()],
-        }}
+        body = {
+            "token": {
+                "methods": ["password"],
+                "issued_at": iso(now),
+                "expires_at": iso(now + TOKEN_LIFETIME),
+                "user": {"id": user_id, "name": user_name, "domain": domain, "password_expires_at": None},
+                "project": {"id": self.project_id, "name": self.scenario.project, "domain": domain},
+                "roles": [{"id": uuid.uuid5(uuid.NAMESPACE_DNS, "role-admin").hex, "name": "admin"}],
+                "catalog": [
+                    {
+                        "type": kind,
+                        "name": name,
+                        "id": uuid.uuid5(uuid.NAMESPACE_DNS, kind).hex,
+                        "endpoints": [
+                            {
+                                "id": uuid.uuid5(uuid.NAMESPACE_DNS, f"{kind}-{interface}").hex,
+                                "interface": interface,
+                                "region_id": self.scenario.region,
+                                "region": self.scenario.region,
+                                "url": url,
+                            }
+                            for interface in ("public", "internal", "admin")
+                        ],
+                    }
+                    for kind, (name, url) in self.services.items()
+                ],
+            }
+        }
         return Response(201, body, {"X-Subject-Token": token})
 
     def validate_token(self, request: Request) -> Response:
-        if not self.authenticate(Request("GET", "", {}, {"x-auth-token": request.headers.get("x-subject-token", "")}, b"")):
+        if not self.authenticate(
+            Request("GET", "", {}, {"x-auth-token": request.headers.get("x-subject-token", "")}, b"")
+        ):
             raise HttpError(404, "Not Found", "Could not find token.")
         return Response(200, {"token": {"methods": ["password"]}})

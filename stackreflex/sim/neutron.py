@@ -16,15 +16,16 @@ from .scenario import Scenario
 
 PREFIX = "/network/v2.0"
 #: The attributes a list may filter on (``is_filter`` in neutron-lib's agent definitions).
-FILTERS = ("id", "agent_type", "binary", "topic", "host", "admin_state_up", "alive", "description",
-           "availability_zone")
+FILTERS = ("id", "agent_type", "binary", "topic", "host", "admin_state_up", "alive", "description", "availability_zone")
 #: Query parameters that are not filters (paging, sorting, fields).
 NOT_FILTERS = ("fields", "limit", "marker", "page_reverse", "sort_key", "sort_dir")
 #: agent type → binary, topic, availability zone (the L2 and metadata agents have none)
-KINDS = {"Open vSwitch agent": ("neutron-openvswitch-agent", "N/A", None),
-         "DHCP agent": ("neutron-dhcp-agent", "dhcp_agent", "nova"),
-         "L3 agent": ("neutron-l3-agent", "l3_agent", "nova"),
-         "Metadata agent": ("neutron-metadata-agent", "N/A", None)}
+KINDS = {
+    "Open vSwitch agent": ("neutron-openvswitch-agent", "N/A", None),
+    "DHCP agent": ("neutron-dhcp-agent", "dhcp_agent", "nova"),
+    "L3 agent": ("neutron-l3-agent", "l3_agent", "nova"),
+    "Metadata agent": ("neutron-metadata-agent", "N/A", None),
+}
 
 
 def neutron_time(moment: datetime | None) -> str | None:
@@ -34,8 +35,9 @@ def neutron_time(moment: datetime | None) -> str | None:
 def neutron_error(error: HttpError) -> object:
     if error.status == 401:  # keystonemiddleware answers before Neutron does
         return {"error": {"code": 401, "title": error.title, "message": error.message}}
-    default = {400: "HTTPBadRequest", 404: "HTTPNotFound", 405: "HTTPMethodNotAllowed"}.get(error.status,
-                                                                                         "HTTPInternalServerError")
+    default = {400: "HTTPBadRequest", 404: "HTTPNotFound", 405: "HTTPMethodNotAllowed"}.get(
+        error.status, "HTTPInternalServerError"
+    )
     return {"NeutronError": {"type": error.error_type or default, "message": error.message, "detail": ""}}
 
 
@@ -46,8 +48,9 @@ def to_boolean(value: str) -> bool:
         return True
     if lowered in ("false", "0"):
         return False
-    raise HttpError(400, "Bad Request", f"Invalid input for operation: '{value}' cannot be converted to boolean.",
-                    "InvalidInput")
+    raise HttpError(
+        400, "Bad Request", f"Invalid input for operation: '{value}' cannot be converted to boolean.", "InvalidInput"
+    )
 
 
 @dataclass(eq=False)
@@ -78,8 +81,14 @@ class Neutron:
             self._add("Open vSwitch agent", host, scenario.compute_addresses.get(host, ""), started, host)
 
     def _add(self, kind: str, host: str, address: str, started: datetime, compute_host: str | None = None) -> None:
-        agent = Agent(str(uuid.uuid5(uuid.NAMESPACE_DNS, f"agent-{KINDS[kind][0]}-{host}")), kind, host, address,
-                      started, compute_host)
+        agent = Agent(
+            str(uuid.uuid5(uuid.NAMESPACE_DNS, f"agent-{KINDS[kind][0]}-{host}")),
+            kind,
+            host,
+            address,
+            started,
+            compute_host,
+        )
         self.agents[agent.id] = agent
 
     @property
@@ -92,8 +101,14 @@ class Neutron:
         router.add("GET", PREFIX + "/agents/{agent}", self.show_agent, neutron_error)
 
     def versions(self, request: Request) -> Response:
-        return Response(200, {"versions": [{"id": "v2.0", "status": "CURRENT",
-                                            "links": [{"rel": "self", "href": f"{self.endpoint}/v2.0/"}]}]})
+        return Response(
+            200,
+            {
+                "versions": [
+                    {"id": "v2.0", "status": "CURRENT", "links": [{"rel": "self", "href": f"{self.endpoint}/v2.0/"}]}
+                ]
+            },
+        )
 
     def _down_since(self, agent: Agent) -> datetime | None:
         """When the agent's node went down (its last heartbeat), or None while it is up."""
@@ -108,25 +123,62 @@ class Neutron:
         down_since = self._down_since(agent)
         configurations = {
             "Open vSwitch agent": {
-                "ovs_hybrid_plug": False, "in_distributed_mode": False, "datapath_type": "system",
-                "vhostuser_socket_dir": "/var/run/openvswitch", "tunneling_ip": agent.address,
-                "arp_responder_enabled": False, "devices": 0, "log_agent_heartbeats": False, "l2_population": False,
-                "tunnel_types": ["vxlan"], "extensions": ["qos"], "enable_distributed_routing": False,
-                "bridge_mappings": {"datacentre": "br-ex"} if agent.compute_host is None else {}},
-            "DHCP agent": {"subnets": 0, "dhcp_lease_duration": 86400, "networks": 0, "ports": 0,
-                           "dhcp_driver": "neutron.agent.linux.dhcp.Dnsmasq", "log_agent_heartbeats": False},
-            "L3 agent": {"agent_mode": "legacy", "gateway_external_network_id": "",
-                         "handle_internal_only_routers": True, "routers": 0, "interfaces": 0, "floating_ips": 0,
-                         "interface_driver": "openvswitch", "log_agent_heartbeats": False, "ex_gw_ports": 0},
-            "Metadata agent": {"log_agent_heartbeats": False, "nova_metadata_host": "",
-                               "nova_metadata_port": 8775, "metadata_proxy_socket": "/var/lib/neutron/metadata_proxy"},
+                "ovs_hybrid_plug": False,
+                "in_distributed_mode": False,
+                "datapath_type": "system",
+                "vhostuser_socket_dir": "/var/run/openvswitch",
+                "tunneling_ip": agent.address,
+                "arp_responder_enabled": False,
+                "devices": 0,
+                "log_agent_heartbeats": False,
+                "l2_population": False,
+                "tunnel_types": ["vxlan"],
+                "extensions": ["qos"],
+                "enable_distributed_routing": False,
+                "bridge_mappings": {"datacentre": "br-ex"} if agent.compute_host is None else {},
+            },
+            "DHCP agent": {
+                "subnets": 0,
+                "dhcp_lease_duration": 86400,
+                "networks": 0,
+                "ports": 0,
+                "dhcp_driver": "neutron.agent.linux.dhcp.Dnsmasq",
+                "log_agent_heartbeats": False,
+            },
+            "L3 agent": {
+                "agent_mode": "legacy",
+                "gateway_external_network_id": "",
+                "handle_internal_only_routers": True,
+                "routers": 0,
+                "interfaces": 0,
+                "floating_ips": 0,
+                "interface_driver": "openvswitch",
+                "log_agent_heartbeats": False,
+                "ex_gw_ports": 0,
+            },
+            "Metadata agent": {
+                "log_agent_heartbeats": False,
+                "nova_metadata_host": "",
+                "nova_metadata_port": 8775,
+                "metadata_proxy_socket": "/var/lib/neutron/metadata_proxy",
+            },
         }[agent.agent_type]
-        return {"id": agent.id, "agent_type": agent.agent_type, "binary": binary, "topic": topic,
-                "host": agent.host, "admin_state_up": agent.admin_state_up, "alive": down_since is None,
-                "availability_zone": zone, "configurations": configurations,
-                "created_at": neutron_time(agent.started), "started_at": neutron_time(agent.started),
-                "heartbeat_timestamp": neutron_time(down_since or utcnow()), "description": None,
-                "resources_synced": True if agent.agent_type == "Open vSwitch agent" else None}
+        return {
+            "id": agent.id,
+            "agent_type": agent.agent_type,
+            "binary": binary,
+            "topic": topic,
+            "host": agent.host,
+            "admin_state_up": agent.admin_state_up,
+            "alive": down_since is None,
+            "availability_zone": zone,
+            "configurations": configurations,
+            "created_at": neutron_time(agent.started),
+            "started_at": neutron_time(agent.started),
+            "heartbeat_timestamp": neutron_time(down_since or utcnow()),
+            "description": None,
+            "resources_synced": True if agent.agent_type == "Open vSwitch agent" else None,
+        }
 
     @staticmethod
     def _fields(body: dict, request: Request) -> dict:
@@ -138,8 +190,11 @@ class Neutron:
         invalid = [k for k in request.query if k not in FILTERS and k not in NOT_FILTERS]
         if invalid:
             raise HttpError(400, "Bad Request", f"{invalid} is invalid attribute for filtering")
-        wanted = {k: [to_boolean(v) if k in ("admin_state_up", "alive") else v for v in values if v]
-                  for k, values in request.query.items() if k in FILTERS}
+        wanted = {
+            k: [to_boolean(v) if k in ("admin_state_up", "alive") else v for v in values if v]
+            for k, values in request.query.items()
+            if k in FILTERS
+        }
         bodies = [self._agent_body(a) for a in self.agents.values()]
         found = [b for b in bodies if all(not values or b[k] in values for k, values in wanted.items())]
         return Response(200, {"agents": [self._fields(b, request) for b in found]})

@@ -20,9 +20,9 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 from urllib.parse import urlsplit
 
 import paramiko
@@ -89,10 +89,12 @@ def _split(tokens: list[str], separator: str) -> list[list[str]]:
 
 def node_command(*names: str):
     """Register a node command implemented outside this module (system state, databases…)."""
+
     def register(fn):
         for name in names:
             COMMANDS[name] = fn
         return fn
+
     return register
 
 
@@ -142,8 +144,9 @@ class SimNode:
         self.files.setdefault(OAC_TEMPLATE, b"[DEFAULT]\ncommand = os-refresh-config\n")
         self.services.setdefault("os-collect-config", Service(enabled=True))
         self.files[BOOT_ID] = f"{uuid.uuid4()}\n".encode()
-        self.agent = Agent(self.address, self.files, self.lock, self.clock, self.faults, self.hostname,
-                           self.deployment_time)
+        self.agent = Agent(
+            self.address, self.files, self.lock, self.clock, self.faults, self.hostname, self.deployment_time
+        )
         self._listener: socket.socket | None = None
         self._transports: list[paramiko.Transport] = []
 
@@ -220,7 +223,7 @@ class SimNode:
         except ValueError as exc:
             return 2, b"", f"sh: syntax error: {exc}\n".encode()
         status, out, err, skip, pipeline = 0, b"", b"", False, []
-        for token in tokens + [";"]:
+        for token in [*tokens, ";"]:
             if token not in ("&&", "||", ";"):
                 pipeline.append(token)
                 continue
@@ -266,8 +269,11 @@ class SimNode:
         if handler is None and name in COMMANDS:
             handler = lambda args, stdin: COMMANDS[name](self, args, stdin)  # noqa: E731
         if handler is None:  # sudo says so itself, and exits 1 (not the shell's 127)
-            return (1, b"", f"sudo: {name}: command not found\n".encode()) if sudo else \
-                (127, b"", f"bash: {name}: command not found\n".encode())
+            return (
+                (1, b"", f"sudo: {name}: command not found\n".encode())
+                if sudo
+                else (127, b"", f"bash: {name}: command not found\n".encode())
+            )
         with self.lock:
             return handler(args, stdin)
 
@@ -299,8 +305,11 @@ class SimNode:
 
     def _cmd_test(self, args, stdin):
         if len(args) == 2 and args[0] in ("-e", "-f", "-d"):
-            found = {"-e": args[1] in self.files or self._dir_exists(args[1]), "-f": args[1] in self.files,
-                     "-d": args[1] not in self.files and self._dir_exists(args[1])}[args[0]]
+            found = {
+                "-e": args[1] in self.files or self._dir_exists(args[1]),
+                "-f": args[1] in self.files,
+                "-d": args[1] not in self.files and self._dir_exists(args[1]),
+            }[args[0]]
             return (0 if found else 1), b"", b""
         return 2, b"", b"test: unsupported expression\n"
 
@@ -352,7 +361,7 @@ class SimNode:
             if option in rest:
                 i = rest.index(option)
                 value = rest[i + 1]
-                del rest[i:i + 2]
+                del rest[i : i + 2]
                 if option == "-m":
                     mode = int(value, 8)
                 elif option == "-o":
@@ -365,7 +374,11 @@ class SimNode:
                     self.owners[directory.rstrip("/")] = owner
             return 0, b"", b""
         if len(rest) != 2 or rest[0] != "/dev/stdin":
-            return 1, b"", b"install: only 'install [-m MODE] /dev/stdin PATH' and 'install -d DIR' are supported here\n"
+            return (
+                1,
+                b"",
+                b"install: only 'install [-m MODE] /dev/stdin PATH' and 'install -d DIR' are supported here\n",
+            )
         if not self._dir_exists(posixpath.dirname(rest[1])):
             return 1, b"", f"install: cannot create regular file '{rest[1]}': No such file or directory\n".encode()
         self.files[rest[1]] = stdin
@@ -401,14 +414,18 @@ class SimNode:
     def _cmd_systemctl(self, args, stdin):
         if args[:1] == ["list-units"]:  # the failed units validations look for: system.py
             from .system import list_units
+
             return list_units(self, args[1:])
         if len(args) != 2:
             return 1, b"", b"systemctl: expected ACTION UNIT\n"
         action, unit = args[0], args[1].removesuffix(".service")
         service = self.services.get(unit)
         if service is None:
-            return (3 if action in ("is-active", "status") else 5), b"", \
-                f"Unit {unit}.service could not be found.\n".encode()
+            return (
+                (3 if action in ("is-active", "status") else 5),
+                b"",
+                f"Unit {unit}.service could not be found.\n".encode(),
+            )
         if action in ("start", "restart"):
             service.active = True
             if unit == "os-collect-config":
@@ -435,8 +452,9 @@ class SimNode:
         if url is None:
             return 2, b"", b"curl: no URL specified!\n"
         parts = urlsplit(url)
-        connection = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout,
-                                                source_address=(self.address, 0))
+        connection = http.client.HTTPConnection(
+            parts.hostname, parts.port or 80, timeout=timeout, source_address=(self.address, 0)
+        )
         try:
             connection.request("GET", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
             code = connection.getresponse().status
@@ -509,7 +527,7 @@ class _Server(paramiko.ServerInterface):
                 stdin += chunk
         try:
             status, out, err = self.node.run(command, stdin)
-        except Exception as exc:  # noqa: BLE001 - a simulator bug answers like a crashed tool, not a hung channel
+        except Exception as exc:
             logging.getLogger(SSHD_LOG).exception("simulated command failed: %s", command)
             status, out, err = 70, b"", f"simulator error: {type(exc).__name__}: {exc}\n".encode()
         try:

@@ -102,8 +102,12 @@ class Nova:
         for host, count in scenario.compute_hosts.items():
             for i in range(count):
                 n = next(counter)
-                server = Server(str(uuid.uuid5(uuid.NAMESPACE_DNS, f"server-{host}-{i}")),
-                                f"vm-{host.split('.')[0]}-{i}", projects[n % len(projects)], host)
+                server = Server(
+                    str(uuid.uuid5(uuid.NAMESPACE_DNS, f"server-{host}-{i}")),
+                    f"vm-{host.split('.')[0]}-{i}",
+                    projects[n % len(projects)],
+                    host,
+                )
                 self.servers[server.id] = server
 
     @property
@@ -125,10 +129,15 @@ class Nova:
         router.add("GET", PREFIX + "/os-migrations", self.list_migrations, nova_error)
 
     def _version_doc(self) -> dict:
-        return {"id": "v2.1", "status": "CURRENT", "version": MAX_VERSION, "min_version": "2.1",
-                "updated": "2013-07-23T11:33:21Z", "links": [{"rel": "self", "href": f"{self.endpoint}/"}],
-                "media-types": [{"base": "application/json",
-                                 "type": "application/vnd.openstack.compute+json;version=2.1"}]}
+        return {
+            "id": "v2.1",
+            "status": "CURRENT",
+            "version": MAX_VERSION,
+            "min_version": "2.1",
+            "updated": "2013-07-23T11:33:21Z",
+            "links": [{"rel": "self", "href": f"{self.endpoint}/"}],
+            "media-types": [{"base": "application/json", "type": "application/vnd.openstack.compute+json;version=2.1"}],
+        }
 
     def versions(self, request: Request) -> Response:
         return Response(200, {"versions": [self._version_doc()]})
@@ -140,21 +149,33 @@ class Nova:
     def _headers(request: Request) -> dict:
         major, minor = microversion(request)
         version = f"{major}.{minor}"
-        return {"OpenStack-API-Version": f"compute {version}", "X-OpenStack-Nova-API-Version": version,
-                "Vary": "OpenStack-API-Version, X-OpenStack-Nova-API-Version"}
+        return {
+            "OpenStack-API-Version": f"compute {version}",
+            "X-OpenStack-Nova-API-Version": version,
+            "Vary": "OpenStack-API-Version, X-OpenStack-Nova-API-Version",
+        }
 
     def _service_body(self, service: ComputeService, request: Request) -> dict:
-        return {"id": service.id if microversion(request) >= (2, 53) else service.legacy_id,
-                "binary": "nova-compute", "host": service.host, "zone": "nova", "status": service.status,
-                "state": service.state, "updated_at": nova_time(service.updated),
-                "disabled_reason": service.disabled_reason, "forced_down": False}
+        return {
+            "id": service.id if microversion(request) >= (2, 53) else service.legacy_id,
+            "binary": "nova-compute",
+            "host": service.host,
+            "zone": "nova",
+            "status": service.status,
+            "state": service.state,
+            "updated_at": nova_time(service.updated),
+            "disabled_reason": service.disabled_reason,
+            "forced_down": False,
+        }
 
     def list_services(self, request: Request) -> Response:
         with self.lock:
-            found = [s for s in self.services.values()
-                     if request.arg("host") in (None, s.host) and request.arg("binary") in (None, "nova-compute")]
-            return Response(200, {"services": [self._service_body(s, request) for s in found]},
-                            self._headers(request))
+            found = [
+                s
+                for s in self.services.values()
+                if request.arg("host") in (None, s.host) and request.arg("binary") in (None, "nova-compute")
+            ]
+            return Response(200, {"services": [self._service_body(s, request) for s in found]}, self._headers(request))
 
     def update_service(self, request: Request) -> Response:
         body, key = request.json(), request.match["service"]
@@ -167,8 +188,9 @@ class Nova:
                 if status not in (None, "enabled", "disabled"):
                     raise HttpError(400, "Bad Request", f"Invalid input for field/attribute status. Value: {status}.")
                 if status == "enabled" and body.get("disabled_reason"):
-                    raise HttpError(400, "Bad Request",
-                                    "Specifying 'disabled_reason' with status 'enabled' is invalid.")
+                    raise HttpError(
+                        400, "Bad Request", "Specifying 'disabled_reason' with status 'enabled' is invalid."
+                    )
                 if status:
                     self._set_status(service, status, body.get("disabled_reason"))
                 return Response(200, {"service": self._service_body(service, request)}, self._headers(request))
@@ -189,34 +211,69 @@ class Nova:
         service.disabled_reason = reason if status == "disabled" else None
 
     def _server_body(self, server: Server, request: Request) -> dict:
-        vm_state = {"ACTIVE": "active", "MIGRATING": "active", "SHUTOFF": "stopped", "VERIFY_RESIZE": "resized",
-                    "RESIZE": "active", "ERROR": "error", "PAUSED": "paused"}.get(server.status, "active")
-        return {"id": server.id, "name": server.name, "status": server.status, "tenant_id": server.project_id,
-                "user_id": "sim-user", "hostId": uuid.uuid5(uuid.NAMESPACE_DNS, server.host).hex,
-                "OS-EXT-SRV-ATTR:host": server.host, "OS-EXT-SRV-ATTR:hypervisor_hostname": server.host,
-                "OS-EXT-SRV-ATTR:instance_name": f"instance-{server.id[:8]}",
-                "OS-EXT-STS:task_state": server.task_state, "OS-EXT-STS:vm_state": vm_state,
-                "OS-EXT-STS:power_state": 4 if server.status == "SHUTOFF" else 1,
-                "OS-EXT-AZ:availability_zone": "nova", "OS-SRV-USG:launched_at": nova_time(server.created),
-                "OS-SRV-USG:terminated_at": None,
-                "os-extended-volumes:volumes_attached": [{"id": v, "delete_on_termination": False}
-                                                         for v in server.volumes],
-                "flavor": {"original_name": "m1.small", "vcpus": 1, "ram": 2048, "disk": 20, "ephemeral": 0,
-                           "swap": 0, "extra_specs": {}},
-                "image": "", "addresses": {}, "metadata": {}, "tags": [], "locked": False, "description": None,
-                "created": nova_time(server.created), "updated": nova_time(server.updated), "progress": 0,
-                "config_drive": "", "key_name": None, "security_groups": [{"name": "default"}],
-                "links": [{"rel": "self", "href": f"{self.endpoint}/servers/{server.id}"}]}
+        vm_state = {
+            "ACTIVE": "active",
+            "MIGRATING": "active",
+            "SHUTOFF": "stopped",
+            "VERIFY_RESIZE": "resized",
+            "RESIZE": "active",
+            "ERROR": "error",
+            "PAUSED": "paused",
+        }.get(server.status, "active")
+        return {
+            "id": server.id,
+            "name": server.name,
+            "status": server.status,
+            "tenant_id": server.project_id,
+            "user_id": "sim-user",
+            "hostId": uuid.uuid5(uuid.NAMESPACE_DNS, server.host).hex,
+            "OS-EXT-SRV-ATTR:host": server.host,
+            "OS-EXT-SRV-ATTR:hypervisor_hostname": server.host,
+            "OS-EXT-SRV-ATTR:instance_name": f"instance-{server.id[:8]}",
+            "OS-EXT-STS:task_state": server.task_state,
+            "OS-EXT-STS:vm_state": vm_state,
+            "OS-EXT-STS:power_state": 4 if server.status == "SHUTOFF" else 1,
+            "OS-EXT-AZ:availability_zone": "nova",
+            "OS-SRV-USG:launched_at": nova_time(server.created),
+            "OS-SRV-USG:terminated_at": None,
+            "os-extended-volumes:volumes_attached": [{"id": v, "delete_on_termination": False} for v in server.volumes],
+            "flavor": {
+                "original_name": "m1.small",
+                "vcpus": 1,
+                "ram": 2048,
+                "disk": 20,
+                "ephemeral": 0,
+                "swap": 0,
+                "extra_specs": {},
+            },
+            "image": "",
+            "addresses": {},
+            "metadata": {},
+            "tags": [],
+            "locked": False,
+            "description": None,
+            "created": nova_time(server.created),
+            "updated": nova_time(server.updated),
+            "progress": 0,
+            "config_drive": "",
+            "key_name": None,
+            "security_groups": [{"name": "default"}],
+            "links": [{"rel": "self", "href": f"{self.endpoint}/servers/{server.id}"}],
+        }
 
     def list_servers(self, request: Request) -> Response:
-        all_projects = (request.arg("all_tenants") or "").lower() in ("1", "true", "")  \
-            if "all_tenants" in request.query else False
+        all_projects = (
+            (request.arg("all_tenants") or "").lower() in ("1", "true", "") if "all_tenants" in request.query else False
+        )
         with self.lock:
-            found = [s for s in self.servers.values()
-                     if (all_projects or s.project_id == self.token_project)
-                     and request.arg("host") in (None, s.host)
-                     and request.arg("status") in (None, s.status)
-                     and request.arg("name") in (None, s.name)]
+            found = [
+                s
+                for s in self.servers.values()
+                if (all_projects or s.project_id == self.token_project)
+                and request.arg("host") in (None, s.host)
+                and request.arg("status") in (None, s.status)
+                and request.arg("name") in (None, s.name)
+            ]
             return Response(200, {"servers": [self._server_body(s, request) for s in found]}, self._headers(request))
 
     def _server(self, key: str) -> Server:
@@ -227,19 +284,27 @@ class Nova:
 
     def show_server(self, request: Request) -> Response:
         with self.lock:
-            return Response(200, {"server": self._server_body(self._server(request.match["server"]), request)},
-                            self._headers(request))
+            return Response(
+                200,
+                {"server": self._server_body(self._server(request.match["server"]), request)},
+                self._headers(request),
+            )
 
     def action(self, request: Request) -> Response:
         body = request.json()
         if len(body) != 1:
             raise HttpError(400, "Bad Request", "There is no such action")
-        (name, args), = body.items()
+        ((name, args),) = body.items()
         with self.lock:
             server = self._server(request.match["server"])
-            handler = {"os-migrateLive": self._live_migrate, "os-stop": self._stop, "os-start": self._start,
-                       "createImage": self._create_image, "migrate": self._cold_migrate,
-                       "confirmResize": self._confirm_resize}.get(name)
+            handler = {
+                "os-migrateLive": self._live_migrate,
+                "os-stop": self._stop,
+                "os-start": self._start,
+                "createImage": self._create_image,
+                "migrate": self._cold_migrate,
+                "confirmResize": self._confirm_resize,
+            }.get(name)
             if handler is None:
                 raise HttpError(400, "Bad Request", f"There is no such action: {name}")
             result = handler(server, args or {})
@@ -248,14 +313,18 @@ class Nova:
 
     def _conflict(self, server: Server, action: str) -> HttpError:
         if server.task_state:
-            return HttpError(409, "Conflict", f"Cannot '{action}' instance {server.id} while it is in "
-                                              f"task_state {server.task_state}")
+            return HttpError(
+                409, "Conflict", f"Cannot '{action}' instance {server.id} while it is in task_state {server.task_state}"
+            )
         state = {"SHUTOFF": "stopped", "ACTIVE": "active", "VERIFY_RESIZE": "resized"}.get(server.status, "error")
         return HttpError(409, "Conflict", f"Cannot '{action}' instance {server.id} while it is in vm_state {state}")
 
     def _pick_host(self, server: Server) -> str | None:
-        candidates = [s.host for s in self.services.values()
-                      if s.host != server.host and s.status == "enabled" and s.state == "up"]
+        candidates = [
+            s.host
+            for s in self.services.values()
+            if s.host != server.host and s.status == "enabled" and s.state == "up"
+        ]
         if not candidates:
             return None
         load = {h: sum(1 for s in self.servers.values() if s.host == h) for h in candidates}
@@ -269,8 +338,9 @@ class Nova:
             if target not in self.services:
                 raise HttpError(400, "Bad Request", f"Compute host {target} could not be found.")
             if target == server.host:
-                raise HttpError(400, "Bad Request",
-                                f"Unable to migrate instance ({server.id}) to current host ({target}).")
+                raise HttpError(
+                    400, "Bad Request", f"Unable to migrate instance ({server.id}) to current host ({target})."
+                )
         if self.faults.strike("no_valid_host", server.id, server.name):
             target = None
             dest = None
@@ -316,8 +386,17 @@ class Nova:
             self.in_flight[migration.source] -= 1
             self.outstanding[migration.source] -= 1
             self._in_flight_total -= 1
-            waiting = next((m for m in self.migrations if m.kind == "live-migration" and m.status == "queued"
-                            and m.source == migration.source and m is not migration), None)
+            waiting = next(
+                (
+                    m
+                    for m in self.migrations
+                    if m.kind == "live-migration"
+                    and m.status == "queued"
+                    and m.source == migration.source
+                    and m is not migration
+                ),
+                None,
+            )
             if waiting is not None:
                 self._advance_live(waiting)
 
@@ -379,34 +458,69 @@ class Nova:
                 migration.status = "confirmed"
 
     def _migration_body(self, migration: Migration, request: Request) -> dict:
-        body = {"id": migration.id, "uuid": migration.uuid, "instance_uuid": migration.server.id,
-                "migration_type": migration.kind, "status": migration.status,
-                "source_compute": migration.source, "dest_compute": migration.dest,
-                "source_node": migration.source, "dest_node": migration.dest, "dest_host": None,
-                "source_region": "regionOne", "dest_region": "regionOne",
-                "old_instance_type_id": 1, "new_instance_type_id": 1,
-                "created_at": nova_time(migration.created), "updated_at": nova_time(migration.updated),
-                "project_id": migration.server.project_id, "user_id": "sim-user",
-                "links": [{"rel": "self",
-                           "href": f"{self.endpoint}/servers/{migration.server.id}/migrations/{migration.id}"}]}
+        body = {
+            "id": migration.id,
+            "uuid": migration.uuid,
+            "instance_uuid": migration.server.id,
+            "migration_type": migration.kind,
+            "status": migration.status,
+            "source_compute": migration.source,
+            "dest_compute": migration.dest,
+            "source_node": migration.source,
+            "dest_node": migration.dest,
+            "dest_host": None,
+            "source_region": "regionOne",
+            "dest_region": "regionOne",
+            "old_instance_type_id": 1,
+            "new_instance_type_id": 1,
+            "created_at": nova_time(migration.created),
+            "updated_at": nova_time(migration.updated),
+            "project_id": migration.server.project_id,
+            "user_id": "sim-user",
+            "links": [
+                {"rel": "self", "href": f"{self.endpoint}/servers/{migration.server.id}/migrations/{migration.id}"}
+            ],
+        }
         return body
 
     def list_migrations(self, request: Request) -> Response:
         with self.lock:
-            found = [m for m in self.migrations
-                     if request.arg("instance_uuid") in (None, m.server.id)
-                     and request.arg("migration_type") in (None, m.kind)
-                     and request.arg("source_compute") in (None, m.source)
-                     and request.arg("status") in (None, m.status)]
-            return Response(200, {"migrations": [self._migration_body(m, request) for m in reversed(found)]},
-                            self._headers(request))
+            found = [
+                m
+                for m in self.migrations
+                if request.arg("instance_uuid") in (None, m.server.id)
+                and request.arg("migration_type") in (None, m.kind)
+                and request.arg("source_compute") in (None, m.source)
+                and request.arg("status") in (None, m.status)
+            ]
+            return Response(
+                200, {"migrations": [self._migration_body(m, request) for m in reversed(found)]}, self._headers(request)
+            )
 
     def server_migrations(self, request: Request) -> Response:
         with self.lock:
             server = self._server(request.match["server"])
-            running = [m for m in self.migrations if m.server is server and m.kind == "live-migration"
-                       and m.status in MIGRATION_STEPS[:4]]
-            return Response(200, {"migrations": [
-                {**self._migration_body(m, request), "server_uuid": server.id, "memory_total_bytes": 2 ** 31,
-                 "memory_processed_bytes": 0, "memory_remaining_bytes": 2 ** 31, "disk_total_bytes": 0,
-                 "disk_processed_bytes": 0, "disk_remaining_bytes": 0} for m in running]}, self._headers(request))
+            running = [
+                m
+                for m in self.migrations
+                if m.server is server and m.kind == "live-migration" and m.status in MIGRATION_STEPS[:4]
+            ]
+            return Response(
+                200,
+                {
+                    "migrations": [
+                        {
+                            **self._migration_body(m, request),
+                            "server_uuid": server.id,
+                            "memory_total_bytes": 2**31,
+                            "memory_processed_bytes": 0,
+                            "memory_remaining_bytes": 2**31,
+                            "disk_total_bytes": 0,
+                            "disk_processed_bytes": 0,
+                            "disk_remaining_bytes": 0,
+                        }
+                        for m in running
+                    ]
+                },
+                self._headers(request),
+            )

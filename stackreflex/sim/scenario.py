@@ -97,8 +97,10 @@ def load_scenario(path: Path | None = None) -> Scenario:
         raw = yaml.safe_load(text) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"scenario {path}: {exc}") from None
-    roles = [Role(name, int(spec.get("count", len(spec.get("hosts", [])))), list(spec.get("hosts", [])))
-             for name, spec in (raw.pop("roles", None) or {}).items()]
+    roles = [
+        Role(name, int(spec.get("count", len(spec.get("hosts", [])))), list(spec.get("hosts", [])))
+        for name, spec in (raw.pop("roles", None) or {}).items()
+    ]
     for role in roles:
         if len(role.hosts) < role.count:
             raise ConfigError(f"scenario: role {role.name} has count {role.count} but only {len(role.hosts)} hosts")

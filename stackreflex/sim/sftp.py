@@ -8,7 +8,7 @@ import stat
 import time
 
 import paramiko
-from paramiko.sftp import SFTP_NO_SUCH_FILE, SFTP_OK, SFTP_FAILURE
+from paramiko.sftp import SFTP_FAILURE, SFTP_NO_SUCH_FILE, SFTP_OK
 
 
 def _attributes(node, path: str, name: str = "") -> paramiko.SFTPAttributes | int:
@@ -75,8 +75,11 @@ class SimSFTPServer(paramiko.SFTPServerInterface):
         if path not in directories:
             return SFTP_NO_SUCH_FILE
         prefix = path.rstrip("/") + "/"
-        names = {p[len(prefix):].split("/")[0] for p in [*self.node.files, *directories]
-                 if p.startswith(prefix) and len(p) > len(prefix)}
+        names = {
+            p[len(prefix) :].split("/")[0]
+            for p in [*self.node.files, *directories]
+            if p.startswith(prefix) and len(p) > len(prefix)
+        }
         return [_attributes(self.node, prefix + name, name) for name in sorted(names)]
 
     def open(self, path, flags, attr):

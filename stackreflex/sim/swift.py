@@ -6,8 +6,8 @@ import hmac
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 from urllib.parse import urlencode
 
 from ..core.clock import utcnow
@@ -56,15 +56,17 @@ class MetadataStore:
     def _signed(self, request: Request, method: str, path: str) -> None:
         sig, expires = request.arg("temp_url_sig"), request.arg("temp_url_expires")
         try:
-            valid = bool(sig) and hmac.compare_digest(sig, signature(self.key, method, int(expires), path)) \
+            valid = (
+                bool(sig)
+                and hmac.compare_digest(sig, signature(self.key, method, int(expires), path))
                 and int(expires) > time.time()
+            )
         except (TypeError, ValueError):
             valid = False
         if not valid:  # what Swift's tempurl middleware answers (401, not 403)
             raise HttpError(401, "Unauthorized", "Temp URL invalid")
 
-    def publish(self, container: str, obj: str, content: Callable[[], dict],
-                on_poll: Callable[[str], None]) -> str:
+    def publish(self, container: str, obj: str, content: Callable[[], dict], on_poll: Callable[[str], None]) -> str:
         """Serve ``content()`` at a new temp URL and return the URL."""
         path = f"/v1/AUTH_{self.account}/{container}/{obj}"
         with self._lock:
@@ -81,7 +83,7 @@ class MetadataStore:
         return self._temp_url("PUT", path)
 
     def put_object(self, request: Request) -> Response:
-        path = request.path[len(PREFIX):]
+        path = request.path[len(PREFIX) :]
         self._signed(request, "PUT", path)
         with self._lock:
             on_put = self.on_put.get(path)
@@ -95,7 +97,7 @@ class MetadataStore:
         return Response(201, b"", {"Content-Type": "text/html; charset=UTF-8"})
 
     def get_object(self, request: Request) -> Response:
-        path = request.path[len(PREFIX):]
+        path = request.path[len(PREFIX) :]
         self._signed(request, "GET", path)
         with self._lock:
             content, on_poll = self.objects.get(path), self.on_poll.get(path)

@@ -35,8 +35,10 @@ HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
 HAPROXY_CFG_GENERATED = "/var/lib/config-data/puppet-generated/haproxy" + HAPROXY_CFG
 STATS_USER = "admin"
 NTP_SERVER = "192.168.24.1"  # the undercloud's ctlplane address, TripleO's usual NTP source
-PACKAGES = {"openvswitch": ["2.17.0-103.el9fdp"],
-            "kernel": ["5.14.0-284.11.1.el9_2", "5.14.0-284.30.1.el9_2"]}  # older first, as rpm lists them
+PACKAGES = {
+    "openvswitch": ["2.17.0-103.el9fdp"],
+    "kernel": ["5.14.0-284.11.1.el9_2", "5.14.0-284.30.1.el9_2"],
+}  # older first, as rpm lists them
 
 
 class _State:
@@ -88,8 +90,9 @@ def controllers(node: SimNode) -> list[SimNode]:
 
 def _aimed(target: str, node: SimNode) -> bool:
     """NODE in a fault target: the node's address or its host name (short or full)."""
-    return target in (node.address, node.hostname) or \
-        (not target.replace(".", "").isdigit() and target.split(".")[0] == short(node))
+    return target in (node.address, node.hostname) or (
+        not target.replace(".", "").isdigit() and target.split(".")[0] == short(node)
+    )
 
 
 def _faults(node: SimNode, kind: str) -> list:
@@ -108,11 +111,18 @@ def _unsupported(name: str, supported: str):
 def _columns(rows: list[list[str]], right: set[int] = frozenset()) -> str:
     """Rows aligned as df and systemctl print them (the last column unpadded)."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "".join(" ".join(c.rjust(w) if i in right else (c if i == len(r) - 1 else c.ljust(w))
-                            for i, (c, w) in enumerate(zip(r, widths))) + "\n" for r in rows)
+    return "".join(
+        " ".join(
+            c.rjust(w) if i in right else (c if i == len(r) - 1 else c.ljust(w))
+            for i, (c, w) in enumerate(zip(r, widths, strict=False))
+        )
+        + "\n"
+        for r in rows
+    )
 
 
 # -- every node ------------------------------------------------------------------------------
+
 
 def list_units(node: SimNode, args: list[str]):
     """``systemctl list-units [--state=S] [--plain --no-legend --no-pager] [PATTERN…]``, called by
@@ -121,10 +131,13 @@ def list_units(node: SimNode, args: list[str]):
     patterns = [a for a in args if not a.startswith("-")]
     failed = {f.args[0] if "." in f.args[0] else f.args[0] + ".service" for f in _faults(node, "unit_failed") if f.args}
     units = {f"{name}.service": ("loaded", "active", "running") for name, s in node.services.items() if s.active}
-    units.update({unit: ("loaded", "failed", "failed") for unit in failed})
-    rows = [[unit, *state, _description(unit)] for unit, state in sorted(units.items())
-            if (not states or states & set(state[1:]))
-            and (not patterns or any(fnmatch(unit, p) or fnmatch(unit, p + ".service") for p in patterns))]
+    units.update(dict.fromkeys(failed, ("loaded", "failed", "failed")))
+    rows = [
+        [unit, *state, _description(unit)]
+        for unit, state in sorted(units.items())
+        if (not states or states & set(state[1:]))
+        and (not patterns or any(fnmatch(unit, p) or fnmatch(unit, p + ".service") for p in patterns))
+    ]
     return 0, _columns(rows).encode() if rows else b"", b""
 
 
@@ -135,10 +148,17 @@ def _description(unit: str) -> str:
 
 
 #: The root filesystem's size in bytes and the fraction used, by node kind; the pseudo filesystems.
-_ROOT = {"controller": (107374182400, 0.31), "compute": (85899345920, 0.18), "ceph": (53687091200, 0.12),
-         "undercloud": (107374182400, 0.42)}
-_PSEUDO = {"/dev": ("devtmpfs", 4194304, 0.0), "/dev/shm": ("tmpfs", 16663232512, 0.0),
-           "/run": ("tmpfs", 6665293824, 0.004)}
+_ROOT = {
+    "controller": (107374182400, 0.31),
+    "compute": (85899345920, 0.18),
+    "ceph": (53687091200, 0.12),
+    "undercloud": (107374182400, 0.42),
+}
+_PSEUDO = {
+    "/dev": ("devtmpfs", 4194304, 0.0),
+    "/dev/shm": ("tmpfs", 16663232512, 0.0),
+    "/run": ("tmpfs", 6665293824, 0.004),
+}
 
 
 def _without_types(args: list[str]) -> list[str]:
@@ -158,9 +178,15 @@ def df(node: SimNode, args: list[str], stdin: bytes):
         used = size - 966367641  # 0.9 GiB left: 99%
     mounts = dict(_PSEUDO, **{"/": ("/dev/vda2", size, used / size)})
     paths = [a for a in args if not a.startswith("-")]
-    chosen = [max((m for m in mounts if p == m or p.startswith(m.rstrip("/") + "/")), key=len) for p in paths] \
-        if paths else [m for m in ("/dev", "/dev/shm", "/run", "/") if m == "/" or excluded.isdisjoint(
-            {"devtmpfs"} if m == "/dev" else {"tmpfs"})]
+    chosen = (
+        [max((m for m in mounts if p == m or p.startswith(m.rstrip("/") + "/")), key=len) for p in paths]
+        if paths
+        else [
+            m
+            for m in ("/dev", "/dev/shm", "/run", "/")
+            if m == "/" or excluded.isdisjoint({"devtmpfs"} if m == "/dev" else {"tmpfs"})
+        ]
+    )
     rows = [["Filesystem", "1-blocks", "Used", "Available", "Capacity", "Mounted on"]]
     for mount in chosen:
         device, total, share = mounts[mount]
@@ -180,24 +206,66 @@ def chronyc(node: SimNode, args: list[str], stdin: bytes):
         return _unsupported("chronyc", "chronyc -n tracking")
     if _synced(node):
         ref = f"{''.join(f'{int(o):02X}' for o in NTP_SERVER.split('.'))} ({NTP_SERVER})"
-        values = [ref, "3", time.strftime("%a %b %d %H:%M:%S %Y", time.gmtime(time.time() - 37)),
-                  "0.000021355 seconds slow of NTP time", "-0.000012211 seconds", "0.000034125 seconds",
-                  "11.683 ppm fast", "-0.001 ppm", "0.022 ppm", "0.001462567 seconds", "0.000376314 seconds",
-                  "64.4 seconds", "Normal"]
+        values = [
+            ref,
+            "3",
+            time.strftime("%a %b %d %H:%M:%S %Y", time.gmtime(time.time() - 37)),
+            "0.000021355 seconds slow of NTP time",
+            "-0.000012211 seconds",
+            "0.000034125 seconds",
+            "11.683 ppm fast",
+            "-0.001 ppm",
+            "0.022 ppm",
+            "0.001462567 seconds",
+            "0.000376314 seconds",
+            "64.4 seconds",
+            "Normal",
+        ]
     else:
-        values = ["00000000 ()", "0", "Thu Jan 01 00:00:00 1970", "0.000000000 seconds fast of NTP time",
-                  "+0.000000000 seconds", "0.000000000 seconds", "0.000 ppm slow", "+0.000 ppm", "0.000 ppm",
-                  "1.000000000 seconds", "1.000000000 seconds", "0.0 seconds", "Not synchronised"]
-    names = ["Reference ID", "Stratum", "Ref time (UTC)", "System time", "Last offset", "RMS offset", "Frequency",
-             "Residual freq", "Skew", "Root delay", "Root dispersion", "Update interval", "Leap status"]
-    return 0, "".join(f"{n:<16}: {v}\n" for n, v in zip(names, values)).encode(), b""
+        values = [
+            "00000000 ()",
+            "0",
+            "Thu Jan 01 00:00:00 1970",
+            "0.000000000 seconds fast of NTP time",
+            "+0.000000000 seconds",
+            "0.000000000 seconds",
+            "0.000 ppm slow",
+            "+0.000 ppm",
+            "0.000 ppm",
+            "1.000000000 seconds",
+            "1.000000000 seconds",
+            "0.0 seconds",
+            "Not synchronised",
+        ]
+    names = [
+        "Reference ID",
+        "Stratum",
+        "Ref time (UTC)",
+        "System time",
+        "Last offset",
+        "RMS offset",
+        "Frequency",
+        "Residual freq",
+        "Skew",
+        "Root delay",
+        "Root dispersion",
+        "Update interval",
+        "Leap status",
+    ]
+    return 0, "".join(f"{n:<16}: {v}\n" for n, v in zip(names, values, strict=False)).encode(), b""
 
 
 @node_command("ntpstat")
 def ntpstat(node: SimNode, args: list[str], stdin: bytes):
     if _synced(node):
-        return 0, (f"synchronised to NTP server ({NTP_SERVER}) at stratum 3\n   time correct to within 2 ms\n"
-                   "   polling server every 64 s\n").encode(), b""
+        return (
+            0,
+            (
+                f"synchronised to NTP server ({NTP_SERVER}) at stratum 3\n   time correct to within 2 ms\n"
+                "   polling server every 64 s\n"
+            ).encode(),
+            b"",
+        )
     return 1, b"unsynchronised\n  time server re-starting\n   polling server every 8 s\n", b""
 
 
@@ -231,7 +299,7 @@ def rpm(node: SimNode, args: list[str], stdin: bytes):
         for full in packages.get(name, []):
             version, _, release = full.partition("-")
             tags = {"NAME": name, "VERSION": version, "RELEASE": release, "ARCH": "x86_64"}
-            line = re.sub(r"%\{(\w+)\}", lambda m: tags.get(m.group(1).upper(), "(none)"), form)
+            line = re.sub(r"%\{(\w+)\}", lambda m, tags=tags: tags.get(m.group(1).upper(), "(none)"), form)
             out += line.replace("\\n", "\n").replace("\\t", "\t")
     return status, out.encode(), b""
 
@@ -258,9 +326,11 @@ def ovs_appctl(node: SimNode, args: list[str], stdin: bytes):
 
 # -- Pacemaker -------------------------------------------------------------------------------
 
+
 class Bundle(NamedTuple):
     """A TripleO Pacemaker bundle: its replicas are guest nodes (NAME-N, running the agent) or
     bare containers (NAME-podman-N); one replica per controller unless ``single``."""
+
     name: str
     image: str
     agent: str
@@ -269,17 +339,31 @@ class Bundle(NamedTuple):
     single: bool = False
 
 
-BUNDLES = [Bundle("galera-bundle", "openstack-mariadb", "ocf:heartbeat:galera", ("Promoted",)),
-           Bundle("rabbitmq-bundle", "openstack-rabbitmq", "ocf:heartbeat:rabbitmq-cluster", ("Started",)),
-           Bundle("redis-bundle", "openstack-redis", "ocf:heartbeat:redis", ("Promoted", "Unpromoted")),
-           Bundle("haproxy-bundle", "openstack-haproxy", "ocf:heartbeat:podman", ("Started",), guest=False),
-           Bundle("ovn-dbs-bundle", "openstack-ovn-northd", "ocf:ovn:ovndb-servers", ("Promoted", "Unpromoted")),
-           Bundle("openstack-cinder-volume", "openstack-cinder-volume", "ocf:heartbeat:podman", ("Started",),
-                  guest=False, single=True)]
+BUNDLES = [
+    Bundle("galera-bundle", "openstack-mariadb", "ocf:heartbeat:galera", ("Promoted",)),
+    Bundle("rabbitmq-bundle", "openstack-rabbitmq", "ocf:heartbeat:rabbitmq-cluster", ("Started",)),
+    Bundle("redis-bundle", "openstack-redis", "ocf:heartbeat:redis", ("Promoted", "Unpromoted")),
+    Bundle("haproxy-bundle", "openstack-haproxy", "ocf:heartbeat:podman", ("Started",), guest=False),
+    Bundle("ovn-dbs-bundle", "openstack-ovn-northd", "ocf:ovn:ovndb-servers", ("Promoted", "Unpromoted")),
+    Bundle(
+        "openstack-cinder-volume",
+        "openstack-cinder-volume",
+        "ocf:heartbeat:podman",
+        ("Started",),
+        guest=False,
+        single=True,
+    ),
+]
 #: The VIPs (TripleO's vip_data.json keys), unless the node's own vip_data.json names them.
-VIPS = {"controller_virtual_ip": "192.168.24.10", "public_virtual_ip": "10.0.0.10",
-        "internal_api_virtual_ip": "172.17.1.10", "redis_vip": "172.17.1.11", "ovn_dbs_vip": "172.17.1.12",
-        "storage_virtual_ip": "172.17.3.10", "storage_mgmt_virtual_ip": "172.17.4.10"}
+VIPS = {
+    "controller_virtual_ip": "192.168.24.10",
+    "public_virtual_ip": "10.0.0.10",
+    "internal_api_virtual_ip": "172.17.1.10",
+    "redis_vip": "172.17.1.11",
+    "ovn_dbs_vip": "172.17.1.12",
+    "storage_virtual_ip": "172.17.3.10",
+    "storage_mgmt_virtual_ip": "172.17.4.10",
+}
 PACEMAKER_VERSION = "2.1.5-9.el9_2-a3f44794f94"
 
 
@@ -314,8 +398,10 @@ def pcs(node: SimNode, args: list[str], stdin: bytes):
         fault = next((failed[o] for o in (name, *owners) if o in failed), None)
         if fault is not None and host is not None:
             when = time.strftime("%Y-%m-%d %H:%M:%S +00:00", time.gmtime(_state(node).since(fault)))
-            actions.append(f"  * {name}_start_0 on {short(host)} 'error' (1): call={41 + len(actions)}, "
-                           f"status='complete', exitreason='', last-rc-change='{when}', queued=0ms, exec=2046ms")
+            actions.append(
+                f"  * {name}_start_0 on {short(host)} 'error' (1): call={41 + len(actions)}, "
+                f"status='complete', exitreason='', last-rc-change='{when}', queued=0ms, exec=2046ms"
+            )
         running = host is not None and host.reachable and fault is None
         lines.append(f"{indent}* {name}\t({agent}):\t {f'{role} {short(host)}' if running else 'Stopped'}")
         return running
@@ -345,16 +431,31 @@ def pcs(node: SimNode, args: list[str], stdin: bytes):
     if guests:
         nodes.append(f"  * GuestOnline: [ {' '.join(guests)} ]")
     guest_count = sum(len(members) for bundle in BUNDLES if bundle.guest)
-    text = ["Cluster name: tripleo_cluster", "Cluster Summary:", "  * Stack: corosync",
-            f"  * Current DC: {short(dc)} (version {PACEMAKER_VERSION}) - partition {quorum}",
-            f"  * Last updated: {_pcs_time(time.time())}",
-            f"  * Last change:  {_pcs_time(_state(node).started)} by root via cibadmin on {short(members[0])}",
-            f"  * {len(members) + guest_count} nodes configured", f"  * {instances} resource instances configured",
-            "", "Node List:", *nodes, "", "Full List of Resources:", *lines]
+    text = [
+        "Cluster name: tripleo_cluster",
+        "Cluster Summary:",
+        "  * Stack: corosync",
+        f"  * Current DC: {short(dc)} (version {PACEMAKER_VERSION}) - partition {quorum}",
+        f"  * Last updated: {_pcs_time(time.time())}",
+        f"  * Last change:  {_pcs_time(_state(node).started)} by root via cibadmin on {short(members[0])}",
+        f"  * {len(members) + guest_count} nodes configured",
+        f"  * {instances} resource instances configured",
+        "",
+        "Node List:",
+        *nodes,
+        "",
+        "Full List of Resources:",
+        *lines,
+    ]
     if actions:
         text += ["", "Failed Resource Actions:", *actions]
-    text += ["", "Daemon Status:", "  corosync: active/enabled", "  pacemaker: active/enabled",
-             "  pcsd: active/enabled"]
+    text += [
+        "",
+        "Daemon Status:",
+        "  corosync: active/enabled",
+        "  pacemaker: active/enabled",
+        "  pcsd: active/enabled",
+    ]
     return 0, ("\n".join(text) + "\n").encode(), b""
 
 
@@ -369,7 +470,8 @@ FEATURE_FLAGS = {
     "quorum_queue": ("Support queues of type `quorum`", "https://www.rabbitmq.com/quorum-queues.html"),
     "stream_queue": ("Support queues of type `stream`", "https://www.rabbitmq.com/stream.html"),
     "user_limits": ("Configure connection and channel limits for a user", ""),
-    "virtual_host_metadata": ("Virtual host metadata (description, tags, etc)", "")}
+    "virtual_host_metadata": ("Virtual host metadata (description, tags, etc)", ""),
+}
 
 
 def _rabbit(node: SimNode) -> str:
@@ -383,8 +485,7 @@ def rabbitmqctl(node: SimNode, args: list[str], stdin: bytes):
     cuts that one off, each side seeing the other in ``partitions``."""
     if (missing := _not_here(node, "rabbitmqctl", "controller")) is not None:
         return missing
-    if args[:1] != ["cluster_status"] or not ({"--formatter=json"} & set(args) or
-                                              "--formatter json" in " ".join(args)):
+    if args[:1] != ["cluster_status"] or not ({"--formatter=json"} & set(args) or "--formatter json" in " ".join(args)):
         return _unsupported("rabbitmqctl", "rabbitmqctl cluster_status --formatter json")
     members = controllers(node)
     up = [c for c in members if c.reachable]
@@ -394,23 +495,51 @@ def rabbitmqctl(node: SimNode, args: list[str], stdin: bytes):
         cut |= {c for c in up if (_aimed(target, c) if target else c is members[-1])}
     side = [node] if node in cut else [c for c in up if c not in cut]
     others = [c for c in up if c not in side]
-    listeners = {_rabbit(c): [
-        {"node": _rabbit(c), "protocol": "amqp", "interface": c.address, "port": 5672,
-         "purpose": "AMQP 0-9-1 and AMQP 1.0"},
-        {"node": _rabbit(c), "protocol": "clustering", "interface": "[::]", "port": 25672,
-         "purpose": "inter-node and CLI tool communication"}] for c in side}
-    status = {"cluster_name": f"{_rabbit(members[0])}.localdomain",
-              "disk_nodes": [_rabbit(c) for c in members], "ram_nodes": [],
-              "running_nodes": [_rabbit(c) for c in side], "alarms": [],
-              "maintenance_status": {_rabbit(c): "not under maintenance" for c in side},
-              "partitions": {_rabbit(c): [_rabbit(o) for o in others] for c in side} if cut else {},
-              "listeners": listeners,
-              "versions": {_rabbit(c): {"rabbitmq_name": "RabbitMQ", "rabbitmq_version": "3.9.21",
-                                        "erlang_version": "24.3.4.2"} for c in side},
-              "cpu_cores": {_rabbit(c): 8 for c in side},
-              "feature_flags": [{"desc": desc, "doc_url": url, "name": name, "provided_by": "rabbit",
-                                 "stability": "stable", "state": "enabled"}
-                                for name, (desc, url) in FEATURE_FLAGS.items()]}
+    listeners = {
+        _rabbit(c): [
+            {
+                "node": _rabbit(c),
+                "protocol": "amqp",
+                "interface": c.address,
+                "port": 5672,
+                "purpose": "AMQP 0-9-1 and AMQP 1.0",
+            },
+            {
+                "node": _rabbit(c),
+                "protocol": "clustering",
+                "interface": "[::]",
+                "port": 25672,
+                "purpose": "inter-node and CLI tool communication",
+            },
+        ]
+        for c in side
+    }
+    status = {
+        "cluster_name": f"{_rabbit(members[0])}.localdomain",
+        "disk_nodes": [_rabbit(c) for c in members],
+        "ram_nodes": [],
+        "running_nodes": [_rabbit(c) for c in side],
+        "alarms": [],
+        "maintenance_status": {_rabbit(c): "not under maintenance" for c in side},
+        "partitions": {_rabbit(c): [_rabbit(o) for o in others] for c in side} if cut else {},
+        "listeners": listeners,
+        "versions": {
+            _rabbit(c): {"rabbitmq_name": "RabbitMQ", "rabbitmq_version": "3.9.21", "erlang_version": "24.3.4.2"}
+            for c in side
+        },
+        "cpu_cores": {_rabbit(c): 8 for c in side},
+        "feature_flags": [
+            {
+                "desc": desc,
+                "doc_url": url,
+                "name": name,
+                "provided_by": "rabbit",
+                "stability": "stable",
+                "state": "enabled",
+            }
+            for name, (desc, url) in FEATURE_FLAGS.items()
+        ],
+    }
     return 0, (json.dumps(status) + "\n").encode(), b""
 
 
@@ -424,18 +553,36 @@ POOLS = [(".mgr", 1, 0.0005), ("vms", 32, 0.34), ("volumes", 32, 0.45), ("images
 def _osds(node: SimNode) -> list[dict]:
     """``ceph osd df``'s nodes: two OSDs per Ceph node (on the controllers when there is none),
     20-40% used, up while their host is."""
-    hosts = [h for n in _state(node).nodes if kind_of(n) == "ceph" for h in (n, n)] or \
-        [h for c in controllers(node) for h in (c, c)]
+    hosts = [h for n in _state(node).nodes if kind_of(n) == "ceph" for h in (n, n)] or [
+        h for c in controllers(node) for h in (c, c)
+    ]
     copies = sum(pgs for _, pgs, _ in POOLS) * 3
     osds = []
     for i, host in enumerate(hosts):
         used = OSD_KB * (20 + i * 7 % 20) // 100
-        osds.append({"id": i, "device_class": "hdd", "name": f"osd.{i}", "type": "osd", "type_id": 0,
-                     "crush_weight": 0.09765625, "depth": 2, "pool_weights": {}, "reweight": 1, "kb": OSD_KB,
-                     "kb_used": used, "kb_used_data": used - 1050624, "kb_used_omap": 2048, "kb_used_meta": 1048576,
-                     "kb_avail": OSD_KB - used, "utilization": used * 100 / OSD_KB, "var": 1.0,
-                     "pgs": copies // len(hosts) + (i < copies % len(hosts)),
-                     "status": "up" if host.reachable else "down"})
+        osds.append(
+            {
+                "id": i,
+                "device_class": "hdd",
+                "name": f"osd.{i}",
+                "type": "osd",
+                "type_id": 0,
+                "crush_weight": 0.09765625,
+                "depth": 2,
+                "pool_weights": {},
+                "reweight": 1,
+                "kb": OSD_KB,
+                "kb_used": used,
+                "kb_used_data": used - 1050624,
+                "kb_used_omap": 2048,
+                "kb_used_meta": 1048576,
+                "kb_avail": OSD_KB - used,
+                "utilization": used * 100 / OSD_KB,
+                "var": 1.0,
+                "pgs": copies // len(hosts) + (i < copies % len(hosts)),
+                "status": "up" if host.reachable else "down",
+            }
+        )
     average = sum(o["utilization"] for o in osds) / len(osds)
     for osd in osds:
         osd["var"] = osd["utilization"] / average
@@ -443,64 +590,123 @@ def _osds(node: SimNode) -> list[dict]:
 
 
 def _osd_df(osds: list[dict]) -> dict:
-    total = {k: sum(o[k] for o in osds) for k in ("kb", "kb_used", "kb_used_data", "kb_used_omap", "kb_used_meta",
-                                                   "kb_avail")}
-    return {"nodes": osds, "stray": [], "summary": {
-        **{f"total_{k}": v for k, v in total.items()}, "average_utilization": total["kb_used"] * 100 / total["kb"],
-        "min_var": min(o["var"] for o in osds), "max_var": max(o["var"] for o in osds), "dev": 6.5}}
+    total = {
+        k: sum(o[k] for o in osds)
+        for k in ("kb", "kb_used", "kb_used_data", "kb_used_omap", "kb_used_meta", "kb_avail")
+    }
+    return {
+        "nodes": osds,
+        "stray": [],
+        "summary": {
+            **{f"total_{k}": v for k, v in total.items()},
+            "average_utilization": total["kb_used"] * 100 / total["kb"],
+            "min_var": min(o["var"] for o in osds),
+            "max_var": max(o["var"] for o in osds),
+            "dev": 6.5,
+        },
+    }
 
 
 def _df(osds: list[dict]) -> dict:
     used, avail = (sum(o[k] for o in osds) * 1024 for k in ("kb_used", "kb_avail"))
-    stats = {"total_bytes": used + avail, "total_avail_bytes": avail, "total_used_bytes": used,
-             "total_used_raw_bytes": used, "total_used_raw_ratio": used / (used + avail)}
+    stats = {
+        "total_bytes": used + avail,
+        "total_avail_bytes": avail,
+        "total_used_bytes": used,
+        "total_used_raw_bytes": used,
+        "total_used_raw_ratio": used / (used + avail),
+    }
     max_avail = int(avail / 3 * 0.95)  # three replicas, up to the full ratio
-    pools = [{"name": name, "id": i, "stats": {
-        "stored": raw // 3, "objects": raw // 3 // 4194304 + 2, "kb_used": raw // 1024, "bytes_used": raw,
-        "percent_used": raw / (raw + max_avail), "max_avail": max_avail}}
-        for i, (name, _, share) in enumerate(POOLS, start=1) for raw in [int(used * share)]]
-    return {"stats": dict(stats, num_osds=len(osds), num_per_pool_osds=len(osds), num_per_pool_omap_osds=len(osds)),
-            "stats_by_class": {"hdd": stats}, "pools": pools}
+    pools = [
+        {
+            "name": name,
+            "id": i,
+            "stats": {
+                "stored": raw // 3,
+                "objects": raw // 3 // 4194304 + 2,
+                "kb_used": raw // 1024,
+                "bytes_used": raw,
+                "percent_used": raw / (raw + max_avail),
+                "max_avail": max_avail,
+            },
+        }
+        for i, (name, _, share) in enumerate(POOLS, start=1)
+        for raw in [int(used * share)]
+    ]
+    return {
+        "stats": dict(stats, num_osds=len(osds), num_per_pool_osds=len(osds), num_per_pool_omap_osds=len(osds)),
+        "stats_by_class": {"hdd": stats},
+        "pools": pools,
+    }
 
 
 def _health(node: SimNode, osds: list[dict], mons: list[SimNode]) -> dict:
     """MON_DOWN and OSD_DOWN while hosts are down; fault ceph_health's own check."""
     checks, up = {}, [m for m in mons if m.reachable]
     if len(up) < len(mons):
-        checks["MON_DOWN"] = (f"{len(mons) - len(up)}/{len(mons)} mons down, quorum {','.join(map(short, up))}",
-                              "HEALTH_WARN")
+        checks["MON_DOWN"] = (
+            f"{len(mons) - len(up)}/{len(mons)} mons down, quorum {','.join(map(short, up))}",
+            "HEALTH_WARN",
+        )
     if down := [o for o in osds if o["status"] == "down"]:
         checks["OSD_DOWN"] = (f"{len(down)} osds down", "HEALTH_WARN")
     for fault in node.faults.active("ceph_health"):
         checks["SIM_FAULT"] = (" ".join(fault.args), fault.target)
     severities = {s for _, s in checks.values()}
-    return {"status": "HEALTH_ERR" if "HEALTH_ERR" in severities else "HEALTH_WARN" if severities else "HEALTH_OK",
-            "checks": {k: {"severity": s, "summary": {"message": m, "count": 1}, "muted": False}
-                       for k, (m, s) in checks.items()}, "mutes": []}
+    return {
+        "status": "HEALTH_ERR" if "HEALTH_ERR" in severities else "HEALTH_WARN" if severities else "HEALTH_OK",
+        "checks": {
+            k: {"severity": s, "summary": {"message": m, "count": 1}, "muted": False} for k, (m, s) in checks.items()
+        },
+        "mutes": [],
+    }
 
 
 def _status(node: SimNode, osds: list[dict]) -> dict:
     state, mons = _state(node), controllers(node)
     up, df_ = [m for m in mons if m.reachable], _df(osds)
     pgs = sum(p for _, p, _ in POOLS)
-    return {"fsid": state.fsid, "health": _health(node, osds, mons), "election_epoch": 14,
-            "quorum": [i for i, m in enumerate(mons) if m.reachable], "quorum_names": [short(m) for m in up],
-            "quorum_age": int(time.time() - state.started),
-            "monmap": {"epoch": 3, "min_mon_release_name": "quincy", "num_mons": len(mons)},
-            "osdmap": {"epoch": 87, "num_osds": len(osds), "num_up_osds": len([o for o in osds if o["status"] == "up"]),
-                       "osd_up_since": int(state.started), "num_in_osds": len(osds),
-                       "osd_in_since": int(state.started), "num_remapped_pgs": 0},
-            "pgmap": {"pgs_by_state": [{"state_name": "active+clean", "count": pgs}], "num_pgs": pgs,
-                      "num_pools": len(POOLS), "num_objects": sum(p["stats"]["objects"] for p in df_["pools"]),
-                      "data_bytes": sum(p["stats"]["stored"] for p in df_["pools"]),
-                      "bytes_used": df_["stats"]["total_used_bytes"], "bytes_avail": df_["stats"]["total_avail_bytes"],
-                      "bytes_total": df_["stats"]["total_bytes"]},
-            "fsmap": {"epoch": 1, "by_rank": [], "up:standby": 0},
-            "mgrmap": {"available": bool(up), "num_standbys": max(len(up) - 1, 0),
-                       "modules": ["cephadm", "dashboard", "iostat", "nfs", "prometheus", "restful"], "services": {}},
-            "servicemap": {"epoch": 1, "modified": time.strftime("%Y-%m-%dT%H:%M:%S.000000+0000",
-                                                                  time.gmtime(state.started)), "services": {}},
-            "progress_events": {}}
+    return {
+        "fsid": state.fsid,
+        "health": _health(node, osds, mons),
+        "election_epoch": 14,
+        "quorum": [i for i, m in enumerate(mons) if m.reachable],
+        "quorum_names": [short(m) for m in up],
+        "quorum_age": int(time.time() - state.started),
+        "monmap": {"epoch": 3, "min_mon_release_name": "quincy", "num_mons": len(mons)},
+        "osdmap": {
+            "epoch": 87,
+            "num_osds": len(osds),
+            "num_up_osds": len([o for o in osds if o["status"] == "up"]),
+            "osd_up_since": int(state.started),
+            "num_in_osds": len(osds),
+            "osd_in_since": int(state.started),
+            "num_remapped_pgs": 0,
+        },
+        "pgmap": {
+            "pgs_by_state": [{"state_name": "active+clean", "count": pgs}],
+            "num_pgs": pgs,
+            "num_pools": len(POOLS),
+            "num_objects": sum(p["stats"]["objects"] for p in df_["pools"]),
+            "data_bytes": sum(p["stats"]["stored"] for p in df_["pools"]),
+            "bytes_used": df_["stats"]["total_used_bytes"],
+            "bytes_avail": df_["stats"]["total_avail_bytes"],
+            "bytes_total": df_["stats"]["total_bytes"],
+        },
+        "fsmap": {"epoch": 1, "by_rank": [], "up:standby": 0},
+        "mgrmap": {
+            "available": bool(up),
+            "num_standbys": max(len(up) - 1, 0),
+            "modules": ["cephadm", "dashboard", "iostat", "nfs", "prometheus", "restful"],
+            "services": {},
+        },
+        "servicemap": {
+            "epoch": 1,
+            "modified": time.strftime("%Y-%m-%dT%H:%M:%S.000000+0000", time.gmtime(state.started)),
+            "services": {},
+        },
+        "progress_events": {},
+    }
 
 
 @node_command("ceph")
@@ -513,9 +719,13 @@ def ceph(node: SimNode, args: list[str], stdin: bytes):
         if flag in words:
             i = words.index(flag)
             fmt = words[i + 1] if i + 1 < len(words) else ""
-            del words[i:i + 2]
-    answers = {("-s",): _status, ("status",): _status, ("osd", "df"): lambda _, osds: _osd_df(osds),
-               ("df",): lambda _, osds: _df(osds)}
+            del words[i : i + 2]
+    answers = {
+        ("-s",): _status,
+        ("status",): _status,
+        ("osd", "df"): lambda _, osds: _osd_df(osds),
+        ("df",): lambda _, osds: _df(osds),
+    }
     if fmt not in ("json", "json-pretty") or tuple(words) not in answers:
         return _unsupported("ceph", "ceph -s|osd df|df -f json")
     answer = answers[tuple(words)](node, _osds(node))
@@ -525,18 +735,45 @@ def ceph(node: SimNode, args: list[str], stdin: bytes):
 # -- HAProxy ---------------------------------------------------------------------------------
 
 #: TripleO's listens (puppet-tripleo writes them in name order): name, port, mode, their options.
-PROXIES = [("cinder", 8776, "http"), ("glance_api", 9292, "http"), ("heat_api", 8004, "http"),
-           ("keystone_public", 5000, "http"), ("mysql", 3306, "tcp"), ("neutron", 9696, "http"),
-           ("nova_osapi", 8774, "http"), ("redis", 6379, "tcp")]
+PROXIES = [
+    ("cinder", 8776, "http"),
+    ("glance_api", 9292, "http"),
+    ("heat_api", 8004, "http"),
+    ("keystone_public", 5000, "http"),
+    ("mysql", 3306, "tcp"),
+    ("neutron", 9696, "http"),
+    ("nova_osapi", 8774, "http"),
+    ("redis", 6379, "tcp"),
+]
 _OPTIONS = {
-    "http": ["mode http", "http-request set-header X-Forwarded-Proto https if { ssl_fc }",
-             "http-request set-header X-Forwarded-Proto http if !{ ssl_fc }",
-             "http-request set-header X-Forwarded-Port %[dst_port]", "option httpchk", "option httplog"],
-    "mysql": ["option tcpka", "option httpchk", "option tcplog", "stick on dst", "stick-table type ip size 1000",
-              "timeout client 90m", "timeout server 90m"],
-    "redis": ["balance first", "option tcp-check", "tcp-check send PING\\r\\n", "tcp-check expect string +PONG",
-              "tcp-check send info\\ replication\\r\\n", "tcp-check expect string role:master",
-              "tcp-check send QUIT\\r\\n", "tcp-check expect string +OK"]}
+    "http": [
+        "mode http",
+        "http-request set-header X-Forwarded-Proto https if { ssl_fc }",
+        "http-request set-header X-Forwarded-Proto http if !{ ssl_fc }",
+        "http-request set-header X-Forwarded-Port %[dst_port]",
+        "option httpchk",
+        "option httplog",
+    ],
+    "mysql": [
+        "option tcpka",
+        "option httpchk",
+        "option tcplog",
+        "stick on dst",
+        "stick-table type ip size 1000",
+        "timeout client 90m",
+        "timeout server 90m",
+    ],
+    "redis": [
+        "balance first",
+        "option tcp-check",
+        "tcp-check send PING\\r\\n",
+        "tcp-check expect string +PONG",
+        "tcp-check send info\\ replication\\r\\n",
+        "tcp-check expect string role:master",
+        "tcp-check send QUIT\\r\\n",
+        "tcp-check expect string +OK",
+    ],
+}
 _CFG_HEAD = """# This file is managed by Puppet
 global
   daemon
@@ -563,26 +800,128 @@ defaults
   timeout  check 10s
 """
 #: The stats CSV's columns (HAProxy 2.4, management.txt section 9.1).
-CSV_COLUMNS = ("pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,wredis,"
-               "status,weight,act,bck,chkfail,chkdown,lastchg,downtime,qlimit,pid,iid,sid,throttle,lbtot,tracked,"
-               "type,rate,rate_lim,rate_max,check_status,check_code,check_duration,hrsp_1xx,hrsp_2xx,hrsp_3xx,"
-               "hrsp_4xx,hrsp_5xx,hrsp_other,hanafail,req_rate,req_rate_max,req_tot,cli_abrt,srv_abrt,comp_in,"
-               "comp_out,comp_byp,comp_rsp,lastsess,last_chk,last_agt,qtime,ctime,rtime,ttime,agent_status,"
-               "agent_code,agent_duration,check_desc,agent_desc,check_rise,check_fall,check_health,agent_rise,"
-               "agent_fall,agent_health,addr,cookie,mode,algo,conn_rate,conn_rate_max,conn_tot,intercepted,dcon,"
-               "dses,wrew,connect,reuse,cache_lookups,cache_hits,srv_icur,src_ilim,qtime_max,ctime_max,rtime_max,"
-               "ttime_max,eint,idle_conn_cur,safe_conn_cur,used_conn_cur,need_conn_est,uweight").split(",")
+CSV_COLUMNS = [
+    "pxname",
+    "svname",
+    "qcur",
+    "qmax",
+    "scur",
+    "smax",
+    "slim",
+    "stot",
+    "bin",
+    "bout",
+    "dreq",
+    "dresp",
+    "ereq",
+    "econ",
+    "eresp",
+    "wretr",
+    "wredis",
+    "status",
+    "weight",
+    "act",
+    "bck",
+    "chkfail",
+    "chkdown",
+    "lastchg",
+    "downtime",
+    "qlimit",
+    "pid",
+    "iid",
+    "sid",
+    "throttle",
+    "lbtot",
+    "tracked",
+    "type",
+    "rate",
+    "rate_lim",
+    "rate_max",
+    "check_status",
+    "check_code",
+    "check_duration",
+    "hrsp_1xx",
+    "hrsp_2xx",
+    "hrsp_3xx",
+    "hrsp_4xx",
+    "hrsp_5xx",
+    "hrsp_other",
+    "hanafail",
+    "req_rate",
+    "req_rate_max",
+    "req_tot",
+    "cli_abrt",
+    "srv_abrt",
+    "comp_in",
+    "comp_out",
+    "comp_byp",
+    "comp_rsp",
+    "lastsess",
+    "last_chk",
+    "last_agt",
+    "qtime",
+    "ctime",
+    "rtime",
+    "ttime",
+    "agent_status",
+    "agent_code",
+    "agent_duration",
+    "check_desc",
+    "agent_desc",
+    "check_rise",
+    "check_fall",
+    "check_health",
+    "agent_rise",
+    "agent_fall",
+    "agent_health",
+    "addr",
+    "cookie",
+    "mode",
+    "algo",
+    "conn_rate",
+    "conn_rate_max",
+    "conn_tot",
+    "intercepted",
+    "dcon",
+    "dses",
+    "wrew",
+    "connect",
+    "reuse",
+    "cache_lookups",
+    "cache_hits",
+    "srv_icur",
+    "src_ilim",
+    "qtime_max",
+    "ctime_max",
+    "rtime_max",
+    "ttime_max",
+    "eint",
+    "idle_conn_cur",
+    "safe_conn_cur",
+    "used_conn_cur",
+    "need_conn_est",
+    "uweight",
+]
 
 
 def haproxy_cfg(node: SimNode, port: int) -> str:
     """The controller's haproxy.cfg: binds on its own address, one server per controller."""
     state, out = _state(node), [_CFG_HEAD]
-    blocks = {name: [f"bind {node.address}:{port_} transparent", *_OPTIONS.get(name, _OPTIONS.get(mode, []))]
-              + [f"server {short(c)}.internalapi.localdomain {c.address}:{port_} check fall 5 inter 2000 rise 2"
-                 for c in controllers(node)]
-              for name, port_, mode in PROXIES}
-    blocks["haproxy.stats"] = [f"bind {node.address}:{port} transparent", "mode http", "stats enable", "stats uri /",
-                               f"stats auth {STATS_USER}:{state.password}"]
+    blocks = {
+        name: [f"bind {node.address}:{port_} transparent", *_OPTIONS.get(name, _OPTIONS.get(mode, []))]
+        + [
+            f"server {short(c)}.internalapi.localdomain {c.address}:{port_} check fall 5 inter 2000 rise 2"
+            for c in controllers(node)
+        ]
+        for name, port_, mode in PROXIES
+    }
+    blocks["haproxy.stats"] = [
+        f"bind {node.address}:{port} transparent",
+        "mode http",
+        "stats enable",
+        "stats uri /",
+        f"stats auth {STATS_USER}:{state.password}",
+    ]
     for name in sorted(blocks):
         out.append(f"\nlisten {name}\n" + "".join(f"  {line}\n" for line in blocks[name]))
     return "".join(out)
@@ -594,43 +933,123 @@ def stats_csv(node: SimNode) -> str:
     state, now = _state(node), time.time()
     down = {f.target: f for f in node.faults.active("haproxy_backend_down")}
     rows = []
-    proxies = [("haproxy.stats", 0, "http")] + list(PROXIES)
+    proxies = [("haproxy.stats", 0, "http"), *list(PROXIES)]
     for iid, (name, port, mode) in enumerate(sorted(proxies), start=2):
-        base = {"pxname": name, "pid": 1, "iid": iid, "mode": mode, "scur": 0, "smax": 4, "stot": 310 + iid,
-                "bin": 41235 * iid, "bout": 183347 * iid, "dreq": 0, "dresp": 0, "rate": 0, "rate_max": 3}
+        base = {
+            "pxname": name,
+            "pid": 1,
+            "iid": iid,
+            "mode": mode,
+            "scur": 0,
+            "smax": 4,
+            "stot": 310 + iid,
+            "bin": 41235 * iid,
+            "bout": 183347 * iid,
+            "dreq": 0,
+            "dresp": 0,
+            "rate": 0,
+            "rate_max": 3,
+        }
         rows.append(dict(base, svname="FRONTEND", slim=4096, ereq=0, status="OPEN", sid=0, type=0, rate_lim=0))
         servers = [] if name == "haproxy.stats" else controllers(node)
         ups, last_change = 0, state.started
         for sid, c in enumerate(servers, start=1):
             power = c.extra.get(KEY, {})
             up = name not in down and c.reachable
-            since = state.since(down[name]) if name in down else \
-                power.get("up_since", state.started) if c.reachable else power.get("down_since", now)
+            since = (
+                state.since(down[name])
+                if name in down
+                else power.get("up_since", state.started)
+                if c.reachable
+                else power.get("down_since", now)
+            )
             last_change = max(last_change, since)
             ups += up
-            check = ({"status": "UP", "check_status": "L7OK", "check_code": 200 if mode == "http" or name == "mysql"
-                      else "", "check_duration": 1, "check_desc": "Layer7 check passed", "check_health": 6,
-                      "chkfail": 0, "chkdown": 0, "downtime": 0} if up else
-                     {"status": "DOWN", "check_status": "L4CON", "check_code": "", "check_duration": 0,
-                      "check_desc": "Layer4 connection problem", "last_chk": "Connection refused",
-                      "check_health": 0, "chkfail": 5, "chkdown": 1, "downtime": int(now - since)})
-            rows.append(dict(base, **check, svname=f"{short(c)}.internalapi.localdomain", qcur=0, qmax=0, slim="",
-                             econ=0, eresp=0, wretr=0, wredis=0, weight=1, act=1, bck=0, lastchg=int(now - since),
-                             sid=sid, lbtot=base["stot"] // max(len(servers), 1), type=2, check_rise=2,
-                             check_fall=5, addr=f"{c.address}:{port}", uweight=1))
+            check = (
+                {
+                    "status": "UP",
+                    "check_status": "L7OK",
+                    "check_code": 200 if mode == "http" or name == "mysql" else "",
+                    "check_duration": 1,
+                    "check_desc": "Layer7 check passed",
+                    "check_health": 6,
+                    "chkfail": 0,
+                    "chkdown": 0,
+                    "downtime": 0,
+                }
+                if up
+                else {
+                    "status": "DOWN",
+                    "check_status": "L4CON",
+                    "check_code": "",
+                    "check_duration": 0,
+                    "check_desc": "Layer4 connection problem",
+                    "last_chk": "Connection refused",
+                    "check_health": 0,
+                    "chkfail": 5,
+                    "chkdown": 1,
+                    "downtime": int(now - since),
+                }
+            )
+            rows.append(
+                dict(
+                    base,
+                    **check,
+                    svname=f"{short(c)}.internalapi.localdomain",
+                    qcur=0,
+                    qmax=0,
+                    slim="",
+                    econ=0,
+                    eresp=0,
+                    wretr=0,
+                    wredis=0,
+                    weight=1,
+                    act=1,
+                    bck=0,
+                    lastchg=int(now - since),
+                    sid=sid,
+                    lbtot=base["stot"] // max(len(servers), 1),
+                    type=2,
+                    check_rise=2,
+                    check_fall=5,
+                    addr=f"{c.address}:{port}",
+                    uweight=1,
+                )
+            )
         backend_down = bool(servers) and not ups
-        rows.append(dict(base, svname="BACKEND", qcur=0, qmax=0, slim=410, econ=0, eresp=0, wretr=0, wredis=0,
-                         status="DOWN" if backend_down else "UP", weight=ups, act=ups, bck=0,
-                         chkdown=int(backend_down), lastchg=int(now - last_change),
-                         downtime=int(now - last_change) if backend_down else 0, sid=0, lbtot=base["stot"], type=1,
-                         algo="first" if name == "redis" else "roundrobin",
-                         uweight=ups))
+        rows.append(
+            dict(
+                base,
+                svname="BACKEND",
+                qcur=0,
+                qmax=0,
+                slim=410,
+                econ=0,
+                eresp=0,
+                wretr=0,
+                wredis=0,
+                status="DOWN" if backend_down else "UP",
+                weight=ups,
+                act=ups,
+                bck=0,
+                chkdown=int(backend_down),
+                lastchg=int(now - last_change),
+                downtime=int(now - last_change) if backend_down else 0,
+                sid=0,
+                lbtot=base["stot"],
+                type=1,
+                algo="first" if name == "redis" else "roundrobin",
+                uweight=ups,
+            )
+        )
     header = "# " + ",".join(CSV_COLUMNS) + "\n"
     return header + "".join(",".join(str(r.get(c, "")) for c in CSV_COLUMNS) + ",\n" for r in rows) + "\n"
 
 
-_UNAUTHORIZED = (b"<html><body><h1>401 Unauthorized</h1>\nYou need a valid user and password to access this "
-                 b"content.\n</body></html>\n")
+_UNAUTHORIZED = (
+    b"<html><body><h1>401 Unauthorized</h1>\nYou need a valid user and password to access this "
+    b"content.\n</body></html>\n"
+)
 
 
 class _StatsListener:
@@ -647,17 +1066,26 @@ class _StatsListener:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
                 if not hmac.compare_digest(self.headers.get("Authorization", ""), expected):
-                    return self._answer(401, _UNAUTHORIZED, "text/html",
-                                        ("WWW-Authenticate", 'Basic realm="HAProxy Statistics"'))
+                    return self._answer(
+                        401, _UNAUTHORIZED, "text/html", ("WWW-Authenticate", 'Basic realm="HAProxy Statistics"')
+                    )
                 if ";csv" in self.path:
                     return self._answer(200, stats_csv(listener.node).encode(), "text/plain")
-                self._answer(200, b"<html><head><title>Statistics Report for HAProxy</title></head>"
-                                  b"<body>Statistics Report for HAProxy</body></html>\n", "text/html")
+                self._answer(
+                    200,
+                    b"<html><head><title>Statistics Report for HAProxy</title></head>"
+                    b"<body>Statistics Report for HAProxy</body></html>\n",
+                    "text/html",
+                )
 
             def _answer(self, code, body, content_type, *headers):
                 self.send_response_only(code)
-                for name, value in [("Content-Type", content_type), ("Cache-Control", "no-cache"),
-                                    ("Content-Length", str(len(body))), *headers]:
+                for name, value in [
+                    ("Content-Type", content_type),
+                    ("Cache-Control", "no-cache"),
+                    ("Content-Length", str(len(body))),
+                    *headers,
+                ]:
                     self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(body)
@@ -668,8 +1096,12 @@ class _StatsListener:
         server = ThreadingHTTPServer((self.node.address, self.port), Handler)
         server.daemon_threads = True
         self.port, self._server = server.server_address[1], server
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True,
-                         name=f"haproxy-stats-{self.node.address}").start()
+        threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            daemon=True,
+            name=f"haproxy-stats-{self.node.address}",
+        ).start()
         return self
 
     def stop(self) -> None:

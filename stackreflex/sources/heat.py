@@ -9,13 +9,13 @@ or one whose marker was purged and who reads events again, publishes nothing tha
 import logging
 import threading
 import uuid
-from typing import Callable
+from collections.abc import Callable
 from urllib.parse import unquote
 
+from ..bus.publisher import Publisher
+from ..core.envelope import Envelope
 from ..models.audit import AuditLog
 from ..tasks import heat
-from ..core.envelope import Envelope
-from ..bus.publisher import Publisher
 
 log = logging.getLogger("stackreflex.watcher")
 
@@ -40,9 +40,15 @@ def _owner(event: dict) -> tuple[str, str, str, bool]:
 
 
 class HeatWatcher:
-    def __init__(self, stacks: list[str], audit: AuditLog, publisher: Publisher,
-                 cloud_factory: Callable[[], object], interval: float = DEFAULT_INTERVAL,
-                 start_from: str = "now"):
+    def __init__(
+        self,
+        stacks: list[str],
+        audit: AuditLog,
+        publisher: Publisher,
+        cloud_factory: Callable[[], object],
+        interval: float = DEFAULT_INTERVAL,
+        start_from: str = "now",
+    ):
         self.stacks = stacks
         #: for a stack never watched (no cursor): publish its history ("beginning"), or ("now")
         #: only the events of the operations still under way (a deployment paused with its
@@ -100,9 +106,13 @@ class HeatWatcher:
             self.publisher.publish(self._envelope(top, event), mandatory=False)
         if earlier:
             self.audit.save_cursor(stack, earlier[-1]["id"])
-        log.info("%s was never watched: watching from now; of its %d earlier event(s), only the %d of operations "
-                 "still under way are published (--from beginning publishes them all)", stack, len(earlier),
-                 len(pending))
+        log.info(
+            "%s was never watched: watching from now; of its %d earlier event(s), only the %d of operations "
+            "still under way are published (--from beginning publishes them all)",
+            stack,
+            len(earlier),
+            len(pending),
+        )
         return len(pending)
 
     def _envelope(self, top, event: dict) -> Envelope:
@@ -110,11 +120,18 @@ class HeatWatcher:
         status = event["resource_status"]
         # While a resource is created, Heat's events name it by a placeholder, not by its id.
         named_only = not is_stack and status.endswith("IN_PROGRESS")
-        data = {"stack": top.name, "stack_id": top.id, "event_id": event["id"], "event_time": event["event_time"],
-                "resource_name": event["resource_name"],
-                "physical_resource_id": None if named_only else event["physical_resource_id"],
-                "status": status, "reason": event.get("resource_status_reason"),
-                "owner_stack": owner, "owner_stack_id": owner_id}
+        data = {
+            "stack": top.name,
+            "stack_id": top.id,
+            "event_id": event["id"],
+            "event_time": event["event_time"],
+            "resource_name": event["resource_name"],
+            "physical_resource_id": None if named_only else event["physical_resource_id"],
+            "status": status,
+            "reason": event.get("resource_status_reason"),
+            "owner_stack": owner,
+            "owner_stack_id": owner_id,
+        }
         if not is_stack:
             key = (owner_id, event["resource_name"])
             if key not in self._types:
@@ -122,8 +139,9 @@ class HeatWatcher:
             # No role or index: a handler takes those from Heat's nesting, never from an event.
             data["resource_type"] = self._types[key]
         kind = "stack" if is_stack else "resource"
-        return Envelope.new(f"heat.{kind}.{status}", subject=top.name, data=data,
-                            id=envelope_id(event["id"]), source=SOURCE)
+        return Envelope.new(
+            f"heat.{kind}.{status}", subject=top.name, data=data, id=envelope_id(event["id"]), source=SOURCE
+        )
 
     def run(self, stop: threading.Event) -> None:
         """Poll every stack until ``stop``, backing off while Heat or the bus fail."""

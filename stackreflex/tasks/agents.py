@@ -27,12 +27,17 @@ from .ssh import CommandFailed, run
 
 #: What each collector needs, in the order the agent's configuration lists it: POLL_TEMP_URL's
 #: ``request``, POLL_SERVER_HEAT's ``heat``, POLL_SERVER_CFN's ``cfn``.
-COLLECTOR_OPTIONS = {"request": ("metadata_url",),
-                     "heat": ("auth_url", "user_id", "password", "project_id", "stack_id", "resource_name"),
-                     "cfn": ("metadata_url", "access_key_id", "secret_access_key", "stack_name", "path")}
+COLLECTOR_OPTIONS = {
+    "request": ("metadata_url",),
+    "heat": ("auth_url", "user_id", "password", "project_id", "stack_id", "resource_name"),
+    "cfn": ("metadata_url", "access_key_id", "secret_access_key", "stack_name", "path"),
+}
 #: What shows, in what the agent fetched, that it fetched this node's own metadata.
-IDENTITY = {"request": ("metadata_url",), "heat": ("stack_id", "resource_name", "user_id"),
-            "cfn": ("stack_name", "path", "access_key_id")}
+IDENTITY = {
+    "request": ("metadata_url",),
+    "heat": ("stack_id", "resource_name", "user_id"),
+    "cfn": ("stack_name", "path", "access_key_id"),
+}
 #: The options that are URLs: parsed, and written back encoded.
 URL_OPTIONS = ("metadata_url", "auth_url")
 #: Unicode categories no value may hold: control characters (``\n``, ``\r``, NUL, ESC…) and the
@@ -56,8 +61,10 @@ def checked_value(field: str, value) -> str:
     text = str(value)
     bad = next((ch for ch in text if unicodedata.category(ch) in FORBIDDEN_CATEGORIES), None)
     if bad is not None:
-        raise UnsafeValue(f"{field} holds a control character (U+{ord(bad):04X}): refused, it would change "
-                          "the meaning of the node's agent configuration")
+        raise UnsafeValue(
+            f"{field} holds a control character (U+{ord(bad):04X}): refused, it would change "
+            "the meaning of the node's agent configuration"
+        )
     return text
 
 
@@ -67,18 +74,26 @@ def checked_url(field: str, value) -> str:
     text = checked_value(field, value)
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.netloc or not _NETLOC_SAFE.fullmatch(parts.netloc):
-        raise UnsafeValue(f"{field} is not an http(s) URL with a valid host: refused for the node's agent "
-                          "configuration")
+        raise UnsafeValue(
+            f"{field} is not an http(s) URL with a valid host: refused for the node's agent configuration"
+        )
     try:
-        parts.port
+        _ = parts.port  # urlsplit checks the port only when asked
     except ValueError:
         raise UnsafeValue(f"{field}: the URL's port is not a number") from None
 
     def encoded(part: str, safe: str) -> str:
         return quote(re.sub(r"%(?![0-9A-Fa-f]{2})", "%25", part), safe=safe)
 
-    return urlunsplit((parts.scheme, parts.netloc, encoded(parts.path, _PATH_SAFE),
-                       encoded(parts.query, _QUERY_SAFE), encoded(parts.fragment, _QUERY_SAFE)))
+    return urlunsplit(
+        (
+            parts.scheme,
+            parts.netloc,
+            encoded(parts.path, _PATH_SAFE),
+            encoded(parts.query, _QUERY_SAFE),
+            encoded(parts.fragment, _QUERY_SAFE),
+        )
+    )
 
 
 def checked_option(collector: str, key: str, value) -> str:
@@ -138,9 +153,16 @@ class AgentLayout:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "AgentLayout":
-        return cls(settings.agent_layout, settings.agent_config_path, settings.agent_template_path,
-                   settings.agent_local_data_path, settings.agent_cache_dir, settings.agent_service,
-                   settings.agent_polling_interval, settings.ssh_sudo)
+        return cls(
+            settings.agent_layout,
+            settings.agent_config_path,
+            settings.agent_template_path,
+            settings.agent_local_data_path,
+            settings.agent_cache_dir,
+            settings.agent_service,
+            settings.agent_polling_interval,
+            settings.ssh_sudo,
+        )
 
     @property
     def target(self) -> str:
@@ -158,11 +180,23 @@ class AgentLayout:
         interval = int(self.polling_interval)
         if self.mode == "ini":
             section = "".join(f"{k}={v}\n" for k, v in options)
-            return (f"[DEFAULT]\ncollectors={source.collector}\ncommand=os-refresh-config\n"
-                    f"polling_interval={interval}\n\n[{source.collector}]\n{section}").encode()
-        return json.dumps({"os-collect-config": {"collectors": [source.collector, "local"],
-                                                 "polling_interval": interval,
-                                                 source.collector: dict(options)}}, indent=2).encode() + b"\n"
+            return (
+                f"[DEFAULT]\ncollectors={source.collector}\ncommand=os-refresh-config\n"
+                f"polling_interval={interval}\n\n[{source.collector}]\n{section}"
+            ).encode()
+        return (
+            json.dumps(
+                {
+                    "os-collect-config": {
+                        "collectors": [source.collector, "local"],
+                        "polling_interval": interval,
+                        source.collector: dict(options),
+                    }
+                },
+                indent=2,
+            ).encode()
+            + b"\n"
+        )
 
 
 def agent_state(ssh: paramiko.SSHClient, layout: AgentLayout, *, host: str = "") -> tuple[str | None, bool]:
@@ -191,8 +225,11 @@ def configure_agent(ssh: paramiko.SSHClient, source: AgentSource, layout: AgentL
     _, active = agent_state(ssh, layout, host=host)
     if not active:
         raise CommandFailed(f"node {host}: {layout.service} is not active after its restart")
-    return {"action": "rewritten" if current is not None else "written", "path": layout.target,
-            "previous": _previous(current, wanted, source, layout)}
+    return {
+        "action": "rewritten" if current is not None else "written",
+        "path": layout.target,
+        "previous": _previous(current, wanted, source, layout),
+    }
 
 
 def _previous(current: str | None, wanted: str, source: AgentSource, layout: AgentLayout) -> str:

@@ -1,8 +1,8 @@
 """Pre-deployment connectivity checks: what must be reachable before a deployed-server deploy."""
 
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 from urllib.parse import urlsplit
 
 from ..core.errors import StackreflexError
@@ -28,8 +28,9 @@ def _attempt(name: str, target: str, action) -> Check:
         return Check(name, target, False, redact_text(str(exc))[:300])
 
 
-def local_checks(conn_factory, stack: str | None,
-                 services: list[tuple[str, str, Callable[[], str]]]) -> tuple[list[Check], object]:
+def local_checks(
+    conn_factory, stack: str | None, services: list[tuple[str, str, Callable[[], str]]]
+) -> tuple[list[Check], object]:
     """Keystone and Heat from this host, then each of ``services`` (name, target, probe): the
     broker and the audit database, which the caller knows how to reach."""
     checks, conn = [], None
@@ -42,9 +43,17 @@ def local_checks(conn_factory, stack: str | None,
 
     checks.append(_attempt("Keystone", "authentication", keystone))
     if conn is not None:
-        checks.append(_attempt("Heat", stack or "stacks",
-                               lambda: f"stack {find_stack(conn, stack).status}" if stack
-                               else f"{len(list(conn.orchestration.stacks()))} stack(s)"))
+        checks.append(
+            _attempt(
+                "Heat",
+                stack or "stacks",
+                lambda: (
+                    f"stack {find_stack(conn, stack).status}"
+                    if stack
+                    else f"{len(list(conn.orchestration.stacks()))} stack(s)"
+                ),
+            )
+        )
     checks += [_attempt(name, target, probe) for name, target, probe in services]
     return checks, conn
 
@@ -62,8 +71,12 @@ def node_checks(settings: Settings, host: Host, endpoints: list[tuple[str, str]]
             parts = urlsplit(url)
 
             def reach(url=url, name=name, where=f"{parts.hostname}:{parts.port}"):
-                status, code, err = run(ssh, f"curl -sS -o /dev/null -w %{{http_code}} --max-time 5 {shlex.quote(url)}",
-                                        check=False, host=str(host))
+                status, code, err = run(
+                    ssh,
+                    f"curl -sS -o /dev/null -w %{{http_code}} --max-time 5 {shlex.quote(url)}",
+                    check=False,
+                    host=str(host),
+                )
                 if status != 0:
                     raise StackreflexError(err.strip() or f"curl exited {status}")
                 return http_verdict(name, int(code or 0), where)
@@ -80,10 +93,16 @@ def http_verdict(name: str, code: int, where: str) -> str:
         return f"HTTP {code} from {where}"
     if code in (401, 403) and name == "Heat API":
         return f"HTTP {code} from {where}: answers, and asks for a token"
-    meaning = {401: "refuses without credentials", 403: "refuses (a bad or expired temp URL signature?)",
-               404: "has no such path (a stale metadata URL, or the wrong service on that port)"}
-    raise StackreflexError(f"HTTP {code} from {where}: {meaning.get(code, 'the service is failing')}"
-                           if code else f"no HTTP answer from {where}")
+    meaning = {
+        401: "refuses without credentials",
+        403: "refuses (a bad or expired temp URL signature?)",
+        404: "has no such path (a stale metadata URL, or the wrong service on that port)",
+    }
+    raise StackreflexError(
+        f"HTTP {code} from {where}: {meaning.get(code, 'the service is failing')}"
+        if code
+        else f"no HTTP answer from {where}"
+    )
 
 
 def undercloud_endpoints(conn, stack: str | None) -> list[tuple[str, str]]:

@@ -4,7 +4,7 @@ What the evacuation runbook reads and does, as plain functions over an openstack
 """
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from openstack import exceptions
 
@@ -94,8 +94,10 @@ def servers_on(conn, host: str) -> dict[str, HostServer]:
     Read as plain JSON: an evacuation polls this list, and building an SDK resource per
     server costs far more CPU than the request itself.
     """
-    return {s["id"]: _host_server(s) for s in _pages(conn, "/servers/detail", "servers",
-                                                      {"all_tenants": "True", "host": host})}
+    return {
+        s["id"]: _host_server(s)
+        for s in _pages(conn, "/servers/detail", "servers", {"all_tenants": "True", "host": host})
+    }
 
 
 def server_now(conn, server_id: str) -> HostServer | None:
@@ -113,18 +115,32 @@ def migrations_from(conn, host: str, since: datetime) -> dict[str, list[Migratio
     for m in _pages(conn, "/os-migrations", "migrations", {"source_compute": host}, microversion="2.59"):
         created = nova_time(m.get("created_at"))
         if created >= floor:
-            found.setdefault(m["instance_uuid"], []).append(MigrationRecord(
-                m.get("uuid") or str(m["id"]), m["instance_uuid"], m.get("migration_type", "migration"),
-                m["status"], m["source_compute"], m.get("dest_compute"), created,
-                nova_time(m["updated_at"]) if m.get("updated_at") else None))
+            found.setdefault(m["instance_uuid"], []).append(
+                MigrationRecord(
+                    m.get("uuid") or str(m["id"]),
+                    m["instance_uuid"],
+                    m.get("migration_type", "migration"),
+                    m["status"],
+                    m["source_compute"],
+                    m.get("dest_compute"),
+                    created,
+                    nova_time(m["updated_at"]) if m.get("updated_at") else None,
+                )
+            )
     for records in found.values():
         records.sort(key=lambda r: r.created_at)
     return found
 
 
 def _host_server(s: dict) -> HostServer:
-    return HostServer(s["id"], s.get("name", ""), s.get("tenant_id", ""), s.get("status", ""),
-                      s.get("OS-EXT-STS:task_state"), s.get("OS-EXT-SRV-ATTR:host"))
+    return HostServer(
+        s["id"],
+        s.get("name", ""),
+        s.get("tenant_id", ""),
+        s.get("status", ""),
+        s.get("OS-EXT-STS:task_state"),
+        s.get("OS-EXT-SRV-ATTR:host"),
+    )
 
 
 def _pages(conn, path: str, key: str, params: dict, microversion: str | None = None):
@@ -155,6 +171,6 @@ def _message(exc: exceptions.HttpException) -> str:
 
 def nova_time(text: str | None) -> datetime:
     if not text:
-        return datetime.min.replace(tzinfo=timezone.utc)
+        return datetime.min.replace(tzinfo=UTC)
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

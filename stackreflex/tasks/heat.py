@@ -17,10 +17,15 @@ DEPLOYED_SERVER_TYPE = "OS::Heat::DeployedServer"
 #: What holds a TripleO role's members: the group's resource is named by the role, each member by its index.
 ROLE_GROUP_TYPE = "OS::Heat::ResourceGroup"
 #: What waits for a deployed server's agent: Heat's software deployments (TripleO's alias among them).
-DEPLOYMENT_TYPES = ("OS::Heat::SoftwareDeployment", "OS::Heat::StructuredDeployment",
-                    "OS::Heat::SoftwareDeploymentGroup", "OS::Heat::StructuredDeploymentGroup",
-                    "OS::Heat::SoftwareDeployments", "OS::Heat::StructuredDeployments",
-                    "OS::TripleO::SoftwareDeployment")
+DEPLOYMENT_TYPES = (
+    "OS::Heat::SoftwareDeployment",
+    "OS::Heat::StructuredDeployment",
+    "OS::Heat::SoftwareDeploymentGroup",
+    "OS::Heat::StructuredDeploymentGroup",
+    "OS::Heat::SoftwareDeployments",
+    "OS::Heat::StructuredDeployments",
+    "OS::TripleO::SoftwareDeployment",
+)
 #: How deep TripleO nests servers below the overcloud stack.
 NESTED_DEPTH = 5
 #: How many levels of Heat's nesting name a TripleO member: the server resource (in the member
@@ -53,7 +58,7 @@ class NotADeployedServer(HeatError):
 class DeployedServer:
     """A deployed-server resource and where it sits in the stack."""
 
-    stack_name: str      # the nested stack that owns it
+    stack_name: str  # the nested stack that owns it
     stack_id: str
     resource_name: str
     physical_id: str
@@ -159,8 +164,10 @@ def deployed_servers(conn, stack: str) -> list[DeployedServer]:
     """Every deployed-server resource below ``stack``, with its TripleO role and index (from Heat's
     nesting, as :func:`deployed_server` reads it) when it has them."""
     top = find_stack(conn, stack)
-    body = _json(conn.orchestration.get(f"{stack_path(top.name, top.id)}/resources",
-                                        params={"nested_depth": NESTED_DEPTH}), f"the resource list of {stack}")
+    body = _json(
+        conn.orchestration.get(f"{stack_path(top.name, top.id)}/resources", params={"nested_depth": NESTED_DEPTH}),
+        f"the resource list of {stack}",
+    )
     holder_of = {}  # a nested stack's id → the resource that holds it
     for r in body["resources"]:
         nested = _link_path(r, "nested")
@@ -176,8 +183,11 @@ def deployed_servers(conn, stack: str) -> list[DeployedServer]:
             holders.append(holder_of[above])
             above = _owner(holder_of[above])[1]
         role, index = member_place(holders)
-        found.append(DeployedServer(owner, owner_id, r["resource_name"], r["physical_resource_id"],
-                                    r["resource_status"], role, index))
+        found.append(
+            DeployedServer(
+                owner, owner_id, r["resource_name"], r["physical_resource_id"], r["resource_status"], role, index
+            )
+        )
     return sorted(found, key=lambda s: (s.role or "", s.index if s.index is not None else -1, s.path))
 
 
@@ -186,15 +196,22 @@ def _holders(conn, stack_name: str, stack_id: str) -> list[dict]:
     shown = _json(conn.orchestration.get(stack_path(stack_name, stack_id)), f"the stack {stack_name}")["stack"]
     holders = []
     while shown.get("parent") and len(holders) < MEMBER_LEVELS:
-        parent = _json(conn.orchestration.get(f"/stacks/{segment(shown['parent'], 'a parent stack id')}"),
-                       f"the stack above {shown['stack_name']}")["stack"]
-        listed = _json(conn.orchestration.get(f"{stack_path(parent['stack_name'], parent['id'])}/resources",
-                                              params={"physical_resource_id": shown["id"]}),
-                       f"the resources of {parent['stack_name']}")["resources"]
+        parent = _json(
+            conn.orchestration.get(f"/stacks/{segment(shown['parent'], 'a parent stack id')}"),
+            f"the stack above {shown['stack_name']}",
+        )["stack"]
+        listed = _json(
+            conn.orchestration.get(
+                f"{stack_path(parent['stack_name'], parent['id'])}/resources",
+                params={"physical_resource_id": shown["id"]},
+            ),
+            f"the resources of {parent['stack_name']}",
+        )["resources"]
         holder = next((r for r in listed if r["physical_resource_id"] == shown["id"]), None)
         if holder is None:
-            raise HeatError(f"stack {shown['stack_name']}: its parent {parent['stack_name']} lists no resource "
-                            "that holds it")
+            raise HeatError(
+                f"stack {shown['stack_name']}: its parent {parent['stack_name']} lists no resource that holds it"
+            )
         holders.append(holder)
         shown = parent
     return holders
@@ -206,15 +223,24 @@ def deployed_server(conn, stack_name: str, stack_id: str, resource_name: str) ->
     what an event says. :class:`NotInHeat` if Heat has no such stack or resource,
     :class:`NotADeployedServer` if the resource is of another type."""
     where = f"{stack_name}/{resource_name}"
-    resource = _json(conn.orchestration.get(resource_path(stack_name, stack_id, resource_name)),
-                     f"the resource {where}")["resource"]
+    resource = _json(
+        conn.orchestration.get(resource_path(stack_name, stack_id, resource_name)), f"the resource {where}"
+    )["resource"]
     if resource["resource_type"] != DEPLOYED_SERVER_TYPE:
-        raise NotADeployedServer(f"{where} is of type {resource['resource_type']} in Heat, not a deployed server",
-                                 resource["resource_type"])
+        raise NotADeployedServer(
+            f"{where} is of type {resource['resource_type']} in Heat, not a deployed server", resource["resource_type"]
+        )
     owner, owner_id = _owner(resource) or (stack_name, stack_id)
     role, index = member_place(_holders(conn, owner, owner_id))
-    return DeployedServer(owner, owner_id, resource["resource_name"], resource["physical_resource_id"],
-                          resource["resource_status"], role, index)
+    return DeployedServer(
+        owner,
+        owner_id,
+        resource["resource_name"],
+        resource["physical_resource_id"],
+        resource["resource_status"],
+        role,
+        index,
+    )
 
 
 @dataclass(frozen=True)
@@ -275,38 +301,54 @@ def deployments_of(conn, server: DeployedServer) -> Deployments:
     (the server's stack and the one above it), including those not created yet, which Heat
     starts only once the ones before them completed. Outside TripleO's one-stack-per-node
     layout a deployment not yet created cannot be told apart from another server's."""
-    records = _json(conn.orchestration.get("/software_deployments", params={"server_id": server.physical_id}),
-                    f"the software deployments of {server.label}")["software_deployments"]
+    records = _json(
+        conn.orchestration.get("/software_deployments", params={"server_id": server.physical_id}),
+        f"the software deployments of {server.label}",
+    )["software_deployments"]
     by_id = {r["id"]: r for r in records}
     scope = _member_stack(conn, server) if server.role is not None else (server.stack_name, server.stack_id)
-    listed = _json(conn.orchestration.get(f"{stack_path(*scope)}/resources",
-                                          params={"nested_depth": 1 if server.role is not None else 0}),
-                   f"the resources of {scope[0]}")["resources"]
+    listed = _json(
+        conn.orchestration.get(
+            f"{stack_path(*scope)}/resources", params={"nested_depth": 1 if server.role is not None else 0}
+        ),
+        f"the resources of {scope[0]}",
+    )["resources"]
     states = []
     for resource in listed:
         if resource["resource_type"] in DEPLOYMENT_TYPES:
             record = by_id.pop(resource["physical_resource_id"], None)
             if record is None and server.role is None:
                 continue  # a stack of several servers: only Heat's record says whose a deployment is
-            states.append(DeploymentState(resource["resource_name"], resource["resource_status"],
-                                          resource["resource_status_reason"], _stderr(record)))
+            states.append(
+                DeploymentState(
+                    resource["resource_name"],
+                    resource["resource_status"],
+                    resource["resource_status_reason"],
+                    _stderr(record),
+                )
+            )
     for record in by_id.values():  # elsewhere in the stack: named by their config
-        config = _json(conn.orchestration.get(f"/software_configs/{segment(record['config_id'], 'a config id')}"),
-                       f"the config of deployment {record['id']}")["software_config"]
+        config = _json(
+            conn.orchestration.get(f"/software_configs/{segment(record['config_id'], 'a config id')}"),
+            f"the config of deployment {record['id']}",
+        )["software_config"]
         status = {"COMPLETE": "CREATE_COMPLETE", "FAILED": "CREATE_FAILED"}.get(record["status"], "CREATE_IN_PROGRESS")
-        states.append(DeploymentState(config.get("name") or record["id"], status, record["status_reason"],
-                                      _stderr(record)))
+        states.append(
+            DeploymentState(config.get("name") or record["id"], status, record["status_reason"], _stderr(record))
+        )
     return Deployments(tuple(states))
 
 
 def _member_stack(conn, server: DeployedServer) -> tuple[str, str]:
     """The stack above the server's own (a TripleO member stack: one per node)."""
-    stack = _json(conn.orchestration.get(stack_path(server.stack_name, server.stack_id)),
-                  f"the stack {server.stack_name}")["stack"]
+    stack = _json(
+        conn.orchestration.get(stack_path(server.stack_name, server.stack_id)), f"the stack {server.stack_name}"
+    )["stack"]
     if not stack.get("parent"):
         return server.stack_name, server.stack_id
-    parent = _json(conn.orchestration.get(f"/stacks/{segment(stack['parent'], 'a parent stack id')}"),
-                   "the member stack")["stack"]
+    parent = _json(
+        conn.orchestration.get(f"/stacks/{segment(stack['parent'], 'a parent stack id')}"), "the member stack"
+    )["stack"]
     return parent["stack_name"], parent["id"]
 
 
@@ -333,5 +375,7 @@ def events_after(conn, stack_name: str, stack_id: str, marker: str | None) -> li
     params = {"nested_depth": NESTED_DEPTH, "sort_dir": "asc"}
     if marker:
         params["marker"] = marker
-    return _json(conn.orchestration.get(f"{stack_path(stack_name, stack_id)}/events", params=params),
-                 f"the events of {stack_name}")["events"]
+    return _json(
+        conn.orchestration.get(f"{stack_path(stack_name, stack_id)}/events", params=params),
+        f"the events of {stack_name}",
+    )["events"]

@@ -52,8 +52,14 @@ class ImageStores:
 
 
 def _image(body: dict) -> ImageStores:
-    return ImageStores(body["id"], body.get("name") or "", body.get("status", ""), _split(body.get("stores")),
-                       _split(body.get("os_glance_importing_to_stores")), _split(body.get("os_glance_failed_import")))
+    return ImageStores(
+        body["id"],
+        body.get("name") or "",
+        body.get("status", ""),
+        _split(body.get("stores")),
+        _split(body.get("os_glance_importing_to_stores")),
+        _split(body.get("os_glance_failed_import")),
+    )
 
 
 def image_now(conn, image_id: str) -> ImageStores:
@@ -75,8 +81,7 @@ def find_image(conn, key: str) -> ImageStores:
     if not found:
         raise ImageNotFound(f"no image named or with id {key!r}")
     if len(found) > 1:
-        raise ImageNotFound(f"{len(found)} images are named {key!r}: give its id "
-                            f"({', '.join(i['id'] for i in found)})")
+        raise ImageNotFound(f"{len(found)} images are named {key!r}: give its id ({', '.join(i['id'] for i in found)})")
     return _image(found[0])
 
 
@@ -102,8 +107,10 @@ def _glance_message(response) -> str:
 def start_copy(conn, image: ImageStores, stores: list[str]) -> None:
     """Start the copy-image import of ``image`` to ``stores``; :class:`ImageLocked` when another
     import holds the image, :class:`CopyRefused` when Glance says no for good."""
-    response = conn.image.post(f"/images/{image.id}/import", json={
-        "method": {"name": "copy-image"}, "stores": sorted(stores), "all_stores_must_succeed": False})
+    response = conn.image.post(
+        f"/images/{image.id}/import",
+        json={"method": {"name": "copy-image"}, "stores": sorted(stores), "all_stores_must_succeed": False},
+    )
     if response.status_code == 202:
         return
     message = _glance_message(response)

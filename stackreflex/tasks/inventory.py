@@ -59,12 +59,15 @@ class Inventory:
     def undercloud_host(self) -> Host:
         """The undercloud's address, or an error saying how to give it."""
         if self.undercloud is None:
-            raise InventoryError("the inventory names no undercloud: add 'undercloud: ADDRESS' to the inventory "
-                                 "file (or set UNDERCLOUD_HOST)")
+            raise InventoryError(
+                "the inventory names no undercloud: add 'undercloud: ADDRESS' to the inventory "
+                "file (or set UNDERCLOUD_HOST)"
+            )
         return self.undercloud
 
-    def host_for(self, role: str | None, index: int | None, *, path: str | None = None,
-                 name: str | None = None) -> Host:
+    def host_for(
+        self, role: str | None, index: int | None, *, path: str | None = None, name: str | None = None
+    ) -> Host:
         """The node for a member: by role and index, else by resource path or name property.
         Callers pass what Heat says of the member, never an event's word for it: the inventory
         is the only map from a Heat member to a host."""
@@ -74,17 +77,23 @@ class Inventory:
             if key and key in self.hostnames:
                 return self.hostnames[key]
         if role is None or index is None:
-            raise InventoryError(f"server {path or name}: not a TripleO role member, and the inventory has no "
-                                 "'servers' entry for its path or name")
+            raise InventoryError(
+                f"server {path or name}: not a TripleO role member, and the inventory has no "
+                "'servers' entry for its path or name"
+            )
         if isinstance(index, bool) or not isinstance(index, int) or index < 0:
             raise InventoryError(f"{role}[{index!r}]: a member index is a whole number from 0")
         hosts = self.roles.get(role)
         if hosts is None:
-            raise InventoryError(f"role {role} is not in the inventory (known: {', '.join(self.roles) or 'none'}); "
-                                 f"add it to OVERCLOUD_ROLES and set {role}_hosts")
+            raise InventoryError(
+                f"role {role} is not in the inventory (known: {', '.join(self.roles) or 'none'}); "
+                f"add it to OVERCLOUD_ROLES and set {role}_hosts"
+            )
         if index >= len(hosts):
-            raise InventoryError(f"role {role} has {len(hosts)} host(s) in the inventory but Heat is creating "
-                                 f"member {index}: add its host to {role}_hosts")
+            raise InventoryError(
+                f"role {role} has {len(hosts)} host(s) in the inventory but Heat is creating "
+                f"member {index}: add its host to {role}_hosts"
+            )
         return hosts[index]
 
 
@@ -116,16 +125,21 @@ def load_inventory(path: Path | None = None, environ: dict | None = None) -> Inv
             roles={role: [Host.parse(h) for h in (hosts or [])] for role, hosts in raw.get("roles", {}).items()},
             hostnames={k: Host.parse(v) for k, v in (raw.get("hostnames") or {}).items()},
             servers={k: Host.parse(v) for k, v in (raw.get("servers") or {}).items()},
-            undercloud=Host.parse(raw["undercloud"]) if raw.get("undercloud") else None)
+            undercloud=Host.parse(raw["undercloud"]) if raw.get("undercloud") else None,
+        )
     env = os.environ if environ is None else environ
     roles = env.get("OVERCLOUD_ROLES", "").split()
     if not roles:
-        raise InventoryError("no node inventory: pass --inventory FILE (or set STACKREFLEX_INVENTORY), or set "
-                             "OVERCLOUD_ROLES and <Role>_hosts "
-                             "(e.g. OVERCLOUD_ROLES=\"ControllerDeployedServer\" "
-                             "ControllerDeployedServer_hosts=\"192.0.2.10 192.0.2.11 192.0.2.12\")")
+        raise InventoryError(
+            "no node inventory: pass --inventory FILE (or set STACKREFLEX_INVENTORY), or set "
+            "OVERCLOUD_ROLES and <Role>_hosts "
+            '(e.g. OVERCLOUD_ROLES="ControllerDeployedServer" '
+            'ControllerDeployedServer_hosts="192.0.2.10 192.0.2.11 192.0.2.12")'
+        )
     missing = [r for r in roles if f"{r}_hosts" not in env]
     if missing:
         raise InventoryError(f"OVERCLOUD_ROLES names {', '.join(missing)} but {missing[0]}_hosts is not set")
-    return Inventory(roles={r: [Host.parse(h) for h in env[f"{r}_hosts"].split()] for r in roles},
-                     undercloud=Host.parse(env["UNDERCLOUD_HOST"]) if env.get("UNDERCLOUD_HOST") else None)
+    return Inventory(
+        roles={r: [Host.parse(h) for h in env[f"{r}_hosts"].split()] for r in roles},
+        undercloud=Host.parse(env["UNDERCLOUD_HOST"]) if env.get("UNDERCLOUD_HOST") else None,
+    )

@@ -34,11 +34,18 @@ def find_server(conn, key: str) -> ServerVolumes:
         if not found:
             raise ServerNotFound(f"no server named or with id {key!r} (all projects)")
         if len(found) > 1:
-            raise ServerNotFound(f"{len(found)} servers are named {key!r}: give its id "
-                                 f"({', '.join(s['id'] for s in found)})")
+            raise ServerNotFound(
+                f"{len(found)} servers are named {key!r}: give its id ({', '.join(s['id'] for s in found)})"
+            )
         body = found[0]
-    server = HostServer(body["id"], body.get("name", ""), body.get("tenant_id", ""), body.get("status", ""),
-                        body.get("OS-EXT-STS:task_state"), body.get("OS-EXT-SRV-ATTR:host"))
+    server = HostServer(
+        body["id"],
+        body.get("name", ""),
+        body.get("tenant_id", ""),
+        body.get("status", ""),
+        body.get("OS-EXT-STS:task_state"),
+        body.get("OS-EXT-SRV-ATTR:host"),
+    )
     return ServerVolumes(server, [v["id"] for v in body.get("os-extended-volumes:volumes_attached", [])])
 
 

@@ -9,7 +9,6 @@ import paramiko
 from ..core.errors import StackreflexError
 from ..core.settings import Settings
 
-
 #: Seconds one node command may take.
 COMMAND_TIMEOUT = 60.0
 
@@ -22,8 +21,15 @@ class CommandFailed(StackreflexError):
     """A command on a node exited non-zero."""
 
 
-def open_ssh(settings: Settings, host: str, *, port: int | None = None, user: str | None = None,
-             key_file: Path | None = None, known_hosts: Path | None = None) -> paramiko.SSHClient:
+def open_ssh(
+    settings: Settings,
+    host: str,
+    *,
+    port: int | None = None,
+    user: str | None = None,
+    key_file: Path | None = None,
+    known_hosts: Path | None = None,
+) -> paramiko.SSHClient:
     """Connect to ``host`` as the configured user; the caller closes the client."""
     client = paramiko.SSHClient()
     known = Path(known_hosts or settings.ssh_known_hosts).expanduser()
@@ -35,21 +41,32 @@ def open_ssh(settings: Settings, host: str, *, port: int | None = None, user: st
     # what to trust: the node as it is reached, with its port unless it is SSH's own
     trusted = f"{host}:{port}" if port and port != 22 else host
     try:
-        client.connect(host, port=port or settings.ssh_port, username=user or settings.ssh_user,
-                       key_filename=str(key_file or settings.ssh_key_file) if (key_file or settings.ssh_key_file) else None,
-                       timeout=settings.ssh_timeout, banner_timeout=settings.ssh_timeout,
-                       auth_timeout=settings.ssh_timeout, allow_agent=False, look_for_keys=False)
+        client.connect(
+            host,
+            port=port or settings.ssh_port,
+            username=user or settings.ssh_user,
+            key_filename=str(key_file or settings.ssh_key_file) if (key_file or settings.ssh_key_file) else None,
+            timeout=settings.ssh_timeout,
+            banner_timeout=settings.ssh_timeout,
+            auth_timeout=settings.ssh_timeout,
+            allow_agent=False,
+            look_for_keys=False,
+        )
     except paramiko.BadHostKeyException:
         client.close()
-        raise SSHError(f"node {trusted}: SSH host key changed since it was recorded in {known}; if the node was "
-                       f"rebuilt, run `stackreflex nodes trust {trusted}` after checking its fingerprint") from None
+        raise SSHError(
+            f"node {trusted}: SSH host key changed since it was recorded in {known}; if the node was "
+            f"rebuilt, run `stackreflex nodes trust {trusted}` after checking its fingerprint"
+        ) from None
     except paramiko.SSHException as exc:
         client.close()
         if "not found in known_hosts" in str(exc):
-            raise SSHError(f"node {trusted}: SSH host key not in {known}; run `stackreflex nodes trust {trusted}` "
-                           "(or point STACKREFLEX_SSH_KNOWN_HOSTS at the file that has it)") from None
+            raise SSHError(
+                f"node {trusted}: SSH host key not in {known}; run `stackreflex nodes trust {trusted}` "
+                "(or point STACKREFLEX_SSH_KNOWN_HOSTS at the file that has it)"
+            ) from None
         raise SSHError(f"node {host}: SSH as {target} failed: {exc}") from None
-    except (socket.error, OSError) as exc:
+    except OSError as exc:
         client.close()
         raise SSHError(f"node {host}: unreachable over SSH port {port or settings.ssh_port}: {exc}") from None
     return client
@@ -82,8 +99,9 @@ def host_key_entry(address: str, port: int | None) -> str:
     return address if not port or port == 22 else f"[{address}]:{port}"
 
 
-def trust_host(settings: Settings, address: str, port: int | None = None,
-               known_hosts: Path | None = None) -> tuple[str, str, str]:
+def trust_host(
+    settings: Settings, address: str, port: int | None = None, known_hosts: Path | None = None
+) -> tuple[str, str, str]:
     """Record the key the node presents now in known_hosts (replacing an older one).
 
     Returns (key type, SHA256 fingerprint, what happened: ``added``, ``replaced`` or ``unchanged``).
@@ -115,8 +133,15 @@ def trust_host(settings: Settings, address: str, port: int | None = None,
     return key.get_name(), key.fingerprint, outcome
 
 
-def run(ssh: paramiko.SSHClient, command: str, *, stdin: bytes | None = None, sudo: bool = False,
-        check: bool = True, host: str = "") -> tuple[int, str, str]:
+def run(
+    ssh: paramiko.SSHClient,
+    command: str,
+    *,
+    stdin: bytes | None = None,
+    sudo: bool = False,
+    check: bool = True,
+    host: str = "",
+) -> tuple[int, str, str]:
     """Run a command on the node; with ``check``, a non-zero exit raises :class:`CommandFailed`."""
     line = f"sudo -n {command}" if sudo else command
     channel_in, channel_out, channel_err = ssh.exec_command(line, timeout=COMMAND_TIMEOUT)

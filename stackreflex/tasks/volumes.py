@@ -35,8 +35,14 @@ class VolumeInfo:
 
 
 def _info(v) -> VolumeInfo:
-    return VolumeInfo(v.id, v.name or "", v.size or 0, v.status, v.availability_zone or "",
-                      tuple(a.get("server_id") for a in v.attachments or []))
+    return VolumeInfo(
+        v.id,
+        v.name or "",
+        v.size or 0,
+        v.status,
+        v.availability_zone or "",
+        tuple(a.get("server_id") for a in v.attachments or []),
+    )
 
 
 def find_volume(conn, key: str) -> VolumeInfo:
@@ -82,8 +88,9 @@ def find_volume_named(conn, name: str) -> VolumeInfo | None:
     return next((_info(v) for v in conn.block_storage.volumes(name=name) if v.name == name), None)
 
 
-def create_volume(conn, name: str, *, zone: str, size: int | None = None, image_id: str | None = None,
-                  snapshot_id: str | None = None) -> VolumeInfo:
+def create_volume(
+    conn, name: str, *, zone: str, size: int | None = None, image_id: str | None = None, snapshot_id: str | None = None
+) -> VolumeInfo:
     attrs = {"name": name, "availability_zone": zone, "size": size}
     if image_id:
         attrs["image_id"] = image_id
@@ -98,8 +105,9 @@ def create_volume(conn, name: str, *, zone: str, size: int | None = None, image_
 def upload_to_image(conn, volume: VolumeInfo, image_name: str) -> str:
     """os-volume_upload_image; the image is queued at once and active once uploaded."""
     try:
-        answer = conn.block_storage.upload_volume_to_image(volume.id, image_name, force=volume.status == "in-use",
-                                                           disk_format="raw", container_format="bare")
+        answer = conn.block_storage.upload_volume_to_image(
+            volume.id, image_name, force=volume.status == "in-use", disk_format="raw", container_format="bare"
+        )
     except exceptions.BadRequestException as exc:
         raise _refusal(exc, f"to upload {volume.label} to an image") from None
     return answer["image_id"]

@@ -1,6 +1,7 @@
 """Short, bounded waits inside a task; anything longer is a continuation (ctx.recheck)."""
 
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from ..core.clock import SYSTEM_CLOCK, Clock
 

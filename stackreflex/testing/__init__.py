@@ -17,33 +17,34 @@ dramatiq's own middleware (its ``Retries`` among them), one at a time, due by th
 
 import heapq
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import Retries, SkipMessage
 
 from ..bus.dispatch import Dispatcher
-from ..core.envelope import Envelope
 from ..core.clock import Clock
-from ..handlers.context import RunContext
+from ..core.envelope import Envelope
+from ..core.records import RunRecord
 from ..core.registry import Handler, handler_of
+from ..core.settings import Settings
+from ..handlers.context import RunContext
 from ..models.audit import AuditLog
 from ..models.queries import run_with_steps
-from ..core.records import RunRecord
 from ..runs.execution import Execution
 from ..runs.lifecycle import Lifecycle
 from ..runs.middleware import RunLifecycle, declare_actor
 from ..runs.policy import policy_for
 from ..runs.reconciler import Reconciler
-from ..core.settings import Settings
 
 __all__ = ["FakeClock", "HandlerKit", "RunResult"]
 
 #: Where a kit's clock starts.
-EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 class FakeClock(Clock):
@@ -112,17 +113,30 @@ class HandlerKit:
     SQLite in memory unless ``database_url`` names another.
     """
 
-    def __init__(self, *, settings: Settings | None = None, cloud: Any = None,
-                 ssh: Callable[..., Any] | None = None, clock: FakeClock | None = None,
-                 database_url: str = "sqlite://"):
+    def __init__(
+        self,
+        *,
+        settings: Settings | None = None,
+        cloud: Any = None,
+        ssh: Callable[..., Any] | None = None,
+        clock: FakeClock | None = None,
+        database_url: str = "sqlite://",
+    ):
         self.settings = settings or Settings()
         self.clock = clock or FakeClock()
         self.audit = AuditLog.open(database_url, clock=self.clock)
         self.published: list[Envelope] = []
         self._cloud, self._ssh = cloud, ssh
-        self.lifecycle = Lifecycle(audit=self.audit, owner="kit", lease_seconds=self.settings.lease_seconds,
-                                   dispatch=self._dispatch, context_factory=self._context, notify=lambda e: None,
-                                   announces=lambda e: False, clock=self.clock)
+        self.lifecycle = Lifecycle(
+            audit=self.audit,
+            owner="kit",
+            lease_seconds=self.settings.lease_seconds,
+            dispatch=self._dispatch,
+            context_factory=self._context,
+            notify=lambda e: None,
+            announces=lambda e: False,
+            clock=self.clock,
+        )
         key = self.audit.dispatch_key(self.settings.dispatch_key)
         self.middleware = RunLifecycle(self.lifecycle, dispatch_key=key)
         self.broker = _KitBroker(self.clock, [Retries(), self.middleware])
@@ -131,8 +145,9 @@ class HandlerKit:
         #: the envelopes given to :meth:`run`, as given (the audit log keeps them redacted)
         self._bodies: dict[str, dict] = {}
 
-    def run(self, handler: Handler | Callable, envelope: Envelope, *, until_waiting: bool = False,
-            max_messages: int = 1000) -> RunResult:
+    def run(
+        self, handler: Handler | Callable, envelope: Envelope, *, until_waiting: bool = False, max_messages: int = 1000
+    ) -> RunResult:
         """Route ``envelope`` to ``handler`` (a function decorated with ``@handler``) and process its
         messages until the run ends (or, with ``until_waiting``, until it first waits)."""
         served = self.serve(handler)
@@ -148,8 +163,9 @@ class HandlerKit:
         if found is None:
             raise ValueError(f"{getattr(handler, '__name__', handler)!r} is not a handler: decorate it with @handler")
         if found.name not in self.handlers:
-            declare_actor(self.broker, self.settings, found, policy_for(found, self.settings.handler_overrides),
-                          self.middleware)
+            declare_actor(
+                self.broker, self.settings, found, policy_for(found, self.settings.handler_overrides), self.middleware
+            )
             self.handlers[found.name] = found
         return found
 
@@ -177,7 +193,7 @@ class HandlerKit:
             self.broker.emit_after("process_message", proxy, result=None)
         except SkipMessage:
             self.broker.emit_after("skip_message", proxy)
-        except BaseException as exc:  # noqa: BLE001 - as dramatiq's worker: the middleware decides
+        except BaseException as exc:
             self.broker.emit_after("process_message", proxy, exception=exc)
 
     def lose_messages(self) -> int:
@@ -188,8 +204,14 @@ class HandlerKit:
 
     def reconcile(self, grace: float | None = None) -> list[RunRecord]:
         """One pass of the reconciler over the kit's handlers: runs nothing moves on are sent a message."""
-        return Reconciler(self.audit, self._dispatch, self.handlers, clock=self.clock, cloud=None,
-                          grace=self.settings.reconcile_grace if grace is None else grace).once()
+        return Reconciler(
+            self.audit,
+            self._dispatch,
+            self.handlers,
+            clock=self.clock,
+            cloud=None,
+            grace=self.settings.reconcile_grace if grace is None else grace,
+        ).once()
 
     def cancel(self, run_id: str, reason: str) -> None:
         """What ``stackreflex runs cancel`` does: ask for the cancel, and send the run a message."""
@@ -198,15 +220,22 @@ class HandlerKit:
             self.dispatcher.dispatch(run.handler, self._bodies[run.envelope_id], run.wake)
 
     def result(self, run_id: str, messages: int = 0) -> RunResult:
-        return RunResult(self.audit.get_run(run_id), run_with_steps(self.audit, run_id)["steps"], messages,
-                         list(self.published))
+        return RunResult(
+            self.audit.get_run(run_id), run_with_steps(self.audit, run_id)["steps"], messages, list(self.published)
+        )
 
     def _dispatch(self, handler: str, body: dict, wake: int, delay: float | None) -> None:
         self.dispatcher.dispatch(handler, body, wake, delay)
 
     def _context(self, execution: Execution) -> RunContext:
-        return RunContext(execution, publish=self.published.append, notify=lambda e: None,
-                          cloud_factory=self._cloud_or_refuse, ssh_factory=self._ssh_or_refuse, settings=self.settings)
+        return RunContext(
+            execution,
+            publish=self.published.append,
+            notify=lambda e: None,
+            cloud_factory=self._cloud_or_refuse,
+            ssh_factory=self._ssh_or_refuse,
+            settings=self.settings,
+        )
 
     def _cloud_or_refuse(self):
         if self._cloud is None:
@@ -215,5 +244,7 @@ class HandlerKit:
 
     def _ssh_or_refuse(self, host: str, **options):
         if self._ssh is None:
-            raise RuntimeError(f"the handler opened ctx.ssh({host!r}), and the kit was given no ssh: HandlerKit(ssh=...)")
+            raise RuntimeError(
+                f"the handler opened ctx.ssh({host!r}), and the kit was given no ssh: HandlerKit(ssh=...)"
+            )
         return self._ssh(host, **options)

@@ -60,8 +60,10 @@ def rpm_versions(text: str) -> dict[str, list[str]]:
 
 def newest(versions: list[str]) -> str:
     """The highest of RPM versions (compared part by part, numbers as numbers)."""
+
     def key(version: str):
         return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"[.\-_+~]", version)]
+
     return max(versions, key=key) if versions else ""
 
 
@@ -79,6 +81,7 @@ class PacemakerStatus:
 
 def pcs_status(text: str) -> PacemakerStatus:
     """``pcs status`` as Pacemaker 1.1 and 2.x print it (with or without the ``* `` bullets)."""
+
     def nodes(label: str) -> list[str]:
         match = re.search(rf"^\s*(?:\* )?{label}: \[ ?(.*?) ?\]\s*$", text, re.M)
         return match.group(1).split() if match else []
@@ -97,13 +100,25 @@ def pcs_status(text: str) -> PacemakerStatus:
     # Pacemaker 1.1 starts each failed action at column 0 ("* name_start_0 on …"), 2.x indents it;
     # continuation lines are indented without the bullet
     failed_block = re.search(r"^Failed (?:Resource )?Actions:\n((?:(?:[ \t]+|\* ).*\n?)*)", text, re.M)
-    failed = [line.strip()[2:] for line in (failed_block.group(1) if failed_block else "").splitlines()
-              if line.strip().startswith("* ")]
+    failed = [
+        line.strip()[2:]
+        for line in (failed_block.group(1) if failed_block else "").splitlines()
+        if line.strip().startswith("* ")
+    ]
     daemons_block = re.search(r"^Daemon Status:\n((?:[ \t]+.*\n?)*)", text, re.M)
-    daemons_down = [line.strip() for line in (daemons_block.group(1) if daemons_block else "").splitlines()
-                    if ":" in line and line.split(":", 1)[1].strip() != "active/enabled"]
-    return PacemakerStatus(sorted(online), nodes("OFFLINE"), not_started, failed, daemons_down,
-                           quorum="partition WITHOUT quorum" not in text)
+    daemons_down = [
+        line.strip()
+        for line in (daemons_block.group(1) if daemons_block else "").splitlines()
+        if ":" in line and line.split(":", 1)[1].strip() != "active/enabled"
+    ]
+    return PacemakerStatus(
+        sorted(online),
+        nodes("OFFLINE"),
+        not_started,
+        failed,
+        daemons_down,
+        quorum="partition WITHOUT quorum" not in text,
+    )
 
 
 @dataclass(frozen=True)
@@ -125,8 +140,13 @@ def haproxy_stats_listener(config: str) -> StatsListener | None:
     uri = re.search(r"^\s*stats\s+uri\s+(\S+)", section, re.M)
     if bind is None:
         return None
-    return StatsListener(bind.group(1), int(bind.group(2)), auth.group(1) if auth else "",
-                         auth.group(2) if auth else "", uri.group(1) if uri else "/")
+    return StatsListener(
+        bind.group(1),
+        int(bind.group(2)),
+        auth.group(1) if auth else "",
+        auth.group(2) if auth else "",
+        uri.group(1) if uri else "/",
+    )
 
 
 def haproxy_section(config: str, name: str) -> str | None:

@@ -10,8 +10,9 @@ their own from a module or file holding :class:`Check` objects (setting ``valida
 ...                     judge=lambda seen, limits: Verdict.passed(seen.stdout.count("^*"), "≥ 1"))
 """
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Literal
+from typing import Any, Literal
 
 from ..core.errors import StackreflexError
 from ..core.registry import import_spec
@@ -115,8 +116,9 @@ class Check:
         if not self.name or not all(c.isalnum() or c in "-_." for c in self.name):
             raise ValidationError(f"check name {self.name!r}: letters, digits, '-', '_' or '.'")
         if (self.where == "api") != (self.query is not None) or (self.where != "api") != bool(self.command):
-            raise ValidationError(f"check {self.name}: an 'api' check has a query and no command; "
-                                  "any other has a command")
+            raise ValidationError(
+                f"check {self.name}: an 'api' check has a query and no command; any other has a command"
+            )
 
     @property
     def on_nodes(self) -> bool:
@@ -163,8 +165,9 @@ class Checks:
         wrong = [n for n in only if self._checks[n].target != target]
         if wrong:
             raise ValidationError(f"{', '.join(wrong)}: not {target} check(s)")
-        return [c for c in self if c.target == target and (c.name in only if only else
-                                                           group is None or group in c.groups)]
+        return [
+            c for c in self if c.target == target and (c.name in only if only else group is None or group in c.groups)
+        ]
 
 
 BUILTIN = "stackreflex.validations.builtin"

@@ -7,17 +7,18 @@ the correlations of its runs.
 Revision ID: 0005
 Revises: 0004
 """
+
 from alembic import op
 
-revision = '0005'
-down_revision = '0004'
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
 
 def upgrade() -> None:
-    op.create_index('ix_envelope_subject_received', 'envelope', ['subject', 'received_at'], unique=False)
+    op.create_index("ix_envelope_subject_received", "envelope", ["subject", "received_at"], unique=False)
 
 
 def downgrade() -> None:
-    op.drop_index('ix_envelope_subject_received', table_name='envelope')
+    op.drop_index("ix_envelope_subject_received", table_name="envelope")
