@@ -80,9 +80,21 @@ def make_engine(url: str) -> Engine:
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
+    _require_driver(parsed.get_backend_name())
     engine = create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20)
     event.listen(engine, "connect", _postgresql_durable)
     return engine
+
+
+def _require_driver(backend: str) -> None:
+    """PostgreSQL's driver is an extra (SQLite users need none): say which, not ModuleNotFoundError."""
+    if backend == "postgresql":
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                "the audit log is on PostgreSQL, whose driver is not installed: pip install 'stackreflex[postgresql]'"
+            ) from None
 
 
 def _postgresql_durable(dbapi_connection, _record) -> None:
