@@ -22,8 +22,8 @@ from kombu import Connection
 from stackreflex.bus.connections import normalise_amqp_url
 from stackreflex.cli.common import load_all_handlers
 from stackreflex.core.settings import Settings
-from stackreflex.sim.overcloud import Overcloud
 from stackreflex.tasks.ssh import trust_host
+from stackreflex_sim.overcloud import Overcloud
 
 BROKER_URL = os.environ.get("STACKREFLEX_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/")
 PG_ADMIN_URL = os.environ.get("STACKREFLEX_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

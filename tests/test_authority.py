@@ -13,9 +13,6 @@ import pytest
 from stackreflex.core.envelope import Envelope
 from stackreflex.models.audit import AuditLog
 from stackreflex.models.queries import run_with_steps
-from stackreflex.sim.faults import Fault
-from stackreflex.sim.overcloud import Overcloud
-from stackreflex.sim.scenario import Role, Scenario
 from stackreflex.tasks.agents import AgentLayout, AgentSource, UnsafeValue
 from stackreflex.tasks.heat import (
     DeployedServer,
@@ -29,6 +26,9 @@ from stackreflex.tasks.heat import (
     find_stack,
     resource_type,
 )
+from stackreflex_sim.faults import Fault
+from stackreflex_sim.overcloud import Overcloud
+from stackreflex_sim.scenario import Role, Scenario
 
 from .conftest import make_settings, overcloud_with_nodes
 from .test_runtime import publish_all, run_ends

@@ -10,9 +10,9 @@ from sqlalchemy import text
 
 from stackreflex.models.audit import AuditLog
 from stackreflex.models.queries import RunFilter, list_envelopes, list_runs, run_with_steps
-from stackreflex.sim.faults import Fault
-from stackreflex.sim.scenario import Role, Scenario
 from stackreflex.tasks.inventory import Host, InventoryError, load_inventory
+from stackreflex_sim.faults import Fault
+from stackreflex_sim.scenario import Role, Scenario
 
 from .conftest import make_settings, overcloud_with_nodes, run_cli, wait_drained, wait_for
 

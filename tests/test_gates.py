@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TREES = ["stackreflex", "tests", "bench"]
+TREES = ["stackreflex", "sim", "tests", "bench"]
 
 
 def _tool(name: str, *args: str) -> subprocess.CompletedProcess[str]:

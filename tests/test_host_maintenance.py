@@ -8,9 +8,9 @@ import pytest
 
 from stackreflex.models.audit import AuditLog
 from stackreflex.models.queries import RunFilter, list_runs, run_with_steps
-from stackreflex.sim.faults import Fault
-from stackreflex.sim.nodes import BOOT_ID
-from stackreflex.sim.scenario import Scenario
+from stackreflex_sim.faults import Fault
+from stackreflex_sim.nodes import BOOT_ID
+from stackreflex_sim.scenario import Scenario
 
 from .conftest import make_settings, overcloud_with_nodes, run_cli, wait_for
 

@@ -15,8 +15,8 @@ from stackreflex.core.envelope import Envelope
 from stackreflex.core.settings import Settings
 from stackreflex.models.audit import AuditLog
 from stackreflex.models.queries import RunFilter, list_envelopes, list_runs
-from stackreflex.sim.faults import Fault
-from stackreflex.sim.nodes import BOOT_ID
+from stackreflex_sim.faults import Fault
+from stackreflex_sim.nodes import BOOT_ID
 
 from .broker_proxy import BrokerProxy
 from .conftest import HANDLERS, env_for, make_settings, run_cli, wait_drained, wait_for

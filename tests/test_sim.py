@@ -17,10 +17,10 @@ import openstack
 import pytest
 from openstack import exceptions
 
-from stackreflex.sim.agent import CONFIG_PATH, Agent
-from stackreflex.sim.faults import Fault
-from stackreflex.sim.overcloud import Overcloud
-from stackreflex.sim.scenario import Role, Scenario, load_scenario
+from stackreflex_sim.agent import CONFIG_PATH, Agent
+from stackreflex_sim.faults import Fault
+from stackreflex_sim.overcloud import Overcloud
+from stackreflex_sim.scenario import Role, Scenario, load_scenario
 
 from .conftest import wait_for
 

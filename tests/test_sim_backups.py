@@ -12,9 +12,9 @@ import tarfile
 import paramiko
 import pytest
 
-from stackreflex.sim.faults import Fault
-from stackreflex.sim.overcloud import Overcloud
-from stackreflex.sim.scenario import Role, Scenario
+from stackreflex_sim.faults import Fault
+from stackreflex_sim.overcloud import Overcloud
+from stackreflex_sim.scenario import Role, Scenario
 
 from .test_sim_nodes import run, ssh
 

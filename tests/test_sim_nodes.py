@@ -7,8 +7,8 @@ import json
 import paramiko
 import pytest
 
-from stackreflex.sim.overcloud import Overcloud
-from stackreflex.sim.scenario import Role, Scenario
+from stackreflex_sim.overcloud import Overcloud
+from stackreflex_sim.scenario import Role, Scenario
 
 from .conftest import wait_for
 
@@ -151,7 +151,7 @@ def test_a_configured_agent_polls_its_own_url_runs_its_deployments_and_its_membe
 
 
 def test_ssh_faults_strike_as_a_broken_node_would(overcloud, client_key):
-    from stackreflex.sim.faults import Fault
+    from stackreflex_sim.faults import Fault
 
     overcloud.faults.add(Fault("node_unreachable", "127.0.0.21", count=1))
     with pytest.raises((paramiko.SSHException, OSError, EOFError)):

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from openstack import exceptions
 
-from stackreflex.sim.faults import Fault
-from stackreflex.sim.overcloud import Overcloud
-from stackreflex.sim.scenario import load_scenario
+from stackreflex_sim.faults import Fault
+from stackreflex_sim.overcloud import Overcloud
+from stackreflex_sim.scenario import load_scenario
 
 from .conftest import wait_for
 

@@ -14,9 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 import paramiko
 import pytest
 
-from stackreflex.sim.faults import Fault
-from stackreflex.sim.overcloud import Overcloud
-from stackreflex.sim.scenario import Role, Scenario
+from stackreflex_sim.faults import Fault
+from stackreflex_sim.overcloud import Overcloud
+from stackreflex_sim.scenario import Role, Scenario
 
 from .conftest import wait_for
 from .test_sim_nodes import run, ssh

@@ -10,9 +10,9 @@ import pytest
 
 from stackreflex.models.audit import AuditLog
 from stackreflex.models.queries import RunFilter, list_runs, run_with_steps
-from stackreflex.sim.faults import Fault
-from stackreflex.sim.overcloud import Overcloud
-from stackreflex.sim.scenario import Scenario
+from stackreflex_sim.faults import Fault
+from stackreflex_sim.overcloud import Overcloud
+from stackreflex_sim.scenario import Scenario
 
 from .conftest import make_settings, run_cli
 

@@ -14,8 +14,8 @@ import pyte
 import pytest
 
 from stackreflex.core.settings import Settings
-from stackreflex.sim.overcloud import Overcloud
-from stackreflex.sim.scenario import Scenario
+from stackreflex_sim.overcloud import Overcloud
+from stackreflex_sim.scenario import Scenario
 
 from .conftest import env_for, run_cli
 

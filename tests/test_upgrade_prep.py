@@ -14,10 +14,10 @@ import pytest
 from stackreflex.core.settings import Settings
 from stackreflex.models.audit import AuditLog
 from stackreflex.models.queries import RunFilter, list_runs, run_with_steps
-from stackreflex.sim.faults import Fault
-from stackreflex.sim.overcloud import Overcloud
-from stackreflex.sim.scenario import Role, Scenario
 from stackreflex.tasks.ssh import trust_host
+from stackreflex_sim.faults import Fault
+from stackreflex_sim.overcloud import Overcloud
+from stackreflex_sim.scenario import Role, Scenario
 
 from .conftest import make_settings, run_cli, wait_for
 

@@ -123,7 +123,7 @@ def test_every_help_example_runs_as_written_against_the_simulator(tmp_path):
     """The examples of --help, typed as they are into a shell set up by `. simrc`, on the shipped
     scenario run fast: each succeeds (one naming a placeholder run id says it does not exist)."""
     fast = tmp_path / "fast.yaml"
-    scenario = yaml.safe_load((Path(__file__).parents[1] / "stackreflex/sim/default.yaml").read_text())
+    scenario = yaml.safe_load((Path(__file__).parents[1] / "sim/stackreflex_sim/default.yaml").read_text())
     fast.write_text(yaml.safe_dump({**scenario, "speed": 20}))
     examples = [e for e in help_examples() if not e.startswith("stackreflex sim serve")]
     assert len(examples) >= 12, examples

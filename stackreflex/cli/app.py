@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from typer.core import TyperCommand, TyperGroup
 
 from .. import __version__
@@ -65,7 +66,15 @@ SERVICES = frozenset({"worker", "watch"})
 def load_command(name: str) -> TyperCommand | TyperGroup:
     """The click command ``name`` runs, its module imported now."""
     module, attribute, _ = COMMANDS[name]
-    target = getattr(importlib.import_module(f"{__package__}.{module}"), attribute)
+    try:
+        target = getattr(importlib.import_module(f"{__package__}.{module}"), attribute)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] != "stackreflex_sim":
+            raise
+        raise StackreflexError(
+            f"stackreflex {name} runs against the simulated overcloud, which is not installed: "
+            "pip install 'stackreflex[sim]' (from a checkout: pip install ./sim)"
+        ) from None
     if isinstance(target, typer.Typer):
         command = typer.main.get_group(target)
     else:
@@ -236,12 +245,12 @@ def main() -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except StackreflexError as exc:
-        errors.print(f"[red]error:[/] {redact_text(str(exc))}", highlight=False, soft_wrap=True)
+        errors.print(f"[red]error:[/] {escape(redact_text(str(exc)))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except Exception as exc:
         line = _unreachable(exc)
         if line is None:
             raise
-        errors.print(f"[red]error:[/] {line}", highlight=False, soft_wrap=True)
+        errors.print(f"[red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
         sys.exit(BAD_INPUT)
     sys.exit(code if isinstance(code, int) else OK)

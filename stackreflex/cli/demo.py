@@ -18,13 +18,14 @@ import typer
 import yaml
 from pydantic import SecretStr
 
+from stackreflex_sim.heat import POLL_TRANSPORTS
+from stackreflex_sim.overcloud import Overcloud
+from stackreflex_sim.scenario import load_scenario
+
 from ..core.errors import StackreflexError
 from ..core.settings import default_state_dir
 from ..models.queries import RunFilter, list_runs, run_with_steps
 from ..runtime import Runtime
-from ..sim.heat import POLL_TRANSPORTS
-from ..sim.overcloud import Overcloud
-from ..sim.scenario import load_scenario
 from ..sources.heat import HeatWatcher
 from ..tasks.cloud import connect_cloud
 from ..tasks.ssh import trust_host

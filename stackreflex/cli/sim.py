@@ -14,11 +14,12 @@ import paramiko
 import typer
 import yaml
 
-from ..core.errors import StackreflexError
+from stackreflex_sim.faults import FAULT_KINDS
+from stackreflex_sim.overcloud import Overcloud
+from stackreflex_sim.scenario import ScenarioError, load_scenario
+
+from ..core.errors import ConfigError, StackreflexError
 from ..core.settings import default_state_dir
-from ..sim.faults import FAULT_KINDS
-from ..sim.overcloud import Overcloud
-from ..sim.scenario import load_scenario
 from .common import console, emit, say
 from .output import Column, Listing, lists
 
@@ -82,7 +83,10 @@ def serve(
         authorized_key = []
     state_dir = state_dir or default_state_dir() / "sim"
     keys, client_key = _authorized_keys(state_dir, authorized_key)
-    chosen = load_scenario(scenario)
+    try:
+        chosen = load_scenario(scenario)
+    except ScenarioError as exc:
+        raise ConfigError(str(exc)) from None
     chosen.ssh_port = ssh_port
     overcloud = Overcloud.start(chosen, host=host, port=port, state_dir=state_dir / "hostkeys", authorized_keys=keys)
     inventory, known_hosts = state_dir / "inventory.yaml", state_dir / "known_hosts"

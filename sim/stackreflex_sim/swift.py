@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
-from ..core.clock import utcnow
+from .clock import utcnow
 from .http import HttpError, Request, Response, Router
 
 #: Path prefix of the Swift API on the simulator.

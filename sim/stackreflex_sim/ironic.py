@@ -10,7 +10,7 @@ import json
 import uuid
 from datetime import datetime, timedelta
 
-from ..core.clock import utcnow
+from .clock import utcnow
 from .faults import Faults
 from .http import HttpError, Request, Response, Router
 from .scenario import Scenario

@@ -2,6 +2,12 @@
 
 import threading
 from dataclasses import dataclass
+from datetime import UTC, datetime
+
+
+def utcnow() -> datetime:
+    """The real time, in UTC, as the services stamp their records."""
+    return datetime.now(UTC)
 
 
 @dataclass

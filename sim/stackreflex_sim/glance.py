@@ -8,8 +8,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from ..core.clock import utcnow
-from .clock import SimClock
+from .clock import SimClock, utcnow
 from .faults import Faults
 from .http import HttpError, Request, Response, Router
 from .keystone import project_id

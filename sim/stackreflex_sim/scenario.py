@@ -10,7 +10,9 @@ from pathlib import Path
 
 import yaml
 
-from ..core.errors import ConfigError
+
+class ScenarioError(ValueError):
+    """A scenario file that cannot be read; its text names the file and the problem."""
 
 
 @dataclass
@@ -96,16 +98,16 @@ def load_scenario(path: Path | None = None) -> Scenario:
         text = path.read_text() if path else resources.files(__package__).joinpath("default.yaml").read_text()
         raw = yaml.safe_load(text) or {}
     except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"scenario {path}: {exc}") from None
+        raise ScenarioError(f"scenario {path}: {exc}") from None
     roles = [
         Role(name, int(spec.get("count", len(spec.get("hosts", [])))), list(spec.get("hosts", [])))
         for name, spec in (raw.pop("roles", None) or {}).items()
     ]
     for role in roles:
         if len(role.hosts) < role.count:
-            raise ConfigError(f"scenario: role {role.name} has count {role.count} but only {len(role.hosts)} hosts")
+            raise ScenarioError(f"scenario: role {role.name} has count {role.count} but only {len(role.hosts)} hosts")
     known = set(Scenario.__dataclass_fields__)
     unknown = set(raw) - known
     if unknown:
-        raise ConfigError(f"scenario: unknown keys {', '.join(sorted(unknown))}")
+        raise ScenarioError(f"scenario: unknown keys {', '.join(sorted(unknown))}")
     return Scenario(roles=roles, **raw)

@@ -33,8 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import quote, urlencode, urlsplit
 
-from ..core.clock import utcnow
-from .clock import SimClock
+from .clock import SimClock, utcnow
 from .http import HttpError, Request, Response, Router
 from .scenario import Role, Scenario
 from .swift import MetadataStore

@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from ..core.clock import utcnow
+from .clock import utcnow
 from .http import HttpError, Request, Response, Router
 from .scenario import Scenario
 

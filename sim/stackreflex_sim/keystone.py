@@ -5,7 +5,7 @@ import threading
 import uuid
 from datetime import timedelta
 
-from ..core.clock import utcnow
+from .clock import utcnow
 from .http import HttpError, Request, Response, Router
 from .scenario import Scenario
 

@@ -13,8 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from ..core.clock import utcnow
-from .clock import SimClock
+from .clock import SimClock, utcnow
 from .faults import Faults
 from .http import HttpError, Request, Response, Router, requested_microversion
 from .keystone import project_id
