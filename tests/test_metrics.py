@@ -2,23 +2,28 @@
 `watch` processes on the real RabbitMQ and PostgreSQL (through relays the tests can cut),
 scraped over HTTP as Prometheus and Kubernetes would."""
 
+import json
 import os
+import re
 import signal
 import socket
 import time
 import urllib.error
 import urllib.request
 import uuid
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 from kombu import Connection, Exchange, Producer
+from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 
 from stackreflex.bus.connections import normalise_amqp_url
 from stackreflex.bus.publisher import Publisher
 from stackreflex.cli.common import load_all_handlers
+from stackreflex.core import metrics  # noqa: F401 - its families registered
 from stackreflex.core.envelope import Envelope
 from stackreflex.health import CHECK_TIMEOUT, worker_health
 from stackreflex.runtime import Runtime
@@ -279,6 +284,27 @@ def test_a_worker_tells_systemd_it_is_ready_alive_and_stopping(
     assert received.index("READY=1") < received.index("WATCHDOG=1") < received.index("STOPPING=1")
 
 
+def test_worker_processes_are_one_service_to_systemd(workers, namespace, sqlite_url, broker_url, notify_socket):
+    """With --processes 2: ready once both are, the watchdog petted while both are alive."""
+    settings = make_settings(broker_url, sqlite_url, namespace)
+    env = {"NOTIFY_SOCKET": notify_socket.address, "WATCHDOG_USEC": "400000"}
+    supervisor = workers(settings, "--processes", "2", env=env, ready=2)
+    notify_socket.wait_for("READY=1")
+    said = notify_socket.quiet_for(1.0)
+    assert said.count("WATCHDOG=1") >= 2 and "READY=1" not in said, said
+    children = [
+        int(line.split()[-1].split(":")[1])
+        for line in supervisor.log_path.read_text().splitlines()
+        if "worker ready" in line
+    ]
+    assert len(children) == 2
+    os.kill(children[1], signal.SIGKILL)  # one process dies: systemd must restart the service
+    notify_socket.quiet_for(1.0)  # what was on its way, and the dead one's last word going stale
+    assert "WATCHDOG=1" not in notify_socket.quiet_for(1.0)
+    supervisor.terminate()
+    notify_socket.wait_for("STOPPING=1", timeout=5)
+
+
 def test_a_dead_thread_fails_healthz_by_name_and_stops_the_watchdog(
     namespace, sqlite_url, broker_url, notify_socket, monkeypatch
 ):
@@ -351,3 +377,25 @@ def test_a_port_in_use_is_a_clear_error(workers, namespace, sqlite_url, broker_u
         done = run_cli(settings, tmp_path, "worker", "--handlers", HANDLERS, "--metrics-port", str(port))
     assert done.returncode == 2
     assert f"cannot serve metrics on 127.0.0.1:{port}" in done.stderr + done.stdout
+
+
+def test_the_grafana_dashboard_charts_every_family_and_only_those():
+    dashboard = json.loads((Path(__file__).parents[1] / "deploy" / "grafana-dashboard.json").read_text())
+    assert dashboard["templating"]["list"][0]["type"] == "datasource"
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    used = {name for expr in exprs for name in re.findall(r"\bstackreflex_[a-z_]+", expr)}
+    exported = {
+        sample.name: family.name
+        for family in REGISTRY.collect()
+        if family.name.startswith("stackreflex_")
+        for sample in family.samples
+    } | {
+        f"{f.name}{suffix}": f.name
+        for f in REGISTRY.collect()
+        for suffix in ("", "_total", "_bucket", "_sum", "_count")
+    }
+    assert used <= exported.keys(), used - exported.keys()
+    assert {exported[name] for name in used} >= {
+        f.name for f in REGISTRY.collect() if f.name.startswith("stackreflex_")
+    }
+    assert all('job=~"$job"' in expr for expr in exprs)

@@ -1,9 +1,11 @@
 """``stackreflex worker``: the router and the handlers' dramatiq workers in one or more processes."""
 
+import os
 import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Annotated
 
@@ -11,6 +13,7 @@ import typer
 
 from ..bus import require_broker
 from ..bus.publisher import Publisher
+from ..core import systemd
 from ..core.settings import Settings
 from ..health import DEFAULT_ADDRESS, worker_health
 from ..runtime import Runtime
@@ -151,21 +154,31 @@ def _supervise(
     if threads:
         argv += ["--threads", str(threads)]
     watching = [a for stack in watch for a in ("--watch", stack)] + ["--watch-interval", str(watch_interval)]
+    relay = systemd.Relay(processes) if os.environ.get("NOTIFY_SOCKET") else None
     children = [
         subprocess.Popen(
             argv
             + (watching if n == 0 and watch else [])
-            + ([*metrics, "--metrics-port", str(metrics_port + n)] if metrics_port else [])
+            + ([*metrics, "--metrics-port", str(metrics_port + n)] if metrics_port else []),
+            env=relay.environment() if relay else None,
         )
         for n in range(processes)
     ]
 
     def forward(signum: int, _frame: object) -> None:
+        systemd.notify("STOPPING=1")
         for child in children:
             child.send_signal(signum)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, forward)
+    while any(child.poll() is None for child in children):
+        if relay is not None:
+            relay.relay(0.1)
+        else:
+            time.sleep(0.2)
     codes = [child.wait() for child in children]
+    if relay is not None:
+        relay.close()
     if any(codes):
         raise typer.Exit(1)

@@ -9,6 +9,9 @@ systemd restarts it. Outside systemd nothing is set and nothing is sent.
 import logging
 import os
 import socket
+import struct
+import time
+import uuid
 
 log = logging.getLogger("stackreflex.systemd")
 
@@ -46,3 +49,56 @@ def watchdog_interval() -> float | None:
         log.warning("WATCHDOG_USEC %r is not a number of microseconds: not pinging systemd's watchdog", usec)
         return None
     return seconds / 2 if seconds > 0 else None
+
+
+class Relay:
+    """The notify socket of a supervisor's worker processes (``worker --processes N``), so that
+    systemd sees them as the one service it started: ``READY=1`` once every child said it,
+    ``WATCHDOG=1`` while every child keeps saying it (one whose thread died, or that exited,
+    stops it, and systemd restarts the service)."""
+
+    def __init__(self, children: int):
+        self.children = children
+        self.address = f"@stackreflex-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        self._sock.bind("\0" + self.address[1:])
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)  # who says it: its pid
+        self._interval = watchdog_interval()
+        self._ready: set[int] = set()
+        self._petted: dict[int, float] = {}
+        self._said_ready = False
+        self._last_pet = 0.0
+
+    def environment(self) -> dict[str, str]:
+        """The environment of a child: this relay as its notify socket, systemd's watchdog period."""
+        env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
+        env["NOTIFY_SOCKET"] = self.address
+        if self._interval is not None:
+            env["WATCHDOG_USEC"] = str(int(self._interval * 2_000_000))
+        return env
+
+    def relay(self, timeout: float) -> None:
+        """Take what the children say for up to ``timeout`` seconds; tell systemd what it must hear."""
+        self._sock.settimeout(timeout)
+        try:
+            data, ancillary, _, _ = self._sock.recvmsg(4096, socket.CMSG_SPACE(struct.calcsize("3i")))
+        except TimeoutError:
+            data, ancillary = b"", []
+        pid = next((struct.unpack("3i", d[:12])[0] for lvl, kind, d in ancillary if kind == socket.SCM_CREDENTIALS), 0)
+        for line in data.decode(errors="replace").splitlines():
+            if line == "READY=1":
+                self._ready.add(pid)
+            elif line == "WATCHDOG=1":
+                self._petted[pid] = time.monotonic()
+        if not self._said_ready and len(self._ready) >= self.children:
+            notify("READY=1")
+            self._said_ready = True
+        now = time.monotonic()
+        if self._interval is not None and now - self._last_pet >= self._interval:
+            fresh = [t for t in self._petted.values() if now - t < 2 * self._interval]
+            if len(fresh) >= self.children:
+                notify("WATCHDOG=1")
+                self._last_pet = now
+
+    def close(self) -> None:
+        self._sock.close()
