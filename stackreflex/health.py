@@ -15,6 +15,7 @@
 """
 
 import logging
+import socket
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -143,8 +144,9 @@ class ServiceHealth:
 
     def serve(self, address: str, port: int) -> None:
         """Serve the endpoints on ``address:port`` from a thread of their own."""
+        server = type("Server", (_Server,), {"address_family": socket.AF_INET6 if ":" in address else socket.AF_INET})
         try:
-            self._server = _Server((address, port), _handler_for(self))
+            self._server = server((address, port), _handler_for(self))
         except OSError as exc:
             raise ConfigError(f"cannot serve metrics on {address}:{port}: {exc.strerror or exc}") from None
         threading.Thread(target=self._server.serve_forever, name="stackreflex-metrics", daemon=True).start()

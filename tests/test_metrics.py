@@ -31,7 +31,7 @@ from stackreflex.sim.overcloud import Overcloud
 from stackreflex.sim.scenario import Role, Scenario
 
 from .broker_proxy import BrokerProxy
-from .conftest import HANDLERS, PG_ADMIN_URL, make_settings, run_cli, wait_for
+from .conftest import HANDLERS, PG_ADMIN_URL, WorkerProcess, env_for, make_settings, run_cli, wait_for
 
 #: Every family a worker exports, each of which the demo-sized load below makes non-zero.
 WORKER_FAMILIES = [
@@ -284,11 +284,16 @@ def test_a_worker_tells_systemd_it_is_ready_alive_and_stopping(
     assert received.index("READY=1") < received.index("WATCHDOG=1") < received.index("STOPPING=1")
 
 
-def test_worker_processes_are_one_service_to_systemd(workers, namespace, sqlite_url, broker_url, notify_socket):
+def test_worker_processes_are_one_service_to_systemd(
+    namespace, sqlite_url, broker_url, notify_socket, tmp_path, request
+):
     """With --processes 2: ready once both are, the watchdog petted while both are alive."""
     settings = make_settings(broker_url, sqlite_url, namespace)
     env = {"NOTIFY_SOCKET": notify_socket.address, "WATCHDOG_USEC": "400000"}
-    supervisor = workers(settings, "--processes", "2", env=env, ready=2)
+    # two processes starting at once on a busy machine take longer than the fixture waits
+    supervisor = WorkerProcess(env_for(settings, tmp_path, env), tmp_path / "supervisor.log", "--processes", "2")
+    request.addfinalizer(lambda: supervisor.proc.poll() is None and supervisor.kill())
+    supervisor.wait_ready(2, timeout=120)
     notify_socket.wait_for("READY=1")
     said = notify_socket.quiet_for(1.0)
     assert said.count("WATCHDOG=1") >= 2 and "READY=1" not in said, said

@@ -30,7 +30,7 @@ MetricsPort = Annotated[
         max=65535,
         help=(
             "Serve /metrics (Prometheus), /healthz and /readyz over HTTP on this port; unset, nothing is served. "
-            "With --processes N, process n (from 0) serves this port + n."
+            "With `worker --processes N`, process n (from 0) serves this port + n."
         ),
     ),
 ]
