@@ -9,6 +9,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from functools import partial
 
@@ -128,6 +129,22 @@ class Runtime:
             self.worker.stop(timeout=int(grace * 1000))
         self.bus.close()
         log.info("worker stopped")
+
+    def dead_threads(self) -> list[str]:
+        """The threads this process runs that have stopped (its ``/healthz``): none while all is well."""
+        if self.worker is None:
+            return []  # not started yet, or starting
+        named = [(t.name, t) for t in self._threads]
+        named += [("dramatiq worker", t) for t in self.worker.workers]
+        named += [(f"dramatiq consumer of {q}", t) for q, t in self.worker.consumers.items()]
+        keeper = self.middleware.keeper
+        dead = [] if keeper is None or keeper.alive else ["stackreflex-keeper"]
+        return dead + sorted({name for name, thread in named if not thread.is_alive()})
+
+    def router_lag(self) -> float:
+        """How long the oldest envelope the router holds unacknowledged has been held (seconds)."""
+        since = self.router.held_since
+        return 0.0 if since is None else max(time.monotonic() - since, 0.0)
 
     def _dispatch(self, handler: str, body: dict, wake: int, delay: float | None) -> None:
         self.bus.dispatch(handler, body, wake, delay)

@@ -21,6 +21,7 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import current_millis, dq_name
 from dramatiq.middleware import AgeLimit, Callbacks, Middleware, Pipelines, Retries, ShutdownNotifications, TimeLimit
 
+from ..core import metrics
 from ..core.envelope import Envelope
 from ..core.settings import Settings
 from .confirms import Confirmation, ConfirmedChannel
@@ -58,6 +59,14 @@ class RelayedRabbitmqBroker(RabbitmqBroker):
     def __init__(self, *, send: Send, **options):
         super().__init__(**options)
         self._send = send
+        self._consumed: set[str] = set()
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> dramatiq.broker.Consumer:
+        # dramatiq's consumer thread calls this again for its queue after its connection broke
+        if queue_name in self._consumed:
+            metrics.BROKER_RECONNECTS.labels("handler_consumer").inc()
+        self._consumed.add(queue_name)
+        return super().consume(queue_name, prefetch, timeout)
 
     def enqueue(self, message: dramatiq.Message, *, delay: int | None = None) -> dramatiq.Message:
         canonical = message.queue_name

@@ -19,6 +19,7 @@ from amqp.exceptions import AMQPError
 from kombu import Queue, binding
 from kombu.exceptions import OperationalError
 
+from ..core import metrics
 from ..core.envelope import Envelope, normalise_type, parse_envelope
 from ..core.errors import BrokerUnavailable, ConfigError, DatabaseUnavailable, InvalidEnvelope
 from ..core.records import Accepted
@@ -165,6 +166,8 @@ class Router:
         #: (the consuming connection must keep reading, or the broker drops it for missed heartbeats)
         self._pause = None
         self._channel: DispatchChannel | None = None
+        #: since when (monotonic) the oldest envelope it holds unacknowledged has been held; None: it holds none
+        self.held_since: float | None = None
 
     # -- the decision ---------------------------------------------------------------
 
@@ -249,6 +252,7 @@ class Router:
             if any(topic_matches(p, routing_key) for p in NOTICE_PATTERNS):
                 message.ack()
                 continue
+            metrics.count_received([routing_key])
             try:
                 envelope = self._envelope(body, routing_key)
             except InvalidEnvelope as exc:
@@ -276,6 +280,7 @@ class Router:
             return
         self.bus.park(body, routing_key, reason, digest)
         self.audit.parked(digest)
+        metrics.count_rejected(routing_key, error, unrouted=unrouted)
         log.warning(
             "envelope rejected (routing key %s): %s", routing_key, reason, extra={"envelope_id": error.envelope_id}
         )
@@ -309,6 +314,7 @@ class Router:
                 self._consume(stop)
             except CONNECTION_TROUBLE as exc:
                 self.ready.clear()
+                metrics.BROKER_RECONNECTS.labels("router").inc()
                 log.warning("router lost the broker connection (%s); reconnecting", exc)
                 stop.wait(RECONNECT_DELAY)
             except ConfigError as exc:  # the broker holds what an operator must change: say so, and try again
@@ -343,12 +349,14 @@ class Router:
                     if received:
                         batch = received[:]
                         received.clear()
+                        self.held_since = self.held_since or time.monotonic()
                         self._send(batch, in_flight)
                     if unrouted:
                         batch = unrouted[:]
                         unrouted.clear()
                         self._no_subscriber(batch)
                     self._settle(in_flight)
+                    self.held_since = in_flight[0].confirmation.published_at if in_flight else None
 
     def _send(self, batch: list, in_flight: deque) -> None:
         """Accept a batch and publish its dispatches; it is acknowledged once they are confirmed."""
@@ -356,6 +364,8 @@ class Router:
         accepted: list | None = None
         try:
             messages = [_delivered(m) for m in batch]
+            metrics.count_received([key for _, key in messages])
+            metrics.ROUTER_BATCH_SIZE.observe(len(batch))
             accepted = self._record(self._validate(messages), messages)
             sent = self._messages(accepted)
             confirmation = self._channel.publish(sent)

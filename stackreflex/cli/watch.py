@@ -8,9 +8,11 @@ import typer
 
 from ..bus import require_broker
 from ..bus.publisher import Publisher
+from ..health import DEFAULT_ADDRESS, watcher_health
 from ..sources.heat import DEFAULT_INTERVAL, HeatWatcher
 from ..tasks.cloud import connect_cloud
 from .common import invocation
+from .worker import MetricsAddress, MetricsPort
 
 
 def watch(
@@ -29,6 +31,8 @@ def watch(
             ),
         ),
     ] = "now",
+    metrics_port: MetricsPort = None,
+    metrics_address: MetricsAddress = DEFAULT_ADDRESS,
 ) -> None:
     """Poll Heat's events for the stacks and publish them (heat.resource.<STATUS>, heat.stack.<STATUS>).
 
@@ -43,10 +47,21 @@ def watch(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     publisher = Publisher(settings)
-    watcher = HeatWatcher(
-        stacks, invocation.audit(), publisher, lambda: connect_cloud(settings), interval, start_from=start_from
-    )
+    audit = invocation.audit()
+    watcher = HeatWatcher(stacks, audit, publisher, lambda: connect_cloud(settings), interval, start_from=start_from)
+    thread = threading.Thread(target=watcher.run, args=(stop,), name="heat-watcher", daemon=True)
+    health = watcher_health(settings, audit, thread)
+    if metrics_port:
+        health.serve(metrics_address, metrics_port)
+    thread.start()
+    health.ready()
     try:
-        watcher.run(stop)
+        while thread.is_alive():
+            thread.join(0.5)
     finally:
+        health.stopping()
+        stop.set()
+        thread.join(30)
         publisher.close()
+    if not stop.is_set():
+        raise typer.Exit(1)  # the watcher stopped by itself: its error is in the log

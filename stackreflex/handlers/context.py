@@ -9,6 +9,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any, NoReturn
 
+from ..core import metrics
 from ..core.clock import Clock
 from ..core.envelope import Envelope
 from ..core.errors import HandlerFailed
@@ -120,6 +121,8 @@ class RunContext:
             yield detail
         except BaseException as exc:
             status = execution.end_step(step_id, detail, exc)
+            if status is StepStatus.FAILED:
+                metrics.STEP_DURATION.labels(self.run.handler).observe(time.monotonic() - started)
             if status is not None:
                 log.info(
                     "step %s: %s target=%s%s",
@@ -131,6 +134,7 @@ class RunContext:
                 )
             raise
         execution.end_step(step_id, detail, None)
+        metrics.STEP_DURATION.labels(self.run.handler).observe(time.monotonic() - started)
         log.info(
             "step succeeded: %s target=%s in %.3fs",
             name,

@@ -11,11 +11,14 @@ the list, never across the database's I/O).
 """
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection
+
+from ..core.metrics import AUDIT_WRITE_DURATION
 
 T = TypeVar("T")
 
@@ -49,7 +52,7 @@ class GroupCommit:
 
     def run(self, work: Write[T]) -> T:
         """Run ``work`` in a transaction (maybe shared); return its result once committed."""
-        own = _Pending(work)
+        own, called = _Pending(work), time.perf_counter()
         with self._changed:
             self._queue.append(own)
             while not own.done and self._leading:
@@ -69,6 +72,7 @@ class GroupCommit:
                 with self._changed:
                     self._leading = False
                     self._changed.notify_all()
+        AUDIT_WRITE_DURATION.observe(time.perf_counter() - called)
         if own.error is not None:
             raise own.error
         return own.result

@@ -16,6 +16,7 @@ from sqlalchemy import exc as sa
 
 from ..core.clock import SYSTEM_CLOCK, Clock
 from ..core.errors import DatabaseUnavailable
+from ..core.metrics import DATABASE_RECONNECTS
 from ..core.redaction import redact_text
 
 log = logging.getLogger("stackreflex.audit")
@@ -120,6 +121,7 @@ class OutageGuard:
             if self._since is None or now - self._last_failure < BACKOFF[0]:
                 return
             since, quiet, self._since, self.ended_at = self._since, self._quiet, None, now
+        DATABASE_RECONNECTS.inc()
         if not quiet:
             log.warning("audit database reachable again after %.1fs", now - since)
 

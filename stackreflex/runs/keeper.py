@@ -39,6 +39,11 @@ class Keeper:
         self._thread = threading.Thread(target=self._loop, name="stackreflex-keeper", daemon=True)
         self._thread.start()
 
+    @property
+    def alive(self) -> bool:
+        """Its thread runs (started and not stopped)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+from ..core import metrics
 from ..core.clock import SYSTEM_CLOCK, Clock
 from ..core.envelope import Envelope
 from ..core.errors import DatabaseUnavailable, HandlerFailed
@@ -98,6 +99,7 @@ class Lifecycle:
         )
         with self._lock:
             self._active[run.id] = execution
+        metrics.RUNS_STARTED.labels(handler.name).inc()
         log.info(
             "run started: %s for %s %s (attempt %d%s)",
             handler.name,
@@ -121,6 +123,7 @@ class Lifecycle:
             self.audit.record_rejection(raw, f"dispatch:{handler}", reason, envelope_id=envelope_id)
         except Exception as exc:
             log.error("could not record a refused message to %s: %s", handler, exc)
+        metrics.ENVELOPES_REJECTED.labels(metrics.type_label(f"dispatch:{handler}"), "unauthenticated_dispatch").inc()
         log.warning("%s (envelope %s)", reason, envelope_id, extra={"handler": handler, "envelope_id": envelope_id})
 
     def _refused(self, handler, envelope: Envelope, body: dict, wake: int, why: ClaimRefusal, run) -> None:
@@ -297,6 +300,7 @@ class Lifecycle:
         )
         if not self.audit.finish(run.id, execution.token, status, error, close_steps=leftover):
             return self._lost(execution)
+        metrics.count_finished(run.handler, status.value, run.created_at, self.clock.now())
         self._announce(execution, "run.finished", status, error=error)
         self._wake_publisher(execution)
         level = (

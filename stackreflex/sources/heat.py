@@ -13,6 +13,7 @@ from collections.abc import Callable
 from urllib.parse import unquote
 
 from ..bus.publisher import Publisher
+from ..core import metrics
 from ..core.envelope import Envelope
 from ..models.audit import AuditLog
 from ..tasks import heat
@@ -151,10 +152,13 @@ class HeatWatcher:
             try:
                 for stack in self.stacks:
                     count = self.poll(stack)
+                    metrics.WATCHER_EVENTS.labels(stack).inc(count)
                     if count:
                         log.info("watcher published %d event(s) of %s", count, stack)
                 backoff = self.interval
+                metrics.WATCHER_LAST_POLL.set_to_current_time()
             except Exception as exc:  # Heat, the network or the bus: keep watching through outages
+                metrics.WATCHER_ERRORS.inc()
                 backoff = min(backoff * 2, MAX_BACKOFF)
                 self._conn = None
                 log.warning("watcher: %s; retrying in %.0fs", exc, backoff)
