@@ -27,8 +27,8 @@ from stackreflex.core import metrics  # noqa: F401 - its families registered
 from stackreflex.core.envelope import Envelope
 from stackreflex.health import CHECK_TIMEOUT, worker_health
 from stackreflex.runtime import Runtime
-from stackreflex.sim.overcloud import Overcloud
-from stackreflex.sim.scenario import Role, Scenario
+from stackreflex_sim.overcloud import Overcloud
+from stackreflex_sim.scenario import Role, Scenario
 
 from .broker_proxy import BrokerProxy
 from .conftest import HANDLERS, PG_ADMIN_URL, WorkerProcess, env_for, make_settings, run_cli, wait_for
