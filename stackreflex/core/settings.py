@@ -30,7 +30,8 @@ def default_state_dir() -> Path:
 class Settings(BaseModel):
     """Everything configurable, with defaults that work on a laptop (embedded mode)."""
 
-    #: AMQP URL (``amqp://`` or ``amqps://``); unset means embedded: in-memory bus, in-process worker.
+    #: AMQP URL (``amqp://`` or ``amqps://``), or several separated by commas (the nodes of one
+    #: cluster, tried in order); unset means embedded: in-memory bus, in-process worker.
     broker_url: SecretStr | None = None
     #: CA bundle used to verify the broker's certificate with ``amqps://``.
     broker_ca_file: Path | None = None
@@ -53,6 +54,10 @@ class Settings(BaseModel):
     #: The most a message on the bus may be (bytes) and the deepest its JSON may nest.
     envelope_max_bytes: int = Field(1 << 20, ge=1024)
     envelope_max_depth: int = Field(64, ge=4, le=512)
+    #: Type of the queues stackreflex declares (follow queues excepted): ``quorum`` (replicated across
+    #: a RabbitMQ cluster; needs RabbitMQ 3.10 or later), ``classic``, or ``auto``: quorum where the
+    #: broker supports it, classic on older brokers and the embedded bus.
+    queue_type: Literal["auto", "quorum", "classic"] = "auto"
     #: Name of the topic exchange, and prefix of every queue stackreflex declares.
     namespace: str = Field("stackreflex", pattern=r"^[A-Za-z0-9_.-]+$")
     #: Worker threads per worker process.
