@@ -16,7 +16,7 @@ class Cluster:
     def __init__(self, directory: Path):
         self.directory = directory
 
-    def _script(self, action: str, timeout: float) -> subprocess.CompletedProcess:
+    def _script(self, action: str, timeout: float) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
             [str(SCRIPT), action, str(self.directory)], capture_output=True, text=True, timeout=timeout
         )
@@ -32,7 +32,7 @@ class Cluster:
         self._script("stop", timeout=120)
 
     def status(self) -> str:
-        return self._script("status", timeout=60).stdout
+        return str(self._script("status", timeout=60).stdout)
 
     def url(self, node: int) -> str:
         return f"amqp://guest:guest@127.0.0.1:{PORTS[node]}/"
@@ -53,7 +53,7 @@ class Cluster:
         )
         if done.returncode != 0:
             raise AssertionError(f"rabbitmqctl {' '.join(args)} on {NODES[node]} failed:\n{done.stdout}{done.stderr}")
-        return done.stdout
+        return str(done.stdout)
 
     def stop_node(self, node: int) -> None:
         """The node's RabbitMQ application stops (its clients are disconnected); its VM stays."""

@@ -9,6 +9,7 @@ client connects to the first it reaches, in that order, and to the next when its
 """
 
 import ssl
+from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from kombu import Connection
@@ -43,7 +44,8 @@ def normalise_amqp_url(url: str) -> str:
 
 def broker_urls(settings: Settings) -> list[str]:
     """The broker's URLs, normalised, in the order they are tried (one per node of a cluster)."""
-    given = [u.strip() for u in settings.broker_url.get_secret_value().split(",") if u.strip()]
+    secret = settings.broker_url.get_secret_value() if settings.broker_url is not None else ""
+    given = [u.strip() for u in secret.split(",") if u.strip()]
     if not given:
         raise ConfigError("STACKREFLEX_BROKER_URL is empty: give one amqp:// URL, or several separated by commas")
     urls = [normalise_amqp_url(u) for u in given]
@@ -84,7 +86,7 @@ def ssl_context(settings: Settings) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=_ca_file(settings))
 
 
-def amqp_ssl_options(settings: Settings, host: str | None) -> dict:
+def amqp_ssl_options(settings: Settings, host: str | None) -> dict[str, Any]:
     """py-amqp's TLS, the same checks as :func:`ssl_context`.
 
     py-amqp takes its own options, not a context: handed an ``SSLContext`` it drops it and
@@ -124,7 +126,7 @@ def kombu_connection(settings: Settings, *, consumer: bool = False, confirm: boo
     )
 
 
-def server_properties(connection: Connection) -> dict | None:
+def server_properties(connection: Connection) -> dict[str, Any] | None:
     """What the broker said of itself when ``connection`` connected (None: the embedded bus)."""
     if connection.transport.driver_type == "memory":
         return None

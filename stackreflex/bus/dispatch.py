@@ -13,6 +13,7 @@ import hmac
 import json
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import dramatiq
 import pika
@@ -57,7 +58,7 @@ class RelayedRabbitmqBroker(RabbitmqBroker):
     """dramatiq's RabbitMQ broker, whose messages go out through ``send`` (the bus's client),
     and whose queues are of the installation's type."""
 
-    def __init__(self, *, send: Send, settings: Settings, **options):
+    def __init__(self, *, send: Send | None, settings: Settings, **options: Any):
         super().__init__(**options)
         self._send = send
         self.settings = settings
@@ -69,19 +70,19 @@ class RelayedRabbitmqBroker(RabbitmqBroker):
             self._queue_type = resolve(self.settings, self.connection._impl.server_properties)
         return self._queue_type
 
-    def _declare_queue(self, queue_name: str):
+    def _declare_queue(self, queue_name: str) -> Any:
         return self._declared(queue_name, "handler", xq_name(queue_name))
 
-    def _declare_dq_queue(self, queue_name: str):
+    def _declare_dq_queue(self, queue_name: str) -> Any:
         return self._declared(dq_name(queue_name), "delay", xq_name(queue_name))
 
-    def _declare_xq_queue(self, queue_name: str):
+    def _declare_xq_queue(self, queue_name: str) -> Any:
         return self._declared(xq_name(queue_name), "dead")
 
-    def _declared(self, name: str, role: Role, dead_letters_to: str | None = None):
+    def _declared(self, name: str, role: Role, dead_letters_to: str | None = None) -> Any:
         """Declare one queue; one that exists with the other type is a ConfigError saying what to do."""
 
-        def declare(queue_type: QueueType):
+        def declare(queue_type: QueueType) -> Any:
             args = arguments(queue_type, role, dead_letters_to=dead_letters_to)
             return self.channel.queue_declare(queue=name, durable=True, arguments=args)
 
@@ -109,6 +110,8 @@ class RelayedRabbitmqBroker(RabbitmqBroker):
             message = message.copy(queue_name=dq_name(canonical), options={"eta": current_millis() + delay})
         self.declare_queue(canonical, ensure=True)  # once per queue and process
         self.emit_before("enqueue", message, delay)
+        if self._send is None:
+            raise RuntimeError("this broker was built without a send function: it only consumes")
         self._send(message.queue_name, message.encode())
         self.emit_after("enqueue", message, delay)
         return message
