@@ -17,7 +17,7 @@ import pytest
 from kombu import Queue
 
 from stackreflex.bus.backend import open_bus
-from stackreflex.bus.connections import bus_identity, display_url, kombu_connection
+from stackreflex.bus.connections import bus_identity, display_url, kombu_connection, probe_broker
 from stackreflex.bus.dispatch import RelayedRabbitmqBroker, handler_queue
 from stackreflex.bus.publisher import Publisher
 from stackreflex.bus.queues import DELIVERY_LIMIT, resolve
@@ -171,6 +171,18 @@ def test_several_broker_urls_are_one_bus_in_any_order_and_their_passwords_are_ma
     assert [connection.hostname, *[u.split("@")[1] for u in connection.alt]] == ["a", "a:5681/%2F", "b:5682/%2F"]
     with pytest.raises(ConfigError, match="mix amqp:// and amqps://"):
         kombu_connection(Settings(broker_url="amqp://a/,amqps://b/"))
+
+
+def test_every_client_reaches_the_broker_through_the_next_url_when_the_first_refuses(
+    broker_url: str, namespace: str
+) -> None:
+    refusing = "amqp://guest:guest@127.0.0.1:1/"  # nothing listens there
+    settings = Settings(broker_url=f"{refusing},{broker_url}", namespace=namespace)
+    assert probe_broker(settings) == "connected to 127.0.0.1:5672"
+    declare_all(settings)  # kombu's connections and dramatiq's (pika) both
+    assert {f"{namespace}.router", f"{namespace}.note"} <= set(declared(namespace))
+    with pytest.raises(BrokerUnavailable, match=r"127\.0\.0\.1:1/"):
+        Publisher(Settings(broker_url=refusing, namespace=namespace)).publish(Envelope.new("test.record"))
 
 
 # -- the cluster ----------------------------------------------------------------------------

@@ -169,8 +169,8 @@ def probe_broker(settings: Settings) -> str:
     if settings.embedded:
         return "embedded (no broker configured)"
     with kombu_connection(settings) as connection:
-        connection.ensure_connection(max_retries=1)
-    return "connected"
+        connection.ensure_connection(max_retries=len(broker_urls(settings)))
+        return f"connected to {connection.hostname}:{connection.port or 5672}"
 
 
 def drain(connection: Connection, timeout: float) -> bool:
