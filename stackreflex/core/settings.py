@@ -30,8 +30,7 @@ def default_state_dir() -> Path:
 class Settings(BaseModel):
     """Everything configurable, with defaults that work on a laptop (embedded mode)."""
 
-    #: AMQP URL (``amqp://`` or ``amqps://``), or several separated by commas (the nodes of one
-    #: cluster, tried in order); unset means embedded: in-memory bus, in-process worker.
+    #: AMQP URL (``amqp://`` or ``amqps://``); unset means embedded: in-memory bus, in-process worker.
     broker_url: SecretStr | None = None
     #: CA bundle used to verify the broker's certificate with ``amqps://``.
     broker_ca_file: Path | None = None
