@@ -54,7 +54,7 @@ class RouterUnderTest:
             queue = handler_queue(settings, name)
             self.bus.broker.declare_queue(queue, **({} if settings.embedded else {"ensure": True}))
         with self.bus.connection() as connection:
-            router_queue(settings, self.registry)(connection).declare()
+            router_queue(settings, self.registry, self.bus.queue_type())(connection).declare()
         self._thread = None
 
     def start(self) -> None:

@@ -13,9 +13,18 @@ from kombu import Connection, Queue
 
 from ..core.envelope import Envelope
 from ..core.settings import Settings
-from .connections import kombu_connection
-from .dispatch import DispatchChannel, Dispatcher, build_broker
-from .publisher import Publisher
+from .connections import connect, kombu_connection, server_properties
+from .dispatch import DispatchChannel, Dispatcher, RelayedRabbitmqBroker, build_broker
+from .publisher import Publisher, unrouted_queue
+from .queues import (
+    QueueType,
+    arguments,
+    dead_letter_queue_name,
+    declare,
+    intake_arguments,
+    resolve,
+    router_queue_name,
+)
 
 #: How often idle dramatiq consumers poll, which bounds how late a delayed message starts (ms).
 WORKER_POLL_MS = 100
@@ -25,8 +34,10 @@ REASON_HEADER = "x-stackreflex-reason"
 ROUTING_KEY_HEADER = "x-stackreflex-routing-key"
 
 
-def dead_letter_queue(settings: Settings) -> Queue:
-    return Queue(f"{settings.namespace}.dlq", durable=True)
+def dead_letter_queue(settings: Settings, queue_type: QueueType) -> Queue:
+    return Queue(
+        dead_letter_queue_name(settings), durable=True, queue_arguments=arguments(queue_type, "parking") or None
+    )
 
 
 class Bus:
@@ -38,6 +49,18 @@ class Bus:
         self.publisher = Publisher(settings)
         self.broker = build_broker(settings, list(lifecycle), send=self.publisher.send_message)
         self.dispatcher = Dispatcher(settings, self.broker, dispatch_key)
+        self._queue_type: QueueType | None = None
+
+    def queue_type(self) -> QueueType:
+        """The type of the queues declared on this bus (``STACKREFLEX_QUEUE_TYPE`` on this broker)."""
+        if self._queue_type is None:
+            if self.settings.embedded:
+                self._queue_type = resolve(self.settings, None)
+            else:
+                with kombu_connection(self.settings) as connection:
+                    connect(connection, self.settings)
+                    self._queue_type = resolve(self.settings, server_properties(connection))
+        return self._queue_type
 
     def publish(self, envelope: Envelope) -> None:
         """Confirmed; an envelope no queue is bound to receive raises ``UnroutableError``."""
@@ -56,7 +79,7 @@ class Bus:
         digest its record holds, is its message id there)."""
         self.publisher.send_to_queue(
             body,
-            dead_letter_queue(self.settings),
+            dead_letter_queue(self.settings, self.queue_type()),
             {REASON_HEADER: reason, ROUTING_KEY_HEADER: routing_key[:255]},
             message_id=key,
         )
@@ -70,8 +93,29 @@ class Bus:
         return self.dispatcher.channel(connection)
 
     def worker(self, threads: int) -> dramatiq.Worker:
-        """dramatiq's worker threads for the handlers declared on this bus's broker."""
+        """dramatiq's worker threads for the handlers declared on this bus's broker, once their
+        queues and the router's are declared (a queue of the other type stops the start here
+        with what to do, rather than in consumer threads that would retry it for ever)."""
+        self.declare_queues()
         return dramatiq.Worker(self.broker, worker_threads=threads, worker_timeout=WORKER_POLL_MS)
+
+    def declare_queues(self) -> None:
+        """Declare the bus's queues and every handler's (``.DQ`` and ``.XQ`` with it)."""
+        if self.settings.embedded:
+            return
+        queue_type = self.queue_type()
+        dlq = dead_letter_queue(self.settings, queue_type)
+        router = Queue(
+            router_queue_name(self.settings), durable=True, queue_arguments=intake_arguments(self.settings, queue_type)
+        )
+        with kombu_connection(self.settings) as connection:
+            connect(connection, self.settings)
+            declare(connection, dlq, self.settings, queue_type, "parking")
+            for queue in (router, unrouted_queue(self.settings, queue_type)):
+                declare(connection, queue, self.settings, queue_type, "intake", dlq.name)
+        if isinstance(self.broker, RelayedRabbitmqBroker):
+            for name in sorted(self.broker.get_declared_queues()):
+                self.broker.declare_queue(name, ensure=True)
 
     def close(self) -> None:
         self.broker.close()

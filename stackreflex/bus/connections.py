@@ -1,11 +1,15 @@
-"""One broker URL, two AMQP clients: normalise it once for kombu and once for pika.
+"""Broker URLs, two AMQP clients: normalise them once for kombu and once for pika.
 
 kombu reads ``amqp://h:5672//`` as virtual host ``/`` while pika reads it as the empty
 virtual host (which RabbitMQ refuses). Both read ``/%2F`` as ``/``, so every URL is
 rewritten to name its virtual host explicitly and percent-encoded.
+
+``STACKREFLEX_BROKER_URL`` may name several nodes of one cluster, separated by commas: every
+client connects to the first it reaches, in that order, and to the next when its node is lost.
 """
 
 import ssl
+from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from kombu import Connection
@@ -38,20 +42,37 @@ def normalise_amqp_url(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, "/" + quote(vhost, safe=""), parts.query, ""))
 
 
+def broker_urls(settings: Settings) -> list[str]:
+    """The broker's URLs, normalised, in the order they are tried (one per node of a cluster)."""
+    secret = settings.broker_url.get_secret_value() if settings.broker_url is not None else ""
+    given = [u.strip() for u in secret.split(",") if u.strip()]
+    if not given:
+        raise ConfigError("STACKREFLEX_BROKER_URL is empty: give one amqp:// URL, or several separated by commas")
+    urls = [normalise_amqp_url(u) for u in given]
+    nodes = [urlsplit(u) for u in urls]
+    if len({n.scheme for n in nodes}) > 1:
+        raise ConfigError("the broker URLs mix amqp:// and amqps://: the nodes of one broker take the same")
+    if len({n.path for n in nodes}) > 1:
+        raise ConfigError("the broker URLs name different virtual hosts: one bus lives on one virtual host")
+    return urls
+
+
 def display_url(settings: Settings) -> str:
-    """The broker URL with its password masked, for messages and logs."""
+    """The broker URL(s) with passwords masked, for messages and logs."""
     if settings.broker_url is None:
         return "embedded (in-memory)"
     return redact_text(settings.broker_url.get_secret_value())
 
 
 def bus_identity(settings: Settings, owner: str) -> str:
-    """Which bus a process's handlers are reachable on: the broker (host, port, virtual host)
-    and namespace; an embedded bus is this process's (``owner``) alone."""
+    """Which bus a process's handlers are reachable on: the broker (host and port of each node,
+    in any order, and the virtual host) and namespace; an embedded bus is this process's
+    (``owner``) alone."""
     if settings.embedded:
         return f"embedded:{owner}"[:255]
-    parts = urlsplit(normalise_amqp_url(settings.broker_url.get_secret_value()))
-    return f"{parts.hostname}:{parts.port or 5672}{parts.path}#{settings.namespace}"[:255]
+    nodes = [urlsplit(u) for u in broker_urls(settings)]
+    hosts = ",".join(sorted({f"{n.hostname}:{n.port or 5672}" for n in nodes}))
+    return f"{hosts}{nodes[0].path}#{settings.namespace}"[:255]
 
 
 def _ca_file(settings: Settings) -> str | None:
@@ -65,13 +86,23 @@ def ssl_context(settings: Settings) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=_ca_file(settings))
 
 
-def amqp_ssl_options(settings: Settings, host: str) -> dict:
+def amqp_ssl_options(settings: Settings, host: str | None) -> dict[str, Any]:
     """py-amqp's TLS, the same checks as :func:`ssl_context`.
 
     py-amqp takes its own options, not a context: handed an ``SSLContext`` it drops it and
-    checks the certificate against the system's CAs only, and not the name at all.
+    checks the certificate against the system's CAs only, and not the name at all. A
     """
     return {"ca_certs": _ca_file(settings), "cert_reqs": ssl.CERT_REQUIRED, "server_hostname": host}
+
+
+class FailoverConnection(Connection):
+    """A kombu connection over several URLs whose TLS checks the name of the node it switches to
+    (kombu would keep checking the first node's name, or none)."""
+
+    def switch(self, conn_str: str) -> None:
+        super().switch(conn_str)
+        if isinstance(self.ssl, dict):
+            self.ssl = {**self.ssl, "server_hostname": self.hostname}
 
 
 def kombu_connection(settings: Settings, *, consumer: bool = False, confirm: bool = True) -> Connection:
@@ -79,18 +110,28 @@ def kombu_connection(settings: Settings, *, consumer: bool = False, confirm: boo
     in-memory transport when embedded).
 
     Consumers get heartbeats (their loops call ``heartbeat_check()``); publishers, idle
-    between messages, get none and are re-established by kombu's retry when stale.
+    between messages, get none and are re-established by kombu's retry when stale. With
+    several URLs, each (re)connection tries them in order from the first.
     """
     if settings.embedded:
         return Connection(EMBEDDED_URL, transport_options={"polling_interval": 0.01})
-    url = normalise_amqp_url(settings.broker_url.get_secret_value())
-    tls = amqp_ssl_options(settings, urlsplit(url).hostname) if url.startswith("amqps://") else False
-    return Connection(
-        url,
+    urls = broker_urls(settings)
+    tls = amqp_ssl_options(settings, urlsplit(urls[0]).hostname) if urls[0].startswith("amqps://") else False
+    return FailoverConnection(
+        ";".join(urls),
+        failover_strategy="round-robin",  # the next URL, in order, after the one lost
         ssl=tls,
         heartbeat=CONSUMER_HEARTBEAT if consumer else 0,
         transport_options={"confirm_publish": confirm, **RETRY_POLICY},
     )
+
+
+def server_properties(connection: Connection) -> dict[str, Any] | None:
+    """What the broker said of itself when ``connection`` connected (None: the embedded bus)."""
+    if connection.transport.driver_type == "memory":
+        return None
+    connection.ensure_connection(max_retries=RETRY_POLICY["max_retries"])
+    return dict(connection.connection.server_properties)
 
 
 def memory_routed(channel, exchange: str, routing_key: str) -> bool:
@@ -128,8 +169,8 @@ def probe_broker(settings: Settings) -> str:
     if settings.embedded:
         return "embedded (no broker configured)"
     with kombu_connection(settings) as connection:
-        connection.ensure_connection(max_retries=1)
-    return "connected"
+        connection.ensure_connection(max_retries=len(broker_urls(settings)))
+        return f"connected to {connection.hostname}:{connection.port or 5672}"
 
 
 def drain(connection: Connection, timeout: float) -> bool:

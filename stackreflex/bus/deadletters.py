@@ -16,10 +16,11 @@ from ..core.errors import InvalidEnvelope
 from ..core.redaction import redact, redact_text
 from ..core.settings import Settings
 from ..core.signing import Signer
-from .backend import REASON_HEADER, ROUTING_KEY_HEADER, dead_letter_queue
+from .backend import REASON_HEADER, ROUTING_KEY_HEADER
 from .connections import kombu_connection
 from .dispatch import AUTH_OPTION
 from .publisher import CONTENT_TYPE, topic_exchange
+from .queues import dead_letter_queue_name
 from .router import raw_body
 
 #: Most messages looked at per queue in one pass.
@@ -102,8 +103,8 @@ def _describe(queue_name: str, body: bytes, headers: dict, message_id: str | Non
         key=envelope_id or (message_id or hashlib.sha256(body).hexdigest())[:12],
         queue=queue_name,
         kind="rejected",
-        reason=_shown(_text(headers.get(REASON_HEADER), 2000), 2000) or "?",
-        type=_shown(_text(parsed.get("type")) or _text(headers.get(ROUTING_KEY_HEADER))),
+        reason=_shown(_text(headers.get(REASON_HEADER), 2000) or _death(headers), 2000) or "?",
+        type=_shown(_text(parsed.get("type")) or routing_key_of(headers) or None),
         handler=None,
         envelope_id=envelope_id,
         excerpt=_excerpt(body),
@@ -111,8 +112,34 @@ def _describe(queue_name: str, body: bytes, headers: dict, message_id: str | Non
     )
 
 
+def _first_death(headers: dict) -> dict:
+    deaths = headers.get("x-death")
+    return deaths[0] if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict) else {}
+
+
+def _death(headers: dict) -> str | None:
+    """Why the broker dead-lettered a message (a quorum queue's delivery limit), if it did."""
+    death = _first_death(headers)
+    if not death:
+        return None
+    return (
+        f"the broker dead-lettered it from {_text(death.get('queue'))} ({_text(death.get('reason'))}): "
+        "delivered that often without being acknowledged"
+    )
+
+
+def routing_key_of(headers: dict | None) -> str:
+    """The routing key a parked envelope was published with (the broker's record of it, for one it dead-lettered)."""
+    headers = headers or {}
+    given = headers.get(ROUTING_KEY_HEADER)
+    if isinstance(given, str):
+        return given
+    keys = _first_death(headers).get("routing-keys")
+    return keys[0] if isinstance(keys, list) and keys and isinstance(keys[0], str) else ""
+
+
 def _queue_names(settings: Settings, handlers: list[str]) -> list[str]:
-    return [dead_letter_queue(settings).name] + [f"{settings.namespace}.{h}.XQ" for h in handlers]
+    return [dead_letter_queue_name(settings)] + [f"{settings.namespace}.{h}.XQ" for h in handlers]
 
 
 def _take_all(channel, queue_name: str) -> list:
@@ -185,7 +212,7 @@ def visit(
                         _resigned(signer, raw_body(message)),
                         exchange=exchange,
                         declare=[exchange],
-                        routing_key=(message.headers or {}).get(ROUTING_KEY_HEADER, ""),
+                        routing_key=routing_key_of(message.headers),
                         delivery_mode=2,
                         content_type=CONTENT_TYPE,
                         content_encoding="utf-8",

@@ -5,7 +5,7 @@ On RabbitMQ every message to a handler goes out through one client, the bus's ow
 persistent, confirmed, mandatory): the router's batches on its confirming channel, and every
 other dispatch (wake-ups, retries, a reconciler's, ``runs resume``) through the publisher.
 dramatiq's pika connections only consume, and declare a handler's queues the way dramatiq
-lays them out.
+lays them out, as quorum or classic queues (see :mod:`stackreflex.bus.queues`).
 """
 
 import hashlib
@@ -13,19 +13,21 @@ import hmac
 import json
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import dramatiq
 import pika
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
-from dramatiq.common import current_millis, dq_name
+from dramatiq.common import current_millis, dq_name, xq_name
 from dramatiq.middleware import AgeLimit, Callbacks, Middleware, Pipelines, Retries, ShutdownNotifications, TimeLimit
 
 from ..core import metrics
 from ..core.envelope import Envelope
 from ..core.settings import Settings
 from .confirms import Confirmation, ConfirmedChannel
-from .connections import normalise_amqp_url, ssl_context
+from .connections import broker_urls, ssl_context
+from .queues import QueueType, Role, arguments, is_mismatch, mismatch_error, resolve
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +56,14 @@ def authentic(key: bytes, message: dramatiq.Message) -> bool:
 
 
 class RelayedRabbitmqBroker(RabbitmqBroker):
-    """dramatiq's RabbitMQ broker, whose messages go out through ``send`` (the bus's client)."""
+    """dramatiq's RabbitMQ broker, whose messages go out through ``send`` (the bus's client),
+    and whose queues are of the installation's type."""
 
-    def __init__(self, *, send: Send, **options):
+    def __init__(self, *, send: Send | None, settings: Settings, **options: Any):
         super().__init__(**options)
         self._send = send
+        self.settings = settings
+        self._queue_type: QueueType | None = None
         self._consumed: set[str] = set()
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> dramatiq.broker.Consumer:
@@ -68,12 +73,54 @@ class RelayedRabbitmqBroker(RabbitmqBroker):
         self._consumed.add(queue_name)
         return super().consume(queue_name, prefetch, timeout)
 
+    def queue_type(self) -> QueueType:
+        """The type this broker's queues are declared with (asked of the broker once)."""
+        if self._queue_type is None:
+            self._queue_type = resolve(self.settings, self.connection._impl.server_properties)
+        return self._queue_type
+
+    def _declare_queue(self, queue_name: str) -> Any:
+        return self._declared(queue_name, "handler", xq_name(queue_name))
+
+    def _declare_dq_queue(self, queue_name: str) -> Any:
+        return self._declared(dq_name(queue_name), "delay", xq_name(queue_name))
+
+    def _declare_xq_queue(self, queue_name: str) -> Any:
+        return self._declared(xq_name(queue_name), "dead")
+
+    def _declared(self, name: str, role: Role, dead_letters_to: str | None = None) -> Any:
+        """Declare one queue; one that exists with the other type is a ConfigError saying what to do."""
+
+        def declare(queue_type: QueueType) -> Any:
+            args = arguments(queue_type, role, dead_letters_to=dead_letters_to)
+            return self.channel.queue_declare(queue=name, durable=True, arguments=args)
+
+        wanted = self.queue_type()
+        try:
+            return declare(wanted)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            del self.channel  # the broker closed it
+            if not is_mismatch(exc.reply_code, exc.reply_text):
+                raise
+
+            def is_of_type(candidate: QueueType) -> bool:
+                try:
+                    declare(candidate)
+                    return True
+                except pika.exceptions.ChannelClosedByBroker:
+                    del self.channel
+                    return False
+
+            raise mismatch_error(self.settings, name, wanted, exc.reply_text, is_of_type) from None
+
     def enqueue(self, message: dramatiq.Message, *, delay: int | None = None) -> dramatiq.Message:
         canonical = message.queue_name
         if delay is not None:
             message = message.copy(queue_name=dq_name(canonical), options={"eta": current_millis() + delay})
         self.declare_queue(canonical, ensure=True)  # once per queue and process
         self.emit_before("enqueue", message, delay)
+        if self._send is None:
+            raise RuntimeError("this broker was built without a send function: it only consumes")
         self._send(message.queue_name, message.encode())
         self.emit_after("enqueue", message, delay)
         return message
@@ -88,11 +135,20 @@ def build_broker(settings: Settings, lifecycle: list[Middleware] = (), *, send: 
     middleware = [AgeLimit(), ShutdownNotifications(), Callbacks(), Pipelines(), Retries(), *lifecycle, TimeLimit()]
     if settings.embedded:
         return StubBroker(middleware=middleware)
-    url = normalise_amqp_url(settings.broker_url.get_secret_value())
-    broker = RelayedRabbitmqBroker(send=send, url=url, confirm_delivery=True, middleware=middleware)
-    broker.parameters.heartbeat = 30
-    if url.startswith("amqps://"):
-        broker.parameters.ssl_options = pika.SSLOptions(ssl_context(settings), broker.parameters.host)
+    # several URLs: pika tries each in order, and a consumer that lost its node reconnects from the first
+    urls = broker_urls(settings)
+    broker = RelayedRabbitmqBroker(
+        send=send,
+        settings=settings,
+        url=urls if len(urls) > 1 else urls[0],
+        confirm_delivery=True,
+        middleware=middleware,
+    )
+    nodes = broker.parameters if isinstance(broker.parameters, list) else [broker.parameters]
+    for parameters in nodes:
+        parameters.heartbeat = 30
+        if urls[0].startswith("amqps://"):
+            parameters.ssl_options = pika.SSLOptions(ssl_context(settings), parameters.host)
     return broker
 
 

@@ -14,6 +14,7 @@ from ..core.errors import BrokerUnavailable, ConfigError, UnroutableError
 from ..core.settings import Settings
 from ..core.signing import Signer
 from .connections import RETRY_POLICY, connect, display_url, kombu_connection, memory_routed
+from .queues import QueueType, intake_arguments, unrouted_queue_name
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +41,14 @@ def unrouted_exchange(settings: Settings) -> Exchange:
     return Exchange(f"{settings.namespace}.unrouted", type="fanout", durable=True)
 
 
-def unrouted_queue(settings: Settings) -> Queue:
+def unrouted_queue(settings: Settings, queue_type: QueueType) -> Queue:
     """Where envelopes of a type no queue is bound to receive wait for the router."""
-    return Queue(f"{settings.namespace}.unrouted", unrouted_exchange(settings), durable=True)
+    return Queue(
+        unrouted_queue_name(settings),
+        unrouted_exchange(settings),
+        durable=True,
+        queue_arguments=intake_arguments(settings, queue_type),
+    )
 
 
 def declare_exchange(channel, settings: Settings) -> None:

@@ -27,12 +27,13 @@ from ..core.redaction import redact_text
 from ..core.registry import Registry
 from ..core.settings import Settings
 from ..core.topics import topic_matches
-from .backend import Bus
+from .backend import Bus, dead_letter_queue
 from .confirms import Confirmation
-from .connections import drain
+from .connections import drain, server_properties
 from .dispatch import DispatchChannel
 from .follow import NOTICE_PATTERNS
 from .publisher import declare_exchange, topic_exchange, unrouted_queue
+from .queues import QueueType, declare, intake_arguments, resolve, router_queue_name
 
 log = logging.getLogger("stackreflex.router")
 
@@ -119,20 +120,17 @@ def _rejected(count: int, accepted: list | None) -> set[int]:
     return set(range(count)) - {index for index, _, _ in accepted} if accepted is not None else set()
 
 
-def router_queue_name(settings: Settings) -> str:
-    return f"{settings.namespace}.router"
-
-
 #: What the router takes whatever the handlers subscribe to: every Heat event is recorded in the
 #: audit log (a failed deployment's event belongs in a stack's timeline with nobody reacting to it).
 RECORDED_ALWAYS = ("heat.#",)
 
 
-def router_queue(settings: Settings, registry: Registry) -> Queue:
+def router_queue(settings: Settings, registry: Registry, queue_type: QueueType) -> Queue:
     exchange = topic_exchange(settings)
     return Queue(
         router_queue_name(settings),
         durable=True,
+        queue_arguments=intake_arguments(settings, queue_type),
         bindings=[binding(exchange, routing_key=p) for p in sorted(registry.patterns() | set(RECORDED_ALWAYS))],
     )
 
@@ -325,16 +323,21 @@ class Router:
     def _consume(self, stop: threading.Event) -> None:
         # This connection publishes nothing but the dispatches of its channel.
         with self.bus.connection(consumer=True, confirm=False) as connection:
-            queue = router_queue(self.settings, self.registry)
+            declare_exchange(connection.default_channel, self.settings)
+            queue_type = resolve(self.settings, server_properties(connection))
+            dlq = dead_letter_queue(self.settings, queue_type)
+            queue = router_queue(self.settings, self.registry, queue_type)
+            intake = unrouted_queue(self.settings, queue_type)
+            # the dead-letter queue first: a quorum queue dead-letters into it
+            declare(connection, dlq, self.settings, queue_type, "parking")
+            for q in (queue, intake):
+                declare(connection, q, self.settings, queue_type, "intake", dlq.name)
             received: list = []
             unrouted: list = []
-            declare_exchange(connection.default_channel, self.settings)
             prefetch = self.settings.router_prefetch
             with (
                 connection.Consumer([queue], on_message=received.append, prefetch_count=prefetch),
-                connection.Consumer(
-                    [unrouted_queue(self.settings)], on_message=unrouted.append, prefetch_count=prefetch
-                ),
+                connection.Consumer([intake], on_message=unrouted.append, prefetch_count=prefetch),
             ):
                 self._channel = self.bus.dispatch_channel(connection)
                 self._pause = lambda seconds: drain(connection, seconds)

@@ -53,6 +53,10 @@ class Settings(BaseModel):
     #: The most a message on the bus may be (bytes) and the deepest its JSON may nest.
     envelope_max_bytes: int = Field(1 << 20, ge=1024)
     envelope_max_depth: int = Field(64, ge=4, le=512)
+    #: Type of the queues stackreflex declares (follow queues excepted): ``quorum`` (replicated across
+    #: a RabbitMQ cluster; needs RabbitMQ 3.10 or later), ``classic``, or ``auto``: quorum where the
+    #: broker supports it, classic on older brokers and the embedded bus.
+    queue_type: Literal["auto", "quorum", "classic"] = "auto"
     #: Name of the topic exchange, and prefix of every queue stackreflex declares.
     namespace: str = Field("stackreflex", pattern=r"^[A-Za-z0-9_.-]+$")
     #: Worker threads per worker process.
