@@ -118,6 +118,8 @@ system chown "root:$USER_NAME" /etc/stackreflex
 system chown "$USER_NAME:$USER_NAME" /var/lib/stackreflex /var/lib/stackreflex/backups
 
 # --- the venv -------------------------------------------------------------------------------------
+# the caller's PYTHONPATH (a checkout, another venv) must not make pip think stackreflex is there
+unset PYTHONPATH PYTHONHOME PIP_TARGET PIP_PREFIX PIP_USER
 [[ -x "$PREFIX/bin/python" ]] || "$PYTHON" -m venv "$PREFIX"
 say "installing $SOURCE into $PREFIX"
 "$PREFIX/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "${PIP_ARGS[@]}" "$SOURCE"
