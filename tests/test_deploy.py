@@ -331,6 +331,30 @@ def test_the_watcher_template_watches_its_instance_on_a_port_of_its_own():
     assert ("Environment", "METRICS_PORT=9811") in entries
 
 
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="no systemd-analyze on this machine")
+def test_systemd_analyze_verifies_the_units(tmp_path):
+    """systemd's own parser on the units, in a root holding what they run (an executable at the
+    ExecStart path): unknown directives, bad values and a missing command all fail it."""
+    (tmp_path / "etc/systemd/system").mkdir(parents=True)
+    command = tmp_path / "opt/stackreflex/bin/stackreflex"
+    command.parent.mkdir(parents=True)
+    command.write_text("#!/bin/sh\n")
+    command.chmod(0o755)
+    for name in ("stackreflex-worker.service", "stackreflex-watcher@.service"):
+        shutil.copy(UNITS / name, tmp_path / "etc/systemd/system" / name)
+
+    def verify(*units: str) -> subprocess.CompletedProcess:
+        argv = ["systemd-analyze", "verify", "--man=no", "--recursive-errors=no", f"--root={tmp_path}", *units]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+
+    good = verify("stackreflex-worker.service", "stackreflex-watcher@overcloud.service")
+    assert (good.returncode, good.stderr) == (0, "")
+    broken = (UNITS / "stackreflex-worker.service").read_text().replace("Type=notify", "Type=notfy")
+    (tmp_path / "etc/systemd/system/broken.service").write_text(broken)
+    bad = verify("broken.service")
+    assert bad.returncode != 0 and "Failed to parse service type" in bad.stderr
+
+
 def test_install_sh_is_valid_bash():
     result = subprocess.run(["bash", "-n", str(DEPLOY / "install.sh")], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
