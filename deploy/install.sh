@@ -70,17 +70,17 @@ done
 for stack in "${WATCH[@]}"; do
     [[ "$stack" =~ ^[A-Za-z0-9_.-]+$ ]] || die "--watch $stack: a Heat stack name is letters, digits, _ . -"
 done
+command -v "$PYTHON" >/dev/null || die "no $PYTHON: pass --python PATH"
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
+    || die "$PYTHON is not Python 3.11 or later, which stackreflex needs (RHEL 9: dnf install python3.11, then --python /usr/bin/python3.11)"
+"$PYTHON" -c 'import venv, ensurepip' 2>/dev/null \
+    || die "$PYTHON cannot make a virtualenv (Debian: apt-get install python3-venv)"
 if [[ -n "$ROOT" ]]; then
     mkdir -p "$ROOT" && ROOT=$(cd "$ROOT" && pwd)
     [[ "$ROOT" != / ]] || die "--root / is the real system: leave --root out"
 elif [[ $EUID -ne 0 ]]; then
     die "run as root (or stage with --root DIR)"
 fi
-command -v "$PYTHON" >/dev/null || die "no $PYTHON: pass --python PATH"
-"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
-    || die "$PYTHON is Python $("$PYTHON" -c 'import platform; print(platform.python_version())'); stackreflex needs 3.11 or later (RHEL 9: dnf install python3.11, then --python /usr/bin/python3.11)"
-"$PYTHON" -c 'import venv, ensurepip' 2>/dev/null \
-    || die "$PYTHON cannot make a virtualenv (Debian: apt-get install python3-venv)"
 
 PREFIX=$ROOT/opt/stackreflex
 ETC=$ROOT/etc/stackreflex
