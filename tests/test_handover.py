@@ -6,6 +6,7 @@ import os
 import signal
 import time
 
+import pytest
 from sqlmodel import select
 
 from stackreflex.bus.publisher import Publisher
@@ -24,6 +25,7 @@ def lease_owner(audit: AuditLog, envelope: Envelope) -> str | None:
         return run.lease_owner if run is not None and run.status == "running" else None
 
 
+@pytest.mark.timeout(180)  # two worker processes: slow to start on a loaded machine
 def test_a_sigtermed_worker_hands_its_waiting_run_to_another_worker(
     broker_url, postgres_url, namespace, workers, tmp_path
 ):
@@ -50,7 +52,7 @@ def test_a_sigtermed_worker_hands_its_waiting_run_to_another_worker(
     os.killpg(holder.proc.pid, signal.SIGTERM)
     assert holder.terminate(timeout=SHUTDOWN_GRACE + 10) == 0
     stopped_in = time.monotonic() - started
-    assert stopped_in < SHUTDOWN_GRACE / 3, f"the holder took {stopped_in:.1f}s to stop: it waited instead of parking"
+    assert stopped_in < SHUTDOWN_GRACE / 2, f"the holder took {stopped_in:.1f}s to stop: it waited instead of parking"
 
     run = list_runs(audit, RunFilter(correlation_id=envelope.correlationid))[0]
     assert run["status"] in ("waiting", "running"), run
