@@ -7,9 +7,11 @@ offline. Nothing here starts Docker, Kubernetes or systemd: this sandbox has non
 
 import copy
 import http.server
+import inspect
 import os
 import re
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -26,6 +28,8 @@ import yaml
 from stackreflex.cli.common import load_all_handlers
 from stackreflex.core.settings import Settings
 from stackreflex.runtime import SHUTDOWN_GRACE
+
+from .conftest import make_settings
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"
@@ -138,6 +142,29 @@ def test_the_compose_health_check_fails_on_a_503_and_passes_on_a_200():
         assert subprocess.run([sys.executable, "-c", check], capture_output=True, timeout=30).returncode == 0
     finally:
         server.shutdown()
+
+
+def _serves_metrics() -> bool:
+    """Whether this tree's worker has --metrics-port (the /healthz and /readyz server)."""
+    from stackreflex.cli.worker import worker
+
+    return "metrics_port" in inspect.signature(worker).parameters
+
+
+@pytest.mark.skipif(not _serves_metrics(), reason="this tree's worker has no --metrics-port yet")
+def test_the_health_check_passes_on_a_ready_worker_and_fails_once_it_stopped(
+    broker_url, sqlite_url, namespace, workers
+):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    worker = workers(make_settings(broker_url, sqlite_url, namespace), "--metrics-address", "127.0.0.1",
+                     "--metrics-port", str(port))  # fmt: skip
+    check = compose()["services"]["worker"]["healthcheck"]["test"][3].replace("9810", str(port))
+    healthy = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=30)
+    assert healthy.returncode == 0, healthy.stderr
+    assert worker.terminate() == 0
+    assert subprocess.run([sys.executable, "-c", check], capture_output=True, timeout=30).returncode != 0
 
 
 def test_the_image_runs_as_a_numeric_non_root_user_from_the_venv():
