@@ -41,6 +41,7 @@ HANDLER_NAMES = [
     "fail_after_each_wake",
     "elsewhere",
     "elsewhere_filtered",
+    "step_then_wait",
 ]
 
 

@@ -103,3 +103,20 @@ def fail_after_each_wake(event: Envelope, ctx: RunContext) -> None:
         raise RuntimeError(f"boom {booms + 1}")
     ctx.state["looks"] = looks + 1
     ctx.recheck(0.2, waiting_for="the next look")
+
+
+@handler("test.handover", max_retries=0)
+def step_then_wait(event: Envelope, ctx: RunContext) -> None:
+    """Does step 1 once (its state says so across executions), then waits in place for a file:
+    the shape of a run a scaled-down worker must hand over, not cut."""
+    if not ctx.state.get("step 1 done"):
+        with ctx.step("step 1", target=event.subject) as detail:
+            detail["pid"] = os.getpid()
+            mark(event, "step1")
+        ctx.state["step 1 done"] = True
+        ctx.checkpoint()
+    path = Path(event.data["path"])
+    ctx.wait(path.exists, waiting_for=f"{path.name} to appear", inline=60, every=0.1, recheck_after=0.2)
+    with ctx.step("step 2", target=event.subject) as detail:
+        detail["pid"] = os.getpid()
+    mark(event, "step2")

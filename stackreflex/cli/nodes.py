@@ -5,6 +5,7 @@ from typing import Annotated
 
 import typer
 
+from ..core.errors import StackreflexError
 from ..tasks.inventory import Host
 from ..tasks.ssh import trust_host
 from .common import emit, invocation
@@ -24,11 +25,29 @@ def trust(
     ] = None,
 ) -> None:
     """Record the host key each node presents now (replacing a changed one): an explicit act,
-    after checking the fingerprints shown against the nodes' consoles."""
+    after checking the fingerprints shown against the nodes' consoles.
+
+    With --known-hosts, an operator records trust for another account, such as the service's
+    /etc/stackreflex/known_hosts; an existing file keeps its owner and mode."""
     settings = invocation.settings
+    path = (known_hosts or settings.ssh_known_hosts).expanduser()
+    _check_writable(path)  # before asking any node: a wrong path is one line, not a traceback
     rows = []
     for text in hosts:
         host = Host.parse(text)
-        kind, fingerprint, outcome = trust_host(settings, host.address, host.port, known_hosts)
+        try:
+            kind, fingerprint, outcome = trust_host(settings, host.address, host.port, path)
+        except OSError as exc:
+            raise StackreflexError(f"cannot write {path}: {exc.strerror or exc}") from None
         rows.append({"node": str(host), "key": kind, "fingerprint": fingerprint, "recorded": outcome})
-    emit(Listing(COLUMNS, rows, title=f"known_hosts: {known_hosts or settings.ssh_known_hosts}"))
+    emit(Listing(COLUMNS, rows, title=f"known_hosts: {path}"))
+
+
+def _check_writable(path: Path) -> None:
+    """The known_hosts file can be written (its directory is made, the file created empty if new)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a"):
+            pass
+    except OSError as exc:
+        raise StackreflexError(f"cannot write {path}: {exc.strerror or exc}") from None
