@@ -122,7 +122,7 @@ system chown "$USER_NAME:$USER_NAME" /var/lib/stackreflex /var/lib/stackreflex/b
 unset PYTHONPATH PYTHONHOME PIP_TARGET PIP_PREFIX PIP_USER
 [[ -x "$PREFIX/bin/python" ]] || "$PYTHON" -m venv "$PREFIX"
 say "installing $SOURCE into $PREFIX"
-"$PREFIX/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "${PIP_ARGS[@]}" "$SOURCE"
+"$PREFIX/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "${PIP_ARGS[@]}" "$SOURCE[postgresql]"
 [[ -x "$PREFIX/bin/stackreflex" ]] || die "$PREFIX/bin/stackreflex was not installed: is $SOURCE stackreflex?"
 
 # --- settings and identity files ------------------------------------------------------------------

@@ -7,7 +7,6 @@ offline. Nothing here starts Docker, Kubernetes or systemd: this sandbox has non
 
 import copy
 import http.server
-import inspect
 import os
 import re
 import shutil
@@ -144,14 +143,6 @@ def test_the_compose_health_check_fails_on_a_503_and_passes_on_a_200():
         server.shutdown()
 
 
-def _serves_metrics() -> bool:
-    """Whether this tree's worker has --metrics-port (the /healthz and /readyz server)."""
-    from stackreflex.cli.worker import worker
-
-    return "metrics_port" in inspect.signature(worker).parameters
-
-
-@pytest.mark.skipif(not _serves_metrics(), reason="this tree's worker has no --metrics-port yet")
 def test_the_health_check_passes_on_a_ready_worker_and_fails_once_it_stopped(
     broker_url, sqlite_url, namespace, workers
 ):

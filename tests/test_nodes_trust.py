@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from stackreflex.sim.scenario import Role, Scenario
+from stackreflex_sim.scenario import Role, Scenario
 from stackreflex.tasks.ssh import SSHError, open_ssh, run
 
 from .conftest import make_settings, overcloud_with_nodes, run_cli
