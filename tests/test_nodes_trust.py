@@ -6,8 +6,8 @@ import stat
 
 import pytest
 
-from stackreflex_sim.scenario import Role, Scenario
 from stackreflex.tasks.ssh import SSHError, open_ssh, run
+from stackreflex_sim.scenario import Role, Scenario
 
 from .conftest import make_settings, overcloud_with_nodes, run_cli
 
