@@ -6,10 +6,12 @@ rewritten to name its virtual host explicitly and percent-encoded.
 """
 
 import ssl
+from typing import Any, Protocol
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from kombu import Connection
+from kombu.connection import Connection
 from kombu.exceptions import OperationalError
+from kombu.transport import virtual
 
 from ..core.errors import BrokerUnavailable, ConfigError
 from ..core.redaction import redact_text
@@ -50,6 +52,7 @@ def bus_identity(settings: Settings, owner: str) -> str:
     and namespace; an embedded bus is this process's (``owner``) alone."""
     if settings.embedded:
         return f"embedded:{owner}"[:255]
+    assert settings.broker_url is not None  # not embedded
     parts = urlsplit(normalise_amqp_url(settings.broker_url.get_secret_value()))
     return f"{parts.hostname}:{parts.port or 5672}{parts.path}#{settings.namespace}"[:255]
 
@@ -65,7 +68,7 @@ def ssl_context(settings: Settings) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=_ca_file(settings))
 
 
-def amqp_ssl_options(settings: Settings, host: str) -> dict:
+def amqp_ssl_options(settings: Settings, host: str) -> dict[str, Any]:
     """py-amqp's TLS, the same checks as :func:`ssl_context`.
 
     py-amqp takes its own options, not a context: handed an ``SSLContext`` it drops it and
@@ -82,10 +85,13 @@ def kombu_connection(settings: Settings, *, consumer: bool = False, confirm: boo
     between messages, get none and are re-established by kombu's retry when stale.
     """
     if settings.embedded:
-        return Connection(EMBEDDED_URL, transport_options={"polling_interval": 0.01})
+        return Connection(EMBEDDED_URL, transport_options={"polling_interval": 0.01})  # type: ignore[no-untyped-call]  # kombu: unannotated
+    assert settings.broker_url is not None  # not embedded
     url = normalise_amqp_url(settings.broker_url.get_secret_value())
-    tls = amqp_ssl_options(settings, urlsplit(url).hostname) if url.startswith("amqps://") else False
-    return Connection(
+    host = urlsplit(url).hostname
+    assert host is not None  # normalise_amqp_url refuses a URL without one
+    tls = amqp_ssl_options(settings, host) if url.startswith("amqps://") else False
+    return Connection(  # type: ignore[no-untyped-call]  # kombu: unannotated
         url,
         ssl=tls,
         heartbeat=CONSUMER_HEARTBEAT if consumer else 0,
@@ -93,11 +99,11 @@ def kombu_connection(settings: Settings, *, consumer: bool = False, confirm: boo
     )
 
 
-def memory_routed(channel, exchange: str, routing_key: str) -> bool:
+def memory_routed(channel: virtual.Channel, exchange: str, routing_key: str) -> bool:
     """The in-memory transport drops a message no queue is bound to receive, silently: whether
     its binding table has a queue for ``routing_key``."""
     try:
-        return bool(channel.typeof(exchange).lookup(channel.get_table(exchange), exchange, routing_key, None))
+        return bool(channel.typeof(exchange).lookup(channel.get_table(exchange), exchange, routing_key, None))  # type: ignore[no-untyped-call]  # kombu: unannotated
     except KeyError:
         return False
 
@@ -113,7 +119,7 @@ def connect(connection: Connection, settings: Settings) -> None:
             raise exc
 
     try:
-        connection.ensure_connection(errback=give_up_on_certificates, **RETRY_POLICY)
+        connection.ensure_connection(errback=give_up_on_certificates, **RETRY_POLICY)  # type: ignore[no-untyped-call]  # kombu: unannotated
     except OperationalError as exc:
         hint = (
             "; if a private CA signed the broker's certificate, set STACKREFLEX_BROKER_CA_FILE to it"
@@ -132,13 +138,27 @@ def probe_broker(settings: Settings) -> str:
     return "connected"
 
 
+class Delivery(Protocol):
+    """What stackreflex reads of a message kombu delivers (a ``kombu.message.Message``)."""
+
+    #: bytes, or text when py-amqp decoded a body that declares a content encoding
+    body: Any
+    delivery_info: dict[str, Any]
+    headers: dict[str, Any]
+    properties: dict[str, Any]
+
+    def ack(self, multiple: bool = False) -> None: ...
+
+    def requeue(self) -> None: ...
+
+
 def drain(connection: Connection, timeout: float) -> bool:
     """Wait up to ``timeout`` for messages, keeping the heartbeat alive; True if one came."""
     try:
-        connection.drain_events(timeout=timeout)
+        connection.drain_events(timeout=timeout)  # type: ignore[no-untyped-call]  # kombu: unannotated
         received = True
     except TimeoutError:
         received = False
     if connection.heartbeat:
-        connection.heartbeat_check()
+        connection.heartbeat_check()  # type: ignore[no-untyped-call]  # kombu: unannotated
     return received

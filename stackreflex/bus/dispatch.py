@@ -12,7 +12,8 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import dramatiq
 import pika
@@ -20,6 +21,7 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import current_millis, dq_name
 from dramatiq.middleware import AgeLimit, Callbacks, Middleware, Pipelines, Retries, ShutdownNotifications, TimeLimit
+from kombu.connection import Connection
 
 from ..core.envelope import Envelope
 from ..core.settings import Settings
@@ -35,7 +37,7 @@ Send = Callable[[str, bytes], None]
 AUTH_OPTION = "stackreflex_auth"
 
 
-def _authenticator(key: bytes, message: dramatiq.Message) -> str:
+def _authenticator(key: bytes, message: dramatiq.Message[Any]) -> str:
     """HMAC over the message's id, actor, envelope (its id and every byte of what it says) and
     wake-up: the run is (envelope id, actor), so the HMAC names the run it may act on."""
     body = message.args[0] if message.args else None
@@ -46,7 +48,7 @@ def _authenticator(key: bytes, message: dramatiq.Message) -> str:
     return hmac.new(key, signed.encode(), hashlib.sha256).hexdigest()
 
 
-def authentic(key: bytes, message: dramatiq.Message) -> bool:
+def authentic(key: bytes, message: dramatiq.Message[Any]) -> bool:
     """Whether this installation's router or lifecycle sent ``message``, as it is."""
     given = message.options.get(AUTH_OPTION)
     return isinstance(given, str) and hmac.compare_digest(given, _authenticator(key, message))
@@ -55,22 +57,26 @@ def authentic(key: bytes, message: dramatiq.Message) -> bool:
 class RelayedRabbitmqBroker(RabbitmqBroker):
     """dramatiq's RabbitMQ broker, whose messages go out through ``send`` (the bus's client)."""
 
-    def __init__(self, *, send: Send, **options):
+    def __init__(self, *, send: Send | None, **options: Any) -> None:
         super().__init__(**options)
         self._send = send
 
-    def enqueue(self, message: dramatiq.Message, *, delay: int | None = None) -> dramatiq.Message:
+    def enqueue(self, message: dramatiq.Message[Any], *, delay: int | None = None) -> dramatiq.Message[Any]:
         canonical = message.queue_name
         if delay is not None:
             message = message.copy(queue_name=dq_name(canonical), options={"eta": current_millis() + delay})
         self.declare_queue(canonical, ensure=True)  # once per queue and process
+        if self._send is None:
+            raise RuntimeError("this broker was built without a send function: it cannot enqueue")
         self.emit_before("enqueue", message, delay)
         self._send(message.queue_name, message.encode())
         self.emit_after("enqueue", message, delay)
         return message
 
 
-def build_broker(settings: Settings, lifecycle: list[Middleware] = (), *, send: Send | None = None) -> dramatiq.Broker:
+def build_broker(
+    settings: Settings, lifecycle: Sequence[Middleware] = (), *, send: Send | None = None
+) -> dramatiq.Broker:
     """RabbitMQ (its messages sent through ``send``), or the in-process stub broker when embedded.
 
     ``lifecycle`` (the run lifecycle's middleware) goes after ``Retries`` and before
@@ -79,11 +85,14 @@ def build_broker(settings: Settings, lifecycle: list[Middleware] = (), *, send: 
     middleware = [AgeLimit(), ShutdownNotifications(), Callbacks(), Pipelines(), Retries(), *lifecycle, TimeLimit()]
     if settings.embedded:
         return StubBroker(middleware=middleware)
+    assert settings.broker_url is not None  # not embedded
     url = normalise_amqp_url(settings.broker_url.get_secret_value())
     broker = RelayedRabbitmqBroker(send=send, url=url, confirm_delivery=True, middleware=middleware)
-    broker.parameters.heartbeat = 30
+    #: one URL, one pika object (dramatiq's type is the list several URLs make)
+    parameters: pika.URLParameters = broker.parameters
+    parameters.heartbeat = 30
     if url.startswith("amqps://"):
-        broker.parameters.ssl_options = pika.SSLOptions(ssl_context(settings), broker.parameters.host)
+        parameters.ssl_options = pika.SSLOptions(ssl_context(settings), parameters.host)
     return broker
 
 
@@ -100,9 +109,9 @@ class Dispatcher:
         self.broker = broker
         self.key = key
 
-    def message(self, handler_name: str, envelope: Envelope | dict, wake: int = 0) -> dramatiq.Message:
+    def message(self, handler_name: str, envelope: Envelope | dict[str, Any], wake: int = 0) -> dramatiq.Message[Any]:
         body = envelope.to_dict() if isinstance(envelope, Envelope) else envelope
-        message = dramatiq.Message(
+        message: dramatiq.Message[Any] = dramatiq.Message(
             queue_name=handler_queue(self.settings, handler_name),
             actor_name=handler_name,
             args=(body, wake),
@@ -111,13 +120,15 @@ class Dispatcher:
         )
         return message.copy(options={AUTH_OPTION: _authenticator(self.key, message)})
 
-    def dispatch(self, handler_name: str, envelope: Envelope | dict, wake: int = 0, delay: float | None = None) -> None:
+    def dispatch(
+        self, handler_name: str, envelope: Envelope | dict[str, Any], wake: int = 0, delay: float | None = None
+    ) -> None:
         """Enqueue one message (``delay`` seconds from now); returns once the broker confirmed it."""
         self.broker.enqueue(
             self.message(handler_name, envelope, wake), delay=None if delay is None else int(delay * 1000)
         )
 
-    def channel(self, connection) -> "DispatchChannel":
+    def channel(self, connection: Connection) -> "DispatchChannel":
         """Where the router sends its batches: a confirming channel of its own consuming
         connection, or (embedded) the stub broker's queues."""
         if isinstance(self.broker, StubBroker):
@@ -128,10 +139,10 @@ class Dispatcher:
 class DispatchChannel:
     """A batch of first messages out, confirmed later (:meth:`confirmed` once they are)."""
 
-    def publish(self, messages: list[dramatiq.Message]) -> Confirmation:
+    def publish(self, messages: list[dramatiq.Message[Any]]) -> Confirmation:
         raise NotImplementedError
 
-    def confirmed(self, messages: list[dramatiq.Message]) -> None:
+    def confirmed(self, messages: list[dramatiq.Message[Any]]) -> None:
         """Tell dramatiq's middleware that the broker took ``messages``."""
 
 
@@ -139,12 +150,12 @@ class AmqpChannel(DispatchChannel):
     def __init__(self, channel: ConfirmedChannel, broker: dramatiq.Broker):
         self.channel, self.broker = channel, broker
 
-    def publish(self, messages: list[dramatiq.Message]) -> Confirmation:
+    def publish(self, messages: list[dramatiq.Message[Any]]) -> Confirmation:
         for message in messages:
             self.broker.emit_before("enqueue", message, None)
         return self.channel.publish([(m.queue_name, m.encode()) for m in messages])
 
-    def confirmed(self, messages: list[dramatiq.Message]) -> None:
+    def confirmed(self, messages: list[dramatiq.Message[Any]]) -> None:
         for message in messages:
             self.broker.emit_after("enqueue", message, None)
 
@@ -155,7 +166,7 @@ class StubChannel(DispatchChannel):
     def __init__(self, broker: StubBroker):
         self.broker = broker
 
-    def publish(self, messages: list[dramatiq.Message]) -> Confirmation:
+    def publish(self, messages: list[dramatiq.Message[Any]]) -> Confirmation:
         for message in messages:
             self.broker.enqueue(message)
         return Confirmation(set())
