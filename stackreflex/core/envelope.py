@@ -100,7 +100,13 @@ class Envelope(BaseModel):
 
     @classmethod
     def new(
-        cls, type: str, *, subject: str | None = None, data: Any = None, cause: "Envelope | None" = None, **attributes: Any
+        cls,
+        type: str,
+        *,
+        subject: str | None = None,
+        data: Any = None,
+        cause: "Envelope | None" = None,
+        **attributes: Any,
     ) -> "Envelope":
         """Create an envelope; with ``cause`` it joins the cause's correlation."""
         if cause is not None:
@@ -151,7 +157,9 @@ def describe_validation_error(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def parse_envelope(body: bytes | str | dict[str, Any], *, max_bytes: int = MAX_BYTES, max_depth: int = MAX_DEPTH) -> Envelope:
+def parse_envelope(
+    body: bytes | str | dict[str, Any], *, max_bytes: int = MAX_BYTES, max_depth: int = MAX_DEPTH
+) -> Envelope:
     """Validate a message body as an envelope, or raise :class:`InvalidEnvelope` saying why
     in one line; no other exception leaves the parser, whatever the body holds."""
     try:
