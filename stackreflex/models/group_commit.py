@@ -13,7 +13,7 @@ the list, never across the database's I/O).
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection
 
@@ -26,7 +26,7 @@ Write = Callable[[Connection], T]
 class _Pending:
     __slots__ = ("done", "error", "result", "work")
 
-    def __init__(self, work: Write):
+    def __init__(self, work: Write[Any]):
         self.work = work
         self.done = False
         self.result: Any = None
@@ -71,7 +71,7 @@ class GroupCommit:
                     self._changed.notify_all()
         if own.error is not None:
             raise own.error
-        return own.result
+        return cast(T, own.result)  # what ``work`` returned
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:
