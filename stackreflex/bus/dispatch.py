@@ -17,6 +17,7 @@ from typing import Any
 
 import dramatiq
 import pika
+from dramatiq.broker import MessageProxy
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import current_millis, dq_name
@@ -37,7 +38,7 @@ Send = Callable[[str, bytes], None]
 AUTH_OPTION = "stackreflex_auth"
 
 
-def _authenticator(key: bytes, message: dramatiq.Message[Any]) -> str:
+def _authenticator(key: bytes, message: dramatiq.Message[Any] | MessageProxy) -> str:
     """HMAC over the message's id, actor, envelope (its id and every byte of what it says) and
     wake-up: the run is (envelope id, actor), so the HMAC names the run it may act on."""
     body = message.args[0] if message.args else None
@@ -48,7 +49,7 @@ def _authenticator(key: bytes, message: dramatiq.Message[Any]) -> str:
     return hmac.new(key, signed.encode(), hashlib.sha256).hexdigest()
 
 
-def authentic(key: bytes, message: dramatiq.Message[Any]) -> bool:
+def authentic(key: bytes, message: dramatiq.Message[Any] | MessageProxy) -> bool:
     """Whether this installation's router or lifecycle sent ``message``, as it is."""
     given = message.options.get(AUTH_OPTION)
     return isinstance(given, str) and hmac.compare_digest(given, _authenticator(key, message))
