@@ -1211,7 +1211,8 @@ class AuditLog:
             .where(SUBSCRIPTION.c.heartbeat_at >= since)
             .group_by(SUBSCRIPTION.c.handler)
         )
-        return self._read(lambda c: dict(c.execute(query)))
+        # the rows, as pairs: a result has keys(), so dict() of the result itself reads it as a mapping
+        return self._read(lambda c: dict(c.execute(query).all()))
 
     def live_subscriptions(self, bus: str, since: datetime) -> list[Served]:
         """The handlers served on ``bus`` by processes that heartbeat since ``since``, one entry
