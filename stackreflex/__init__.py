@@ -13,6 +13,8 @@ Importing stackreflex redacts the log records of stackreflex and of the librarie
 see :mod:`stackreflex.core.logs`.
 """
 
+from typing import Any
+
 from .core.logs import install_record_redaction
 
 install_record_redaction()
@@ -25,7 +27,7 @@ __all__ = ["Envelope", "RunContext", "__version__", "handler"]
 _LAZY = {"Envelope": ".core.envelope", "RunContext": ".handlers.context", "handler": ".core.registry"}
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name not in _LAZY:
         raise AttributeError(f"module 'stackreflex' has no attribute {name!r}")
     import importlib

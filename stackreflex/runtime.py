@@ -11,11 +11,16 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from functools import partial
+from typing import Any
+
+import dramatiq
 
 from .bus.backend import open_bus
 from .bus.connections import bus_identity
 from .bus.router import Router
+from .core.envelope import Envelope
 from .core.errors import BrokerUnavailable
 from .core.registry import Registry
 from .core.settings import Settings
@@ -92,7 +97,7 @@ class Runtime:
         )
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self.worker = None
+        self.worker: dramatiq.Worker | None = None
 
     def start(self) -> "Runtime":
         # dramatiq's own CLI emits this; middleware such as TimeLimit starts its watchdog on it.
@@ -146,10 +151,10 @@ class Runtime:
         since = self.router.held_since
         return 0.0 if since is None else max(time.monotonic() - since, 0.0)
 
-    def _dispatch(self, handler: str, body: dict, wake: int, delay: float | None) -> None:
+    def _dispatch(self, handler: str, body: dict[str, Any], wake: int, delay: float | None) -> None:
         self.bus.dispatch(handler, body, wake, delay)
 
-    def _notify(self, envelope) -> None:
+    def _notify(self, envelope: Envelope) -> None:
         self.bus.notify(envelope)
 
     def _context(self, execution: Execution) -> RunContext:
@@ -163,7 +168,7 @@ class Runtime:
             settings=self.settings,
         )
 
-    def _cloud(self):
+    def _cloud(self) -> Any:
         """One openstacksdk connection per worker thread, kept across runs: a new one per run
         would authenticate to Keystone (and rediscover every service) for each node."""
         conn = getattr(self._clouds, "conn", None)
@@ -181,18 +186,18 @@ class Runtime:
     def __enter__(self) -> "Runtime":
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
 
-def _unheard(envelope) -> None:
+def _unheard(envelope: Envelope) -> None:
     """The notices of a run nobody follows: not sent (see ``Settings.run_notices``)."""
 
 
-def _never_failing(notify):
+def _never_failing(notify: Callable[[Envelope], None]) -> Callable[[Envelope], None]:
     """Progress notices must never fail a run: log and go on."""
 
-    def send(envelope) -> None:
+    def send(envelope: Envelope) -> None:
         try:
             notify(envelope)
         except Exception as exc:

@@ -6,10 +6,12 @@ embedded bus has no worker elsewhere, so a command must serve its handlers itsel
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import dramatiq
 from dramatiq.middleware import Middleware
-from kombu import Connection, Queue
+from kombu.connection import Connection
+from kombu.entity import Queue
 
 from ..core.envelope import Envelope
 from ..core.settings import Settings
@@ -70,7 +72,7 @@ class Bus:
         """An advisory notice (progress, routing news), not confirmed."""
         self.publisher.notify(envelope)
 
-    def dispatch(self, handler: str, body: dict, wake: int = 0, delay: float | None = None) -> None:
+    def dispatch(self, handler: str, body: dict[str, Any], wake: int = 0, delay: float | None = None) -> None:
         """A run's message to its handler's queue, ``delay`` seconds from now (None: now)."""
         self.dispatcher.dispatch(handler, body, wake, delay)
 

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 
 from amqp import Message
+from kombu.connection import Connection
 
 
 @dataclass
@@ -33,8 +34,8 @@ class ConfirmedChannel:
     drains it (``connection.drain_events``), alongside its consumers' deliveries.
     """
 
-    def __init__(self, connection):
-        self.channel = connection.channel()
+    def __init__(self, connection: Connection) -> None:
+        self.channel = connection.channel()  # type: ignore[no-untyped-call]  # kombu: unannotated
         self.channel.confirm_select()
         self._next_tag = 1
         self._open: list[Confirmation] = []
@@ -72,7 +73,7 @@ class ConfirmedChannel:
     def _on_nack(self, tag: int, multiple: bool) -> None:
         self._settle(tag, multiple, "the broker refused the message")
 
-    def _on_return(self, exc, exchange, routing_key, message) -> None:
+    def _on_return(self, exc: Exception, exchange: str, routing_key: str, message: Message) -> None:
         # A return names no delivery tag: every batch still open counts as refused, so
         # its messages are sent again one by one (a run started twice is refused by its
         # claim; a run never started would be lost).

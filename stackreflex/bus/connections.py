@@ -9,10 +9,10 @@ client connects to the first it reaches, in that order, and to the next when its
 """
 
 import ssl
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from kombu import Connection
+from kombu.connection import Connection
 from kombu.exceptions import OperationalError
 
 from ..core.errors import BrokerUnavailable, ConfigError
@@ -138,7 +138,7 @@ def memory_routed(channel, exchange: str, routing_key: str) -> bool:
     """The in-memory transport drops a message no queue is bound to receive, silently: whether
     its binding table has a queue for ``routing_key``."""
     try:
-        return bool(channel.typeof(exchange).lookup(channel.get_table(exchange), exchange, routing_key, None))
+        return bool(channel.typeof(exchange).lookup(channel.get_table(exchange), exchange, routing_key, None))  # type: ignore[no-untyped-call]  # kombu: unannotated
     except KeyError:
         return False
 
@@ -154,7 +154,7 @@ def connect(connection: Connection, settings: Settings) -> None:
             raise exc
 
     try:
-        connection.ensure_connection(errback=give_up_on_certificates, **RETRY_POLICY)
+        connection.ensure_connection(errback=give_up_on_certificates, **RETRY_POLICY)  # type: ignore[no-untyped-call]  # kombu: unannotated
     except OperationalError as exc:
         hint = (
             "; if a private CA signed the broker's certificate, set STACKREFLEX_BROKER_CA_FILE to it"
@@ -173,13 +173,27 @@ def probe_broker(settings: Settings) -> str:
         return f"connected to {connection.hostname}:{connection.port or 5672}"
 
 
+class Delivery(Protocol):
+    """What stackreflex reads of a message kombu delivers (a ``kombu.message.Message``)."""
+
+    #: bytes, or text when py-amqp decoded a body that declares a content encoding
+    body: Any
+    delivery_info: dict[str, Any]
+    headers: dict[str, Any]
+    properties: dict[str, Any]
+
+    def ack(self, multiple: bool = False) -> None: ...
+
+    def requeue(self) -> None: ...
+
+
 def drain(connection: Connection, timeout: float) -> bool:
     """Wait up to ``timeout`` for messages, keeping the heartbeat alive; True if one came."""
     try:
-        connection.drain_events(timeout=timeout)
+        connection.drain_events(timeout=timeout)  # type: ignore[no-untyped-call]  # kombu: unannotated
         received = True
     except TimeoutError:
         received = False
     if connection.heartbeat:
-        connection.heartbeat_check()
+        connection.heartbeat_check()  # type: ignore[no-untyped-call]  # kombu: unannotated
     return received

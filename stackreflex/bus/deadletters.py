@@ -7,9 +7,11 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, overload
 
 from amqp.exceptions import NotFound
-from kombu import Queue
+from kombu.entity import Queue
+from kombu.transport import virtual
 
 from ..core.envelope import parse_envelope
 from ..core.errors import InvalidEnvelope
@@ -17,7 +19,7 @@ from ..core.redaction import redact, redact_text
 from ..core.settings import Settings
 from ..core.signing import Signer
 from .backend import REASON_HEADER, ROUTING_KEY_HEADER
-from .connections import kombu_connection
+from .connections import Delivery, kombu_connection
 from .dispatch import AUTH_OPTION
 from .publisher import CONTENT_TYPE, topic_exchange
 from .queues import dead_letter_queue_name
@@ -43,7 +45,7 @@ class DeadLetter:
     message_id: str | None = None
 
 
-def describe(queue_name: str, body: bytes, headers: dict | None, message_id: str | None = None) -> DeadLetter:
+def describe(queue_name: str, body: bytes, headers: dict[str, Any] | None, message_id: str | None = None) -> DeadLetter:
     """What an operator is shown of a parked message; never fails, whatever it holds."""
     message_id = message_id if isinstance(message_id, str) else None
     try:
@@ -62,6 +64,10 @@ def describe(queue_name: str, body: bytes, headers: dict | None, message_id: str
         )
 
 
+@overload
+def _shown(text: str, limit: int = 200) -> str: ...
+@overload
+def _shown(text: str | None, limit: int = 200) -> str | None: ...
 def _shown(text: str | None, limit: int = 200) -> str | None:
     """Text as an operator's terminal is shown it: redacted, every control character escaped."""
     if text is None:
@@ -73,11 +79,11 @@ def _excerpt(body: bytes) -> str:
     return _shown(body[:4096].decode("utf-8", "replace"))
 
 
-def _text(value, limit: int = 255) -> str | None:
+def _text(value: object, limit: int = 255) -> str | None:
     return value[:limit] if isinstance(value, str) else None
 
 
-def _describe(queue_name: str, body: bytes, headers: dict, message_id: str | None) -> DeadLetter:
+def _describe(queue_name: str, body: bytes, headers: dict[str, Any], message_id: str | None) -> DeadLetter:
     if queue_name.endswith(".XQ"):
         decoded = json.loads(body)
         envelope = (decoded.get("args") or [{}])[0]
@@ -142,15 +148,15 @@ def _queue_names(settings: Settings, handlers: list[str]) -> list[str]:
     return [dead_letter_queue_name(settings)] + [f"{settings.namespace}.{h}.XQ" for h in handlers]
 
 
-def _take_all(channel, queue_name: str) -> list:
+def _take_all(channel: virtual.Channel, queue_name: str) -> list[Delivery]:
     """Fetch a queue's messages unacknowledged (none if the queue does not exist)."""
     try:
-        Queue(queue_name, channel=channel, no_declare=True).queue_declare(passive=True)
+        Queue(queue_name, channel=channel, no_declare=True).queue_declare(passive=True)  # type: ignore[no-untyped-call]  # kombu: unannotated
     except NotFound:
         return []
-    held = []
+    held: list[Delivery] = []
     while len(held) < PEEK_LIMIT:
-        message = Queue(queue_name, channel=channel, no_declare=True).get(no_ack=False)
+        message = Queue(queue_name, channel=channel, no_declare=True).get(no_ack=False)  # type: ignore[no-untyped-call]  # kombu: unannotated
         if message is None:
             break
         held.append(message)

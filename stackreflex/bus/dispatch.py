@@ -12,15 +12,17 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import dramatiq
 import pika
+from dramatiq.broker import MessageProxy
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import current_millis, dq_name, xq_name
 from dramatiq.middleware import AgeLimit, Callbacks, Middleware, Pipelines, Retries, ShutdownNotifications, TimeLimit
+from kombu.connection import Connection
 
 from ..core import metrics
 from ..core.envelope import Envelope
@@ -38,7 +40,7 @@ Send = Callable[[str, bytes], None]
 AUTH_OPTION = "stackreflex_auth"
 
 
-def _authenticator(key: bytes, message: dramatiq.Message) -> str:
+def _authenticator(key: bytes, message: dramatiq.Message[Any] | MessageProxy) -> str:
     """HMAC over the message's id, actor, envelope (its id and every byte of what it says) and
     wake-up: the run is (envelope id, actor), so the HMAC names the run it may act on."""
     body = message.args[0] if message.args else None
@@ -49,7 +51,7 @@ def _authenticator(key: bytes, message: dramatiq.Message) -> str:
     return hmac.new(key, signed.encode(), hashlib.sha256).hexdigest()
 
 
-def authentic(key: bytes, message: dramatiq.Message) -> bool:
+def authentic(key: bytes, message: dramatiq.Message[Any] | MessageProxy) -> bool:
     """Whether this installation's router or lifecycle sent ``message``, as it is."""
     given = message.options.get(AUTH_OPTION)
     return isinstance(given, str) and hmac.compare_digest(given, _authenticator(key, message))
@@ -113,11 +115,13 @@ class RelayedRabbitmqBroker(RabbitmqBroker):
 
             raise mismatch_error(self.settings, name, wanted, exc.reply_text, is_of_type) from None
 
-    def enqueue(self, message: dramatiq.Message, *, delay: int | None = None) -> dramatiq.Message:
+    def enqueue(self, message: dramatiq.Message[Any], *, delay: int | None = None) -> dramatiq.Message[Any]:
         canonical = message.queue_name
         if delay is not None:
             message = message.copy(queue_name=dq_name(canonical), options={"eta": current_millis() + delay})
         self.declare_queue(canonical, ensure=True)  # once per queue and process
+        if self._send is None:
+            raise RuntimeError("this broker was built without a send function: it cannot enqueue")
         self.emit_before("enqueue", message, delay)
         if self._send is None:
             raise RuntimeError("this broker was built without a send function: it only consumes")
@@ -126,7 +130,9 @@ class RelayedRabbitmqBroker(RabbitmqBroker):
         return message
 
 
-def build_broker(settings: Settings, lifecycle: list[Middleware] = (), *, send: Send | None = None) -> dramatiq.Broker:
+def build_broker(
+    settings: Settings, lifecycle: Sequence[Middleware] = (), *, send: Send | None = None
+) -> dramatiq.Broker:
     """RabbitMQ (its messages sent through ``send``), or the in-process stub broker when embedded.
 
     ``lifecycle`` (the run lifecycle's middleware) goes after ``Retries`` and before
@@ -165,9 +171,9 @@ class Dispatcher:
         self.broker = broker
         self.key = key
 
-    def message(self, handler_name: str, envelope: Envelope | dict, wake: int = 0) -> dramatiq.Message:
+    def message(self, handler_name: str, envelope: Envelope | dict[str, Any], wake: int = 0) -> dramatiq.Message[Any]:
         body = envelope.to_dict() if isinstance(envelope, Envelope) else envelope
-        message = dramatiq.Message(
+        message: dramatiq.Message[Any] = dramatiq.Message(
             queue_name=handler_queue(self.settings, handler_name),
             actor_name=handler_name,
             args=(body, wake),
@@ -176,13 +182,15 @@ class Dispatcher:
         )
         return message.copy(options={AUTH_OPTION: _authenticator(self.key, message)})
 
-    def dispatch(self, handler_name: str, envelope: Envelope | dict, wake: int = 0, delay: float | None = None) -> None:
+    def dispatch(
+        self, handler_name: str, envelope: Envelope | dict[str, Any], wake: int = 0, delay: float | None = None
+    ) -> None:
         """Enqueue one message (``delay`` seconds from now); returns once the broker confirmed it."""
         self.broker.enqueue(
             self.message(handler_name, envelope, wake), delay=None if delay is None else int(delay * 1000)
         )
 
-    def channel(self, connection) -> "DispatchChannel":
+    def channel(self, connection: Connection) -> "DispatchChannel":
         """Where the router sends its batches: a confirming channel of its own consuming
         connection, or (embedded) the stub broker's queues."""
         if isinstance(self.broker, StubBroker):
@@ -193,10 +201,10 @@ class Dispatcher:
 class DispatchChannel:
     """A batch of first messages out, confirmed later (:meth:`confirmed` once they are)."""
 
-    def publish(self, messages: list[dramatiq.Message]) -> Confirmation:
+    def publish(self, messages: list[dramatiq.Message[Any]]) -> Confirmation:
         raise NotImplementedError
 
-    def confirmed(self, messages: list[dramatiq.Message]) -> None:
+    def confirmed(self, messages: list[dramatiq.Message[Any]]) -> None:
         """Tell dramatiq's middleware that the broker took ``messages``."""
 
 
@@ -204,12 +212,12 @@ class AmqpChannel(DispatchChannel):
     def __init__(self, channel: ConfirmedChannel, broker: dramatiq.Broker):
         self.channel, self.broker = channel, broker
 
-    def publish(self, messages: list[dramatiq.Message]) -> Confirmation:
+    def publish(self, messages: list[dramatiq.Message[Any]]) -> Confirmation:
         for message in messages:
             self.broker.emit_before("enqueue", message, None)
         return self.channel.publish([(m.queue_name, m.encode()) for m in messages])
 
-    def confirmed(self, messages: list[dramatiq.Message]) -> None:
+    def confirmed(self, messages: list[dramatiq.Message[Any]]) -> None:
         for message in messages:
             self.broker.emit_after("enqueue", message, None)
 
@@ -220,7 +228,7 @@ class StubChannel(DispatchChannel):
     def __init__(self, broker: StubBroker):
         self.broker = broker
 
-    def publish(self, messages: list[dramatiq.Message]) -> Confirmation:
+    def publish(self, messages: list[dramatiq.Message[Any]]) -> Confirmation:
         for message in messages:
             self.broker.enqueue(message)
         return Confirmation(set())

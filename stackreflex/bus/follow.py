@@ -11,14 +11,14 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from kombu import Queue, binding
+from kombu.entity import Queue, binding
 
 from ..core.envelope import Envelope, parse_envelope
 from ..core.errors import InvalidEnvelope, StackreflexError, UnroutableError
 from ..core.records import FINAL_STATUSES
 from ..core.settings import Settings
 from ..core.signing import Signer
-from .connections import drain, kombu_connection
+from .connections import Delivery, drain, kombu_connection
 from .publisher import declare_exchange, topic_exchange
 
 log = logging.getLogger(__name__)
@@ -84,18 +84,18 @@ class Follower:
             raise self._error
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
 
     def _listen(self) -> None:
         exchange = topic_exchange(self.settings)
-        q = Queue(
+        q = Queue(  # type: ignore[no-untyped-call]  # kombu: unannotated
             f"{self.settings.namespace}.follow.{uuid.uuid4().hex[:12]}",
             exclusive=True,
             auto_delete=True,
             durable=False,
-            bindings=[binding(exchange, routing_key=p) for p in NOTICE_PATTERNS],
+            bindings=[binding(exchange, routing_key=p) for p in NOTICE_PATTERNS],  # type: ignore[no-untyped-call]  # kombu: unannotated
         )
         try:
             with kombu_connection(self.settings, consumer=True) as connection:
@@ -120,7 +120,7 @@ class Follower:
             return None
         return notice
 
-    def _received(self, message) -> None:
+    def _received(self, message: Delivery) -> None:
         self._inbox.put(message.body)
         message.ack()
 
@@ -143,7 +143,7 @@ class Follower:
             except queue.Empty:
                 continue
             data = notice.data if notice is not None and isinstance(notice.data, dict) else {}
-            if data.get("envelope_id") != envelope.id:
+            if notice is None or data.get("envelope_id") != envelope.id:
                 continue
             if notice.type == "envelope.rejected" and data.get("unrouted"):
                 raise UnroutableError(str(data.get("reason")))
@@ -155,8 +155,11 @@ class Follower:
                     state = early.pop(r["handler"], None) or RunState(r["handler"], r["run_id"], r["status"])
                     progress.runs[r["handler"]] = state
             else:
-                runs = progress.runs if data.get("handler") in progress.runs else early
-                state = runs.setdefault(data.get("handler"), RunState(data.get("handler")))
+                handler = data.get("handler")
+                if not isinstance(handler, str):
+                    continue  # not a notice of one of its runs
+                runs = progress.runs if handler in progress.runs else early
+                state = runs.setdefault(handler, RunState(handler))
                 state.run_id = data.get("run_id")
                 state.status = data.get("status", state.status)
                 state.error = data.get("error", state.error)

@@ -4,10 +4,14 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from amqp.exceptions import PreconditionFailed
-from kombu import Exchange, Producer, Queue
+from kombu.connection import Connection
+from kombu.entity import Exchange, Queue
 from kombu.exceptions import OperationalError
+from kombu.messaging import Producer
+from kombu.transport import virtual
 
 from ..core.envelope import Envelope
 from ..core.errors import BrokerUnavailable, ConfigError, UnroutableError
@@ -19,7 +23,7 @@ from .queues import QueueType, intake_arguments, unrouted_queue_name
 log = logging.getLogger(__name__)
 
 #: AMQP's default exchange, which routes to the queue named by the routing key.
-DEFAULT_EXCHANGE = Exchange("")
+DEFAULT_EXCHANGE = Exchange("")  # type: ignore[no-untyped-call]  # kombu: unannotated
 
 #: Content type of envelopes on the wire (CloudEvents structured mode).
 CONTENT_TYPE = "application/cloudevents+json"
@@ -29,7 +33,7 @@ def topic_exchange(settings: Settings) -> Exchange:
     """The exchange every envelope is published on. What no queue is bound to receive goes to
     its alternate exchange, and from there to the router, which records it as having no
     subscriber: nobody's message vanishes without a record."""
-    return Exchange(
+    return Exchange(  # type: ignore[no-untyped-call]  # kombu: unannotated
         settings.namespace,
         type="topic",
         durable=True,
@@ -38,7 +42,7 @@ def topic_exchange(settings: Settings) -> Exchange:
 
 
 def unrouted_exchange(settings: Settings) -> Exchange:
-    return Exchange(f"{settings.namespace}.unrouted", type="fanout", durable=True)
+    return Exchange(f"{settings.namespace}.unrouted", type="fanout", durable=True)  # type: ignore[no-untyped-call]  # kombu: unannotated
 
 
 def unrouted_queue(settings: Settings, queue_type: QueueType) -> Queue:
@@ -51,11 +55,11 @@ def unrouted_queue(settings: Settings, queue_type: QueueType) -> Queue:
     )
 
 
-def declare_exchange(channel, settings: Settings) -> None:
+def declare_exchange(channel: virtual.Channel, settings: Settings) -> None:
     """Declare the exchange (with its alternate), or say what to do when an older stackreflex
     declared it without one (RabbitMQ refuses a declaration that differs)."""
     try:
-        topic_exchange(settings)(channel).declare()
+        topic_exchange(settings)(channel).declare()  # type: ignore[no-untyped-call]  # kombu: unannotated
     except PreconditionFailed:
         raise ConfigError(
             f"the exchange {settings.namespace} exists without the alternate exchange this version declares "
@@ -83,7 +87,7 @@ class Publisher:
         self._local = threading.local()
         #: every connection any thread opened, for :meth:`close`; a thread's links from before
         #: the last close (an older generation) are made again
-        self._opened: list = []
+        self._opened: list[Connection] = []
         self._generation = 0
         self._lock = threading.Lock()
 
@@ -104,7 +108,7 @@ class Publisher:
             connect(connection, self.settings)
             if not hasattr(self._local, "returned"):
                 self._local.returned = []
-            producer = Producer(
+            producer = Producer(  # type: ignore[no-untyped-call]  # kombu: unannotated
                 connection,
                 exchange=self.exchange,
                 auto_declare=False,
@@ -115,7 +119,7 @@ class Publisher:
             def send(envelope: Envelope, *, persistent: bool, mandatory: bool) -> None:
                 self._send(producer, envelope, persistent=persistent, mandatory=mandatory)
 
-            link = (producer, connection.ensure(producer, send, **RETRY_POLICY))
+            link = (producer, connection.ensure(producer, send, **RETRY_POLICY))  # type: ignore[no-untyped-call]  # kombu: unannotated
             setattr(self._local, slot, link)
         return link
 
@@ -176,12 +180,12 @@ class Publisher:
         with self._publishing():
             send(envelope, persistent=False, mandatory=False)
 
-    def send_to_queue(self, body: bytes, queue: Queue, headers: dict, message_id: str | None = None) -> None:
+    def send_to_queue(self, body: bytes, queue: Queue, headers: dict[str, Any], message_id: str | None = None) -> None:
         """Put raw bytes straight onto a durable queue (the dead-letter queue), confirmed."""
         producer, _ = self._link()
         with self._publishing():
             # an Exchange object: kombu reads a plain "" as "use the producer's exchange"
-            producer.publish(
+            producer.publish(  # type: ignore[no-untyped-call]  # kombu: unannotated
                 body,
                 exchange=DEFAULT_EXCHANGE,
                 routing_key=queue.name,
@@ -201,7 +205,7 @@ class Publisher:
         producer, _ = self._link()
         self._local.returned.clear()
         with self._publishing():
-            producer.publish(
+            producer.publish(  # type: ignore[no-untyped-call]  # kombu: unannotated
                 body,
                 exchange=DEFAULT_EXCHANGE,
                 routing_key=queue,
@@ -234,13 +238,13 @@ class Publisher:
             _release(connection)
 
 
-def _returned_if_not(channel, exchange: str, routing_key: str) -> bool:
+def _returned_if_not(channel: virtual.Channel, exchange: str, routing_key: str) -> bool:
     """A broker returns a mandatory message no queue took: what was not returned was routed."""
     return True
 
 
-def _release(connection) -> None:
+def _release(connection: Connection) -> None:
     try:
-        connection.release()
+        connection.release()  # type: ignore[no-untyped-call]  # kombu: unannotated
     except Exception as exc:
         log.debug("closing a publisher connection: %s", exc)

@@ -13,10 +13,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
+import dramatiq
 from amqp.exceptions import AMQPError
-from kombu import Queue, binding
+from kombu.entity import Queue, binding
 from kombu.exceptions import OperationalError
 
 from ..core import metrics
@@ -29,7 +30,7 @@ from ..core.settings import Settings
 from ..core.topics import topic_matches
 from .backend import Bus, dead_letter_queue
 from .confirms import Confirmation
-from .connections import drain, server_properties
+from .connections import Delivery, drain, server_properties
 from .dispatch import DispatchChannel
 from .follow import NOTICE_PATTERNS
 from .publisher import declare_exchange, topic_exchange, unrouted_queue
@@ -53,13 +54,13 @@ CONFIRM_TIMEOUT = 30.0
 CONNECTION_TROUBLE = (OperationalError, ConnectionError, OSError, AMQPError, BrokerUnavailable, DatabaseUnavailable)
 
 
-def raw_body(message) -> bytes:
+def raw_body(message: Delivery) -> bytes:
     """The message body as bytes (py-amqp decodes bodies that declare a content encoding)."""
     body = message.body
-    return body if isinstance(body, (bytes, bytearray)) else str(body).encode("utf-8")
+    return bytes(body) if isinstance(body, (bytes, bytearray)) else str(body).encode("utf-8")
 
 
-def _delivered(message) -> tuple[bytes, str]:
+def _delivered(message: Delivery) -> tuple[bytes, str]:
     """What the router routes from an AMQP delivery: its body and its routing key."""
     return raw_body(message), message.delivery_info.get("routing_key", "")
 
@@ -101,21 +102,27 @@ class EnvelopeLog(Protocol):
     def parked(self, digest: str) -> None: ...
 
 
+class HandlerIndex(Protocol):
+    """Which handlers an envelope goes to (:class:`~stackreflex.runs.subscribers.Subscribers`)."""
+
+    def matching(self, envelope: Envelope) -> list[str]: ...
+
+
 @dataclass
 class InFlight:
     """A routed batch whose dispatches the broker has yet to confirm."""
 
     #: the AMQP deliveries, acknowledged once the dispatches are confirmed
-    deliveries: list
+    deliveries: list[Delivery]
     accepted: list[tuple[int, Envelope, Accepted]]
     #: the dramatiq messages published
-    sent: list
+    sent: list[dramatiq.Message[Any]]
     confirmation: Confirmation
     #: indexes of the deliveries rejected (parked and recorded already)
     rejected: set[int]
 
 
-def _rejected(count: int, accepted: list | None) -> set[int]:
+def _rejected(count: int, accepted: list[tuple[int, Envelope, Accepted]] | None) -> set[int]:
     """The indexes of a batch that were rejected (none if routing did not get that far)."""
     return set(range(count)) - {index for index, _, _ in accepted} if accepted is not None else set()
 
@@ -127,7 +134,7 @@ RECORDED_ALWAYS = ("heat.#",)
 
 def router_queue(settings: Settings, registry: Registry, queue_type: QueueType) -> Queue:
     exchange = topic_exchange(settings)
-    return Queue(
+    return Queue(  # type: ignore[no-untyped-call]  # kombu: unannotated
         router_queue_name(settings),
         durable=True,
         queue_arguments=intake_arguments(settings, queue_type),
@@ -142,12 +149,12 @@ class Router:
         self,
         settings: Settings,
         registry: Registry,
-        subscribers,
+        subscribers: HandlerIndex,
         bus: Bus,
         audit: EnvelopeLog,
         *,
         cloud: str | None = None,
-    ):
+    ) -> None:
         self.settings = settings
         #: the handlers this process serves: the router queue's bindings
         self.registry = registry
@@ -162,14 +169,14 @@ class Router:
         self.ready = threading.Event()
         #: how this thread pauses while the audit database is unreachable or a confirm is due
         #: (the consuming connection must keep reading, or the broker drops it for missed heartbeats)
-        self._pause = None
+        self._pause: Callable[[float], None] | None = None
         self._channel: DispatchChannel | None = None
         #: since when (monotonic) the oldest envelope it holds unacknowledged has been held; None: it holds none
         self.held_since: float | None = None
 
     # -- the decision ---------------------------------------------------------------
 
-    def _messages(self, accepted: list[tuple[int, Envelope, Accepted]]) -> list:
+    def _messages(self, accepted: list[tuple[int, Envelope, Accepted]]) -> list[dramatiq.Message[Any]]:
         return [self.bus.dispatcher.message(name, envelope) for name, envelope in _dispatches(accepted)]
 
     def _record(
@@ -241,7 +248,7 @@ class Router:
             )
         return outcome
 
-    def _no_subscriber(self, messages: list) -> None:
+    def _no_subscriber(self, messages: list[Delivery]) -> None:
         """Envelopes no queue was bound to receive (the exchange's alternate sent them here):
         recorded and parked, to be replayed once a worker serves their type. Our own notices
         that nobody follows any more are advisory, and are let go."""
@@ -340,7 +347,11 @@ class Router:
                 connection.Consumer([intake], on_message=unrouted.append, prefetch_count=prefetch),
             ):
                 self._channel = self.bus.dispatch_channel(connection)
-                self._pause = lambda seconds: drain(connection, seconds)
+
+                def pause(seconds: float) -> None:
+                    drain(connection, seconds)
+
+                self._pause = pause
                 in_flight: deque[InFlight] = deque()
                 self.ready.set()
                 while not stop.is_set():
@@ -361,16 +372,17 @@ class Router:
                     self._settle(in_flight)
                     self.held_since = in_flight[0].confirmation.published_at if in_flight else None
 
-    def _send(self, batch: list, in_flight: deque) -> None:
+    def _send(self, batch: list[Delivery], in_flight: deque[InFlight]) -> None:
         """Accept a batch and publish its dispatches; it is acknowledged once they are confirmed."""
         log.debug("routing a batch of %d messages", len(batch))
-        accepted: list | None = None
+        accepted: list[tuple[int, Envelope, Accepted]] | None = None
         try:
             messages = [_delivered(m) for m in batch]
             metrics.count_received([key for _, key in messages])
             metrics.ROUTER_BATCH_SIZE.observe(len(batch))
             accepted = self._record(self._validate(messages), messages)
             sent = self._messages(accepted)
+            assert self._channel is not None  # _consume opened it before taking deliveries
             confirmation = self._channel.publish(sent)
         except CONNECTION_TROUBLE:
             raise  # the connection is gone: the broker redelivers what is unacknowledged
@@ -380,7 +392,7 @@ class Router:
             return
         in_flight.append(InFlight(batch, accepted, sent, confirmation, _rejected(len(batch), accepted)))
 
-    def _settle(self, in_flight: deque) -> None:
+    def _settle(self, in_flight: deque[InFlight]) -> None:
         """Acknowledge the confirmed batches, oldest first (one acknowledgement covers a batch)."""
         while in_flight and in_flight[0].confirmation.settled:
             done = in_flight.popleft()
@@ -392,6 +404,7 @@ class Router:
                 )
                 self._one_by_one(done.deliveries, done.rejected)
                 continue
+            assert self._channel is not None  # _consume opened it before taking deliveries
             self._channel.confirmed(done.sent)
             for _, envelope, answer in done.accepted:
                 self._routed(envelope, answer)
@@ -399,7 +412,7 @@ class Router:
         if in_flight and time.monotonic() - in_flight[0].confirmation.published_at > CONFIRM_TIMEOUT:
             raise BrokerUnavailable(f"the broker did not confirm dispatches within {CONFIRM_TIMEOUT:.0f}s")
 
-    def _one_by_one(self, batch: list, rejected: set[int]) -> None:
+    def _one_by_one(self, batch: list[Delivery], rejected: set[int]) -> None:
         """A batch that failed: route its messages one by one, each confirmed before the next,
         so a bad message or a passing fault costs only that message a retry. What was
         rejected is recorded and parked already (a redelivery of it would be acknowledged)."""
@@ -409,12 +422,13 @@ class Router:
             else:
                 self._on_message(message)
 
-    def _on_message(self, message) -> None:
+    def _on_message(self, message: Delivery) -> None:
         body, routing_key = _delivered(message)
         try:
             accepted = self._record(self._validate([(body, routing_key)]), [(body, routing_key)])
             if accepted:
                 sent = self._messages(accepted)
+                assert self._channel is not None  # _consume opened it before taking deliveries
                 self._confirm(self._channel.publish(sent))
                 self._channel.confirmed(sent)
                 for _, envelope, answer in accepted:
@@ -442,6 +456,7 @@ class Router:
         while not confirmation.settled:
             if time.monotonic() - confirmation.published_at > CONFIRM_TIMEOUT:
                 raise BrokerUnavailable(f"the broker did not confirm dispatches within {CONFIRM_TIMEOUT:.0f}s")
+            assert self._pause is not None  # _consume set it before taking deliveries
             self._pause(0.05)
         if confirmation.refused:
             raise RuntimeError(f"the broker refused its dispatches: {confirmation.refused[0]}")

@@ -94,13 +94,19 @@ class Envelope(BaseModel):
             raise ValueError(f"must be between {EARLIEST_TIME:%Y-%m-%d} and a day from now")
         return value
 
-    def model_post_init(self, _context) -> None:
+    def model_post_init(self, _context: Any) -> None:
         if not self.correlationid:
             object.__setattr__(self, "correlationid", self.id)
 
     @classmethod
     def new(
-        cls, type: str, *, subject: str | None = None, data: Any = None, cause: "Envelope | None" = None, **attributes
+        cls,
+        type: str,
+        *,
+        subject: str | None = None,
+        data: Any = None,
+        cause: "Envelope | None" = None,
+        **attributes: Any,
     ) -> "Envelope":
         """Create an envelope; with ``cause`` it joins the cause's correlation."""
         if cause is not None:
@@ -118,7 +124,7 @@ class Envelope(BaseModel):
     def to_json(self) -> str:
         return self.model_dump_json(exclude_none=True)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)
 
     def content_digest(self) -> str:
@@ -151,7 +157,9 @@ def describe_validation_error(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def parse_envelope(body: bytes | str | dict, *, max_bytes: int = MAX_BYTES, max_depth: int = MAX_DEPTH) -> Envelope:
+def parse_envelope(
+    body: bytes | str | dict[str, Any], *, max_bytes: int = MAX_BYTES, max_depth: int = MAX_DEPTH
+) -> Envelope:
     """Validate a message body as an envelope, or raise :class:`InvalidEnvelope` saying why
     in one line; no other exception leaves the parser, whatever the body holds."""
     try:
@@ -166,7 +174,7 @@ def _no_constants(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
-def _parse(body: bytes | str | dict, max_bytes: int, max_depth: int) -> Envelope:
+def _parse(body: bytes | str | dict[str, Any], max_bytes: int, max_depth: int) -> Envelope:
     if isinstance(body, str):
         body = body.encode("utf-8", "surrogatepass")
     if isinstance(body, (bytes, bytearray)):

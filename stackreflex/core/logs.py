@@ -19,6 +19,7 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
+from typing import Any, TextIO
 
 from .redaction import MASK, redact, redact_text
 
@@ -97,7 +98,7 @@ def install_record_redaction() -> None:
         return
     roots = REDACTED_LOGGERS
 
-    def redacting_record_factory(*args, **kwargs) -> logging.LogRecord:
+    def redacting_record_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = previous(*args, **kwargs)
         name = record.name  # None in logging.makeLogRecord, which fills the record afterwards
         if isinstance(name, str) and name.partition(".")[0] in roots and not getattr(record, _REDACTED, False):
@@ -147,7 +148,7 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line)
 
 
-def setup_logging(fmt: str = "text", level: str = "INFO", stream=None) -> None:
+def setup_logging(fmt: str = "text", level: str = "INFO", stream: TextIO | None = None) -> None:
     install_record_redaction()
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.addFilter(RedactingFilter())

@@ -18,6 +18,7 @@ of a longer one, in any case, with or without ``-``/``_`` and with a number afte
 """
 
 import re
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -108,9 +109,9 @@ _VALUE = (
 )
 
 
-def _mask_value(match: re.Match) -> str:
+def _mask_value(match: re.Match[str]) -> str:
     """The name and its separator as they were, the value masked inside its quotes."""
-    value = match.group(2)
+    value: str = match.group(2)
     if value.startswith('\\"'):
         return match.group(1) + '\\"' + MASK + '\\"'
     quote = value.lstrip("bu")[:1]
@@ -119,8 +120,12 @@ def _mask_value(match: re.Match) -> str:
     return match.group(1) + MASK
 
 
+#: A pattern, what replaces its match, and what the text (lowercased) has when it can match.
+_Rule = tuple[re.Pattern[str], str | Callable[[re.Match[str]], str], str]
+
+
 @lru_cache(maxsize=256)
-def _name_patterns(words: frozenset) -> list:
+def _name_patterns(words: frozenset[str]) -> list[_Rule]:
     """The patterns of the secret names under ``words``."""
     names = "|".join(_TEXT_NAMES[word] for word in sorted(words))
     return [
@@ -134,7 +139,7 @@ def _name_patterns(words: frozenset) -> list:
 
 
 #: The patterns that do not depend on the names, each with what the text (lowercased) has when it can match.
-_TEXT_PATTERNS = [
+_TEXT_PATTERNS: list[_Rule] = [
     # PEM private keys, first: masked whole, before the private_key=… rule sees their header
     # (up to a quote when the end is missing: a key cut short in a log line or a JSON string).
     (

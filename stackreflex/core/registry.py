@@ -17,6 +17,8 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
+from typing import Any, TypeVar
 
 from .envelope import Envelope
 from .errors import HandlerLoadError
@@ -37,6 +39,8 @@ Predicate = Callable[[Envelope], bool]
 #: ``compensate(event, ctx, reason) -> str``: undo what a cancelled run did where it can, and say
 #: what was undone and what is left as it is.
 Compensation = Callable[..., str | None]
+#: A function ``@handler`` marks, given back as it was.
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,7 @@ class Handler:
 
     name: str
     patterns: tuple[str, ...]
-    fn: Callable = field(repr=False)
+    fn: Callable[..., Any] = field(repr=False)
     when: Predicate | None = None
     max_retries: int = DEFAULT_MAX_RETRIES
     min_backoff: float = DEFAULT_MIN_BACKOFF
@@ -90,7 +94,7 @@ class Registry:
         return {p for h in self for p in h.patterns}
 
 
-def _origin(fn: Callable) -> str:
+def _origin(fn: Callable[..., Any]) -> str:
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', '?')}"
 
 
@@ -98,7 +102,7 @@ def _origin(fn: Callable) -> str:
 MARK = "__stackreflex_handler__"
 
 
-def handler_of(fn: Callable) -> Handler | None:
+def handler_of(fn: Callable[..., Any]) -> Handler | None:
     """The handler ``@handler`` made of ``fn`` (None for a plain function)."""
     found = getattr(fn, MARK, None)
     return found if isinstance(found, Handler) else None
@@ -114,7 +118,7 @@ def handler(
     time_limit: float = DEFAULT_TIME_LIMIT,
     compensate: Compensation | None = None,
     into: Registry | None = None,
-) -> Callable:
+) -> Callable[[_F], _F]:
     """Subscribe a function ``f(event: Envelope, ctx: RunContext) -> None`` to envelope types.
 
     ``patterns`` are AMQP topic patterns (``*`` one word, ``#`` any); ``when`` further
@@ -131,7 +135,7 @@ def handler(
         except ValueError as exc:
             raise HandlerLoadError(str(exc)) from None
 
-    def register(fn: Callable) -> Callable:
+    def register(fn: _F) -> _F:
         handler_name = name or fn.__name__
         if not NAME_PATTERN.match(handler_name):
             raise HandlerLoadError(f"handler name {handler_name!r} must be letters, digits, '_' or '-'")
@@ -161,7 +165,7 @@ def load_handlers(spec: str, into: Registry) -> None:
             into.add(found)
 
 
-def import_spec(spec: str, what: str, error: type[Exception]):
+def import_spec(spec: str, what: str, error: type[Exception]) -> ModuleType:
     """The module ``pkg.module``, or the file ``path/to/file.py`` run as a module of its own (not
     put in ``sys.modules``); a failure is ``error`` saying what could not be loaded from where."""
     try:
@@ -170,6 +174,8 @@ def import_spec(spec: str, what: str, error: type[Exception]):
             if not path.is_file():
                 raise error(f"{what} file {spec} does not exist")
             module_spec = importlib.util.spec_from_file_location(f"stackreflex_{what}_{path.stem}", path)
+            if module_spec is None or module_spec.loader is None:
+                raise error(f"cannot load {what} from {spec}: not a Python file")
             module = importlib.util.module_from_spec(module_spec)
             module_spec.loader.exec_module(module)
             return module

@@ -8,10 +8,11 @@ import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError
 
+from .envelope import Envelope
 from .errors import ConfigError
 
 #: Where settings are read from when no ``--config`` is given.
@@ -128,7 +129,7 @@ class Settings(BaseModel):
     def embedded(self) -> bool:
         return self.broker_url is None
 
-    def announces(self, envelope) -> bool:
+    def announces(self, envelope: Envelope) -> bool:
         """Whether the runs of ``envelope`` are announced on the bus (see ``run_notices``)."""
         return bool(envelope.notify) or self.run_notices == "all"
 
@@ -140,9 +141,9 @@ class Settings(BaseModel):
         return f"sqlite:///{path}"
 
 
-def load_settings(config_file: Path | None = None, **overrides) -> Settings:
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Read settings from a TOML file and the environment; errors name the bad setting."""
-    values: dict = {}
+    values: dict[str, Any] = {}
     path = config_file or DEFAULT_CONFIG_PATH
     if config_file is not None and not path.exists():
         raise ConfigError(f"config file {path} does not exist")

@@ -19,9 +19,13 @@ import hashlib
 import hmac
 import json
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from .envelope import Envelope
 from .errors import ConfigError, SignatureError
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 #: Prefix naming the algorithm, so it can change without ambiguity.
 SIGNATURE_SCHEME = "hmac-sha256:"
@@ -57,7 +61,7 @@ class Signer:
         self.max_age, self.max_skew = timedelta(seconds=max_age), timedelta(seconds=max_skew)
 
     @classmethod
-    def from_settings(cls, settings) -> "Signer | None":
+    def from_settings(cls, settings: "Settings") -> "Signer | None":
         """The signer of ``signing_key`` and ``signing_keys``, or None when neither is set."""
         keys = {kid: secret.get_secret_value().encode() for kid, secret in settings.signing_keys.items()}
         if settings.signing_key is not None:

@@ -18,16 +18,33 @@ import hashlib
 import json
 import secrets
 import uuid
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, case, delete, func, insert, or_, select, update
+from pydantic import SecretStr
+from sqlalchemy import (
+    BindParameter,
+    Connection,
+    Dialect,
+    Insert,
+    Table,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.selectable import ExecutableReturnsRows
 from sqlmodel import Session
 
 from ..core.clock import SYSTEM_CLOCK, Clock
@@ -62,14 +79,21 @@ WAL_SIZE_LIMIT = 16 * 1024 * 1024
 #: How much of a rejected message body is kept for the post-mortem.
 RAW_EXCERPT_CHARS = 4000
 
-RUN = Run.__table__
-STEP = Step.__table__
-ENVELOPE = EnvelopeRecord.__table__
-CURSOR = WatcherCursor.__table__
-SUBSCRIPTION = Subscription.__table__
-SECRET = InstallationSecret.__table__
+RUN: Table = Run.__table__  # type: ignore[attr-defined]  # sqlmodel does not declare SQLAlchemy's __table__
+STEP: Table = Step.__table__  # type: ignore[attr-defined]  # sqlmodel does not declare SQLAlchemy's __table__
+ENVELOPE: Table = EnvelopeRecord.__table__  # type: ignore[attr-defined]  # sqlmodel does not declare SQLAlchemy's __table__
+CURSOR: Table = WatcherCursor.__table__  # type: ignore[attr-defined]  # sqlmodel does not declare SQLAlchemy's __table__
+SUBSCRIPTION: Table = Subscription.__table__  # type: ignore[attr-defined]  # sqlmodel does not declare SQLAlchemy's __table__
+SECRET: Table = InstallationSecret.__table__  # type: ignore[attr-defined]  # sqlmodel does not declare SQLAlchemy's __table__
 
 PENDING, RUNNING, WAITING = RunStatus.PENDING.value, RunStatus.RUNNING.value, RunStatus.WAITING.value
+
+
+def _inserted_id(c: Connection, statement: Insert) -> int:
+    """The primary key of the one row ``statement`` inserted."""
+    key = c.execute(statement).inserted_primary_key
+    assert key is not None  # an INSERT of one row has one
+    return int(key[0])
 
 
 def _json(value: Any) -> str:
@@ -242,11 +266,13 @@ class _BusyStatements:
     """The statements on the path of every event, prepared for the engine's dialect the
     first time each is used (a CLI reading the log never pays for them)."""
 
-    def __init__(self, dialect):
+    def __init__(self, dialect: Dialect):
         self.dialect = dialect
         self._prepared: dict[Hashable, Prepared] = {}
 
-    def _get(self, key: Hashable, build: Callable[[], Any], columns: Iterable[str] | None = None) -> Prepared:
+    def _get(
+        self, key: Hashable, build: Callable[[], ExecutableReturnsRows], columns: Iterable[str] | None = None
+    ) -> Prepared:
         prepared = self._prepared.get(key)
         if prepared is None:
             prepared = self._prepared[key] = Prepared(build(), self.dialect, columns)
@@ -297,7 +323,13 @@ class _BusyStatements:
             ),
         )
 
-    def _rows_for_ids(self, c: Connection, name: str, build: Callable[[list], Any], ids: list[str]) -> list:
+    def _rows_for_ids(
+        self,
+        c: Connection,
+        name: str,
+        build: Callable[[list[BindParameter[Any]]], ExecutableReturnsRows],
+        ids: list[str],
+    ) -> list[Any]:
         """Rows of a statement over a list of ids, padded to a power of two so that a few
         prepared variants cover any batch."""
         size = 1 << max(len(ids) - 1, 0).bit_length()
@@ -324,7 +356,7 @@ class _BusyStatements:
         )
         return {row.envelope_id: (row.received_at, row.digest) for row in rows}
 
-    def runs_of(self, c: Connection, ids: list[str]) -> list:
+    def runs_of(self, c: Connection, ids: list[str]) -> list[Any]:
         """The runs of the envelopes ``ids``: envelope_id, id, handler, status, attempts."""
         return self._rows_for_ids(
             c,
@@ -344,7 +376,7 @@ class WaitingStep:
     name: str
     target: str | None
     started_at: datetime
-    detail: dict
+    detail: dict[str, Any]
 
 
 class AuditLog:
@@ -372,7 +404,7 @@ class AuditLog:
         self._outage = OutageGuard(outage_limit, clock)
 
     @classmethod
-    def open(cls, url: str, **options) -> "AuditLog":
+    def open(cls, url: str, **options: Any) -> "AuditLog":
         """Connect to ``url`` and bring its schema up to date."""
         engine = make_engine(url)
         migrate(engine)
@@ -437,6 +469,7 @@ class AuditLog:
     @staticmethod
     def _defer_checkpoints_on(connection: Connection) -> None:
         driver = connection.connection.dbapi_connection
+        assert driver is not None  # a connection in use holds its driver's
         driver.execute(f"PRAGMA wal_autocheckpoint={DEFERRED_AUTOCHECKPOINT_PAGES}")
         driver.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
 
@@ -450,7 +483,7 @@ class AuditLog:
     # -- envelopes -------------------------------------------------------------------
 
     @staticmethod
-    def _envelope_values(envelope: Envelope, status: str, now: datetime) -> dict:
+    def _envelope_values(envelope: Envelope, status: str, now: datetime) -> dict[str, Any]:
         return {
             "status": status,
             "reason": None,
@@ -501,7 +534,7 @@ class AuditLog:
             "payload": _storable(_redacted_excerpt(raw)),
         }
 
-        def record(values: dict) -> Callable[[Connection], bool]:
+        def record(values: dict[str, Any]) -> Callable[[Connection], bool]:
             def write(c: Connection) -> bool:
                 earlier = c.execute(
                     select(ENVELOPE.c.parked_at)
@@ -558,13 +591,13 @@ class AuditLog:
             )
         )
 
-    def dispatch_key(self, configured=None) -> bytes:
+    def dispatch_key(self, configured: SecretStr | None = None) -> bytes:
         """This installation's key for the router's messages to handlers: ``configured`` (the
         ``dispatch_key`` setting) if given, or the one kept here, made on first use."""
         if configured is not None:
             return configured.get_secret_value().encode()
 
-        def read(c: Connection):
+        def read(c: Connection) -> str | None:
             return c.execute(select(SECRET.c.value).where(SECRET.c.name == "dispatch")).scalar()
 
         def make(c: Connection) -> str:
@@ -580,6 +613,7 @@ class AuditLog:
                 value = self._write(make)
             except IntegrityError:  # another process made it first
                 value = self._read(read)
+                assert value is not None  # the row the other process inserted
         return bytes.fromhex(value)
 
     def accept_many(
@@ -606,9 +640,14 @@ class AuditLog:
             except IntegrityError:
                 if attempt == 2:
                     raise
+        raise AssertionError("the last attempt returns or raises")
 
     def _accept(
-        self, c: Connection, prepared: list[tuple[Envelope, list[str], dict]], now: datetime, cloud: str | None
+        self,
+        c: Connection,
+        prepared: list[tuple[Envelope, list[str], dict[str, Any]]],
+        now: datetime,
+        cloud: str | None,
     ) -> list[Accepted]:
         ids = list({envelope.id: None for envelope, _, _ in prepared})
         earlier = self._busy.accepted_among(c, ids)
@@ -652,7 +691,7 @@ class AuditLog:
         return answers
 
     @staticmethod
-    def _run_values(envelope: Envelope, handler: str, now: datetime, cloud: str | None) -> dict:
+    def _run_values(envelope: Envelope, handler: str, now: datetime, cloud: str | None) -> dict[str, Any]:
         return {
             "id": str(uuid.uuid4()),
             "envelope_id": envelope.id,
@@ -672,7 +711,7 @@ class AuditLog:
             "updated_at": now,
         }
 
-    def kept_envelope(self, envelope_id: str) -> dict | None:
+    def kept_envelope(self, envelope_id: str) -> dict[str, Any] | None:
         """The envelope as received, when the log holds it whole: None when redaction masked a
         part of it (its secrets are not kept, so it cannot be handed to a handler again)."""
         payload = self._read(
@@ -795,7 +834,7 @@ class AuditLog:
         deadline: datetime | None,
         wait_key: str | None,
         waiting_for: str,
-        state: dict,
+        state: dict[str, Any],
     ) -> bool:
         """Park a run as ``waiting`` until ``wake_at``, answering only wake-up ``wake``."""
         return bool(
@@ -817,7 +856,7 @@ class AuditLog:
             )
         )
 
-    def _fenced(self, run_id: str, token: str, values: dict, steps: list[dict] = ()) -> Fence:
+    def _fenced(self, run_id: str, token: str, values: dict[str, Any], steps: Sequence[dict[str, Any]] = ()) -> Fence:
         values["updated_at"] = self.clock.now()
         statement = self._busy.fenced_update(tuple(sorted(values)))
         parameters = {"b_id": run_id, "b_token": token, **{f"b_{k}": v for k, v in values.items()}}
@@ -830,7 +869,7 @@ class AuditLog:
 
         return self._write(write)
 
-    def save_state(self, run_id: str, token: str, state: dict, steps: Iterable[dict] = ()) -> Fence:
+    def save_state(self, run_id: str, token: str, state: dict[str, Any], steps: Iterable[dict[str, Any]] = ()) -> Fence:
         """Save a handler's state, with the steps (over already) that it accounts for, in one
         transaction: a worker dying in between must not leave steps the state does not know."""
         return self._fenced(
@@ -982,14 +1021,14 @@ class AuditLog:
             started_at=self.clock.now(),
             detail="{}",
         )
-        return self._write(lambda c: c.execute(statement).inserted_primary_key[0])
+        return self._write(lambda c: _inserted_id(c, statement))
 
     def resume_step(self, step_id: int) -> None:
         """A waiting step goes on (its run woke and came back to it)."""
         statement = update(STEP).where(STEP.c.id == step_id).values(status=StepStatus.RUNNING.value)
         self._write(lambda c: c.execute(statement))
 
-    def park_step(self, step_id: int, detail: dict) -> None:
+    def park_step(self, step_id: int, detail: dict[str, Any]) -> None:
         """Its run suspended inside the step: ``waiting``, with what it saw so far; not over."""
         statement = (
             update(STEP).where(STEP.c.id == step_id).values(status=StepStatus.WAITING.value, detail=_json(detail))
@@ -997,7 +1036,7 @@ class AuditLog:
         self._write(lambda c: c.execute(statement))
 
     def finish_step(
-        self, step_id: int, status: StepStatus, detail: dict | None = None, error: str | None = None
+        self, step_id: int, status: StepStatus, detail: dict[str, Any] | None = None, error: str | None = None
     ) -> None:
         parameters = {
             "b_id": step_id,
@@ -1018,7 +1057,7 @@ class AuditLog:
         status: str,
         started_at: datetime,
         finished_at: datetime | None = None,
-        detail: dict | None = None,
+        detail: dict[str, Any] | None = None,
         error: str | None = None,
     ) -> int:
         """A step already over, whose start an earlier attempt saw (e.g. a migration followed
@@ -1036,7 +1075,7 @@ class AuditLog:
                 error=error,
             )
         )
-        return self._write(lambda c: c.execute(statement).inserted_primary_key[0])
+        return self._write(lambda c: _inserted_id(c, statement))
 
     def _step_values(
         self,
@@ -1048,9 +1087,9 @@ class AuditLog:
         status: str = StepStatus.SUCCEEDED.value,
         started_at: datetime,
         finished_at: datetime | None = None,
-        detail: dict | None = None,
+        detail: dict[str, Any] | None = None,
         error: str | None = None,
-    ) -> dict:
+    ) -> dict[str, Any]:
         return {
             "run_id": run_id,
             "attempt": attempt,
@@ -1172,7 +1211,8 @@ class AuditLog:
             .where(SUBSCRIPTION.c.heartbeat_at >= since)
             .group_by(SUBSCRIPTION.c.handler)
         )
-        return self._read(lambda c: dict(c.execute(query)))
+        # the rows, as pairs: a result has keys(), so dict() of the result itself reads it as a mapping
+        return self._read(lambda c: dict(c.execute(query).all()))
 
     def live_subscriptions(self, bus: str, since: datetime) -> list[Served]:
         """The handlers served on ``bus`` by processes that heartbeat since ``since``, one entry

@@ -8,13 +8,19 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 from sqlmodel import create_engine
 
 from ..core.errors import ConfigError
+
+if TYPE_CHECKING:
+    import psycopg
+    from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 #: The newest revision: our revisions are numbered, and each file is named after its number.
@@ -29,7 +35,7 @@ def normalise_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
+def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
     # WAL lets the router, workers and the CLI read and write concurrently. FULL syncs the WAL
     # at every commit: an envelope is acknowledged to the broker once its record is committed,
     # and under NORMAL a power cut could still lose that record (group commit pays one sync
@@ -71,6 +77,7 @@ def make_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         in_memory = not parsed.database or parsed.database == ":memory:"
         if not in_memory:
+            assert parsed.database is not None  # not in memory: a file
             _private_file(Path(parsed.database).expanduser())
         # In memory (the handler test kit's audit log): one database, so one connection for all.
         engine = create_engine(
@@ -97,7 +104,7 @@ def _require_driver(backend: str) -> None:
             ) from None
 
 
-def _postgresql_durable(dbapi_connection, _record) -> None:
+def _postgresql_durable(dbapi_connection: "psycopg.Connection[Any]", _record: ConnectionPoolEntry) -> None:
     # A commit returns once its WAL is flushed to disk, whatever the server's or role's default
     # (``synchronous_commit=off`` is a common tuning): the broker is told an envelope is safe
     # only after that.
@@ -106,7 +113,7 @@ def _postgresql_durable(dbapi_connection, _record) -> None:
     dbapi_connection.commit()
 
 
-def alembic_config(engine: Engine):
+def alembic_config(engine: Engine) -> "Config":
     from alembic.config import Config
 
     config = Config()

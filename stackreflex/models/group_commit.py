@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection
 
@@ -29,7 +29,7 @@ Write = Callable[[Connection], T]
 class _Pending:
     __slots__ = ("done", "error", "result", "work")
 
-    def __init__(self, work: Write):
+    def __init__(self, work: Write[Any]):
         self.work = work
         self.done = False
         self.result: Any = None
@@ -75,7 +75,7 @@ class GroupCommit:
         AUDIT_WRITE_DURATION.observe(time.perf_counter() - called)
         if own.error is not None:
             raise own.error
-        return own.result
+        return cast(T, own.result)  # what ``work`` returned
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:

@@ -16,7 +16,10 @@ from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
+from sqlalchemy.engine.interfaces import DBAPICursor
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.selectable import ExecutableReturnsRows
 
 _row_types: dict[tuple[str, ...], type] = {}
 
@@ -32,12 +35,17 @@ def _row_type(names: tuple[str, ...]) -> type:
 class Prepared:
     """One Core statement, compiled for ``dialect`` (``columns``: an INSERT's columns)."""
 
-    def __init__(self, statement, dialect: Dialect, columns: Iterable[str] | None = None):
+    def __init__(self, statement: ExecutableReturnsRows, dialect: Dialect, columns: Iterable[str] | None = None):
         compiled = statement.compile(dialect=dialect, column_keys=list(columns) if columns is not None else None)
+        assert isinstance(compiled, SQLCompiler)  # what a dialect compiles a statement with
         self.sql = compiled.string
         self._dialect = dialect
         self._positional = compiled.positional
-        self._names = tuple(compiled.positiontup) if compiled.positional else tuple(compiled.binds)
+        self._names = (
+            tuple(compiled.positiontup)
+            if compiled.positional and compiled.positiontup is not None
+            else tuple(compiled.binds)
+        )
         binds = compiled.binds
         if any(bind.expanding for bind in binds.values()):  # rendered anew at each execution
             raise ValueError(f"a statement with an expanding IN cannot be prepared: {self.sql}")
@@ -51,10 +59,10 @@ class Prepared:
             if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None
         }
         returned = list(statement.exported_columns)  # what a SELECT or a RETURNING gives back
-        self._row = _row_type(tuple(c.key for c in returned)) if returned else None
+        self._row: type | None = _row_type(tuple(c.key for c in returned)) if returned else None
         self._results = [c.type.dialect_impl(dialect).result_processor(dialect, None) for c in returned]
 
-    def _parameters(self, values: dict) -> Any:
+    def _parameters(self, values: dict[str, Any]) -> Any:
         fixed, bind = self._fixed, self._bind
         processed = {}
         for name in self._names:
@@ -63,7 +71,7 @@ class Prepared:
             processed[name] = value if processor is None else processor(value)
         return tuple(processed[name] for name in self._names) if self._positional else processed
 
-    def _cursor(self, connection: Connection, values: dict | list[dict]):
+    def _cursor(self, connection: Connection, values: dict[str, Any] | list[dict[str, Any]]) -> DBAPICursor:
         """Execute (many, for a list) on a cursor of ``connection``'s current transaction."""
         cursor = connection.connection.cursor()
         try:
@@ -81,7 +89,7 @@ class Prepared:
             ) from exc
         return cursor
 
-    def execute(self, connection: Connection, values: dict | list[dict]) -> int:
+    def execute(self, connection: Connection, values: dict[str, Any] | list[dict[str, Any]]) -> int:
         """Run for one set of values, or many (a list); the number of rows it changed."""
         cursor = self._cursor(connection, values)
         try:
@@ -89,19 +97,20 @@ class Prepared:
         finally:
             cursor.close()
 
-    def rows(self, connection: Connection, values: dict) -> list:
+    def rows(self, connection: Connection, values: dict[str, Any]) -> list[Any]:
         """Run and return the rows it selects or returns, their columns converted by type."""
         cursor = self._cursor(connection, values)
         try:
             raw = cursor.fetchall()
         finally:
             cursor.close()
-        processors = self._results
+        processors, row_type = self._results, self._row
+        assert row_type is not None, f"the statement returns no rows: {self.sql}"
         return [
-            self._row(*[value if p is None else p(value) for p, value in zip(processors, row, strict=False)])
+            row_type(*[value if p is None else p(value) for p, value in zip(processors, row, strict=False)])
             for row in raw
         ]
 
-    def first(self, connection: Connection, values: dict):
+    def first(self, connection: Connection, values: dict[str, Any]) -> Any:
         found = self.rows(connection, values)
         return found[0] if found else None

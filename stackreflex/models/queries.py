@@ -4,6 +4,7 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlmodel import col, select
 
@@ -61,7 +62,7 @@ class RunFilter:
     limit: int = 50
 
 
-def run_summary(run: Run) -> dict:
+def run_summary(run: Run) -> dict[str, Any]:
     return {
         "id": run.id,
         "handler": run.handler,
@@ -87,7 +88,7 @@ def run_summary(run: Run) -> dict:
     }
 
 
-def list_runs(audit: AuditLog, f: RunFilter) -> list[dict]:
+def list_runs(audit: AuditLog, f: RunFilter) -> list[dict[str, Any]]:
     """Newest first."""
     query = select(Run)
     if f.status:
@@ -120,10 +121,10 @@ def find_run(audit: AuditLog, run_id: str) -> Run:
     return matches[0]
 
 
-def run_with_steps(audit: AuditLog, run_id: str) -> dict:
+def run_with_steps(audit: AuditLog, run_id: str) -> dict[str, Any]:
     run = find_run(audit, run_id)
     with audit.session() as s:
-        steps = list(s.exec(select(Step).where(Step.run_id == run.id).order_by(Step.started_at, Step.id)))
+        steps = list(s.exec(select(Step).where(Step.run_id == run.id).order_by(col(Step.started_at), col(Step.id))))
     return {
         **run_summary(run),
         "steps": [
@@ -151,7 +152,7 @@ def known_handlers(audit: AuditLog) -> list[str]:
 
 def list_envelopes(
     audit: AuditLog, *, status: str | None = None, since: datetime | None = None, limit: int = 50
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """Envelopes as received (newest first), with the reason of each rejection."""
     query = select(EnvelopeRecord)
     if status:

@@ -9,7 +9,7 @@ from sqlalchemy import delete, select
 from .audit import AuditLog
 from .tables import FINAL_STATUSES, EnvelopeRecord, Run, Step
 
-RUN, STEP, ENVELOPE = Run.__table__, Step.__table__, EnvelopeRecord.__table__
+RUN, STEP, ENVELOPE = Run.__table__, Step.__table__, EnvelopeRecord.__table__  # type: ignore[attr-defined]  # sqlmodel does not declare SQLAlchemy's __table__
 #: Rows deleted per statement, so a large prune never holds one huge transaction.
 BATCH = 5000
 

@@ -2,6 +2,7 @@
 
 import math
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 
@@ -9,7 +10,7 @@ from .audit import AuditLog
 from .queries import iso_utc, seconds_between
 from .tables import FINAL_STATUSES, Run, Step
 
-RUN, STEP = Run.__table__, Step.__table__
+RUN, STEP = Run.__table__, Step.__table__  # type: ignore[attr-defined]  # sqlmodel does not declare SQLAlchemy's __table__
 
 
 def percentile(values: list[float], fraction: float) -> float | None:
@@ -21,14 +22,16 @@ def percentile(values: list[float], fraction: float) -> float | None:
     return ordered[min(max(rank, 1), len(ordered)) - 1]
 
 
-def handler_stats(audit: AuditLog, since: datetime | None = None, until: datetime | None = None) -> list[dict]:
+def handler_stats(
+    audit: AuditLog, since: datetime | None = None, until: datetime | None = None
+) -> list[dict[str, Any]]:
     """Per handler: runs, how they ended, success rate of the finished ones, p50/p95 duration (s)."""
     query = select(RUN.c.handler, RUN.c.status, RUN.c.started_at, RUN.c.finished_at)
     if since:
         query = query.where(RUN.c.created_at >= since)
     if until:
         query = query.where(RUN.c.created_at < until)
-    per: dict[str, dict] = {}
+    per: dict[str, dict[str, Any]] = {}
     with audit.engine.connect() as db:
         for handler, status, started, finished in db.execute(query):
             entry = per.setdefault(handler, {"handler": handler, "runs": 0, "statuses": {}, "durations": []})
@@ -64,7 +67,7 @@ def _round(value: float | None) -> float | None:
 SERVED_WITHIN = 90.0
 
 
-def waiting_runs(audit: AuditLog) -> list[dict]:
+def waiting_runs(audit: AuditLog) -> list[dict[str, Any]]:
     """Runs parked in a continuation (what each waits for, when it looks again, when it gives up),
     and unfinished runs whose handler no live process serves: nothing will move those on until
     one does (a worker with the handler, or `stackreflex runs resume`)."""
@@ -94,7 +97,7 @@ def waiting_runs(audit: AuditLog) -> list[dict]:
 
 def slowest_steps(
     audit: AuditLog, run_id: str | None = None, since: datetime | None = None, limit: int = 10
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """The longest finished steps, of one run or of every run since ``since``."""
     query = select(STEP, RUN.c.handler).join(RUN, RUN.c.id == STEP.c.run_id).where(STEP.c.finished_at.is_not(None))
     if run_id:

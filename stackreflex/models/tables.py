@@ -9,7 +9,11 @@ from datetime import datetime
 from sqlalchemy import Boolean, Column, Index, Text, UniqueConstraint, false, text
 from sqlmodel import Field, SQLModel
 
-from ..core.records import FINAL_STATUSES, RUN_STATUSES, RunStatus, StepStatus  # noqa: F401 - the tables' statuses
+# the tables' statuses, exported with them
+from ..core.records import FINAL_STATUSES as FINAL_STATUSES
+from ..core.records import RUN_STATUSES as RUN_STATUSES
+from ..core.records import RunStatus as RunStatus
+from ..core.records import StepStatus as StepStatus
 
 
 class EnvelopeRecord(SQLModel, table=True):

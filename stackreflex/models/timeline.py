@@ -11,15 +11,16 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Select, or_, select
+from sqlalchemy import Column, ColumnElement, Connection, Row, Select, or_, select
 
 from ..core.redaction import redact
 from .audit import AuditLog
 from .queries import iso_utc, seconds_between
 from .tables import EnvelopeRecord, Run, Step
 
-RUN, STEP, ENVELOPE = Run.__table__, Step.__table__, EnvelopeRecord.__table__
+RUN, STEP, ENVELOPE = Run.__table__, Step.__table__, EnvelopeRecord.__table__  # type: ignore[attr-defined]  # sqlmodel does not declare SQLAlchemy's __table__
 #: Entries a timeline returns unless told otherwise (the newest, shown oldest first).
 DEFAULT_LIMIT = 1000
 
@@ -59,12 +60,12 @@ class Scope:
 @dataclass
 class Timeline:
     scope: Scope
-    entries: list[dict]
+    entries: list[dict[str, Any]]
     #: True when more entries matched than ``scope.limit``: the oldest were left out.
     truncated: bool
 
 
-def _window(query: Select, column, scope: Scope) -> Select:
+def _window(query: Select[Any], column: ColumnElement[Any], scope: Scope) -> Select[Any]:
     if scope.since:
         query = query.where(column >= scope.since)
     if scope.until:
@@ -92,11 +93,11 @@ def timeline(audit: AuditLog, scope: Scope) -> Timeline:
 _KIND_ORDER = {"envelope": 0, "run": 1, "step": 2}
 
 
-def _scoped_runs(db, scope: Scope) -> dict:
+def _scoped_runs(db: Connection, scope: Scope) -> dict[str, Row[Any]]:
     """The runs in scope, by id: each scope given narrows the set."""
-    chosen: dict | None = None
+    chosen: dict[str, Row[Any]] | None = None
 
-    def narrow(rows: Iterable) -> None:
+    def narrow(rows: Iterable[Row[Any]]) -> None:
         nonlocal chosen
         found = {r.id: r for r in rows}
         chosen = found if chosen is None else {k: v for k, v in chosen.items() if k in found}
@@ -109,7 +110,7 @@ def _scoped_runs(db, scope: Scope) -> dict:
             )
         )
     if scope.stack:
-        about = db.execute(
+        about: Iterable[Row[Any]] = db.execute(
             _window(select(RUN.c.correlation_id).where(RUN.c.subject == scope.stack), RUN.c.created_at, scope)
             .order_by(RUN.c.created_at.desc())
             .limit(limit)
@@ -144,10 +145,18 @@ def _scoped_runs(db, scope: Scope) -> dict:
 CHUNK = 500
 
 
-def _in(db, query: Select, column, values: list, *, newest=None, limit: int | None = None) -> list:
+def _in(
+    db: Connection,
+    query: Select[Any],
+    column: ColumnElement[Any],
+    values: list[str],
+    *,
+    newest: Column[Any] | None = None,
+    limit: int | None = None,
+) -> list[Row[Any]]:
     """``query`` for ``column IN values``, a chunk at a time; with ``newest``, only the newest
     ``limit`` rows by that column."""
-    rows = []
+    rows: list[Row[Any]] = []
     for start in range(0, len(values), CHUNK):
         chunk = query.where(column.in_(values[start : start + CHUNK]))
         if newest is not None:
@@ -158,7 +167,7 @@ def _in(db, query: Select, column, values: list, *, newest=None, limit: int | No
     return rows
 
 
-def _steps(db, scope: Scope, runs: dict) -> list:
+def _steps(db: Connection, scope: Scope, runs: dict[str, Row[Any]]) -> list[Row[Any]]:
     """The newest steps of the runs in scope; for a host or server, only the steps aimed at it,
     unless their run is about it."""
     query = _window(select(STEP), STEP.c.started_at, scope)
@@ -171,7 +180,7 @@ def _steps(db, scope: Scope, runs: dict) -> list:
     return _in(db, query, STEP.c.run_id, sorted(runs), newest=STEP.c.started_at, limit=scope.limit)
 
 
-def _envelopes(db, scope: Scope, runs: dict) -> list:
+def _envelopes(db: Connection, scope: Scope, runs: dict[str, Row[Any]]) -> list[Row[Any]]:
     correlations = sorted({r.correlation_id for r in runs.values()})
     if scope.correlation_id and not correlations:
         correlations = [scope.correlation_id]
@@ -193,7 +202,7 @@ def _envelopes(db, scope: Scope, runs: dict) -> list:
     return [e for e in found if e.envelope_id in ids or e.subject in scope.subjects]
 
 
-def _envelope_entry(e) -> dict:
+def _envelope_entry(e: Row[Any]) -> dict[str, Any]:
     return {
         "kind": "envelope",
         "id": f"e{e.pk}",
@@ -211,7 +220,7 @@ def _envelope_entry(e) -> dict:
     }
 
 
-def _run_entry(r) -> dict:
+def _run_entry(r: Row[Any]) -> dict[str, Any]:
     return {
         "kind": "run",
         "id": r.id,
@@ -230,7 +239,7 @@ def _run_entry(r) -> dict:
     }
 
 
-def _step_entry(s, run) -> dict:
+def _step_entry(s: Row[Any], run: Row[Any] | None) -> dict[str, Any]:
     return {
         "kind": "step",
         "id": f"s{s.id}",

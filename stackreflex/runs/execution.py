@@ -11,7 +11,7 @@ and raised at the next safe point: a step's start, a checkpoint, a wait.
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
@@ -66,14 +66,14 @@ class Execution:
         *,
         run: RunRecord,
         envelope: Envelope,
-        body: dict,
+        body: dict[str, Any],
         handler: Any,
         policy: RetryPolicy,
         token: str,
         audit: AuditLog,
         clock: Clock,
         stopping: threading.Event,
-        waiting_steps: list[WaitingStep] = (),
+        waiting_steps: Sequence[WaitingStep] = (),
         moved_on: Callable[["Execution"], None] = lambda e: None,
     ):
         self.run, self.envelope, self.body = run, envelope, body
@@ -82,7 +82,7 @@ class Execution:
         self.handler, self.policy, self.token = handler, policy, token
         self.audit, self.clock, self.stopping = audit, clock, stopping
         #: the handler's state, saved at checkpoints and when the run waits
-        self.state: dict = json.loads(run.state or "{}")
+        self.state: dict[str, Any] = json.loads(run.state or "{}")
         self.outcome: Outcome | None = None
         #: set from the run, a fenced write or a heartbeat: an operator asked for a cancel
         self.cancel_reason: str | None = run.cancel_reason
@@ -117,7 +117,7 @@ class Execution:
 
     # -- steps ------------------------------------------------------------------------
 
-    def start_step(self, name: str, target: str | None) -> tuple[int, dict]:
+    def start_step(self, name: str, target: str | None) -> tuple[int, dict[str, Any]]:
         """A new step, or the one with this name and target the run suspended inside (it goes on,
         with the detail it had); returns its id and detail."""
         self.safe_point()
@@ -130,7 +130,7 @@ class Execution:
         self._open.add(step_id)
         return step_id, detail
 
-    def end_step(self, step_id: int, detail: dict, error: BaseException | None) -> StepStatus | None:
+    def end_step(self, step_id: int, detail: dict[str, Any], error: BaseException | None) -> StepStatus | None:
         """Record how a step ended: a wait leaves it ``waiting``, a cancel ``interrupted``."""
         self._open.discard(step_id)
         if error is None:
@@ -160,7 +160,7 @@ class Execution:
         started_at: datetime,
         finished_at: datetime | None,
         status: str,
-        detail: dict | None,
+        detail: dict[str, Any] | None,
         error: str | None,
     ) -> None:
         self.audit.record_step(
@@ -175,7 +175,7 @@ class Execution:
             error=error,
         )
 
-    def checkpoint(self, steps: list[dict] = ()) -> None:
+    def checkpoint(self, steps: Sequence[dict[str, Any]] = ()) -> None:
         """Save the state (with the steps it accounts for); a safe point afterwards."""
         self.fenced(
             self.audit.save_state(

@@ -3,6 +3,7 @@ say which handlers it serves, and reconcile runs nothing else accounts for."""
 
 import logging
 import threading
+from collections.abc import Callable
 
 from ..core.records import Served
 from ..models.audit import AuditLog
@@ -63,7 +64,7 @@ class Keeper:
             self._stop.wait(min(beat, max(next_reconcile - clock.monotonic(), 0.05)))
 
     @staticmethod
-    def _guarded(what: str, work) -> None:
+    def _guarded(what: str, work: Callable[[], object]) -> None:
         try:
             work()
         except Exception as exc:

@@ -17,14 +17,15 @@ import logging
 import secrets
 import threading
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from ..core import metrics
 from ..core.clock import SYSTEM_CLOCK, Clock
 from ..core.envelope import Envelope
 from ..core.errors import DatabaseUnavailable, HandlerFailed
-from ..core.records import ClaimRefusal, RunStatus
+from ..core.records import ClaimRefusal, RunRecord, RunStatus
+from ..core.registry import Handler
 from ..models.audit import AuditLog
 from .execution import Cancelled, Execution, Failed, Skipped, Succeeded, Suspended
 from .policy import RetryPolicy
@@ -40,7 +41,7 @@ LEASE_SLACK = 0.5
 EARLY_RETRY = 1.0
 
 #: ``dispatch(handler, body, wake, delay_seconds)``: send a handler's message (``delay`` None: now).
-Dispatch = Callable[[str, dict, int, float | None], None]
+Dispatch = Callable[[str, dict[str, Any], int, float | None], None]
 
 
 class Lifecycle:
@@ -73,16 +74,17 @@ class Lifecycle:
 
     # -- one execution --------------------------------------------------------------------
 
-    def begin(self, handler: Any, policy: RetryPolicy, body: dict, wake: int) -> Execution | ClaimRefusal:
+    def begin(self, handler: Any, policy: RetryPolicy, body: dict[str, Any], wake: int) -> Execution | ClaimRefusal:
         """Claim the run of (``body``'s envelope, ``handler``) for an execution answering wake-up
         ``wake``, or say why this message may not run it now."""
         envelope = Envelope.model_validate(body)
         token = f"{self.owner}/{secrets.token_hex(4)}"
         claim = self.audit.claim(envelope.id, handler.name, wake=wake, token=token, lease_seconds=self.lease_seconds)
-        if not claim.granted:
+        if claim.refused is not None:  # not granted
             self._refused(handler, envelope, body, wake, claim.refused, claim.run)
             return claim.refused
         run = claim.run
+        assert run is not None  # a granted claim holds its run
         waiting = self.audit.waiting_steps(run.id) if run.wake else []
         execution = Execution(
             run=run,
@@ -111,7 +113,7 @@ class Lifecycle:
         )
         return execution
 
-    def refuse(self, handler: str, raw: bytes, body) -> None:
+    def refuse(self, handler: str, raw: bytes, body: Any) -> None:
         """A message to ``handler`` that this installation did not send (its HMAC is missing or
         wrong: published straight to the handler's queue, or altered): recorded, never run."""
         envelope_id = body.get("id") if isinstance(body, dict) and isinstance(body.get("id"), str) else None
@@ -126,7 +128,15 @@ class Lifecycle:
         metrics.ENVELOPES_REJECTED.labels(metrics.type_label(f"dispatch:{handler}"), "unauthenticated_dispatch").inc()
         log.warning("%s (envelope %s)", reason, envelope_id, extra={"handler": handler, "envelope_id": envelope_id})
 
-    def _refused(self, handler, envelope: Envelope, body: dict, wake: int, why: ClaimRefusal, run) -> None:
+    def _refused(
+        self,
+        handler: Handler,
+        envelope: Envelope,
+        body: dict[str, Any],
+        wake: int,
+        why: ClaimRefusal,
+        run: RunRecord | None,
+    ) -> None:
         """Log why this message does not run its run, and send the message again where it is
         still the run's way forward."""
         if why is ClaimRefusal.MISSING:
@@ -138,6 +148,7 @@ class Lifecycle:
                 extra={"handler": handler.name},
             )
             return
+        assert run is not None  # only a missing run has none
         if why is ClaimRefusal.NOT_DUE:  # a long wait's next hop
             self._send(handler.name, body, wake, _until(run.wake_at, self.clock, MAX_DELAY_HOP), run.id)
             return
@@ -183,7 +194,7 @@ class Lifecycle:
         except LeaseLost:
             execution.lost = True
 
-    def _compensate(self, execution: Execution, ctx) -> Cancelled | Suspended | None:
+    def _compensate(self, execution: Execution, ctx: Any) -> Cancelled | Suspended | None:
         """A cancel: the handler's compensation undoes what can be undone and says what is left."""
         execution.compensating = True
         handler, reason = execution.handler, execution.cancel_reason
@@ -237,6 +248,7 @@ class Lifecycle:
             elif isinstance(execution.outcome, Skipped):
                 self._finish(execution, RunStatus.SKIPPED, execution.outcome.reason)
             else:
+                assert isinstance(execution.outcome, Cancelled)  # the outcomes left
                 self._finish(
                     execution, RunStatus.CANCELLED, f"cancelled: {execution.cancel_reason}; {execution.outcome.summary}"
                 )
@@ -337,7 +349,7 @@ class Lifecycle:
             extra={"run_id": execution.run.id},
         )
 
-    def _send(self, handler: str, body: dict, wake: int, delay: float | None, run_id: str) -> None:
+    def _send(self, handler: str, body: dict[str, Any], wake: int, delay: float | None, run_id: str) -> None:
         try:
             self.dispatch(handler, body, wake, delay)
         except Exception as exc:
@@ -348,7 +360,7 @@ class Lifecycle:
                 extra={"run_id": run_id},
             )
 
-    def _announce(self, execution: Execution, type: str, status: RunStatus, **data) -> None:
+    def _announce(self, execution: Execution, type: str, status: RunStatus, **data: Any) -> None:
         if not self.announces(execution.envelope):
             return
         run = execution.run
@@ -390,7 +402,7 @@ class Lifecycle:
                 execution.cancel_reason = fence.cancel_reason
 
 
-def _until(moment, clock: Clock, longest: float) -> float:
+def _until(moment: datetime | None, clock: Clock, longest: float) -> float:
     """Seconds from now until ``moment`` (none if it passed or is unknown), at most ``longest``."""
     return min(max((moment - clock.now()).total_seconds(), 0.0), longest) if moment is not None else 0.0
 

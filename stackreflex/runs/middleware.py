@@ -14,6 +14,7 @@ import threading
 from typing import Any
 
 import dramatiq
+from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware, SkipMessage
 
 from ..bus.dispatch import authentic, handler_queue
@@ -60,9 +61,11 @@ class RunLifecycle(Middleware):
 
     def current(self) -> Execution:
         """The execution this worker thread is running (set by :meth:`before_process_message`)."""
-        return self._local.execution
+        execution: Execution | None = self._local.execution
+        assert execution is not None  # claimed, or the message was skipped before its actor ran
+        return execution
 
-    def before_process_message(self, broker, message) -> None:
+    def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         self._local.execution = None
         served = self.handlers.get(message.actor_name)
         if served is None:
@@ -77,7 +80,14 @@ class RunLifecycle(Middleware):
             raise SkipMessage(begun.value)
         self._local.execution = begun
 
-    def after_process_message(self, broker, message, *, result=None, exception=None) -> None:
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: MessageProxy,
+        *,
+        result: Any | None = None,
+        exception: BaseException | None = None,
+    ) -> None:
         execution = getattr(self._local, "execution", None)
         if execution is None:
             return
@@ -91,22 +101,22 @@ class RunLifecycle(Middleware):
             return retries < UNCLAIMED_RETRIES
         return self.lifecycle.may_retry(execution)
 
-    def after_worker_boot(self, broker, worker) -> None:
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         if self.keeper is not None:
             self.keeper.start()
 
-    def after_worker_shutdown(self, broker, worker) -> None:
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         if self.keeper is not None:
             self.keeper.stop()
 
 
 def declare_actor(
     broker: dramatiq.Broker, settings: Settings, handler: Any, policy: RetryPolicy, middleware: RunLifecycle
-) -> dramatiq.Actor:
+) -> dramatiq.Actor[..., None]:
     """One dramatiq actor and queue per handler; its body runs the execution the middleware claimed."""
     lifecycle = middleware.lifecycle
 
-    def run(envelope: dict, wake: int = 0) -> None:
+    def run(envelope: dict[str, Any], wake: int = 0) -> None:
         lifecycle.call(middleware.current())
 
     run.__name__ = handler.name

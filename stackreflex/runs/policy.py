@@ -32,7 +32,7 @@ class RetryPolicy:
     def retry_due_within(self, retries: int) -> float:
         """The longest dramatiq waits before the retry after ``retries`` earlier ones (its
         backoff doubles from ``min_backoff`` and adds up to as much again as jitter)."""
-        return min(2 * self.min_backoff * 2 ** min(retries, 32), self.max_backoff)
+        return min(2 * self.min_backoff * (1 << min(retries, 32)), self.max_backoff)
 
     def actor_options(self) -> dict[str, Any]:
         """The policy as dramatiq's actor options (milliseconds)."""

@@ -14,7 +14,7 @@ such a run is reported, to be published anew.
 
 import logging
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from ..core.clock import SYSTEM_CLOCK, Clock
 from ..core.records import RunRecord, RunStatus
@@ -95,5 +95,5 @@ def why_overdue(run: RunRecord) -> str:
     return f"its retry was due by {_clock_time(run.wake_at)} and none came"
 
 
-def _clock_time(moment) -> str:
+def _clock_time(moment: datetime | None) -> str:
     return f"{moment:%H:%M:%SZ}" if moment is not None else "an unknown time"

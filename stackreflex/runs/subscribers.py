@@ -15,6 +15,7 @@ from typing import Any
 
 from ..core.envelope import Envelope
 from ..core.records import Served
+from ..core.registry import Handler
 from ..core.topics import topic_matches
 from ..models.audit import AuditLog
 from ..models.stats import SERVED_WITHIN
@@ -74,7 +75,7 @@ class Subscribers:
         return names
 
 
-def _accepts(handler: Any, envelope: Envelope) -> bool:
+def _accepts(handler: Handler, envelope: Envelope) -> bool:
     try:
         return handler.matches(envelope)
     except Exception as exc:

@@ -10,6 +10,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import unquote
 
 from ..bus.publisher import Publisher
@@ -32,7 +33,7 @@ def envelope_id(event_id: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"heat-event:{event_id}"))
 
 
-def _owner(event: dict) -> tuple[str, str, str, bool]:
+def _owner(event: dict[str, Any]) -> tuple[str, str, str, bool]:
     """The stack an event belongs to (its link, name and id), and whether the event is of the
     stack itself rather than of one of its resources."""
     href = next(link["href"] for link in event["links"] if link["rel"] == "stack")
@@ -62,10 +63,11 @@ class HeatWatcher:
         self.cloud_factory = cloud_factory
         self.interval = interval
         self._types: dict[tuple[str, str], str | None] = {}
-        self._conn = None
+        #: the cloud's connection (openstacksdk's, which has no types)
+        self._conn: Any = None
 
     @property
-    def conn(self):
+    def conn(self) -> Any:
         if self._conn is None:
             self._conn = self.cloud_factory()
         return self._conn
@@ -86,7 +88,7 @@ class HeatWatcher:
             published += 1
         return published
 
-    def _from_now(self, stack: str, top) -> int:
+    def _from_now(self, stack: str, top: heat.Stack) -> int:
         earlier = heat.events_after(self.conn, top.name, top.id, None)
         # where each stack's operation under way began (its last own *_IN_PROGRESS event); a
         # stack whose last own event ended its operation has none
@@ -99,7 +101,8 @@ class HeatWatcher:
         for n, event in enumerate(earlier):
             owner = _owner(event)[0]
             if owner in under_way:
-                if under_way[owner] is not None and n >= under_way[owner]:
+                start = under_way[owner]
+                if start is not None and n >= start:
                     pending.append(event)
             elif event["resource_status"].endswith("IN_PROGRESS"):  # a stack whose own events are not seen
                 pending.append(event)
@@ -116,7 +119,7 @@ class HeatWatcher:
         )
         return len(pending)
 
-    def _envelope(self, top, event: dict) -> Envelope:
+    def _envelope(self, top: heat.Stack, event: dict[str, Any]) -> Envelope:
         _, owner, owner_id, is_stack = _owner(event)
         status = event["resource_status"]
         # While a resource is created, Heat's events name it by a placeholder, not by its id.
