@@ -35,7 +35,7 @@ class ConfirmedChannel:
     """
 
     def __init__(self, connection: Connection) -> None:
-        self.channel = connection.channel()  # type: ignore[no-untyped-call]  # kombu: unannotated
+        self.channel = connection.channel()
         self.channel.confirm_select()
         self._next_tag = 1
         self._open: list[Confirmation] = []

@@ -99,8 +99,11 @@ class FailoverConnection(Connection):
     """A kombu connection over several URLs whose TLS checks the name of the node it switches to
     (kombu would keep checking the first node's name, or none)."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]  # kombu: unannotated
+
     def switch(self, conn_str: str) -> None:
-        super().switch(conn_str)
+        super().switch(conn_str)  # type: ignore[no-untyped-call]  # kombu: unannotated
         if isinstance(self.ssl, dict):
             self.ssl = {**self.ssl, "server_hostname": self.hostname}
 
@@ -134,11 +137,11 @@ def server_properties(connection: Connection) -> dict[str, Any] | None:
     return dict(connection.connection.server_properties)
 
 
-def memory_routed(channel, exchange: str, routing_key: str) -> bool:
+def memory_routed(channel: Any, exchange: str, routing_key: str) -> bool:
     """The in-memory transport drops a message no queue is bound to receive, silently: whether
     its binding table has a queue for ``routing_key``."""
     try:
-        return bool(channel.typeof(exchange).lookup(channel.get_table(exchange), exchange, routing_key, None))  # type: ignore[no-untyped-call]  # kombu: unannotated
+        return bool(channel.typeof(exchange).lookup(channel.get_table(exchange), exchange, routing_key, None))
     except KeyError:
         return False
 
@@ -154,7 +157,7 @@ def connect(connection: Connection, settings: Settings) -> None:
             raise exc
 
     try:
-        connection.ensure_connection(errback=give_up_on_certificates, **RETRY_POLICY)  # type: ignore[no-untyped-call]  # kombu: unannotated
+        connection.ensure_connection(errback=give_up_on_certificates, **RETRY_POLICY)
     except OperationalError as exc:
         hint = (
             "; if a private CA signed the broker's certificate, set STACKREFLEX_BROKER_CA_FILE to it"
@@ -190,10 +193,10 @@ class Delivery(Protocol):
 def drain(connection: Connection, timeout: float) -> bool:
     """Wait up to ``timeout`` for messages, keeping the heartbeat alive; True if one came."""
     try:
-        connection.drain_events(timeout=timeout)  # type: ignore[no-untyped-call]  # kombu: unannotated
+        connection.drain_events(timeout=timeout)
         received = True
     except TimeoutError:
         received = False
     if connection.heartbeat:
-        connection.heartbeat_check()  # type: ignore[no-untyped-call]  # kombu: unannotated
+        connection.heartbeat_check()
     return received

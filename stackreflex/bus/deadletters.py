@@ -118,12 +118,12 @@ def _describe(queue_name: str, body: bytes, headers: dict[str, Any], message_id:
     )
 
 
-def _first_death(headers: dict) -> dict:
+def _first_death(headers: dict[str, Any]) -> dict[str, Any]:
     deaths = headers.get("x-death")
     return deaths[0] if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict) else {}
 
 
-def _death(headers: dict) -> str | None:
+def _death(headers: dict[str, Any]) -> str | None:
     """Why the broker dead-lettered a message (a quorum queue's delivery limit), if it did."""
     death = _first_death(headers)
     if not death:
@@ -134,7 +134,7 @@ def _death(headers: dict) -> str | None:
     )
 
 
-def routing_key_of(headers: dict | None) -> str:
+def routing_key_of(headers: dict[str, Any] | None) -> str:
     """The routing key a parked envelope was published with (the broker's record of it, for one it dead-lettered)."""
     headers = headers or {}
     given = headers.get(ROUTING_KEY_HEADER)
@@ -151,12 +151,12 @@ def _queue_names(settings: Settings, handlers: list[str]) -> list[str]:
 def _take_all(channel: virtual.Channel, queue_name: str) -> list[Delivery]:
     """Fetch a queue's messages unacknowledged (none if the queue does not exist)."""
     try:
-        Queue(queue_name, channel=channel, no_declare=True).queue_declare(passive=True)  # type: ignore[no-untyped-call]  # kombu: unannotated
+        Queue(queue_name, channel=channel, no_declare=True).queue_declare(passive=True)
     except NotFound:
         return []
     held: list[Delivery] = []
     while len(held) < PEEK_LIMIT:
-        message = Queue(queue_name, channel=channel, no_declare=True).get(no_ack=False)  # type: ignore[no-untyped-call]  # kombu: unannotated
+        message = Queue(queue_name, channel=channel, no_declare=True).get(no_ack=False)
         if message is None:
             break
         held.append(message)

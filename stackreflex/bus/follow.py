@@ -90,12 +90,12 @@ class Follower:
 
     def _listen(self) -> None:
         exchange = topic_exchange(self.settings)
-        q = Queue(  # type: ignore[no-untyped-call]  # kombu: unannotated
+        q = Queue(
             f"{self.settings.namespace}.follow.{uuid.uuid4().hex[:12]}",
             exclusive=True,
             auto_delete=True,
             durable=False,
-            bindings=[binding(exchange, routing_key=p) for p in NOTICE_PATTERNS],  # type: ignore[no-untyped-call]  # kombu: unannotated
+            bindings=[binding(exchange, routing_key=p) for p in NOTICE_PATTERNS],
         )
         try:
             with kombu_connection(self.settings, consumer=True) as connection:

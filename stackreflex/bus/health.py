@@ -12,8 +12,8 @@ from amqp.exceptions import NotFound
 
 from ..core.redaction import redact_text
 from ..core.settings import Settings
-from .backend import dead_letter_queue
 from .connections import display_url, kombu_connection
+from .queues import dead_letter_queue_name
 
 #: How long connecting to the broker may take for a check (seconds).
 CONNECT_TIMEOUT = 2.0
@@ -43,7 +43,7 @@ class BrokerProbe:
     def dead_letters(self, handlers: list[str]) -> dict[tuple[str, str], int]:
         """Messages parked, by (kind, handler): ``("rejected", "")`` for the router's queue,
         ``("dead", handler)`` for each handler's; a queue not declared yet holds none."""
-        queues = {("rejected", ""): dead_letter_queue(self.settings).name} | {
+        queues = {("rejected", ""): dead_letter_queue_name(self.settings)} | {
             ("dead", h): f"{self.settings.namespace}.{h}.XQ" for h in handlers
         }
         depths = {}

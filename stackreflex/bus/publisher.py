@@ -23,7 +23,7 @@ from .queues import QueueType, intake_arguments, unrouted_queue_name
 log = logging.getLogger(__name__)
 
 #: AMQP's default exchange, which routes to the queue named by the routing key.
-DEFAULT_EXCHANGE = Exchange("")  # type: ignore[no-untyped-call]  # kombu: unannotated
+DEFAULT_EXCHANGE = Exchange("")
 
 #: Content type of envelopes on the wire (CloudEvents structured mode).
 CONTENT_TYPE = "application/cloudevents+json"
@@ -33,7 +33,7 @@ def topic_exchange(settings: Settings) -> Exchange:
     """The exchange every envelope is published on. What no queue is bound to receive goes to
     its alternate exchange, and from there to the router, which records it as having no
     subscriber: nobody's message vanishes without a record."""
-    return Exchange(  # type: ignore[no-untyped-call]  # kombu: unannotated
+    return Exchange(
         settings.namespace,
         type="topic",
         durable=True,
@@ -42,7 +42,7 @@ def topic_exchange(settings: Settings) -> Exchange:
 
 
 def unrouted_exchange(settings: Settings) -> Exchange:
-    return Exchange(f"{settings.namespace}.unrouted", type="fanout", durable=True)  # type: ignore[no-untyped-call]  # kombu: unannotated
+    return Exchange(f"{settings.namespace}.unrouted", type="fanout", durable=True)
 
 
 def unrouted_queue(settings: Settings, queue_type: QueueType) -> Queue:
@@ -59,7 +59,7 @@ def declare_exchange(channel: virtual.Channel, settings: Settings) -> None:
     """Declare the exchange (with its alternate), or say what to do when an older stackreflex
     declared it without one (RabbitMQ refuses a declaration that differs)."""
     try:
-        topic_exchange(settings)(channel).declare()  # type: ignore[no-untyped-call]  # kombu: unannotated
+        topic_exchange(settings)(channel).declare()
     except PreconditionFailed:
         raise ConfigError(
             f"the exchange {settings.namespace} exists without the alternate exchange this version declares "
@@ -108,7 +108,7 @@ class Publisher:
             connect(connection, self.settings)
             if not hasattr(self._local, "returned"):
                 self._local.returned = []
-            producer = Producer(  # type: ignore[no-untyped-call]  # kombu: unannotated
+            producer = Producer(
                 connection,
                 exchange=self.exchange,
                 auto_declare=False,
@@ -119,7 +119,7 @@ class Publisher:
             def send(envelope: Envelope, *, persistent: bool, mandatory: bool) -> None:
                 self._send(producer, envelope, persistent=persistent, mandatory=mandatory)
 
-            link = (producer, connection.ensure(producer, send, **RETRY_POLICY))  # type: ignore[no-untyped-call]  # kombu: unannotated
+            link = (producer, connection.ensure(producer, send, **RETRY_POLICY))
             setattr(self._local, slot, link)
         return link
 
@@ -185,7 +185,7 @@ class Publisher:
         producer, _ = self._link()
         with self._publishing():
             # an Exchange object: kombu reads a plain "" as "use the producer's exchange"
-            producer.publish(  # type: ignore[no-untyped-call]  # kombu: unannotated
+            producer.publish(
                 body,
                 exchange=DEFAULT_EXCHANGE,
                 routing_key=queue.name,
@@ -205,7 +205,7 @@ class Publisher:
         producer, _ = self._link()
         self._local.returned.clear()
         with self._publishing():
-            producer.publish(  # type: ignore[no-untyped-call]  # kombu: unannotated
+            producer.publish(
                 body,
                 exchange=DEFAULT_EXCHANGE,
                 routing_key=queue,
@@ -245,6 +245,6 @@ def _returned_if_not(channel: virtual.Channel, exchange: str, routing_key: str) 
 
 def _release(connection: Connection) -> None:
     try:
-        connection.release()  # type: ignore[no-untyped-call]  # kombu: unannotated
+        connection.release()
     except Exception as exc:
         log.debug("closing a publisher connection: %s", exc)

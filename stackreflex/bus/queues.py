@@ -24,7 +24,8 @@ from typing import Any, Literal
 
 from amqp.exceptions import PreconditionFailed
 from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL
-from kombu import Connection, Queue
+from kombu.connection import Connection
+from kombu.entity import Queue
 
 from ..core.errors import ConfigError
 from ..core.settings import Settings

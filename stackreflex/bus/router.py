@@ -134,7 +134,7 @@ RECORDED_ALWAYS = ("heat.#",)
 
 def router_queue(settings: Settings, registry: Registry, queue_type: QueueType) -> Queue:
     exchange = topic_exchange(settings)
-    return Queue(  # type: ignore[no-untyped-call]  # kombu: unannotated
+    return Queue(
         router_queue_name(settings),
         durable=True,
         queue_arguments=intake_arguments(settings, queue_type),
@@ -339,8 +339,8 @@ class Router:
             declare(connection, dlq, self.settings, queue_type, "parking")
             for q in (queue, intake):
                 declare(connection, q, self.settings, queue_type, "intake", dlq.name)
-            received: list = []
-            unrouted: list = []
+            received: list[Delivery] = []
+            unrouted: list[Delivery] = []
             prefetch = self.settings.router_prefetch
             with (
                 connection.Consumer([queue], on_message=received.append, prefetch_count=prefetch),
