@@ -17,10 +17,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import paramiko
-from openstack.connection import Connection
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..core.clock import utcnow
@@ -36,6 +35,9 @@ from ..validations.builtin import HAPROXY_CONFIG
 from ..validations.parsers import df, haproxy_bind
 from .context import RunContext
 from .orders import read_order
+
+if TYPE_CHECKING:
+    from openstack.connection import Connection
 
 #: The seed's archive lists (§2.1 step 3, §2.2 step 4); missing ones are skipped (--ignore-failed-read).
 UNDERCLOUD_PATHS = (
@@ -193,7 +195,7 @@ def undercloud_node(settings: Settings) -> Node:
     return Node(load_inventory(settings.inventory).undercloud_host(), "undercloud")
 
 
-def controller_nodes(conn: Connection, settings: Settings, stack: str) -> list[Node]:
+def controller_nodes(conn: "Connection", settings: Settings, stack: str) -> list[Node]:
     """The stack's controllers from Heat, in index order (the first is the bootstrap node), found
     through the inventory."""
     inventory = load_inventory(settings.inventory)

@@ -1,5 +1,7 @@
 """RunContext: what a handler may use, and nothing else."""
 
+from __future__ import annotations
+
 import logging
 import threading
 import time
@@ -8,10 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from functools import cached_property
-from typing import Any, NoReturn
-
-import paramiko
-from openstack.connection import Connection
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..core.clock import Clock
 from ..core.envelope import Envelope
@@ -20,6 +19,10 @@ from ..core.records import RunRecord, StepStatus
 from ..core.settings import Settings
 from ..runs.execution import Execution
 from ..runs.waits import call_site_key
+
+if TYPE_CHECKING:
+    import paramiko
+    from openstack.connection import Connection
 
 log = logging.getLogger("stackreflex.run")
 

@@ -11,10 +11,9 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import paramiko
-from openstack.connection import Connection
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..core.clock import utcnow
@@ -27,6 +26,9 @@ from ..tasks.inventory import Host, InventoryError, load_inventory
 from ..validations import Check, Limits, Seen, Verdict, load_checks
 from .context import RunContext
 from .orders import read_order
+
+if TYPE_CHECKING:
+    from openstack.connection import Connection
 
 #: Nodes checked at once.
 DEFAULT_WINDOW = 16
@@ -251,7 +253,7 @@ def _ask_api(ctx: RunContext, order: ValidationOrder, check: Check, limits: Limi
     return Result(check, target, _judged(check, Seen(target, check.api, "", 0, answer=answer), limits), started, detail)
 
 
-def _overcloud(ctx: RunContext, cloud: str) -> Connection:
+def _overcloud(ctx: RunContext, cloud: str) -> "Connection":
     from ..tasks.cloud import connect_cloud
 
     return connect_cloud(ctx.settings.model_copy(update={"cloud": cloud}))

@@ -1,11 +1,12 @@
 """Pre-deployment connectivity checks: what must be reachable before a deployed-server deploy."""
 
+from __future__ import annotations
+
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
-
-from openstack.connection import Connection
 
 from ..core.errors import StackreflexError
 from ..core.redaction import redact_text
@@ -13,6 +14,9 @@ from ..core.settings import Settings
 from .heat import agent_source, deployed_servers, find_stack
 from .inventory import Host
 from .ssh import open_ssh, run
+
+if TYPE_CHECKING:
+    from openstack.connection import Connection
 
 
 @dataclass

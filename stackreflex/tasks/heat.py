@@ -6,15 +6,18 @@ event or Heat itself gave it) is quoted as one path segment: a ``/``, ``?``, ``#
 stays part of the name instead of addressing another resource.
 """
 
-from dataclasses import dataclass
-from typing import Any
-from urllib.parse import quote, unquote
+from __future__ import annotations
 
-from openstack.connection import Connection
-from requests import Response
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, unquote
 
 from ..core.errors import StackreflexError
 from .agents import AgentSource
+
+if TYPE_CHECKING:
+    from openstack.connection import Connection
+    from requests import Response
 
 #: Deployed servers are recognised by type: templates name them freely.
 DEPLOYED_SERVER_TYPE = "OS::Heat::DeployedServer"
