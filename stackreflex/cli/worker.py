@@ -4,12 +4,14 @@ import signal
 import subprocess
 import sys
 import threading
+from types import FrameType
 from typing import Annotated
 
 import typer
 
 from ..bus import require_broker
 from ..bus.publisher import Publisher
+from ..core.settings import Settings
 from ..runtime import Runtime
 from ..sources.heat import DEFAULT_INTERVAL, HeatWatcher
 from ..tasks.cloud import connect_cloud
@@ -79,7 +81,7 @@ def worker(
 
 
 def _start_watcher(
-    settings, runtime: Runtime, stacks: list[str], interval: float, stop: threading.Event
+    settings: Settings, runtime: Runtime, stacks: list[str], interval: float, stop: threading.Event
 ) -> threading.Thread:
     """The Heat watcher in a thread of this worker, with its own publisher (connections are per thread)."""
 
@@ -110,7 +112,7 @@ def _supervise(
     watching = [a for stack in watch for a in ("--watch", stack)] + ["--watch-interval", str(watch_interval)]
     children = [subprocess.Popen(argv + (watching if n == 0 and watch else [])) for n in range(processes)]
 
-    def forward(signum, _frame):
+    def forward(signum: int, _frame: FrameType | None) -> None:
         for child in children:
             child.send_signal(signum)
 
