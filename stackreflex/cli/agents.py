@@ -1,26 +1,29 @@
 """``stackreflex agents``: configure every node's os-collect-config for a stack, and see where each stands."""
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ..core.errors import StackreflexError
 from ..core.redaction import redact_text
 from ..models.queries import RunFilter, list_runs, run_with_steps
-from ..tasks.agents import AgentLayout, agent_fetched, agent_state
+from ..tasks.agents import AgentLayout, AgentSource, agent_fetched, agent_state
 from ..tasks.cloud import connect_cloud
-from ..tasks.heat import agent_source, deployed_servers, deployments_of
-from ..tasks.inventory import load_inventory
+from ..tasks.heat import DeployedServer, agent_source, deployed_servers, deployments_of
+from ..tasks.inventory import Host, load_inventory
 from ..tasks.ssh import open_ssh
 from .common import emit, invocation, say
 from .output import Column, Listing, lists
 from .publish import DEFAULT_WAIT_TIMEOUT, prepare, send
 
+if TYPE_CHECKING:
+    from openstack.connection import Connection
+
 app = typer.Typer(help="os-collect-config on the deployed servers of a stack.", no_args_is_help=True)
 
 
-def _plan(stack: str, role: str | None):
+def _plan(stack: str, role: str | None) -> "tuple[Connection, list[tuple[DeployedServer, Host]]]":
     settings = invocation.settings
     conn = connect_cloud(settings)
     inventory = load_inventory(settings.inventory)
@@ -136,7 +139,7 @@ def status(
     conn, plan = _plan(stack, role)
     layout = AgentLayout.from_settings(settings)
 
-    def check(item):
+    def check(item: tuple[DeployedServer, Host]) -> tuple[DeployedServer, Host, str, str]:
         server, host = item
         deployments = deployments_of(conn, server).summary()
         source = agent_source(conn, server)
@@ -165,7 +168,7 @@ def status(
     )
 
 
-def _source_text(source) -> str:
+def _source_text(source: AgentSource | None) -> str:
     """The metadata URL (signature masked), the heat or cfn collector's resource; never a secret."""
     if source is None:
         return "(not yet)"

@@ -7,7 +7,7 @@ Each command's module is imported only when that command runs: ``stackreflex --h
 import importlib
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 from rich.markup import escape
@@ -17,6 +17,10 @@ from .. import __version__
 from ..core.errors import StackreflexError
 from ..core.redaction import redact_text
 from .common import Invocation, errors
+
+if TYPE_CHECKING:  # the click typer carries (its own copy), which its groups are typed with
+    from typer._click import ClickException, Command, Context, HelpFormatter
+    from typer._click.exceptions import UsageError
 
 #: name → (module in stackreflex.cli, its command or Typer app, the first paragraph of its help:
 #: what ``stackreflex --help`` lists without importing it; a test checks each against the command).
@@ -63,9 +67,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 SERVICES = frozenset({"worker", "watch"})
 
 
-def load_command(name: str) -> TyperCommand | TyperGroup:
+def load_command(name: str) -> "Command":
     """The click command ``name`` runs, its module imported now."""
     module, attribute, _ = COMMANDS[name]
+    command: Command
     try:
         target = getattr(importlib.import_module(f"{__package__}.{module}"), attribute)
     except ModuleNotFoundError as exc:
@@ -86,7 +91,7 @@ def load_command(name: str) -> TyperCommand | TyperGroup:
     return command
 
 
-def _plain_metavars(command) -> None:
+def _plain_metavars(command: "Command") -> None:
     """Help as operators read it elsewhere: ``HOST`` for an argument, ``--timeout FLOAT``,
     nothing after a flag (typer would print ``{host}``, ``<float>`` and ``<bool>``), and each
     paragraph of the docstring one paragraph (its line breaks would print as they are)."""
@@ -100,7 +105,8 @@ def _plain_metavars(command) -> None:
         elif param.param_type_name == "argument":
             param.metavar = param.name.upper()
         else:
-            kind = param.bare_type().removeprefix("list[").removesuffix("]")
+            bare = param.bare_type()  # type: ignore[attr-defined]  # typer's parameters have it; the help flag is a flag
+            kind = bare.removeprefix("list[").removesuffix("]")
             param.metavar = {"str": "TEXT", "int": "INTEGER", "float": "FLOAT", "Path": "PATH"}.get(kind, kind.upper())
     for sub in getattr(command, "commands", {}).values():
         _plain_metavars(sub)
@@ -129,17 +135,17 @@ class LazyGroup(TyperGroup):
 
     _listing = False
 
-    def list_commands(self, ctx: typer.Context) -> list[str]:
+    def list_commands(self, ctx: "Context") -> list[str]:
         return list(COMMANDS)
 
-    def get_command(self, ctx: typer.Context, cmd_name: str) -> TyperCommand | TyperGroup | None:
+    def get_command(self, ctx: "Context", cmd_name: str) -> "Command | None":
         if cmd_name not in COMMANDS:
             return None
         if self._listing:
             return TyperCommand(cmd_name, help=COMMANDS[cmd_name][2])
         return load_command(cmd_name)
 
-    def format_help(self, ctx: typer.Context, formatter) -> None:
+    def format_help(self, ctx: "Context", formatter: "HelpFormatter") -> None:
         self._listing = True
         try:
             super().format_help(ctx, formatter)
@@ -225,8 +231,8 @@ def _unreachable(exc: Exception) -> str | None:
 #: Exit statuses, as the README documents them.
 OK, RUN_FAILED, BAD_INPUT, USAGE, INTERRUPTED = 0, 1, 2, 3, 130
 #: click's UsageError (and its base), as typer carries them: a wrong option or argument.
-_USAGE_ERROR = typer.BadParameter.__mro__[1]
-_CLICK_ERROR = typer.BadParameter.__mro__[2]
+_USAGE_ERROR = cast("type[UsageError]", typer.BadParameter.__mro__[1])
+_CLICK_ERROR = cast("type[ClickException]", typer.BadParameter.__mro__[2])
 
 
 def main() -> None:

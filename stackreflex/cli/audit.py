@@ -2,9 +2,10 @@
 
 import csv
 import json
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import typer
@@ -19,6 +20,9 @@ from ..models.timeline import DEFAULT_LIMIT, Scope, timeline
 from .common import console, emit, invocation, say, writing
 from .output import Column, Listing, Record, lists
 from .report import lanes_of, render_report
+
+if TYPE_CHECKING:
+    from ..tasks.inventory import Inventory
 
 app = typer.Typer(
     help="Query the audit log: runs, their steps, their errors; timelines and reports for post-mortems.",
@@ -104,7 +108,7 @@ def runs(
     emit(Listing(RUN_COLUMNS, [{**r, "error": r["error"] or _waiting(r)} for r in found], empty="no runs match"))
 
 
-def _waiting(run: dict) -> str | None:
+def _waiting(run: dict[str, Any]) -> str | None:
     return f"waiting for {run['waiting_for']}" if run.get("waiting_for") else None
 
 
@@ -182,7 +186,16 @@ TzOpt = Annotated[
 ]
 
 
-def _scope(correlation_id, stack, host, server, since, until, status=(), limit=DEFAULT_LIMIT) -> Scope:
+def _scope(
+    correlation_id: str | None,
+    stack: str | None,
+    host: str | None,
+    server: str | None,
+    since: str | None,
+    until: str | None,
+    status: Iterable[str] = (),
+    limit: int = DEFAULT_LIMIT,
+) -> Scope:
     return Scope(
         correlation_id=correlation_id,
         stack=stack,
@@ -195,7 +208,7 @@ def _scope(correlation_id, stack, host, server, since, until, status=(), limit=D
     )
 
 
-def _zone(name: str):
+def _zone(name: str) -> tzinfo | None:
     if name.upper() == "UTC":
         return UTC
     if name == "local":
@@ -208,14 +221,14 @@ def _zone(name: str):
         ) from None
 
 
-def _in_zone(text: str | None, zone) -> str | None:
+def _in_zone(text: str | None, zone: tzinfo | None) -> str | None:
     """An ISO UTC time shown in ``zone``, with its offset: nothing is ambiguous."""
     if not text or zone is UTC:
         return text
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(zone).isoformat(timespec="milliseconds")
 
 
-def _shown(entries: list[dict], zone) -> list[dict]:
+def _shown(entries: list[dict[str, Any]], zone: tzinfo | None) -> list[dict[str, Any]]:
     return [{**e, "time": _in_zone(e["time"], zone), "end": _in_zone(e["end"], zone)} for e in entries]
 
 
@@ -326,7 +339,7 @@ def waiting() -> None:
     )
 
 
-def _served(row: dict) -> str:
+def _served(row: dict[str, Any]) -> str:
     if row["served_by"]:
         return f"{row['served_by']} process(es)"
     return "no live process: start a worker serving it, or `stackreflex runs resume`"
@@ -381,7 +394,7 @@ def report(
     console.print(f"wrote {html_file} ({len(found.entries)} entries, {len(lanes_of(found, inventory))} lanes)")
 
 
-def _inventory():
+def _inventory() -> "Inventory | None":
     """The node inventory, if one is configured: it names the report's lanes (none: addresses)."""
     from ..tasks.inventory import InventoryError, load_inventory
 

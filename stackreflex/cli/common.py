@@ -48,7 +48,7 @@ class Invocation:
     """Global options, turned into settings on first use."""
 
     config: Path | None = None
-    overrides: dict = field(default_factory=dict)
+    overrides: dict[str, Any] = field(default_factory=dict)
     output: OutputOptions = field(default_factory=OutputOptions)
     #: a service (worker, watch) logs at its log_level; any other command at WARNING, the
     #: embedded handlers' INFO lines included, unless -v or a log level is asked for
@@ -70,7 +70,7 @@ class Invocation:
             setup_logging(self._settings.log_format, level)
         return self._settings
 
-    def amend(self, **update) -> Settings:
+    def amend(self, **update: Any) -> Settings:
         """This command's settings with ``update`` (e.g. checks loaded from ``--checks``)."""
         self._settings = self.settings.model_copy(update=update)
         return self._settings
@@ -93,7 +93,7 @@ class _ThisInvocation:
 
 
 def current_invocation() -> Invocation:
-    context = typer.main.get_current_context(silent=True)
+    context = typer.main.get_current_context(silent=True)  # type: ignore[attr-defined]  # typer re-exports its click's, implicitly
     if context is None:
         raise RuntimeError("no stackreflex command is being run")
     root = context.find_root()
@@ -149,7 +149,7 @@ def live_display(title_key: str) -> Iterator[Callable[[Listing], None]]:
     other machine formats keep stdout for data: the display goes to stderr."""
     target = errors if current_invocation().output.machine else console
     if not target.is_terminal:
-        said: dict = {}
+        said: dict[Any, str] = {}
 
         def line(listing: Listing) -> None:
             for row in listing.rows:

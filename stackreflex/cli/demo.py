@@ -11,7 +11,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import paramiko
 import typer
@@ -31,6 +31,9 @@ from ..tasks.cloud import connect_cloud
 from ..tasks.ssh import trust_host
 from .common import console, emit, invocation, live_display, load_all_handlers
 from .output import Column, Listing
+
+if TYPE_CHECKING:
+    from openstack.connection import Connection
 
 #: Simulated seconds per real second in the demo, and the longest the demo waits for a phase.
 DEMO_SPEED = 5.0
@@ -167,11 +170,11 @@ def _nodes_table(overcloud: Overcloud, stack_status: str) -> Listing:
     return Listing(NODE_COLUMNS, rows, title=f"stack overcloud: {stack_status}")
 
 
-def _follow(overcloud: Overcloud, conn, goal: str) -> None:
+def _follow(overcloud: Overcloud, conn: "Connection", goal: str) -> None:
     deadline = time.monotonic() + PHASE_TIMEOUT
     with live_display("node") as update:
         while True:
-            status = conn.orchestration.find_stack("overcloud").status
+            status = conn.orchestration.find_stack("overcloud", ignore_missing=False).status
             update(_nodes_table(overcloud, status))
             if status == goal:
                 break

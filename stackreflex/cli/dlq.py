@@ -55,7 +55,7 @@ def _resolve(given: list[str], items: list[DeadLetter]) -> tuple[set[str], list[
         matches = {i.key for i in items if i.key == text} or {
             i.key
             for i in items
-            if i.key.startswith(text) or (runs[i.key] is not None and runs[i.key].id.startswith(text))
+            if i.key.startswith(text) or ((run := runs[i.key]) is not None and run.id.startswith(text))
         }
         if len(matches) > 1:
             raise StackreflexError(

@@ -1,11 +1,14 @@
 """Options every command of the operator runbooks shares."""
 
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from ..core.errors import StackreflexError
+
+Order = TypeVar("Order", bound=BaseModel)
 
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Show the plan; change nothing.")]
 Wait = Annotated[bool, typer.Option("--wait", "-w", help="Follow live progress; exit 1 unless it succeeded.")]
@@ -30,7 +33,7 @@ Deadline = Annotated[
 ]
 
 
-def order_from(model: type[BaseModel], **fields) -> BaseModel:
+def order_from(model: type[Order], **fields: Any) -> Order:
     """A command's data from the options, or one clear line naming what is wrong."""
     try:
         return model(**fields)
@@ -38,7 +41,7 @@ def order_from(model: type[BaseModel], **fields) -> BaseModel:
         raise StackreflexError("; ".join(_said(e) for e in exc.errors())) from None
 
 
-def _said(error: dict) -> str:
+def _said(error: ErrorDetails) -> str:
     """A validator's own message as it is; pydantic's generic ones name the option they are about."""
     if error["type"] == "value_error":
         return error["msg"].removeprefix("Value error, ")

@@ -84,7 +84,7 @@ class Listing:
     """Rows (dicts by column key) under columns; ``title`` and ``empty`` are said only in a table."""
 
     columns: list[Column]
-    rows: list[dict]
+    rows: list[dict[str, Any]]
     title: str | None = None
     empty: str | None = None
 
@@ -96,9 +96,9 @@ class Record:
     own listing in a table."""
 
     fields: list[Column]
-    values: dict
+    values: dict[str, Any]
     title: str | None = None
-    nested: dict = field(default_factory=dict)
+    nested: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -188,7 +188,7 @@ _OPTIONS = {
 }
 
 
-def lists(command: Callable) -> Callable:
+def lists(command: Callable[..., Any]) -> Callable[..., Any]:
     """Give a command the output options; it prints through :func:`emit`. (Put it under
     ``@app.command()``.)"""
     signature = inspect.signature(command)
@@ -198,7 +198,7 @@ def lists(command: Callable) -> Callable:
     ]
 
     @functools.wraps(command)
-    def with_output(**kwargs):
+    def with_output(**kwargs: Any) -> Any:
         chosen = {name: kwargs.pop(name) for name in _OPTIONS}
         fmt = "json" if chosen["as_json"] else chosen["format_"]
         if fmt not in FORMATS:
@@ -216,7 +216,9 @@ def lists(command: Callable) -> Callable:
         )
         return command(**kwargs)
 
-    with_output.__signature__ = signature.replace(parameters=[*signature.parameters.values(), *added])
+    with_output.__signature__ = signature.replace(  # type: ignore[attr-defined]  # inspect reads it; functools' wrapper type does not declare it
+        parameters=[*signature.parameters.values(), *added]
+    )
     with_output.__annotations__ = {**command.__annotations__, **{p.name: p.annotation for p in added}}
     return with_output
 
@@ -243,7 +245,7 @@ def chosen_columns(columns: list[Column], options: OutputOptions) -> list[Column
     return [c for c in columns if options.machine or options.long or not c.long]
 
 
-def sorted_rows(rows: list[dict], columns: list[Column], options: OutputOptions) -> list[dict]:
+def sorted_rows(rows: list[dict[str, Any]], columns: list[Column], options: OutputOptions) -> list[dict[str, Any]]:
     keys = [
         c.key for name in options.sort_columns for c in columns if _normal(name) in (_normal(c.key), _normal(c.title))
     ]
@@ -346,7 +348,7 @@ def _yaml(data: Any) -> str:
     return yaml.safe_dump(json.loads(json.dumps(data, default=str)), sort_keys=False, allow_unicode=True)
 
 
-def _csv(rows: Iterable[list]) -> str:
+def _csv(rows: Iterable[list[Any]]) -> str:
     import io
 
     buffer = io.StringIO()
@@ -389,7 +391,7 @@ def compact_time(value: Any, today: date | None = None) -> str:
         try:
             value = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
-            return value
+            return str(value)
     if not isinstance(value, datetime):
         return str(value)
     moment = value if value.tzinfo else value.replace(tzinfo=UTC)
@@ -413,7 +415,7 @@ def _one_day(values: list[Any]) -> str | None:
     if len(days) != 1 or None in days:
         return None
     [day] = days
-    return None if day == date.today() else day.isoformat()
+    return None if day is None or day == date.today() else day.isoformat()
 
 
 def _unique_prefixes(values: list[str]) -> list[str]:
@@ -429,7 +431,7 @@ def _unique_prefixes(values: list[str]) -> list[str]:
 
 def draw(
     columns: list[Column],
-    rows: list[dict],
+    rows: list[dict[str, Any]],
     options: OutputOptions,
     console: Console,
     *,
@@ -440,9 +442,9 @@ def draw(
     (or as ``--max-width``/``--fit-width`` and the terminal say): free-text cells wrap at spaces,
     nothing else is ever broken."""
     columns = list(columns)
-    kinds = [c.kind for c in columns]
+    kinds: list[str] = [c.kind for c in columns]
     rows = [redact(row) for row in rows]  # redacted once more on the way out, as every format is
-    cells = []
+    cells: list[list[str]] = []
     for row in rows:
         line = []
         for c in columns:
@@ -451,8 +453,8 @@ def draw(
         cells.append(line)
     for i, c in enumerate(columns):
         if c.kind == "id" and not options.long:
-            for row, cut in zip(cells, _unique_prefixes([r[i] for r in cells]), strict=False):
-                row[i] = cut
+            for line, cut in zip(cells, _unique_prefixes([r[i] for r in cells]), strict=False):
+                line[i] = cut
     headers = [c.title for c in columns]
     for i, c in enumerate(columns):
         if c.kind == "time" and (day := _one_day([row.get(c.key) for row in rows])):
@@ -461,7 +463,7 @@ def draw(
                 line[i] = compact_time(row.get(c.key), today=_day_of(row.get(c.key)))
     target = width or _target_width(options, console)
     widths = fit(headers, cells, kinds, target, names=False)
-    left_out = []
+    left_out: list[str] = []
     # too wide with every word whole: the spare columns go (the last first, and a line says
     # which) before names are wrapped
     while (
@@ -472,7 +474,8 @@ def draw(
     ):
         i = spare[-1]
         left_out.insert(0, columns[i].key)
-        for seq in (columns, kinds, headers, *cells):
+        every: list[list[Any]] = [columns, kinds, headers, *cells]
+        for seq in every:
             del seq[i]
         widths = fit(headers, cells, kinds, target, names=False)
     widths = fit(headers, cells, kinds, target)
@@ -488,9 +491,9 @@ def draw(
         header=True,
     )
     text.append(border)
-    for row in cells:
-        wrapped = [_wrap(cell, w, kind) for cell, w, kind in zip(row, widths, kinds, strict=False)]
-        styles = [STATUS_STYLE.get(cell) if kind == "status" else None for cell, kind in zip(row, kinds, strict=False)]
+    for line in cells:
+        wrapped = [_wrap(cell, w, kind) for cell, w, kind in zip(line, widths, kinds, strict=False)]
+        styles = [STATUS_STYLE.get(cell) if kind == "status" else None for cell, kind in zip(line, kinds, strict=False)]
         _append_row(text, [w or [""] for w in wrapped], widths, kinds, styles)
     text.append(border.rstrip("\n"))
     if left_out:
@@ -549,7 +552,12 @@ def _wrap(cell: str, width: int, kind: str) -> list[str]:
 
 
 def _append_row(
-    text: Text, lines: list[list[str]], widths: list[int], kinds: list[str], styles: list, header: bool = False
+    text: Text,
+    lines: list[list[str]],
+    widths: list[int],
+    kinds: list[str],
+    styles: list[str | None],
+    header: bool = False,
 ) -> None:
     for n in range(max(len(cell) for cell in lines)):
         text.append("|")

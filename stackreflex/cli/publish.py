@@ -4,7 +4,7 @@ import getpass
 import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -19,6 +19,9 @@ from ..runtime import Runtime
 from .common import emit, invocation, live_display, load_all_handlers, say
 from .output import Column, Listing, lists
 from .runs import report_left
+
+if TYPE_CHECKING:
+    from openstack.connection import Connection
 
 #: Default time --wait follows runs before giving up (seconds).
 DEFAULT_WAIT_TIMEOUT = 3600.0
@@ -131,7 +134,13 @@ def send(
 
 
 def send_command(
-    type: str, subject: str, data: dict, *, wait: bool, timeout: float, report: Callable[[str], None] | None = None
+    type: str,
+    subject: str,
+    data: dict[str, Any],
+    *,
+    wait: bool,
+    timeout: float,
+    report: Callable[[str], bool] | None = None,
 ) -> Envelope:
     """Publish a CLI command (signed when a key is set). With --wait (always when embedded),
     follow it, call ``report`` with its correlation id, and exit 1 unless every run succeeded."""
@@ -153,7 +162,7 @@ def send_command(
     return envelope
 
 
-def check_first(check: Callable[[object], object]) -> None:
+def check_first(check: "Callable[[Connection], object]") -> None:
     """Check a command's input against the cloud before publishing it (``check`` gets a
     connection and raises a one-line error), so a server, store or host that does not exist is
     a clear ``error:`` (exit 2), not a failed run. Embedded, always; with a broker, when this
@@ -165,7 +174,7 @@ def check_first(check: Callable[[object], object]) -> None:
         check(connect_cloud(settings))
 
 
-def command_steps(correlation_id: str, handler: str, names: tuple[str, ...] | None = None) -> list[dict]:
+def command_steps(correlation_id: str, handler: str, names: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
     """The steps (those called ``names``, or all) of ``handler``'s runs for one command, from the audit log."""
     audit = invocation.audit()
     return [

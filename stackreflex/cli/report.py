@@ -15,6 +15,7 @@ import math
 import re
 from collections import Counter
 from datetime import datetime, timedelta
+from typing import Any
 
 from ..models.timeline import Timeline
 from ..tasks.inventory import Inventory
@@ -89,10 +90,14 @@ SCRIPT = """
 
 
 def _when(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+    return _at(text) if text else None
 
 
-def _e(value) -> str:
+def _at(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _e(value: object) -> str:
     return html.escape("" if value is None else str(value))
 
 
@@ -137,7 +142,7 @@ def _names_a_node(target: str) -> bool:
     return bool(_ROLE_INDEX.match(target)) or "/" in target
 
 
-def lanes_of(timeline: Timeline, inventory: Inventory | None = None) -> dict[str, list[dict]]:
+def lanes_of(timeline: Timeline, inventory: Inventory | None = None) -> dict[str, list[dict[str, Any]]]:
     """Steps per lane, first seen first: the node a step was aimed at (see :class:`LaneNames`),
     or its target as it is; a step of a run about one node whose target names a node the
     inventory cannot place goes to that run's node."""
@@ -148,7 +153,7 @@ def lanes_of(timeline: Timeline, inventory: Inventory | None = None) -> dict[str
     for s, address in zip(steps, addresses, strict=False):
         if address:
             nodes_of_run.setdefault(s["run_id"], set()).add(address)
-    lanes: dict[str, list[dict]] = {}
+    lanes: dict[str, list[dict[str, Any]]] = {}
     for s, address in zip(steps, addresses, strict=False):
         target = s["target"] or ""
         if address is None and _names_a_node(target) and len(nodes_of_run.get(s["run_id"], ())) == 1:
@@ -162,7 +167,7 @@ def _tick_every(span: float) -> float:
     return next((t for t in TICKS if span / t <= 10), TICKS[-1])
 
 
-def _tip(s: dict, lane: str) -> str:
+def _tip(s: dict[str, Any], lane: str) -> str:
     detail = s.get("detail") or {}
     tip = f"{s['what']} on {lane}: {s['status']}, {s['duration_s']} s"
     if detail.get("source") or detail.get("destination"):
@@ -174,12 +179,12 @@ def _tip(s: dict, lane: str) -> str:
     return tip + (f" — {s['error']}" if s["error"] else "")
 
 
-def gantt(timeline: Timeline, lanes: dict[str, list[dict]], anchors: dict[int, str]) -> str:
+def gantt(timeline: Timeline, lanes: dict[str, list[dict[str, Any]]], anchors: dict[int, str]) -> str:
     steps = [s for lane in lanes.values() for s in lane]
     if not steps:
         return "<p>No steps in this scope.</p>"
-    start = min(_when(s["time"]) for s in steps)
-    end = max(_when(s["end"] or s["time"]) for s in steps)
+    start = min(_at(s["time"]) for s in steps)  # a step always has its time
+    end = max(_at(s["end"] or s["time"]) for s in steps)
     span = max((end - start).total_seconds(), 1e-3)
     scale = (CHART_WIDTH - 10) / span
     rows = []
@@ -194,7 +199,7 @@ def gantt(timeline: Timeline, lanes: dict[str, list[dict]], anchors: dict[int, s
         )
         top = y + (LANE_HEIGHT - BAR_HEIGHT) / 2
         for s in entries:
-            offset = (_when(s["time"]) - start).total_seconds()
+            offset = (_at(s["time"]) - start).total_seconds()
             duration = s["duration_s"] or 0
             queued = min((s.get("detail") or {}).get("queued_s") or 0, duration)
             anchor, colour = anchors[id(s)], COLOURS.get(s["status"], "#78909c")
@@ -255,7 +260,7 @@ def _window(timeline: Timeline) -> str:
     return f"{first:%Y-%m-%d %H:%M:%S} to {last:%Y-%m-%d %H:%M:%S} UTC ({(last - first).total_seconds():.0f} s)"
 
 
-def _outcome(counts: dict[str, Counter]) -> str:
+def _outcome(counts: dict[str, Counter[str]]) -> str:
     runs = counts["run"]
     bad = sum(runs[s] for s in ("failed", "dead", "interrupted", "cancelled"))
     parts = ", ".join(f"{n} {s}" for s, n in sorted(runs.items()))

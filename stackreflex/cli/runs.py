@@ -8,8 +8,8 @@ takes it up, in this process.
 
 import time
 from collections.abc import Callable, Iterable
-from datetime import timedelta
-from typing import Annotated
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -23,6 +23,11 @@ from .common import emit, invocation, live_display, load_all_handlers, say
 from .options import Timeout
 from .output import Column, Listing, lists
 
+if TYPE_CHECKING:
+    from ..runtime import Runtime
+
+T = TypeVar("T")
+
 app = typer.Typer(
     help="Runs left unfinished: send them on, or cancel them (their handler's compensation runs).", no_args_is_help=True
 )
@@ -33,7 +38,7 @@ POLL = 0.25
 CANCEL_TIMEOUT = 300.0
 
 Handlers = Annotated[
-    list[str],
+    list[str] | None,
     typer.Option(
         "--handlers",
         "-H",
@@ -45,7 +50,15 @@ Handlers = Annotated[
 
 
 def _record(audit: AuditLog, given: str) -> RunRecord:
-    return audit.get_run(find_run(audit, given).id)
+    return _known(audit, find_run(audit, given).id)
+
+
+def _known(audit: AuditLog, run_id: str) -> RunRecord:
+    """A run by its whole id; one gone from the audit log meanwhile (purged) is an error naming it."""
+    record = audit.get_run(run_id)
+    if record is None:
+        raise StackreflexError(f"run {run_id} is no longer in the audit log")
+    return record
 
 
 def describe(run: RunRecord) -> str:
@@ -103,7 +116,7 @@ def report_left(runs: list[RunRecord], *, stopped: str) -> None:
         say("a run still shown running is taken up once its lease lapses")
 
 
-def _movable(runs: list[RunRecord], now, cloud: str | None, embedded: bool) -> list[RunRecord]:
+def _movable(runs: list[RunRecord], now: datetime, cloud: str | None, embedded: bool) -> list[RunRecord]:
     """The runs this command can send on; says why it leaves each of the others."""
     movable = []
     for run in runs:
@@ -126,7 +139,7 @@ def _movable(runs: list[RunRecord], now, cloud: str | None, embedded: bool) -> l
 
 def _send_on(
     audit: AuditLog,
-    dispatch: Callable[[str, dict, int, float | None], None],
+    dispatch: Callable[[str, dict[str, Any], int, float | None], None],
     runs: list[RunRecord],
     served: Iterable[str],
 ) -> list[RunRecord]:
@@ -170,18 +183,20 @@ def follow(audit: AuditLog, runs: list[RunRecord], *, timeout: float, to_the_end
             if time.monotonic() > deadline:
                 raise TimeoutError
             time.sleep(POLL)
-            current = [audit.get_run(r.id) for r in runs]
+            current = [_known(audit, r.id) for r in runs]
             update(_runs_table("runs", current))
     return current
 
 
-def _in_process(handlers: list[str], work: Callable, *, stopped_early: str):
+def _in_process(handlers: list[str], work: "Callable[[Runtime, set[str]], T]", *, stopped_early: str) -> T:
     """Embedded: run ``work(runtime, sent)`` with the handlers served in this process (``work``
     adds the ids of the runs it sends on to ``sent``); on Ctrl-C or a timeout say which of
     them are left, and how to go on."""
     from ..runtime import Runtime
 
-    runtime, sent = Runtime(invocation.settings, load_all_handlers(handlers)).start(), set()
+    runtime: Runtime | None  # None once stopped
+    runtime = Runtime(invocation.settings, load_all_handlers(handlers)).start()
+    sent: set[str] = set()
     try:
         return work(runtime, sent)
     except (KeyboardInterrupt, TimeoutError) as exc:
@@ -242,7 +257,7 @@ def resume(
     now = audit.clock.now()
     if in_process(settings):
 
-        def work(runtime, touched: set):
+        def work(runtime: "Runtime", touched: set[str]) -> list[RunRecord]:
             movable = _movable(chosen, now, runtime.cloud, True)
             sent = _send_on(runtime.audit, runtime.bus.dispatch, movable, runtime.actors)
             touched.update(r.id for r in sent)
@@ -353,7 +368,7 @@ def cancel(
         say(f"run {found.id} is running: it stops at its next safe point")
     if in_process(settings):
 
-        def work(runtime, touched: set):
+        def work(runtime: "Runtime", touched: set[str]) -> list[RunRecord]:
             todo = [] if running else _movable([requested], now, runtime.cloud, True)
             sent = _send_on(runtime.audit, runtime.bus.dispatch, todo, runtime.actors)
             touched.update(r.id for r in sent)

@@ -8,7 +8,7 @@ import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import paramiko
 import typer
@@ -146,7 +146,7 @@ def _authorized_keys(state_dir: Path, files: list[Path]) -> tuple[list[paramiko.
     return [paramiko.ECDSAKey(filename=str(path))], path
 
 
-def _call(url: str, path: str, body: dict | None = None, method: str | None = None) -> dict:
+def _call(url: str, path: str, body: dict[str, Any] | None = None, method: str | None = None) -> dict[str, Any]:
     request = urllib.request.Request(
         url.rstrip("/") + path,
         method=method or ("POST" if body is not None else "GET"),
@@ -155,7 +155,8 @@ def _call(url: str, path: str, body: dict | None = None, method: str | None = No
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())
+            answer: dict[str, Any] = json.loads(response.read())
+            return answer
     except urllib.error.HTTPError as exc:
         detail = json.loads(exc.read() or b"{}").get("error", {}).get("message", exc.reason)
         raise StackreflexError(f"simulator at {url}: {detail}") from None

@@ -1,5 +1,6 @@
 """``stackreflex volume snapshot``, ``server image`` and ``image copy``: copies of data before an upgrade."""
 
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -228,7 +229,7 @@ def image_copy(
     )
 
 
-def _show_copies(handler: str):
+def _show_copies(handler: str) -> Callable[[str], bool]:
     def show(correlation_id: str) -> bool:
         rows = [
             {

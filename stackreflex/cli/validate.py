@@ -7,7 +7,7 @@ import typer
 from ..core.errors import StackreflexError
 from ..handlers.validations import DEFAULT_WINDOW, ValidationOrder, verdict_counts
 from ..tasks.heat import find_stack
-from ..validations import load_checks
+from ..validations import Check, load_checks
 from .common import current_invocation, emit, say
 from .options import Timeout, Wait, order_from
 from .output import Column, Listing, lists
@@ -131,7 +131,7 @@ def validate(
     )
 
 
-def _verdicts(correlation_id: str, selected: list) -> bool:
+def _verdicts(correlation_id: str, selected: list[Check]) -> bool:
     """The verdicts of the run's last attempt, check by check (in the registry's order), node by node."""
     steps = command_steps(correlation_id, "run_validations")
     if not steps:

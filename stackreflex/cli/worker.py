@@ -7,6 +7,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -165,7 +166,7 @@ def _supervise(
         for n in range(processes)
     ]
 
-    def forward(signum: int, _frame: object) -> None:
+    def forward(signum: int, _frame: FrameType | None) -> None:
         systemd.notify("STOPPING=1")
         for child in children:
             child.send_signal(signum)

@@ -17,13 +17,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
+import paramiko
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..core.clock import utcnow
 from ..core.envelope import Envelope
 from ..core.errors import HandlerFailed, StackreflexError
 from ..core.registry import handler
+from ..core.settings import Settings
 from ..tasks import ssh as remote
 from ..tasks.artefacts import discard_partials, fetch, free_name, write_manifest
 from ..tasks.heat import deployed_servers
@@ -32,6 +35,9 @@ from ..validations.builtin import HAPROXY_CONFIG
 from ..validations.parsers import df, haproxy_bind
 from .context import RunContext
 from .orders import read_order
+
+if TYPE_CHECKING:
+    from openstack.connection import Connection
 
 #: The seed's archive lists (§2.1 step 3, §2.2 step 4); missing ones are skipped (--ignore-failed-read).
 UNDERCLOUD_PATHS = (
@@ -185,11 +191,11 @@ def controller_plan(node: Node, work: str, stamp: str, *, bootstrap: bool) -> Pl
     return Plan(node, steps, (*CONTROLLER_PATHS, MYSQL_DATA) if bootstrap else CONTROLLER_PATHS, fetches)
 
 
-def undercloud_node(settings) -> Node:
+def undercloud_node(settings: Settings) -> Node:
     return Node(load_inventory(settings.inventory).undercloud_host(), "undercloud")
 
 
-def controller_nodes(conn, settings, stack: str) -> list[Node]:
+def controller_nodes(conn: "Connection", settings: Settings, stack: str) -> list[Node]:
     """The stack's controllers from Heat, in index order (the first is the bootstrap node), found
     through the inventory."""
     inventory = load_inventory(settings.inventory)
@@ -199,7 +205,10 @@ def controller_nodes(conn, settings, stack: str) -> list[Node]:
     return [Node(inventory.host_for(s.role, s.index, path=s.path), s.label) for s in servers]
 
 
-def _nodes(ctx: RunContext, find):
+T = TypeVar("T")
+
+
+def _nodes(ctx: RunContext, find: Callable[[], T]) -> T:
     try:
         return find()
     except StackreflexError as exc:
@@ -269,11 +278,12 @@ class Session:
     """One node's SSH session during a backup; ``node.name`` is the node's own host name."""
 
     node: Node
-    ssh: object
-    plan: Plan | None = None
+    ssh: paramiko.SSHClient
+    #: set once connected, before any step runs
+    plan: Plan = field(init=False, repr=False)
 
 
-def connect(ctx_ssh, node: Node) -> Session:
+def connect(ctx_ssh: Callable[..., paramiko.SSHClient], node: Node) -> Session:
     """An SSH session to the node, named by its own ``hostname`` (as the runbook names its archive)."""
     ssh = ctx_ssh(node.host.address, port=node.host.port)
     try:
@@ -288,7 +298,7 @@ class Backup:
     """One backup run: its stamp, its directory on the nodes, what it fetched (saved in the run's
     state, so a retried attempt keeps the names and knows what is already here)."""
 
-    def __init__(self, ctx: RunContext, order: BackupOrder, kind: str):
+    def __init__(self, ctx: RunContext, order: BackupOrder, kind: str) -> None:
         self.ctx, self.order, self.kind = ctx, order, kind
         self.dest = Path(order.dest)
         state = ctx.state
@@ -301,7 +311,7 @@ class Backup:
         self.stamp, self.work = state["stamp"], workdir(ctx.run_id, secrets.token_hex(3))
         self.sudo = ctx.settings.ssh_sudo
 
-    def run(self, nodes: list[Node], make_plan: Callable[[Node, bool], Plan], steps) -> None:
+    def run(self, nodes: list[Node], make_plan: Callable[[Node, bool], Plan], steps: Callable[[Session], None]) -> None:
         """On each node in turn: connect, plan, run ``steps``, fetch its artefacts; clean up every
         node whatever happens; then write the manifest, saying how the backup ended."""
         ctx, state = self.ctx, self.ctx.state
@@ -458,12 +468,12 @@ class Backup:
                     f"{session.node.name}: tar exited {status}: {(err.strip().splitlines() or ['no output'])[-1][:300]}"
                 )
 
-    def hieradata(self, session: Session) -> dict:
+    def hieradata(self, session: Session) -> dict[str, Any]:
         """The passwords of hieradata, kept in memory for this execution only."""
         with self.ctx.step("read database password", target=session.node.name) as detail:
             _, out, _ = self.sh(session, f"cat {HIERADATA}")
             try:
-                data = json.loads(out)
+                data: dict[str, Any] = json.loads(out)
             except json.JSONDecodeError:
                 raise HandlerFailed(f"{session.node.name}: {HIERADATA} is not JSON") from None
             if not data.get("mysql::server::root_password"):
@@ -475,7 +485,7 @@ class Backup:
             )
         return data
 
-    def completed(self, session: Session, dump: str) -> dict:
+    def completed(self, session: Session, dump: str) -> dict[str, str]:
         """The dump's last line must say it completed (mysqldump writes it last)."""
         _, out, _ = self.sh(session, f"tail -n 1 {dump}")
         if "-- Dump completed" not in out:

@@ -1,21 +1,29 @@
 """RunContext: what a handler may use, and nothing else."""
 
+from __future__ import annotations
+
 import logging
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from functools import cached_property
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..core import metrics
 from ..core.clock import Clock
 from ..core.envelope import Envelope
 from ..core.errors import HandlerFailed
 from ..core.records import RunRecord, StepStatus
+from ..core.settings import Settings
 from ..runs.execution import Execution
 from ..runs.waits import call_site_key
+
+if TYPE_CHECKING:
+    import paramiko
+    from openstack.connection import Connection
 
 log = logging.getLogger("stackreflex.run")
 
@@ -24,7 +32,7 @@ class _StoppingClock(Clock):
     """The execution's clock, whose sleep ends early when the process is stopping (the handler
     then parks at its next wait instead of waiting in place)."""
 
-    def __init__(self, clock: Clock, stopping):
+    def __init__(self, clock: Clock, stopping: threading.Event) -> None:
         self._clock, self._stopping = clock, stopping
 
     def now(self) -> datetime:
@@ -36,7 +44,7 @@ class _StoppingClock(Clock):
     def stopped(self) -> bool:
         return self._stopping.is_set()
 
-    def sleep(self, seconds: float, until=None) -> None:
+    def sleep(self, seconds: float, until: threading.Event | None = None) -> None:
         if not self._stopping.is_set():
             self._clock.sleep(seconds, until=self._stopping)
 
@@ -54,10 +62,10 @@ class RunContext:
         *,
         publish: Callable[..., None],
         notify: Callable[[Envelope], None],
-        cloud_factory: Callable[[], Any],
-        ssh_factory: Callable[..., Any],
-        settings=None,
-    ):
+        cloud_factory: Callable[[], Connection],
+        ssh_factory: Callable[..., paramiko.SSHClient],
+        settings: Settings,
+    ) -> None:
         self._execution = execution
         #: The process's settings (inventory, agent layout, SSH options…), read-only.
         self.settings = settings
@@ -70,11 +78,11 @@ class RunContext:
         self._ssh_factory = ssh_factory
 
     @property
-    def state(self) -> dict:
+    def state(self) -> dict[str, Any]:
         return self._execution.state
 
     @state.setter
-    def state(self, value: dict) -> None:
+    def state(self, value: dict[str, Any]) -> None:
         self._execution.state = value
 
     @property
@@ -105,7 +113,7 @@ class RunContext:
         self.clock.sleep(seconds)
 
     @contextmanager
-    def step(self, name: str, target: str | None = None) -> Iterator[dict]:
+    def step(self, name: str, target: str | None = None) -> Iterator[dict[str, Any]]:
         """Record a step; fill the yielded dict with details (request ids, exit codes…).
 
         A wait inside a step leaves it ``waiting``; when the run wakes and comes back to the
@@ -148,10 +156,10 @@ class RunContext:
         name: str,
         *,
         target: str | None = None,
-        started_at,
-        finished_at=None,
+        started_at: datetime,
+        finished_at: datetime | None = None,
         status: str = "succeeded",
-        detail: dict | None = None,
+        detail: dict[str, Any] | None = None,
         error: str | None = None,
     ) -> None:
         """Record a step that began before this execution (``started_at``, UTC) and is over
@@ -172,7 +180,7 @@ class RunContext:
             "step %s: %s target=%s", status, name, target, extra={"run_id": self.run.id, "step": name, "target": target}
         )
 
-    def checkpoint(self, steps: list[dict] = ()) -> None:
+    def checkpoint(self, steps: Sequence[dict[str, Any]] = ()) -> None:
         """Save ``ctx.state`` now, before an action that must not be repeated if this worker dies,
         with the steps (as :meth:`record` takes them) that the state now accounts for.
 
@@ -262,15 +270,15 @@ class RunContext:
         raise HandlerFailed(reason)
 
     @cached_property
-    def cloud(self):
+    def cloud(self) -> Connection:
         """An openstacksdk connection, created on first use."""
         return self._cloud_factory()
 
-    def ssh(self, host: str, **options):
+    def ssh(self, host: str, **options: Any) -> paramiko.SSHClient:
         """An SSH session to ``host`` with the configured user, key and known_hosts."""
         return self._ssh_factory(host, **options)
 
-    def _event(self, type: str, **data) -> Envelope:
+    def _event(self, type: str, **data: Any) -> Envelope:
         return Envelope.new(
             type,
             subject=self.envelope.subject,

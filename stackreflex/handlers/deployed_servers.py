@@ -3,14 +3,16 @@ metadata URL, then see it fetch and Heat move on. Reads like the runbook it repl
 
 import json
 import re
+from typing import Any
 
 from ..core.envelope import Envelope
-from ..core.records import FINAL_STATUSES
+from ..core.records import FINAL_STATUSES, RunRecord
 from ..core.registry import handler
 from ..tasks.agents import AgentLayout, AgentSource, UnsafeValue, agent_fetched, configure_agent
 from ..tasks.heat import (
     DEPLOYED_SERVER_TYPE,
     DeployedServer,
+    Deployments,
     NotADeployedServer,
     NotInHeat,
     agent_source,
@@ -18,7 +20,7 @@ from ..tasks.heat import (
     deployed_servers,
     deployments_of,
 )
-from ..tasks.inventory import load_inventory
+from ..tasks.inventory import Host, load_inventory
 from ..tasks.waiting import wait_until
 from .context import RunContext
 
@@ -43,7 +45,7 @@ def is_deployed_server(event: Envelope) -> bool:
     return (event.data or {}).get("resource_type") == DEPLOYED_SERVER_TYPE
 
 
-def server_data(server: DeployedServer) -> dict:
+def server_data(server: DeployedServer) -> dict[str, Any]:
     """The envelope data naming a deployed server (the watcher's field names)."""
     return {
         "owner_stack": server.stack_name,
@@ -124,7 +126,14 @@ def configure_stack_agents(event: Envelope, ctx: RunContext) -> None:
         )
 
 
-def _window_step(ctx: RunContext, stack: str, nodes: list[dict], sent: dict, done: dict, window: int) -> None:
+def _window_step(
+    ctx: RunContext,
+    stack: str,
+    nodes: list[dict[str, Any]],
+    sent: dict[str, str],
+    done: dict[str, list[str | None]],
+    window: int,
+) -> None:
     """Note the node runs that ended (in ``done``: label → [status, error]) and refill the
     window; only the runs not known to have ended are read, so a look costs the window, not N."""
     going = [label for label in sent if label not in done]
@@ -152,12 +161,12 @@ def _window_step(ctx: RunContext, stack: str, nodes: list[dict], sent: dict, don
         ctx.state["reported"] = note
 
 
-def _fetched(rows: list) -> bool:
+def _fetched(rows: list[RunRecord]) -> bool:
     """Whether a node run has seen its agent fetch (its saved state says so)."""
     return bool(rows) and json.loads(rows[0].state or "{}").get("fetched", False)
 
 
-def server_of_data(data: dict) -> DeployedServer:
+def server_of_data(data: dict[str, Any]) -> DeployedServer:
     return DeployedServer(
         data["owner_stack"],
         data["owner_stack_id"],
@@ -169,7 +178,7 @@ def server_of_data(data: dict) -> DeployedServer:
     )
 
 
-def server_heat_has(data: dict, ctx: RunContext) -> DeployedServer:
+def server_heat_has(data: dict[str, Any], ctx: RunContext) -> DeployedServer:
     """The deployed server ``data`` names (its owner stack and resource name) as Heat has it: its
     real id and type, its role and index from Heat's own nesting of its stack. The rest of the
     envelope is a claim, not an authority: one that disagrees with Heat, or names what Heat does
@@ -205,7 +214,7 @@ def server_heat_has(data: dict, ctx: RunContext) -> DeployedServer:
     return server
 
 
-def _disagreements(data: dict, server: DeployedServer) -> list[str]:
+def _disagreements(data: dict[str, Any], server: DeployedServer) -> list[str]:
     """What ``data`` says of the server that Heat does not, each as ``field claimed (Heat: value)``;
     a field the envelope leaves out (or null) claims nothing."""
     found = []
@@ -223,14 +232,14 @@ def _disagreements(data: dict, server: DeployedServer) -> list[str]:
     return found
 
 
-def _placeholder_of(server: DeployedServer, value) -> bool:
+def _placeholder_of(server: DeployedServer, value: object) -> bool:
     """Whether ``value`` is what Heat's events show for the resource before it has its id: its
     physical resource name, ``<stack>-<resource>-<12 characters>``."""
     prefix = re.escape(f"{server.stack_name}-{server.resource_name}-")
     return isinstance(value, str) and re.fullmatch(prefix + r"[a-z0-9]{12}", value) is not None
 
 
-def _shown(value) -> str:
+def _shown(value: object) -> str:
     """A value from an envelope, fit for a one-line reason: escaped if it holds anything unprintable."""
     text = "none" if value is None else str(value)
     text = text if text.isprintable() else json.dumps(text)
@@ -246,7 +255,7 @@ def _agent_source(ctx: RunContext, server: DeployedServer) -> AgentSource | None
         ctx.fail(f"refused: the metadata of {server.label} in Heat: {exc}")
 
 
-def configure_node(data: dict, ctx: RunContext) -> None:
+def configure_node(data: dict[str, Any], ctx: RunContext) -> None:
     """Point the node's agent at its metadata, see it fetch, then see Heat's software deployments
     for the server complete: that, not the agent polling, is the node configured."""
     server = server_heat_has(data, ctx)
@@ -264,6 +273,8 @@ def configure_node(data: dict, ctx: RunContext) -> None:
         ctx.state["url_read"] = True
     # after a continuation, read it again: it carries a credential and is not kept in state
     source = source or _agent_source(ctx, server)
+    if source is None:  # found by an earlier execution, gone from Heat since
+        ctx.fail(f"the metadata of {server.label} in Heat no longer says where its agent polls")
     host = load_inventory(ctx.settings.inventory).host_for(server.role, server.index, path=server.path)
     layout = AgentLayout.from_settings(ctx.settings)
     with ctx.ssh(host.address, port=host.port) as ssh:
@@ -298,11 +309,11 @@ def configure_node(data: dict, ctx: RunContext) -> None:
     deployments_complete(ctx, server, host)
 
 
-def deployments_complete(ctx: RunContext, server: DeployedServer, host) -> None:
+def deployments_complete(ctx: RunContext, server: DeployedServer, host: Host) -> None:
     """Wait for Heat's software deployments of ``server`` to settle; fail naming the first that failed."""
-    looked: list = []
+    looked: list[Deployments] = []
 
-    def settled():
+    def settled() -> Deployments | None:
         looked[:] = [deployments_of(ctx.cloud, server)]
         return looked[0] if looked[0].settled else None
 

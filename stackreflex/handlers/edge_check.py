@@ -12,7 +12,10 @@ check's verdict stays what it was).
 
 from collections.abc import Callable
 from datetime import datetime
+from functools import partial
+from typing import Any
 
+from openstack.connection import Connection
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..core.clock import utcnow
@@ -156,7 +159,7 @@ def _clean_up(ctx: RunContext, order: EdgeCheckOrder) -> None:
                 else:
                     (delete_volume if kind == "volume" else delete_snapshot)(conn, item)
                     ended = ctx.wait(
-                        lambda kind=kind, item=item: deletion(conn, kind, item),
+                        partial(deletion, conn, kind, item),
                         key=f"delete {slot}",
                         waiting_for=f"{kind} {item} to be deleted",
                         deadline=order.deadline,
@@ -186,7 +189,7 @@ def _image_in_central(ctx: RunContext, order: EdgeCheckOrder) -> None:
     ctx.state["image"] = image.id
 
 
-def _volume(ctx: RunContext, order: EdgeCheckOrder, slot: str, name: str, **source) -> None:
+def _volume(ctx: RunContext, order: EdgeCheckOrder, slot: str, name: str, **source: str) -> None:
     """Create a volume in the site's zone (once), wait until it is available."""
     conn = ctx.cloud
     made = _made_once(
@@ -265,7 +268,7 @@ def _image_from_volume(ctx: RunContext, order: EdgeCheckOrder, name: str) -> Non
     )
 
 
-def _image_gone(conn, image_id: str) -> bool:
+def _image_gone(conn: Connection, image_id: str) -> bool:
     try:
         image_now(conn, image_id)
     except ImageNotFound:
@@ -273,7 +276,7 @@ def _image_gone(conn, image_id: str) -> bool:
     return False
 
 
-def _made_once(ctx: RunContext, slot: str, create: Callable[[], str]) -> dict:
+def _made_once(ctx: RunContext, slot: str, create: Callable[[], str]) -> dict[str, Any]:
     """``{id, started}`` of what this step creates: created (``create`` returns its id) on the first
     attempt and saved at once; later attempts follow the same one."""
     if slot not in ctx.state:
@@ -284,7 +287,8 @@ def _made_once(ctx: RunContext, slot: str, create: Callable[[], str]) -> dict:
             raise HandlerFailed(str(exc)) from None
         ctx.state[slot] = {"id": made_id, "started": started.isoformat()}
         ctx.checkpoint()
-    return ctx.state[slot]
+    made: dict[str, Any] = ctx.state[slot]
+    return made
 
 
 def _settled(volume: VolumeInfo) -> VolumeInfo | None:
@@ -299,7 +303,9 @@ def _settled_status(status: str) -> str | None:
     return status if status in ("available", "error") else None
 
 
-def _record(ctx: RunContext, step: str, target: str, made: dict, *, ok: bool, detail: dict, error: str) -> None:
+def _record(
+    ctx: RunContext, step: str, target: str, made: dict[str, Any], *, ok: bool, detail: dict[str, Any], error: str
+) -> None:
     started = datetime.fromisoformat(made["started"])
     detail = {**detail, "duration_s": round((utcnow() - started).total_seconds(), 3)}
     ctx.record(

@@ -7,8 +7,10 @@ in place for a while, then through continuations: no message is held for long.
 """
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from openstack import exceptions
+from openstack.compute.v2.service import Service
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..core.clock import utcnow
@@ -30,7 +32,7 @@ from ..tasks.compute import (
     set_service_enabled,
     start_migration,
 )
-from ..tasks.inventory import node_of_host
+from ..tasks.inventory import Host, node_of_host
 from ..tasks.reboot import boot_id, boot_id_now, reboot
 from ..tasks.waiting import wait_until
 from .context import RunContext
@@ -72,6 +74,8 @@ def _after_cancelled_evacuation(event: Envelope, ctx: RunContext, reason: str) -
     with how to bring the host back. Read from Nova, not only from what the run saved."""
     data = event.data or {}
     host, ours = data.get("host") or event.subject, data.get("reason") or DEFAULT_REASON
+    if not host:
+        return "the command named no host: nothing was done"
     state = ctx.state
     service = compute_service(ctx.cloud, host)
     since = datetime.fromisoformat(state["started"]) if "started" in state else ctx.run.created_at
@@ -209,7 +213,7 @@ class HostLook:
         self.ready: list[tuple[HostServer, str]] = []
         self.changed = False
         #: steps to record once the next migrations are on their way (they wait for nothing)
-        self.steps: list[dict] = []
+        self.steps: list[dict[str, Any]] = []
 
     @property
     def remaining(self) -> list[str]:
@@ -266,7 +270,7 @@ class HostLook:
             self.in_flight.append(server.id)
             self.changed = True
 
-    def _step(self, name: str, **step) -> None:
+    def _step(self, name: str, **step: Any) -> None:
         self.steps.append({"name": name, **step})
         self.changed = True
 
@@ -435,7 +439,7 @@ def reboot_node(ctx: RunContext, order: EvacuateOrder) -> None:
         detail.update(boot_id_before=state["boot_id"], boot_id_after=current, node=str(node))
 
 
-def _new_boot(ctx: RunContext, node) -> str | None:
+def _new_boot(ctx: RunContext, node: Host) -> str | None:
     current = boot_id_now(ctx.settings, node)
     return current if current and current != ctx.state["boot_id"] else None
 
@@ -463,7 +467,7 @@ def return_to_service(ctx: RunContext, order: EvacuateOrder) -> None:
             detail["action"] = "enabled"
 
 
-def _service_up_since(ctx: RunContext, host: str, since: datetime):
+def _service_up_since(ctx: RunContext, host: str, since: datetime) -> Service | None:
     service = compute_service(ctx.cloud, host)
     return service if service.state == "up" and nova_time(service.updated_at) >= since else None
 

@@ -6,6 +6,7 @@ the store shows up in ``os_glance_failed_import``. Another import holding the im
 """
 
 from datetime import datetime
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -13,7 +14,16 @@ from ..core.clock import utcnow
 from ..core.envelope import Envelope
 from ..core.errors import StackreflexError
 from ..core.registry import handler
-from ..tasks.images import CENTRAL, CopyRefused, ImageLocked, check_stores, find_image, image_now, start_copy
+from ..tasks.images import (
+    CENTRAL,
+    CopyRefused,
+    ImageLocked,
+    ImageStores,
+    check_stores,
+    find_image,
+    image_now,
+    start_copy,
+)
 from .context import RunContext
 from .orders import read_order
 
@@ -32,7 +42,7 @@ class CopyOrder(BaseModel):
     deadline: float = Field(default=COPY_DEADLINE, gt=0)
 
     @model_validator(mode="after")
-    def _targets(self):
+    def _targets(self) -> Self:
         if bool(self.stores) == self.all_stores:
             raise ValueError("give either stores or all_stores")
         return self
@@ -78,7 +88,7 @@ def copy_to_stores(
         state["sent"] = utcnow().isoformat()
         ctx.checkpoint()  # the import is started: a resumed run only follows it
 
-    def settled():
+    def settled() -> ImageStores | None:
         now = image_now(conn, image_id)
         for store in targets:
             if store in results:
@@ -114,7 +124,7 @@ def copy_to_stores(
         )
 
 
-def _plan(ctx: RunContext, state: dict, image_id: str, stores: list[str] | None) -> None:
+def _plan(ctx: RunContext, state: dict[str, Any], image_id: str, stores: list[str] | None) -> None:
     try:
         known = check_stores(ctx.cloud, stores or [])
     except StackreflexError as exc:
@@ -136,7 +146,7 @@ def _plan(ctx: RunContext, state: dict, image_id: str, stores: list[str] | None)
     ctx.checkpoint()
 
 
-def _record(ctx: RunContext, state: dict, image_id: str, store: str, error: str | None = None) -> None:
+def _record(ctx: RunContext, state: dict[str, Any], image_id: str, store: str, error: str | None = None) -> None:
     started = datetime.fromisoformat(state["sent"])
     ctx.record(
         "copy image",

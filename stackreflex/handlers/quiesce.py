@@ -6,6 +6,7 @@ and is recorded as its own step. A server that was already SHUTOFF is left SHUTO
 
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from ..core.clock import utcnow
 from ..core.errors import HandlerFailed
@@ -16,7 +17,7 @@ from .context import RunContext
 POWER_DEADLINE = 900.0
 
 
-def with_server_stopped(ctx: RunContext, server: dict | None, stop: bool, work: Callable[[], None]) -> None:
+def with_server_stopped(ctx: RunContext, server: dict[str, Any] | None, stop: bool, work: Callable[[], None]) -> None:
     """Run ``work`` with ``server`` ({id, name}) stopped when ``stop``, then start it again; a
     failure of the stop or of the work ends the run failed, after the restart."""
     state = ctx.state
@@ -46,7 +47,7 @@ def start_again_after_cancel(ctx: RunContext) -> str:
     return f"{server['name']} started again"
 
 
-def _stop(ctx: RunContext, server: dict) -> None:
+def _stop(ctx: RunContext, server: dict[str, Any]) -> None:
     power = ctx.state.setdefault("power", {})
     if "stopped" in power:
         return
@@ -82,7 +83,7 @@ def _stop(ctx: RunContext, server: dict) -> None:
     ctx.checkpoint()
 
 
-def _start_again(ctx: RunContext, server: dict) -> None:
+def _start_again(ctx: RunContext, server: dict[str, Any]) -> None:
     power = ctx.state.get("power", {})
     if "stop_sent" not in power or "started" in power:
         return  # never stopped by this run, or already back
@@ -118,6 +119,6 @@ def _start_again(ctx: RunContext, server: dict) -> None:
     ctx.checkpoint()
 
 
-def _is(ctx: RunContext, server: dict, status: str) -> bool:
+def _is(ctx: RunContext, server: dict[str, Any], status: str) -> bool:
     now = power_state(ctx.cloud, server["id"])
     return now.status == status and not now.task_state

@@ -6,7 +6,9 @@ Cinder or Glance says they are done, and the server is started again whatever ha
 
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from typing import Self
 
+from openstack.connection import Connection
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..core.clock import utcnow
@@ -14,7 +16,7 @@ from ..core.envelope import Envelope
 from ..core.errors import HandlerFailed, StackreflexError
 from ..core.registry import handler
 from ..tasks.compute import HostServer
-from ..tasks.images import IMAGE_SETTLED, ImageNotFound, find_image, image_now
+from ..tasks.images import IMAGE_SETTLED, ImageNotFound, ImageStores, find_image, image_now
 from ..tasks.servers import create_image, find_server
 from ..tasks.volumes import CinderRefused, VolumeInfo, create_snapshot, find_snapshot, find_volume, snapshot_status
 from .context import RunContext
@@ -41,7 +43,7 @@ class SnapshotOrder(BaseModel):
     deadline: float = Field(default=COPY_DEADLINE, gt=0)
 
     @model_validator(mode="after")
-    def _what(self):
+    def _what(self) -> Self:
         if bool(self.volumes) == bool(self.server):
             raise ValueError("give either volumes or a server")
         return self
@@ -55,8 +57,9 @@ class SnapshotPlan:
     force: dict[str, bool]
 
 
-def plan_snapshots(conn, order: SnapshotOrder, stamp: datetime) -> SnapshotPlan:
+def plan_snapshots(conn: Connection, order: SnapshotOrder, stamp: datetime) -> SnapshotPlan:
     """Which server to stop, which volumes to snapshot, under which names, with force or not."""
+    server: HostServer | None
     if order.server:
         found = find_server(conn, order.server)
         if not found.volume_ids:
@@ -249,7 +252,7 @@ def _make_image(ctx: RunContext, order: ServerImageOrder) -> None:
         ctx.checkpoint()
     image = state["image"]
 
-    def settled():
+    def settled() -> ImageStores | None:
         now = image_now(conn, image["id"])
         return now if now.status in IMAGE_SETTLED else None
 

@@ -7,10 +7,11 @@ fails, naming them; warnings and skipped checks do not fail it. The run only rea
 re-run validation asks the nodes again.
 """
 
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import paramiko
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,6 +26,9 @@ from ..tasks.inventory import Host, InventoryError, load_inventory
 from ..validations import Check, Limits, Seen, Verdict, load_checks
 from .context import RunContext
 from .orders import read_order
+
+if TYPE_CHECKING:
+    from openstack.connection import Connection
 
 #: Nodes checked at once.
 DEFAULT_WINDOW = 16
@@ -64,10 +68,14 @@ class Result:
     target: str
     verdict: Verdict
     started: datetime
-    detail: dict
+    detail: dict[str, Any]
 
 
-def verdict_counts(verdicts) -> dict[str, int]:
+#: What a node answered one check: (check, target, Seen or None when unreachable, started, detail).
+Answer = tuple[Check, str, Seen | None, datetime, dict[str, Any]]
+
+
+def verdict_counts(verdicts: Iterable[str]) -> dict[str, int]:
     counts = {"pass": 0, "warn": 0, "fail": 0, "skipped": 0}
     for verdict in verdicts:
         counts[verdict] = counts.get(verdict, 0) + 1
@@ -120,7 +128,7 @@ def run_validations(event: Envelope, ctx: RunContext) -> None:
                 {},
             )
         )
-    across: dict[Check, dict[str, tuple[Seen, datetime, dict]]] = {}
+    across: dict[Check, dict[str, tuple[Seen, datetime, dict[str, Any]]]] = {}
     with ThreadPoolExecutor(max(1, min(order.window, len(plan) or 1)), thread_name_prefix="validate") as pool:
         asked = [pool.submit(_ask_node, ctx, node, todo) for node, todo in plan.items() if todo]
         for future in as_completed(asked):
@@ -181,10 +189,10 @@ def _nodes(ctx: RunContext, order: ValidationOrder) -> list[Node]:
     return nodes
 
 
-def _ask_node(ctx: RunContext, node: Node, checks: list[Check]) -> list[tuple]:
+def _ask_node(ctx: RunContext, node: Node, checks: list[Check]) -> list[Answer]:
     """Run every check of one node over one SSH session: (check, target, Seen or None, started, detail)."""
     settings, started = ctx.settings, utcnow()
-    answers = []
+    answers: list[Answer] = []
     try:
         ssh = ctx.ssh(node.host.address, port=node.host.port)
     except StackreflexError as exc:
@@ -200,7 +208,7 @@ def _ask_node(ctx: RunContext, node: Node, checks: list[Check]) -> list[tuple]:
         name = out.strip() or node.label
         for check in checks:
             started = utcnow()
-            detail = {"node": str(node.host), "role": node.role}
+            detail: dict[str, Any] = {"node": str(node.host), "role": node.role}
             try:
                 for command in check.commands:
                     status, out, err = remote.run(ssh, command, sudo=settings.ssh_sudo, check=False, host=name)
@@ -236,15 +244,16 @@ def _ask_api(ctx: RunContext, order: ValidationOrder, check: Check, limits: Limi
             started,
             detail,
         )
+    assert check.query is not None  # an api check has a query (Check.__post_init__)
     try:
-        conn = ctx.cloud if check.api == "undercloud" else _overcloud(ctx, cloud)
+        conn = _overcloud(ctx, cloud) if check.api == "overcloud" and cloud else ctx.cloud  # no cloud: returned above
         answer = check.query(conn, order.stack)
     except Exception as exc:
         return Result(check, target, Verdict.failed("no answer", "", f"{check.api} API: {_said(exc)}"), started, detail)
     return Result(check, target, _judged(check, Seen(target, check.api, "", 0, answer=answer), limits), started, detail)
 
 
-def _overcloud(ctx: RunContext, cloud: str):
+def _overcloud(ctx: RunContext, cloud: str) -> "Connection":
     from ..tasks.cloud import connect_cloud
 
     return connect_cloud(ctx.settings.model_copy(update={"cloud": cloud}))
@@ -259,7 +268,7 @@ def _judged(check: Check, seen: Seen, limits: Limits) -> Verdict:
     """The check's verdict; a judge that breaks on an answer it did not expect is the check failing
     with that said, not the whole validation."""
     try:
-        verdict = check.judge(seen, limits)
+        verdict: Verdict = check.judge(seen, limits)
     except Exception as exc:
         return Verdict.failed("unreadable", "", f"could not judge the answer: {_said(exc)}")
     return verdict
@@ -267,7 +276,7 @@ def _judged(check: Check, seen: Seen, limits: Limits) -> Verdict:
 
 def _judged_across(check: Check, seen: dict[str, Seen], limits: Limits) -> dict[str, Verdict]:
     try:
-        verdicts = check.judge(seen, limits)
+        verdicts: dict[str, Verdict] = check.judge(seen, limits)
     except Exception as exc:
         reason = f"could not judge the answers: {_said(exc)}"
         return {target: Verdict.failed("unreadable", "", reason) for target in seen}

@@ -16,6 +16,7 @@ import re
 import shlex
 import unicodedata
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import paramiko
@@ -53,7 +54,7 @@ class UnsafeValue(StackreflexError):
     control character that starts another line, a URL that does not parse): refused, never written."""
 
 
-def checked_value(field: str, value) -> str:
+def checked_value(field: str, value: object) -> str:
     """``value`` as text, if it holds no control character; refuses it naming ``field`` (never
     the value, which may be a credential)."""
     if isinstance(value, (dict, list, tuple, set, bytes)) or value is None:
@@ -68,7 +69,7 @@ def checked_value(field: str, value) -> str:
     return text
 
 
-def checked_url(field: str, value) -> str:
+def checked_url(field: str, value: object) -> str:
     """An http(s) URL with a host, parsed and written back with its path and query encoded (an
     escape already there is kept, a stray ``%`` or a space is encoded); refuses anything else."""
     text = checked_value(field, value)
@@ -96,7 +97,7 @@ def checked_url(field: str, value) -> str:
     )
 
 
-def checked_option(collector: str, key: str, value) -> str:
+def checked_option(collector: str, key: str, value: object) -> str:
     field = f"os-collect-config {collector}.{key}"
     return checked_url(field, value) if key in URL_OPTIONS else checked_value(field, value)
 
@@ -112,7 +113,7 @@ class AgentSource:
     options: tuple[tuple[str, str], ...]
 
     @classmethod
-    def from_metadata(cls, occ: dict) -> "AgentSource | None":
+    def from_metadata(cls, occ: dict[str, Any]) -> "AgentSource | None":
         """From a deployed server's ``os-collect-config`` metadata; None while it is not there yet.
         Raises :class:`UnsafeValue` for a value that could not be written safely to the node."""
         for collector, needed in COLLECTOR_OPTIONS.items():
@@ -123,19 +124,21 @@ class AgentSource:
         return None
 
     @property
-    def settings(self) -> dict:
+    def settings(self) -> dict[str, str]:
         return dict(self.options)
 
     @property
-    def identity(self) -> dict:
+    def identity(self) -> dict[str, str]:
         return {k: v for k, v in self.options if k in IDENTITY[self.collector]}
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         """For the audit log and the CLI (redacted again on the way out)."""
         return {"collector": self.collector, **redact(self.settings)}
 
     def configured_in(self, text: str | None) -> bool:
-        return bool(text) and all(v in text for v in self.identity.values())
+        if not text:
+            return False
+        return all(v in text for v in self.identity.values())
 
 
 @dataclass(frozen=True)
@@ -207,7 +210,9 @@ def agent_state(ssh: paramiko.SSHClient, layout: AgentLayout, *, host: str = "")
     return (current if status == 0 else None), active
 
 
-def configure_agent(ssh: paramiko.SSHClient, source: AgentSource, layout: AgentLayout, *, host: str = "") -> dict:
+def configure_agent(
+    ssh: paramiko.SSHClient, source: AgentSource, layout: AgentLayout, *, host: str = ""
+) -> dict[str, str]:
     """Point the node's agent at ``source`` unless it already is and runs; returns what was done."""
     q = shlex.quote
     wanted = layout.render(source).decode()
@@ -251,7 +256,8 @@ def _collector_in(text: str, layout: AgentLayout) -> str | None:
             parser = configparser.ConfigParser()
             parser.read_string(text)
             return parser.get("DEFAULT", "collectors", fallback="").split(",")[0].strip() or None
-        return (json.loads(text).get("os-collect-config", {}).get("collectors") or [None])[0]
+        collector: str | None = (json.loads(text).get("os-collect-config", {}).get("collectors") or [None])[0]
+        return collector
     except (configparser.Error, ValueError, AttributeError):
         return None
 

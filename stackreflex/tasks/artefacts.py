@@ -12,6 +12,7 @@ import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 import paramiko
 
@@ -41,7 +42,7 @@ class Artefact:
 class _Hashing:
     """A file that hashes what is written to it (paramiko's getfo writes chunk by chunk)."""
 
-    def __init__(self, out):
+    def __init__(self, out: IO[bytes]) -> None:
         self.out, self.digest, self.size = out, hashlib.sha256(), 0
 
     def write(self, data: bytes) -> int:
@@ -69,7 +70,7 @@ def fetch(ssh: paramiko.SSHClient, source: str, dest: Path, name: str, *, node: 
         with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
             hashing = _Hashing(out)
             with ssh.open_sftp() as sftp:
-                sftp.getfo(source, hashing)
+                sftp.getfo(source, hashing)  # type: ignore[arg-type]  # getfo only writes; its stub asks for a whole IO[bytes]
             out.flush()
             os.fsync(out.fileno())
     except FileExistsError:
@@ -78,8 +79,8 @@ def fetch(ssh: paramiko.SSHClient, source: str, dest: Path, name: str, *, node: 
         partial.unlink(missing_ok=True)
         raise ArtefactError(f"node {node}: cannot fetch {source} over SFTP: {exc}") from None
     try:
-        _, out, _ = remote.run(ssh, f"sha256sum {source}", sudo=sudo, host=node)
-        theirs = out.split()[0] if out.split() else ""
+        _, sums, _ = remote.run(ssh, f"sha256sum {source}", sudo=sudo, host=node)
+        theirs = sums.split()[0] if sums.split() else ""
         mine = hashing.digest.hexdigest()
         if theirs != mine:
             raise ArtefactError(f"{name}: SHA-256 {mine} here but {theirs or 'none'} on {node}: the copy is damaged")
@@ -142,7 +143,7 @@ def discard_partials(dest: Path, names: list[str]) -> list[str]:
     return removed
 
 
-def write_manifest(dest: Path, name: str, manifest: dict) -> Path:
+def write_manifest(dest: Path, name: str, manifest: dict[str, Any]) -> Path:
     """The backup's manifest beside its files (written whole, then renamed, like the artefacts)."""
     path = dest / name
     partial = dest / (name + PARTIAL)

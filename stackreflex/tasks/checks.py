@@ -1,8 +1,11 @@
 """Pre-deployment connectivity checks: what must be reachable before a deployed-server deploy."""
 
+from __future__ import annotations
+
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from ..core.errors import StackreflexError
@@ -11,6 +14,9 @@ from ..core.settings import Settings
 from .heat import agent_source, deployed_servers, find_stack
 from .inventory import Host
 from .ssh import open_ssh, run
+
+if TYPE_CHECKING:
+    from openstack.connection import Connection
 
 
 @dataclass
@@ -21,7 +27,7 @@ class Check:
     detail: str
 
 
-def _attempt(name: str, target: str, action) -> Check:
+def _attempt(name: str, target: str, action: Callable[[], str | None]) -> Check:
     try:
         return Check(name, target, True, action() or "ok")
     except Exception as exc:  # every failure, of any kind, is a verdict to report
@@ -29,13 +35,14 @@ def _attempt(name: str, target: str, action) -> Check:
 
 
 def local_checks(
-    conn_factory, stack: str | None, services: list[tuple[str, str, Callable[[], str]]]
-) -> tuple[list[Check], object]:
+    conn_factory: Callable[[], Connection], stack: str | None, services: list[tuple[str, str, Callable[[], str]]]
+) -> tuple[list[Check], Connection | None]:
     """Keystone and Heat from this host, then each of ``services`` (name, target, probe): the
     broker and the audit database, which the caller knows how to reach."""
-    checks, conn = [], None
+    checks: list[Check] = []
+    conn: Connection | None = None
 
-    def keystone():
+    def keystone() -> str:
         nonlocal conn
         conn = conn_factory()
         conn.authorize()
@@ -70,7 +77,7 @@ def node_checks(settings: Settings, host: Host, endpoints: list[tuple[str, str]]
         for name, url in endpoints:
             parts = urlsplit(url)
 
-            def reach(url=url, name=name, where=f"{parts.hostname}:{parts.port}"):
+            def reach(url: str = url, name: str = name, where: str = f"{parts.hostname}:{parts.port}") -> str:
                 status, code, err = run(
                     ssh,
                     f"curl -sS -o /dev/null -w %{{http_code}} --max-time 5 {shlex.quote(url)}",
@@ -105,9 +112,11 @@ def http_verdict(name: str, code: int, where: str) -> str:
     )
 
 
-def undercloud_endpoints(conn, stack: str | None) -> list[tuple[str, str]]:
+def undercloud_endpoints(conn: Connection, stack: str | None) -> list[tuple[str, str]]:
     """The Heat API and what a deployed server's agent polls: Swift (temp URL) or Keystone (heat collector)."""
-    endpoints = [("Heat API", conn.session.get_endpoint(service_type="orchestration", interface="public"))]
+    heat = conn.session.get_endpoint(service_type="orchestration", interface="public")
+    # no Heat in the catalog: the local Heat check already fails, and says why
+    endpoints = [("Heat API", heat)] if heat else []
     if stack:
         servers = deployed_servers(conn, stack)
         source = next((u for u in (agent_source(conn, s) for s in servers[:1]) if u), None)

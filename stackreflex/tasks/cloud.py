@@ -2,12 +2,13 @@
 
 import openstack
 from keystoneauth1.exceptions.auth_plugins import MissingRequiredOptions
+from openstack.connection import Connection
 
 from ..core.errors import ConfigError
 from ..core.settings import Settings
 
 
-def connect_cloud(settings: Settings):
+def connect_cloud(settings: Settings) -> Connection:
     """A connection to the configured cloud; none configured is a one-line error saying how to
     configure one, not keystoneauth's traceback."""
     try:

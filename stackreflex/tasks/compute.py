@@ -3,10 +3,14 @@
 What the evacuation runbook reads and does, as plain functions over an openstacksdk connection.
 """
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from openstack import exceptions
+from openstack.compute.v2.service import Service
+from openstack.connection import Connection
 
 from ..core.errors import HandlerFailed, StackreflexError
 
@@ -70,7 +74,7 @@ def action_for(server: HostServer, *, cold_migrate_stopped: bool) -> tuple[str, 
     return "leave", f"{server.status}: not migratable; needs an operator"
 
 
-def compute_service(conn, host: str):
+def compute_service(conn: Connection, host: str) -> Service:
     """The nova-compute service of ``host``, as Nova has it: the host a command names is acted on
     only if Nova knows it. Otherwise a clear error naming the known hosts, which fails a run
     at once (asking Nova again would not make the host exist)."""
@@ -82,13 +86,13 @@ def compute_service(conn, host: str):
     return found
 
 
-def set_service_enabled(conn, service, enabled: bool, reason: str | None = None):
+def set_service_enabled(conn: Connection, service: Service, enabled: bool, reason: str | None = None) -> Service | None:
     if enabled:
         return conn.compute.enable_service(service, host=service.host, binary="nova-compute")
     return conn.compute.disable_service(service, host=service.host, binary="nova-compute", disabled_reason=reason)
 
 
-def servers_on(conn, host: str) -> dict[str, HostServer]:
+def servers_on(conn: Connection, host: str) -> dict[str, HostServer]:
     """Every server on ``host``, in all projects.
 
     Read as plain JSON: an evacuation polls this list, and building an SDK resource per
@@ -100,7 +104,7 @@ def servers_on(conn, host: str) -> dict[str, HostServer]:
     }
 
 
-def server_now(conn, server_id: str) -> HostServer | None:
+def server_now(conn: Connection, server_id: str) -> HostServer | None:
     response = conn.compute.get(f"/servers/{server_id}")
     if response.status_code == 404:
         return None
@@ -108,7 +112,7 @@ def server_now(conn, server_id: str) -> HostServer | None:
     return _host_server(response.json()["server"])
 
 
-def migrations_from(conn, host: str, since: datetime) -> dict[str, list[MigrationRecord]]:
+def migrations_from(conn: Connection, host: str, since: datetime) -> dict[str, list[MigrationRecord]]:
     """Migrations off ``host`` created since ``since`` (whole seconds, as Nova keeps them), per server, oldest first."""
     floor = since.replace(microsecond=0)
     found: dict[str, list[MigrationRecord]] = {}
@@ -132,7 +136,7 @@ def migrations_from(conn, host: str, since: datetime) -> dict[str, list[Migratio
     return found
 
 
-def _host_server(s: dict) -> HostServer:
+def _host_server(s: dict[str, Any]) -> HostServer:
     return HostServer(
         s["id"],
         s.get("name", ""),
@@ -143,7 +147,9 @@ def _host_server(s: dict) -> HostServer:
     )
 
 
-def _pages(conn, path: str, key: str, params: dict, microversion: str | None = None):
+def _pages(
+    conn: Connection, path: str | None, key: str, params: dict[str, str] | None, microversion: str | None = None
+) -> Iterator[dict[str, Any]]:
     """Every item of a Nova listing, following its ``next`` links."""
     while path:
         response = conn.compute.get(path, params=params, microversion=microversion)
@@ -154,7 +160,7 @@ def _pages(conn, path: str, key: str, params: dict, microversion: str | None = N
         path, params = (following, None) if following else (None, None)
 
 
-def start_migration(conn, server: HostServer, *, live: bool, target: str | None) -> None:
+def start_migration(conn: Connection, server: HostServer, *, live: bool, target: str | None) -> None:
     """Ask Nova to move ``server``; :class:`MigrationRefused` when Nova says it cannot."""
     try:
         if live:

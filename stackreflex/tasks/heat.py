@@ -6,11 +6,18 @@ event or Heat itself gave it) is quoted as one path segment: a ``/``, ``?``, ``#
 stays part of the name instead of addressing another resource.
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 from ..core.errors import StackreflexError
 from .agents import AgentSource
+
+if TYPE_CHECKING:
+    from openstack.connection import Connection
+    from requests import Response
 
 #: Deployed servers are recognised by type: templates name them freely.
 DEPLOYED_SERVER_TYPE = "OS::Heat::DeployedServer"
@@ -85,7 +92,7 @@ class Stack:
     parent: str | None = None
 
 
-def segment(value, what: str) -> str:
+def segment(value: object, what: str) -> str:
     """``value`` as one path segment of a Heat API URL, quoted whole; an empty one is refused
     (``/stacks//x`` would address another resource)."""
     text = "" if value is None else str(value)
@@ -102,16 +109,17 @@ def resource_path(stack_name: str, stack_id: str, resource_name: str) -> str:
     return f"{stack_path(stack_name, stack_id)}/resources/{segment(resource_name, 'the resource name')}"
 
 
-def _json(response, what: str) -> dict:
+def _json(response: Response, what: str) -> dict[str, Any]:
     if response.status_code == 404:
         explanation = _explanation(response)
         raise NotInHeat(f"Heat has no {what.removeprefix('the ')}: {explanation}", explanation)
     if response.status_code >= 400:
         raise HeatError(f"Heat refused {what}: HTTP {response.status_code} {response.text[:300]}")
-    return response.json()
+    body: dict[str, Any] = response.json()
+    return body
 
 
-def _explanation(response) -> str:
+def _explanation(response: Response) -> str:
     """Heat's own words for an error, on one line."""
     try:
         body = response.json()
@@ -122,7 +130,7 @@ def _explanation(response) -> str:
     return "".join(ch if ch.isprintable() else "?" for ch in text)
 
 
-def find_stack(conn, stack: str) -> Stack:
+def find_stack(conn: Connection, stack: str) -> Stack:
     """The stack named ``stack`` (a name or an id), as Heat finds it."""
     try:
         body = _json(conn.orchestration.get(f"/stacks/{segment(stack, 'the stack name')}"), f"the stack {stack}")
@@ -134,7 +142,7 @@ def find_stack(conn, stack: str) -> Stack:
     return Stack(shown["stack_name"], shown["id"], shown["stack_status"], shown.get("parent"))
 
 
-def _link_path(resource: dict, rel: str) -> tuple[str, str] | None:
+def _link_path(resource: dict[str, Any], rel: str) -> tuple[str, str] | None:
     """The (stack name, stack id) a resource's link points to; Heat quotes the names in its links."""
     href = next((link["href"] for link in resource.get("links", []) if link["rel"] == rel), None)
     if href is None:
@@ -143,11 +151,14 @@ def _link_path(resource: dict, rel: str) -> tuple[str, str] | None:
     return unquote(name), unquote(stack_id)
 
 
-def _owner(resource: dict) -> tuple[str, str]:
-    return _link_path(resource, "stack")
+def _owner(resource: dict[str, Any]) -> tuple[str, str]:
+    owner = _link_path(resource, "stack")
+    if owner is None:
+        raise HeatError(f"Heat shows resource {resource.get('resource_name')} with no link to its stack")
+    return owner
 
 
-def member_place(holders: list[dict]) -> tuple[str | None, int | None]:
+def member_place(holders: list[dict[str, Any]]) -> tuple[str | None, int | None]:
     """A server stack's TripleO role and index, from the resources that hold it in Heat, nearest
     first: the server resource in the member stack, the member in the role's ResourceGroup stack
     (named by its index), the group (named by the role). Any other shape is no role member."""
@@ -160,7 +171,7 @@ def member_place(holders: list[dict]) -> tuple[str | None, int | None]:
     return group["resource_name"], int(index)
 
 
-def deployed_servers(conn, stack: str) -> list[DeployedServer]:
+def deployed_servers(conn: Connection, stack: str) -> list[DeployedServer]:
     """Every deployed-server resource below ``stack``, with its TripleO role and index (from Heat's
     nesting, as :func:`deployed_server` reads it) when it has them."""
     top = find_stack(conn, stack)
@@ -168,7 +179,7 @@ def deployed_servers(conn, stack: str) -> list[DeployedServer]:
         conn.orchestration.get(f"{stack_path(top.name, top.id)}/resources", params={"nested_depth": NESTED_DEPTH}),
         f"the resource list of {stack}",
     )
-    holder_of = {}  # a nested stack's id → the resource that holds it
+    holder_of: dict[str, dict[str, Any]] = {}  # a nested stack's id → the resource that holds it
     for r in body["resources"]:
         nested = _link_path(r, "nested")
         if nested is not None:
@@ -178,7 +189,8 @@ def deployed_servers(conn, stack: str) -> list[DeployedServer]:
         if r["resource_type"] != DEPLOYED_SERVER_TYPE:
             continue
         owner, owner_id = _owner(r)
-        holders, above = [], owner_id
+        holders: list[dict[str, Any]] = []
+        above = owner_id
         while above in holder_of and len(holders) < MEMBER_LEVELS:
             holders.append(holder_of[above])
             above = _owner(holder_of[above])[1]
@@ -191,10 +203,10 @@ def deployed_servers(conn, stack: str) -> list[DeployedServer]:
     return sorted(found, key=lambda s: (s.role or "", s.index if s.index is not None else -1, s.path))
 
 
-def _holders(conn, stack_name: str, stack_id: str) -> list[dict]:
+def _holders(conn: Connection, stack_name: str, stack_id: str) -> list[dict[str, Any]]:
     """The resources that hold a stack in Heat, nearest first, as far up as a member's place needs."""
     shown = _json(conn.orchestration.get(stack_path(stack_name, stack_id)), f"the stack {stack_name}")["stack"]
-    holders = []
+    holders: list[dict[str, Any]] = []
     while shown.get("parent") and len(holders) < MEMBER_LEVELS:
         parent = _json(
             conn.orchestration.get(f"/stacks/{segment(shown['parent'], 'a parent stack id')}"),
@@ -217,7 +229,7 @@ def _holders(conn, stack_name: str, stack_id: str) -> list[dict]:
     return holders
 
 
-def deployed_server(conn, stack_name: str, stack_id: str, resource_name: str) -> DeployedServer:
+def deployed_server(conn: Connection, stack_name: str, stack_id: str, resource_name: str) -> DeployedServer:
     """The deployed server as Heat has it now: its real id (an IN_PROGRESS event carries only a
     name placeholder), and its role and index from Heat's own nesting of its stack, never from
     what an event says. :class:`NotInHeat` if Heat has no such stack or resource,
@@ -230,7 +242,7 @@ def deployed_server(conn, stack_name: str, stack_id: str, resource_name: str) ->
         raise NotADeployedServer(
             f"{where} is of type {resource['resource_type']} in Heat, not a deployed server", resource["resource_type"]
         )
-    owner, owner_id = _owner(resource) or (stack_name, stack_id)
+    owner, owner_id = _link_path(resource, "stack") or (stack_name, stack_id)
     role, index = member_place(_holders(conn, owner, owner_id))
     return DeployedServer(
         owner,
@@ -295,7 +307,7 @@ class Deployments:
 STDERR_TAIL = 2000
 
 
-def deployments_of(conn, server: DeployedServer) -> Deployments:
+def deployments_of(conn: Connection, server: DeployedServer) -> Deployments:
     """The software deployments for ``server``: those Heat records for it (``/software_deployments``,
     wherever they are in the stack), and every deployment resource of its TripleO member stack
     (the server's stack and the one above it), including those not created yet, which Heat
@@ -339,7 +351,7 @@ def deployments_of(conn, server: DeployedServer) -> Deployments:
     return Deployments(tuple(states))
 
 
-def _member_stack(conn, server: DeployedServer) -> tuple[str, str]:
+def _member_stack(conn: Connection, server: DeployedServer) -> tuple[str, str]:
     """The stack above the server's own (a TripleO member stack: one per node)."""
     stack = _json(
         conn.orchestration.get(stack_path(server.stack_name, server.stack_id)), f"the stack {server.stack_name}"
@@ -352,12 +364,12 @@ def _member_stack(conn, server: DeployedServer) -> tuple[str, str]:
     return parent["stack_name"], parent["id"]
 
 
-def _stderr(record: dict | None) -> str:
+def _stderr(record: dict[str, Any] | None) -> str:
     stderr = ((record or {}).get("output_values") or {}).get("deploy_stderr") or ""
     return stderr[-STDERR_TAIL:]
 
 
-def agent_source(conn, server: DeployedServer) -> AgentSource | None:
+def agent_source(conn: Connection, server: DeployedServer) -> AgentSource | None:
     """Where the server's agent must poll, from ``.["os-collect-config"]`` of its metadata: the
     ``request`` collector's URL or the ``heat`` collector's credentials (None if not there yet)."""
     path = resource_path(server.stack_name, server.stack_id, server.resource_name)
@@ -365,17 +377,18 @@ def agent_source(conn, server: DeployedServer) -> AgentSource | None:
     return AgentSource.from_metadata((body.get("metadata") or {}).get("os-collect-config") or {})
 
 
-def resource_type(conn, stack_name: str, stack_id: str, resource_name: str) -> str | None:
+def resource_type(conn: Connection, stack_name: str, stack_id: str, resource_name: str) -> str | None:
     response = conn.orchestration.get(resource_path(stack_name, stack_id, resource_name))
     return response.json()["resource"]["resource_type"] if response.status_code == 200 else None
 
 
-def events_after(conn, stack_name: str, stack_id: str, marker: str | None) -> list[dict]:
+def events_after(conn: Connection, stack_name: str, stack_id: str, marker: str | None) -> list[dict[str, Any]]:
     """Events of the stack and its nested stacks after ``marker``, oldest first."""
     params = {"nested_depth": NESTED_DEPTH, "sort_dir": "asc"}
     if marker:
         params["marker"] = marker
-    return _json(
+    events: list[dict[str, Any]] = _json(
         conn.orchestration.get(f"{stack_path(stack_name, stack_id)}/events", params=params),
         f"the events of {stack_name}",
     )["events"]
+    return events

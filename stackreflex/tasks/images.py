@@ -7,9 +7,12 @@ are comma-joined strings on the image, and the import answers 202 with no body o
 import html
 import re
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
 
 from openstack import exceptions
+from openstack.connection import Connection
+from requests import Response
 
 from ..core.errors import StackreflexError
 
@@ -31,7 +34,7 @@ class ImageLocked(StackreflexError):
     """Another import holds the image's lock (409): try again later."""
 
 
-def _split(value) -> frozenset[str]:
+def _split(value: Any) -> frozenset[str]:
     if isinstance(value, (list, tuple)):
         return frozenset(value)
     return frozenset(s.strip() for s in (value or "").split(",") if s.strip())
@@ -51,7 +54,7 @@ class ImageStores:
         return f"{self.name or '(no name)'} ({self.id})"
 
 
-def _image(body: dict) -> ImageStores:
+def _image(body: dict[str, Any]) -> ImageStores:
     return ImageStores(
         body["id"],
         body.get("name") or "",
@@ -62,7 +65,7 @@ def _image(body: dict) -> ImageStores:
     )
 
 
-def image_now(conn, image_id: str) -> ImageStores:
+def image_now(conn: Connection, image_id: str) -> ImageStores:
     response = conn.image.get(f"/images/{quote(image_id, safe='')}")
     if response.status_code == 404:
         raise ImageNotFound(f"image {image_id} no longer exists")
@@ -70,7 +73,7 @@ def image_now(conn, image_id: str) -> ImageStores:
     return _image(response.json())
 
 
-def find_image(conn, key: str) -> ImageStores:
+def find_image(conn: Connection, key: str) -> ImageStores:
     """An image by id or exact name."""
     response = conn.image.get(f"/images/{quote(key, safe='')}")  # a name is one path segment
     if response.status_code == 200:
@@ -85,11 +88,11 @@ def find_image(conn, key: str) -> ImageStores:
     return _image(found[0])
 
 
-def known_stores(conn) -> list[str]:
-    return [s.id for s in conn.image.stores()]
+def known_stores(conn: Connection) -> list[str]:
+    return [s.id for s in conn.image.stores()]  # type: ignore[union-attr]  # stores are Glance v2's; the SDK types the proxy as v1 | v2
 
 
-def check_stores(conn, stores: list[str]) -> list[str]:
+def check_stores(conn: Connection, stores: list[str]) -> list[str]:
     """The Glance stores, after checking ``stores`` are among them (a clear error otherwise)."""
     known = known_stores(conn)
     unknown = sorted(set(stores) - set(known))
@@ -98,13 +101,13 @@ def check_stores(conn, stores: list[str]) -> list[str]:
     return known
 
 
-def _glance_message(response) -> str:
+def _glance_message(response: Response) -> str:
     """The text of Glance's HTML (or JSON) error page, on one line."""
     text = re.sub(r"<[^>]+>", " ", re.sub(r"(?s)<head>.*?</head>", "", response.text or ""))
     return " ".join(html.unescape(text).split()) or response.reason
 
 
-def start_copy(conn, image: ImageStores, stores: list[str]) -> None:
+def start_copy(conn: Connection, image: ImageStores, stores: list[str]) -> None:
     """Start the copy-image import of ``image`` to ``stores``; :class:`ImageLocked` when another
     import holds the image, :class:`CopyRefused` when Glance says no for good."""
     response = conn.image.post(
@@ -123,7 +126,7 @@ def start_copy(conn, image: ImageStores, stores: list[str]) -> None:
     exceptions.raise_from_response(response)
 
 
-def delete_image(conn, image_id: str) -> None:
+def delete_image(conn: Connection, image_id: str) -> None:
     """Delete an image from Glance, every store's copy with it (one already gone is fine)."""
     response = conn.image.delete(f"/images/{quote(image_id, safe='')}")
     if response.status_code != 404:

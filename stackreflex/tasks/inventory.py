@@ -8,6 +8,7 @@ A host may carry its SSH port: ``192.0.2.10:2222``.
 """
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,7 +98,7 @@ class Inventory:
         return hosts[index]
 
 
-def node_of_host(path: Path | None, hostname: str, environ: dict | None = None) -> Host:
+def node_of_host(path: Path | None, hostname: str, environ: Mapping[str, str] | None = None) -> Host:
     """The SSH address of a compute host named as Nova names it: the inventory's ``hostnames``
     entry (full or short name), else the name itself (resolved by DNS)."""
     try:
@@ -112,7 +113,7 @@ def node_of_host(path: Path | None, hostname: str, environ: dict | None = None) 
     return Host.parse(hostname)
 
 
-def load_inventory(path: Path | None = None, environ: dict | None = None) -> Inventory:
+def load_inventory(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Inventory:
     """The inventory file if given, else ``OVERCLOUD_ROLES`` and ``<Role>_hosts``."""
     if path is not None:
         try:

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from openstack import exceptions
+from openstack.connection import Connection
 
 from ..core.errors import StackreflexError
 from .compute import HostServer, server_now
@@ -20,7 +21,7 @@ class ServerVolumes:
     volume_ids: list[str]
 
 
-def find_server(conn, key: str) -> ServerVolumes:
+def find_server(conn: Connection, key: str) -> ServerVolumes:
     """The server ``key`` (id or exact name, all projects) and its attached volumes."""
     response = conn.compute.get(f"/servers/{quote(key, safe='')}")  # a name is one path segment
     if response.status_code == 200:
@@ -49,21 +50,21 @@ def find_server(conn, key: str) -> ServerVolumes:
     return ServerVolumes(server, [v["id"] for v in body.get("os-extended-volumes:volumes_attached", [])])
 
 
-def stop_server(conn, server_id: str) -> None:
+def stop_server(conn: Connection, server_id: str) -> None:
     conn.compute.stop_server(server_id)
 
 
-def start_server(conn, server_id: str) -> None:
+def start_server(conn: Connection, server_id: str) -> None:
     conn.compute.start_server(server_id)
 
 
-def create_image(conn, server_id: str, name: str, metadata: dict | None = None) -> str:
+def create_image(conn: Connection, server_id: str, name: str, metadata: dict[str, str] | None = None) -> str:
     """createImage; the image exists at once (queued) and becomes active later."""
     image = conn.compute.create_server_image(server_id, name=name, metadata=metadata or {}, wait=False)
     return image.id
 
 
-def power_state(conn, server_id: str) -> HostServer:
+def power_state(conn: Connection, server_id: str) -> HostServer:
     server = server_now(conn, server_id)
     if server is None:
         raise StackreflexError(f"server {server_id} was deleted")

@@ -2,6 +2,7 @@
 
 import socket
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 
 import paramiko
@@ -72,7 +73,7 @@ def open_ssh(
     return client
 
 
-_parsed: dict[Path, tuple[tuple, paramiko.HostKeys]] = {}
+_parsed: dict[Path, tuple[tuple[int, int, int], paramiko.HostKeys]] = {}
 _parsed_lock = threading.Lock()
 
 
@@ -122,7 +123,7 @@ def trust_host(
     if path.exists():
         keys.load(str(path))
     name = host_key_entry(address, port)
-    old = keys.lookup(name) or {}
+    old: Mapping[str, paramiko.PKey] = keys.lookup(name) or {}
     outcome = "unchanged" if old.get(key.get_name()) == key else ("replaced" if old else "added")
     if outcome != "unchanged":
         if name in keys:

@@ -2,8 +2,10 @@
 snapshots in an availability zone, and volumes uploaded to Glance."""
 
 from dataclasses import dataclass
+from typing import Any
 
 from openstack import exceptions
+from openstack.connection import Connection
 
 from ..core.errors import StackreflexError
 
@@ -34,7 +36,7 @@ class VolumeInfo:
         return f"{self.name or '(no name)'} ({self.id})"
 
 
-def _info(v) -> VolumeInfo:
+def _info(v: Any) -> VolumeInfo:
     return VolumeInfo(
         v.id,
         v.name or "",
@@ -45,7 +47,7 @@ def _info(v) -> VolumeInfo:
     )
 
 
-def find_volume(conn, key: str) -> VolumeInfo:
+def find_volume(conn: Connection, key: str) -> VolumeInfo:
     """A volume by id or exact name, in any project."""
     try:
         return _info(conn.block_storage.find_volume(key, ignore_missing=False, all_projects=True))
@@ -55,7 +57,7 @@ def find_volume(conn, key: str) -> VolumeInfo:
         raise VolumeNotFound(f"more than one volume is named {key!r}: give its id") from None
 
 
-def volume_now(conn, volume_id: str) -> VolumeInfo:
+def volume_now(conn: Connection, volume_id: str) -> VolumeInfo:
     return _info(conn.block_storage.get_volume(volume_id))
 
 
@@ -63,7 +65,7 @@ def _refusal(exc: exceptions.HttpException, what: str) -> CinderRefused:
     return CinderRefused(f"Cinder refused {what}: {(exc.details or str(exc)).strip()}")
 
 
-def create_snapshot(conn, volume: VolumeInfo, name: str, *, force: bool) -> str:
+def create_snapshot(conn: Connection, volume: VolumeInfo, name: str, *, force: bool) -> str:
     """Start a snapshot; an in-use volume needs ``force`` below microversion 3.66."""
     try:
         return conn.block_storage.create_snapshot(volume_id=volume.id, name=name, is_forced=force).id
@@ -74,22 +76,28 @@ def create_snapshot(conn, volume: VolumeInfo, name: str, *, force: bool) -> str:
         raise refusal from None
 
 
-def find_snapshot(conn, volume_id: str, name: str) -> str | None:
+def find_snapshot(conn: Connection, volume_id: str, name: str) -> str | None:
     """A snapshot of ``volume_id`` named ``name``: one an earlier attempt started."""
     return next((s.id for s in conn.block_storage.snapshots(volume_id=volume_id) if s.name == name), None)
 
 
-def snapshot_status(conn, snapshot_id: str) -> tuple[str, int]:
+def snapshot_status(conn: Connection, snapshot_id: str) -> tuple[str, int]:
     snapshot = conn.block_storage.get_snapshot(snapshot_id)
     return snapshot.status, snapshot.size or 0
 
 
-def find_volume_named(conn, name: str) -> VolumeInfo | None:
+def find_volume_named(conn: Connection, name: str) -> VolumeInfo | None:
     return next((_info(v) for v in conn.block_storage.volumes(name=name) if v.name == name), None)
 
 
 def create_volume(
-    conn, name: str, *, zone: str, size: int | None = None, image_id: str | None = None, snapshot_id: str | None = None
+    conn: Connection,
+    name: str,
+    *,
+    zone: str,
+    size: int | None = None,
+    image_id: str | None = None,
+    snapshot_id: str | None = None,
 ) -> VolumeInfo:
     attrs = {"name": name, "availability_zone": zone, "size": size}
     if image_id:
@@ -102,7 +110,7 @@ def create_volume(
         raise _refusal(exc, f"to create volume {name} in zone {zone}") from None
 
 
-def upload_to_image(conn, volume: VolumeInfo, image_name: str) -> str:
+def upload_to_image(conn: Connection, volume: VolumeInfo, image_name: str) -> str:
     """os-volume_upload_image; the image is queued at once and active once uploaded."""
     try:
         answer = conn.block_storage.upload_volume_to_image(
@@ -110,10 +118,11 @@ def upload_to_image(conn, volume: VolumeInfo, image_name: str) -> str:
         )
     except exceptions.BadRequestException as exc:
         raise _refusal(exc, f"to upload {volume.label} to an image") from None
-    return answer["image_id"]
+    image_id: str = answer["image_id"]
+    return image_id
 
 
-def delete_volume(conn, volume_id: str) -> None:
+def delete_volume(conn: Connection, volume_id: str) -> None:
     """Ask Cinder to delete a volume (one already gone is fine); a refusal carries Cinder's reason."""
     try:
         conn.block_storage.delete_volume(volume_id, ignore_missing=True)
@@ -121,14 +130,14 @@ def delete_volume(conn, volume_id: str) -> None:
         raise _refusal(exc, f"to delete volume {volume_id}") from None
 
 
-def delete_snapshot(conn, snapshot_id: str) -> None:
+def delete_snapshot(conn: Connection, snapshot_id: str) -> None:
     try:
         conn.block_storage.delete_snapshot(snapshot_id, ignore_missing=True)
     except exceptions.BadRequestException as exc:
         raise _refusal(exc, f"to delete snapshot {snapshot_id}") from None
 
 
-def deletion(conn, kind: str, item_id: str) -> str | None:
+def deletion(conn: Connection, kind: str, item_id: str) -> str | None:
     """Where the deletion of a volume or snapshot stands: ``gone``, ``error_deleting``, or None
     while Cinder is at it."""
     get = conn.block_storage.get_volume if kind == "volume" else conn.block_storage.get_snapshot

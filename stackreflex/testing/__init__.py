@@ -17,6 +17,7 @@ dramatiq's own middleware (its ``Retries`` among them), one at a time, due by th
 
 import heapq
 import itertools
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -24,7 +25,8 @@ from typing import Any
 
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.stub import StubBroker
-from dramatiq.middleware import Retries, SkipMessage
+from dramatiq.message import Message
+from dramatiq.middleware import Middleware, Retries, SkipMessage
 
 from ..bus.dispatch import Dispatcher
 from ..core.clock import Clock
@@ -50,7 +52,7 @@ EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 class FakeClock(Clock):
     """A clock that moves only when told to (or when something sleeps on it)."""
 
-    def __init__(self, start: datetime = EPOCH):
+    def __init__(self, start: datetime = EPOCH) -> None:
         self._now, self._monotonic = start, 0.0
 
     def now(self) -> datetime:
@@ -59,7 +61,7 @@ class FakeClock(Clock):
     def monotonic(self) -> float:
         return self._monotonic
 
-    def sleep(self, seconds: float, until=None) -> None:
+    def sleep(self, seconds: float, until: threading.Event | None = None) -> None:
         self.advance(seconds)
 
     def advance(self, seconds: float) -> None:
@@ -74,13 +76,13 @@ class FakeClock(Clock):
 class _KitBroker(StubBroker):
     """dramatiq's stub broker, whose messages are kept in order of when they are due on the kit's clock."""
 
-    def __init__(self, clock: FakeClock, middleware: list):
+    def __init__(self, clock: FakeClock, middleware: list[Middleware]) -> None:
         super().__init__(middleware=middleware)
         self.clock = clock
         self.due: list[tuple[datetime, int, Any]] = []
         self._order = itertools.count()
 
-    def enqueue(self, message, *, delay=None):
+    def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
         self.emit_before("enqueue", message, delay)
         when = self.clock.now() + timedelta(milliseconds=delay or 0)
         heapq.heappush(self.due, (when, next(self._order), message))
@@ -94,7 +96,7 @@ class RunResult:
 
     run: RunRecord
     #: its steps, as ``stackreflex audit show --json`` gives them
-    steps: list[dict]
+    steps: list[dict[str, Any]]
     #: how many messages were processed (each an execution, unless skipped)
     messages: int
     #: what the handler published with ``ctx.publish``
@@ -121,7 +123,7 @@ class HandlerKit:
         ssh: Callable[..., Any] | None = None,
         clock: FakeClock | None = None,
         database_url: str = "sqlite://",
-    ):
+    ) -> None:
         self.settings = settings or Settings()
         self.clock = clock or FakeClock()
         self.audit = AuditLog.open(database_url, clock=self.clock)
@@ -143,10 +145,15 @@ class HandlerKit:
         self.dispatcher = Dispatcher(self.settings, self.broker, key)
         self.handlers: dict[str, Handler] = {}
         #: the envelopes given to :meth:`run`, as given (the audit log keeps them redacted)
-        self._bodies: dict[str, dict] = {}
+        self._bodies: dict[str, dict[str, Any]] = {}
 
     def run(
-        self, handler: Handler | Callable, envelope: Envelope, *, until_waiting: bool = False, max_messages: int = 1000
+        self,
+        handler: Handler | Callable[..., Any],
+        envelope: Envelope,
+        *,
+        until_waiting: bool = False,
+        max_messages: int = 1000,
     ) -> RunResult:
         """Route ``envelope`` to ``handler`` (a function decorated with ``@handler``) and process its
         messages until the run ends (or, with ``until_waiting``, until it first waits)."""
@@ -157,7 +164,7 @@ class HandlerKit:
             self.dispatcher.dispatch(served.name, envelope)
         return self.go_on(accepted.runs[served.name].id, until_waiting=until_waiting, max_messages=max_messages)
 
-    def serve(self, handler: Handler | Callable) -> Handler:
+    def serve(self, handler: Handler | Callable[..., Any]) -> Handler:
         """Declare ``handler`` in the kit (done by :meth:`run`)."""
         found = handler if isinstance(handler, Handler) else handler_of(handler)
         if found is None:
@@ -173,7 +180,7 @@ class HandlerKit:
         """Process due messages, the clock jumping to each, until the run ends (or waits)."""
         messages = 0
         while messages < max_messages and self.broker.due:
-            run = self.audit.get_run(run_id)
+            run = self._run(run_id)
             if run.finished or (until_waiting and run.status == "waiting"):
                 break
             self.process_next()
@@ -220,11 +227,15 @@ class HandlerKit:
             self.dispatcher.dispatch(run.handler, self._bodies[run.envelope_id], run.wake)
 
     def result(self, run_id: str, messages: int = 0) -> RunResult:
-        return RunResult(
-            self.audit.get_run(run_id), run_with_steps(self.audit, run_id)["steps"], messages, list(self.published)
-        )
+        return RunResult(self._run(run_id), run_with_steps(self.audit, run_id)["steps"], messages, list(self.published))
 
-    def _dispatch(self, handler: str, body: dict, wake: int, delay: float | None) -> None:
+    def _run(self, run_id: str) -> RunRecord:
+        run = self.audit.get_run(run_id)
+        if run is None:
+            raise ValueError(f"no run {run_id} in the kit's audit log")
+        return run
+
+    def _dispatch(self, handler: str, body: dict[str, Any], wake: int, delay: float | None) -> None:
         self.dispatcher.dispatch(handler, body, wake, delay)
 
     def _context(self, execution: Execution) -> RunContext:
@@ -237,12 +248,12 @@ class HandlerKit:
             settings=self.settings,
         )
 
-    def _cloud_or_refuse(self):
+    def _cloud_or_refuse(self) -> Any:
         if self._cloud is None:
             raise RuntimeError("the handler used ctx.cloud, and the kit was given none: HandlerKit(cloud=...)")
         return self._cloud
 
-    def _ssh_or_refuse(self, host: str, **options):
+    def _ssh_or_refuse(self, host: str, **options: Any) -> Any:
         if self._ssh is None:
             raise RuntimeError(
                 f"the handler opened ctx.ssh({host!r}), and the kit was given no ssh: HandlerKit(ssh=...)"

@@ -9,9 +9,15 @@ import urllib.error
 import urllib.request
 from base64 import b64encode
 from collections import Counter
+from typing import TYPE_CHECKING, Any
 
 from . import parsers
 from .registry import Check, Limits, Seen, Verdict
+
+if TYPE_CHECKING:
+    from openstack.connection import Connection
+
+    from ..tasks.heat import Stack
 
 #: Filesystems that are not disks: a full tmpfs is no reason to stop an upgrade.
 NOT_DISKS = ("tmpfs", "devtmpfs", "overlay", "shm", "squashfs")
@@ -281,7 +287,7 @@ def judge_haproxy(seen: Seen, limits: Limits) -> Verdict:
     return Verdict.passed(seen_text, "every backend UP")
 
 
-def _ceph(seen: Seen, key: str, kind: type, what: str):
+def _ceph(seen: Seen, key: str, kind: type, what: str) -> tuple[Any, Verdict | None]:
     """(the ``key`` of a ceph command's JSON answer, None) or (None, the verdict when there is none:
     skipped without Ceph, failed when unreadable)."""
     if seen.missing_tool:
@@ -413,7 +419,7 @@ def judge_stack(seen: Seen, limits: Limits) -> Verdict:
     return Verdict.failed(stack.status, "CREATE_COMPLETE or UPDATE_COMPLETE", f"stack {stack.name}: {reason}")
 
 
-def _stack(conn, stack: str):
+def _stack(conn: "Connection", stack: str) -> "Stack":
     from ..tasks.heat import find_stack
 
     return find_stack(conn, stack)

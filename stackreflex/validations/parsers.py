@@ -61,7 +61,7 @@ def rpm_versions(text: str) -> dict[str, list[str]]:
 def newest(versions: list[str]) -> str:
     """The highest of RPM versions (compared part by part, numbers as numbers)."""
 
-    def key(version: str):
+    def key(version: str) -> list[tuple[int, int, str]]:
         return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"[.\-_+~]", version)]
 
     return max(versions, key=key) if versions else ""

@@ -10,12 +10,15 @@ their own from a module or file holding :class:`Check` objects (setting ``valida
 ...                     judge=lambda seen, limits: Verdict.passed(seen.stdout.count("^*"), "≥ 1"))
 """
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..core.errors import StackreflexError
 from ..core.registry import import_spec
+
+if TYPE_CHECKING:
+    from openstack.connection import Connection
 
 Target = Literal["undercloud", "overcloud"]
 #: Where a check runs: over SSH on the undercloud, on every overcloud node, on every controller,
@@ -98,12 +101,12 @@ class Check:
     description: str
     target: Target
     where: Where
-    judge: Callable = field(repr=False)
+    judge: Callable[[Any, Limits], Any] = field(repr=False)
     #: The command line it runs (node checks), as root when settings say sudo; a tuple is tried in
     #: order while a command fails (chronyc, whose daemon may not run, else ntpstat).
     command: str | tuple[str, ...] | None = None
     #: An API check's query: query(connection, stack) -> answer (API checks).
-    query: Callable | None = field(default=None, repr=False)
+    query: "Callable[[Connection, str], Any] | None" = field(default=None, repr=False)
     groups: tuple[str, ...] = ("pre-upgrade",)
     #: The judge sees every node's answer together (e.g. versions compared across a role).
     across: bool = False
@@ -146,7 +149,7 @@ class Checks:
             raise ValidationError(f"check name {check.name!r} is defined twice")
         self._checks[check.name] = check
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Check]:
         return iter(self._checks.values())
 
     def __len__(self) -> int:
