@@ -109,7 +109,10 @@ def route(
     found = config.lookup(name) if config else {}
     explicit = settings.model_fields_set
     keys = [str(Path(k).expanduser()) for k in (key_file, settings.ssh_key_file) if k]
-    keys += [str(Path(k).expanduser()) for k in found.get("identityfile", [])]
+    missing = next((k for k in keys if not Path(k).is_file()), None)
+    if missing:
+        raise SSHError(f"node {name}: SSH key file {missing} does not exist")
+    keys += _identity_files(found)
     target = Hop(
         name=name,
         hostname=found.get("hostname", name),
@@ -134,7 +137,7 @@ def _jump(settings: Settings, config: paramiko.SSHConfig | None, entry: str, whe
         raise SSHError(f"ProxyJump {entry!r} ({where}): expected [user@]host[:port]")
     user, name, port = match.group(1), match.group(2).strip("[]"), match.group(3)
     found = config.lookup(name) if config else {}
-    keys = [str(Path(k).expanduser()) for k in found.get("identityfile", [])]
+    keys = _identity_files(found)
     keys += [str(Path(settings.ssh_key_file).expanduser())] if settings.ssh_key_file else []
     return Hop(
         name=name,
@@ -144,6 +147,11 @@ def _jump(settings: Settings, config: paramiko.SSHConfig | None, entry: str, whe
         key_files=tuple(dict.fromkeys(keys)),
         label=f"ProxyJump {name} ({where})",
     )
+
+
+def _identity_files(found: dict[str, Any]) -> list[str]:
+    """The config's IdentityFile entries that exist (ssh skips the others, as it does its defaults)."""
+    return [str(p) for p in (Path(k).expanduser() for k in found.get("identityfile", [])) if p.is_file()]
 
 
 def _port(found: dict[str, Any], path: Path | None, name: str, default: int) -> int:
