@@ -45,11 +45,8 @@ class Hop:
     key_files: tuple[str, ...]
     #: ``ProxyJump bastion (~/.ssh/config line 4)`` for a jump host, ``node X`` for the target.
     label: str
-
-    @property
-    def trusted_as(self) -> str:
-        """What to pass to `stackreflex nodes trust` for this hop."""
-        return self.name if self.port == 22 or ":" in self.name else f"{self.name}:{self.port}"
+    #: What to pass to `stackreflex nodes trust` for this hop (its port, unless the config gives it).
+    trust_as: str
 
 
 class _Client(paramiko.SSHClient):
@@ -120,6 +117,7 @@ def route(
         user=user or (settings.ssh_user if "ssh_user" in explicit else found.get("user", settings.ssh_user)),
         key_files=tuple(dict.fromkeys(keys)),
         label=f"node {name}",
+        trust_as=f"{name}:{port}" if port and port != 22 else name,
     )
     if "proxycommand" in found and "proxyjump" not in found:
         raise SSHError(f"node {name}: ProxyCommand ({_where(path, 'proxycommand')}) is not supported; use ProxyJump")
@@ -127,10 +125,10 @@ def route(
     if chain.strip().lower() == "none":
         return target, []
     where = _where(path, "proxyjump", chain)
-    return target, [_jump(settings, config, entry.strip(), where) for entry in chain.split(",")]
+    return target, [_jump(settings, config, path, entry.strip(), where) for entry in chain.split(",")]
 
 
-def _jump(settings: Settings, config: paramiko.SSHConfig | None, entry: str, where: str) -> Hop:
+def _jump(settings: Settings, config: paramiko.SSHConfig | None, path: Path | None, entry: str, where: str) -> Hop:
     """A ProxyJump entry ``[user@]host[:port]``, completed from its own ssh config block."""
     match = re.fullmatch(r"(?:([^@\s]+)@)?(\[[^\]]+\]|[^:\s]+)(?::(\d+))?", entry)
     if not match:
@@ -142,10 +140,11 @@ def _jump(settings: Settings, config: paramiko.SSHConfig | None, entry: str, whe
     return Hop(
         name=name,
         hostname=found.get("hostname", name),
-        port=int(port) if port else _port(found, None, name, 22),
+        port=int(port) if port else _port(found, path, name, 22),
         user=user or found.get("user", settings.ssh_user),
         key_files=tuple(dict.fromkeys(keys)),
         label=f"ProxyJump {name} ({where})",
+        trust_as=f"{name}:{port}" if port and port != "22" else name,
     )
 
 
@@ -160,7 +159,9 @@ def _port(found: dict[str, Any], path: Path | None, name: str, default: int) -> 
     try:
         return int(found["port"])
     except ValueError:
-        raise SSHError(f"node {name}: Port {found['port']!r} in {path or 'the ssh config'} is not a number") from None
+        raise SSHError(
+            f"{name}: Port {found['port']!r} ({_where(path, 'port', found['port'])}) is not a number"
+        ) from None
 
 
 def _through(
@@ -200,7 +201,7 @@ def _connect(
     for key_type, key in (_recorded_keys(known).lookup(entry) or {}).items():
         client.get_host_keys().add(entry, key_type, key)
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    trust = f"`stackreflex nodes trust {hop.trusted_as}`"
+    trust = f"`stackreflex nodes trust {hop.trust_as}`"
     try:
         client.connect(
             hop.hostname,
