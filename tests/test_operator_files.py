@@ -366,7 +366,7 @@ def test_a_plain_ansible_inventory_ini_or_yaml_is_read_with_group_and_host_vars(
         ("[Compute]\ncompute-0 ansible_host\n", "line 2: host compute-0: expected key=value"),
         ("Compute:\n  hosts: [a, b]\n", "group Compute: hosts, children and vars must be mappings"),
         ("Compute:\n  hosts:\n    c0: {ansible_port: ssh}\n", "host c0: ansible_port 'ssh' is not a number"),
-        ("roles: {Compute: []}\nnodes: [a]\n", r"unknown key\(s\) nodes"),
+        ("Compute:\n  host:\n    c0: {}\n", "Compute: neither stackreflex's keys"),
         ("- a\n- b\n", "expected stackreflex's 'roles:"),
         ("a: [b\n", "neither YAML nor an Ansible INI inventory"),
     ],

@@ -166,11 +166,11 @@ def load_inventory(path: Path | None = None, environ: dict[str, str] | None = No
                 f"inventory {path}: expected stackreflex's 'roles: {{Role: [host, ...]}}' or an Ansible "
                 "inventory (groups with hosts/children/vars, YAML or INI)"
             )
-        unknown = sorted(set(raw) - {"roles", "hostnames", "servers", "undercloud"})
-        if unknown:
+        if not set(raw) & {"roles", "hostnames", "servers", "undercloud"}:
+            odd = [str(k) for k, v in raw.items() if not (v is None or (isinstance(v, dict) and set(v) <= _GROUP_KEYS))]
             raise InventoryError(
-                f"inventory {path}: unknown key(s) {', '.join(map(str, unknown))}: stackreflex's form has roles, "
-                "hostnames, servers and undercloud; an Ansible inventory's groups hold only hosts, children and vars"
+                f"inventory {path}: {', '.join(odd)}: neither stackreflex's keys (roles, hostnames, servers, "
+                "undercloud) nor Ansible groups (mappings of hosts, children and vars)"
             )
         return Inventory(
             roles={role: [Host.parse(h) for h in (hosts or [])] for role, hosts in raw.get("roles", {}).items()},
