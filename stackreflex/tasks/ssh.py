@@ -3,9 +3,11 @@
 The operator's ``~/.ssh/config`` (setting ``ssh_config_file``) is honoured as ``ssh`` would on the
 undercloud: looked up by the name stackreflex dials (the inventory's address), it gives HostName,
 User, Port, IdentityFile and ProxyJump (one jump host or a chain ``a,b``, each looked up in the
-config too; a jump host's own ProxyJump is not followed: write the chain). What the inventory says
-of a node, and settings the operator set, win over the config; the config wins over the defaults.
-Every hop's host key is checked against known_hosts, as named by the HostName it resolves to.
+config too; a jump host's own ProxyJump is not followed: write the chain). For a node, what the
+inventory says of it, then settings the operator set, win over the config, which wins over the
+defaults (user ``stack``, port 22); a jump host is the config's (``user@host:port`` in ProxyJump
+first), the settings' user and key only filling in. Every hop's host key is checked against
+known_hosts, named by the HostName it resolves to (``[host]:port`` off port 22).
 """
 
 import re
