@@ -9,10 +9,13 @@ agent configuration needs, and answers ``command not found`` (exit 127) for anyt
 request from the node's address), ``hostname``, ``reboot``, ``true``, ``sh -c SCRIPT``; a small
 shell chains them (``&&``, ``||``, ``;``), pipes them (``|``) and redirects (``> FILE``). Other
 modules register more (``node_command``). ``/proc/sys/kernel/random/boot_id`` changes on every
-boot. The SFTP subsystem serves the same files (sftp.py).
+boot. The SFTP subsystem serves the same files (sftp.py). Like sshd with ``AllowTcpForwarding``,
+a node forwards ``direct-tcpip`` channels to loopback addresses (so one node can be another's
+ProxyJump host), connecting from its own address; others are administratively prohibited.
 """
 
 import http.client
+import ipaddress
 import logging
 import posixpath
 import shlex
@@ -149,6 +152,8 @@ class SimNode:
         )
         self._listener: socket.socket | None = None
         self._transports: list[paramiko.Transport] = []
+        #: Where each SSH connection came from (a jump host's address when reached through it).
+        self.peers: list[tuple[str, int]] = []
 
     # -- the SSH server --------------------------------------------------------------------
 
@@ -182,9 +187,10 @@ class SimNode:
     def _accept(self, listener: socket.socket) -> None:
         while True:
             try:
-                client, _ = listener.accept()
+                client, peer = listener.accept()
             except OSError:
                 return
+            self.peers.append(peer)
             if self.faults.strike("node_unreachable", self.address):
                 client.close()
                 continue
@@ -495,6 +501,10 @@ class _Server(paramiko.ServerInterface):
     def __init__(self, node: SimNode, transport: paramiko.Transport):
         self.node = node
         self.transport = transport
+        #: Forwarded connections opened, by channel id, until the channel is accepted.
+        self.forwards: dict[int, socket.socket] = {}
+        self._forwarding = threading.Lock()
+        self._relaying = False
 
     def get_allowed_auths(self, username):
         return "publickey"
@@ -508,6 +518,43 @@ class _Server(paramiko.ServerInterface):
 
     def check_channel_request(self, kind, chanid):
         return paramiko.OPEN_SUCCEEDED if kind == "session" else paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+
+    def check_channel_direct_tcpip_request(self, chanid, origin, destination):
+        host, port = destination
+        try:
+            loopback = ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+        except (OSError, ValueError):
+            loopback = False
+        if not loopback:
+            return paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+        try:
+            sock = socket.create_connection((host, port), timeout=5, source_address=(self.node.address, 0))
+        except OSError:
+            return paramiko.OPEN_FAILED_CONNECT_FAILED
+        sock.settimeout(None)
+        with self._forwarding:
+            self.forwards[chanid] = sock
+            if not self._relaying:
+                self._relaying = True
+                threading.Thread(target=self._accept_forwards, daemon=True, name=f"fwd-{self.node.address}").start()
+        return paramiko.OPEN_SUCCEEDED
+
+    def _accept_forwards(self) -> None:
+        """Take each channel paramiko opened for us; relay the forwarded ones (session channels
+        are served by their exec requests)."""
+        while self.transport.is_active():
+            channel = self.transport.accept(timeout=1)
+            if channel is None:
+                continue
+            with self._forwarding:
+                sock = self.forwards.pop(channel.get_id(), None)
+            if sock is not None:
+                for read, write in ((channel.recv, sock.sendall), (sock.recv, channel.sendall)):
+                    threading.Thread(target=_pump, args=(read, write, channel, sock), daemon=True).start()
+        with self._forwarding:
+            for sock in self.forwards.values():
+                sock.close()
+            self.forwards.clear()
 
     def check_channel_exec_request(self, channel, command):
         # paramiko confirms the exec request after this returns; the command must not answer
@@ -537,3 +584,19 @@ class _Server(paramiko.ServerInterface):
             channel.close()
         except (EOFError, OSError, paramiko.SSHException):
             pass  # the connection went first (a reboot drops it), as on a real node
+
+
+def _pump(read, write, channel: paramiko.Channel, sock: socket.socket) -> None:
+    """Copy one direction of a forwarded connection; at its end (EOF or error) close both sides."""
+    try:
+        while data := read(65536):
+            write(data)
+    except (OSError, EOFError, paramiko.SSHException):
+        pass
+    finally:
+        channel.close()
+        try:  # wakes the other direction's recv(); close() alone leaves it blocked on Linux
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        sock.close()

@@ -87,6 +87,9 @@ class Settings(BaseModel):
     ssh_key_file: Path | None = None
     ssh_port: int = 22
     ssh_known_hosts: Path = Path("~/.ssh/known_hosts").expanduser()
+    #: OpenSSH client config (HostName, User, Port, IdentityFile, ProxyJump), read when the file
+    #: exists; the inventory and settings set explicitly win over it, it wins over the defaults.
+    ssh_config_file: Path | None = Path("~/.ssh/config").expanduser()
     ssh_timeout: float = 10.0
     #: Run node commands through ``sudo -n`` (the SSH user has passwordless sudo).
     ssh_sudo: bool = True
