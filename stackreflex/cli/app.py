@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from typer.core import TyperCommand, TyperGroup
 
 from .. import __version__
@@ -236,12 +237,12 @@ def main() -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except StackreflexError as exc:
-        errors.print(f"[red]error:[/] {redact_text(str(exc))}", highlight=False, soft_wrap=True)
+        errors.print(f"[red]error:[/] {escape(redact_text(str(exc)))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except Exception as exc:
         line = _unreachable(exc)
         if line is None:
             raise
-        errors.print(f"[red]error:[/] {line}", highlight=False, soft_wrap=True)
+        errors.print(f"[red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
         sys.exit(BAD_INPUT)
     sys.exit(code if isinstance(code, int) else OK)
