@@ -8,10 +8,10 @@ missing default one is not) over the defaults below. ``Settings(...)`` built dir
 arguments and the defaults only: :func:`load_settings` is what reads the environment and the file.
 
 In the file, a setting ``<section>_<name>`` may be written ``<name>`` in the table
-``[<section>]``: a section is the first word of settings' names (today agent, backup, broker,
-database, deployments, dispatch, envelope, handler, lease, log, overcloud, reconcile, router, run,
-signature, signing, ssh, validation, worker). Flat names work too. A setting written both ways, an
-unknown setting and an unknown section are errors naming them and the file::
+``[<section>]``: a section is the first word of settings' names (agent, backup, broker, database,
+log, reconcile, router, signature, signing, ssh, validation, worker and the others :func:`sections`
+lists). Flat names work too. A setting written both ways, an unknown setting and an unknown
+section are errors naming them and the file::
 
     # ~/.config/stackreflex/config.toml (mode 0600 if it holds secrets)
     namespace = "stackreflex"
