@@ -1,16 +1,85 @@
-"""Settings: one typed object, read once from a TOML file and the environment, then passed in.
+"""Settings: one typed object, read once from the command's options, the environment and a TOML
+file, then passed in.
 
-Precedence: environment (``STACKREFLEX_*``) over the TOML file (``--config``, default
-``~/.config/stackreflex/config.toml``) over the defaults below.
+Precedence: the command's options over the environment (``STACKREFLEX_<SETTING>``, dict and list
+settings as JSON, an empty variable as unset) over the TOML file (``--config``, default
+``~/.config/stackreflex/config.toml``; a ``--config`` file that is not there is an error, a
+missing default one is not) over the defaults below. ``Settings(...)`` built directly holds its
+arguments and the defaults only: :func:`load_settings` is what reads the environment and the file.
+
+In the file, a setting ``<section>_<name>`` may be written ``<name>`` in the table
+``[<section>]``: a section is the first word of settings' names (agent, backup, broker, database,
+log, reconcile, router, signature, signing, ssh, validation, worker and the others :func:`sections`
+lists). Flat names work too. A setting written both ways, an unknown setting and an unknown
+section are errors naming them and the file::
+
+    # ~/.config/stackreflex/config.toml (mode 0600 if it holds secrets)
+    namespace = "stackreflex"
+    inventory = "/home/stack/inventory.yaml"
+
+    [broker]
+    url = "amqps://stackreflex:PASSWORD@undercloud.ctlplane.localdomain:5671/"  # broker_url
+    ca_file = "/etc/pki/ca-trust/source/anchors/cm-local-ca.pem"               # broker_ca_file
+
+    [database]
+    url = "postgresql://stackreflex:PASSWORD@db.example.com/stackreflex"
+    outage_limit = 600
+
+    [ssh]
+    user = "tripleo-admin"
+    key_file = "/home/stack/.ssh/id_rsa"
+
+    [agent]
+    polling_interval = 30
+    concurrency = 16
+
+    [validation]
+    min_free_percent = 10
+
+    [backup]
+    min_free_gb = 3.5
+
+    [signature]
+    max_age = 900
+
+    [reconcile]
+    grace = 60
+    interval = 30
+
+    [log]
+    format = "json"
+    level = "INFO"
+
+    [worker]
+    threads = 16
+
+    [router]
+    prefetch = 64
+
+    [handler_overrides.configure_new_node]  # a table of tables, one per handler
+    max_retries = 3
+    time_limit = 900
 """
 
+import difflib
 import json
 import os
 import tomllib
+from collections.abc import Iterable
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from .envelope import Envelope
 from .errors import ConfigError
@@ -28,8 +97,10 @@ def default_state_dir() -> Path:
     return Path(base) / "stackreflex"
 
 
-class Settings(BaseModel):
+class Settings(BaseSettings):
     """Everything configurable, with defaults that work on a laptop (embedded mode)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_ignore_empty=True, extra="forbid")
 
     #: AMQP URL (``amqp://`` or ``amqps://``); unset means embedded: in-memory bus, in-process worker.
     broker_url: SecretStr | None = None
@@ -128,6 +199,19 @@ class Settings(BaseModel):
     #: expects an archive of 3.5 GB or more).
     backup_min_free_gb: float = Field(3.5, ge=0)
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Built directly, settings are their arguments: tests' settings never pick up the
+        process's environment. :func:`load_settings` reads the environment and the file."""
+        return (init_settings,)
+
     @property
     def embedded(self) -> bool:
         return self.broker_url is None
@@ -145,28 +229,109 @@ class Settings(BaseModel):
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
-    """Read settings from a TOML file and the environment; errors name the bad setting."""
-    values: dict[str, Any] = {}
+    """Read settings from ``overrides`` (the command's options; ``None`` is not given), the
+    environment and a TOML file, in that precedence; an error names the bad setting and where it
+    was given, never its value."""
     path = config_file or DEFAULT_CONFIG_PATH
-    if config_file is not None and not path.exists():
-        raise ConfigError(f"config file {path} does not exist")
-    if path.exists():
-        try:
-            values.update(tomllib.loads(path.read_text()))
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path}: {exc}") from None
-    for name, info in Settings.model_fields.items():
-        env = os.environ.get(ENV_PREFIX + name.upper())
-        if env not in (None, ""):
-            if info.annotation is not None and getattr(info.annotation, "__origin__", None) in (dict, list):
-                try:
-                    env = json.loads(env)
-                except json.JSONDecodeError as exc:
-                    raise ConfigError(f"{ENV_PREFIX}{name.upper()} is not JSON: {exc.msg}") from None
-            values[name] = env
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    if config_file is not None and not config_file.is_file():
+        reason = "is not a file" if config_file.exists() else "does not exist"
+        raise ConfigError(f"config file {config_file} {reason}")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    sources: list[tuple[PydanticBaseSettingsSource, str | None]] = [  # lowest precedence first
+        (_SectionedToml(Settings, path), str(path)),
+        (_Environment(Settings), None),
+        (InitSettingsSource(Settings, given), "the command line"),
+    ]
+    values: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for source, origin in sources:
+        for name, value in source().items():
+            values[name] = value
+            origins[name] = origin or _variable(name)
     try:
         return Settings(**values)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid settings: {problems}") from None
+        problems = []
+        for error in exc.errors():
+            where = origins.get(str(error["loc"][0])) if error["loc"] else None
+            problems.append(
+                f"{'.'.join(map(str, error['loc']))}: {error['msg']}" + (f" (from {where})" if where else "")
+            )
+        raise ConfigError(f"invalid settings: {'; '.join(problems)}") from None
+
+
+def _variable(name: str) -> str:
+    """The environment variable of setting ``name``."""
+    return ENV_PREFIX + name.upper()
+
+
+class _Environment(EnvSettingsSource):
+    """``STACKREFLEX_<SETTING>``; a dict or list setting's variable that is not JSON is named."""
+
+    def decode_complex_value(self, field_name: str, field: FieldInfo, value: Any) -> Any:
+        try:
+            return super().decode_complex_value(field_name, field, value)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{_variable(field_name)} is not JSON: {exc.msg}") from None
+
+
+def sections() -> dict[str, dict[str, str]]:
+    """Each section of the file, its names → the settings they stand for: the first word of a
+    setting's name is its section (``ssh_key_file`` is ``key_file`` in ``[ssh]``)."""
+    found: dict[str, dict[str, str]] = {}
+    for name in Settings.model_fields:
+        section, _, rest = name.partition("_")
+        if rest and section not in Settings.model_fields:
+            found.setdefault(section, {})[rest] = name
+    return found
+
+
+class _SectionedToml(TomlConfigSettingsSource):
+    """The TOML file, its sections read as the flat settings they stand for; anything in it that
+    is not a setting is an error (a typo would otherwise leave a default in force unnoticed)."""
+
+    def _read_file(self, file_path: Path | Traversable) -> dict[str, Any]:
+        try:
+            data = super()._read_file(file_path)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {file_path}: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"config file {file_path} cannot be read: {exc.strerror}") from None
+        return _flatten(data, file_path)
+
+
+def _flatten(data: dict[str, Any], file: Path | Traversable) -> dict[str, Any]:
+    fields, tables = Settings.model_fields, sections()
+    flat: dict[str, Any] = {}
+    written: dict[str, str] = {}  # setting → how the file wrote it
+    problems: list[str] = []
+
+    def put(name: str, value: Any, spelled: str) -> None:
+        if name in written:
+            problems.append(f"{name} is set twice, as {written[name]} and as {spelled}")
+        flat[name], written[name] = value, spelled
+
+    for key, value in data.items():
+        if key in fields:
+            put(key, value, key)
+        elif key in tables and isinstance(value, dict):
+            for rest, inner in value.items():
+                if rest in tables[key]:
+                    put(tables[key][rest], inner, f"{rest} in [{key}]")
+                else:
+                    problems.append(f"unknown setting {rest} in [{key}]{_did_you_mean(rest, tables[key])}")
+        elif key in tables:
+            problems.append(f"{key} is a section: its settings go in a table [{key}] ({', '.join(tables[key])})")
+        elif isinstance(value, dict):
+            suggestion = _did_you_mean(key, [*tables, *fields], "[{}]")
+            problems.append(f"unknown section [{key}]{suggestion}")
+        else:
+            problems.append(f"unknown setting {key}{_did_you_mean(key, fields)}")
+    if problems:
+        raise ConfigError(f"config file {file}: {'; '.join(problems)}")
+    return flat
+
+
+def _did_you_mean(word: str, candidates: Iterable[str], form: str = "{}") -> str:
+    close = difflib.get_close_matches(word.lower(), list(candidates), n=1)
+    return f" (did you mean {form.format(close[0])}?)" if close else ""
