@@ -120,11 +120,14 @@ def sqlite_url(tmp_path):
 
 
 def make_settings(broker_url, database_url, namespace, **extra) -> Settings:
+    """Settings for a test. Classic queues: quorum queues are the product's default, tested on
+    their own and on a 3-node cluster (test_cluster.py); the whole suite creating and deleting
+    thousands of them wedged the single test broker (RabbitMQ 3.10) once."""
     return Settings(
         broker_url=broker_url,
         database_url=database_url,
         namespace=namespace,
-        **{"lease_seconds": 2.0, "worker_threads": 4, **extra},
+        **{"lease_seconds": 2.0, "worker_threads": 4, "queue_type": "classic", **extra},
     )
 
 
@@ -182,6 +185,7 @@ def env_for(settings: Settings, tmp_path: Path, extra: dict | None = None) -> di
         "database_outage_limit",
         "agent_polling_interval",
         "deployments_deadline",
+        "queue_type",
     ):
         value = getattr(settings, name)
         if value is not None and value != Settings.model_fields[name].default:

@@ -108,7 +108,7 @@ def test_a_queue_of_the_other_type_stops_the_worker_with_what_to_do(
     broker_url: str, namespace: str, tmp_path: Path
 ) -> None:
     declare_all(Settings(broker_url=broker_url, namespace=namespace, queue_type="classic"))
-    settings = make_settings(broker_url, f"sqlite:///{tmp_path}/audit.db", namespace)  # auto: quorum here
+    settings = make_settings(broker_url, f"sqlite:///{tmp_path}/audit.db", namespace, queue_type="auto")  # quorum here
 
     # The worker stops before it consumes anything, saying which queue, what it is, and what to do.
     done = run_cli(settings, tmp_path, "worker", "--handlers", HANDLERS, timeout=90)
@@ -140,7 +140,7 @@ def test_a_message_delivered_past_the_limit_is_dead_lettered_into_the_dlq(
 ) -> None:
     """A message the router's queue has delivered DELIVERY_LIMIT times without an acknowledgement
     (a router crashing on it, each time) goes to the DLQ, where `dlq list` shows why."""
-    settings = make_settings(broker_url, f"sqlite:///{tmp_path}/audit.db", namespace)
+    settings = make_settings(broker_url, f"sqlite:///{tmp_path}/audit.db", namespace, queue_type="quorum")
     declare_all(settings)
     envelope = Envelope.new("test.record", subject="poison")
     router_queue = f"{namespace}.router"
