@@ -473,7 +473,7 @@ def test_install_sh_stages_the_whole_layout_the_units_and_settings_point_at(tmp_
     found = subprocess.run(
         [str(venv_python), "-c", "import importlib.metadata as m; d = m.distribution('stackreflex'); "
          "print(d.version, d.locate_file('stackreflex/__init__.py'))"],
-        capture_output=True, text=True, check=True, env=clean,
+        capture_output=True, text=True, check=True, env=clean, cwd=tmp_path,  # not the checkout's egg-info
     ).stdout.split()  # fmt: skip
     assert found[0] == "0.1.0" and found[1].startswith(f"{root}/opt/stackreflex/lib/")
     for name in ("stackreflex-worker.service", "stackreflex-watcher@.service"):

@@ -196,7 +196,7 @@ def test_a_worker_exports_every_family_and_its_readiness_follows_the_database(
                 and r.get(("fail_always", "dead")) == 1
                 and r.get(("wait_for_file", "waiting")) == 1
             ),
-            timeout=60,
+            timeout=150,
             message="20 notes succeeded, a failing run dead, a run waiting",
         )
         assert get(port, "/healthz") == (200, "alive\n")

@@ -124,7 +124,7 @@ def test_a_proxyjump_chain_reaches_the_node_through_each_jump_host_and_closes_th
     client.close()
     assert client.jumps == [] and not any(t.is_active() for t in jumps)
     # the jump hosts' relays end with the connection: the target's server side goes down too
-    wait_for(lambda: not any(t.is_active() for t in target._transports[-1:]), timeout=10, message="relay closed")
+    wait_for(lambda: not any(t.is_active() for t in target._transports[-1:]), timeout=30, message="relay closed")
 
 
 def test_an_untrusted_jump_host_is_refused_naming_it_and_its_config_line(cloud, home, tmp_path):
