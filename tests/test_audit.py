@@ -482,14 +482,16 @@ def test_on_postgresql_a_write_does_not_wait_behind_another_transaction(postgres
 def test_an_outage_is_said_once_even_when_a_late_write_fails_just_after_it_ended(caplog):
     """Several writers (PostgreSQL's write lanes) wait through one outage: a write whose attempt
     began during it may fail just after another went through. That is the same outage, not a
-    second one; a failure well after it is a new outage, said again."""
+    second one; failures well after it are a new outage, said again; a lone failure the next
+    try heals (a pooled connection the server dropped while idle) is no outage at all."""
     clock = FakeClock()
     guard = OutageGuard(600, clock)
 
     caplog.set_level(logging.WARNING, logger="stackreflex.audit")
     said = lambda: [r.getMessage().split(" (")[0].split(" after")[0] for r in caplog.records]  # noqa: E731
-    # (fails, pause before) per write: an outage; a failure just after it ended; one long after
-    for fails, pause in ((3, 0), (1, 1.0), (2, AFTERSHOCK + 60)):
+    # (fails, pause before) per write: an outage; a failure just after it ended; one long after;
+    # a lone failure long after that
+    for fails, pause in ((3, 0), (1, 1.0), (2, AFTERSHOCK + 60), (1, AFTERSHOCK + 60)):
         clock.advance(pause)
         attempts = iter([True] * fails + [False])
 

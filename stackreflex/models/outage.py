@@ -3,7 +3,8 @@
 When the audit database cannot be reached (PostgreSQL restarting, a network cut, SQLite
 locked for long), a write is tried again with backoff until it goes through or the outage
 has lasted longer than a bound. The outage is logged once when it begins and once when it
-ends, however many threads wait through it. Errors that are not about reaching the
+ends, however many threads wait through it; a failure that the first try again heals (a
+pooled connection the server dropped while it sat idle, replaced) is not an outage. Errors that are not about reaching the
 database (a constraint, a bad value) pass through at once.
 """
 
@@ -79,7 +80,11 @@ class OutageGuard:
                     raise
                 now = self.clock.monotonic()
                 started = now if started is None else started
-                self._began(error, now)
+                if tries == 0:
+                    with self._lock:
+                        self._last_failure = now  # said only if the next try fails too
+                else:
+                    self._began(error, now, started)
                 if now - started >= limit:
                     raise DatabaseUnavailable(
                         f"the audit database has been unreachable for {now - started:.0f}s: "
@@ -92,7 +97,7 @@ class OutageGuard:
                 self._ended()
             return result
 
-    def _began(self, error: BaseException, now: float) -> None:
+    def _began(self, error: BaseException, now: float, started: float) -> None:
         with self._lock:
             self._last_failure = now
             if self._since is not None:
@@ -102,8 +107,8 @@ class OutageGuard:
                     return
                 self._quiet = False
             else:
-                self._since = now
-                self._quiet = self.ended_at is not None and now - self.ended_at < AFTERSHOCK
+                self._since = started
+                self._quiet = self.ended_at is not None and started - self.ended_at < AFTERSHOCK
                 if self._quiet:
                     return
         reason = redact_text(str(getattr(error, "orig", error))).strip().splitlines()
