@@ -7,6 +7,7 @@ everything is deleted afterwards.
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -338,3 +339,23 @@ def assert_no_word_split(lines: list[str], values: list[str]) -> None:
     shown = {word for line in lines for word in words(line)}
     missing = {word for value in values for word in words(value)} - shown
     assert not missing, f"split or missing: {sorted(missing)[:10]}"
+
+
+_REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory) -> Path:
+    """stackreflex built as a wheel, as an operator would ship it to the host."""
+    out, source = tmp_path_factory.mktemp("wheel"), tmp_path_factory.mktemp("source")
+    for name in ("pyproject.toml", "README.md"):  # a copy: a build leaves build/ and *.egg-info behind
+        shutil.copy(_REPO / name, source)
+    shutil.copytree(_REPO / "stackreflex", source / "stackreflex", ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(out), str(source)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (found,) = out.glob("stackreflex-*.whl")
+    return found

@@ -413,23 +413,6 @@ def test_install_sh_refuses_a_missing_identity_file_before_writing_anything(tmp_
     assert install("--root", str(root), "--frobnicate", str(REPO)).stderr.strip().endswith("(see --help)")
 
 
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
-    """stackreflex built as a wheel, as an operator would ship it to the host."""
-    out, source = tmp_path_factory.mktemp("wheel"), tmp_path_factory.mktemp("source")
-    for name in ("pyproject.toml", "README.md"):  # a copy: a build leaves build/ and *.egg-info behind
-        shutil.copy(REPO / name, source)
-    shutil.copytree(REPO / "stackreflex", source / "stackreflex", ignore=shutil.ignore_patterns("__pycache__"))
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(out), str(source)],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    (found,) = out.glob("stackreflex-*.whl")
-    return found
-
-
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
