@@ -221,6 +221,7 @@ def publish_until_confirmed(settings: Settings, envelopes: list[Envelope], repub
 
 
 @pytest.mark.slow
+@pytest.mark.alone
 @pytest.mark.timeout(300)
 def test_losing_the_node_a_worker_is_connected_to_loses_nothing_and_runs_nothing_twice(
     rabbitmq_cluster: Cluster, postgres_url: str, workers: Any, tmp_path: Path

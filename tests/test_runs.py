@@ -249,6 +249,7 @@ def test_a_cancelled_evacuation_re_enables_the_service_when_nothing_moved_and_sa
 
 
 @pytest.mark.slow
+@pytest.mark.alone
 @pytest.mark.timeout(600)
 def test_a_75_second_database_outage_under_load_loses_nothing_and_misstates_nothing(
     broker_url, postgres_url, namespace, workers, tmp_path

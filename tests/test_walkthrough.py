@@ -118,7 +118,7 @@ PLACEHOLDER_RUN = "3f2a9c1e"
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(360)
+@pytest.mark.timeout(720)  # ~220 s alone; beside another test file, more
 def test_every_help_example_runs_as_written_against_the_simulator(tmp_path):
     """The examples of --help, typed as they are into a shell set up by `. simrc`, on the shipped
     scenario run fast: each succeeds (one naming a placeholder run id says it does not exist)."""
