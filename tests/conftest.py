@@ -359,3 +359,63 @@ def wheel(tmp_path_factory) -> Path:
     )
     (found,) = out.glob("stackreflex-*.whl")
     return found
+
+
+#: the venv's bin, where the shell finds stackreflex and the operators' `openstack`
+VENV_BIN = Path(sys.executable).parent
+
+
+def serve(tmp_path, *options: str):
+    """``stackreflex sim serve`` as a process of its own, on free ports; yields its env file and
+    the environment of a shell with nothing of stackreflex or OpenStack set."""
+    env_file = tmp_path / "simrc"
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STACKREFLEX_", "OS_"))}
+    home.mkdir(exist_ok=True)  # the shell's working directory: what examples write lands there
+    env.update(HOME=str(home), XDG_STATE_HOME=str(tmp_path / "state"), PATH=f"{VENV_BIN}:{env['PATH']}")
+    served = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "stackreflex",
+            "sim",
+            "serve",
+            "--port",
+            "0",
+            "--ssh-port",
+            "0",
+            "--state-dir",
+            str(tmp_path / "sim"),
+            "--env-file",
+            str(env_file),
+            *options,
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while not env_file.exists():
+        assert served.poll() is None, served.stderr.read()
+        assert time.monotonic() < deadline, "the simulator never wrote its env file"
+        time.sleep(0.1)
+    yield env_file, env
+    served.send_signal(signal.SIGTERM)
+    served.wait(timeout=30)
+
+
+@pytest.fixture
+def simulator(tmp_path):
+    yield from serve(tmp_path)
+
+
+def shell(env_file: Path, env: dict, script: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", "-c", f". {env_file} && {script}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=env["HOME"],
+    )

@@ -20,8 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import make_settings, wait_for
-from .test_walkthrough import serve, shell
+from .conftest import make_settings, shell, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 DEBIAN_ROOT = Path(os.environ.get("STACKREFLEX_TEST_DEBIAN_ROOT", "/var/cache/stackreflex-tests/bookworm"))
@@ -33,7 +32,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 
 def debian_tree() -> Path:
-    """The debootstrapped tree, made the first time (a few minutes, from Debian's mirror)."""
+    """The debootstrapped tree, made the first time (about a minute, from Debian's mirror)."""
     if os.geteuid() != 0:
         pytest.skip("booting a Debian host with systemd-nspawn needs root")
     marker = DEBIAN_ROOT / ".stackreflex-packages"
@@ -141,14 +140,6 @@ class BootedHost:
             except subprocess.TimeoutExpired:
                 self.nspawn.kill()
                 self.nspawn.wait(30)
-
-
-@pytest.fixture
-def simulator(tmp_path):
-    """`stackreflex sim serve` here, its files in ``simulator/sim``: the nodes the host reaches."""
-    directory = tmp_path / "simulator"
-    directory.mkdir()
-    yield from serve(directory)
 
 
 @pytest.fixture

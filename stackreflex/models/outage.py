@@ -4,8 +4,8 @@ When the audit database cannot be reached (PostgreSQL restarting, a network cut,
 locked for long), a write is tried again with backoff until it goes through or the outage
 has lasted longer than a bound. The outage is logged once when it begins and once when it
 ends, however many threads wait through it; a failure that the first try again heals (a
-pooled connection the server dropped while it sat idle, replaced) is not an outage. Errors that are not about reaching the
-database (a constraint, a bad value) pass through at once.
+pooled connection the server dropped while it sat idle, replaced) is not an outage. Errors
+that are not about reaching the database (a constraint, a bad value) pass through at once.
 """
 
 import logging
