@@ -155,8 +155,12 @@ def test_the_router_records_each_fuzzed_message_once_parks_each_rejection_once_a
             producer.publish(body, routing_key=routing_key, content_type="application/json")
         routing.settle()
         assert len(list_envelopes(routing.audit, limit=count + 100)) == count
-        parked = {q["name"]: q["messages_ready"] for q in listed_queues(namespace)}[f"{namespace}.dlq"]
-        assert parked == rejected
+        # what the queue reports (rabbitmqctl) may trail what the router parked: waited for, up to 30 s
+        wait_for(
+            lambda: {q["name"]: q["messages_ready"] for q in listed_queues(namespace)}[f"{namespace}.dlq"] == rejected,
+            timeout=30,
+            message=f"{rejected} rejections parked in the dead-letter queue",
+        )
         listed = visit(settings, [], choose=lambda item: False, before_send=lambda item: None)
         assert len(listed) == rejected and all(item.reason and item.excerpt is not None for item in listed)
         routing.start()  # it stopped only because it was asked to: it consumes again

@@ -93,6 +93,7 @@ def test_a_host_alias_gives_the_address_port_user_and_identity_files(cloud, home
         open_ssh(settings_for(cloud, None, ssh_key_file=home / ".ssh" / "id_sim"), "ctl0")
 
 
+@pytest.mark.alone  # its relay-closed wait missed (30 s) beside another test file on two cores
 def test_a_proxyjump_chain_reaches_the_node_through_each_jump_host_and_closes_them_with_the_client(
     cloud, home, tmp_path
 ):
