@@ -18,6 +18,7 @@ from kombu.exceptions import OperationalError
 from ..core.errors import BrokerUnavailable, ConfigError
 from ..core.redaction import redact_text
 from ..core.settings import Settings
+from . import memory
 
 #: kombu URL of the embedded (in-process) bus.
 EMBEDDED_URL = "memory://"
@@ -117,7 +118,7 @@ def kombu_connection(settings: Settings, *, consumer: bool = False, confirm: boo
     several URLs, each (re)connection tries them in order from the first.
     """
     if settings.embedded:
-        return Connection(EMBEDDED_URL, transport_options={"polling_interval": 0.01})
+        return Connection(EMBEDDED_URL, transport=memory.Transport)  # woken by each message
     urls = broker_urls(settings)
     tls = amqp_ssl_options(settings, urlsplit(urls[0]).hostname) if urls[0].startswith("amqps://") else False
     return FailoverConnection(
