@@ -399,6 +399,8 @@ class AuditLog:
         self._kept: list[Connection | None] = [None] * lanes
         self._kept_at = [0.0] * lanes  # when each was made (monotonic seconds)
         self._checkpoints_deferred = False
+        #: write transactions committed, and how many had been when a checkpoint last copied the whole WAL
+        self._committed = self._checkpointed = 0
         self._lanes = [GroupCommit(partial(self._transaction, lane)) for lane in range(lanes)]
         self._busy = _BusyStatements(engine.dialect)
         self._outage = OutageGuard(outage_limit, clock)
@@ -446,6 +448,7 @@ class AuditLog:
                 self._defer_checkpoints_on(kept)
         with kept.begin():
             yield kept
+        self._committed += 1
 
     def defer_checkpoints(self) -> bool:
         """SQLite: leave WAL checkpoints to :meth:`checkpoint`, called off the busy path; False
@@ -476,9 +479,15 @@ class AuditLog:
     def checkpoint(self) -> None:
         """Copy what the WAL holds back into the database file, without waiting for readers or
         writers (SQLite's PASSIVE checkpoint); the WAL restarts from its beginning once all of
-        it is copied."""
+        it is copied. Nothing is done while no write has committed since all of it was (an idle
+        process looked every quarter second)."""
+        committed = self._committed
+        if committed == self._checkpointed:
+            return
         with self.engine.connect() as c:
-            c.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+            busy, pages, copied = c.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
+        if not busy and pages == copied:  # a reader's snapshot can keep pages from being copied
+            self._checkpointed = committed
 
     # -- envelopes -------------------------------------------------------------------
 
