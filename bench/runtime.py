@@ -15,6 +15,10 @@ Every round measures, one after the other:
   50% of the capacity just measured on SQLite (open loop: each is sent at its time, whether or
   not the ones before it were handled).
 
+Beside each drain, the CPU it cost per envelope: this process's (its threads but the main
+one, which only waits for the end) and the broker's Erlang VM's when it runs on this machine.
+On a machine of few cores these, not waiting, set the capacity.
+
 After the rounds, a ``stackreflex worker`` process serving the no-op handler is given
 ``--messages`` envelopes, and its resident memory is read before and after (``worker_rss_mb``).
 
@@ -29,6 +33,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -37,18 +42,20 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dramatiq
 import psycopg
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.middleware import CurrentMessage, default_middleware
 from kombu import Connection, Exchange, Queue
+from kombu.exceptions import ChannelError
 from sqlalchemy import func, select
 
 from stackreflex.bus.connections import normalise_amqp_url
 from stackreflex.bus.publisher import Publisher
+from stackreflex.cli.common import load_all_handlers
 from stackreflex.core.envelope import Envelope
-from stackreflex.core.errors import UnroutableError
 from stackreflex.core.logs import setup_logging
 from stackreflex.core.registry import Registry, handler
 from stackreflex.core.settings import Settings
@@ -64,6 +71,53 @@ THREADS = 8
 RUN_LIMIT = 600
 PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/postgres"
 ROOT = Path(__file__).resolve().parent.parent
+
+
+class Drained:
+    """One drain, timed: envelopes per second, and CPU milliseconds per envelope of this
+    process's serving threads and of the broker (None when it does not run on this machine)."""
+
+    def __init__(self, url: str, messages: int):
+        self.messages, self.broker_pid = messages, broker_pid(url)
+
+    def __enter__(self) -> "Drained":
+        self._cpu, self._broker = serving_cpu(), process_cpu(self.broker_pid)
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.rate = self.messages / (time.perf_counter() - self._start)
+        self.cpu_ms = (serving_cpu() - self._cpu) / self.messages * 1000
+        broker = process_cpu(self.broker_pid)
+        self.broker_cpu_ms = None if broker is None else (broker - self._broker) / self.messages * 1000
+
+
+def serving_cpu() -> float:
+    """CPU seconds of this process's threads but the calling (main) one."""
+    return time.process_time() - time.thread_time()
+
+
+def broker_pid(url: str) -> int | None:
+    """The process listening on the broker URL's port on this machine, if any (asked of ``ss``)."""
+    port = urlsplit(url).port or 5672
+    try:
+        listening = subprocess.run(
+            ["ss", "-Htlnp", f"sport = :{port}"], capture_output=True, text=True, timeout=10
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found = re.search(r"pid=(\d+)", listening)
+    return int(found.group(1)) if found else None
+
+
+def process_cpu(pid: int | None) -> float | None:
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -103,9 +157,9 @@ def _raw_broker(url: str) -> RabbitmqBroker:
     )
 
 
-def raw_dramatiq_drain(url: str, messages: int) -> float:
+def raw_dramatiq_drain(url: str, messages: int) -> Drained:
     """``messages`` no-op messages queued (persistent, confirmed), then drained by a dramatiq
-    worker of THREADS threads; messages/s from the worker's start to the last one processed."""
+    worker of THREADS threads; timed from the worker's start to the last one processed."""
     broker = _raw_broker(url)
     queue = f"bench-raw-{uuid.uuid4().hex[:8]}"
     done = threading.Semaphore(0)
@@ -116,16 +170,16 @@ def raw_dramatiq_drain(url: str, messages: int) -> float:
     try:
         for _ in range(messages):
             actor.send()
-        start = time.perf_counter()
-        worker = dramatiq.Worker(broker, worker_threads=THREADS, worker_timeout=100)
-        worker.start()
-        try:
-            for _ in range(messages):
-                if not done.acquire(timeout=RUN_LIMIT):
-                    raise RuntimeError(f"raw dramatiq did not drain in {RUN_LIMIT} s")
-            return messages / (time.perf_counter() - start)
-        finally:
-            worker.stop()
+        with Drained(url, messages) as drained:
+            worker = dramatiq.Worker(broker, worker_threads=THREADS, worker_timeout=100)
+            worker.start()
+            try:
+                for _ in range(messages):
+                    if not done.acquire(timeout=RUN_LIMIT):
+                        raise RuntimeError(f"raw dramatiq did not drain in {RUN_LIMIT} s")
+            finally:
+                worker.stop()
+        return drained
     finally:
         for q in (queue, f"{queue}.DQ", f"{queue}.XQ"):
             broker.channel.queue_delete(q)
@@ -173,24 +227,24 @@ def succeeded(audit: AuditLog) -> int:
         return c.execute(select(func.count()).select_from(Run).where(Run.status == "succeeded")).scalar()
 
 
-def ours_drain(bench: Bench, database_url: str, messages: int) -> float:
+def ours_drain(bench: Bench, database_url: str, messages: int) -> Drained:
     """``messages`` envelopes queued on the router's queue while no process serves, then
-    drained: envelopes/s from the runtime's start to the last run recorded succeeded."""
+    drained: timed from the runtime's start to the last run recorded succeeded."""
     bench.runtime(database_url).stop()  # the queues, their bindings and the schema
     publisher = Publisher(bench.settings(database_url))
     for _ in range(messages):
         publisher.publish(Envelope.new("bench.noop"))
-    start = time.perf_counter()
-    runtime = bench.runtime(database_url)
-    try:
-        deadline = time.monotonic() + RUN_LIMIT
-        while (done := succeeded(runtime.audit)) < messages:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"stackreflex drained {done} of {messages} in {RUN_LIMIT} s")
-            time.sleep(0.02)
-        return messages / (time.perf_counter() - start)
-    finally:
-        runtime.stop()
+    with Drained(bench.url, messages) as drained:
+        runtime = bench.runtime(database_url)
+        try:
+            deadline = time.monotonic() + RUN_LIMIT
+            while (done := succeeded(runtime.audit)) < messages:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"stackreflex drained {done} of {messages} in {RUN_LIMIT} s")
+                time.sleep(0.02)
+        finally:
+            runtime.stop()
+    return drained
 
 
 def _paced_publisher(url: str, namespace: str, rate: float, count: int, connection) -> None:
@@ -261,13 +315,12 @@ def worker_rss(url: str, messages: int) -> tuple[float, float]:
             "STACKREFLEX_LOG_LEVEL": "WARNING",
             "XDG_STATE_HOME": tmp,
         }
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "stackreflex", "worker", "-H", str(Path(__file__).with_name("noop_handlers.py"))],
-            env=env,
-        )
+        noop = str(Path(__file__).with_name("noop_handlers.py"))
+        worker = subprocess.Popen([sys.executable, "-m", "stackreflex", "worker", "-H", noop], env=env)
         try:
             publisher = Publisher(bench.settings(database_url))
-            _until(lambda: _first(publisher), worker)  # the worker has bound its queue
+            _until(lambda: _router_consuming(url, bench.namespace), worker)
+            publisher.publish(Envelope.new("bench.noop"))
             audit = AuditLog.open(database_url)
             _until(lambda: succeeded(audit) >= 1, worker)
             start = _rss_mb(worker.pid)
@@ -278,15 +331,19 @@ def worker_rss(url: str, messages: int) -> tuple[float, float]:
         finally:
             worker.terminate()
             worker.wait(60)
-            bench.clean_up()
+            # the worker serves the built-in handlers too, and declared their queues
+            remove_namespace(url, bench.namespace, [h.name for h in load_all_handlers([noop])])
 
 
-def _first(publisher: Publisher) -> bool:
-    try:
-        publisher.publish(Envelope.new("bench.noop"))
-        return True
-    except UnroutableError:
-        return False
+def _router_consuming(url: str, namespace: str) -> bool:
+    """The worker's router consumes its queue, so its bindings are declared: an envelope
+    published before then would go to the unrouted queue and be parked."""
+    with Connection(url) as connection:
+        try:
+            declared = connection.default_channel.queue_declare(queue=f"{namespace}.router", passive=True)
+        except ChannelError:  # not declared yet (the channel is closed with it)
+            return False
+    return declared.consumer_count > 0
 
 
 def _until(done, worker: subprocess.Popen) -> None:
@@ -353,16 +410,22 @@ def one_round(url: str, pg_admin: str, args) -> dict:
             sqlite = ours_drain(bench, f"sqlite:///{tmp}/audit.db", args.messages)
         with PostgresDatabase(pg_admin) as database_url:
             postgresql = ours_drain(bench, database_url, args.messages)
-        rate = 0.5 * sqlite
+        rate = 0.5 * sqlite.rate
         latency, sustained = ours_latency(bench, args.latency_samples, rate, args.sustained_seconds)
     finally:
         bench.clean_up()
+    cpu = {}
+    for name, drained in (("raw", raw), ("sqlite", sqlite), ("postgresql", postgresql)):
+        cpu[f"{name}_cpu_ms"] = drained.cpu_ms
+        if drained.broker_cpu_ms is not None:
+            cpu[f"{name}_broker_cpu_ms"] = drained.broker_cpu_ms
     return {
-        "raw_drain": raw,
-        "sqlite_drain": sqlite,
-        "postgresql_drain": postgresql,
-        "capacity_ratio_sqlite": sqlite / raw,
-        "capacity_ratio_postgresql": postgresql / raw,
+        "raw_drain": raw.rate,
+        "sqlite_drain": sqlite.rate,
+        "postgresql_drain": postgresql.rate,
+        "capacity_ratio_sqlite": sqlite.rate / raw.rate,
+        "capacity_ratio_postgresql": postgresql.rate / raw.rate,
+        **cpu,
         "kombu_p50_ms": percentile(kombu, 0.5) * 1000,
         "kombu_p99_ms": percentile(kombu, 0.99) * 1000,
         "latency_p50_ms": percentile(latency, 0.5) * 1000,
@@ -429,6 +492,17 @@ def table(s: dict, args) -> str:
         (f"latency p50 at {s['sustained_rate']:.0f}/s (ms)", "", fig("sustained_p50_ms"), "", ""),
         (f"latency p99 at {s['sustained_rate']:.0f}/s (ms)", "", fig("sustained_p99_ms"), "", met("sustained_p99_ms")),
     ]
+    for who, key in (("this process's threads", "cpu_ms"), ("the broker", "broker_cpu_ms")):
+        if f"raw_{key}" in s:
+            rows.append(
+                (
+                    f"CPU per envelope drained, {who} (ms)",
+                    f"{s[f'raw_{key}']:.2f}",
+                    f"{s[f'sqlite_{key}']:.2f} SQLite, {s[f'postgresql_{key}']:.2f} PostgreSQL",
+                    "",
+                    "",
+                )
+            )
     rows.append(
         (
             f"worker RSS after {args.messages} envelopes (MB)",
