@@ -3,7 +3,6 @@ a drain waiting for a message gets the one put by another thread, one a consumer
 prefetch limit could not take until an acknowledgement, and one put back; an idle drain
 ends at its timeout, and one made with none waits."""
 
-import socket
 import threading
 import uuid
 
@@ -46,64 +45,70 @@ def test_the_embedded_bus_uses_the_woken_transport():
 def test_a_waiting_drain_gets_a_message_put_by_another_thread(channel_names):
     exchange, queue = channel_names
     got = []
-    with kombu_connection(Settings()) as consumer, kombu_connection(Settings()) as publisher:
-        with consumer.Consumer([queue], on_message=lambda m: (got.append(m.body), m.ack())):
-            producer = publisher.Producer(exchange=exchange)
-            producer.publish(b"warm", routing_key="x.1", declare=[exchange, queue])
-            consumer.drain_events(timeout=5)
-            thread, errors = drain_in_thread(consumer, LONG)
-            producer.publish(b"hello", routing_key="x.2")
-            thread.join(LONG / 2)
-            assert not thread.is_alive() and not errors
+    with (
+        kombu_connection(Settings()) as consumer,
+        kombu_connection(Settings()) as publisher,
+        consumer.Consumer([queue], on_message=lambda m: (got.append(m.body), m.ack())),
+    ):
+        producer = publisher.Producer(exchange=exchange)
+        producer.publish(b"warm", routing_key="x.1", declare=[exchange, queue])
+        consumer.drain_events(timeout=5)
+        thread, errors = drain_in_thread(consumer, LONG)
+        producer.publish(b"hello", routing_key="x.2")
+        thread.join(LONG / 2)
+        assert not thread.is_alive() and not errors
     assert got == [b"warm", b"hello"]
 
 
 def test_an_acknowledgement_lets_a_consumer_at_its_prefetch_limit_take_the_next(channel_names):
     exchange, queue = channel_names
     held = []
-    with kombu_connection(Settings()) as connection:
-        with connection.Consumer([queue], on_message=held.append, prefetch_count=1):
-            producer = connection.Producer(exchange=exchange)
-            producer.publish(b"one", routing_key="x.1", declare=[exchange, queue])
-            producer.publish(b"two", routing_key="x.2")
-            connection.drain_events(timeout=5)
-            with pytest.raises(socket.timeout):  # "two" waits for "one" to be acknowledged
-                connection.drain_events(timeout=0.2)
-            thread, errors = drain_in_thread(connection, LONG)
-            held[0].ack()
-            thread.join(LONG / 2)
-            assert not thread.is_alive() and not errors
+    with (
+        kombu_connection(Settings()) as connection,
+        connection.Consumer([queue], on_message=held.append, prefetch_count=1),
+    ):
+        producer = connection.Producer(exchange=exchange)
+        producer.publish(b"one", routing_key="x.1", declare=[exchange, queue])
+        producer.publish(b"two", routing_key="x.2")
+        connection.drain_events(timeout=5)
+        with pytest.raises(TimeoutError):  # "two" waits for "one" to be acknowledged
+            connection.drain_events(timeout=0.2)
+        thread, errors = drain_in_thread(connection, LONG)
+        held[0].ack()
+        thread.join(LONG / 2)
+        assert not thread.is_alive() and not errors
     assert [m.body for m in held] == [b"one", b"two"]
 
 
 def test_a_message_put_back_is_delivered_again(channel_names):
     exchange, queue = channel_names
     seen = []
-    with kombu_connection(Settings()) as connection:
-        with connection.Consumer([queue], on_message=seen.append, prefetch_count=1):
-            producer = connection.Producer(exchange=exchange)
-            producer.publish(b"again", routing_key="x.1", declare=[exchange, queue])
-            connection.drain_events(timeout=5)
-            thread, errors = drain_in_thread(connection, LONG)
-            seen[0].requeue()
-            thread.join(LONG / 2)
-            assert not thread.is_alive() and not errors
+    with (
+        kombu_connection(Settings()) as connection,
+        connection.Consumer([queue], on_message=seen.append, prefetch_count=1),
+    ):
+        producer = connection.Producer(exchange=exchange)
+        producer.publish(b"again", routing_key="x.1", declare=[exchange, queue])
+        connection.drain_events(timeout=5)
+        thread, errors = drain_in_thread(connection, LONG)
+        seen[0].requeue()
+        thread.join(LONG / 2)
+        assert not thread.is_alive() and not errors
     assert [m.body for m in seen] == [b"again", b"again"]
 
 
 def test_an_idle_drain_ends_at_its_timeout_and_one_without_a_timeout_waits(channel_names):
     exchange, queue = channel_names
-    with kombu_connection(Settings()) as connection:
-        with connection.Consumer([queue], on_message=lambda m: m.ack()):
-            connection.Producer(exchange=exchange).declare()
-            queue(connection.default_channel).declare()
-            with pytest.raises(socket.timeout):
-                connection.drain_events(timeout=0.1)
-            with pytest.raises(socket.timeout):
-                connection.drain_events(timeout=0)
-            thread, errors = drain_in_thread(connection, None)
-            thread.join(0.5)
-            assert thread.is_alive()  # still waiting: nothing came
-            connection.Producer(exchange=exchange).publish(b"late", routing_key="x.1")
-            thread.join(LONG / 2)
-            assert not thread.is_alive() and not errors
+    with kombu_connection(Settings()) as connection, connection.Consumer([queue], on_message=lambda m: m.ack()):
+        connection.Producer(exchange=exchange).declare()
+        queue(connection.default_channel).declare()
+        with pytest.raises(TimeoutError):
+            connection.drain_events(timeout=0.1)
+        with pytest.raises(TimeoutError):
+            connection.drain_events(timeout=0)
+        thread, errors = drain_in_thread(connection, None)
+        thread.join(0.5)
+        assert thread.is_alive()  # still waiting: nothing came
+        connection.Producer(exchange=exchange).publish(b"late", routing_key="x.1")
+        thread.join(LONG / 2)
+        assert not thread.is_alive() and not errors

@@ -7,7 +7,6 @@ a consumer at its prefetch limit take another) wakes the threads draining, and a
 sleeps until then or until its timeout.
 """
 
-import socket
 import threading
 import time
 from queue import Empty
@@ -27,32 +26,33 @@ def _wake() -> None:
         _arrived.notify_all()
 
 
-class Channel(memory.Channel):  # type: ignore[misc]  # kombu: unannotated
+class Channel(memory.Channel):
     """kombu's memory channel (the same queues and bindings), waking drains on each put."""
 
     def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
-        super()._put(queue, message, **kwargs)
+        super()._put(queue, message, **kwargs)  # type: ignore[no-untyped-call]  # kombu: unannotated
         _wake()
 
     def _put_fanout(self, exchange: str, message: Any, routing_key: str | None = None, **kwargs: Any) -> None:
-        super()._put_fanout(exchange, message, routing_key, **kwargs)
+        super()._put_fanout(exchange, message, routing_key, **kwargs)  # type: ignore[no-untyped-call]  # kombu: unannotated
         _wake()
 
     def basic_ack(self, delivery_tag: int, multiple: bool = False) -> None:
-        super().basic_ack(delivery_tag, multiple)
+        super().basic_ack(delivery_tag, multiple)  # type: ignore[no-untyped-call]  # kombu: unannotated
         _wake()
 
     def basic_reject(self, delivery_tag: int, requeue: bool = False) -> None:
-        super().basic_reject(delivery_tag, requeue)
+        super().basic_reject(delivery_tag, requeue)  # type: ignore[no-untyped-call]  # kombu: unannotated
         _wake()
 
 
-class Transport(memory.Transport):  # type: ignore[misc]  # kombu: unannotated
+class Transport(memory.Transport):
     Channel = Channel
 
-    def drain_events(self, connection: Any, timeout: float | None = None) -> None:
-        """Deliver one message, waiting up to ``timeout`` for one (socket.timeout if none came)."""
+    def drain_events(self, connection: Any, timeout: float | None = None, **kwargs: Any) -> None:
+        """Deliver one message, waiting up to ``timeout`` for one (TimeoutError if none came)."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        assert self.cycle is not None  # set up with the transport's first channel
         while True:
             seen = _generation  # read before looking: a put after the look changes it
             try:
@@ -61,7 +61,8 @@ class Transport(memory.Transport):  # type: ignore[misc]  # kombu: unannotated
             except Empty:
                 pass
             with _arrived:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise socket.timeout()
-                _arrived.wait_for(lambda: _generation != seen, timeout=remaining)
+                while _generation == seen:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        raise TimeoutError()
+                    _arrived.wait(remaining)
