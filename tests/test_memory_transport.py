@@ -1,7 +1,7 @@
 """The embedded bus's transport (kombu's in-memory one, woken by messages instead of polling):
 a drain waiting for a message gets the one put by another thread, one a consumer at its
 prefetch limit could not take until an acknowledgement, and one put back; an idle drain
-ends at its timeout, and one made with none waits."""
+ends at its timeout, and one made with none waits for a message."""
 
 import threading
 import uuid
@@ -37,6 +37,14 @@ def drain_in_thread(connection, timeout: float | None) -> tuple[threading.Thread
     return thread, errors
 
 
+def woken_by(connection, act, timeout: float | None = LONG) -> None:
+    """A drain waiting for a message ends once ``act`` (done from this thread) gives it one."""
+    thread, errors = drain_in_thread(connection, timeout)
+    act()
+    thread.join(LONG / 2)
+    assert not thread.is_alive() and not errors
+
+
 def test_the_embedded_bus_uses_the_woken_transport():
     with kombu_connection(Settings()) as connection:
         assert isinstance(connection.transport, Transport)
@@ -53,10 +61,7 @@ def test_a_waiting_drain_gets_a_message_put_by_another_thread(channel_names):
         producer = publisher.Producer(exchange=exchange)
         producer.publish(b"warm", routing_key="x.1", declare=[exchange, queue])
         consumer.drain_events(timeout=5)
-        thread, errors = drain_in_thread(consumer, LONG)
-        producer.publish(b"hello", routing_key="x.2")
-        thread.join(LONG / 2)
-        assert not thread.is_alive() and not errors
+        woken_by(consumer, lambda: producer.publish(b"hello", routing_key="x.2"))
     assert got == [b"warm", b"hello"]
 
 
@@ -73,10 +78,7 @@ def test_an_acknowledgement_lets_a_consumer_at_its_prefetch_limit_take_the_next(
         connection.drain_events(timeout=5)
         with pytest.raises(TimeoutError):  # "two" waits for "one" to be acknowledged
             connection.drain_events(timeout=0.2)
-        thread, errors = drain_in_thread(connection, LONG)
-        held[0].ack()
-        thread.join(LONG / 2)
-        assert not thread.is_alive() and not errors
+        woken_by(connection, held[0].ack)
     assert [m.body for m in held] == [b"one", b"two"]
 
 
@@ -90,14 +92,11 @@ def test_a_message_put_back_is_delivered_again(channel_names):
         producer = connection.Producer(exchange=exchange)
         producer.publish(b"again", routing_key="x.1", declare=[exchange, queue])
         connection.drain_events(timeout=5)
-        thread, errors = drain_in_thread(connection, LONG)
-        seen[0].requeue()
-        thread.join(LONG / 2)
-        assert not thread.is_alive() and not errors
+        woken_by(connection, seen[0].requeue)
     assert [m.body for m in seen] == [b"again", b"again"]
 
 
-def test_an_idle_drain_ends_at_its_timeout_and_one_without_a_timeout_waits(channel_names):
+def test_an_idle_drain_ends_at_its_timeout_and_one_without_a_timeout_waits_for_a_message(channel_names):
     exchange, queue = channel_names
     with kombu_connection(Settings()) as connection, connection.Consumer([queue], on_message=lambda m: m.ack()):
         connection.Producer(exchange=exchange).declare()
@@ -106,9 +105,5 @@ def test_an_idle_drain_ends_at_its_timeout_and_one_without_a_timeout_waits(chann
             connection.drain_events(timeout=0.1)
         with pytest.raises(TimeoutError):
             connection.drain_events(timeout=0)
-        thread, errors = drain_in_thread(connection, None)
-        thread.join(0.5)
-        assert thread.is_alive()  # still waiting: nothing came
-        connection.Producer(exchange=exchange).publish(b"late", routing_key="x.1")
-        thread.join(LONG / 2)
-        assert not thread.is_alive() and not errors
+        producer = connection.Producer(exchange=exchange)
+        woken_by(connection, lambda: producer.publish(b"late", routing_key="x.1"), timeout=None)
