@@ -43,6 +43,8 @@ HANDLER_NAMES = [
     "elsewhere",
     "elsewhere_filtered",
     "step_then_wait",
+    "first",  # test_router's
+    "second",
 ]
 
 
@@ -60,6 +62,21 @@ def broker_url() -> str:
 def namespace(broker_url):
     ns = f"t{uuid.uuid4().hex[:10]}"
     yield ns
+    remove_namespace(broker_url, ns)
+
+
+@pytest.fixture
+def more_namespaces(broker_url):
+    """Namespaces a test makes besides its own (it appends them here), removed like it once the
+    test's worker processes have stopped: request this fixture before ``workers``."""
+    made: list[str] = []
+    yield made
+    for ns in made:
+        remove_namespace(broker_url, ns)
+
+
+def remove_namespace(broker_url: str, ns: str) -> None:
+    """Delete a namespace's queues (the router's, every handler's, built-in or the tests') and exchanges."""
     with Connection(normalise_amqp_url(broker_url)) as c:
         names = HANDLER_NAMES + [h.name for h in load_all_handlers()]
         queues = [f"{ns}.router", f"{ns}.dlq", f"{ns}.unrouted"] + [

@@ -436,7 +436,9 @@ def test_a_node_whose_agent_stops_fails_its_run_at_the_deadline_naming_the_deplo
         oc.stop()
 
 
-def test_a_first_watch_starts_from_now_unless_asked_for_the_whole_history(deployment, workers, tmp_path):
+def test_a_first_watch_starts_from_now_unless_asked_for_the_whole_history(
+    deployment, more_namespaces, workers, tmp_path
+):
     """After a deployment is over, a watcher on a fresh audit log publishes nothing of its
     history by default (only resources still in progress would be), and all of it with
     ``--from beginning``; each says which it did."""
@@ -446,6 +448,7 @@ def test_a_first_watch_starts_from_now_unless_asked_for_the_whole_history(deploy
     workers(settings, "overcloud", "--interval", "0.3", command="watch", env=os_env)
     wait_for(lambda: oc.heat.root.status == "CREATE_COMPLETE", timeout=60, message="deployment complete")
     for start_from, namespace in (("now", f"{settings.namespace}-now"), ("beginning", f"{settings.namespace}-all")):
+        more_namespaces.append(namespace)
         fresh = settings.model_copy(
             update={"namespace": namespace, "database_url": SecretStr(f"sqlite:///{tmp_path}/{start_from}.db")}
         )
