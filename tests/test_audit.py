@@ -1,11 +1,13 @@
 """The audit log on SQLite and PostgreSQL: migrations, run uniqueness, claims and leases, redaction."""
 
+import ctypes
 import json
 import logging
 import os
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from datetime import timedelta
 
 from pydantic import SecretStr
@@ -263,6 +265,96 @@ def test_writes_that_wait_share_one_transaction_and_a_failing_write_fails_alone(
     assert len(opened) == 4  # d's; e and a together (rolled back); then e alone and a alone
     with engine.connect() as c:
         assert sorted(c.execute(select(cursor.c.stack)).scalars()) == ["a", "b", "c", "d", "e"]
+
+
+def _blocked_writer(database_url):
+    """A GroupCommit on a real database whose first write holds its transaction open until
+    ``release`` is set; ``open_now`` counts the transactions under way."""
+    engine = make_engine(database_url)
+    migrate(engine)
+    open_now, release = [0], threading.Event()
+
+    @contextmanager
+    def transaction():
+        with engine.begin() as c:
+            open_now[0] += 1
+            try:
+                yield c
+            finally:
+                open_now[0] -= 1
+
+    commits = GroupCommit(transaction)
+    cursor = WatcherCursor.__table__
+
+    def write(stack: str, hold: bool = False):
+        def work(c):
+            c.execute(cursor.insert().values(stack=stack, last_event_id=stack, updated_at=utcnow()))
+            if hold:
+                release.wait(10)
+            return stack
+
+        return commits.run(work)
+
+    return commits, write, open_now, release
+
+
+def test_holding_the_writer_waits_for_the_writes_before_it_and_holds_back_those_after(sqlite_url):
+    """``exclusive()`` queued behind a write is never carried along with it: it starts once no
+    transaction is under way, and a write asked for meanwhile commits after it ends."""
+    commits, write, open_now, release = _blocked_writer(sqlite_url)
+    seen, done = {}, threading.Event()
+    first = threading.Thread(target=write, args=("a", True))
+    first.start()
+    wait_for(lambda: open_now[0] == 1, message="the first write's transaction")
+    queued = threading.Thread(target=write, args=("b",))
+    queued.start()
+    wait_for(lambda: len(commits._queue) == 1, message="a write queued behind it")
+
+    def hold():
+        with commits.exclusive():
+            seen["open"] = open_now[0]
+            later = threading.Thread(target=write, args=("c",))
+            later.start()
+            wait_for(lambda: len(commits._queue) == 1, message="a write asked for while held")
+            seen["later done"] = not later.is_alive()
+            done.set()
+        later.join(10)
+        seen["later done after"] = not later.is_alive()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    wait_for(lambda: len(commits._queue) == 2, message="the hold queued behind the write")
+    release.set()
+    holder.join(20)
+    assert done.is_set() and seen == {"open": 0, "later done": False, "later done after": True}
+    first.join(10), queued.join(10)
+
+
+def test_a_writer_interrupted_while_it_waits_leaves_the_writer_free(sqlite_url):
+    """A thread stopped by an exception while waiting its turn (dramatiq's time limit raises
+    one asynchronously) holds nothing: the writes after it are committed."""
+    commits, write, open_now, release = _blocked_writer(sqlite_url)
+    first = threading.Thread(target=write, args=("a", True))
+    first.start()
+    wait_for(lambda: open_now[0] == 1, message="the first write's transaction")
+    errors = []
+
+    def interrupted():
+        try:
+            write("b")
+        except TimeoutError as exc:
+            errors.append(exc)
+
+    waiting = threading.Thread(target=interrupted)
+    waiting.start()
+    wait_for(lambda: len(commits._queue) == 1, message="a write queued")
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(waiting.ident), ctypes.py_object(TimeoutError))
+    waiting.join(10)
+    assert not waiting.is_alive() and len(errors) == 1
+    release.set()
+    first.join(10)
+    assert write("c") == "c" and write("d") == "d"
+    assert not commits._leading
 
 
 def test_prepared_statements_store_and_return_what_core_does_and_raise_what_core_raises(database_url):

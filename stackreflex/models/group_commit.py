@@ -26,37 +26,40 @@ T = TypeVar("T")
 Write = Callable[[Connection], T]
 
 
-def _held(connection: Connection) -> None:
-    """What :meth:`GroupCommit.exclusive` queues as its turn (it is taken out, never run)."""
+#: How long a waiting writer sleeps before it looks again by itself (seconds): a wake-up lost
+#: to a thread interrupted while it was being handed the writer costs the others this, not a hang.
+RECHECK = 1.0
 
 
 class _Pending:
-    """One caller's write, and the lock it sleeps on until its write is committed or it is
-    asked to lead the next transaction (held from birth; released once, by whoever wakes it)."""
+    """One caller's write (or, with ``work=None``, a turn to hold the writer), and what its
+    thread sleeps on between looks at whether it is committed or may lead."""
 
     __slots__ = ("done", "error", "result", "wake", "work")
 
-    def __init__(self, work: Write[Any]):
+    def __init__(self, work: Write[Any] | None):
         self.work = work
         self.done = False
         self.result: Any = None
         self.error: BaseException | None = None
-        self.wake = threading.Lock()
+        self.wake = threading.Lock()  # held while nobody has woken it: released only under the mutex
         self.wake.acquire()
 
 
 class GroupCommit:
     """Runs writes in shared transactions opened by ``transaction()``.
 
-    Each waiting caller sleeps on a lock of its own, and is woken exactly once: when its write
-    is committed, or when it is its turn to lead. (Sleeping on one shared condition, every
-    commit woke every waiting thread to find, mostly, that it had to sleep again: some thirty
-    thread switches for each event.)
+    A waiting caller sleeps on a semaphore of its own, woken when its write is committed or
+    when the writer comes free (the oldest waiter first); it then looks for itself, under the
+    lock, which it is. (Sleeping on one shared condition, every commit woke every waiting
+    thread to find, mostly, that it had to sleep again: some thirty thread switches for each
+    event.) Nobody is handed the writer: a woken thread takes it if it is still free, so a
+    thread interrupted while waiting (a time limit, a shutdown) leaves nothing held.
     """
 
     def __init__(self, transaction: Callable[[], AbstractContextManager[Connection]]):
         self._transaction = transaction
-        #: writes waiting for the next transaction (not those of the one under way)
+        #: callers waiting (not the writes of the transaction under way)
         self._queue: list[_Pending] = []
         self._mutex = threading.Lock()
         #: a transaction is under way (or the writer is held by :meth:`exclusive`)
@@ -69,10 +72,10 @@ class GroupCommit:
     def run(self, work: Write[T]) -> T:
         """Run ``work`` in a transaction (maybe shared); return its result once committed."""
         own, called = _Pending(work), time.perf_counter()
-        self._take_turn(own)
-        if not own.done:  # leading: a transaction for every write that waits
+        if self._take_turn(own):  # leading: a transaction for every write that waits
             with self._mutex:
-                batch, self._queue = self._queue, []
+                batch = [pending for pending in self._queue if pending.work is not None]
+                self._queue = [pending for pending in self._queue if pending.work is None]
             try:
                 self._commit(batch)
             except BaseException:
@@ -82,7 +85,7 @@ class GroupCommit:
                     self._queue[:0] = [pending for pending in batch if pending is not own and not pending.done]
                 raise
             finally:
-                self._hand_over(batch, own)
+                self._hand_over(batch)
         AUDIT_WRITE_DURATION.observe(time.perf_counter() - called)
         if own.error is not None:
             raise own.error
@@ -91,41 +94,46 @@ class GroupCommit:
     @contextmanager
     def exclusive(self) -> Iterator[None]:
         """Hold the writer: no write runs until the ``with`` block ends."""
-        own = _Pending(_held)  # a place in the queue, never committed
-        self._take_turn(own)
-        with self._mutex:
-            if own in self._queue:
-                self._queue.remove(own)  # the writes behind it wait for the next turn
+        self._take_turn(_Pending(None))  # never part of a batch: it returns leading
         try:
             yield
         finally:
-            self._hand_over([], own)
+            self._hand_over([])
 
-    def _take_turn(self, own: _Pending) -> None:
-        """Queue ``own``; return once it is committed (``own.done``) or it is its turn to lead."""
+    def _take_turn(self, own: _Pending) -> bool:
+        """Wait until ``own`` is committed (False) or holds the writer (True, out of the queue)."""
         with self._mutex:
             self._queue.append(own)
-            if not self._leading:
-                self._leading = True
-                return
-        own.wake.acquire()
+        try:
+            while True:
+                with self._mutex:
+                    if own.done:
+                        return False
+                    if not self._leading:
+                        self._leading = True
+                        if own.work is None:
+                            self._queue.remove(own)  # a writer's own write is in the batch it takes
+                        return True
+                own.wake.acquire(timeout=RECHECK)
+        except BaseException:
+            with self._mutex:  # interrupted while waiting: the write stays queued, the turn does not
+                if own.work is None and own in self._queue:
+                    self._queue.remove(own)
+            raise
 
-    def _hand_over(self, batch: list[_Pending], leader: _Pending) -> None:
-        """Wake the callers whose writes were committed, and the first still waiting to lead."""
+    def _hand_over(self, batch: list[_Pending]) -> None:
+        """Free the writer; wake the oldest caller still waiting (it may lead), then those
+        whose writes were committed."""
         with self._mutex:
-            following = self._queue[0] if self._queue else None
-            if following is None:
-                self._leading = False
-        for pending in batch:
-            if pending is not leader and pending.done:
-                pending.wake.release()
-        if following is not None:
-            following.wake.release()
+            self._leading = False
+            for pending in self._queue[:1] + [pending for pending in batch if pending.done]:
+                if pending.wake.locked():  # not woken already, and not yet looked since
+                    pending.wake.release()
 
     def _commit(self, batch: list[_Pending]) -> None:
         try:
             with self._transaction() as connection:
-                results = [pending.work(connection) for pending in batch]
+                results = [cast(Write[Any], pending.work)(connection) for pending in batch]  # writes only
         except Exception as exc:
             if len(batch) == 1:
                 batch[0].error, batch[0].done = exc, True
