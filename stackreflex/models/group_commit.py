@@ -49,7 +49,7 @@ class _Pending:
 class GroupCommit:
     """Runs writes in shared transactions opened by ``transaction()``.
 
-    A waiting caller sleeps on a semaphore of its own, woken when its write is committed or
+    A waiting caller sleeps on a lock of its own, woken when its write is committed or
     when the writer comes free (the oldest waiter first); it then looks for itself, under the
     lock, which it is. (Sleeping on one shared condition, every commit woke every waiting
     thread to find, mostly, that it had to sleep again: some thirty thread switches for each
@@ -73,10 +73,11 @@ class GroupCommit:
         """Run ``work`` in a transaction (maybe shared); return its result once committed."""
         own, called = _Pending(work), time.perf_counter()
         if self._take_turn(own):  # leading: a transaction for every write that waits
-            with self._mutex:
-                batch = [pending for pending in self._queue if pending.work is not None]
-                self._queue = [pending for pending in self._queue if pending.work is None]
+            batch: list[_Pending] = []
             try:
+                with self._mutex:
+                    batch = [pending for pending in self._queue if pending.work is not None]
+                    self._queue = [pending for pending in self._queue if pending.work is None]
                 self._commit(batch)
             except BaseException:
                 # This thread is being interrupted (time limit, shutdown): the others' writes go
@@ -104,21 +105,26 @@ class GroupCommit:
         """Wait until ``own`` is committed (False) or holds the writer (True, out of the queue)."""
         with self._mutex:
             self._queue.append(own)
+        took = False
         try:
             while True:
                 with self._mutex:
                     if own.done:
                         return False
                     if not self._leading:
-                        self._leading = True
+                        self._leading = took = True
                         if own.work is None:
                             self._queue.remove(own)  # a writer's own write is in the batch it takes
                         return True
                 own.wake.acquire(timeout=RECHECK)
         except BaseException:
-            with self._mutex:  # interrupted while waiting: the write stays queued, the turn does not
+            # Interrupted while waiting: the write stays queued (the next leader makes it), the
+            # turn to hold the writer does not, and a writer just taken is freed again.
+            with self._mutex:
                 if own.work is None and own in self._queue:
                     self._queue.remove(own)
+            if took:
+                self._hand_over([])
             raise
 
     def _hand_over(self, batch: list[_Pending]) -> None:
