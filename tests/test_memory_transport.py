@@ -82,6 +82,25 @@ def test_an_acknowledgement_lets_a_consumer_at_its_prefetch_limit_take_the_next(
     assert [m.body for m in held] == [b"one", b"two"]
 
 
+def test_acknowledging_a_batch_at_once_frees_the_whole_prefetch_window(channel_names):
+    exchange, queue = channel_names
+    held = []
+    with (
+        kombu_connection(Settings()) as connection,
+        connection.Consumer([queue], on_message=held.append, prefetch_count=3),
+    ):
+        producer = connection.Producer(exchange=exchange)
+        producer.publish(b"0", routing_key="x.0", declare=[exchange, queue])
+        for i in range(1, 6):
+            producer.publish(str(i).encode(), routing_key=f"x.{i}")
+        for _ in range(3):
+            connection.drain_events(timeout=5)
+        held[-1].ack(multiple=True)  # as the router acknowledges a batch
+        for _ in range(3):
+            connection.drain_events(timeout=5)  # the window is three again, not one
+    assert [m.body for m in held] == [b"0", b"1", b"2", b"3", b"4", b"5"]
+
+
 def test_a_message_put_back_is_delivered_again(channel_names):
     exchange, queue = channel_names
     seen = []

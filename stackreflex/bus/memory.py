@@ -38,7 +38,16 @@ class Channel(memory.Channel):
         _wake()
 
     def basic_ack(self, delivery_tag: int, multiple: bool = False) -> None:
-        super().basic_ack(delivery_tag, multiple)  # type: ignore[no-untyped-call]  # kombu: unannotated
+        """Acknowledge ``delivery_tag``, and with ``multiple`` every earlier delivery of this
+        channel too, as AMQP does (kombu's virtual channel acknowledged the one tag only: the
+        router's acknowledgement of a batch left the rest held, and its window shrank to one)."""
+        qos, tags = self.qos, [delivery_tag]
+        if multiple:  # the deliveries held, in the order they were made, up to this one
+            held = list(qos._delivered)
+            tags = held[: held.index(delivery_tag) + 1] if delivery_tag in held else tags
+        for tag in tags:
+            if tag not in qos._dirty:
+                super().basic_ack(tag)  # type: ignore[no-untyped-call]  # kombu: unannotated
         _wake()
 
     def basic_reject(self, delivery_tag: int, requeue: bool = False) -> None:
